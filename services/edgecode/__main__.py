@@ -1,0 +1,3 @@
+from edgecode.cli import main
+
+raise SystemExit(main())

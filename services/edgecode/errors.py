@@ -1,0 +1,29 @@
+"""The exception tree of edgecode.
+
+The numeric core raises these (or plain ``ValueError`` for bad arguments at a public edge); the
+service runtime maps each class to one gRPC status in a single place.
+"""
+
+
+class EdgecodeError(Exception):
+    """Base class of every edgecode error."""
+
+
+class InvalidInput(EdgecodeError, ValueError):
+    """A message or argument is malformed: wrong dtype, shape, length, or a non-finite value."""
+
+
+class NotDecodable(EdgecodeError, ValueError):
+    """The results that arrived do not determine the exact answer (too many stragglers)."""
+
+
+class StaleRound(EdgecodeError):
+    """A message refers to a round that is no longer current."""
+
+
+class UnknownJob(EdgecodeError):
+    """A message refers to a job this service does not know."""
+
+
+class Infeasible(EdgecodeError, ValueError):
+    """Code or plan parameters that no construction can satisfy; the message names the condition."""
