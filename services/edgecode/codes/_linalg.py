@@ -30,8 +30,13 @@ def normalize_alive(alive: Iterable[int], n: int, name: str = "alive") -> tuple[
     return tuple(nodes)
 
 
-def subsets(n: int, size: int, rng: np.random.Generator | None = None,
-            limit: int = ENUMERATION_LIMIT, samples: int = 2_000) -> Iterator[tuple[int, ...]]:
+def subsets(
+    n: int,
+    size: int,
+    rng: np.random.Generator | None = None,
+    limit: int = ENUMERATION_LIMIT,
+    samples: int = 2_000,
+) -> Iterator[tuple[int, ...]]:
     """All ``size``-subsets of ``range(n)`` when there are at most ``limit`` of them, else
     ``samples`` uniformly drawn ones (with ``rng``; a fixed seed when none is given)."""
     if math.comb(n, size) <= limit:
