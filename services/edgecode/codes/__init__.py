@@ -4,6 +4,7 @@ Pure numpy/scipy. Every code states the straggler patterns it tolerates and deco
 every one of them; the tests enumerate those patterns.
 """
 
+from edgecode.codes.combine import MessageBuffer
 from edgecode.codes.flat import (
     GradientCode,
     cyclic_repetition,
@@ -20,6 +21,7 @@ from edgecode.codes.hierarchical import (
 __all__ = [
     "GradientCode",
     "HierarchicalCode",
+    "MessageBuffer",
     "cyclic_repetition",
     "fractional_repetition",
     "hierarchical",

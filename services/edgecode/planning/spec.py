@@ -143,7 +143,8 @@ def spec_from_dict(data: dict[str, Any]) -> ClusterSpec:
     """Build a spec from parsed TOML, naming the offending key on error."""
     job = data.get("job", {})
     edges_raw = data.get("edge")
-    _check(isinstance(edges_raw, list) and edges_raw, "spec: needs at least one [[edge]] table")
+    if not isinstance(edges_raw, list) or not edges_raw:
+        raise ValueError("spec: needs at least one [[edge]] table")
     edges = []
     for e_index, edge in enumerate(edges_raw):
         name = str(edge.get("name", f"edge-{e_index}"))
@@ -156,10 +157,15 @@ def spec_from_dict(data: dict[str, Any]) -> ClusterSpec:
             for key in ("shift", "rate"):
                 _check(key in fields, f"edge {name!r} worker {fields['name']!r}: {key} is required")
             workers.append(WorkerSpec(**fields))
-        edges.append(EdgeSpec(name=name, workers=tuple(workers),
-                              link_seconds=float(edge.get("link_seconds", 0.0))))
+        edges.append(
+            EdgeSpec(
+                name=name, workers=tuple(workers), link_seconds=float(edge.get("link_seconds", 0.0))
+            )
+        )
     partitions = job.get("partitions")
-    return ClusterSpec(edges=tuple(edges), partitions=None if partitions is None else int(partitions))
+    return ClusterSpec(
+        edges=tuple(edges), partitions=None if partitions is None else int(partitions)
+    )
 
 
 def load_spec(path: str | Path) -> ClusterSpec:

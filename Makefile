@@ -1,0 +1,42 @@
+# Everyday tasks. `make test` and `make run` work on a fresh machine with Python 3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install run test test-fast lint format typecheck verify bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install edgecode with its test tools
+
+run: $(STAMP)  ## the main job (today: verify every code on every tolerated straggler pattern)
+	$(BIN)/edgecode codes verify
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## unit tests only
+	$(BIN)/python -m pytest tests/unit -q
+
+lint: $(STAMP)  ## ruff lint + format check, mypy
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+	$(BIN)/mypy
+
+format: $(STAMP)  ## apply ruff formatting and safe fixes
+	$(BIN)/ruff format services tests
+	$(BIN)/ruff check --fix services tests
+
+bench: $(STAMP)  ## all benchmarks (writes out/bench-*)
+	$(BIN)/edgecode bench codes --out out/bench-codes
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

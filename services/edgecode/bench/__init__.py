@@ -1,0 +1,1 @@
+"""Benchmarks behind `edgecode bench`: side-by-side measurements, never timed unit tests."""
