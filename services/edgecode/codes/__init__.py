@@ -17,15 +17,34 @@ from edgecode.codes.hierarchical import (
     hierarchical_from_counts,
     hierarchical_load_bound,
 )
+from edgecode.codes.partial import (
+    CyclicPartial,
+    PartialRecoveryScheme,
+    SubsetDesign,
+    cyclic_partial,
+    partial_load_lower_bound,
+    partial_load_optimum,
+    subset_design,
+)
+from edgecode.codes.stochastic import StochasticCode, stochastic
 
 __all__ = [
+    "CyclicPartial",
     "GradientCode",
     "HierarchicalCode",
     "MessageBuffer",
+    "PartialRecoveryScheme",
+    "StochasticCode",
+    "SubsetDesign",
+    "cyclic_partial",
     "cyclic_repetition",
     "fractional_repetition",
     "hierarchical",
     "hierarchical_from_counts",
     "hierarchical_load_bound",
+    "partial_load_lower_bound",
+    "partial_load_optimum",
     "placement_code",
+    "stochastic",
+    "subset_design",
 ]

@@ -188,6 +188,12 @@ def placement_code(
         raise ValueError(f"targets must be {k} finite numbers, got shape {goal.shape}")
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
+    if s == 0:
+        # One holder per partition: the plain (uncoded) code, coefficient = target.
+        B = np.zeros((n, k))
+        for j, (holder,) in enumerate(holder_sets):
+            B[holder, j] = goal[j]
+        return GradientCode(B=B, stragglers=0, holders=holder_sets, name="uncoded", targets=goal)
     best: tuple[float, FloatArray] | None = None
     for draw in range(draws):
         rng = np.random.default_rng([seed, draw])
