@@ -33,10 +33,22 @@ def test_codes_verify_reports_every_code(tmp_path) -> None:
     result = _edgecode("codes", "verify", "--max-n", "16", "--json", str(report))
     assert result.returncode == 0, result.stderr
     rows = json.loads(report.read_text())
-    assert {r["code"] for r in rows} >= {"cyclic", "fractional", "hierarchical"}
+    kinds = {r["code"] for r in rows}
+    assert kinds >= {
+        "cyclic",
+        "fractional",
+        "hierarchical",
+        "stochastic",
+        "sparse matvec",
+        "dense matvec",
+    }
+    assert {"partial SubsetDesign", "partial CyclicPartial"} <= kinds
     assert all(r["failures"] == 0 for r in rows)
     assert all(r["worst_relative_error"] <= 1e-9 for r in rows)
-    assert all(abs(r["load"] - r["load_bound"]) < 1e-12 for r in rows)
+    # Codes built to meet their bound do; the baselines (dense MDS, cyclic partial) sit above it.
+    meets = [r for r in rows if r["code"] not in ("dense matvec", "partial CyclicPartial")]
+    assert all(abs(r["load"] - r["load_bound"]) < 1e-12 for r in meets)
+    assert all(r["load"] >= r["load_bound"] - 1e-12 for r in rows)
     assert "decode every pattern checked" in result.stdout
 
 

@@ -65,6 +65,7 @@ def _verify(args: argparse.Namespace) -> int:
             "worst cond.",
             "load",
             "bound",
+            "note",
         ],
         [
             [
@@ -77,6 +78,7 @@ def _verify(args: argparse.Namespace) -> int:
                 r.worst_condition,
                 r.load,
                 r.load_bound,
+                r.note,
             ]
             for r in results
         ],

@@ -17,6 +17,9 @@ import numpy as np
 from edgecode.codes._linalg import condition, subsets
 from edgecode.codes.flat import GradientCode, cyclic_repetition, fractional_repetition
 from edgecode.codes.hierarchical import HierarchicalCode, hierarchical
+from edgecode.codes.matrix import MatVecCode, dense_mds_code, matvec, sparse_mv_code, split_columns
+from edgecode.codes.partial import PartialRecoveryScheme, cyclic_partial, subset_design
+from edgecode.codes.stochastic import StochasticCode, stochastic
 from edgecode.errors import NotDecodable
 
 #: Straggler patterns checked per code when they cannot all be enumerated.
@@ -36,6 +39,8 @@ class Verification:
     worst_condition: float
     load: float
     load_bound: float
+    #: anything specific to the code (communication load, weight, ...)
+    note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -144,6 +149,101 @@ def verify_hierarchical(
     )
 
 
+def verify_partial(
+    scheme: PartialRecoveryScheme, rng: np.random.Generator, dim: int = 4
+) -> Verification:
+    """Every straggler set of size s (sampled above the limit): the recovered sum is exactly the
+    0/1 combination ``decode`` reports, with at least ceil(alpha k) ones."""
+    n, s, k = scheme.n_workers, scheme.stragglers, scheme.n_partitions
+    gradients = rng.standard_normal((k, dim))
+    sent = [scheme.encode(w, gradients) for w in range(n)]
+    patterns = failures = 0
+    worst = 0.0
+    for stragglers in subsets(n, s, rng, samples=SAMPLED_PATTERNS):
+        patterns += 1
+        try:
+            coefficients = scheme.decode(stragglers)
+            chosen = scheme.decode_messages(stragglers)
+        except NotDecodable:
+            failures += 1
+            continue
+        decoded = sum(c * sent[w][m] for (w, m), c in chosen.items())
+        true = coefficients @ gradients
+        ones = int(np.count_nonzero(coefficients == 1.0))
+        if ones < scheme.min_recovered or np.any((coefficients != 0.0) & (coefficients != 1.0)):
+            failures += 1
+        worst = max(worst, float(np.linalg.norm(decoded - true) / np.linalg.norm(true)))
+    return Verification(
+        code=f"partial {type(scheme).__name__}",
+        parameters=f"n={n} s={s} alpha={float(scheme.alpha):g} k={k}",
+        patterns=patterns,
+        exhaustive=patterns == math.comb(n, s),
+        failures=failures,
+        worst_relative_error=worst,
+        worst_condition=1.0,
+        load=scheme.computation_load,
+        load_bound=scheme.lower_bound,
+        note=f"vectors/worker={scheme.communication_load}",
+    )
+
+
+def verify_stochastic(code: StochasticCode, rng: np.random.Generator, dim: int = 4) -> Verification:
+    """Unbiasedness, exactly: E[sum_i g_i] over all 2^n straggler patterns equals sum_j g_j."""
+    n = code.n_workers
+    gradients = rng.standard_normal((code.n_partitions, dim))
+    expected = np.zeros(dim)
+    for alive in itertools.product((False, True), repeat=n):
+        mask = np.array(alive)
+        expected += code.pattern_probability(mask) * code.encode(mask, gradients).sum(axis=0)
+    true = gradients.sum(axis=0)
+    error = float(np.linalg.norm(expected - true) / np.linalg.norm(true))
+    return Verification(
+        code="stochastic",
+        parameters=f"n={n} d={code.replication} p={code.straggle_probability:g}",
+        patterns=2**n,
+        exhaustive=True,
+        failures=int(error > 1e-9),
+        worst_relative_error=error,
+        worst_condition=1.0,
+        load=code.computation_load,
+        load_bound=code.replication / n,
+        note=f"weight={code.weight:.4g}",
+    )
+
+
+def verify_matvec(code: MatVecCode, rng: np.random.Generator, size: int = 240) -> Verification:
+    """A^T x from every k-subset of workers (sampled above the limit) vs the direct product."""
+    import scipy.sparse as sp
+
+    n, k = code.n_workers, code.k
+    A = sp.random(size, size, density=0.05, format="csr", random_state=np.random.RandomState(1))
+    x = rng.standard_normal(size)
+    coded = code.encode(split_columns(A, k))
+    true = A.T @ x
+    patterns = failures = 0
+    worst = 0.0
+    for alive in subsets(n, k, rng, samples=SAMPLED_PATTERNS):
+        patterns += 1
+        try:
+            result = matvec(code, coded, x, alive, n_cols=size)
+        except NotDecodable:
+            failures += 1
+            continue
+        worst = max(worst, float(np.linalg.norm(result - true) / np.linalg.norm(true)))
+    return Verification(
+        code="sparse matvec" if code.weight < k else "dense matvec",
+        parameters=f"n={n} k={k}",
+        patterns=patterns,
+        exhaustive=patterns == math.comb(n, k),
+        failures=failures,
+        worst_relative_error=worst,
+        worst_condition=code.condition_number(),
+        load=code.weight / k,
+        load_bound=code.lower_bound / k,
+        note=f"weight={code.weight}",
+    )
+
+
 def _check_cyclic(n: int, s: int, rng: np.random.Generator) -> Verification:
     return verify_flat(cyclic_repetition(n, s), rng)
 
@@ -177,4 +277,36 @@ def default_suite(max_n: int = 64) -> list[tuple[str, Check]]:
     for m, s_e, s_w in hierarchical_cases:
         label = f"hierarchical m={m} s_e={s_e} s_w={s_w}"
         suite.append((label, partial(_check_hierarchical, m, s_e, s_w)))
+    for n, s, alpha in ((10, 3, 0.9), (10, 3, 0.8), (12, 4, 0.75)):
+        suite.append(
+            (f"partial subset n={n} s={s} alpha={alpha}", partial(_check_subset, n, s, alpha))
+        )
+        suite.append(
+            (
+                f"partial cyclic n={n} s={s} alpha={alpha}",
+                partial(_check_cyclic_partial, n, s, alpha),
+            )
+        )
+    for n, d, p in ((8, 2, 0.2), (10, 3, 0.4)):
+        suite.append((f"stochastic n={n} d={d} p={p}", partial(_check_stochastic, n, d, p)))
+    for n, k in ((8, 4), (12, 9), (20, 16)):
+        suite.append((f"sparse matvec n={n} k={k}", partial(_check_matvec, "sparse", n, k)))
+        suite.append((f"dense matvec n={n} k={k}", partial(_check_matvec, "dense", n, k)))
     return suite
+
+
+def _check_subset(n: int, s: int, alpha: float, rng: np.random.Generator) -> Verification:
+    return verify_partial(subset_design(n, s, alpha), rng)
+
+
+def _check_cyclic_partial(n: int, s: int, alpha: float, rng: np.random.Generator) -> Verification:
+    return verify_partial(cyclic_partial(n, s, alpha), rng)
+
+
+def _check_stochastic(n: int, d: int, p: float, rng: np.random.Generator) -> Verification:
+    return verify_stochastic(stochastic(n, d, p), rng)
+
+
+def _check_matvec(kind: str, n: int, k: int, rng: np.random.Generator) -> Verification:
+    code = sparse_mv_code(n, k) if kind == "sparse" else dense_mds_code(n, k)
+    return verify_matvec(code, rng)
