@@ -1,0 +1,86 @@
+"""Learning core: models with summed losses/gradients, data sets and optimizers (numpy/scipy only).
+
+``models``: binary logistic, softmax and least squares, whose losses and gradients are sums over
+rows so that the partial gradients of any row partition add up to the full gradient.
+``datasets``: bundled real data, LIBSVM/CSV/NPZ files, synthetic data with a known optimum, and
+contiguous partitioning. ``optimizers``: gradient descent and Nesterov with checkpointable state.
+
+Example
+-------
+>>> import numpy as np
+>>> from edgecode.learning import get_model, get_optimizer, load_split
+>>> rng = np.random.default_rng(0)
+>>> train, test = load_split("breast_cancer", rng)
+>>> model, opt = get_model(train.default_model), get_optimizer("nesterov")
+>>> params = model.init_params(rng, train.n_features, train.n_classes)
+>>> for _ in range(100):
+...     params = opt.step(params, model.gradient(params, train.X, train.y), train.n_rows)
+>>> model.accuracy(params, test.X, test.y) > 0.9
+True
+"""
+
+from edgecode.learning.datasets import (
+    BUNDLED,
+    DATASET_NAMES,
+    Dataset,
+    get_dataset,
+    load_bundled,
+    load_file,
+    load_split,
+    logistic_optimum,
+    partition_bounds,
+    standardize,
+    synthetic_least_squares,
+    synthetic_logistic,
+    synthetic_sparse,
+)
+from edgecode.learning.models import (
+    MODEL_FOR_TASK,
+    MODEL_NAMES,
+    LeastSquares,
+    LogisticRegression,
+    Model,
+    SoftmaxRegression,
+    get_model,
+    smoothness,
+)
+from edgecode.learning.optimizers import (
+    DEFAULT_LR,
+    OPTIMIZER_NAMES,
+    GradientDescent,
+    Nesterov,
+    Optimizer,
+    get_optimizer,
+    optimizer_from_state,
+)
+
+__all__ = [
+    "BUNDLED",
+    "DATASET_NAMES",
+    "DEFAULT_LR",
+    "MODEL_FOR_TASK",
+    "MODEL_NAMES",
+    "OPTIMIZER_NAMES",
+    "Dataset",
+    "GradientDescent",
+    "LeastSquares",
+    "LogisticRegression",
+    "Model",
+    "Nesterov",
+    "Optimizer",
+    "SoftmaxRegression",
+    "get_dataset",
+    "get_model",
+    "get_optimizer",
+    "load_bundled",
+    "load_file",
+    "load_split",
+    "logistic_optimum",
+    "optimizer_from_state",
+    "partition_bounds",
+    "smoothness",
+    "standardize",
+    "synthetic_least_squares",
+    "synthetic_logistic",
+    "synthetic_sparse",
+]
