@@ -27,3 +27,15 @@ class UnknownJob(EdgecodeError):
 
 class Infeasible(EdgecodeError, ValueError):
     """Code or plan parameters that no construction can satisfy; the message names the condition."""
+
+
+class NotAllowed(EdgecodeError):
+    """The caller may not do this (for example a worker that is not in the plan)."""
+
+
+class Overloaded(EdgecodeError):
+    """A size or rate limit was hit (message too large, too many jobs)."""
+
+
+class RoundFailed(EdgecodeError):
+    """A round could not be completed: more stragglers than the code tolerates until its deadline."""

@@ -15,8 +15,15 @@ from collections.abc import Sequence
 
 from edgecode import __version__
 
-#: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("codes", "bench")
+#: Modules that register several subcommands.
+MODULES = {
+    "coordinator": "services",
+    "master": "services",
+    "aggregator": "services",
+    "worker": "services",
+}
+#: Subcommands, in the order ``--help`` lists them.
+COMMANDS = ("codes", "bench", "coordinator", "master", "aggregator", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgecode {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     subparsers = parser.add_subparsers(title="subcommands", metavar="COMMAND")
+    registered = set()
     for name in COMMANDS:
-        importlib.import_module(f"edgecode.cli.{name}").register(subparsers)
+        module = MODULES.get(name, name)
+        if module not in registered:
+            importlib.import_module(f"edgecode.cli.{module}").register(subparsers)
+            registered.add(module)
     return parser
 
 

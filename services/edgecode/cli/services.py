@@ -1,0 +1,64 @@
+"""``edgecode coordinator|master|aggregator|worker``: start one service alone."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from edgecode.cli._config import add_config_flags, build_config
+from edgecode.runtime import roles
+
+HELP = {
+    "host": "address to bind the gRPC server to",
+    "port": "gRPC port (0 = any free port)",
+    "metrics_host": "address to bind the Prometheus /metrics endpoint to",
+    "metrics_port": "metrics port (0 = any free port)",
+    "advertise_host": "host name other nodes use to reach this one (default: --host)",
+    "ready_file": "write the bound addresses as JSON here once serving",
+    "grace_seconds": "seconds in-flight calls get on SIGTERM",
+    "name": "this node's unique name",
+    "edge": "name of this worker's edge aggregator",
+    "coordinator": "coordinator address HOST:PORT",
+    "link_seconds": "emulated link delay to the parent per round (netem is not available)",
+    "straggle": "straggler emulation, e.g. none, slow:factor=5, bernoulli:p=0.2,factor=5, exp:rate=20",
+    "compute_per_partition": "emulated compute seconds per partition held (on top of the real compute)",
+    "seed": "seed of the straggler emulation",
+    "checkpoint_dir": "folder for atomic job checkpoints (resume after a restart)",
+    "spec": "cluster spec TOML (initial runtime models before measurements)",
+    "heartbeat_seconds": "heartbeat interval the nodes are told to use",
+    "dead_after_seconds": "a node silent this long is dead",
+}
+
+ROLES: dict[str, tuple[type, Callable[[Any], int], str]] = {
+    "coordinator": (
+        roles.CoordinatorConfig,
+        roles.run_coordinator,
+        "membership, live timings, the planner",
+    ),
+    "master": (
+        roles.MasterConfig,
+        roles.run_master,
+        "training jobs: placement, rounds, decoding, checkpoints",
+    ),
+    "aggregator": (
+        roles.AggregatorConfig,
+        roles.run_aggregator,
+        "edge aggregator: fan-out, first decodable set",
+    ),
+    "worker": (roles.WorkerConfig, roles.run_worker, "holds partitions, computes coded gradients"),
+}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for role, (cls, run, summary) in ROLES.items():
+        parser = subparsers.add_parser(
+            role,
+            help=f"start a {role}: {summary}",
+            description=f"Start one {role} ({summary}). Stops on SIGTERM: health NOT_SERVING, then a "
+            "graceful server stop.",
+        )
+        add_config_flags(parser, cls, HELP)
+        parser.set_defaults(
+            func=lambda args, role=role, cls=cls, run=run: run(build_config(cls, args, role))
+        )

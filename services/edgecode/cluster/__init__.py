@@ -1,0 +1,1 @@
+"""Cluster launchers: local processes (the embedded default) and docker."""

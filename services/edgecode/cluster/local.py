@@ -1,0 +1,303 @@
+"""A local cluster: coordinator, master, edge aggregators and workers as separate OS processes on
+loopback, every one bound to port 0 and reporting its ports through a ready file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edgecode.runtime.server import make_channel
+from edgecode.v1 import coordinator_pb2, coordinator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    name: str
+    edge: str
+    straggle: str = "none"
+    link_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class EdgeSetup:
+    name: str
+    link_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ClusterSetup:
+    edges: tuple[EdgeSetup, ...]
+    workers: tuple[WorkerSetup, ...]
+    compute_per_partition: float = 0.0
+    seed: int = 0
+    spec_file: str = ""
+    heartbeat_seconds: float = 0.5
+    dead_after_seconds: float = 3.0
+
+
+def default_setup(
+    edges: int = 2,
+    workers_per_edge: int = 4,
+    straggler: str = "slow:factor=5",
+    slow_link_seconds: float = 0.02,
+    compute_per_partition: float = 0.005,
+    seed: int = 0,
+) -> ClusterSetup:
+    """The README's cluster: one persistent straggler (the second worker of the first edge) and
+    one edge with a slow link (the last edge)."""
+    edge_setups = tuple(
+        EdgeSetup(f"edge-{e}", slow_link_seconds if e == edges - 1 and edges > 1 else 0.0)
+        for e in range(edges)
+    )
+    workers = tuple(
+        WorkerSetup(
+            f"edge-{e}-w{w}",
+            f"edge-{e}",
+            straggler if (e, w) == (0, min(1, workers_per_edge - 1)) else "none",
+        )
+        for e in range(edges)
+        for w in range(workers_per_edge)
+    )
+    return ClusterSetup(edge_setups, workers, compute_per_partition, seed)
+
+
+@dataclass
+class Process:
+    name: str
+    role: str
+    args: list[str]
+    ready_file: Path
+    log_file: Path
+    popen: subprocess.Popen[bytes] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return str(self.info["address"])
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.info['metrics_port']}/metrics"
+
+
+class LocalCluster:
+    """Start with :meth:`start` (or as a context manager); every process is terminated on exit."""
+
+    def __init__(
+        self, setup: ClusterSetup, workdir: Path | None = None, python: str = sys.executable
+    ) -> None:
+        self.setup = setup
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edgecode-cluster-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._python = python
+        self.processes: dict[str, Process] = {}
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        s = self.setup
+        try:
+            coordinator = self._spawn(
+                "coordinator",
+                "coordinator",
+                [
+                    "--heartbeat-seconds",
+                    str(s.heartbeat_seconds),
+                    "--dead-after-seconds",
+                    str(s.dead_after_seconds),
+                ]
+                + (["--spec", s.spec_file] if s.spec_file else []),
+            )
+            self._wait_ready([coordinator])
+            address = coordinator.address
+            nodes = [
+                self._spawn(
+                    e.name,
+                    "aggregator",
+                    [
+                        "--name",
+                        e.name,
+                        "--coordinator",
+                        address,
+                        "--link-seconds",
+                        str(e.link_seconds),
+                    ],
+                )
+                for e in s.edges
+            ]
+            nodes += [
+                self._spawn(
+                    w.name,
+                    "worker",
+                    [
+                        "--name",
+                        w.name,
+                        "--edge",
+                        w.edge,
+                        "--coordinator",
+                        address,
+                        "--straggle",
+                        w.straggle,
+                        "--compute-per-partition",
+                        str(s.compute_per_partition),
+                        "--link-seconds",
+                        str(w.link_seconds),
+                        "--seed",
+                        str(s.seed + i),
+                    ],
+                )
+                for i, w in enumerate(s.workers)
+            ]
+            nodes.append(self.spawn_master())
+            self._wait_ready(nodes)
+            self.wait_registered(len(s.edges) + len(s.workers))
+        except BaseException:
+            self.stop()
+            raise
+
+    def spawn_master(self) -> Process:
+        return self._spawn(
+            "master",
+            "master",
+            [
+                "--coordinator",
+                self.processes["coordinator"].address,
+                "--checkpoint-dir",
+                str(self.workdir / "checkpoints"),
+            ],
+        )
+
+    def _spawn(self, name: str, role: str, extra: list[str]) -> Process:
+        ready = self.workdir / f"{name}.ready.json"
+        ready.unlink(missing_ok=True)
+        log_file = self.workdir / f"{name}.log"
+        args = [
+            self._python,
+            "-m",
+            "edgecode",
+            role,
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--ready-file",
+            str(ready),
+            *extra,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECODE_")}
+        with log_file.open("ab") as handle:
+            popen = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        process = Process(name, role, args, ready, log_file, popen)
+        self.processes[name] = process
+        return process
+
+    def _wait_ready(self, processes: list[Process], timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            while not process.ready_file.exists():
+                assert process.popen is not None
+                if process.popen.poll() is not None:
+                    raise RuntimeError(
+                        f"{process.name} exited with {process.popen.returncode}: {self.tail(process.name)}"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{process.name} did not start within {timeout} s: {self.tail(process.name)}"
+                    )
+                time.sleep(0.05)
+            process.info = json.loads(process.ready_file.read_text())
+
+    def wait_registered(self, count: int, timeout: float = START_TIMEOUT) -> None:
+        channel = make_channel(self.processes["coordinator"].address)
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    nodes = stub.GetCluster(coordinator_pb2.GetClusterRequest(), timeout=5).nodes
+                    if len(nodes) >= count:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only some of {count} nodes registered within {timeout} s")
+                time.sleep(0.1)
+        finally:
+            channel.close()
+
+    @property
+    def master_address(self) -> str:
+        return self.processes["master"].address
+
+    def tail(self, name: str, lines: int = 20) -> str:
+        path = (
+            self.processes[name].log_file
+            if name in self.processes
+            else self.workdir / f"{name}.log"
+        )
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # ---- faults ---------------------------------------------------------------------------
+    def kill(self, name: str) -> None:
+        """SIGKILL a process: a crash, not a shutdown."""
+        process = self.processes[name]
+        if process.popen is not None and process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait(10)
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the process is alive but answers nothing (a straggler)."""
+        assert self.processes[name].popen is not None
+        os.kill(self.processes[name].popen.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+
+    def resume(self, name: str) -> None:
+        assert self.processes[name].popen is not None
+        os.kill(self.processes[name].popen.pid, signal.SIGCONT)  # type: ignore[union-attr]
+
+    def restart_master(self) -> Process:
+        self.kill("master")
+        master = self.spawn_master()
+        self._wait_ready([master])
+        return master
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for process in self.processes.values():
+            if process.popen is not None and process.popen.poll() is None:
+                try:
+                    os.kill(process.popen.pid, signal.SIGCONT)
+                    process.popen.terminate()
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            if process.popen is None:
+                continue
+            try:
+                process.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait(5)

@@ -1,0 +1,179 @@
+"""The coordinator's logic: membership, liveness, live runtime fits, the planner.
+
+State is soft: everything is rebuilt from re-registration (nodes re-register when a heartbeat is
+answered with ``known=False``), so a coordinator restart loses nothing that matters.
+
+Runtime models: each worker's shifted-exponential model (shift, rate for the whole data set) is
+fitted from the compute times the master reports and the data fraction the worker held, once it
+has at least ``MIN_MEASUREMENTS``; until then the worker's spec entry (when a cluster spec was
+given) or a default model is used, and plans are reported as not fitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from edgecode.errors import InvalidInput
+from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
+from edgecode.stragglers import fit_shifted_exponential
+
+log = logging.getLogger(__name__)
+
+MIN_MEASUREMENTS = 3
+#: Measurements kept per worker (a sliding window, so the model follows drift).
+WINDOW = 50
+ROLES = ("worker", "edge")
+
+
+@dataclass
+class Member:
+    name: str
+    role: str
+    address: str
+    edge: str = ""
+    link_seconds: float = 0.0
+    metrics_address: str = ""
+    last_seen: float = 0.0
+    measurements: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))
+
+
+class CoordinatorLogic:
+    def __init__(
+        self,
+        heartbeat_seconds: float = 1.0,
+        dead_after_seconds: float = 5.0,
+        spec: ClusterSpec | None = None,
+        default_worker: WorkerSpec | None = None,
+        metrics: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.heartbeat_seconds = heartbeat_seconds
+        self._dead_after = dead_after_seconds
+        self._spec_workers = {w.name: w for e in spec.edges for w in e.workers} if spec else {}
+        self._default = default_worker or WorkerSpec(name="default", shift=1.0, rate=10.0)
+        self._metrics = metrics
+        self._clock = clock
+        self._members: dict[str, Member] = {}
+        self._lock = threading.Lock()
+        self.last_plan: Plan | None = None
+
+    def register(
+        self,
+        name: str,
+        role: str,
+        address: str,
+        edge: str = "",
+        link_seconds: float = 0.0,
+        metrics_address: str = "",
+    ) -> None:
+        if not name or not address:
+            raise InvalidInput("a node needs a name and an address")
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {ROLES}, got {role!r}")
+        if role == "worker" and not edge:
+            raise InvalidInput(f"worker {name!r} must name its edge")
+        if not (link_seconds >= 0 and np.isfinite(link_seconds)):
+            raise InvalidInput(f"link_seconds must be >= 0, got {link_seconds}")
+        with self._lock:
+            old = self._members.get(name)
+            member = Member(name, role, address, edge, link_seconds, metrics_address, self._clock())
+            if old is not None and old.role == role:
+                member.measurements = old.measurements
+            self._members[name] = member
+        self._publish()
+
+    def heartbeat(self, name: str) -> bool:
+        with self._lock:
+            member = self._members.get(name)
+            if member is None:
+                return False
+            member.last_seen = self._clock()
+            return True
+
+    def report(
+        self, timings: Sequence[tuple[str, float, float]], round_seconds: float, predicted: float
+    ) -> int:
+        """Record ``(worker, compute_seconds, load_fraction)`` measurements."""
+        count = 0
+        with self._lock:
+            for worker, seconds, fraction in timings:
+                member = self._members.get(worker)
+                if member is None or not (seconds >= 0 and 0 < fraction <= 1):
+                    continue
+                member.measurements.append((float(seconds), float(fraction)))
+                count += 1
+        if self._metrics is not None:
+            self._metrics.measurements.inc(count)
+            if round_seconds > 0:
+                self._metrics.measured_round_seconds.set(round_seconds)
+        return count
+
+    def members(self, include_dead: bool = False) -> tuple[list[Member], list[str]]:
+        now = self._clock()
+        with self._lock:
+            alive = [m for m in self._members.values() if now - m.last_seen <= self._dead_after]
+            dead = [m.name for m in self._members.values() if now - m.last_seen > self._dead_after]
+            listed = list(self._members.values()) if include_dead else alive
+        return sorted(listed, key=lambda m: m.name), sorted(dead)
+
+    def worker_model(self, member: Member) -> tuple[WorkerSpec, bool]:
+        base = self._spec_workers.get(member.name, self._default)
+        base = replace(base, name=member.name, link_seconds=member.link_seconds)
+        if len(member.measurements) < MIN_MEASUREMENTS:
+            return base, False
+        times, fractions = zip(*member.measurements, strict=True)
+        shift, rate = fit_shifted_exponential(np.array(times), np.array(fractions))
+        return replace(base, shift=shift, rate=rate, model="shifted_exponential"), True
+
+    def cluster_spec(self, partitions: int | None = None) -> tuple[ClusterSpec, bool]:
+        """The alive cluster as a planner spec; ``fitted`` is False while some worker has no
+        measurements yet."""
+        alive, _ = self.members()
+        edges, fitted = [], True
+        for edge in (m for m in alive if m.role == "edge"):
+            workers = []
+            for worker in (m for m in alive if m.role == "worker" and m.edge == edge.name):
+                model, ok = self.worker_model(worker)
+                fitted &= ok
+                workers.append(model)
+            if workers:
+                edges.append(
+                    EdgeSpec(name=edge.name, workers=tuple(workers), link_seconds=edge.link_seconds)
+                )
+        if not edges:
+            raise InvalidInput("no edge with alive workers has registered")
+        return ClusterSpec(edges=tuple(edges), partitions=partitions or None), fitted
+
+    def plan(self, partitions: int = 0) -> tuple[Plan, bool]:
+        from edgecode.planning.optimize import optimize
+
+        spec, fitted = self.cluster_spec(partitions)
+        start = self._clock()
+        plan = optimize(spec, partitions or None)
+        self.last_plan = plan
+        if self._metrics is not None:
+            self._metrics.plan_seconds.observe(self._clock() - start)
+            self._metrics.predicted_round_seconds.set(plan.expected_round_seconds or 0.0)
+            self._metrics.plan_s_edge.set(plan.s_edge)
+            self._metrics.plan_partitions.set(plan.partitions)
+        return plan, fitted
+
+    def _publish(self) -> None:
+        if self._metrics is None:
+            return
+        alive, dead = self.members(include_dead=True)
+        now = self._clock()
+        for role in ROLES:
+            up = sum(1 for m in alive if m.role == role and now - m.last_seen <= self._dead_after)
+            self._metrics.nodes.labels(role, "alive").set(up)
+            self._metrics.nodes.labels(role, "dead").set(
+                sum(1 for m in alive if m.role == role) - up
+            )

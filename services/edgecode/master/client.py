@@ -1,0 +1,103 @@
+"""A client of the master's job API (used by ``edgecode train`` and ``edgecode run``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from edgecode import wire
+from edgecode.master.logic import JobConfig
+from edgecode.master.service import config_to_proto
+from edgecode.runtime.server import make_channel
+from edgecode.v1 import master_pb2, master_pb2_grpc
+
+STATE_NAMES = {v: k for k, v in master_pb2.JobState.items()}
+FINAL_STATES = {
+    master_pb2.JOB_STATE_SUCCEEDED,
+    master_pb2.JOB_STATE_FAILED,
+    master_pb2.JOB_STATE_CANCELLED,
+}
+
+
+def state_name(status: master_pb2.JobStatus) -> str:
+    return STATE_NAMES[status.state].removeprefix("JOB_STATE_").lower()
+
+
+class MasterClient:
+    def __init__(self, address: str) -> None:
+        self._channel = make_channel(address)
+        self._stub = master_pb2_grpc.MasterStub(self._channel)
+
+    def submit(self, config: JobConfig, timeout: float = 30.0) -> str:
+        return str(
+            self._stub.SubmitJob(
+                master_pb2.SubmitJobRequest(spec=config_to_proto(config)), timeout=timeout
+            ).job_id
+        )
+
+    def status(
+        self, job_id: str, include_params: bool = False, timeout: float = 30.0
+    ) -> master_pb2.JobStatus:
+        return self._stub.GetJob(
+            master_pb2.GetJobRequest(job_id=job_id, include_params=include_params), timeout=timeout
+        )
+
+    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[master_pb2.JobStatus]:
+        yield from self._stub.WatchJob(master_pb2.GetJobRequest(job_id=job_id), timeout=timeout)
+
+    def cancel(self, job_id: str) -> master_pb2.JobStatus:
+        return self._stub.CancelJob(master_pb2.CancelJobRequest(job_id=job_id), timeout=30.0)
+
+    def wait(
+        self,
+        job_id: str,
+        on_status: Callable[[master_pb2.JobStatus], None] | None = None,
+        timeout: float | None = None,
+    ) -> master_pb2.JobStatus:
+        """Follow the job until it ends; returns its final status (with parameters)."""
+        for status in self.watch(job_id, timeout):
+            if on_status is not None:
+                on_status(status)
+            if status.state in FINAL_STATES:
+                break
+        return self.status(job_id, include_params=True)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def params_of(status: master_pb2.JobStatus) -> np.ndarray:
+    return wire.tensor_from_proto(status.params, "params", dtype="float64", shape=[None])
+
+
+def param_history_of(status: master_pb2.JobStatus) -> list[np.ndarray]:
+    return [
+        wire.tensor_from_proto(t, "param_history", dtype="float64", shape=[None])
+        for t in status.param_history
+    ]
+
+
+def summary(status: master_pb2.JobStatus) -> dict[str, Any]:
+    """The per-scheme result ``edgecode run --json`` writes."""
+    seconds = [r.seconds for r in status.history]
+    return {
+        "scheme": status.spec.scheme,
+        "job_id": status.job_id,
+        "state": state_name(status),
+        "message": status.message,
+        "rounds": len(status.history),
+        "mean_round_seconds": float(np.mean(seconds)) if seconds else float("nan"),
+        "median_round_seconds": float(np.median(seconds)) if seconds else float("nan"),
+        "round_seconds": seconds,
+        "wall_seconds": [r.wall_seconds for r in status.history],
+        "loss": [r.loss for r in status.history],
+        "accuracy": status.accuracy,
+        "stragglers": [r.stragglers for r in status.history],
+        "predicted_round_seconds": status.predicted_round_seconds or None,
+        "placements": status.placements,
+        "plan": status.plan_json or None,
+        "config": asdict(JobConfig()) | {f.name: v for f, v in status.spec.ListFields()},
+    }

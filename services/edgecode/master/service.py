@@ -1,0 +1,333 @@
+"""The master's gRPC servicer (thin) and its gRPC adapters: the transport to workers and edges,
+and the cluster view backed by the coordinator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import grpc
+import numpy as np
+import scipy.sparse as sp
+
+from edgecode import wire
+from edgecode.errors import InvalidInput
+from edgecode.master.logic import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    EdgeArrival,
+    Job,
+    JobConfig,
+    MasterLogic,
+    Node,
+    Topology,
+)
+from edgecode.planning.spec import Plan
+from edgecode.runtime.errors import translate_errors, translate_stream_errors
+from edgecode.runtime.server import make_channel
+from edgecode.v1 import (
+    aggregator_pb2,
+    aggregator_pb2_grpc,
+    common_pb2,
+    coordinator_pb2,
+    coordinator_pb2_grpc,
+    master_pb2,
+    master_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+STATES = {
+    PENDING: master_pb2.JOB_STATE_PENDING,
+    RUNNING: master_pb2.JOB_STATE_RUNNING,
+    SUCCEEDED: master_pb2.JOB_STATE_SUCCEEDED,
+    FAILED: master_pb2.JOB_STATE_FAILED,
+    CANCELLED: master_pb2.JOB_STATE_CANCELLED,
+}
+#: Placement chunks stay well under the message limit.
+CHUNK_BYTES = 1 << 20
+#: Deadline of control calls (placement, configuration, coordinator).
+CONTROL_TIMEOUT = 60.0
+
+
+def config_from_proto(spec: master_pb2.JobSpec) -> JobConfig:
+    defaults = JobConfig()
+    values: dict[str, Any] = {}
+    for f in fields(JobConfig):
+        value = getattr(spec, f.name)
+        # proto3 scalars have no presence: an unset string/number keeps the default, except
+        # s_* where negative means "planner" and 0 is meaningful.
+        if f.name in ("s_edge", "s_worker", "s_flat") or value:
+            values[f.name] = value
+        else:
+            values[f.name] = getattr(defaults, f.name)
+    return JobConfig(**values)
+
+
+def config_to_proto(config: JobConfig) -> master_pb2.JobSpec:
+    return master_pb2.JobSpec(**asdict(config))
+
+
+def status_to_proto(job: Job, include_params: bool = False) -> master_pb2.JobStatus:
+    layout = job.layout
+    status = master_pb2.JobStatus(
+        job_id=job.job_id,
+        state=STATES[job.state],
+        round=job.round,
+        rounds=job.config.rounds,
+        message=job.message,
+        accuracy=job.accuracy,
+        predicted_round_seconds=layout.predicted_round_seconds if layout else 0.0,
+        spec=config_to_proto(job.config),
+        plan_json=layout.plan_json if layout else "",
+        history=[master_pb2.RoundRecord(**asdict(r)) for r in job.history],
+        last_timings=[
+            common_pb2.NodeTiming(
+                node=t.node,
+                seconds=t.seconds,
+                arrived=t.arrived,
+                compute_seconds=t.compute_seconds,
+                load_fraction=t.load_fraction,
+            )
+            for t in job.last_timings
+        ],
+    )
+    status.placements = job.placements
+    if include_params and job.params is not None:
+        status.params.CopyFrom(wire.tensor_to_proto(job.params))
+        status.param_history.extend(wire.tensor_to_proto(p) for p in job.param_history)
+    return status
+
+
+@dataclass
+class MasterServicer(master_pb2_grpc.MasterServicer):
+    logic: MasterLogic
+
+    @translate_errors
+    def SubmitJob(self, request: master_pb2.SubmitJobRequest, context: grpc.ServicerContext) -> Any:
+        return master_pb2.SubmitJobResponse(
+            job_id=self.logic.submit(config_from_proto(request.spec))
+        )
+
+    @translate_errors
+    def GetJob(self, request: master_pb2.GetJobRequest, context: grpc.ServicerContext) -> Any:
+        return status_to_proto(self.logic.job(request.job_id), request.include_params)
+
+    @translate_stream_errors
+    def WatchJob(
+        self, request: master_pb2.GetJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        for job in self.logic.watch(request.job_id, context.is_active):
+            yield status_to_proto(job, request.include_params)
+
+    @translate_errors
+    def CancelJob(self, request: master_pb2.CancelJobRequest, context: grpc.ServicerContext) -> Any:
+        return status_to_proto(self.logic.cancel(request.job_id))
+
+
+# ---- adapters the logic uses ------------------------------------------------------------------
+
+
+class _Stream:
+    """An edge's RunRound stream as EdgeArrivals."""
+
+    def __init__(self, call: Any, edge: str) -> None:
+        self._call = call
+        self._edge = edge
+
+    def __iter__(self) -> Iterator[EdgeArrival]:
+        for message in self._call:
+            vector = wire.tensor_from_proto(
+                message.vector, f"vector from edge {self._edge}", dtype="float64", shape=[None]
+            )
+            yield EdgeArrival(
+                edge=self._edge,
+                vector=vector,
+                worker=message.worker,
+                combined=tuple(message.combined),
+                timings=tuple(_Timing(t, self._edge) for t in message.timings),
+            )
+
+    def cancel(self) -> bool:
+        return bool(self._call.cancel())
+
+
+@dataclass(frozen=True)
+class _Timing:
+    proto: common_pb2.NodeTiming
+    edge: str
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.proto, name)
+
+
+class GrpcTransport:
+    """Channels to workers and edges, cached per address."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def _channel(self, address: str) -> grpc.Channel:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = self._channels[address] = make_channel(address)
+            return channel
+
+    def place(
+        self,
+        worker: Node,
+        header: dict[str, Any],
+        partitions: Sequence[tuple[int, Any, np.ndarray]],
+    ) -> int:
+        def messages() -> Iterator[worker_pb2.PlaceDataRequest]:
+            yield worker_pb2.PlaceDataRequest(
+                header=worker_pb2.PlacementHeader(
+                    job_id=header["job_id"],
+                    model=header["model"],
+                    n_features=header["n_features"],
+                    n_classes=header["n_classes"],
+                    partitions=header["partitions"],
+                    coefficients=header["coefficients"],
+                    l2=header["l2"],
+                    n_partitions=header["n_partitions"],
+                    placement_epoch=header["epoch"],
+                )
+            )
+            for partition, features, labels in partitions:
+                yield from _chunks(partition, features, labels)
+
+        stub = worker_pb2_grpc.WorkerStub(self._channel(worker.address))
+        response = stub.PlaceData(messages(), timeout=CONTROL_TIMEOUT)
+        return int(response.bytes)
+
+    def configure_edge(
+        self,
+        edge: Node,
+        job_id: str,
+        workers: Sequence[Node],
+        mode: str,
+        code_rows: np.ndarray | None,
+        targets: np.ndarray | None,
+        s_worker: int,
+        deadline_seconds: float,
+    ) -> None:
+        request = aggregator_pb2.ConfigureJobRequest(
+            job_id=job_id,
+            workers=[aggregator_pb2.EdgeWorker(name=w.name, address=w.address) for w in workers],
+            mode=aggregator_pb2.EDGE_MODE_DECODE
+            if mode == "decode"
+            else aggregator_pb2.EDGE_MODE_FORWARD,
+            s_worker=s_worker,
+            worker_deadline_seconds=deadline_seconds,
+        )
+        if code_rows is not None and targets is not None:
+            request.code.CopyFrom(wire.tensor_to_proto(np.ascontiguousarray(code_rows)))
+            request.targets.CopyFrom(wire.tensor_to_proto(targets))
+        aggregator_pb2_grpc.AggregatorStub(self._channel(edge.address)).ConfigureJob(
+            request, timeout=CONTROL_TIMEOUT
+        )
+
+    def run_round(
+        self, edge: Node, job_id: str, round_: int, params: np.ndarray, epoch: int, timeout: float
+    ) -> _Stream:
+        request = aggregator_pb2.RunRoundRequest(
+            job_id=job_id, round=round_, params=wire.tensor_to_proto(params), placement_epoch=epoch
+        )
+        call = aggregator_pb2_grpc.AggregatorStub(self._channel(edge.address)).RunRound(
+            request, timeout=timeout
+        )
+        return _Stream(call, edge.name)
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+
+def _chunks(
+    partition: int, features: Any, labels: np.ndarray
+) -> Iterator[worker_pb2.PlaceDataRequest]:
+    """Row ranges of one partition, each under CHUNK_BYTES."""
+    rows = int(features.shape[0])
+    if sp.issparse(features):
+        per_row = max(1, (features.nnz * 16) // max(rows, 1) + 16)
+    else:
+        per_row = max(1, int(features.shape[1]) * 8 + 8)
+    step = max(1, CHUNK_BYTES // per_row)
+    for start in range(0, max(rows, 1), step):
+        block = features[start : start + step]
+        chunk = worker_pb2.PartitionChunk(
+            partition=partition,
+            labels=wire.tensor_to_proto(np.asarray(labels[start : start + step])),
+        )
+        if sp.issparse(block):
+            chunk.sparse.CopyFrom(wire.csr_to_proto(block))
+        else:
+            chunk.dense.CopyFrom(wire.tensor_to_proto(np.asarray(block, dtype=np.float64)))
+        yield worker_pb2.PlaceDataRequest(chunk=chunk)
+
+
+class CoordinatorView:
+    """The master's view of the cluster, from the coordinator."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = make_channel(address)
+        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+
+    def topology(self) -> Topology:
+        cluster = self._stub.GetCluster(
+            coordinator_pb2.GetClusterRequest(), timeout=CONTROL_TIMEOUT
+        )
+        edges = sorted((n for n in cluster.nodes if n.role == "edge"), key=lambda n: n.name)
+        workers = [
+            tuple(
+                Node(w.name, w.address, w.link_seconds)
+                for w in sorted(
+                    (n for n in cluster.nodes if n.role == "worker" and n.edge == e.name),
+                    key=lambda n: n.name,
+                )
+            )
+            for e in edges
+        ]
+        kept = [
+            (Node(e.name, e.address, e.link_seconds), w)
+            for e, w in zip(edges, workers, strict=True)
+            if w
+        ]
+        return Topology(tuple(e for e, _ in kept), tuple(w for _, w in kept))
+
+    def plan(self, partitions: int) -> tuple[Plan, float]:
+        response = self._stub.GetPlan(
+            coordinator_pb2.GetPlanRequest(partitions=partitions), timeout=CONTROL_TIMEOUT
+        )
+        plan = wire.plan_from_proto(response)
+        return plan, float(response.expected_round_seconds)
+
+    def report(self, timings: Sequence[Any], round_seconds: float, predicted: float) -> None:
+        request = coordinator_pb2.ReportTimingsRequest(
+            timings=[
+                coordinator_pb2.WorkerTiming(
+                    worker=t.node, compute_seconds=t.compute_seconds, load_fraction=t.load_fraction
+                )
+                for t in timings
+                if t.arrived and t.load_fraction > 0
+            ],
+            round_seconds=round_seconds,
+            predicted_round_seconds=predicted,
+        )
+        self._stub.ReportTimings(request, timeout=5.0)
+
+    def close(self) -> None:
+        self._channel.close()

@@ -1,0 +1,1 @@
+"""What every service shares: server factory, health, reflection, error mapping, metrics, shutdown."""

@@ -1,0 +1,68 @@
+"""Registration with the coordinator and the heartbeat loop (workers and edges)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edgecode.runtime.server import make_channel
+from edgecode.v1 import coordinator_pb2, coordinator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class Membership:
+    """Registers a node and keeps heartbeating; re-registers when the coordinator forgot it
+    (after a coordinator restart). Runs in a daemon thread until :meth:`stop`."""
+
+    def __init__(self, coordinator: str, node: coordinator_pb2.Node) -> None:
+        self._channel = make_channel(coordinator)
+        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+        self._node = node
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        interval = 1.0
+        registered = False
+        while not self._stop.is_set():
+            try:
+                if not registered:
+                    response = self._stub.Register(
+                        coordinator_pb2.RegisterRequest(node=self._node), timeout=5.0
+                    )
+                    interval = response.heartbeat_seconds or interval
+                    registered = True
+                    log.info("registered %s with the coordinator", self._node.name)
+                else:
+                    known = self._stub.Heartbeat(
+                        coordinator_pb2.HeartbeatRequest(name=self._node.name), timeout=5.0
+                    )
+                    registered = known.known
+            except grpc.RpcError as exc:
+                log.debug("coordinator unreachable: %s", exc.code())
+                registered = False
+            self._stop.wait(interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._channel.close()
+
+
+def write_ready_file(path: str | None, **info: Any) -> None:
+    """Atomically write the service's bound addresses (for launchers of port-0 services)."""
+    if not path:
+        return
+    target = Path(path)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), **info}))
+    os.replace(tmp, target)

@@ -1,0 +1,216 @@
+"""Prometheus metrics: one class per role, each on its OWN registry (no global registry), served
+on a separate port. Names follow the Prometheus rules: base units, ``_seconds``, ``_bytes``,
+``_total``, bounded labels (worker and edge names are bounded by the cluster size)."""
+
+from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+#: Latency buckets from 1 ms to 60 s: Raspberry Pi rounds are slow, loopback rounds fast.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+class ServiceMetrics:
+    """Base: a private registry and an HTTP endpoint serving it."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._server: WSGIServer | None = None
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve ``/metrics`` on ``host:port`` (0 = any free port); returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class WorkerMetrics(ServiceMetrics):
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
+        self.compute_seconds = Histogram(
+            "edgecode_worker_compute_seconds",
+            "Seconds to compute one coded gradient (incl. emulated straggling)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rounds = Counter(
+            "edgecode_worker_rounds_total", "Coded gradients computed", registry=r
+        )
+        self.abandoned = Counter(
+            "edgecode_worker_abandoned_rounds_total",
+            "Rounds dropped because cancelled or stale",
+            registry=r,
+        )
+        self.received_bytes = Counter(
+            "edgecode_worker_received_bytes_total",
+            "Payload bytes received (placement and parameters)",
+            registry=r,
+        )
+        self.sent_bytes = Counter(
+            "edgecode_worker_sent_bytes_total", "Payload bytes sent (gradients)", registry=r
+        )
+        self.partitions = Gauge(
+            "edgecode_worker_partitions", "Partitions currently held", registry=r
+        )
+
+
+class AggregatorMetrics(ServiceMetrics):
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
+        self.peer_latency = Histogram(
+            "edgecode_edge_worker_response_seconds",
+            "Response time of each worker as seen by the edge (the straggler latency)",
+            ["worker"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stragglers = Counter(
+            "edgecode_edge_stragglers_total",
+            "Workers not waited for, summed over rounds",
+            registry=r,
+        )
+        self.round_seconds = Histogram(
+            "edgecode_edge_round_seconds",
+            "Seconds from fan-out to the edge's reply",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decode_seconds = Histogram(
+            "edgecode_edge_decode_seconds",
+            "Seconds spent decoding the edge layer",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.received_bytes = Counter(
+            "edgecode_edge_received_bytes_total", "Payload bytes received", registry=r
+        )
+        self.sent_bytes = Counter(
+            "edgecode_edge_sent_bytes_total", "Payload bytes sent", registry=r
+        )
+
+
+class MasterMetrics(ServiceMetrics):
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
+        self.round_seconds = Histogram(
+            "edgecode_master_round_seconds",
+            "Seconds per training round",
+            ["scheme"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.peer_latency = Histogram(
+            "edgecode_master_peer_response_seconds",
+            "Response time of each edge (or forwarded worker) as seen by the master",
+            ["peer"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.worker_latency = Histogram(
+            "edgecode_master_worker_response_seconds",
+            "Response time of each worker as reported by its edge (the straggler latency)",
+            ["worker", "edge"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stragglers = Counter(
+            "edgecode_master_stragglers_total",
+            "Nodes not waited for, summed over rounds",
+            ["level"],
+            registry=r,
+        )
+        self.round_stragglers = Gauge(
+            "edgecode_master_round_stragglers",
+            "Workers not waited for in the last round",
+            registry=r,
+        )
+        self.decode_seconds = Histogram(
+            "edgecode_master_decode_seconds",
+            "Seconds spent decoding at the master",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.loss = Gauge(
+            "edgecode_master_training_loss",
+            "Training loss after the last round",
+            ["job"],
+            registry=r,
+        )
+        self.predicted_round_seconds = Gauge(
+            "edgecode_master_predicted_round_seconds",
+            "Planner's expected round time for the plan in use",
+            registry=r,
+        )
+        self.rounds = Counter(
+            "edgecode_master_rounds_total", "Rounds completed", ["scheme"], registry=r
+        )
+        self.received_bytes = Counter(
+            "edgecode_master_received_bytes_total", "Payload bytes received", registry=r
+        )
+        self.sent_bytes = Counter(
+            "edgecode_master_sent_bytes_total", "Payload bytes sent", registry=r
+        )
+        self.placed_bytes = Counter(
+            "edgecode_master_placed_bytes_total", "Bytes of data placed on workers", registry=r
+        )
+
+
+class CoordinatorMetrics(ServiceMetrics):
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
+        self.nodes = Gauge(
+            "edgecode_coordinator_nodes", "Registered nodes", ["role", "state"], registry=r
+        )
+        self.predicted_round_seconds = Gauge(
+            "edgecode_coordinator_predicted_round_seconds",
+            "Expected round time of the current plan",
+            registry=r,
+        )
+        self.measured_round_seconds = Gauge(
+            "edgecode_coordinator_measured_round_seconds",
+            "Last round time reported by the master",
+            registry=r,
+        )
+        self.plan_s_edge = Gauge(
+            "edgecode_coordinator_plan_s_edge", "s_edge of the current plan", registry=r
+        )
+        self.plan_partitions = Gauge(
+            "edgecode_coordinator_plan_partitions", "K of the current plan", registry=r
+        )
+        self.plan_seconds = Histogram(
+            "edgecode_coordinator_planning_seconds",
+            "Seconds the planner took",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.measurements = Counter(
+            "edgecode_coordinator_measurements_total", "Timing measurements received", registry=r
+        )

@@ -1,0 +1,154 @@
+"""The ONLY module that converts between numpy/scipy objects and protobuf messages.
+
+Every ``*_from_proto`` validates what it reads and raises :class:`~edgecode.errors.InvalidInput`
+naming the field: an unknown dtype, a shape that does not match the byte length, a negative
+dimension, non-finite values where finite ones are required, a malformed CSR structure. A bad
+message therefore never reaches the model; the runtime maps InvalidInput to INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from edgecode.errors import InvalidInput
+from edgecode.planning.spec import EdgePlan, Plan, WorkerPlan
+from edgecode.v1 import common_pb2, coordinator_pb2
+
+#: dtypes accepted on the wire (little-endian, as numpy writes them on every supported platform).
+DTYPES = {
+    "float64": np.dtype("<f8"),
+    "float32": np.dtype("<f4"),
+    "int64": np.dtype("<i8"),
+    "int32": np.dtype("<i4"),
+}
+#: Largest number of dimensions accepted.
+MAX_NDIM = 4
+
+
+def tensor_to_proto(array: Any) -> common_pb2.Tensor:
+    """Encode a numpy array (copied once into bytes, little-endian)."""
+    values = np.asarray(array)
+    name = values.dtype.name
+    if name not in DTYPES:
+        raise InvalidInput(f"tensor dtype {name} is not one of {sorted(DTYPES)}")
+    data = np.ascontiguousarray(values, dtype=DTYPES[name]).tobytes()
+    return common_pb2.Tensor(dtype=name, shape=list(values.shape), data=data)
+
+
+def tensor_from_proto(
+    message: common_pb2.Tensor,
+    field: str,
+    *,
+    dtype: str | None = None,
+    shape: Sequence[int | None] | None = None,
+    finite: bool = True,
+) -> np.ndarray:
+    """Decode and validate a tensor. ``shape`` entries of None match any length.
+
+    The returned array is read-only and shares memory with the message bytes (no copy).
+    """
+    if message.dtype not in DTYPES:
+        raise InvalidInput(f"{field}: dtype {message.dtype!r} is not one of {sorted(DTYPES)}")
+    if dtype is not None and message.dtype != dtype:
+        raise InvalidInput(f"{field}: expected dtype {dtype}, got {message.dtype}")
+    dims = list(message.shape)
+    if len(dims) > MAX_NDIM or any(d < 0 for d in dims):
+        raise InvalidInput(f"{field}: invalid shape {dims}")
+    if shape is not None and (
+        len(dims) != len(shape)
+        or any(w is not None and d != w for d, w in zip(dims, shape, strict=True))
+    ):
+        raise InvalidInput(f"{field}: expected shape {list(shape)}, got {dims}")
+    kind = DTYPES[message.dtype]
+    expected_bytes = math.prod(dims) * kind.itemsize
+    if len(message.data) != expected_bytes:
+        raise InvalidInput(
+            f"{field}: shape {dims} of {message.dtype} needs {expected_bytes} bytes, got {len(message.data)}"
+        )
+    array = np.frombuffer(message.data, dtype=kind).reshape(dims)
+    if finite and kind.kind == "f" and not np.all(np.isfinite(array)):
+        raise InvalidInput(f"{field}: contains NaN or infinite values")
+    return array
+
+
+def csr_to_proto(matrix: Any) -> common_pb2.CsrMatrix:
+    """Encode a scipy sparse matrix as CSR (int64 indices, float64 values)."""
+    csr = sp.csr_matrix(matrix)
+    return common_pb2.CsrMatrix(
+        rows=csr.shape[0],
+        cols=csr.shape[1],
+        indptr=tensor_to_proto(csr.indptr.astype(np.int64)),
+        indices=tensor_to_proto(csr.indices.astype(np.int64)),
+        data=tensor_to_proto(csr.data.astype(np.float64)),
+    )
+
+
+def csr_from_proto(message: common_pb2.CsrMatrix, field: str) -> sp.csr_matrix:
+    """Decode and validate a CSR matrix: monotone indptr, column indices in range, finite data."""
+    rows, cols = int(message.rows), int(message.cols)
+    if rows < 0 or cols < 0:
+        raise InvalidInput(f"{field}: invalid shape ({rows}, {cols})")
+    indptr = tensor_from_proto(message.indptr, f"{field}.indptr", dtype="int64", shape=[rows + 1])
+    nnz = int(indptr[-1]) if rows >= 0 and indptr.size else 0
+    indices = tensor_from_proto(message.indices, f"{field}.indices", dtype="int64", shape=[None])
+    data = tensor_from_proto(message.data, f"{field}.data", dtype="float64", shape=[None])
+    if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or nnz != indices.size or nnz != data.size:
+        raise InvalidInput(f"{field}: malformed CSR structure (indptr must rise from 0 to nnz)")
+    if indices.size and (indices.min() < 0 or indices.max() >= cols):
+        raise InvalidInput(f"{field}: column index out of range [0, {cols})")
+    return sp.csr_matrix((data.copy(), indices.copy(), indptr.copy()), shape=(rows, cols))
+
+
+def plan_to_proto(plan: Plan, fitted: bool = True) -> coordinator_pb2.PlanResponse:
+    return coordinator_pb2.PlanResponse(
+        s_edge=plan.s_edge,
+        partitions=plan.partitions,
+        expected_round_seconds=plan.expected_round_seconds or 0.0,
+        fitted=fitted,
+        edges=[
+            coordinator_pb2.EdgeAssignment(
+                name=e.name,
+                s_worker=e.s_worker,
+                link_seconds=e.link_seconds,
+                partitions=e.partitions,
+                workers=[
+                    coordinator_pb2.WorkerAssignment(
+                        name=w.name, selected=w.selected, partitions=w.partitions
+                    )
+                    for w in e.workers
+                ],
+            )
+            for e in plan.edges
+        ],
+    )
+
+
+def plan_from_proto(message: coordinator_pb2.PlanResponse) -> Plan:
+    if message.partitions < 1 or message.s_edge < 0:
+        raise InvalidInput(
+            f"plan: partitions {message.partitions} / s_edge {message.s_edge} invalid"
+        )
+    return Plan(
+        scheme="hgc",
+        partitions=int(message.partitions),
+        s_edge=int(message.s_edge),
+        expected_round_seconds=float(message.expected_round_seconds) or None,
+        edges=tuple(
+            EdgePlan(
+                name=e.name,
+                s_worker=int(e.s_worker),
+                link_seconds=float(e.link_seconds),
+                partitions=int(e.partitions),
+                workers=tuple(
+                    WorkerPlan(name=w.name, selected=bool(w.selected), partitions=int(w.partitions))
+                    for w in e.workers
+                ),
+            )
+            for e in message.edges
+        ),
+    )

@@ -1,0 +1,237 @@
+"""The worker's logic: hold placed partitions, compute coded gradients, drop stale work.
+
+A worker holds, per job, partitions j with coefficients B[w, j] and computes
+``sum_j B[w, j] * grad_j(params)`` (each partition's share of the L2 term is 1/K). A newer round
+or a cancellation aborts the emulated part of an older computation at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from edgecode.errors import InvalidInput, StaleRound, UnknownJob
+from edgecode.learning.models import Model, get_model
+from edgecode.worker.straggle import StraggleConfig
+
+log = logging.getLogger(__name__)
+
+#: Largest number of partitions one placement may carry.
+MAX_PARTITIONS = 100_000
+
+
+@dataclass(frozen=True)
+class PlacementHeader:
+    job_id: str
+    model: str
+    n_features: int
+    n_classes: int
+    partitions: tuple[int, ...]
+    coefficients: tuple[float, ...]
+    l2: float
+    n_partitions: int
+    epoch: int
+
+
+@dataclass
+class Placement:
+    header: PlacementHeader
+    model: Model
+    features: list[Any]
+    labels: list[np.ndarray]
+    runtime: Any
+    n_params: int
+    latest_round: int = -1
+    newer: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def rows(self) -> int:
+        return sum(int(x.shape[0]) for x in self.features)
+
+
+class PlacementBuilder:
+    """Collects a streamed placement; :meth:`finish` validates it and installs it atomically."""
+
+    def __init__(self, worker: WorkerLogic, header: PlacementHeader) -> None:
+        h = header
+        if not h.job_id:
+            raise InvalidInput("placement: job_id must not be empty")
+        if len(h.partitions) != len(h.coefficients) or len(set(h.partitions)) != len(h.partitions):
+            raise InvalidInput(
+                "placement: partitions must be distinct and have one coefficient each"
+            )
+        if not 0 < len(h.partitions) <= MAX_PARTITIONS or h.n_partitions < 1:
+            raise InvalidInput(
+                f"placement: holds {len(h.partitions)} partitions of {h.n_partitions}"
+            )
+        if any(not 0 <= j < h.n_partitions for j in h.partitions):
+            raise InvalidInput(f"placement: partition indices must be in [0, {h.n_partitions})")
+        if (
+            not np.all(np.isfinite(h.coefficients))
+            or h.n_features < 1
+            or h.l2 < 0
+            or not np.isfinite(h.l2)
+        ):
+            raise InvalidInput(
+                "placement: coefficients must be finite, n_features >= 1 and l2 >= 0"
+            )
+        try:
+            self.model = get_model(h.model, l2=h.l2)
+        except ValueError as exc:
+            raise InvalidInput(f"placement: {exc}") from None
+        self.worker = worker
+        self.header = h
+        self.chunks: dict[int, list[tuple[Any, np.ndarray]]] = {j: [] for j in h.partitions}
+
+    def add(self, partition: int, features: Any, labels: np.ndarray) -> None:
+        if partition not in self.chunks:
+            raise InvalidInput(
+                f"placement: chunk for partition {partition}, which the header does not list"
+            )
+        if features.ndim != 2 or features.shape[1] != self.header.n_features:
+            raise InvalidInput(
+                f"placement: partition {partition} features must have {self.header.n_features} columns, "
+                f"got shape {features.shape}"
+            )
+        if labels.shape != (features.shape[0],):
+            raise InvalidInput(
+                f"placement: partition {partition} has {features.shape[0]} rows but {labels.shape} labels"
+            )
+        self.chunks[partition].append((features, labels))
+
+    def finish(self) -> Placement:
+        h = self.header
+        features, labels = [], []
+        for j in h.partitions:
+            parts = self.chunks[j]
+            if not parts:
+                raise InvalidInput(f"placement: no rows arrived for partition {j}")
+            blocks = [p[0] for p in parts]
+            X = sp.vstack(blocks, format="csr") if sp.issparse(blocks[0]) else np.vstack(blocks)
+            features.append(X)
+            labels.append(np.concatenate([p[1] for p in parts]))
+        n_params = self.model.n_params(h.n_features, h.n_classes)
+        zero = np.zeros(n_params)
+        for X, y in zip(features, labels, strict=True):
+            self.model.loss(zero, X, y)  # raises InvalidInput on labels the model cannot take
+        placement = Placement(
+            header=h,
+            model=self.model,
+            features=features,
+            labels=labels,
+            runtime=self.worker.straggle.runtime(h.n_partitions),
+            n_params=n_params,
+        )
+        self.worker._install(placement)
+        return placement
+
+
+class WorkerLogic:
+    def __init__(
+        self,
+        name: str,
+        straggle: StraggleConfig | None = None,
+        rng: np.random.Generator | None = None,
+        metrics: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.straggle = straggle or StraggleConfig()
+        self._rng = rng if rng is not None else np.random.default_rng()
+        self._metrics = metrics
+        self._clock = clock
+        self._jobs: dict[str, Placement] = {}
+        self._lock = threading.Lock()
+
+    def begin_placement(self, header: PlacementHeader) -> PlacementBuilder:
+        return PlacementBuilder(self, header)
+
+    def _install(self, placement: Placement) -> None:
+        with self._lock:
+            old = self._jobs.get(placement.header.job_id)
+            if old is not None:
+                placement.latest_round = old.latest_round
+                old.newer.set()  # computations on the old placement are stale
+            self._jobs[placement.header.job_id] = placement
+        if self._metrics is not None:
+            self._metrics.partitions.set(sum(len(p.header.partitions) for p in self._jobs.values()))
+
+    def drop(self, job_id: str) -> bool:
+        with self._lock:
+            placement = self._jobs.pop(job_id, None)
+        if placement is not None:
+            placement.newer.set()
+        return placement is not None
+
+    def jobs(self) -> dict[str, Placement]:
+        with self._lock:
+            return dict(self._jobs)
+
+    def compute(
+        self, job_id: str, round_: int, params: np.ndarray, epoch: int, cancelled: threading.Event
+    ) -> tuple[np.ndarray, float]:
+        """This worker's coded gradient for ``round_``; raises StaleRound when a newer round,
+        a re-placement or a cancellation makes it useless."""
+        start = self._clock()
+        with self._lock:
+            placement = self._jobs.get(job_id)
+            if placement is None:
+                raise UnknownJob(f"worker {self.name} holds no data for job {job_id!r}")
+            if epoch != placement.header.epoch:
+                raise StaleRound(
+                    f"placement epoch {epoch} is not the current {placement.header.epoch}"
+                )
+            if round_ < placement.latest_round:
+                raise StaleRound(f"round {round_} is older than round {placement.latest_round}")
+            if round_ > placement.latest_round:
+                placement.newer.set()  # abandon the older round's work
+                placement.newer = threading.Event()
+                placement.latest_round = round_
+            newer = placement.newer
+        if params.shape != (placement.n_params,):
+            raise InvalidInput(
+                f"params must have shape ({placement.n_params},), got {params.shape}"
+            )
+        h = placement.header
+        share = 1.0 / h.n_partitions
+        gradient = np.zeros(placement.n_params)
+        for coefficient, X, y in zip(
+            h.coefficients, placement.features, placement.labels, strict=True
+        ):
+            gradient += coefficient * placement.model.gradient(params, X, y, reg_share=share)
+        if self.straggle.emulates:
+            fraction = len(h.partitions) / h.n_partitions
+            extra = placement.runtime.sample(fraction, self._rng)
+            placement.runtime.advance(self._rng)
+            remaining = extra - (self._clock() - start)
+            if remaining > 0:
+                self._wait(remaining, cancelled, newer)
+        if cancelled.is_set() or newer.is_set():
+            self._abandoned()
+            raise StaleRound(f"round {round_} was cancelled or superseded")
+        seconds = self._clock() - start
+        if self._metrics is not None:
+            self._metrics.compute_seconds.observe(seconds)
+            self._metrics.rounds.inc()
+            self._metrics.sent_bytes.inc(gradient.nbytes)
+        return gradient, seconds
+
+    def _wait(self, seconds: float, cancelled: threading.Event, newer: threading.Event) -> None:
+        """Emulated compute that stops as soon as the round is cancelled or superseded."""
+        deadline = self._clock() + seconds
+        while not (cancelled.is_set() or newer.is_set()):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return
+            cancelled.wait(min(remaining, 0.005))
+
+    def _abandoned(self) -> None:
+        if self._metrics is not None:
+            self._metrics.abandoned.inc()

@@ -1,0 +1,101 @@
+"""The worker's gRPC servicer (thin: decode, call the logic, encode)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from edgecode import wire
+from edgecode.errors import InvalidInput
+from edgecode.runtime.errors import translate_errors
+from edgecode.v1 import worker_pb2, worker_pb2_grpc
+from edgecode.worker.logic import PlacementHeader, WorkerLogic
+
+
+def header_from_proto(message: worker_pb2.PlacementHeader) -> PlacementHeader:
+    return PlacementHeader(
+        job_id=message.job_id,
+        model=message.model,
+        n_features=int(message.n_features),
+        n_classes=int(message.n_classes),
+        partitions=tuple(int(j) for j in message.partitions),
+        coefficients=tuple(float(c) for c in message.coefficients),
+        l2=float(message.l2),
+        n_partitions=int(message.n_partitions),
+        epoch=int(message.placement_epoch),
+    )
+
+
+@dataclass
+class WorkerServicer(worker_pb2_grpc.WorkerServicer):
+    logic: WorkerLogic
+    metrics: Any = None
+
+    @translate_errors
+    def PlaceData(
+        self, request_iterator: Iterator[worker_pb2.PlaceDataRequest], context: grpc.ServicerContext
+    ) -> Any:
+        builder = None
+        received = 0
+        for message in request_iterator:
+            received += message.ByteSize()
+            if message.HasField("header"):
+                if builder is not None:
+                    raise InvalidInput("placement: a second header arrived")
+                builder = self.logic.begin_placement(header_from_proto(message.header))
+                continue
+            if builder is None:
+                raise InvalidInput("placement: the first message must be the header")
+            chunk = message.chunk
+            if chunk.HasField("sparse"):
+                features = wire.csr_from_proto(
+                    chunk.sparse, f"partition {chunk.partition} features"
+                )
+            elif chunk.HasField("dense"):
+                features = wire.tensor_from_proto(
+                    chunk.dense, f"partition {chunk.partition} features", dtype="float64"
+                )
+            else:
+                raise InvalidInput(
+                    f"placement: chunk of partition {chunk.partition} has no features"
+                )
+            labels = wire.tensor_from_proto(
+                chunk.labels, f"partition {chunk.partition} labels", shape=[None]
+            )
+            builder.add(int(chunk.partition), features, labels)
+        if builder is None:
+            raise InvalidInput("placement: empty stream")
+        placement = builder.finish()
+        if self.metrics is not None:
+            self.metrics.received_bytes.inc(received)
+        return worker_pb2.PlaceDataResponse(
+            partitions=len(placement.header.partitions), rows=placement.rows, bytes=received
+        )
+
+    @translate_errors
+    def ComputeGradient(
+        self, request: worker_pb2.ComputeGradientRequest, context: grpc.ServicerContext
+    ) -> Any:
+        params = wire.tensor_from_proto(request.params, "params", dtype="float64", shape=[None])
+        if self.metrics is not None:
+            self.metrics.received_bytes.inc(len(request.params.data))
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)
+        gradient, seconds = self.logic.compute(
+            request.job_id, request.round, params, request.placement_epoch, cancelled
+        )
+        return worker_pb2.ComputeGradientResponse(
+            job_id=request.job_id,
+            round=request.round,
+            worker=self.logic.name,
+            gradient=wire.tensor_to_proto(gradient),
+            compute_seconds=seconds,
+        )
+
+    @translate_errors
+    def DropJob(self, request: worker_pb2.DropJobRequest, context: grpc.ServicerContext) -> Any:
+        return worker_pb2.DropJobResponse(dropped=self.logic.drop(request.job_id))

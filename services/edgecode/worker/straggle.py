@@ -1,0 +1,82 @@
+"""Straggler emulation for a worker started with ``--straggle MODEL``.
+
+The emulated compute of a round is ``f * (shift + X) * M`` seconds on top of the real compute
+(see :mod:`edgecode.stragglers`), where f is the worker's fraction of the data and
+``shift = compute_per_partition * K``, so that a worker holding l partitions spends about
+``l * compute_per_partition`` seconds when it does not straggle.
+
+Spec strings: ``MODEL[:key=value,...]`` with MODEL one of
+
+- ``none``: no emulation beyond ``--compute-per-partition``;
+- ``exp``: shifted exponential, keys ``rate`` (of the random part for the whole data set);
+- ``bernoulli``: keys ``p`` (straggle probability per round), ``factor`` (slow-down);
+- ``markov``: keys ``p_slow``, ``p_active``, ``q_as``, ``q_sa``, ``factor``, ``slow`` (0/1 start);
+- ``slow``: a persistent straggler, key ``factor`` (every round ``factor`` times slower).
+
+Example: ``bernoulli:p=0.2,factor=5``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from edgecode.planning.spec import WorkerSpec
+from edgecode.stragglers import WorkerRuntime, runtime_for
+
+ALIASES = {"p": "p_straggle", "factor": "slow_factor"}
+MODELS = {
+    "none": "shifted_exponential",
+    "exp": "shifted_exponential",
+    "bernoulli": "bernoulli",
+    "markov": "markov",
+    "slow": "markov",
+}
+#: Rate used when no random part is wanted (mean 1e-9 s for the whole data set).
+DETERMINISTIC_RATE = 1e9
+
+
+@dataclass(frozen=True)
+class StraggleConfig:
+    spec: WorkerSpec = field(
+        default_factory=lambda: WorkerSpec(name="worker", shift=0.0, rate=DETERMINISTIC_RATE)
+    )
+    compute_per_partition: float = 0.0
+
+    @property
+    def emulates(self) -> bool:
+        return (
+            self.compute_per_partition > 0
+            or self.spec.slow_factor > 1
+            or self.spec.rate < DETERMINISTIC_RATE
+        )
+
+    def runtime(self, n_partitions: int) -> WorkerRuntime:
+        return runtime_for(replace(self.spec, shift=self.compute_per_partition * n_partitions))
+
+
+def parse_straggle(text: str, compute_per_partition: float = 0.0) -> StraggleConfig:
+    """Parse a ``--straggle`` spec; a ValueError names the bad part."""
+    if compute_per_partition < 0 or not math.isfinite(compute_per_partition):
+        raise ValueError(f"compute_per_partition must be >= 0 seconds, got {compute_per_partition}")
+    name, _, rest = text.strip().partition(":")
+    if name not in MODELS:
+        raise ValueError(f"--straggle: model must be one of {sorted(MODELS)}, got {name!r}")
+    values: dict[str, float | bool | str] = {"model": MODELS[name], "rate": DETERMINISTIC_RATE}
+    if name == "slow":
+        values.update(slow=True, p_slow=1.0, q_as=0.0, q_sa=0.0, slow_factor=5.0)
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, raw = item.partition("=")
+        key = ALIASES.get(key.strip(), key.strip())
+        if (
+            not sep
+            or key not in WorkerSpec.__dataclass_fields__
+            or key in ("name", "model", "shift")
+        ):
+            raise ValueError(f"--straggle: bad item {item!r} (expected key=value, e.g. factor=5)")
+        try:
+            values[key] = bool(int(raw)) if key == "slow" else float(raw)
+        except ValueError:
+            raise ValueError(f"--straggle: {key} must be a number, got {raw!r}") from None
+    spec = WorkerSpec(name="worker", shift=0.0, **values)  # type: ignore[arg-type]
+    return StraggleConfig(spec=spec, compute_per_partition=compute_per_partition)
