@@ -26,14 +26,16 @@ class Pending(Protocol):
 
 class Gather(Generic[K]):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._done: queue.Queue[tuple[K, Pending]] = queue.Queue()
+        self._done: queue.Queue[tuple[K, Pending, float]] = queue.Queue()
         self._pending: dict[K, Pending] = {}
         self._clock = clock
         self.started = clock()
 
     def submit(self, key: K, call: Pending) -> None:
         self._pending[key] = call
-        call.add_done_callback(lambda _f, key=key, call=call: self._done.put((key, call)))
+        # Stamp completion in the callback: the time a result is taken off the queue can be
+        # much later (while the caller handles earlier results).
+        call.add_done_callback(lambda _f, key=key, call=call: self._done.put((key, call, self._clock())))
 
     @property
     def outstanding(self) -> list[K]:
@@ -48,11 +50,11 @@ class Gather(Generic[K]):
         if remaining <= 0:
             return None
         try:
-            key, call = self._done.get(timeout=remaining)
+            key, call, finished = self._done.get(timeout=remaining)
         except queue.Empty:
             return None
         self._pending.pop(key, None)
-        elapsed = self._clock() - self.started
+        elapsed = finished - self.started
         try:
             return key, call.result(timeout=0), None, elapsed
         except BaseException as exc:  # a failed or cancelled call is an outcome, not a crash

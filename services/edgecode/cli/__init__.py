@@ -17,13 +17,14 @@ from edgecode import __version__
 
 #: Modules that register several subcommands.
 MODULES = {
+    "train": "run",
     "coordinator": "services",
     "master": "services",
     "aggregator": "services",
     "worker": "services",
 }
 #: Subcommands, in the order ``--help`` lists them.
-COMMANDS = ("codes", "bench", "coordinator", "master", "aggregator", "worker")
+COMMANDS = ("run", "train", "codes", "bench", "coordinator", "master", "aggregator", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:

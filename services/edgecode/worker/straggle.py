@@ -8,7 +8,8 @@ The emulated compute of a round is ``f * (shift + X) * M`` seconds on top of the
 Spec strings: ``MODEL[:key=value,...]`` with MODEL one of
 
 - ``none``: no emulation beyond ``--compute-per-partition``;
-- ``exp``: shifted exponential, keys ``rate`` (of the random part for the whole data set);
+- ``exp``: shifted exponential, keys ``rate`` (of the random part for the whole data set) and
+  ``shift`` (seconds for the whole data set, added to ``compute_per_partition * K``);
 - ``bernoulli``: keys ``p`` (straggle probability per round), ``factor`` (slow-down);
 - ``markov``: keys ``p_slow``, ``p_active``, ``q_as``, ``q_sa``, ``factor``, ``slow`` (0/1 start);
 - ``slow``: a persistent straggler, key ``factor`` (every round ``factor`` times slower).
@@ -52,7 +53,7 @@ class StraggleConfig:
         )
 
     def runtime(self, n_partitions: int) -> WorkerRuntime:
-        return runtime_for(replace(self.spec, shift=self.compute_per_partition * n_partitions))
+        return runtime_for(replace(self.spec, shift=self.spec.shift + self.compute_per_partition * n_partitions))
 
 
 def parse_straggle(text: str, compute_per_partition: float = 0.0) -> StraggleConfig:

@@ -1,0 +1,46 @@
+"""Figures the CLI writes (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_run(
+    results: list[dict[str, Any]], latencies: dict[str, dict[str, list[float]]], path: Path
+) -> None:
+    """Left: training loss vs wall time per scheme. Right: per-worker response latency (the
+    straggler latency) in the first scheme, as box plots."""
+    fig, (loss_ax, lat_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for r in results:
+        if r["loss"]:
+            loss_ax.plot(
+                r["wall_seconds"],
+                r["loss"],
+                label=f"{r['scheme']} ({r['mean_round_seconds'] * 1e3:.1f} ms/round)",
+            )
+    loss_ax.set(
+        xlabel="wall time (s)",
+        ylabel="training loss (mean per row)",
+        yscale="log",
+        title="Loss vs wall time",
+    )
+    loss_ax.legend()
+    scheme = results[0]["scheme"] if results else ""
+    per_worker = latencies.get(scheme, {})
+    names = sorted(per_worker)
+    if names:
+        lat_ax.boxplot(
+            [[1e3 * s for s in per_worker[n]] for n in names], tick_labels=names, vert=True
+        )
+        lat_ax.tick_params(axis="x", rotation=60)
+    lat_ax.set(ylabel="response time seen by the edge (ms)", title=f"Per-worker latency ({scheme})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
