@@ -31,7 +31,10 @@ def plot_run(
         title="Loss vs wall time",
     )
     loss_ax.legend()
-    scheme = results[0]["scheme"] if results else ""
+    # Uncoded waits for every worker, so its latencies show the stragglers as they are; coded
+    # schemes cut stragglers off (their latency there is the cut-off time).
+    schemes = [r["scheme"] for r in results]
+    scheme = "uncoded" if "uncoded" in schemes else (schemes[0] if schemes else "")
     per_worker = latencies.get(scheme, {})
     names = sorted(per_worker)
     if names:

@@ -224,6 +224,7 @@ class Job:
     layout: Layout | None = None
     param_history: list[np.ndarray] = field(default_factory=list)
     placements: int = 0
+    setup_seconds: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     changed: threading.Condition = field(default_factory=threading.Condition)
     started: float = field(default_factory=time.monotonic)
@@ -342,6 +343,8 @@ class MasterLogic:
         self._set(job, state=RUNNING, round=start_round)
         job.params = params
         layout = self._lay_out(job, train, model_name, epoch=len(job.history) + 1)
+        job.setup_seconds = self._clock() - job.started
+        job.started = self._clock()  # wall time of the rounds, without the one-time setup
         for round_ in range(start_round, cfg.rounds):
             if job.cancel.is_set():
                 self._set(job, state=CANCELLED, message=f"cancelled after round {round_}")

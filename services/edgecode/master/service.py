@@ -102,6 +102,7 @@ def status_to_proto(job: Job, include_params: bool = False) -> master_pb2.JobSta
         ],
     )
     status.placements = job.placements
+    status.setup_seconds = job.setup_seconds
     if include_params and job.params is not None:
         status.params.CopyFrom(wire.tensor_to_proto(job.params))
         status.param_history.extend(wire.tensor_to_proto(p) for p in job.param_history)
