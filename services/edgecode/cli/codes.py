@@ -9,8 +9,6 @@ from functools import partial
 import numpy as np
 
 from edgecode.cli._render import console, print_help, progress, table
-from edgecode.codes import cyclic_repetition, fractional_repetition, hierarchical
-from edgecode.codes.verify import default_suite
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from edgecode.codes.verify import default_suite
+
     rng = np.random.default_rng(args.seed)
     suite = default_suite(args.max_n)
     results = [check(rng) for _, check in progress(suite, "verifying codes")]
@@ -99,6 +99,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from edgecode.codes import cyclic_repetition, fractional_repetition, hierarchical
+
     np.set_printoptions(precision=3, suppress=True, linewidth=160)
     if args.kind == "hierarchical":
         m = [int(x) for x in args.workers_per_edge.split(",")]

@@ -8,15 +8,16 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING, Any
 
 from edgecode.cli._render import console, table
-from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup, default_setup
-from edgecode.master.client import FINAL_STATES, MasterClient, state_name, summary
-from edgecode.master.logic import SCHEMES, JobConfig
-from edgecode.planning.spec import WorkerSpec, load_spec
+from edgecode.planning.plans import SCHEMES
+
+if TYPE_CHECKING:  # heavy imports happen inside the commands, so other subcommands start fast
+    from edgecode.cluster.local import ClusterSetup
+    from edgecode.master.client import MasterClient
+    from edgecode.master.logic import JobConfig
+    from edgecode.planning.spec import WorkerSpec
 
 ALL_SCHEMES = ",".join(SCHEMES)
 
@@ -103,6 +104,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _setup(args: argparse.Namespace) -> ClusterSetup:
+    from edgecode.cluster.local import ClusterSetup, EdgeSetup, WorkerSetup, default_setup
+    from edgecode.planning.spec import load_spec
+
     if args.spec:
         spec = load_spec(args.spec)
         edges = tuple(EdgeSetup(e.name, e.link_seconds) for e in spec.edges)
@@ -145,6 +149,8 @@ def _straggle_of(worker: WorkerSpec) -> str:
 
 
 def _config(args: argparse.Namespace, scheme: str) -> JobConfig:
+    from edgecode.master.logic import JobConfig
+
     planner = args.plan or (args.s_edge is None and args.s_worker is None)
     return JobConfig(
         scheme=scheme,
@@ -165,6 +171,10 @@ def _follow(
     client: MasterClient, job_id: str, label: str, rounds: int
 ) -> tuple[Any, dict[str, list[float]]]:
     """Follow a job with a progress bar; collect per-worker response latencies per round."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgecode.master.client import FINAL_STATES
+
     latencies: dict[str, list[float]] = defaultdict(list)
     seen_round = 0
     with Progress(
@@ -191,6 +201,9 @@ def _follow(
 
 
 def _run(args: argparse.Namespace) -> int:
+    from edgecode.cluster.local import LocalCluster
+    from edgecode.master.client import MasterClient, state_name, summary
+
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
     unknown = [s for s in schemes if s not in SCHEMES]
     if unknown or not schemes:
@@ -284,6 +297,9 @@ def _report(results: list[dict[str, Any]]) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from edgecode.master.client import MasterClient, summary
+    from edgecode.master.logic import JobConfig
+
     client = MasterClient(args.master)
     config = JobConfig(
         scheme=args.scheme,

@@ -42,11 +42,11 @@ from edgecode.errors import Infeasible, InvalidInput, NotDecodable, RoundFailed,
 from edgecode.learning.datasets import load_split
 from edgecode.learning.models import get_model
 from edgecode.learning.optimizers import get_optimizer, optimizer_from_state
+from edgecode.planning.plans import SCHEMES
 from edgecode.planning.spec import Plan
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("hgc", "flat", "uncoded", "ignore")
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "pending",
     "running",
@@ -173,6 +173,10 @@ class Transport(Protocol):
         self, edge: Node, job_id: str, round_: int, params: np.ndarray, epoch: int, timeout: float
     ) -> RoundStream:
         """Messages as ``EdgeArrival``s."""
+        ...
+
+    def unreachable(self, nodes: Sequence[Node]) -> list[str]:
+        """Names of the nodes that do not answer a health check now (dead or paused)."""
         ...
 
 
@@ -305,6 +309,9 @@ class MasterLogic:
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("ignoring unreadable checkpoint %s: %s", spec_file, exc)
                 continue
+            restored = self._load_checkpoint(job)
+            if restored is not None:  # show the checkpointed progress at once
+                job.params, _, job.round, job.history = restored
             with self._lock:
                 self._jobs[job.job_id] = job
             threading.Thread(
@@ -356,17 +363,20 @@ class MasterLogic:
             try:
                 gradient, stragglers, timings = self._round(job, layout, round_, params)
             except RoundFailed as exc:
+                dead = self._unreachable(layout)
                 log.warning(
-                    "job %s round %d: %s; re-planning around the missing nodes",
-                    job.job_id,
-                    round_,
-                    exc,
+                    "job %s round %d: %s; unreachable: %s", job.job_id, round_, exc, sorted(dead)
                 )
-                dead = {t.node for t in getattr(exc, "timings", ()) if not t.arrived} | set(
-                    getattr(exc, "dead", ())
-                )
-                layout = self._lay_out(job, train, model_name, epoch=layout.epoch + 1, dead=dead)
-                gradient, stragglers, timings = self._round(job, layout, round_, params)
+                try:
+                    layout = self._lay_out(
+                        job, train, model_name, epoch=layout.epoch + 1, dead=dead
+                    )
+                    gradient, stragglers, timings = self._round(job, layout, round_, params)
+                except (RoundFailed, Infeasible) as again:
+                    raise RoundFailed(
+                        f"round {round_} failed: {exc}; after re-planning around the unreachable nodes "
+                        f"{sorted(dead) or 'none'}: {again}. The model keeps the parameters of round {round_}."
+                    ) from again
             if gradient.shape != (n_params,) or not np.all(np.isfinite(gradient)):
                 raise RoundFailed(
                     f"round {round_}: decoded gradient is not finite; model left untouched"
@@ -418,6 +428,12 @@ class MasterLogic:
         )
         return self._lay_out(job, train, model_name, epoch=layout.epoch + 1, plan=(plan, predicted))
 
+    def _unreachable(self, layout: Layout) -> set[str]:
+        nodes = list(layout.topology.edges) + [
+            w for members in layout.topology.workers for w in members
+        ]
+        return set(self._transport.unreachable(nodes))
+
     def _set(self, job: Job, **changes: Any) -> None:
         with job.changed:
             for key, value in changes.items():
@@ -444,14 +460,21 @@ class MasterLogic:
 
     # ---- placement ------------------------------------------------------------------------
     def _lay_out(
-        self, job: Job, train: Any, model_name: str, epoch: int, dead: set[str] | None = None
+        self,
+        job: Job,
+        train: Any,
+        model_name: str,
+        epoch: int,
+        dead: set[str] | None = None,
+        plan: tuple[Plan, float] | None = None,
     ) -> Layout:
         cfg = job.config
         topology = self._cluster.topology().without(dead or set())
         if not topology.edges:
             raise RoundFailed("no alive edges with alive workers")
-        layout = self._build_code(cfg, topology, epoch)
+        layout = self._build_code(cfg, topology, epoch, plan)
         job.layout = layout
+        job.placements += 1
         features_labels = train.partition(layout.n_partitions)
         B = layout.code.B
         workers = [w for members in topology.workers for w in members]
@@ -648,21 +671,10 @@ class MasterLogic:
                     layout, buffer, arrival, timings
                 )
                 return result, stragglers, list(timings.values())
-        missing = [e.name for e in edges if e.name not in failed_edges]
-        error = RoundFailed(
+        raise RoundFailed(
             f"round could not be decoded within {deadline_seconds:g} s: {len(buffer.senders)} usable "
             f"results arrived; edges that failed: {failed_edges or 'none'}"
         )
-        error.timings = tuple(timings.values())  # type: ignore[attr-defined]
-        error.dead = (
-            tuple(failed_edges)
-            + tuple(  # type: ignore[attr-defined]
-                name for name in layout.worker_names if name not in timings
-            )
-            if missing
-            else tuple(failed_edges)
-        )
-        raise error
 
     def _try_decode(self, layout: Layout, buffer: MessageBuffer) -> np.ndarray | None:
         code = layout.code

@@ -3,19 +3,19 @@ and the cluster view backed by the coordinator."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import grpc
 import numpy as np
 import scipy.sparse as sp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgecode import wire
-from edgecode.errors import InvalidInput
 from edgecode.master.logic import (
     CANCELLED,
     FAILED,
@@ -57,6 +57,8 @@ STATES = {
 CHUNK_BYTES = 1 << 20
 #: Deadline of control calls (placement, configuration, coordinator).
 CONTROL_TIMEOUT = 60.0
+#: A node that does not answer a health check this fast is treated as gone.
+HEALTH_TIMEOUT = 1.0
 
 
 def config_from_proto(spec: master_pb2.JobSpec) -> JobConfig:
@@ -249,6 +251,20 @@ class GrpcTransport:
             request, timeout=timeout
         )
         return _Stream(call, edge.name)
+
+    def unreachable(self, nodes: Sequence[Node]) -> list[str]:
+        def check(node: Node) -> str | None:
+            stub = health_pb2_grpc.HealthStub(self._channel(node.address))
+            try:
+                response = stub.Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=HEALTH_TIMEOUT
+                )
+            except grpc.RpcError:
+                return node.name
+            return None if response.status == health_pb2.HealthCheckResponse.SERVING else node.name
+
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            return [name for name in pool.map(check, nodes) if name is not None]
 
     def close(self) -> None:
         with self._lock:

@@ -157,7 +157,8 @@ class WorkerLogic:
         with self._lock:
             old = self._jobs.get(placement.header.job_id)
             if old is not None:
-                placement.latest_round = old.latest_round
+                # Round order is per placement epoch: a resumed master may repeat rounds the old
+                # epoch saw; requests of the old epoch are refused by the epoch check.
                 old.newer.set()  # computations on the old placement are stale
             self._jobs[placement.header.job_id] = placement
         if self._metrics is not None:

@@ -53,7 +53,9 @@ class StraggleConfig:
         )
 
     def runtime(self, n_partitions: int) -> WorkerRuntime:
-        return runtime_for(replace(self.spec, shift=self.spec.shift + self.compute_per_partition * n_partitions))
+        return runtime_for(
+            replace(self.spec, shift=self.spec.shift + self.compute_per_partition * n_partitions)
+        )
 
 
 def parse_straggle(text: str, compute_per_partition: float = 0.0) -> StraggleConfig:
