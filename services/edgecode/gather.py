@@ -35,7 +35,9 @@ class Gather(Generic[K]):
         self._pending[key] = call
         # Stamp completion in the callback: the time a result is taken off the queue can be
         # much later (while the caller handles earlier results).
-        call.add_done_callback(lambda _f, key=key, call=call: self._done.put((key, call, self._clock())))
+        call.add_done_callback(
+            lambda _f, key=key, call=call: self._done.put((key, call, self._clock()))
+        )
 
     @property
     def outstanding(self) -> list[K]:

@@ -30,14 +30,20 @@ DTYPES = {
 MAX_NDIM = 4
 
 
-def tensor_to_proto(array: Any) -> common_pb2.Tensor:
-    """Encode a numpy array (copied once into bytes, little-endian)."""
+def tensor_to_proto(array: Any, out: common_pb2.Tensor | None = None) -> common_pb2.Tensor:
+    """Encode a numpy array (little-endian bytes). With ``out`` (a Tensor field of a message
+    being built, e.g. ``response.gradient``) it is filled in place, which saves copying a
+    multi-megabyte submessage into its parent."""
     values = np.asarray(array)
     name = values.dtype.name
     if name not in DTYPES:
         raise InvalidInput(f"tensor dtype {name} is not one of {sorted(DTYPES)}")
-    data = np.ascontiguousarray(values, dtype=DTYPES[name]).tobytes()
-    return common_pb2.Tensor(dtype=name, shape=list(values.shape), data=data)
+    message = common_pb2.Tensor() if out is None else out
+    message.dtype = name
+    del message.shape[:]
+    message.shape.extend(values.shape)
+    message.data = np.ascontiguousarray(values, dtype=DTYPES[name]).tobytes()
+    return message
 
 
 def tensor_from_proto(
@@ -66,14 +72,22 @@ def tensor_from_proto(
         raise InvalidInput(f"{field}: expected shape {list(shape)}, got {dims}")
     kind = DTYPES[message.dtype]
     expected_bytes = math.prod(dims) * kind.itemsize
-    if len(message.data) != expected_bytes:
+    data = message.data  # one access: upb hands out a new bytes object on every access
+    if len(data) != expected_bytes:
         raise InvalidInput(
-            f"{field}: shape {dims} of {message.dtype} needs {expected_bytes} bytes, got {len(message.data)}"
+            f"{field}: shape {dims} of {message.dtype} needs {expected_bytes} bytes, got {len(data)}"
         )
-    array = np.frombuffer(message.data, dtype=kind).reshape(dims)
-    if finite and kind.kind == "f" and not np.all(np.isfinite(array)):
+    array = np.frombuffer(data, dtype=kind).reshape(dims)
+    if finite and kind.kind == "f" and not _all_finite(array):
         raise InvalidInput(f"{field}: contains NaN or infinite values")
     return array
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """One pass, no temporary: a finite sum proves every value finite (NaN and inf propagate);
+    only a non-finite sum (a bad value, or an overflow of huge ones) needs the exact check."""
+    total = float(np.sum(array)) if array.size else 0.0
+    return math.isfinite(total) or bool(np.all(np.isfinite(array)))
 
 
 def csr_to_proto(matrix: Any) -> common_pb2.CsrMatrix:

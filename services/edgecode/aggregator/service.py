@@ -126,12 +126,13 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             params.size,
             active.is_set,
         ):
-            yield aggregator_pb2.EdgeMessage(
+            message = aggregator_pb2.EdgeMessage(
                 job_id=request.job_id,
                 round=request.round,
                 edge=self.logic.name,
-                vector=wire.tensor_to_proto(result.vector),
                 worker=result.worker,
                 combined=result.combined,
                 timings=_timings_to_proto(result),
             )
+            wire.tensor_to_proto(result.vector, out=message.vector)
+            yield message

@@ -244,9 +244,8 @@ class GrpcTransport:
     def run_round(
         self, edge: Node, job_id: str, round_: int, params: np.ndarray, epoch: int, timeout: float
     ) -> _Stream:
-        request = aggregator_pb2.RunRoundRequest(
-            job_id=job_id, round=round_, params=wire.tensor_to_proto(params), placement_epoch=epoch
-        )
+        request = aggregator_pb2.RunRoundRequest(job_id=job_id, round=round_, placement_epoch=epoch)
+        wire.tensor_to_proto(params, out=request.params)
         call = aggregator_pb2_grpc.AggregatorStub(self._channel(edge.address)).RunRound(
             request, timeout=timeout
         )

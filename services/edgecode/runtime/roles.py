@@ -17,6 +17,7 @@ from edgecode.runtime.metrics import (
     WorkerMetrics,
 )
 from edgecode.runtime.membership import Membership, write_ready_file
+from edgecode.runtime.memory import tune_allocator
 from edgecode.runtime.server import Service, create_server, serve_until_signal
 from edgecode.v1 import (
     aggregator_pb2_grpc,
@@ -76,6 +77,10 @@ def _advertised(config: CommonConfig, port: int) -> str:
     return f"{config.advertise_host or config.host}:{port}"
 
 
+def _prepare() -> None:
+    tune_allocator()
+
+
 def _serve(
     config: CommonConfig,
     service: Service,
@@ -111,6 +116,7 @@ def _serve(
 
 
 def run_worker(config: WorkerConfig) -> int:
+    _prepare()
     from edgecode.worker.logic import WorkerLogic
     from edgecode.worker.service import WorkerServicer
     from edgecode.worker.straggle import parse_straggle
@@ -149,6 +155,7 @@ def run_worker(config: WorkerConfig) -> int:
 
 
 def run_aggregator(config: AggregatorConfig) -> int:
+    _prepare()
     from edgecode.aggregator.logic import AggregatorLogic
     from edgecode.aggregator.service import AggregatorServicer, GrpcWorkerClient
 
@@ -180,6 +187,7 @@ def run_aggregator(config: AggregatorConfig) -> int:
 
 
 def run_master(config: MasterConfig) -> int:
+    _prepare()
     from edgecode.master.logic import MasterLogic
     from edgecode.master.service import CoordinatorView, GrpcTransport, MasterServicer
 
@@ -214,6 +222,7 @@ def run_master(config: MasterConfig) -> int:
 
 
 def run_coordinator(config: CoordinatorConfig) -> int:
+    _prepare()
     from edgecode.coordinator.logic import CoordinatorLogic
     from edgecode.coordinator.service import CoordinatorServicer
     from edgecode.planning.spec import load_spec

@@ -1,0 +1,275 @@
+"""The load rule: integer partition counts for a given structure (private; see optimize.py).
+
+A *structure* fixes which edges and workers take part, ``s_edge`` and every ``s_worker_i``. The
+rule turns it, for a number of partitions K, into the counts ``c_i`` (edge coverage) and ``l_w``
+(worker loads) of an exact plan. Everything here works on a batch of structures at once (leading
+axis B) over padded cluster arrays (edges x worker slots), so the optimizer (batch of one or of a
+few candidates) and the exhaustive search (batches of thousands) run literally the same code.
+
+Steps (maths in :mod:`edgecode.planning.optimize`):
+
+1. quantile levels: ``p_top`` = median of the ``k_e``-th order statistic of ``n`` uniforms
+   (``k_e = n - s_edge``); inside edge i the workers' level ``p_i`` solves
+   ``P(at least k_i of m_i i.i.d. events of probability p_i) = p_top``, i.e.
+   ``p_i = I^{-1}_{p_top}(k_i, s_worker_i + 1)`` (inverse regularised incomplete beta);
+2. unit cost ``a_w`` = the ``p_i``-quantile of the worker's per-unit time ``(shift + X) M``;
+3. continuous coverages: with ``h_w(L) = (L - link_w)_+ / a_w`` (the fraction of the data worker
+   w gets through by collector time L), the largest coverage edge i can serve by L is
+   ``cap_i(L) = min_{j <= s_w} T_j / (s_w + 1 - j)``, ``T_j`` the sum of all but the j largest
+   ``h_w`` (the water-filling solution of ``sum_w min(1, h_w / g) = s_w + 1``); the master level
+   Theta solves ``sum_i min(1, cap_i(Theta - link_i)) = s_edge + 1`` (bisection) and
+   ``g_i = min(1, cap_i(Theta - link_i))``;
+4. integer coverages: ``c_i`` from ``K g_i`` with the sum ``K (s_edge + 1)``, bounds
+   ``ceil(m_i / (s_w + 1)) <= c_i <= K``, minimising the largest overrun
+   ``beta_i (c_i - K g_i)``, ``beta_i = (Theta - link_i) / (K g_i)`` (seconds per partition);
+5. integer loads: inside edge i, the ``c_i (s_w + 1)`` units go to the cheapest unit slots, the
+   l-th unit of worker w costing ``l a_w / K + link_w`` (min-max of the workers' representative
+   arrival times), with ``1 <= l_w <= c_i``; ties go to the lower worker index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import betaincinv
+
+from edgecode.planning.spec import ClusterSpec
+from edgecode.planning.timing import _GroupModel, _model_from_arrays
+from edgecode.stragglers import straggle_probability
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+#: Bisection steps (each halves the bracket: 64 reach float precision).
+_BISECTIONS = 64
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Padded arrays of a spec: ``(n_edges, max workers per edge)``."""
+
+    spec: ClusterSpec
+    sizes: IntArray
+    mask: BoolArray
+    shift: FloatArray
+    rate: FloatArray
+    link: FloatArray
+    straggle: FloatArray
+    slow: FloatArray
+    edge_link: FloatArray
+
+    @property
+    def n(self) -> int:
+        return int(self.sizes.size)
+
+    @property
+    def m(self) -> int:
+        return int(self.mask.shape[1])
+
+    @property
+    def mixed(self) -> bool:
+        return bool(np.any(self.mask & (self.straggle > 0) & (self.slow != 1.0)))
+
+
+def cluster_arrays(spec: ClusterSpec) -> Cluster:
+    n = len(spec.edges)
+    sizes = np.array([len(e.workers) for e in spec.edges], dtype=np.int64)
+    m = int(sizes.max())
+    mask = np.arange(m)[None, :] < sizes[:, None]
+    values = np.zeros((5, n, m))
+    values[1] = 1.0  # rate on padding
+    values[4] = 1.0  # slow factor on padding
+    for i, edge in enumerate(spec.edges):
+        for j, w in enumerate(edge.workers):
+            values[:, i, j] = (
+                w.shift,
+                w.rate,
+                w.link_seconds,
+                straggle_probability(w),
+                w.slow_factor,
+            )
+    return Cluster(
+        spec=spec,
+        sizes=sizes,
+        mask=mask,
+        shift=values[0],
+        rate=values[1],
+        link=values[2],
+        straggle=values[3],
+        slow=values[4],
+        edge_link=np.array([e.link_seconds for e in spec.edges], dtype=np.float64),
+    )
+
+
+def levels(wmask: BoolArray, s_w: IntArray, s_e: IntArray, level: float = 0.5) -> FloatArray:
+    """Quantile level ``p_i`` of every edge's workers, shape (B, n) (step 1)."""
+    m_sel = wmask.sum(axis=-1)
+    emask = m_sel > 0
+    n_sel = emask.sum(axis=-1)
+    k_e = np.maximum(n_sel - s_e, 1)
+    p_top = betaincinv(k_e, s_e + 1, level)
+    k = np.maximum(m_sel - s_w, 1)
+    return np.asarray(betaincinv(k, s_w + 1, p_top[:, None]), dtype=np.float64)
+
+
+def unit_costs(cluster: Cluster, p: FloatArray) -> FloatArray:
+    """``p``-quantile of each worker's per-unit time ``(shift + X) M``, shape (B, n, m) (step 2)."""
+    z = -np.log1p(-p)[..., None]
+    fast = cluster.shift + z / cluster.rate
+    if not cluster.mixed:
+        return np.asarray(fast)
+    pi = cluster.straggle
+    slow = cluster.slow
+    lo = fast
+    hi = slow * fast
+    target = p[..., None]
+
+    def cdf(y: FloatArray) -> FloatArray:
+        first = -np.expm1(-cluster.rate * np.maximum(y - cluster.shift, 0.0))
+        second = -np.expm1(-cluster.rate * np.maximum(y / slow - cluster.shift, 0.0))
+        return np.asarray((1.0 - pi) * first + pi * second)
+
+    for _ in range(_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        below = cdf(mid) < target
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return np.asarray(hi)
+
+
+def edge_capacity(
+    a: FloatArray, v: FloatArray, wmask: BoolArray, s_w: IntArray, level: FloatArray
+) -> FloatArray:
+    """``cap_i(L)``: coverage each edge serves by collector time ``level`` (B, n) (step 3)."""
+    h = np.where(wmask, np.maximum(level[..., None] - v, 0.0) / a, 0.0)
+    ordered = -np.sort(-h, axis=-1)
+    tails = np.cumsum(ordered[..., ::-1], axis=-1)[..., ::-1]  # tails[j] = sum_{r >= j}
+    j = np.arange(h.shape[-1])
+    denominator = s_w[..., None] + 1 - j
+    candidates = np.where(j <= s_w[..., None], tails / np.maximum(denominator, 1), np.inf)
+    return np.asarray(candidates.min(axis=-1))
+
+
+def coverages(
+    cluster: Cluster, a: FloatArray, wmask: BoolArray, s_w: IntArray, s_e: IntArray
+) -> tuple[FloatArray, FloatArray]:
+    """Continuous coverages ``g`` (B, n) and the master level Theta (B,) (step 3)."""
+    emask = wmask.any(axis=-1)
+    v = cluster.link
+    start = np.where(wmask, cluster.edge_link[:, None] + v, np.inf).min(axis=(-1, -2))
+    stop = np.where(wmask, cluster.edge_link[:, None] + v + a, -np.inf).max(axis=(-1, -2))
+    lo, hi = start, stop
+    goal = s_e + 1
+    for _ in range(_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        cap = edge_capacity(a, v, wmask, s_w, mid[:, None] - cluster.edge_link)
+        served = np.where(emask, np.minimum(cap, 1.0), 0.0).sum(axis=-1)
+        short = served < goal
+        lo = np.where(short, mid, lo)
+        hi = np.where(short, hi, mid)
+    cap = edge_capacity(a, v, wmask, s_w, hi[:, None] - cluster.edge_link)
+    return np.where(emask, np.minimum(cap, 1.0), 0.0), hi
+
+
+def integer_coverages(
+    cluster: Cluster,
+    g: FloatArray,
+    theta: FloatArray,
+    wmask: BoolArray,
+    s_w: IntArray,
+    s_e: IntArray,
+    K: int,
+) -> tuple[IntArray, BoolArray]:
+    """Integer ``c`` (B, n) and whether the structure is feasible for this K (step 4)."""
+    emask = wmask.any(axis=-1)
+    m_sel = wmask.sum(axis=-1)
+    lower = np.where(emask, -(-m_sel // (s_w + 1)), 0)
+    total = K * (s_e + 1)
+    feasible = lower.sum(axis=-1) <= total
+    target = K * g
+    beta = np.maximum(theta[:, None] - cluster.edge_link, 1e-300) / np.maximum(target, 1.0)
+    c = np.where(emask, np.clip(np.floor(target + 1e-9).astype(np.int64), lower, K), 0)
+    rows = np.arange(c.shape[0])
+    for _ in range(int(c.shape[1] * (K + 1)) + 1):
+        rest = np.where(feasible, total - c.sum(axis=-1), 0)
+        if not rest.any():
+            break
+        grow = np.where(emask & (c < K), beta * (c + 1 - target), np.inf).argmin(axis=-1)
+        shrink = np.where(emask & (c > lower), beta * (c - target), -np.inf).argmax(axis=-1)
+        c[rows, grow] += rest > 0
+        c[rows, shrink] -= rest < 0
+    return c, feasible
+
+
+def worker_loads(
+    cluster: Cluster, a: FloatArray, wmask: BoolArray, s_w: IntArray, c: IntArray, K: int
+) -> IntArray:
+    """Integer loads ``l`` (B, n, m) for the coverages ``c`` (step 5)."""
+    v = cluster.link
+    unit = a / K
+    units = (c * (s_w + 1))[..., None]
+    cap = c[..., None]
+    lo = np.where(wmask, v + unit, np.inf).min(axis=-1)[..., None]
+    hi = np.where(wmask, v + unit * cap, -np.inf).max(axis=-1)[..., None]
+    lo = np.where(np.isfinite(lo), lo, 0.0)
+    hi = np.where(np.isfinite(hi), hi, 0.0)
+
+    def counts(theta: FloatArray) -> IntArray:
+        take = np.clip(np.floor((theta - v) / unit), 1, cap).astype(np.int64)
+        return np.asarray(np.where(wmask, take, 0))
+
+    for _ in range(_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        under = counts(mid).sum(axis=-1, keepdims=True) <= units
+        lo = np.where(under, mid, lo)
+        hi = np.where(under, hi, mid)
+    loads = counts(lo)
+    shape = loads.shape
+    unit_b = np.broadcast_to(unit, shape)
+    v_b = np.broadcast_to(v, shape)
+    cap_b = np.broadcast_to(cap, shape)
+    mask_b = np.broadcast_to(wmask, shape)
+    rest = np.where(wmask.any(axis=-1), units[..., 0] - loads.sum(axis=-1), 0)
+    while (rest > 0).any():
+        cost = np.where(mask_b & (loads < cap_b), unit_b * (loads + 1) + v_b, np.inf)
+        pick = cost.argmin(axis=-1)[..., None]
+        grow = (rest > 0)[..., None].astype(np.int64)
+        np.put_along_axis(loads, pick, np.take_along_axis(loads, pick, axis=-1) + grow, axis=-1)
+        rest = rest - grow[..., 0]
+    return loads
+
+
+def apply(
+    cluster: Cluster, wmask: BoolArray, s_w: IntArray, s_e: IntArray, K: int, level: float = 0.5
+) -> tuple[IntArray, IntArray, BoolArray, FloatArray]:
+    """The whole rule for a batch: ``(c (B, n), l (B, n, m), feasible (B,), Theta (B,))``."""
+    p = levels(wmask, s_w, s_e, level)
+    a = unit_costs(cluster, p)
+    g, theta = coverages(cluster, a, wmask, s_w, s_e)
+    c, feasible = integer_coverages(cluster, g, theta, wmask, s_w, s_e, K)
+    l = worker_loads(cluster, a, wmask, s_w, np.where(feasible[:, None], c, 1), K)
+    return c, np.where(wmask & feasible[:, None, None], l, 0), feasible, theta
+
+
+def model(
+    cluster: Cluster, wmask: BoolArray, s_w: IntArray, s_e: int, l: IntArray, K: int
+) -> _GroupModel:
+    """Timing model of one structure with loads ``l`` (n, m): selected edges become groups."""
+    emask = wmask.any(axis=-1)
+    rows = np.nonzero(emask)[0]
+    sel = wmask[rows]
+    return _model_from_arrays(
+        fractions=l[rows] / K,
+        shifts=cluster.shift[rows],
+        rates=cluster.rate[rows],
+        worker_links=cluster.link[rows],
+        straggle=cluster.straggle[rows],
+        slow=cluster.slow[rows],
+        mask=sel,
+        need=sel.sum(axis=-1) - s_w[rows],
+        links=cluster.edge_link[rows],
+        top_need=int(rows.size - s_e),
+    )
