@@ -37,6 +37,7 @@ format: $(STAMP)  ## apply ruff formatting and safe fixes
 
 bench: $(STAMP)  ## all benchmarks (writes out/bench-*)
 	$(BIN)/edgecode bench codes --out out/bench-codes
+	$(BIN)/edgecode bench train --out out/bench-train
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

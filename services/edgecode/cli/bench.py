@@ -38,6 +38,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     codes.add_argument("--repeats", type=int, default=7)
     codes.set_defaults(func=_bench_codes)
+    train = targets.add_parser(
+        "train",
+        help="round times of coded vs uncoded training on a local cluster, transport, memory",
+        description=(
+            "On a real local cluster (8 workers in 2 edges, 5 ms emulated compute per partition, K=16, "
+            "real gradients): the planner's hgc plan vs uncoded with one persistent 5x straggler "
+            "(target <= 0.5x) and without stragglers (target <= 1.15x); fixed s_e=s_w=1 vs the load "
+            "bound's prediction; an 8 MB gradient over an edgecode RPC vs a bare gRPC call vs a raw "
+            "TCP socket (targets >= 0.75x and >= 0.25x); peak worker memory (target < 150 MB)."
+        ),
+    )
+    train.add_argument(
+        "--out", default="out/bench-train", help="output folder (default out/bench-train)"
+    )
+    train.add_argument("--rounds", type=int, default=60)
+    train.add_argument("--repeats", type=int, default=15, help="transport repetitions")
+    train.set_defaults(func=_bench_train)
     parser.set_defaults(func=partial(print_help, parser))
 
 
@@ -119,4 +136,88 @@ def _write(out: Path, report: dict[str, Any]) -> None:
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(out / "codes.png", dpi=110)
+    plt.close(fig)
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from edgecode.bench.train import bench_training
+    from edgecode.bench.transport import bench_transport
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with console.status("transport: edgecode RPC vs bare gRPC vs raw TCP ..."):
+        transport = bench_transport(repeats=args.repeats)
+    table(
+        "8 MB float64 gradient on loopback (median of interleaved repeats)",
+        ["path", "GB/s", "ms"],
+        [
+            [name, gbps, transport["median_ms"][name]]
+            for name, gbps in transport["throughput_gb_per_s"].items()
+        ],
+    )
+    console.print(
+        f"edgecode / bare gRPC = {transport['edgecode_over_bare_grpc']:.2f} (target >= 0.75); "
+        f"edgecode / raw TCP = {transport['edgecode_over_raw_tcp']:.2f} (target >= 0.25)"
+    )
+    with console.status("training on local clusters (two scenarios) ..."):
+        training = bench_training(rounds=args.rounds)
+    rows = []
+    for scenario, r in training.items():
+        rows.append(
+            [
+                scenario,
+                r["planned_hgc_seconds"] * 1e3,
+                (r["planned_predicted_seconds"] or 0) * 1e3,
+                r["uncoded_seconds"] * 1e3,
+                r["ignore_seconds"] * 1e3,
+                r["fixed_s1_seconds"] * 1e3,
+                r["fixed_s1_predicted_by_load_bound_seconds"] * 1e3,
+                r["planned_over_uncoded"],
+                (r["fixed_over_load_bound_prediction"] if scenario == "no_stragglers" else "-"),
+                r["accuracy"]["hgc"],
+                r["accuracy"]["ignore"],
+                r["max_worker_peak_rss_mb"],
+            ]
+        )
+    table(
+        "Training round times (ms, steady state after the planner's profiling rounds)",
+        [
+            "scenario",
+            "planned hgc",
+            "predicted",
+            "uncoded",
+            "ignore",
+            "fixed s=1",
+            "load-bound pred.",
+            "planned/uncoded",
+            "fixed/pred.",
+            "acc hgc",
+            "acc ignore",
+            "max worker MB",
+        ],
+        rows,
+    )
+    report = {"transport": transport, "training": training}
+    (out / "train.json").write_text(json.dumps(report, indent=2, default=float))
+    _plot_train(training, out / "train.png")
+    console.print(f"wrote {out / 'train.json'}, {out / 'train.png'}")
+    return 0
+
+
+def _plot_train(training: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(training), figsize=(6 * len(training), 4), squeeze=False)
+    for ax, (scenario, r) in zip(axes[0], training.items(), strict=True):
+        for label, seconds in r["round_seconds"].items():
+            ax.plot(range(1, len(seconds) + 1), [1e3 * s for s in seconds], label=label)
+        ax.set(
+            title=scenario.replace("_", " "), xlabel="round", ylabel="round time (ms)", yscale="log"
+        )
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -551,39 +551,39 @@ class MasterLogic:
         )
 
     def _configure_edges(self, job: Job, layout: Layout) -> None:
-        deadline = job.config.round_deadline_seconds
+        """Tell every taking-part edge its taking-part workers (those that hold data) and, in
+        DECODE mode, their code rows and the edge's targets."""
+        code = layout.code
         futures = []
         offset = 0
         for e, (edge, members) in enumerate(
             zip(layout.topology.edges, layout.topology.workers, strict=True)
         ):
-            rows = slice(offset, offset + len(members))
+            rows = code.B[offset : offset + len(members)]
             offset += len(members)
-            if isinstance(layout.code, HierarchicalCode):
-                if e not in layout.code.active_edges:
-                    continue
-                code_rows = layout.code.B[rows]
-                rank = layout.code.active_edges.index(e)
-                assert layout.code.edge_code is not None
-                targets = np.zeros(layout.n_partitions)
-                targets[:] = layout.code.edge_code.B[rank]
-                args = ("decode", code_rows, targets, layout.code.s_workers[e])
+            holding = [w for w in range(len(members)) if np.any(rows[w])]
+            if not holding:
+                continue
+            workers = [members[w] for w in holding]
+            code_rows, targets, s_worker, mode = None, None, 0, "forward"
+            if isinstance(code, HierarchicalCode):
+                assert code.edge_code is not None
+                mode, code_rows, s_worker = "decode", rows[holding], code.s_workers[e]
+                targets = np.array(code.edge_code.B[code.active_edges.index(e)])
             elif layout.scheme == "uncoded":
-                code_rows = layout.code.B[rows]
-                args = ("decode", code_rows, code_rows.sum(axis=0), 0)
-            else:
-                args = ("forward", None, None, 0)
+                mode, code_rows = "decode", rows[holding]
+                targets = code_rows.sum(axis=0)
             futures.append(
                 self._pool.submit(
                     self._transport.configure_edge,
                     edge,
                     job.job_id,
-                    members,
-                    args[0],
-                    args[1],
-                    args[2],
-                    args[3],
-                    deadline,
+                    workers,
+                    mode,
+                    code_rows,
+                    targets,
+                    s_worker,
+                    job.config.round_deadline_seconds,
                 )
             )
         for future in futures:

@@ -1,0 +1,109 @@
+"""``edgecode bench train``: training round times on a real local cluster, side by side in one run.
+
+Emulated compute of 5 ms per partition, K = 16, 8 workers in 2 edges, real gradients as well:
+
+- one persistent straggler at 5x: the planner's hgc plan vs uncoded (target <= 0.5x), and the
+  ignore-stragglers baseline with its accuracy beside it;
+- no stragglers (deterministic compute): the planner's plan vs uncoded (target <= 1.15x), and
+  fixed s_e = s_w = 1 against what the load bound predicts: uncoded's round time plus the extra
+  compute of holding D = K (s_e+1)(s_w+1) / N partitions instead of K / N;
+- peak resident memory of every worker process (target < 150 MB).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecode.cluster.local import LocalCluster, default_setup
+from edgecode.master.client import MasterClient, summary
+from edgecode.master.logic import JobConfig
+
+PER_PARTITION = 0.005
+PARTITIONS = 16
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _jobs(client: MasterClient, configs: list[JobConfig], skip: int) -> list[dict[str, Any]]:
+    results = []
+    for config in configs:
+        result = summary(client.wait(client.submit(config), timeout=600))
+        seconds = result["round_seconds"][skip:]
+        result["steady_round_seconds"] = float(np.mean(seconds)) if seconds else float("nan")
+        results.append(result)
+    return results
+
+
+def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
+    """Both scenarios; round times are means after the planner's profiling rounds."""
+    skip = 5  # the planner profiles 3 rounds and re-places the data; compare steady state
+    base = {"rounds": rounds, "partitions": PARTITIONS, "seed": seed, "checkpoint_every": 0}
+    report: dict[str, Any] = {}
+    for scenario, straggle in (
+        ("persistent_straggler", "slow:factor=5"),
+        ("no_stragglers", "none"),
+    ):
+        setup = default_setup(
+            straggler=straggle,
+            slow_link_seconds=0.0,
+            compute_per_partition=PER_PARTITION,
+            seed=seed,
+        )
+        configs = [
+            JobConfig(scheme="hgc", s_edge=-1, **base),
+            JobConfig(scheme="uncoded", **base),
+            JobConfig(scheme="ignore", s_flat=1, **base),
+            JobConfig(scheme="hgc", s_edge=1, s_worker=1, **base),
+        ]
+        with LocalCluster(setup) as cluster:
+            client = MasterClient(cluster.master_address)
+            planned, uncoded, ignore, fixed = _jobs(client, configs, skip)
+            client.close()
+            memory = {
+                name: _peak_rss_mb(p.popen.pid)
+                for name, p in cluster.processes.items()
+                if p.role == "worker" and p.popen is not None
+            }
+        n_workers = len(setup.workers)
+        load_fixed = PARTITIONS * 2 * 2 // n_workers
+        predicted_fixed = (
+            uncoded["steady_round_seconds"] + (load_fixed - PARTITIONS // n_workers) * PER_PARTITION
+        )
+        report[scenario] = {
+            "planned_hgc_seconds": planned["steady_round_seconds"],
+            "planned_predicted_seconds": planned["predicted_round_seconds"],
+            "uncoded_seconds": uncoded["steady_round_seconds"],
+            "ignore_seconds": ignore["steady_round_seconds"],
+            "fixed_s1_seconds": fixed["steady_round_seconds"],
+            "fixed_s1_predicted_by_load_bound_seconds": predicted_fixed,
+            "planned_over_uncoded": planned["steady_round_seconds"]
+            / uncoded["steady_round_seconds"],
+            "ignore_over_uncoded": ignore["steady_round_seconds"] / uncoded["steady_round_seconds"],
+            "fixed_over_load_bound_prediction": fixed["steady_round_seconds"] / predicted_fixed,
+            "accuracy": {
+                "hgc": planned["accuracy"],
+                "uncoded": uncoded["accuracy"],
+                "ignore": ignore["accuracy"],
+            },
+            "final_loss": {
+                "hgc": planned["loss"][-1],
+                "uncoded": uncoded["loss"][-1],
+                "ignore": ignore["loss"][-1],
+            },
+            "plan": planned["plan"],
+            "worker_peak_rss_mb": memory,
+            "max_worker_peak_rss_mb": max(memory.values()),
+            "round_seconds": {
+                r["scheme"] + ("" if r is not fixed else "-s1"): r["round_seconds"]
+                for r in (planned, uncoded, ignore, fixed)
+            },
+        }
+    return report
