@@ -33,11 +33,13 @@ class Gather(Generic[K]):
 
     def submit(self, key: K, call: Pending) -> None:
         self._pending[key] = call
+
         # Stamp completion in the callback: the time a result is taken off the queue can be
         # much later (while the caller handles earlier results).
-        call.add_done_callback(
-            lambda _f, key=key, call=call: self._done.put((key, call, self._clock()))
-        )
+        def done(_future: object, key: K = key, call: Pending = call) -> None:
+            self._done.put((key, call, self._clock()))
+
+        call.add_done_callback(done)
 
     @property
     def outstanding(self) -> list[K]:

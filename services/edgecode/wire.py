@@ -20,7 +20,7 @@ from edgecode.planning.spec import EdgePlan, Plan, WorkerPlan
 from edgecode.v1 import common_pb2, coordinator_pb2
 
 #: dtypes accepted on the wire (little-endian, as numpy writes them on every supported platform).
-DTYPES = {
+DTYPES: dict[str, np.dtype[Any]] = {
     "float64": np.dtype("<f8"),
     "float32": np.dtype("<f4"),
     "int64": np.dtype("<i8"),
@@ -77,7 +77,7 @@ def tensor_from_proto(
         raise InvalidInput(
             f"{field}: shape {dims} of {message.dtype} needs {expected_bytes} bytes, got {len(data)}"
         )
-    array = np.frombuffer(data, dtype=kind).reshape(dims)
+    array: np.ndarray = np.frombuffer(data, dtype=kind).reshape(dims)
     if finite and kind.kind == "f" and not _all_finite(array):
         raise InvalidInput(f"{field}: contains NaN or infinite values")
     return array

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ def bench_decode(
             start = time.perf_counter()
             code.decode_vector(alive)
             cold.append(time.perf_counter() - start)
-        cached = _median_seconds(lambda a=alive_sets[0]: code.decode_vector(a), repeats * 10)
+        cached = _median_seconds(partial(code.decode_vector, alive_sets[0]), repeats * 10)
 
         alive = alive_sets[0]
         buffer = MessageBuffer(n, vector_length)

@@ -45,7 +45,12 @@ def _jobs(client: MasterClient, configs: list[JobConfig], skip: int) -> list[dic
 def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
     """Both scenarios; round times are means after the planner's profiling rounds."""
     skip = 5  # the planner profiles 3 rounds and re-places the data; compare steady state
-    base = {"rounds": rounds, "partitions": PARTITIONS, "seed": seed, "checkpoint_every": 0}
+    base: dict[str, Any] = {
+        "rounds": rounds,
+        "partitions": PARTITIONS,
+        "seed": seed,
+        "checkpoint_every": 0,
+    }
     report: dict[str, Any] = {}
     for scenario, straggle in (
         ("persistent_straggler", "slow:factor=5"),

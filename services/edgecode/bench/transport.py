@@ -71,7 +71,7 @@ def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0)
         [
             (
                 worker_pb2_grpc.add_WorkerServicer_to_server,
-                _GradientServicer(gradient),
+                _GradientServicer(gradient),  # type: ignore[abstract]
                 "edgecode.v1.Worker",
             )
         ]

@@ -169,7 +169,7 @@ class CoordinatorLogic:
     def _publish(self) -> None:
         if self._metrics is None:
             return
-        alive, dead = self.members(include_dead=True)
+        alive, _dead = self.members(include_dead=True)
         now = self._clock()
         for role in ROLES:
             up = sum(1 for m in alive if m.role == role and now - m.last_seen <= self._dead_after)

@@ -41,15 +41,19 @@ class MasterClient:
     def status(
         self, job_id: str, include_params: bool = False, timeout: float = 30.0
     ) -> master_pb2.JobStatus:
-        return self._stub.GetJob(
+        status: master_pb2.JobStatus = self._stub.GetJob(
             master_pb2.GetJobRequest(job_id=job_id, include_params=include_params), timeout=timeout
         )
+        return status
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[master_pb2.JobStatus]:
         yield from self._stub.WatchJob(master_pb2.GetJobRequest(job_id=job_id), timeout=timeout)
 
     def cancel(self, job_id: str) -> master_pb2.JobStatus:
-        return self._stub.CancelJob(master_pb2.CancelJobRequest(job_id=job_id), timeout=30.0)
+        status: master_pb2.JobStatus = self._stub.CancelJob(
+            master_pb2.CancelJobRequest(job_id=job_id), timeout=30.0
+        )
+        return status
 
     def wait(
         self,
