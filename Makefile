@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install edgecode with its test tools
 
-run: $(STAMP)  ## the main job (today: verify every code on every tolerated straggler pattern)
-	$(BIN)/edgecode codes verify
+run: $(STAMP)  ## the main job: a local cluster training with stragglers, every scheme side by side
+	$(BIN)/edgecode run --json out/run.json --plot out/run.png
 
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest

@@ -31,7 +31,7 @@ def _come_and_go_setup() -> ClusterSetup:
         for e in range(2)
         for w in range(4)
     )
-    return ClusterSetup((EdgeSetup("edge-0"), EdgeSetup("edge-1", 0.01)), workers, 0.003, seed=3)
+    return ClusterSetup((EdgeSetup("edge-0"), EdgeSetup("edge-1", 0.01)), workers, 0.024, seed=3)
 
 
 def _job(scheme: str, **changes: object) -> JobConfig:
@@ -117,7 +117,7 @@ FAULT_JOB = {"rounds": 40, "round_deadline_seconds": 5.0}
 
 def test_killing_tolerated_nodes_keeps_the_trajectory() -> None:
     """Kill s_w = 1 worker of edge 0 and s_e = 1 whole edge mid-job: same trajectory."""
-    setup = default_setup(compute_per_partition=0.004, seed=5)
+    setup = default_setup(compute_seconds=0.032, seed=5)
     reference = _reference(setup, _job("uncoded", **FAULT_JOB))
     with LocalCluster(setup) as faulty:
         client = MasterClient(faulty.master_address)
@@ -135,7 +135,7 @@ def test_killing_tolerated_nodes_keeps_the_trajectory() -> None:
 def test_more_failures_than_tolerated_replans_and_stays_exact() -> None:
     """Kill two workers of edge 0 (s_w = 1) and edge 1 (s_e = 1): the round cannot be decoded,
     the master re-plans around the unreachable nodes, and the gradient is never wrong."""
-    setup = default_setup(compute_per_partition=0.004, seed=6)
+    setup = default_setup(compute_seconds=0.032, seed=6)
     reference = _reference(setup, _job("uncoded", **FAULT_JOB))
     with LocalCluster(setup) as faulty:
         client = MasterClient(faulty.master_address)
@@ -152,7 +152,7 @@ def test_more_failures_than_tolerated_replans_and_stays_exact() -> None:
 
 
 def test_too_many_failures_fail_the_job_with_a_clear_message() -> None:
-    setup = default_setup(edges=1, workers_per_edge=2, compute_per_partition=0.004)
+    setup = default_setup(edges=1, workers_per_edge=2, compute_seconds=0.032)
     with LocalCluster(setup) as faulty:
         client = MasterClient(faulty.master_address)
         job_id = client.submit(_job("hgc", rounds=200, round_deadline_seconds=3.0, s_edge=0))
@@ -176,7 +176,7 @@ def test_too_many_failures_fail_the_job_with_a_clear_message() -> None:
 
 
 def test_master_restart_resumes_from_checkpoint() -> None:
-    setup = default_setup(compute_per_partition=0.01, seed=8)
+    setup = default_setup(compute_seconds=0.08, seed=8)
     config = _job("hgc", rounds=40, checkpoint_every=2, job_id="resume-me", record_params=False)
     with LocalCluster(setup) as cluster:
         client = MasterClient(cluster.master_address)

@@ -64,10 +64,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--slow-link", type=float, default=0.02, help="link delay of the slow edge, seconds"
     )
     run.add_argument(
-        "--compute-per-partition",
+        "--compute-seconds",
         type=float,
-        default=0.005,
-        help="emulated compute seconds per partition (default 0.005)",
+        default=0.08,
+        help="emulated seconds to process the whole data set; a worker spends its fraction (default 0.08)",
     )
     run.add_argument(
         "--spec", help="cluster spec TOML (the planner's format) instead of the flags above"
@@ -123,7 +123,7 @@ def _setup(args: argparse.Namespace) -> ClusterSetup:
         args.workers_per_edge,
         args.straggle,
         args.slow_link,
-        args.compute_per_partition,
+        args.compute_seconds,
         args.seed,
     )
 
@@ -236,6 +236,7 @@ def _run(args: argparse.Namespace) -> int:
         cluster.stop()
     _report(results)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
             json.dumps({"schemes": results}, indent=2, default=_json_default)
         )

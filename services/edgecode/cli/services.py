@@ -22,7 +22,7 @@ HELP = {
     "coordinator": "coordinator address HOST:PORT",
     "link_seconds": "emulated link delay to the parent per round (netem is not available)",
     "straggle": "straggler emulation, e.g. none, slow:factor=5, bernoulli:p=0.2,factor=5, exp:rate=20",
-    "compute_per_partition": "emulated compute seconds per partition held (on top of the real compute)",
+    "compute_seconds": "emulated seconds to process the WHOLE data set (a worker spends its fraction of it)",
     "seed": "seed of the straggler emulation",
     "checkpoint_dir": "folder for atomic job checkpoints (resume after a restart)",
     "spec": "cluster spec TOML (initial runtime models before measurements)",

@@ -43,7 +43,7 @@ class EdgeSetup:
 class ClusterSetup:
     edges: tuple[EdgeSetup, ...]
     workers: tuple[WorkerSetup, ...]
-    compute_per_partition: float = 0.0
+    compute_seconds: float = 0.0
     seed: int = 0
     spec_file: str = ""
     heartbeat_seconds: float = 0.5
@@ -55,7 +55,7 @@ def default_setup(
     workers_per_edge: int = 4,
     straggler: str = "slow:factor=5",
     slow_link_seconds: float = 0.02,
-    compute_per_partition: float = 0.005,
+    compute_seconds: float = 0.08,
     seed: int = 0,
 ) -> ClusterSetup:
     """The README's cluster: one persistent straggler (the second worker of the first edge) and
@@ -73,7 +73,7 @@ def default_setup(
         for e in range(edges)
         for w in range(workers_per_edge)
     )
-    return ClusterSetup(edge_setups, workers, compute_per_partition, seed)
+    return ClusterSetup(edge_setups, workers, compute_seconds, seed)
 
 
 @dataclass
@@ -160,8 +160,8 @@ class LocalCluster:
                         address,
                         "--straggle",
                         w.straggle,
-                        "--compute-per-partition",
-                        str(s.compute_per_partition),
+                        "--compute-seconds",
+                        str(s.compute_seconds),
                         "--link-seconds",
                         str(w.link_seconds),
                         "--seed",

@@ -42,7 +42,10 @@ class Member:
     link_seconds: float = 0.0
     metrics_address: str = ""
     last_seen: float = 0.0
-    measurements: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    #: (compute seconds, data fraction, response seconds as seen by the edge)
+    measurements: deque[tuple[float, float, float]] = field(
+        default_factory=lambda: deque(maxlen=WINDOW)
+    )
 
 
 class CoordinatorLogic:
@@ -99,16 +102,21 @@ class CoordinatorLogic:
             return True
 
     def report(
-        self, timings: Sequence[tuple[str, float, float]], round_seconds: float, predicted: float
+        self,
+        timings: Sequence[tuple[str, float, float, float]],
+        round_seconds: float,
+        predicted: float,
     ) -> int:
-        """Record ``(worker, compute_seconds, load_fraction)`` measurements."""
+        """Record ``(worker, compute_seconds, load_fraction, response_seconds)`` measurements."""
         count = 0
         with self._lock:
-            for worker, seconds, fraction in timings:
+            for worker, seconds, fraction, response in timings:
                 member = self._members.get(worker)
                 if member is None or not (seconds >= 0 and 0 < fraction <= 1):
                     continue
-                member.measurements.append((float(seconds), float(fraction)))
+                member.measurements.append(
+                    (float(seconds), float(fraction), max(float(response), float(seconds)))
+                )
                 count += 1
         if self._metrics is not None:
             self._metrics.measurements.inc(count)
@@ -129,9 +137,14 @@ class CoordinatorLogic:
         base = replace(base, name=member.name, link_seconds=member.link_seconds)
         if len(member.measurements) < MIN_MEASUREMENTS:
             return base, False
-        times, fractions = zip(*member.measurements, strict=True)
-        shift, rate = fit_shifted_exponential(np.array(times), np.array(fractions))
-        return replace(base, shift=shift, rate=rate, model="shifted_exponential"), True
+        times, fractions, responses = (np.array(c) for c in zip(*member.measurements, strict=True))
+        shift, rate = fit_shifted_exponential(times, fractions)
+        # Everything but compute (the link, RPC and serialization) acts as the worker's link delay.
+        link = float(np.median(responses - times))
+        fitted = replace(
+            base, shift=shift, rate=rate, model="shifted_exponential", link_seconds=link
+        )
+        return fitted, True
 
     def cluster_spec(self, partitions: int | None = None) -> tuple[ClusterSpec, bool]:
         """The alive cluster as a planner spec; ``fitted`` is False while some worker has no

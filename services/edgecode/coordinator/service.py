@@ -36,7 +36,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: coordinator_pb2.ReportTimingsRequest, context: grpc.ServicerContext
     ) -> Any:
         count = self.logic.report(
-            [(t.worker, t.compute_seconds, t.load_fraction) for t in request.timings],
+            [
+                (t.worker, t.compute_seconds, t.load_fraction, t.response_seconds)
+                for t in request.timings
+            ],
             request.round_seconds,
             request.predicted_round_seconds,
         )

@@ -335,7 +335,10 @@ class CoordinatorView:
         request = coordinator_pb2.ReportTimingsRequest(
             timings=[
                 coordinator_pb2.WorkerTiming(
-                    worker=t.node, compute_seconds=t.compute_seconds, load_fraction=t.load_fraction
+                    worker=t.node,
+                    compute_seconds=t.compute_seconds,
+                    load_fraction=t.load_fraction,
+                    response_seconds=t.seconds,
                 )
                 for t in timings
                 if t.arrived and t.load_fraction > 0

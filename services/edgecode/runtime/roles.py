@@ -49,7 +49,7 @@ class WorkerConfig(CommonConfig):
     coordinator: str = ""
     link_seconds: float = 0.0
     straggle: str = "none"
-    compute_per_partition: float = 0.0
+    compute_seconds: float = 0.0
     seed: int = 0
 
 
@@ -124,9 +124,10 @@ def run_worker(config: WorkerConfig) -> int:
     metrics = WorkerMetrics()
     logic = WorkerLogic(
         config.name,
-        parse_straggle(config.straggle, config.compute_per_partition),
-        np.random.default_rng(config.seed),
-        metrics,
+        parse_straggle(config.straggle, config.compute_seconds),
+        rng=np.random.default_rng(config.seed),
+        metrics=metrics,
+        link_seconds=config.link_seconds,
     )
     service = create_server(
         [

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64gecode/v1/coordinator.proto\x12\x0b\x65\x64gecode.v1\"p\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04\x65\x64ge\x18\x04 \x01(\t\x12\x14\n\x0clink_seconds\x18\x05 \x01(\x01\x12\x17\n\x0fmetrics_address\x18\x06 \x01(\t\"2\n\x0fRegisterRequest\x12\x1f\n\x04node\x18\x01 \x01(\x0b\x32\x11.edgecode.v1.Node\"-\n\x10RegisterResponse\x12\x19\n\x11heartbeat_seconds\x18\x01 \x01(\x01\" \n\x10HeartbeatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"N\n\x0cWorkerTiming\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x17\n\x0f\x63ompute_seconds\x18\x02 \x01(\x01\x12\x15\n\rload_fraction\x18\x03 \x01(\x01\"z\n\x14ReportTimingsRequest\x12*\n\x07timings\x18\x01 \x03(\x0b\x32\x19.edgecode.v1.WorkerTiming\x12\x15\n\rround_seconds\x18\x02 \x01(\x01\x12\x1f\n\x17predicted_round_seconds\x18\x03 \x01(\x01\"-\n\x15ReportTimingsResponse\x12\x14\n\x0cmeasurements\x18\x01 \x01(\x03\")\n\x11GetClusterRequest\x12\x14\n\x0cinclude_dead\x18\x01 \x01(\x08\"9\n\x07\x43luster\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.edgecode.v1.Node\x12\x0c\n\x04\x64\x65\x61\x64\x18\x02 \x03(\t\"$\n\x0eGetPlanRequest\x12\x12\n\npartitions\x18\x01 \x01(\x03\"F\n\x10WorkerAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08selected\x18\x02 \x01(\x08\x12\x12\n\npartitions\x18\x03 \x01(\x03\"\x8a\x01\n\x0e\x45\x64geAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08s_worker\x18\x02 \x01(\x03\x12\x14\n\x0clink_seconds\x18\x03 \x01(\x01\x12\x12\n\npartitions\x18\x04 \x01(\x03\x12.\n\x07workers\x18\x05 \x03(\x0b\x32\x1d.edgecode.v1.WorkerAssignment\"\x8e\x01\n\x0cPlanResponse\x12\x0e\n\x06s_edge\x18\x01 \x01(\x03\x12\x12\n\npartitions\x18\x02 \x01(\x03\x12\x1e\n\x16\x65xpected_round_seconds\x18\x03 \x01(\x01\x12*\n\x05\x65\x64ges\x18\x04 \x03(\x0b\x32\x1b.edgecode.v1.EdgeAssignment\x12\x0e\n\x06\x66itted\x18\x05 \x01(\x08\x32\x81\x03\n\x0b\x43oordinator\x12G\n\x08Register\x12\x1c.edgecode.v1.RegisterRequest\x1a\x1d.edgecode.v1.RegisterResponse\x12J\n\tHeartbeat\x12\x1d.edgecode.v1.HeartbeatRequest\x1a\x1e.edgecode.v1.HeartbeatResponse\x12V\n\rReportTimings\x12!.edgecode.v1.ReportTimingsRequest\x1a\".edgecode.v1.ReportTimingsResponse\x12\x42\n\nGetCluster\x12\x1e.edgecode.v1.GetClusterRequest\x1a\x14.edgecode.v1.Cluster\x12\x41\n\x07GetPlan\x12\x1b.edgecode.v1.GetPlanRequest\x1a\x19.edgecode.v1.PlanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64gecode/v1/coordinator.proto\x12\x0b\x65\x64gecode.v1\"p\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04\x65\x64ge\x18\x04 \x01(\t\x12\x14\n\x0clink_seconds\x18\x05 \x01(\x01\x12\x17\n\x0fmetrics_address\x18\x06 \x01(\t\"2\n\x0fRegisterRequest\x12\x1f\n\x04node\x18\x01 \x01(\x0b\x32\x11.edgecode.v1.Node\"-\n\x10RegisterResponse\x12\x19\n\x11heartbeat_seconds\x18\x01 \x01(\x01\" \n\x10HeartbeatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"h\n\x0cWorkerTiming\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x17\n\x0f\x63ompute_seconds\x18\x02 \x01(\x01\x12\x15\n\rload_fraction\x18\x03 \x01(\x01\x12\x18\n\x10response_seconds\x18\x04 \x01(\x01\"z\n\x14ReportTimingsRequest\x12*\n\x07timings\x18\x01 \x03(\x0b\x32\x19.edgecode.v1.WorkerTiming\x12\x15\n\rround_seconds\x18\x02 \x01(\x01\x12\x1f\n\x17predicted_round_seconds\x18\x03 \x01(\x01\"-\n\x15ReportTimingsResponse\x12\x14\n\x0cmeasurements\x18\x01 \x01(\x03\")\n\x11GetClusterRequest\x12\x14\n\x0cinclude_dead\x18\x01 \x01(\x08\"9\n\x07\x43luster\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.edgecode.v1.Node\x12\x0c\n\x04\x64\x65\x61\x64\x18\x02 \x03(\t\"$\n\x0eGetPlanRequest\x12\x12\n\npartitions\x18\x01 \x01(\x03\"F\n\x10WorkerAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08selected\x18\x02 \x01(\x08\x12\x12\n\npartitions\x18\x03 \x01(\x03\"\x8a\x01\n\x0e\x45\x64geAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08s_worker\x18\x02 \x01(\x03\x12\x14\n\x0clink_seconds\x18\x03 \x01(\x01\x12\x12\n\npartitions\x18\x04 \x01(\x03\x12.\n\x07workers\x18\x05 \x03(\x0b\x32\x1d.edgecode.v1.WorkerAssignment\"\x8e\x01\n\x0cPlanResponse\x12\x0e\n\x06s_edge\x18\x01 \x01(\x03\x12\x12\n\npartitions\x18\x02 \x01(\x03\x12\x1e\n\x16\x65xpected_round_seconds\x18\x03 \x01(\x01\x12*\n\x05\x65\x64ges\x18\x04 \x03(\x0b\x32\x1b.edgecode.v1.EdgeAssignment\x12\x0e\n\x06\x66itted\x18\x05 \x01(\x08\x32\x81\x03\n\x0b\x43oordinator\x12G\n\x08Register\x12\x1c.edgecode.v1.RegisterRequest\x1a\x1d.edgecode.v1.RegisterResponse\x12J\n\tHeartbeat\x12\x1d.edgecode.v1.HeartbeatRequest\x1a\x1e.edgecode.v1.HeartbeatResponse\x12V\n\rReportTimings\x12!.edgecode.v1.ReportTimingsRequest\x1a\".edgecode.v1.ReportTimingsResponse\x12\x42\n\nGetCluster\x12\x1e.edgecode.v1.GetClusterRequest\x1a\x14.edgecode.v1.Cluster\x12\x41\n\x07GetPlan\x12\x1b.edgecode.v1.GetPlanRequest\x1a\x19.edgecode.v1.PlanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,23 +42,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATRESPONSE']._serialized_start=293
   _globals['_HEARTBEATRESPONSE']._serialized_end=327
   _globals['_WORKERTIMING']._serialized_start=329
-  _globals['_WORKERTIMING']._serialized_end=407
-  _globals['_REPORTTIMINGSREQUEST']._serialized_start=409
-  _globals['_REPORTTIMINGSREQUEST']._serialized_end=531
-  _globals['_REPORTTIMINGSRESPONSE']._serialized_start=533
-  _globals['_REPORTTIMINGSRESPONSE']._serialized_end=578
-  _globals['_GETCLUSTERREQUEST']._serialized_start=580
-  _globals['_GETCLUSTERREQUEST']._serialized_end=621
-  _globals['_CLUSTER']._serialized_start=623
-  _globals['_CLUSTER']._serialized_end=680
-  _globals['_GETPLANREQUEST']._serialized_start=682
-  _globals['_GETPLANREQUEST']._serialized_end=718
-  _globals['_WORKERASSIGNMENT']._serialized_start=720
-  _globals['_WORKERASSIGNMENT']._serialized_end=790
-  _globals['_EDGEASSIGNMENT']._serialized_start=793
-  _globals['_EDGEASSIGNMENT']._serialized_end=931
-  _globals['_PLANRESPONSE']._serialized_start=934
-  _globals['_PLANRESPONSE']._serialized_end=1076
-  _globals['_COORDINATOR']._serialized_start=1079
-  _globals['_COORDINATOR']._serialized_end=1464
+  _globals['_WORKERTIMING']._serialized_end=433
+  _globals['_REPORTTIMINGSREQUEST']._serialized_start=435
+  _globals['_REPORTTIMINGSREQUEST']._serialized_end=557
+  _globals['_REPORTTIMINGSRESPONSE']._serialized_start=559
+  _globals['_REPORTTIMINGSRESPONSE']._serialized_end=604
+  _globals['_GETCLUSTERREQUEST']._serialized_start=606
+  _globals['_GETCLUSTERREQUEST']._serialized_end=647
+  _globals['_CLUSTER']._serialized_start=649
+  _globals['_CLUSTER']._serialized_end=706
+  _globals['_GETPLANREQUEST']._serialized_start=708
+  _globals['_GETPLANREQUEST']._serialized_end=744
+  _globals['_WORKERASSIGNMENT']._serialized_start=746
+  _globals['_WORKERASSIGNMENT']._serialized_end=816
+  _globals['_EDGEASSIGNMENT']._serialized_start=819
+  _globals['_EDGEASSIGNMENT']._serialized_end=957
+  _globals['_PLANRESPONSE']._serialized_start=960
+  _globals['_PLANRESPONSE']._serialized_end=1102
+  _globals['_COORDINATOR']._serialized_start=1105
+  _globals['_COORDINATOR']._serialized_end=1490
 # @@protoc_insertion_point(module_scope)

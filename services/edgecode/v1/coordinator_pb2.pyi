@@ -140,19 +140,23 @@ class WorkerTiming(_message.Message):
     WORKER_FIELD_NUMBER: _builtins.int
     COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
     LOAD_FRACTION_FIELD_NUMBER: _builtins.int
+    RESPONSE_SECONDS_FIELD_NUMBER: _builtins.int
     worker: _builtins.str
     compute_seconds: _builtins.float
     load_fraction: _builtins.float
+    response_seconds: _builtins.float
+    """Seconds from the edge's request to the worker's answer (compute plus communication)."""
     def __init__(
         self,
         *,
         worker: _builtins.str = ...,
         compute_seconds: _builtins.float = ...,
         load_fraction: _builtins.float = ...,
+        response_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_seconds", b"compute_seconds", "load_fraction", b"load_fraction", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_seconds", b"compute_seconds", "load_fraction", b"load_fraction", "response_seconds", b"response_seconds", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

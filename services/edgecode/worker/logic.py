@@ -139,11 +139,14 @@ class WorkerLogic:
         name: str,
         straggle: StraggleConfig | None = None,
         rng: np.random.Generator | None = None,
+        link_seconds: float = 0.0,
         metrics: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.straggle = straggle or StraggleConfig()
+        #: emulated worker -> edge latency (netem is not available on these machines)
+        self.link_seconds = link_seconds
         self._rng = rng if rng is not None else np.random.default_rng()
         self._metrics = metrics
         self._clock = clock
@@ -218,6 +221,11 @@ class WorkerLogic:
             self._abandoned()
             raise StaleRound(f"round {round_} was cancelled or superseded")
         seconds = self._clock() - start
+        if self.link_seconds > 0:
+            self._wait(self.link_seconds, cancelled, newer)
+            if cancelled.is_set() or newer.is_set():
+                self._abandoned()
+                raise StaleRound(f"round {round_} was cancelled or superseded")
         if self._metrics is not None:
             self._metrics.compute_seconds.observe(seconds)
             self._metrics.rounds.inc()

@@ -2,14 +2,15 @@
 
 The emulated compute of a round is ``f * (shift + X) * M`` seconds on top of the real compute
 (see :mod:`edgecode.stragglers`), where f is the worker's fraction of the data and
-``shift = compute_per_partition * K``, so that a worker holding l partitions spends about
-``l * compute_per_partition`` seconds when it does not straggle.
+``shift = compute_seconds`` (the emulated seconds to process the WHOLE data set), so a worker
+holding the fraction f spends about ``f * compute_seconds`` when it does not straggle, however
+finely the data is partitioned.
 
 Spec strings: ``MODEL[:key=value,...]`` with MODEL one of
 
-- ``none``: no emulation beyond ``--compute-per-partition``;
+- ``none``: no emulation beyond ``--compute-seconds``;
 - ``exp``: shifted exponential, keys ``rate`` (of the random part for the whole data set) and
-  ``shift`` (seconds for the whole data set, added to ``compute_per_partition * K``);
+  ``shift`` (seconds for the whole data set, added to ``compute_seconds``);
 - ``bernoulli``: keys ``p`` (straggle probability per round), ``factor`` (slow-down);
 - ``markov``: keys ``p_slow``, ``p_active``, ``q_as``, ``q_sa``, ``factor``, ``slow`` (0/1 start);
 - ``slow``: a persistent straggler, key ``factor`` (every round ``factor`` times slower).
@@ -42,26 +43,24 @@ class StraggleConfig:
     spec: WorkerSpec = field(
         default_factory=lambda: WorkerSpec(name="worker", shift=0.0, rate=DETERMINISTIC_RATE)
     )
-    compute_per_partition: float = 0.0
+    compute_seconds: float = 0.0
 
     @property
     def emulates(self) -> bool:
         return (
-            self.compute_per_partition > 0
+            self.compute_seconds > 0
             or self.spec.slow_factor > 1
             or self.spec.rate < DETERMINISTIC_RATE
         )
 
     def runtime(self, n_partitions: int) -> WorkerRuntime:
-        return runtime_for(
-            replace(self.spec, shift=self.spec.shift + self.compute_per_partition * n_partitions)
-        )
+        return runtime_for(replace(self.spec, shift=self.spec.shift + self.compute_seconds))
 
 
-def parse_straggle(text: str, compute_per_partition: float = 0.0) -> StraggleConfig:
+def parse_straggle(text: str, compute_seconds: float = 0.0) -> StraggleConfig:
     """Parse a ``--straggle`` spec; a ValueError names the bad part."""
-    if compute_per_partition < 0 or not math.isfinite(compute_per_partition):
-        raise ValueError(f"compute_per_partition must be >= 0 seconds, got {compute_per_partition}")
+    if compute_seconds < 0 or not math.isfinite(compute_seconds):
+        raise ValueError(f"compute_seconds must be >= 0 seconds, got {compute_seconds}")
     name, _, rest = text.strip().partition(":")
     if name not in MODELS:
         raise ValueError(f"--straggle: model must be one of {sorted(MODELS)}, got {name!r}")
@@ -82,4 +81,4 @@ def parse_straggle(text: str, compute_per_partition: float = 0.0) -> StraggleCon
         except ValueError:
             raise ValueError(f"--straggle: {key} must be a number, got {raw!r}") from None
     spec = WorkerSpec(name="worker", shift=0.0, **values)  # type: ignore[arg-type]
-    return StraggleConfig(spec=spec, compute_per_partition=compute_per_partition)
+    return StraggleConfig(spec=spec, compute_seconds=compute_seconds)
