@@ -95,6 +95,7 @@ from edgecode.planning.timing import (
     _integrate,
     _model_from_arrays,
     _pivotal,
+    _quick_expected_time,
     _survival,
     expected_round_time,
 )
@@ -105,9 +106,9 @@ BoolArray = NDArray[np.bool_]
 
 #: Integration tolerance of the search's evaluations (the returned plan is evaluated at 1e-10).
 SEARCH_RTOL = 1e-6
-#: Search evaluations merge the integration breakpoints down to this many (kinks then handled
-#: by adaptive bisection); final plans are evaluated with all of them.
-SEARCH_BREAKS = 48
+#: Search evaluations use one Gauss-Legendre panel per interval between at most this many
+#: breakpoints (no error control); final plans are evaluated adaptively with all of them.
+SEARCH_BREAKS = 64
 #: Up to this many edges every s_edge is searched.
 FULL_S_EDGE_SCAN = 8
 #: Clusters with at most this many workers get the complete local-search neighbourhood.
@@ -180,7 +181,10 @@ class _Evaluator:
                 model = _rule.model(
                     self.cluster, structure.wmask, structure.s_w, structure.s_edge, l[b], self.K
                 )
-                value = _expected_time(model, self.rtol, self.max_breaks)
+                if self.max_breaks is None:
+                    value = _expected_time(model, self.rtol)
+                else:
+                    value = _quick_expected_time(model, self.max_breaks)
                 self.evaluations += 1
                 self.cache[structure.key()] = _Result(value, structure, c[b], l[b], float(theta[b]))
         return [self.cache[s.key()] for s in structures]
@@ -206,26 +210,35 @@ def _valid(structure: _Structure) -> bool:
 
 
 def _inner_candidates(
-    structure: _Structure, result: _Result, cluster: _rule.Cluster, i: int, full: bool
+    structure: _Structure,
+    result: _Result,
+    cluster: _rule.Cluster,
+    i: int,
+    full: bool,
+    coarse: bool = False,
 ) -> list[tuple[BoolArray, int]]:
     """Inner moves of edge i: another s_worker, one worker out or one back in.
 
-    ``full``: every s_worker and every worker; otherwise s_worker +- 1, the two workers with the
-    smallest loads out, and the two fastest unselected workers (mean per-unit time) back in.
+    ``full``: every s_worker and every worker. Otherwise every s_worker (within +-4 beyond 12
+    workers), the 4 (beyond 12 workers: 2) workers with the smallest loads out, and as many of
+    the fastest unselected workers (mean per-unit time) back in. ``coarse`` (many edges):
+    s_worker within +-2 and 2 workers each way.
     """
     row = structure.wmask[i]
     size = int(row.sum())
     s_w = int(structure.s_w[i])
     members = np.nonzero(row)[0]
     outside = np.nonzero(~row & cluster.mask[i])[0]
-    if full or size <= 12:
+    if full or (size <= 12 and not coarse):
         span: Iterable[int] = range(size)
     else:
-        span = range(max(0, s_w - 4), min(size, s_w + 5))
-    if not full and size > 12:
-        members = members[np.argsort(result.l[i, members], kind="stable")[:4]]
+        reach = 2 if coarse else 4
+        span = range(max(0, s_w - reach), min(size, s_w + reach + 1))
+    if not full:
+        few = 4 if size <= 12 and not coarse else 2
+        members = members[np.argsort(result.l[i, members], kind="stable")[:few]]
         speed = cluster.shift[i, outside] + 1.0 / cluster.rate[i, outside]
-        outside = outside[np.argsort(speed, kind="stable")[:4]]
+        outside = outside[np.argsort(speed, kind="stable")[:few]]
     out: list[tuple[BoolArray, int]] = []
     for s in span:
         if s != s_w and 0 <= s < size:
@@ -268,12 +281,16 @@ def _screen(
     k_e = n_sel - st.s_edge
     p_top = float(betaincinv(k_e, st.s_edge + 1, ev.level))
     moves: list[tuple[int, BoolArray, int]] = []
+    coarse = not full and n_sel > FULL_S_EDGE_SCAN * 3
     for g_index, i in enumerate(rows):
-        for mask_row, s in _inner_candidates(st, current, cl, int(i), full):
+        for mask_row, s in _inner_candidates(st, current, cl, int(i), full, coarse):
             moves.append((g_index, mask_row, s))
-    if not moves:
-        return []
+    # One probe per edge: same configuration, a little more coverage (marginal cost dE/dg).
+    probes = len(moves)
+    for g_index, i in enumerate(rows):
+        moves.append((g_index, st.wmask[i], int(st.s_w[i])))
     index = np.array([rows[g] for g, _, _ in moves])
+    group = np.array([g for g, _, _ in moves])
     wmask = np.stack([mk for _, mk, _ in moves])[:, None, :]
     s_w = np.array([s for _, _, s in moves], dtype=np.int64)[:, None]
     sub = _rule.Cluster(
@@ -290,21 +307,17 @@ def _screen(
     k = wmask.sum(axis=-1) - s_w
     p = np.asarray(betaincinv(k, s_w + 1, p_top), dtype=np.float64)
     a = _rule.unit_costs(sub, p)
-    # The rule would give the changed edge the coverage it serves by the current master level
-    # Theta; the other edges absorb the difference at their marginal cost dE/dg (first order).
-    fractions = current.l[rows] / ev.K
-    _, grad_f = _expected_time_and_gradient(
-        model, fractions, cl.rate[rows], cl.link[rows], cl.slow[rows], 1e-6
-    )
-    shares = current.l[rows] / np.maximum(current.c[rows], 1)[:, None]
-    marginal = (shares * grad_f).sum(axis=-1)  # dE/dg_j, (n_sel,)
-    others = (marginal.sum() - marginal) / max(1, n_sel - 1)
+    # The rule gives a changed edge the coverage it serves by the current master level Theta;
+    # the other edges absorb the difference at their marginal cost dE/dg (first order).
     level_at_edge = np.array([[current.theta]]) - sub.edge_link
     cover = np.minimum(_rule.edge_capacity(a, sub.link, wmask, s_w, level_at_edge), 1.0)[:, 0]
     lower = -(-wmask[:, 0].sum(axis=-1) // (s_w[:, 0] + 1))
     c_new = np.clip(np.round(cover * ev.K).astype(np.int64), lower, ev.K)
+    c_old = current.c[index]
     if n_sel == 1:
-        c_new = current.c[index]
+        c_new = c_old.copy()
+    step = np.maximum(1, c_old[probes:] // 50)
+    c_new[probes:] = c_old[probes:] + step
     loads = _rule.worker_loads(sub, a, wmask, s_w, c_new[:, None], ev.K)[:, 0]
     sel = wmask[:, 0]
     cand = _model_from_arrays(
@@ -321,10 +334,11 @@ def _screen(
     )
     p_arr, q_arr = _arrival_probabilities(cand, nodes)
     cand_ge, _ = _count_tail(p_arr, q_arr, cand.mask, cand.need)
-    group = np.array([g for g, _, _ in moves])
     change = -((pivot[group] * (cand_ge - ge[group])) @ weights)
-    change -= (c_new - current.c[index]) / ev.K * others[group]
-    return [(float(change[j]), int(index[j]), moves[j][1], moves[j][2]) for j in range(len(moves))]
+    marginal = change[probes:] / (step / ev.K)  # dE/dg_j >= 0 (more coverage, slower)
+    others = (marginal.sum() - marginal) / max(1, n_sel - 1)
+    change = change[:probes] - (c_new[:probes] - c_old[:probes]) / ev.K * others[group[:probes]]
+    return [(float(change[j]), int(index[j]), moves[j][1], moves[j][2]) for j in range(probes)]
 
 
 def _descend(ev: _Evaluator, start: _Result, full: bool, rounds: int) -> _Result:
@@ -453,7 +467,7 @@ def _search(ev: _Evaluator, keep: int = 3) -> list[_Result]:
     all_in = cl.mask.copy()
 
     def starts(values: Iterable[int]) -> list[_Structure]:
-        spread = range(int(cl.sizes.max())) if full else range(2)
+        spread = range(int(cl.sizes.max())) if full else range(2 if n <= FULL_S_EDGE_SCAN else 1)
         return [
             _Structure(s_e, all_in, np.minimum(t, cl.sizes - 1).astype(np.int64))
             for s_e in values
@@ -480,7 +494,7 @@ def _search(ev: _Evaluator, keep: int = 3) -> list[_Result]:
     found: dict[bytes, _Result] = {}
     chosen = seeds if full else [r for r in seeds[:2] if r.value <= seeds[0].value * 1.02]
     for seed in chosen:
-        result = _local_search(ev, seed, full, max_rounds=20 if full else 3)
+        result = _local_search(ev, seed, full, max_rounds=20 if full else 3 if n <= 24 else 4)
         found[result.structure.key()] = result
     for seed in seeds:
         found.setdefault(seed.structure.key(), seed)
@@ -562,7 +576,9 @@ def _refine(ev: _Evaluator, result: _Result, iterations: int) -> _Result:
 
     def value(g: FloatArray, u: FloatArray) -> float:
         model = _model_from_arrays(fractions=g[:, None] * u, **arrays)  # type: ignore[arg-type]
-        return _expected_time(model, ev.rtol, ev.max_breaks)
+        if ev.max_breaks is None:
+            return _expected_time(model, ev.rtol)
+        return _quick_expected_time(model, ev.max_breaks)
 
     g, u = coverage.astype(np.float64), shares.astype(np.float64)
     current, grad_f = value_and_gradient(g, u)
@@ -622,7 +638,11 @@ def _refine(ev: _Evaluator, result: _Result, iterations: int) -> _Result:
     l = np.zeros_like(result.l)
     l[rows] = np.where(sel, l_rows, 0)
     model = _rule.model(cl, st.wmask, st.s_w, s_e, l, K)
-    rounded = _expected_time(model, ev.rtol, ev.max_breaks)
+    rounded = (
+        _expected_time(model, ev.rtol)
+        if ev.max_breaks is None
+        else _quick_expected_time(model, ev.max_breaks)
+    )
     if rounded < result.value:
         return _Result(rounded, st, c, l)
     return result
@@ -702,7 +722,7 @@ def optimize(
         )
     best = results[0]
     evaluations = ev.evaluations
-    if fixed is None:
+    if fixed is None and spec.n_workers <= 64:
         # choose K: same structure, rule loads, among a few candidates
         for K in _k_candidates(spec, K_max):
             if K == ev.K:
@@ -714,7 +734,8 @@ def optimize(
                 best, ev = found, trial
     rule_value = best.value
     if refine:
-        iterations = 40 if int(cluster.mask.sum()) <= 64 else 12
+        size = int(cluster.mask.sum())
+        iterations = 40 if size <= 64 else 12 if size <= 300 else 3
         refined = [_refine(ev, best, iterations)]
         if fixed is not None or len(results) > 1:
             for other in results[1:2]:

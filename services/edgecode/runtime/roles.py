@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from edgecode.runtime.membership import Membership, write_ready_file
+from edgecode.runtime.memory import tune_allocator
 from edgecode.runtime.metrics import (
     AggregatorMetrics,
     CoordinatorMetrics,
     MasterMetrics,
     WorkerMetrics,
 )
-from edgecode.runtime.membership import Membership, write_ready_file
-from edgecode.runtime.memory import tune_allocator
 from edgecode.runtime.server import Service, create_server, serve_until_signal
 from edgecode.v1 import (
     aggregator_pb2_grpc,
