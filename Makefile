@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test test-fast lint format typecheck verify bench clean
+.PHONY: help install run test test-fast lint format protos check-protos bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ lint: $(STAMP)  ## ruff lint + format check, mypy
 format: $(STAMP)  ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format services tests
 	$(BIN)/ruff check --fix services tests
+
+protos: $(STAMP)  ## regenerate services/edgecode/v1 from proto/ (never edit it by hand)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/gen_protos.py
+
+check-protos: protos  ## fail if the committed generated code differs from a fresh generation
+	git diff --exit-code --stat -- services/edgecode/v1
 
 bench: $(STAMP)  ## all benchmarks (writes out/bench-*)
 	$(BIN)/edgecode bench codes --out out/bench-codes
