@@ -92,7 +92,7 @@ def test_ignore_stragglers_visibly_deviates(cluster, uncoded_reference) -> None:
 
 def test_hgc_is_exact_with_more_partitions(cluster, uncoded_reference) -> None:
     client = MasterClient(cluster.master_address)
-    history, status = _run(client, _job("hgc", partitions=24))
+    history, _ = _run(client, _job("hgc", partitions=24))
     client.close()
     assert max(_relative(a, b) for a, b in zip(history, uncoded_reference, strict=True)) <= 1e-9
 
