@@ -16,7 +16,7 @@ from edgecode.aggregator.logic import DECODE, FORWARD, AggregatorLogic, EdgeResu
 from edgecode.errors import InvalidInput
 from edgecode.runtime.errors import translate_errors, translate_stream_errors
 from edgecode.runtime.server import make_channel
-from edgecode.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2, worker_pb2, worker_pb2_grpc
+from edgecode.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2, worker_pb2
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,22 @@ class _Call:
         return bool(self._future.cancel())
 
     def result(self, timeout: float | None = None) -> tuple[np.ndarray, float]:
-        response = self._future.result(timeout=timeout)
-        vector = wire.tensor_from_proto(
-            response.gradient, f"gradient from {self._worker}", dtype="float64", shape=[None]
-        )
-        return vector, float(response.compute_seconds)
+        response = self._future.result(timeout=timeout)  # decoded by wire.decode_gradient_response
+        return response.gradient, float(response.compute_seconds)
 
 
 class GrpcWorkerClient:
     def __init__(self, addresses: Sequence[str]) -> None:
         self._channels = [make_channel(a) for a in addresses]
-        self._stubs = [worker_pb2_grpc.WorkerStub(c) for c in self._channels]
+        # The gradient fast path: responses are parsed by wire without copying the tensor.
+        self._calls = [
+            channel.unary_unary(
+                "/edgecode.v1.Worker/ComputeGradient",
+                request_serializer=worker_pb2.ComputeGradientRequest.SerializeToString,
+                response_deserializer=wire.decode_gradient_response,
+            )
+            for channel in self._channels
+        ]
         self._addresses = list(addresses)
 
     def compute(
@@ -57,7 +62,7 @@ class GrpcWorkerClient:
             job_id=job_id, round=round_, params=params, placement_epoch=epoch
         )
         return _Call(
-            self._stubs[worker].ComputeGradient.future(request, timeout=timeout),
+            self._calls[worker].future(request, timeout=timeout),
             self._addresses[worker],
         )
 

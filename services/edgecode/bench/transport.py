@@ -1,5 +1,6 @@
 """Transport throughput, side by side in one run on loopback: an 8 MB float64 gradient over one
-edgecode RPC (the worker's ComputeGradient message types, encoded and validated by ``wire``),
+edgecode RPC (a worker's ComputeGradient, served and parsed exactly as the worker and the edge do,
+through ``wire``'s gradient fast path, validation included),
 the same raw bytes over a bare gRPC call (identity serializers, no protobuf), and over a raw TCP
 socket."""
 
@@ -18,21 +19,28 @@ import numpy as np
 from edgecode import wire
 from edgecode.runtime.memory import tune_allocator
 from edgecode.runtime.server import channel_options, create_server
-from edgecode.v1 import worker_pb2, worker_pb2_grpc
+from edgecode.v1 import worker_pb2
+from edgecode.worker.service import add_worker_servicer
 
 RAW_METHOD = "/bench.Raw/Echo"
 
 
-class _GradientServicer(worker_pb2_grpc.WorkerServicer):
-    """Answers ComputeGradient with a prepared gradient, encoded per call like a worker does."""
+class _GradientServicer:
+    """Answers ComputeGradient with a prepared gradient, serialized per call like a worker does."""
 
     def __init__(self, gradient: np.ndarray) -> None:
         self._gradient = gradient
 
-    def ComputeGradient(self, request: Any, context: grpc.ServicerContext) -> Any:
-        response = worker_pb2.ComputeGradientResponse(job_id=request.job_id, round=request.round)
-        wire.tensor_to_proto(self._gradient, out=response.gradient)
-        return response
+    def ComputeGradient(self, request: Any, context: grpc.ServicerContext) -> bytes:
+        return wire.encode_gradient_response(
+            request.job_id, request.round, "bench", 0.001, self._gradient
+        )
+
+    def PlaceData(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise NotImplementedError
+
+    def DropJob(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise NotImplementedError
 
 
 def _raw_server(payload: bytes) -> tuple[grpc.Server, int]:
@@ -68,20 +76,18 @@ def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0)
     size = len(payload)
 
     service = create_server(
-        [
-            (
-                worker_pb2_grpc.add_WorkerServicer_to_server,
-                _GradientServicer(gradient),  # type: ignore[abstract]
-                "edgecode.v1.Worker",
-            )
-        ]
+        [(add_worker_servicer, _GradientServicer(gradient), "edgecode.v1.Worker")]
     )
     service.server.start()
     raw_server, raw_port = _raw_server(payload)
     listener, tcp_port, _ = _tcp_server(payload)
 
     edge_channel = grpc.insecure_channel(f"127.0.0.1:{service.port}", options=channel_options())
-    stub = worker_pb2_grpc.WorkerStub(edge_channel)
+    compute = edge_channel.unary_unary(  # exactly what an edge aggregator does
+        "/edgecode.v1.Worker/ComputeGradient",
+        request_serializer=worker_pb2.ComputeGradientRequest.SerializeToString,
+        response_deserializer=wire.decode_gradient_response,
+    )
     raw_channel = grpc.insecure_channel(f"127.0.0.1:{raw_port}", options=channel_options())
     raw_call = raw_channel.unary_unary(
         RAW_METHOD, request_serializer=None, response_deserializer=None
@@ -91,10 +97,8 @@ def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0)
     buffer = bytearray(size)
 
     def edgecode_call() -> None:
-        response = stub.ComputeGradient(
-            worker_pb2.ComputeGradientRequest(job_id="bench", round=1), timeout=30
-        )
-        wire.tensor_from_proto(response.gradient, "gradient", dtype="float64", shape=[n_floats])
+        response = compute(worker_pb2.ComputeGradientRequest(job_id="bench", round=1), timeout=30)
+        assert response.gradient.shape == (n_floats,)
 
     def raw_grpc_call() -> None:
         raw_call(b"x", timeout=30)

@@ -24,7 +24,6 @@ from edgecode.v1 import (
     coordinator_pb2,
     coordinator_pb2_grpc,
     master_pb2_grpc,
-    worker_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -118,7 +117,7 @@ def _serve(
 def run_worker(config: WorkerConfig) -> int:
     _prepare()
     from edgecode.worker.logic import WorkerLogic
-    from edgecode.worker.service import WorkerServicer
+    from edgecode.worker.service import WorkerServicer, add_worker_servicer
     from edgecode.worker.straggle import parse_straggle
 
     metrics = WorkerMetrics()
@@ -132,7 +131,7 @@ def run_worker(config: WorkerConfig) -> int:
     service = create_server(
         [
             (
-                worker_pb2_grpc.add_WorkerServicer_to_server,
+                add_worker_servicer,
                 WorkerServicer(logic, metrics),
                 "edgecode.v1.Worker",
             )
