@@ -210,7 +210,7 @@ def encode_gradient_response(
 ) -> bytes:
     """Serialized ``ComputeGradientResponse`` with ``gradient`` as its tensor (one copy)."""
     values = np.ascontiguousarray(gradient, dtype=np.float64)
-    data = memoryview(values).cast("B")
+    data = values.data.cast("B")
     shape = b"".join(_varint(int(d)) for d in values.shape)
     tensor_head = _length_field(1, b"float64") + (_length_field(2, shape) if shape else b"")
     if len(data):
@@ -255,6 +255,7 @@ def _read_varint(buffer: memoryview, position: int, field: str) -> tuple[int, in
 def _fields(buffer: memoryview, field: str) -> list[tuple[int, int, Any]]:
     """(field number, wire type, value) for every field; a length-delimited value is a view."""
     position, fields = 0, []
+    value: Any
     while position < len(buffer):
         key, position = _read_varint(buffer, position, field)
         number, wire_type = key >> 3, key & 7

@@ -24,7 +24,19 @@ MODULES = {
     "worker": "services",
 }
 #: Subcommands, in the order ``--help`` lists them.
-COMMANDS = ("run", "train", "codes", "bench", "coordinator", "master", "aggregator", "worker")
+COMMANDS = (
+    "run",
+    "train",
+    "plan",
+    "simulate",
+    "report",
+    "codes",
+    "bench",
+    "coordinator",
+    "master",
+    "aggregator",
+    "worker",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

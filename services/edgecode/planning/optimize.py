@@ -92,11 +92,9 @@ from edgecode.planning.timing import (
     _expected_time,
     _expected_time_and_gradient,
     _GroupModel,
-    _integrate,
     _model_from_arrays,
     _pivotal,
     _quick_expected_time,
-    _survival,
     expected_round_time,
 )
 
@@ -163,6 +161,12 @@ class _Evaluator:
     max_breaks: int | None = SEARCH_BREAKS
     cache: dict[bytes, _Result | None] = field(default_factory=dict)
     evaluations: int = 0
+    #: the search stops starting new descent rounds beyond this many evaluations
+    budget: int = 10**9
+
+    @property
+    def exhausted(self) -> bool:
+        return self.evaluations >= self.budget
 
     def evaluate(self, structures: Sequence[_Structure]) -> list[_Result | None]:
         """Rule + expected time for each structure (None when infeasible at this K)."""
@@ -345,6 +349,8 @@ def _descend(ev: _Evaluator, start: _Result, full: bool, rounds: int) -> _Result
     """Coordinate descent on inner configurations (screened), then confirmed by evaluation."""
     current = start
     for _ in range(rounds):
+        if ev.exhausted:
+            break
         screened = _screen(ev, current, full)
         best_per_edge: dict[int, tuple[float, BoolArray, int]] = {}
         for change, i, mask_row, s in screened:
@@ -396,6 +402,8 @@ def _neighbours(structure: _Structure, full: bool, worst_edges: Iterable[int]) -
 def _local_search(ev: _Evaluator, start: _Result, full: bool, max_rounds: int) -> _Result:
     current = start
     for _ in range(max_rounds):
+        if ev.exhausted:
+            break
         improved = _descend(ev, current, full, rounds=max_rounds)
         coverage_order = np.argsort(improved.c + np.where(improved.structure.emask, 0, 10**9))
         neighbours = _neighbours(improved.structure, full, [int(i) for i in coverage_order[:2]])
@@ -413,7 +421,7 @@ def _local_search(ev: _Evaluator, start: _Result, full: bool, max_rounds: int) -
 def _complete_neighbourhood(structure: _Structure, cluster: _rule.Cluster) -> list[_Structure]:
     """Every single change: one s_worker to any value, one worker or one edge in or out."""
     out: list[_Structure] = []
-    n, m = structure.wmask.shape
+    n, _m = structure.wmask.shape
     for i in range(n):
         size = int(cluster.sizes[i])
         for s in range(size):
@@ -507,7 +515,11 @@ def _search(ev: _Evaluator, keep: int = 3) -> list[_Result]:
 
 
 def _project(
-    y: FloatArray, total: FloatArray, lo: FloatArray, hi: FloatArray, mask: BoolArray
+    y: FloatArray,
+    total: FloatArray,
+    lo: FloatArray | float,
+    hi: FloatArray | float,
+    mask: BoolArray,
 ) -> FloatArray:
     """Euclidean projection of each row onto {sum = total, lo <= x <= hi} (masked entries 0)."""
     left = np.where(mask, y - hi, np.inf).min(axis=-1) - 1.0
@@ -552,30 +564,41 @@ def _refine(ev: _Evaluator, result: _Result, iterations: int) -> _Result:
     s_w = st.s_w[rows]
     K = ev.K
     s_e = st.s_edge
-    arrays = dict(
-        shifts=cl.shift[rows],
-        rates=cl.rate[rows],
-        worker_links=cl.link[rows],
-        straggle=cl.straggle[rows],
-        slow=cl.slow[rows],
-        mask=sel,
-        need=sel.sum(axis=-1) - s_w,
-        links=cl.edge_link[rows],
-        top_need=int(rows.size - s_e),
-    )
+    need = sel.sum(axis=-1) - s_w
+    top_need = int(rows.size - s_e)
     coverage = result.c[rows] / K
     shares = np.where(sel, result.l[rows] / np.maximum(result.c[rows], 1)[:, None], 0.0)
     lo_cover = np.ceil(sel.sum(axis=-1) / (s_w + 1)) / K
 
+    def build(f: FloatArray) -> _GroupModel:
+        return _model_from_arrays(
+            f,
+            cl.shift[rows],
+            cl.rate[rows],
+            cl.link[rows],
+            cl.straggle[rows],
+            cl.slow[rows],
+            sel,
+            need,
+            cl.edge_link[rows],
+            top_need,
+        )
+
     def value_and_gradient(g: FloatArray, u: FloatArray) -> tuple[float, FloatArray]:
         f = g[:, None] * u
-        model = _model_from_arrays(fractions=f, **arrays)  # type: ignore[arg-type]
         return _expected_time_and_gradient(
-            model, f, cl.rate[rows], cl.link[rows], cl.slow[rows], ev.rtol
+            build(f),
+            f,
+            cl.rate[rows],
+            cl.link[rows],
+            cl.slow[rows],
+            ev.rtol,
+            ev.max_breaks,
+            quick=ev.max_breaks is not None,
         )
 
     def value(g: FloatArray, u: FloatArray) -> float:
-        model = _model_from_arrays(fractions=g[:, None] * u, **arrays)  # type: ignore[arg-type]
+        model = build(g[:, None] * u)
         if ev.max_breaks is None:
             return _expected_time(model, ev.rtol)
         return _quick_expected_time(model, ev.max_breaks)
@@ -714,6 +737,9 @@ def optimize(
     if K_max < 1:
         raise ValueError(f"max_partitions must be >= 1, got {max_partitions!r}")
     ev = _Evaluator(cluster, fixed if fixed is not None else K_max, level)
+    size = int(cluster.mask.sum())
+    if size > SMALL_CLUSTER:
+        ev.budget = max(80, min(400, 150_000 // size))
     results = _search(ev)
     if not results:
         raise Infeasible(
@@ -753,6 +779,77 @@ def optimize(
     return plan
 
 
+_BATCH_NODES, _BATCH_WEIGHTS = np.polynomial.legendre.leggauss(6)
+
+
+def _batch_values(
+    cluster: _rule.Cluster, wmask: BoolArray, s_w: IntArray, s_e: IntArray, loads: IntArray, K: int
+) -> FloatArray:
+    """Expected times of a batch of structures with their loads, on a fixed Gauss-Legendre rule
+    (one 8-point panel between consecutive breakpoints, geometric tail), all at once.
+
+    Same model as :func:`edgecode.planning.timing.expected_round_time`; used to rank the
+    exhaustive enumeration (finalists are re-evaluated adaptively).
+    """
+    B, n, m = wmask.shape
+    emask: BoolArray = np.asarray(wmask.any(axis=-1))
+    f = np.where(wmask, loads / K, 1.0)
+    mixed = cluster.mixed
+    if mixed:
+        multiplier = np.stack([np.ones_like(cluster.slow), cluster.slow], axis=-1)
+        weight = np.stack([1.0 - cluster.straggle, cluster.straggle], axis=-1)
+    else:
+        multiplier = np.ones((n, m, 1))
+        weight = np.ones((n, m, 1))
+    weight = np.where(wmask[..., None], weight, 0.0)  # (B, n, m, C)
+    offsets = cluster.link[..., None] + f[..., None] * multiplier * cluster.shift[..., None]
+    rates = cluster.rate[..., None] / (f[..., None] * multiplier)
+    master = offsets + cluster.edge_link[:, None, None]
+    present = weight > 0
+    earliest = np.where(present, master, np.inf).min(axis=-1)  # (B, n, m)
+    need = np.where(emask, wmask.sum(axis=-1) - s_w, 1)
+    group_lo = np.take_along_axis(np.sort(earliest, axis=-1), (need - 1)[..., None], axis=-1)[
+        ..., 0
+    ]
+    group_lo = np.where(emask, group_lo, np.inf)
+    top_need = emask.sum(axis=-1) - s_e
+    t_lo = np.take_along_axis(np.sort(group_lo, axis=-1), (top_need - 1)[:, None], axis=-1)[:, 0]
+    fastest = np.where(present, rates, 0.0).max(axis=-1).sum(axis=(-1, -2))
+    mean_lo = np.maximum(t_lo, np.where(wmask, earliest, np.inf).min(axis=(-1, -2)) + 1 / fastest)
+    atol = 1e-8 * mean_lo[:, None, None, None]
+    count = present.sum(axis=(-1, -2, -3))[:, None, None, None]
+    room = np.log(np.maximum(4.0 * count * weight / (rates * atol), 1.0)) / rates
+    t_hi = np.where(present, master + room, -np.inf).max(axis=(-1, -2, -3))
+    t_hi = np.maximum(t_hi, t_lo)
+    breaks = np.where(present, master, t_lo[:, None, None, None]).reshape(B, -1)
+    breaks = np.clip(breaks, t_lo[:, None], t_hi[:, None])
+    last = breaks.max(axis=-1)
+    tail = last[:, None] + (t_hi - last)[:, None] * np.exp2(-2.5 * np.arange(5, 0, -1))
+    bounds = np.sort(np.concatenate([t_lo[:, None], breaks, tail, t_hi[:, None]], axis=-1), -1)
+    half = 0.5 * np.diff(bounds, axis=-1)
+    nodes = (0.5 * (bounds[:, 1:] + bounds[:, :-1]))[..., None] + half[..., None] * _BATCH_NODES
+    nodes = nodes.reshape(B, -1)
+    weights = (half[..., None] * _BATCH_WEIGHTS).reshape(B, -1)
+    x = nodes[:, None, None, None, :] - cluster.edge_link[None, :, None, None, None]
+    delay = np.maximum(x - offsets[..., None], 0.0) * rates[..., None]
+    w = weight[..., None]
+    q = np.sum(w * np.exp(-delay), axis=3)  # (B, n, m, T)
+    p = np.sum(w * -np.expm1(-delay), axis=3)
+    slot_mask = wmask.copy()
+    slot_mask[..., 0] |= ~emask  # an unselected edge: one dummy slot that never arrives
+    T = nodes.shape[1]
+    ge, lt = _count_tail(
+        p.reshape(B * n, m, T),
+        np.where(wmask[..., None], q, 1.0).reshape(B * n, m, T),
+        slot_mask.reshape(B * n, m),
+        need.reshape(B * n),
+    )
+    ge = np.where(emask[..., None], ge.reshape(B, n, T), 0.0)
+    lt = np.where(emask[..., None], lt.reshape(B, n, T), 1.0)
+    _, survival = _count_tail(ge, lt, emask, top_need)
+    return np.asarray(t_lo + (survival * weights).sum(axis=-1))
+
+
 def exhaustive_optimum(
     spec: ClusterSpec,
     partitions: int | None = None,
@@ -780,7 +877,7 @@ def exhaustive_optimum(
     inner: list[list[tuple[BoolArray, int]]] = []
     for i in range(n):
         size = int(cluster.sizes[i])
-        options = []
+        options: list[tuple[BoolArray, int]] = []
         for r in range(1, size + 1):
             for subset in itertools.combinations(range(size), r):
                 row = np.zeros(cluster.m, dtype=bool)
@@ -796,16 +893,21 @@ def exhaustive_optimum(
             f"exhaustive_optimum: {total} structures exceed the limit "
             f"{EXHAUSTIVE_LIMIT}; use optimize()"
         )
-    loose = _Evaluator(cluster, K, level, rtol=1e-6)
     ranked: list[tuple[float, _Structure]] = []
     batch: list[_Structure] = []
 
     def flush() -> None:
-        for res in loose.evaluate(batch):
-            if res is not None:
-                ranked.append((res.value, res.structure))
+        if not batch:
+            return
+        wmask = np.stack([st.wmask for st in batch])
+        s_w = np.stack([st.s_w for st in batch])
+        s_e = np.array([st.s_edge for st in batch], dtype=np.int64)
+        _, loads, feasible, _ = _rule.apply(cluster, wmask, s_w, s_e, K, level)
+        values = _batch_values(cluster, wmask, s_w, s_e, loads, K)
+        ranked.extend(
+            (float(v), st) for v, st, ok in zip(values, batch, feasible, strict=False) if ok
+        )
         batch.clear()
-        loose.cache.clear()
 
     for r in range(1, n + 1):
         for edges in itertools.combinations(range(n), r):
@@ -826,12 +928,28 @@ def exhaustive_optimum(
     cutoff = ranked[0][0] * (1 + band)
     finalists = [s for v, s in ranked if v <= cutoff]
     exact = _Evaluator(cluster, K, level, rtol=1e-10, max_breaks=None)
+    exact_values = exact.evaluate(finalists)
+    error = max(
+        abs(r.value - v) / r.value for (v, _), r in zip(ranked, exact_values, strict=False) if r
+    )
+    if error > band / 4:
+        raise RuntimeError(
+            f"exhaustive_optimum: ranking error {error:.2e} too large for the band {band}"
+        )
     best = exact.best(finalists)
     assert best is not None
+    rule_value = best.value
     if refine:
         best = _refine(exact, best, 40)
     return _to_plan(
-        exact, best, {"structures": total, "finalists": len(finalists), "rule_seconds": best.value}
+        exact,
+        best,
+        {
+            "structures": total,
+            "finalists": len(finalists),
+            "ranking_error": error,
+            "rule_seconds": rule_value,
+        },
     )
 
 
@@ -1090,9 +1208,9 @@ def random_cluster(
 
 
 __all__ = [
+    "bench_planner",
     "best_flat_plan",
     "best_uniform_plan",
-    "bench_planner",
     "check_plan",
     "default_max_partitions",
     "exhaustive_optimum",
@@ -1105,5 +1223,3 @@ __all__ = [
     "uniform_plan",
     "updated_spec",
 ]
-
-_UNUSED = (_GroupModel,)

@@ -15,21 +15,20 @@ from matplotlib.figure import Figure
 
 from edgecode.sim.engine import FloatArray, SimResult
 
-#: One colour per scheme, stable across figures.
+#: One colour per scheme label (see :data:`edgecode.sim.compare.LABELS`), stable across figures.
 SCHEME_COLOURS = {
     "uncoded": "#7f7f7f",
-    "ignore": "#d62728",
-    "flat": "#ff7f0e",
-    "uniform": "#1f77b4",
-    "hgc": "#2ca02c",
+    "ignore-stragglers": "#d62728",
+    "flat-cyclic": "#ff7f0e",
+    "hgc-uniform": "#1f77b4",
+    "hgc-optimized": "#2ca02c",
 }
 _FALLBACK_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 
 
 def scheme_colour(label: str, index: int = 0) -> str:
-    """The colour of a scheme label (its first word decides: "hgc (optimized)" is green)."""
-    key = label.split()[0].lower() if label else ""
-    return SCHEME_COLOURS.get(key, _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)])
+    """The colour of a scheme label; unknown labels cycle through a fallback palette."""
+    return SCHEME_COLOURS.get(label, _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)])
 
 
 def plot_round_times(
@@ -108,7 +107,8 @@ def plot_round_times(
 class SpeedupPanel:
     """One panel of the speed-up figure: ``curves[label][j]`` is the speed-up at ``x[j]``.
 
-    ``predicted`` holds the same curves from the planner's exact expectations (drawn dashed).
+    ``predicted`` holds the same curves from the planner's exact expectations (drawn dashed);
+    ``log_x`` draws x on a base-2 log scale (for slowdowns 1, 2, 4, ...).
     """
 
     title: str
@@ -116,10 +116,14 @@ class SpeedupPanel:
     x: FloatArray
     curves: Mapping[str, FloatArray]
     predicted: Mapping[str, FloatArray] = field(default_factory=dict)
+    log_x: bool = False
 
 
 def plot_speedup(panels: Sequence[SpeedupPanel], path: str | Path, *, title: str) -> Path:
-    """Speed-up over uncoded training against a growing straggler parameter, one panel each."""
+    """Speed-up over uncoded training against a growing straggler parameter, one panel each.
+
+    Solid lines with dots: simulated; dashed: exact expectations. Returns the written path.
+    """
     if not panels:
         raise ValueError("panels: need at least one panel")
     path = Path(path)
@@ -128,17 +132,15 @@ def plot_speedup(panels: Sequence[SpeedupPanel], path: str | Path, *, title: str
     for ax, panel in zip(axes, panels, strict=True):
         for index, (label, values) in enumerate(panel.curves.items()):
             colour = scheme_colour(label, index)
-            ax.plot(panel.x, values, "o-", color=colour, label=f"{label} (simulated)")
+            ax.plot(panel.x, values, "o-", color=colour, label=label)
             if label in panel.predicted:
-                ax.plot(
-                    panel.x,
-                    panel.predicted[label],
-                    "--",
-                    color=colour,
-                    alpha=0.7,
-                    label=f"{label} (predicted)",
-                )
+                ax.plot(panel.x, panel.predicted[label], "--", color=colour, alpha=0.7)
+        ax.plot([], [], "k-", label="simulated")
+        ax.plot([], [], "k--", alpha=0.7, label="exact expectation")
         ax.axhline(1.0, color="black", linewidth=0.8)
+        if panel.log_x:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(panel.x, [f"{v:g}" for v in panel.x])
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel("speed-up over uncoded (x)")
         ax.set_title(panel.title)
