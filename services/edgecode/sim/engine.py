@@ -32,7 +32,7 @@ Example
 >>> plan = Plan("uncoded", 2, 0, (EdgePlan("e", 0, 0.0, 2, (WorkerPlan("a", True, 1),
 ...                                                         WorkerPlan("b", True, 1))),))
 >>> result = simulate(spec, plan, rounds=3, rng=np.random.default_rng(0))
->>> [round(t, 6) for t in result.round_seconds]     # worker b: (1/2) * 2.0 s, every round
+>>> result.round_seconds.round(6).tolist()     # worker b: (1/2) * 2.0 s, every round
 [1.0, 1.0, 1.0]
 """
 
