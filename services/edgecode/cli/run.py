@@ -232,13 +232,20 @@ def _run(args: argparse.Namespace) -> int:
                 console.print(f"[red]{scheme}: {state_name(status)}: {status.message}[/red]")
             results.append(summary(status))
         client.close()
+        memory = cluster.peak_rss_mb("worker")
     finally:
         cluster.stop()
     _report(results)
+    if memory:
+        console.print(
+            f"peak worker memory: {max(memory.values()):.0f} MB (max over {len(memory)} workers)"
+        )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
-            json.dumps({"schemes": results}, indent=2, default=_json_default)
+            json.dumps(
+                {"schemes": results, "worker_peak_rss_mb": memory}, indent=2, default=_json_default
+            )
         )
         console.print(f"wrote {args.json}")
     if args.plot:

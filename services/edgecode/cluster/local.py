@@ -284,6 +284,25 @@ class LocalCluster:
         self._wait_ready([master])
         return master
 
+    def peak_rss_mb(self, role: str | None = None) -> dict[str, float]:
+        """Peak resident memory (VmHWM) of each live process, in MB (Linux /proc)."""
+        peaks = {}
+        for name, process in self.processes.items():
+            if (
+                process.popen is None
+                or process.popen.poll() is not None
+                or (role and process.role != role)
+            ):
+                continue
+            try:
+                status = Path(f"/proc/{process.popen.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[name] = int(line.split()[1]) / 1024
+        return peaks
+
     def stop(self, timeout: float = 10.0) -> None:
         for process in self.processes.values():
             if process.popen is not None and process.popen.poll() is None:
