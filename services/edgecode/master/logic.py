@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -39,8 +40,8 @@ from edgecode.codes.combine import MessageBuffer
 from edgecode.codes.flat import GradientCode, cyclic_repetition, placement_code
 from edgecode.codes.hierarchical import HierarchicalCode, hierarchical, hierarchical_from_counts
 from edgecode.errors import Infeasible, InvalidInput, NotDecodable, RoundFailed, UnknownJob
-from edgecode.learning.datasets import load_split
-from edgecode.learning.models import get_model
+from edgecode.learning.datasets import check_dataset_spec, load_split
+from edgecode.learning.models import MODEL_NAMES, get_model
 from edgecode.learning.optimizers import get_optimizer, optimizer_from_state
 from edgecode.planning.plans import SCHEMES
 from edgecode.planning.spec import Plan
@@ -80,8 +81,31 @@ class JobConfig:
     replan_every: int = 0
 
     def validate(self) -> None:
+        """Refuse at submission what could only fail later (INVALID_ARGUMENT, nothing started)."""
         if self.scheme not in SCHEMES:
             raise InvalidInput(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if self.model and self.model not in MODEL_NAMES:
+            raise InvalidInput(
+                f"model must be one of {MODEL_NAMES} (or empty: from the data), got {self.model!r}"
+            )
+        if self.optimizer not in ("gd", "nesterov"):
+            raise InvalidInput(f"optimizer must be gd or nesterov, got {self.optimizer!r}")
+        if not (self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
+            raise InvalidInput(
+                f"learning_rate must be a finite number >= 0 (0 = default), got {self.learning_rate}"
+            )
+        if not (
+            math.isfinite(self.round_deadline_seconds) and self.round_deadline_seconds <= 86_400
+        ):
+            raise InvalidInput(
+                f"round_deadline_seconds must be finite and at most a day, got {self.round_deadline_seconds}"
+            )
+        if not math.isfinite(self.l2):
+            raise InvalidInput(f"l2 must be finite, got {self.l2}")
+        try:
+            check_dataset_spec(self.dataset)
+        except (ValueError, FileNotFoundError) as exc:
+            raise InvalidInput(f"dataset: {exc}") from None
         if not 1 <= self.rounds <= 1_000_000:
             raise InvalidInput(f"rounds must be in [1, 1000000], got {self.rounds}")
         if self.round_deadline_seconds <= 0:
@@ -602,6 +626,8 @@ class MasterLogic:
                 edge, job.job_id, round_, params, layout.epoch, deadline_seconds
             )
             streams[edge.name] = stream
+            if self._metrics is not None:
+                self._metrics.sent_bytes.inc(params.nbytes)
             self._pool.submit(_drain, edge.name, stream, arrivals)
         try:
             return self._collect(job, layout, arrivals, edges, params.size, deadline_seconds)

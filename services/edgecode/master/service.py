@@ -62,16 +62,17 @@ HEALTH_TIMEOUT = 1.0
 
 
 def config_from_proto(spec: master_pb2.JobSpec) -> JobConfig:
+    """Unset fields take the defaults: strings when empty, numbers when not present (they are
+    proto3 ``optional``, so an explicit 0 stays 0 and is validated as such)."""
     defaults = JobConfig()
     values: dict[str, Any] = {}
     for f in fields(JobConfig):
-        value = getattr(spec, f.name)
-        # proto3 scalars have no presence: an unset string/number keeps the default, except
-        # s_* where negative means "planner" and 0 is meaningful.
-        if f.name in ("s_edge", "s_worker", "s_flat") or value:
-            values[f.name] = value
+        default = getattr(defaults, f.name)
+        if isinstance(default, str):
+            values[f.name] = getattr(spec, f.name) or default
         else:
-            values[f.name] = getattr(defaults, f.name)
+            present = spec.HasField(f.name)  # type: ignore[arg-type]
+            values[f.name] = getattr(spec, f.name) if present else default
     return JobConfig(**values)
 
 
@@ -205,6 +206,7 @@ class GrpcTransport:
                     l2=header["l2"],
                     n_partitions=header["n_partitions"],
                     placement_epoch=header["epoch"],
+                    rows=[int(features.shape[0]) for _, features, _ in partitions],
                 )
             )
             for partition, features, labels in partitions:

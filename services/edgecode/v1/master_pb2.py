@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from edgecode.v1 import common_pb2 as edgecode_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gecode/v1/master.proto\x12\x0b\x65\x64gecode.v1\x1a\x18\x65\x64gecode/v1/common.proto\"\xe2\x02\n\x07JobSpec\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0e\n\x06rounds\x18\x04 \x01(\x03\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x15\n\rlearning_rate\x18\x06 \x01(\x01\x12\x0e\n\x06s_edge\x18\x07 \x01(\x03\x12\x10\n\x08s_worker\x18\x08 \x01(\x03\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x12\n\npartitions\x18\n \x01(\x03\x12\x18\n\x10\x63heckpoint_every\x18\x0b \x01(\x03\x12\x1e\n\x16round_deadline_seconds\x18\x0c \x01(\x01\x12\n\n\x02l2\x18\r \x01(\x01\x12\x0e\n\x06job_id\x18\x0e \x01(\t\x12\x0e\n\x06s_flat\x18\x0f \x01(\x03\x12\x15\n\rrecord_params\x18\x10 \x01(\x08\x12\x16\n\x0eprofile_rounds\x18\x11 \x01(\x03\x12\x14\n\x0creplan_every\x18\x12 \x01(\x03\"6\n\x10SubmitJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.edgecode.v1.JobSpec\"#\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0einclude_params\x18\x02 \x01(\x08\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"e\n\x0bRoundRecord\x12\r\n\x05round\x18\x01 \x01(\x03\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x12\n\nstragglers\x18\x04 \x01(\x05\x12\x14\n\x0cwall_seconds\x18\x05 \x01(\x01\"\xb1\x03\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.edgecode.v1.JobState\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0e\n\x06rounds\x18\x04 \x01(\x03\x12\x0f\n\x07message\x18\x05 \x01(\t\x12)\n\x07history\x18\x06 \x03(\x0b\x32\x18.edgecode.v1.RoundRecord\x12\x10\n\x08\x61\x63\x63uracy\x18\x07 \x01(\x01\x12\x1f\n\x17predicted_round_seconds\x18\x08 \x01(\x01\x12#\n\x06params\x18\t \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\"\n\x04spec\x18\n \x01(\x0b\x32\x14.edgecode.v1.JobSpec\x12-\n\x0clast_timings\x18\x0b \x03(\x0b\x32\x17.edgecode.v1.NodeTiming\x12\x11\n\tplan_json\x18\x0c \x01(\t\x12*\n\rparam_history\x18\r \x03(\x0b\x32\x13.edgecode.v1.Tensor\x12\x12\n\nplacements\x18\x0e \x01(\x03\x12\x15\n\rsetup_seconds\x18\x0f \x01(\x01*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x98\x02\n\x06Master\x12J\n\tSubmitJob\x12\x1d.edgecode.v1.SubmitJobRequest\x1a\x1e.edgecode.v1.SubmitJobResponse\x12<\n\x06GetJob\x12\x1a.edgecode.v1.GetJobRequest\x1a\x16.edgecode.v1.JobStatus\x12@\n\x08WatchJob\x12\x1a.edgecode.v1.GetJobRequest\x1a\x16.edgecode.v1.JobStatus0\x01\x12\x42\n\tCancelJob\x12\x1d.edgecode.v1.CancelJobRequest\x1a\x16.edgecode.v1.JobStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gecode/v1/master.proto\x12\x0b\x65\x64gecode.v1\x1a\x18\x65\x64gecode/v1/common.proto\"\xe8\x04\n\x07JobSpec\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x13\n\x06rounds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\toptimizer\x18\x05 \x01(\t\x12\x1a\n\rlearning_rate\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x06s_edge\x18\x07 \x01(\x03H\x02\x88\x01\x01\x12\x15\n\x08s_worker\x18\x08 \x01(\x03H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x03H\x04\x88\x01\x01\x12\x17\n\npartitions\x18\n \x01(\x03H\x05\x88\x01\x01\x12\x1d\n\x10\x63heckpoint_every\x18\x0b \x01(\x03H\x06\x88\x01\x01\x12#\n\x16round_deadline_seconds\x18\x0c \x01(\x01H\x07\x88\x01\x01\x12\x0f\n\x02l2\x18\r \x01(\x01H\x08\x88\x01\x01\x12\x0e\n\x06job_id\x18\x0e \x01(\t\x12\x13\n\x06s_flat\x18\x0f \x01(\x03H\t\x88\x01\x01\x12\x1a\n\rrecord_params\x18\x10 \x01(\x08H\n\x88\x01\x01\x12\x1b\n\x0eprofile_rounds\x18\x11 \x01(\x03H\x0b\x88\x01\x01\x12\x19\n\x0creplan_every\x18\x12 \x01(\x03H\x0c\x88\x01\x01\x42\t\n\x07_roundsB\x10\n\x0e_learning_rateB\t\n\x07_s_edgeB\x0b\n\t_s_workerB\x07\n\x05_seedB\r\n\x0b_partitionsB\x13\n\x11_checkpoint_everyB\x19\n\x17_round_deadline_secondsB\x05\n\x03_l2B\t\n\x07_s_flatB\x10\n\x0e_record_paramsB\x11\n\x0f_profile_roundsB\x0f\n\r_replan_every\"6\n\x10SubmitJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.edgecode.v1.JobSpec\"#\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0einclude_params\x18\x02 \x01(\x08\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"e\n\x0bRoundRecord\x12\r\n\x05round\x18\x01 \x01(\x03\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x12\n\nstragglers\x18\x04 \x01(\x05\x12\x14\n\x0cwall_seconds\x18\x05 \x01(\x01\"\xb1\x03\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.edgecode.v1.JobState\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x0e\n\x06rounds\x18\x04 \x01(\x03\x12\x0f\n\x07message\x18\x05 \x01(\t\x12)\n\x07history\x18\x06 \x03(\x0b\x32\x18.edgecode.v1.RoundRecord\x12\x10\n\x08\x61\x63\x63uracy\x18\x07 \x01(\x01\x12\x1f\n\x17predicted_round_seconds\x18\x08 \x01(\x01\x12#\n\x06params\x18\t \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\"\n\x04spec\x18\n \x01(\x0b\x32\x14.edgecode.v1.JobSpec\x12-\n\x0clast_timings\x18\x0b \x03(\x0b\x32\x17.edgecode.v1.NodeTiming\x12\x11\n\tplan_json\x18\x0c \x01(\t\x12*\n\rparam_history\x18\r \x03(\x0b\x32\x13.edgecode.v1.Tensor\x12\x12\n\nplacements\x18\x0e \x01(\x03\x12\x15\n\rsetup_seconds\x18\x0f \x01(\x01*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x98\x02\n\x06Master\x12J\n\tSubmitJob\x12\x1d.edgecode.v1.SubmitJobRequest\x1a\x1e.edgecode.v1.SubmitJobResponse\x12<\n\x06GetJob\x12\x1a.edgecode.v1.GetJobRequest\x1a\x16.edgecode.v1.JobStatus\x12@\n\x08WatchJob\x12\x1a.edgecode.v1.GetJobRequest\x1a\x16.edgecode.v1.JobStatus0\x01\x12\x42\n\tCancelJob\x12\x1d.edgecode.v1.CancelJobRequest\x1a\x16.edgecode.v1.JobStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgecode.v1.master_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1150
-  _globals['_JOBSTATE']._serialized_end=1305
+  _globals['_JOBSTATE']._serialized_start=1412
+  _globals['_JOBSTATE']._serialized_end=1567
   _globals['_JOBSPEC']._serialized_start=68
-  _globals['_JOBSPEC']._serialized_end=422
-  _globals['_SUBMITJOBREQUEST']._serialized_start=424
-  _globals['_SUBMITJOBREQUEST']._serialized_end=478
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=480
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=515
-  _globals['_GETJOBREQUEST']._serialized_start=517
-  _globals['_GETJOBREQUEST']._serialized_end=572
-  _globals['_CANCELJOBREQUEST']._serialized_start=574
-  _globals['_CANCELJOBREQUEST']._serialized_end=608
-  _globals['_ROUNDRECORD']._serialized_start=610
-  _globals['_ROUNDRECORD']._serialized_end=711
-  _globals['_JOBSTATUS']._serialized_start=714
-  _globals['_JOBSTATUS']._serialized_end=1147
-  _globals['_MASTER']._serialized_start=1308
-  _globals['_MASTER']._serialized_end=1588
+  _globals['_JOBSPEC']._serialized_end=684
+  _globals['_SUBMITJOBREQUEST']._serialized_start=686
+  _globals['_SUBMITJOBREQUEST']._serialized_end=740
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=742
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=777
+  _globals['_GETJOBREQUEST']._serialized_start=779
+  _globals['_GETJOBREQUEST']._serialized_end=834
+  _globals['_CANCELJOBREQUEST']._serialized_start=836
+  _globals['_CANCELJOBREQUEST']._serialized_end=870
+  _globals['_ROUNDRECORD']._serialized_start=872
+  _globals['_ROUNDRECORD']._serialized_end=973
+  _globals['_JOBSTATUS']._serialized_start=976
+  _globals['_JOBSTATUS']._serialized_end=1409
+  _globals['_MASTER']._serialized_start=1570
+  _globals['_MASTER']._serialized_end=1850
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,10 @@ Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 @_typing.final
 class JobSpec(_message.Message):
+    """Unset optional fields take the master's defaults (proto3 `optional` gives them presence, so an
+    explicit 0 is an explicit 0).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEME_FIELD_NUMBER: _builtins.int
@@ -102,27 +106,78 @@ class JobSpec(_message.Message):
         scheme: _builtins.str = ...,
         dataset: _builtins.str = ...,
         model: _builtins.str = ...,
-        rounds: _builtins.int = ...,
+        rounds: _builtins.int | None = ...,
         optimizer: _builtins.str = ...,
-        learning_rate: _builtins.float = ...,
-        s_edge: _builtins.int = ...,
-        s_worker: _builtins.int = ...,
-        seed: _builtins.int = ...,
-        partitions: _builtins.int = ...,
-        checkpoint_every: _builtins.int = ...,
-        round_deadline_seconds: _builtins.float = ...,
-        l2: _builtins.float = ...,
+        learning_rate: _builtins.float | None = ...,
+        s_edge: _builtins.int | None = ...,
+        s_worker: _builtins.int | None = ...,
+        seed: _builtins.int | None = ...,
+        partitions: _builtins.int | None = ...,
+        checkpoint_every: _builtins.int | None = ...,
+        round_deadline_seconds: _builtins.float | None = ...,
+        l2: _builtins.float | None = ...,
         job_id: _builtins.str = ...,
-        s_flat: _builtins.int = ...,
-        record_params: _builtins.bool = ...,
-        profile_rounds: _builtins.int = ...,
-        replan_every: _builtins.int = ...,
+        s_flat: _builtins.int | None = ...,
+        record_params: _builtins.bool | None = ...,
+        profile_rounds: _builtins.int | None = ...,
+        replan_every: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_partitions", b"_partitions", "_profile_rounds", b"_profile_rounds", "_record_params", b"_record_params", "_replan_every", b"_replan_every", "_round_deadline_seconds", b"_round_deadline_seconds", "_rounds", b"_rounds", "_s_edge", b"_s_edge", "_s_flat", b"_s_flat", "_s_worker", b"_s_worker", "_seed", b"_seed", "checkpoint_every", b"checkpoint_every", "l2", b"l2", "learning_rate", b"learning_rate", "partitions", b"partitions", "profile_rounds", b"profile_rounds", "record_params", b"record_params", "replan_every", b"replan_every", "round_deadline_seconds", b"round_deadline_seconds", "rounds", b"rounds", "s_edge", b"s_edge", "s_flat", b"s_flat", "s_worker", b"s_worker", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_every", b"checkpoint_every", "dataset", b"dataset", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "model", b"model", "optimizer", b"optimizer", "partitions", b"partitions", "profile_rounds", b"profile_rounds", "record_params", b"record_params", "replan_every", b"replan_every", "round_deadline_seconds", b"round_deadline_seconds", "rounds", b"rounds", "s_edge", b"s_edge", "s_flat", b"s_flat", "s_worker", b"s_worker", "scheme", b"scheme", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_partitions", b"_partitions", "_profile_rounds", b"_profile_rounds", "_record_params", b"_record_params", "_replan_every", b"_replan_every", "_round_deadline_seconds", b"_round_deadline_seconds", "_rounds", b"_rounds", "_s_edge", b"_s_edge", "_s_flat", b"_s_flat", "_s_worker", b"_s_worker", "_seed", b"_seed", "checkpoint_every", b"checkpoint_every", "dataset", b"dataset", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "model", b"model", "optimizer", b"optimizer", "partitions", b"partitions", "profile_rounds", b"profile_rounds", "record_params", b"record_params", "replan_every", b"replan_every", "round_deadline_seconds", b"round_deadline_seconds", "rounds", b"rounds", "s_edge", b"s_edge", "s_flat", b"s_flat", "s_worker", b"s_worker", "scheme", b"scheme", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__checkpoint_every: _TypeAlias = _typing.Literal["checkpoint_every"]  # noqa: Y015
+    _WhichOneofArgType__checkpoint_every: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every"]  # noqa: Y015
+    _WhichOneofReturnType__l2: _TypeAlias = _typing.Literal["l2"]  # noqa: Y015
+    _WhichOneofArgType__l2: _TypeAlias = _typing.Literal["_l2", b"_l2"]  # noqa: Y015
+    _WhichOneofReturnType__learning_rate: _TypeAlias = _typing.Literal["learning_rate"]  # noqa: Y015
+    _WhichOneofArgType__learning_rate: _TypeAlias = _typing.Literal["_learning_rate", b"_learning_rate"]  # noqa: Y015
+    _WhichOneofReturnType__partitions: _TypeAlias = _typing.Literal["partitions"]  # noqa: Y015
+    _WhichOneofArgType__partitions: _TypeAlias = _typing.Literal["_partitions", b"_partitions"]  # noqa: Y015
+    _WhichOneofReturnType__profile_rounds: _TypeAlias = _typing.Literal["profile_rounds"]  # noqa: Y015
+    _WhichOneofArgType__profile_rounds: _TypeAlias = _typing.Literal["_profile_rounds", b"_profile_rounds"]  # noqa: Y015
+    _WhichOneofReturnType__record_params: _TypeAlias = _typing.Literal["record_params"]  # noqa: Y015
+    _WhichOneofArgType__record_params: _TypeAlias = _typing.Literal["_record_params", b"_record_params"]  # noqa: Y015
+    _WhichOneofReturnType__replan_every: _TypeAlias = _typing.Literal["replan_every"]  # noqa: Y015
+    _WhichOneofArgType__replan_every: _TypeAlias = _typing.Literal["_replan_every", b"_replan_every"]  # noqa: Y015
+    _WhichOneofReturnType__round_deadline_seconds: _TypeAlias = _typing.Literal["round_deadline_seconds"]  # noqa: Y015
+    _WhichOneofArgType__round_deadline_seconds: _TypeAlias = _typing.Literal["_round_deadline_seconds", b"_round_deadline_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__rounds: _TypeAlias = _typing.Literal["rounds"]  # noqa: Y015
+    _WhichOneofArgType__rounds: _TypeAlias = _typing.Literal["_rounds", b"_rounds"]  # noqa: Y015
+    _WhichOneofReturnType__s_edge: _TypeAlias = _typing.Literal["s_edge"]  # noqa: Y015
+    _WhichOneofArgType__s_edge: _TypeAlias = _typing.Literal["_s_edge", b"_s_edge"]  # noqa: Y015
+    _WhichOneofReturnType__s_flat: _TypeAlias = _typing.Literal["s_flat"]  # noqa: Y015
+    _WhichOneofArgType__s_flat: _TypeAlias = _typing.Literal["_s_flat", b"_s_flat"]  # noqa: Y015
+    _WhichOneofReturnType__s_worker: _TypeAlias = _typing.Literal["s_worker"]  # noqa: Y015
+    _WhichOneofArgType__s_worker: _TypeAlias = _typing.Literal["_s_worker", b"_s_worker"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__checkpoint_every) -> _WhichOneofReturnType__checkpoint_every | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__l2) -> _WhichOneofReturnType__l2 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__learning_rate) -> _WhichOneofReturnType__learning_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__partitions) -> _WhichOneofReturnType__partitions | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__profile_rounds) -> _WhichOneofReturnType__profile_rounds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__record_params) -> _WhichOneofReturnType__record_params | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__replan_every) -> _WhichOneofReturnType__replan_every | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__round_deadline_seconds) -> _WhichOneofReturnType__round_deadline_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rounds) -> _WhichOneofReturnType__rounds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__s_edge) -> _WhichOneofReturnType__s_edge | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__s_flat) -> _WhichOneofReturnType__s_flat | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__s_worker) -> _WhichOneofReturnType__s_worker | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
 
 Global___JobSpec: _TypeAlias = JobSpec  # noqa: Y015
 

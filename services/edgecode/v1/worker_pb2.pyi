@@ -32,6 +32,7 @@ class PlacementHeader(_message.Message):
     L2_FIELD_NUMBER: _builtins.int
     N_PARTITIONS_FIELD_NUMBER: _builtins.int
     PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     model: _builtins.str
     """Model name: "logistic", "softmax" or "least_squares"."""
@@ -49,6 +50,12 @@ class PlacementHeader(_message.Message):
 
     @_builtins.property
     def coefficients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Rows of each partition (same order as partitions): a placement is installed only when every
+        row arrived, so a stream cut short never leaves partial data behind.
+        """
+
     def __init__(
         self,
         *,
@@ -61,10 +68,11 @@ class PlacementHeader(_message.Message):
         l2: _builtins.float = ...,
         n_partitions: _builtins.int = ...,
         placement_epoch: _builtins.int = ...,
+        rows: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coefficients", b"coefficients", "job_id", b"job_id", "l2", b"l2", "model", b"model", "n_classes", b"n_classes", "n_features", b"n_features", "n_partitions", b"n_partitions", "partitions", b"partitions", "placement_epoch", b"placement_epoch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coefficients", b"coefficients", "job_id", b"job_id", "l2", b"l2", "model", b"model", "n_classes", b"n_classes", "n_features", b"n_features", "n_partitions", b"n_partitions", "partitions", b"partitions", "placement_epoch", b"placement_epoch", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

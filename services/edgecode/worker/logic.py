@@ -38,6 +38,8 @@ class PlacementHeader:
     l2: float
     n_partitions: int
     epoch: int
+    #: rows of each partition, in the order of ``partitions``
+    rows: tuple[int, ...] = ()
 
 
 @dataclass
@@ -70,6 +72,10 @@ class PlacementBuilder:
         if not 0 < len(h.partitions) <= MAX_PARTITIONS or h.n_partitions < 1:
             raise InvalidInput(
                 f"placement: holds {len(h.partitions)} partitions of {h.n_partitions}"
+            )
+        if len(h.rows) != len(h.partitions) or any(r < 1 for r in h.rows):
+            raise InvalidInput(
+                "placement: the header must give the (positive) rows of every partition"
             )
         if any(not 0 <= j < h.n_partitions for j in h.partitions):
             raise InvalidInput(f"placement: partition indices must be in [0, {h.n_partitions})")
@@ -109,10 +115,11 @@ class PlacementBuilder:
     def finish(self) -> Placement:
         h = self.header
         features, labels = [], []
-        for j in h.partitions:
+        for j, expected in zip(h.partitions, h.rows, strict=True):
             parts = self.chunks[j]
-            if not parts:
-                raise InvalidInput(f"placement: no rows arrived for partition {j}")
+            arrived = sum(int(p[0].shape[0]) for p in parts)
+            if arrived != expected:
+                raise InvalidInput(f"placement: partition {j} has {arrived} of its {expected} rows")
             blocks = [p[0] for p in parts]
             X = sp.vstack(blocks, format="csr") if sp.issparse(blocks[0]) else np.vstack(blocks)
             features.append(X)
@@ -194,15 +201,16 @@ class WorkerLogic:
                 )
             if round_ < placement.latest_round:
                 raise StaleRound(f"round {round_} is older than round {placement.latest_round}")
+            # Validate before the round advances: a rejected request must change nothing.
+            if params.shape != (placement.n_params,):
+                raise InvalidInput(
+                    f"params must have shape ({placement.n_params},), got {params.shape}"
+                )
             if round_ > placement.latest_round:
                 placement.newer.set()  # abandon the older round's work
                 placement.newer = threading.Event()
                 placement.latest_round = round_
             newer = placement.newer
-        if params.shape != (placement.n_params,):
-            raise InvalidInput(
-                f"params must have shape ({placement.n_params},), got {params.shape}"
-            )
         h = placement.header
         share = 1.0 / h.n_partitions
         gradient = np.zeros(placement.n_params)

@@ -27,6 +27,7 @@ def header_from_proto(message: worker_pb2.PlacementHeader) -> PlacementHeader:
         l2=float(message.l2),
         n_partitions=int(message.n_partitions),
         epoch=int(message.placement_epoch),
+        rows=tuple(int(r) for r in message.rows),
     )
 
 
@@ -69,6 +70,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             builder.add(int(chunk.partition), features, labels)
         if builder is None:
             raise InvalidInput("placement: empty stream")
+        if not context.is_active():
+            # The call died (deadline, oversized message, client gone) and grpc ended the
+            # request stream quietly: the caller was told it failed, so install nothing.
+            raise InvalidInput("placement: the call ended before it completed")
         placement = builder.finish()
         if self.metrics is not None:
             self.metrics.received_bytes.inc(received)
