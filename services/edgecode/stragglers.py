@@ -439,8 +439,10 @@ def fit_shifted_exponential(times: ArrayLike, fractions: ArrayLike) -> tuple[flo
 
     - one sample ``y``: shift and spread cannot be told apart; return ``shift = y / 2`` and
       ``rate = 2 / y`` (the mean ``y`` is kept, half of it random);
-    - no spread (all ``y`` equal, or the clipped shift leaves none): ``1 / rate`` is floored at
-      ``MIN_RELATIVE_SPREAD * mean(y)``; an all-zero sample gives ``(0, 1e12)``.
+    - no spread (all ``y`` equal): ``1 / rate`` is floored at ``MIN_RELATIVE_SPREAD * mean(y)``
+      and the shift lowered to keep ``shift + 1 / rate = mean(y)``; all zeros give ``(0, 1e12)``.
+
+    The fitted mean ``shift + 1 / rate`` always equals ``mean(y)``.
     """
     t = np.asarray(times, dtype=np.float64)
     f = np.asarray(fractions, dtype=np.float64)
@@ -463,7 +465,10 @@ def fit_shifted_exponential(times: ArrayLike, fractions: ArrayLike) -> tuple[flo
     spread = n * (mean - low) / (n - 1)
     shift = max(0.0, low - spread / n)
     # Keep the fitted mean equal to the sample mean when the shift was clipped at 0.
-    spread = max(mean - shift, MIN_RELATIVE_SPREAD * mean)
+    spread = mean - shift
+    if spread < MIN_RELATIVE_SPREAD * mean:
+        spread = MIN_RELATIVE_SPREAD * mean
+        shift = max(0.0, mean - spread)
     return shift, 1.0 / spread
 
 

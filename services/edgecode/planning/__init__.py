@@ -12,9 +12,9 @@
 """
 
 from edgecode.planning.optimize import (
+    bench_planner,
     best_flat_plan,
     best_uniform_plan,
-    bench_planner,
     default_max_partitions,
     exhaustive_optimum,
     flat_plan,
@@ -46,6 +46,7 @@ from edgecode.planning.timing import (
     round_time_cdf,
     round_times,
     sample_round_times,
+    simulate_round_times,
 )
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "round_time_cdf",
     "round_times",
     "sample_round_times",
+    "simulate_round_times",
     "spec_from_dict",
     "uncoded_plan",
     "uniform_plan",

@@ -25,21 +25,32 @@ Loads equalise the workers' finish quantiles, faster workers getting more (``_ru
 
 Search (``optimize``)
 ---------------------
-For every ``s_edge`` (all values for up to 24 edges, otherwise a coarse scan and its
-neighbourhood) the structure is improved by coordinate descent. A change of edge i's inner
-configuration (``s_worker_i``, adding or dropping one of its workers) at fixed coverage changes
-``P(T > t)`` by exactly ``-B_i(t) dG_i(t)`` (``B_i`` = probability that exactly ``k_e - 1`` of
-the other edges have delivered, ``G_i`` = edge i's delivery CDF), so all candidate changes of all
-edges are screened at once by one integral each; the best are then applied, the coverages
-re-equalised by the rule and the result evaluated. Dropping whole edges and ``s_edge +- 1`` are
-tried by direct evaluation; small clusters get the complete neighbourhood (every ``s_worker``,
-every single worker or edge in or out) until no move improves. When K is free, the search runs at
-``K_max`` (``default_max_partitions``), then K is chosen among a few candidates.
+Small clusters (at most ``SMALL_CLUSTER`` = 16 workers): from every ``s_edge`` and every
+uniform ``s_worker``, steepest descent over the complete neighbourhood (one ``s_worker`` to any
+value, one worker or one edge in or out with any tolerances, any ``s_edge``) until no move
+improves -- on every cluster tested this reaches the exhaustive optimum of the rule.
+
+Larger clusters: a scan of ``s_edge`` (every value up to ``FULL_S_EDGE_SCAN`` = 8 edges, else a
+geometric grid and the neighbours of its best) with uniform ``s_worker``, then coordinate
+descent from the best one or two. Moves of edge i's inner configuration (another ``s_worker_i``,
+one worker out or back in) are *screened* all at once: at the current master level Theta the
+rule would give the edge the coverage ``cap_i(Theta - link_i)`` of its new configuration, which
+changes ``P(T > t)`` by exactly ``-B_i(t) (G_i'(t) - G_i(t))`` (``B_i`` = probability that
+exactly ``k_e - 1`` of the other edges have delivered, ``G_i`` = edge i's delivery CDF), while
+the other edges absorb the coverage difference at their marginal cost ``dE/dg_j`` (measured by a
+small coverage probe of each edge the same way). The best screened moves (all edges' together,
+and the three best alone) are then evaluated with the rule's re-equalised loads; ``s_edge +- 1``
+and the two least-covered edges out are tried directly. The number of evaluations is budgeted
+(``max(80, min(400, 150000 / N))`` beyond 16 workers), so large clusters stop early.
+
+When K is free, the search runs at ``K_max`` (:func:`default_max_partitions`); for up to 64
+workers K is then chosen among a few candidates (multiples of N and of 12, 24, 60, 120) by the
+rule's expected time.
 
 Refinement
 ----------
-The rule is a heuristic; the best structures' loads are then refined by projected gradient
-descent on the continuous loads (shares ``u_w`` per edge on ``{sum u = s_w + 1, u <= 1}``,
+The rule is a heuristic; the best one or two structures' loads are then refined by projected
+gradient descent (40 steps up to 64 workers, 12 up to 300, else 3) on the continuous loads (shares ``u_w`` per edge on ``{sum u = s_w + 1, u <= 1}``,
 coverages ``g_i`` on ``{sum g = s_edge + 1, g <= 1}``), with the exact gradient
 ``dE/df_w = -integral B_j(t) D_w(t) dF_w(t)/df_w dt`` (``D_w`` = probability that exactly
 ``k_j - 1`` of the other workers of edge j have arrived), then rounded to integers with the exact
@@ -475,7 +486,12 @@ def _search(ev: _Evaluator, keep: int = 3) -> list[_Result]:
     all_in = cl.mask.copy()
 
     def starts(values: Iterable[int]) -> list[_Structure]:
-        spread = range(int(cl.sizes.max())) if full else range(2 if n <= FULL_S_EDGE_SCAN else 1)
+        spread = list(
+            range(int(cl.sizes.max())) if full else range(2 if n <= FULL_S_EDGE_SCAN else 1)
+        )
+        if ev.K < int(cl.mask.sum()):
+            # few partitions: only high tolerances let every worker hold one (c_i (s_w+1) >= m_i)
+            spread.append(int(cl.sizes.max()) - 1)
         return [
             _Structure(s_e, all_in, np.minimum(t, cl.sizes - 1).astype(np.int64))
             for s_e in values
@@ -711,6 +727,14 @@ def _k_candidates(spec: ClusterSpec, K_max: int) -> list[int]:
     return sorted(v for v in values if v <= K_max)
 
 
+#: Up to this many workers, :func:`optimize` repeats the rule search at other quantile levels.
+CANDIDATE_LEVEL_WORKERS = 64
+#: The extra quantile levels tried: bimodal runtimes (Bernoulli, Markov) want a high level.
+CANDIDATE_LEVELS = (0.8, 0.95)
+#: Up to this many workers, :func:`optimize` also evaluates the uniform plans (the paper's).
+CANDIDATE_UNIFORM_WORKERS = 300
+
+
 def optimize(
     spec: ClusterSpec,
     partitions: int | None = None,
@@ -720,6 +744,67 @@ def optimize(
     level: float = 0.5,
 ) -> Plan:
     """The hierarchical plan ("hgc") with the smallest expected round time the planner finds.
+
+    Besides the rule search at ``level``, small clusters (:data:`CANDIDATE_LEVEL_WORKERS`) repeat
+    it at :data:`CANDIDATE_LEVELS`, and clusters of up to :data:`CANDIDATE_UNIFORM_WORKERS`
+    evaluate the uniform plans (the paper's parameters; for each s_edge the s_worker scan stops
+    once the expected time has risen twice in a row). The plan with the smallest exact expected
+    time wins, so the result is never slower than those candidates.
+    ``plan.extra["candidate"]`` says which won.
+    """
+    began = time.perf_counter()
+    candidates = [
+        _optimize_rule(spec, partitions, max_partitions=max_partitions, refine=refine, level=level)
+    ]
+    candidates[0].extra["candidate"] = f"rule search (level {level})"
+    if spec.n_workers <= CANDIDATE_LEVEL_WORKERS:
+        for other in CANDIDATE_LEVELS:
+            if other != level:
+                found = _optimize_rule(
+                    spec, partitions, max_partitions=max_partitions, refine=refine, level=other
+                )
+                found.extra["candidate"] = f"rule search (level {other})"
+                candidates.append(found)
+    if spec.n_workers <= CANDIDATE_UNIFORM_WORKERS:
+        candidates.extend(
+            _uniform_candidates(spec, partitions if partitions is not None else spec.partitions)
+        )
+    plan = replace(
+        min(candidates, key=lambda c: c.expected_round_seconds or math.inf), scheme="hgc"
+    )
+    plan.extra["seconds"] = time.perf_counter() - began
+    return plan
+
+
+def _uniform_candidates(spec: ClusterSpec, partitions: int | None) -> list[Plan]:
+    sizes = [len(e.workers) for e in spec.edges]
+    found: list[Plan] = []
+    for s_edge in range(len(sizes)):
+        best_here, rises = math.inf, 0
+        for s_worker in range(min(sizes)):
+            try:
+                plan = uniform_plan(spec, s_edge, s_worker, partitions)
+            except (Infeasible, ValueError):
+                continue
+            seconds = plan.expected_round_seconds or math.inf
+            plan.extra["candidate"] = f"uniform s_edge={s_edge} s_worker={s_worker}"
+            found.append(plan)
+            rises = rises + 1 if seconds > best_here else 0
+            best_here = min(best_here, seconds)
+            if rises >= 2:
+                break
+    return found
+
+
+def _optimize_rule(
+    spec: ClusterSpec,
+    partitions: int | None = None,
+    *,
+    max_partitions: int | None = None,
+    refine: bool = True,
+    level: float = 0.5,
+) -> Plan:
+    """The rule search (with K choice and load refinement) at one quantile level.
 
     ``partitions`` (or ``spec.partitions``) fixes K; otherwise K is chosen up to
     ``max_partitions`` (default :func:`default_max_partitions`). ``refine=False`` returns the
@@ -758,7 +843,7 @@ def optimize(
             evaluations += trial.evaluations
             if found is not None and found.value < best.value * (1 - 1e-9):
                 best, ev = found, trial
-    rule_value = best.value
+    rule_best = best
     if refine:
         size = int(cluster.mask.sum())
         iterations = 40 if size <= 64 else 12 if size <= 300 else 3
@@ -770,11 +855,16 @@ def optimize(
         best = min(refined, key=lambda r: r.value)
     extra = {
         "evaluations": evaluations + ev.evaluations,
-        "rule_seconds": rule_value,
-        "seconds": time.perf_counter() - began,
         "method": "rule search + refinement" if refine else "rule search",
     }
-    plan = _to_plan(ev, best, extra)
+    # Final choice on exact values (the search compared fast evaluations).
+    rule_plan = _to_plan(ev, rule_best, dict(extra))
+    plan = rule_plan if best is rule_best else _to_plan(ev, best, dict(extra))
+    assert plan.expected_round_seconds is not None
+    assert rule_plan.expected_round_seconds is not None
+    if rule_plan.expected_round_seconds <= plan.expected_round_seconds:
+        plan = rule_plan
+    plan.extra["rule_seconds"] = rule_plan.expected_round_seconds
     plan.extra["seconds"] = time.perf_counter() - began
     return plan
 
@@ -938,19 +1028,20 @@ def exhaustive_optimum(
         )
     best = exact.best(finalists)
     assert best is not None
-    rule_value = best.value
+    info = {
+        "structures": total,
+        "finalists": len(finalists),
+        "ranking_error": error,
+        "rule_seconds": best.value,
+    }
+    plan = _to_plan(exact, best, dict(info))
     if refine:
-        best = _refine(exact, best, 40)
-    return _to_plan(
-        exact,
-        best,
-        {
-            "structures": total,
-            "finalists": len(finalists),
-            "ranking_error": error,
-            "rule_seconds": rule_value,
-        },
-    )
+        refined = _to_plan(exact, _refine(exact, best, 40), dict(info))
+        assert refined.expected_round_seconds is not None
+        assert plan.expected_round_seconds is not None
+        if refined.expected_round_seconds < plan.expected_round_seconds:
+            plan = refined
+    return plan
 
 
 # --------------------------------------------------------------------------------------------

@@ -124,6 +124,10 @@ class Plan:
       c_i (s_worker + 1), each at most c_i, and s_worker < number of selected workers;
     - s_edge < number of selected edges.
     ``scheme`` names the baseline the plan stands for ("hgc", "flat", "uncoded", "ignore").
+    For the one-layer schemes ("flat", "uncoded", "ignore") ``s_edge`` is the number of WORKER
+    messages the master may miss (edges only forward), every ``s_worker`` is 0, and the workers'
+    ``partitions`` add up to K (s_edge + 1) for "flat", K otherwise; see
+    :mod:`edgecode.planning.plans` (``check_plan``) for the full rules of every scheme.
     """
 
     scheme: str

@@ -46,6 +46,14 @@ bisected adaptively until the estimated error (whole panel vs its two halves) is
 ``rtol * (lower bound of E[T])``. With the default ``rtol = 1e-10`` the result agrees with an
 independent ``scipy.integrate.quad`` evaluation to ~1e-10 relative (see tests/unit/test_timing.py).
 
+For the simulator
+-----------------
+:func:`round_structure` flattens a plan into the rule above; :func:`round_times` applies it to any
+compute times (e.g. from :func:`edgecode.stragglers.sample_compute_times` or a discrete-event
+simulation), and :func:`simulate_round_times` does both for consecutive rounds with each worker's
+own model (Markov classes persist). :func:`round_time_cdf` gives the exact distribution to plot
+against simulated histograms.
+
 Example
 -------
 >>> from edgecode.planning.spec import ClusterSpec, EdgeSpec, WorkerSpec
@@ -67,7 +75,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from edgecode.planning.plans import check_plan
 from edgecode.planning.spec import ClusterSpec, Plan
-from edgecode.stragglers import straggle_probability
+from edgecode.stragglers import sample_compute_times, straggle_probability
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -370,25 +378,27 @@ def _pivotal(ge: FloatArray, lt: FloatArray, need: int) -> FloatArray:
     return np.asarray(_exactly_others(count, other, np.ones((1, g), dtype=bool), r)[0])
 
 
-def _survival(model: _GroupModel, t: FloatArray) -> FloatArray:
-    """P(T > t) for a 1-D array of master times ``t``."""
+def _round_tails(model: _GroupModel, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """(P(T <= t), P(T > t)) for a 1-D array of master times ``t``, each computed directly."""
     g, m, C = model.offsets.shape
-    out = np.empty(t.size)
+    done = np.empty(t.size)
+    left = np.empty(t.size)
     step = max(64, _CHUNK_ELEMENTS // max(1, g * m * C))
     for start in range(0, t.size, step):
         chunk = t[start : start + step]
-        x = chunk[None, None, None, :] - model.links[:, None, None, None]
-        delay = np.maximum(x - model.offsets[..., None], 0.0) * model.rates[..., None]
-        w = model.weights[..., None]
-        q = np.sum(w * np.exp(-delay), axis=2)
-        p = np.sum(w * -np.expm1(-delay), axis=2)
-        group_ge, group_lt = _count_tail(p, q, model.mask, model.need)
+        group_ge, group_lt = _deliveries(model, chunk)
         top_mask = np.ones((1, g), dtype=bool)
-        _, top_lt = _count_tail(
+        top_ge, top_lt = _count_tail(
             group_ge[None], group_lt[None], top_mask, np.array([model.top_need])
         )
-        out[start : start + step] = top_lt[0]
-    return out
+        done[start : start + step] = top_ge[0]
+        left[start : start + step] = top_lt[0]
+    return done, left
+
+
+def _survival(model: _GroupModel, t: FloatArray) -> FloatArray:
+    """P(T > t) for a 1-D array of master times ``t``."""
+    return _round_tails(model, t)[1]
 
 
 def _bounds(model: _GroupModel) -> tuple[float, float, FloatArray, FloatArray, FloatArray]:
@@ -640,10 +650,8 @@ def round_time_cdf(spec: ClusterSpec, plan: Plan, t: ArrayLike) -> FloatArray:
     times = np.asarray(t, dtype=np.float64)
     if not np.all(np.isfinite(times)):
         raise ValueError("t must be finite")
-    flat = times.ravel()
-    return np.asarray(1.0 - _survival(_group_model(round_structure(spec, plan)), flat)).reshape(
-        times.shape
-    )
+    done, _ = _round_tails(_group_model(round_structure(spec, plan)), times.ravel())
+    return np.clip(done, 0.0, 1.0).reshape(times.shape)
 
 
 @dataclass(frozen=True)
@@ -653,6 +661,27 @@ class MonteCarloEstimate:
     mean: float
     stderr: float
     samples: int
+
+
+def simulate_round_times(
+    spec: ClusterSpec,
+    plan: Plan,
+    rounds: int,
+    rng: np.random.Generator,
+    stationary: bool = False,
+) -> FloatArray:
+    """Round times of ``rounds`` CONSECUTIVE rounds with every worker's own straggler model.
+
+    Unlike :func:`sample_round_times` (independent rounds from the per-round marginal), Markov
+    workers keep their class across rounds (starting in their spec class, or in a stationary
+    draw with ``stationary``), via :func:`edgecode.stragglers.sample_compute_times`; the round
+    rule is :func:`round_times`. Shape ``(rounds,)``.
+    """
+    structure = round_structure(spec, plan)
+    by_name = {w.name: w for e in spec.edges for w in e.workers}
+    workers = [by_name[name] for name in structure.worker_names]
+    compute = sample_compute_times(workers, structure.fractions, int(rounds), rng, stationary)
+    return round_times(structure, compute)
 
 
 def sample_round_times(
