@@ -103,3 +103,13 @@ def holders_of_items(items_of_holder: Sequence[Sequence[int]], n_items: int) -> 
         for j in items:
             holders[j].append(h)
     return holders
+
+
+def partitions_of_rows(B: FloatArray) -> tuple[tuple[int, ...], ...]:
+    """For every row (worker) of a coefficient matrix, the columns (partitions) it uses."""
+    return tuple(tuple(int(j) for j in np.flatnonzero(row)) for row in B)
+
+
+def max_load(B: FloatArray) -> float:
+    """Largest fraction of the columns used by one row: a code's computation load."""
+    return max(int(np.count_nonzero(row)) for row in B) / B.shape[1]

@@ -35,7 +35,9 @@ from edgecode.codes._linalg import (
     FloatArray,
     condition,
     is_enumerable,
+    max_load,
     normalize_alive,
+    partitions_of_rows,
     solve_combination,
     subsets,
 )
@@ -73,12 +75,12 @@ class GradientCode:
     @property
     def partitions_of_worker(self) -> tuple[tuple[int, ...], ...]:
         """For every worker, the partitions whose gradients it needs."""
-        return tuple(tuple(int(j) for j in np.flatnonzero(row)) for row in self.B)
+        return partitions_of_rows(self.B)
 
     @property
     def load(self) -> float:
         """Largest fraction of the partitions held by one worker."""
-        return max(len(p) for p in self.partitions_of_worker) / self.n_partitions
+        return max_load(self.B)
 
     @property
     def load_bound(self) -> float:

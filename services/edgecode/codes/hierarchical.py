@@ -42,7 +42,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from edgecode.codes._linalg import FloatArray, cyclic_fill, holders_of_items, normalize_alive
+from edgecode.codes._linalg import (
+    FloatArray,
+    cyclic_fill,
+    holders_of_items,
+    max_load,
+    normalize_alive,
+    partitions_of_rows,
+)
 from edgecode.codes.flat import DEFAULT_DRAWS, GradientCode, placement_code
 from edgecode.errors import Infeasible, NotDecodable
 
@@ -88,12 +95,12 @@ class HierarchicalCode:
 
     @property
     def partitions_of_worker(self) -> tuple[tuple[int, ...], ...]:
-        return tuple(tuple(int(j) for j in np.flatnonzero(row)) for row in self.B)
+        return partitions_of_rows(self.B)
 
     @property
     def load(self) -> float:
         """Largest fraction of the partitions held by one worker (D / K)."""
-        return max(len(p) for p in self.partitions_of_worker) / self.n_partitions
+        return max_load(self.B)
 
     @property
     def load_bound(self) -> float:
