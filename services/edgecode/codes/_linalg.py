@@ -112,4 +112,4 @@ def partitions_of_rows(B: FloatArray) -> tuple[tuple[int, ...], ...]:
 
 def max_load(B: FloatArray) -> float:
     """Largest fraction of the columns used by one row: a code's computation load."""
-    return max(int(np.count_nonzero(row)) for row in B) / B.shape[1]
+    return max(int(np.count_nonzero(row)) for row in B) / int(B.shape[1])
