@@ -32,10 +32,13 @@ COMMANDS = (
     "report",
     "codes",
     "bench",
+    "matmul",
     "coordinator",
     "master",
     "aggregator",
     "worker",
+    "health",
+    "cluster",
 )
 
 

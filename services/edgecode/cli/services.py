@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for role, (cls, run, summary) in ROLES.items():
         parser = subparsers.add_parser(
             role,
-            help=f"start a {role}: {summary}",
+            help=f"start {'an' if role[0] in 'aeiou' else 'a'} {role}: {summary}",
             description=f"Start one {role} ({summary}). Stops on SIGTERM: health NOT_SERVING, then a "
             "graceful server stop.",
         )

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgecode import wire
 from edgecode.master.logic import JobConfig
-from edgecode.master.service import config_to_proto
+from edgecode.master.service import config_to_proto, csr_row_chunks
 from edgecode.runtime.server import make_channel
 from edgecode.v1 import master_pb2, master_pb2_grpc
 
@@ -69,12 +69,59 @@ class MasterClient:
                 break
         return self.status(job_id, include_params=True)
 
+    # ---- matrix jobs -------------------------------------------------------------------------
+    def submit_matmul(
+        self,
+        spec: master_pb2.MatmulSpec,
+        matrix: Any = None,
+        timeout: float = 600.0,
+    ) -> master_pb2.MatmulJob:
+        """Submit a matrix job; ``matrix`` (scipy.sparse) is streamed in row chunks unless the
+        spec names a ``matrix_path`` the master reads."""
+
+        def messages() -> Iterator[master_pb2.SubmitMatmulRequest]:
+            head = master_pb2.MatmulSpec()
+            head.CopyFrom(spec)
+            if matrix is not None:
+                head.rows, head.cols = int(matrix.shape[0]), int(matrix.shape[1])
+                head.nnz = int(matrix.nnz)
+            yield master_pb2.SubmitMatmulRequest(spec=head)
+            if matrix is not None:
+                for first_row, rows in csr_row_chunks(matrix):
+                    yield master_pb2.SubmitMatmulRequest(
+                        chunk=master_pb2.MatrixChunk(
+                            first_row=first_row, rows=wire.csr_to_proto(rows)
+                        )
+                    )
+
+        job: master_pb2.MatmulJob = self._stub.SubmitMatmul(messages(), timeout=timeout)
+        return job
+
+    def matmul(
+        self, job_id: str, operand: np.ndarray, timeout: float = 120.0
+    ) -> master_pb2.MatmulResponse:
+        """``A^T operand`` of a submitted job (see :func:`product_of`)."""
+        request = master_pb2.MatmulRequest(job_id=job_id)
+        wire.tensor_to_proto(np.ascontiguousarray(operand, dtype=np.float64), out=request.operand)
+        response: master_pb2.MatmulResponse = self._stub.Matmul(request, timeout=timeout)
+        return response
+
+    def drop_matmul(self, job_id: str, timeout: float = 30.0) -> master_pb2.MatmulJob:
+        job: master_pb2.MatmulJob = self._stub.DropMatmul(
+            master_pb2.DropMatmulRequest(job_id=job_id), timeout=timeout
+        )
+        return job
+
     def close(self) -> None:
         self._channel.close()
 
 
 def params_of(status: master_pb2.JobStatus) -> np.ndarray:
     return wire.tensor_from_proto(status.params, "params", dtype="float64", shape=[None])
+
+
+def product_of(response: master_pb2.MatmulResponse) -> np.ndarray:
+    return wire.tensor_from_proto(response.product, "product", dtype="float64")
 
 
 def param_history_of(status: master_pb2.JobStatus) -> list[np.ndarray]:

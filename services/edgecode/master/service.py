@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgecode import wire
+from edgecode.errors import InvalidInput, UnknownJob
 from edgecode.master.logic import (
     CANCELLED,
     FAILED,
@@ -29,6 +30,7 @@ from edgecode.master.logic import (
     Node,
     Topology,
 )
+from edgecode.master.matrix import MatmulSpec, MatrixAssembler, MatrixJob, MatrixMaster, load_matrix
 from edgecode.planning.spec import Plan
 from edgecode.runtime.errors import translate_errors, translate_stream_errors
 from edgecode.runtime.server import make_channel
@@ -43,6 +45,7 @@ from edgecode.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from edgecode.worker.matrix import BlockHeader
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +115,108 @@ def status_to_proto(job: Job, include_params: bool = False) -> master_pb2.JobSta
     return status
 
 
+def matmul_job_to_proto(job: MatrixJob) -> master_pb2.MatmulJob:
+    return master_pb2.MatmulJob(
+        job_id=job.job_id,
+        scheme=job.spec.scheme,
+        n=job.spec.n,
+        k=job.spec.k,
+        rows=job.shape[0],
+        cols=job.shape[1],
+        worst_condition=job.code.condition_number(),
+        block_nnz=job.block_nnz,
+        block_bytes=job.block_bytes,
+        encode_seconds=job.encode_seconds,
+        place_seconds=job.place_seconds,
+        products=job.products,
+    )
+
+
+def matmul_spec_from_proto(message: master_pb2.MatmulSpec) -> MatmulSpec:
+    return MatmulSpec(
+        scheme=message.scheme or "sparse",
+        n=int(message.n),
+        k=int(message.k),
+        seed=int(message.seed),
+        deadline_seconds=float(message.deadline_seconds),
+        job_id=message.job_id,
+        workers=tuple(message.workers),
+    )
+
+
 @dataclass
 class MasterServicer(master_pb2_grpc.MasterServicer):
     logic: MasterLogic
+    #: matrix jobs; None = this master serves training only
+    matrix: MatrixMaster | None = None
+
+    def _matrix(self) -> MatrixMaster:
+        if self.matrix is None:
+            raise UnknownJob("this master does not serve matrix jobs")
+        return self.matrix
+
+    @translate_errors
+    def SubmitMatmul(
+        self,
+        request_iterator: Iterator[master_pb2.SubmitMatmulRequest],
+        context: grpc.ServicerContext,
+    ) -> Any:
+        matrix = self._matrix()
+        spec_message: master_pb2.MatmulSpec | None = None
+        assembler: MatrixAssembler | None = None
+        for message in request_iterator:
+            if message.HasField("spec"):
+                if spec_message is not None:
+                    raise InvalidInput("matmul: a second spec arrived")
+                spec_message = message.spec
+                if not spec_message.matrix_path:
+                    assembler = MatrixAssembler(
+                        int(spec_message.rows), int(spec_message.cols), int(spec_message.nnz)
+                    )
+                continue
+            if spec_message is None:
+                raise InvalidInput("matmul: the first message must be the spec")
+            if assembler is None:
+                raise InvalidInput("matmul: matrix chunks sent with a matrix_path")
+            chunk = message.chunk
+            assembler.add(
+                int(chunk.first_row), wire.csr_from_proto(chunk.rows, f"A rows {chunk.first_row}")
+            )
+        if spec_message is None:
+            raise InvalidInput("matmul: empty stream")
+        if not context.is_active():
+            raise InvalidInput("matmul: the call ended before it completed")
+        spec = matmul_spec_from_proto(spec_message).validated()
+        a = load_matrix(spec_message.matrix_path) if assembler is None else assembler.finish()
+        return matmul_job_to_proto(matrix.submit(spec, a))
+
+    @translate_errors
+    def Matmul(self, request: master_pb2.MatmulRequest, context: grpc.ServicerContext) -> Any:
+        operand = wire.tensor_from_proto(request.operand, "operand", dtype="float64")
+        product = self._matrix().multiply(request.job_id, operand)
+        response = master_pb2.MatmulResponse(
+            job_id=product.job_id,
+            sequence=product.sequence,
+            seconds=product.seconds,
+            decoded_from=product.decoded_from,
+            timings=[
+                common_pb2.NodeTiming(
+                    node=str(t.index),
+                    seconds=t.seconds,
+                    arrived=t.arrived,
+                    compute_seconds=t.compute_seconds,
+                )
+                for t in product.timings
+            ],
+        )
+        wire.tensor_to_proto(product.value, out=response.product)
+        return response
+
+    @translate_errors
+    def DropMatmul(
+        self, request: master_pb2.DropMatmulRequest, context: grpc.ServicerContext
+    ) -> Any:
+        return matmul_job_to_proto(self._matrix().drop(request.job_id))
 
     @translate_errors
     def SubmitJob(self, request: master_pb2.SubmitJobRequest, context: grpc.ServicerContext) -> Any:
@@ -297,6 +399,88 @@ def _chunks(
         yield worker_pb2.PlaceDataRequest(chunk=chunk)
 
 
+class _MultiplyCall:
+    """A worker's Multiply future whose result is ``(worker_index, product, seconds)``."""
+
+    def __init__(self, future: Any, address: str) -> None:
+        self._future = future
+        self._address = address
+
+    def add_done_callback(self, fn: Any) -> None:
+        self._future.add_done_callback(lambda _f: fn(self))
+
+    def cancel(self) -> bool:
+        return bool(self._future.cancel())
+
+    def result(self, timeout: float | None = None) -> tuple[int, np.ndarray, float]:
+        response = self._future.result(timeout=timeout)
+        product = wire.tensor_from_proto(
+            response.product, f"product from worker {self._address}", dtype="float64"
+        )
+        return int(response.worker_index), product, float(response.compute_seconds)
+
+
+class GrpcMatrixTransport:
+    """The master's matrix-job calls to workers, on the training transport's channels."""
+
+    def __init__(self, transport: GrpcTransport) -> None:
+        self._transport = transport
+
+    def _stub(self, address: str) -> worker_pb2_grpc.WorkerStub:
+        return worker_pb2_grpc.WorkerStub(self._transport._channel(address))
+
+    def place_block(self, address: str, header: BlockHeader, block: Any) -> int:
+        def messages() -> Iterator[worker_pb2.PlaceBlockRequest]:
+            yield worker_pb2.PlaceBlockRequest(
+                header=worker_pb2.BlockHeader(
+                    job_id=header.job_id,
+                    worker_index=header.worker_index,
+                    rows=header.rows,
+                    cols=header.cols,
+                    nnz=header.nnz,
+                    placement_epoch=header.epoch,
+                    work_fraction=header.work_fraction,
+                )
+            )
+            for first_row, rows in csr_row_chunks(block):
+                yield worker_pb2.PlaceBlockRequest(
+                    chunk=worker_pb2.BlockChunk(first_row=first_row, rows=wire.csr_to_proto(rows))
+                )
+
+        response = self._stub(address).PlaceBlock(messages(), timeout=CONTROL_TIMEOUT)
+        return int(response.bytes)
+
+    def multiply(
+        self,
+        address: str,
+        job_id: str,
+        sequence: int,
+        epoch: int,
+        operand: np.ndarray,
+        timeout: float,
+    ) -> _MultiplyCall:
+        request = worker_pb2.MultiplyRequest(
+            job_id=job_id, sequence=sequence, placement_epoch=epoch
+        )
+        wire.tensor_to_proto(operand, out=request.operand)
+        return _MultiplyCall(self._stub(address).Multiply.future(request, timeout=timeout), address)
+
+    def drop(self, address: str, job_id: str) -> None:
+        self._stub(address).DropJob(
+            worker_pb2.DropJobRequest(job_id=job_id), timeout=HEALTH_TIMEOUT
+        )
+
+
+def csr_row_chunks(matrix: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, Any]]:
+    """``(first_row, rows)`` of a CSR matrix, each chunk under about ``chunk_bytes``."""
+    csr = sp.csr_matrix(matrix)
+    rows = int(csr.shape[0])
+    per_row = max(1, (csr.nnz * 16) // max(rows, 1) + 8)
+    step = max(1, chunk_bytes // per_row)
+    for start in range(0, rows, step):
+        yield start, csr[start : start + step]
+
+
 class CoordinatorView:
     """The master's view of the cluster, from the coordinator."""
 
@@ -349,6 +533,15 @@ class CoordinatorView:
             predicted_round_seconds=predicted,
         )
         self._stub.ReportTimings(request, timeout=5.0)
+
+    def worker_addresses(self) -> list[str]:
+        """Every registered worker's address, in name order (matrix jobs use the first n)."""
+        cluster = self._stub.GetCluster(
+            coordinator_pb2.GetClusterRequest(), timeout=CONTROL_TIMEOUT
+        )
+        return [
+            n.address for n in sorted(cluster.nodes, key=lambda n: n.name) if n.role == "worker"
+        ]
 
     def close(self) -> None:
         self._channel.close()

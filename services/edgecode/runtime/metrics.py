@@ -77,6 +77,27 @@ class WorkerMetrics(ServiceMetrics):
         self.partitions = Gauge(
             "edgecode_worker_partitions", "Partitions currently held", registry=r
         )
+        # Matrix jobs (coded sparse blocks, A^T x).
+        self.multiply_seconds = Histogram(
+            "edgecode_worker_multiply_seconds",
+            "Seconds to compute one coded product C_i^T x (incl. emulated straggling)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.products = Counter(
+            "edgecode_worker_products_total", "Coded matrix products computed", registry=r
+        )
+        self.block_bytes = Counter(
+            "edgecode_worker_block_received_bytes_total",
+            "Bytes of coded matrix blocks received",
+            registry=r,
+        )
+        self.block_nnz = Gauge(
+            "edgecode_worker_block_nonzeros",
+            "Non-zeros of the coded block held, per matrix job",
+            ["job"],
+            registry=r,
+        )
 
 
 class AggregatorMetrics(ServiceMetrics):
@@ -180,6 +201,34 @@ class MasterMetrics(ServiceMetrics):
         self.placed_bytes = Counter(
             "edgecode_master_placed_bytes_total", "Bytes of data placed on workers", registry=r
         )
+        # Matrix jobs (coded sparse blocks, A^T x).
+        self.matrix_placed_bytes = Counter(
+            "edgecode_master_matrix_placed_bytes_total",
+            "Bytes of coded matrix blocks placed on workers",
+            ["scheme"],
+            registry=r,
+        )
+        self.matrix_block_nnz = Histogram(
+            "edgecode_master_matrix_block_nonzeros",
+            "Non-zeros per coded matrix block placed",
+            ["scheme"],
+            buckets=(1e2, 1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8),
+            registry=r,
+        )
+        self.matrix_worker_seconds = Histogram(
+            "edgecode_master_matrix_worker_multiply_seconds",
+            "Seconds each worker reported for one coded product",
+            ["worker"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.matrix_product_seconds = Histogram(
+            "edgecode_master_matrix_product_seconds",
+            "Seconds from fan-out to the decoded A^T x",
+            ["scheme"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
 
 class CoordinatorMetrics(ServiceMetrics):
@@ -199,8 +248,11 @@ class CoordinatorMetrics(ServiceMetrics):
             "Last round time reported by the master",
             registry=r,
         )
+        # Not "..._plan_s_edge": promtool reads a lone "s" token as an abbreviated unit.
         self.plan_s_edge = Gauge(
-            "edgecode_coordinator_plan_s_edge", "s_edge of the current plan", registry=r
+            "edgecode_coordinator_plan_edge_stragglers",
+            "s_edge of the current plan: edge stragglers tolerated",
+            registry=r,
         )
         self.plan_partitions = Gauge(
             "edgecode_coordinator_plan_partitions", "K of the current plan", registry=r

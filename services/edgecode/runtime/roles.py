@@ -117,6 +117,7 @@ def _serve(
 def run_worker(config: WorkerConfig) -> int:
     _prepare()
     from edgecode.worker.logic import WorkerLogic
+    from edgecode.worker.matrix import MatrixWorker
     from edgecode.worker.service import WorkerServicer, add_worker_servicer
     from edgecode.worker.straggle import parse_straggle
 
@@ -132,7 +133,16 @@ def run_worker(config: WorkerConfig) -> int:
         [
             (
                 add_worker_servicer,
-                WorkerServicer(logic, metrics),
+                WorkerServicer(
+                    logic,
+                    metrics,
+                    MatrixWorker(
+                        config.name,
+                        logic.straggle,
+                        np.random.default_rng([config.seed, 1]),
+                        metrics,
+                    ),
+                ),
                 "edgecode.v1.Worker",
             )
         ],
@@ -189,7 +199,13 @@ def run_aggregator(config: AggregatorConfig) -> int:
 def run_master(config: MasterConfig) -> int:
     _prepare()
     from edgecode.master.logic import MasterLogic
-    from edgecode.master.service import CoordinatorView, GrpcTransport, MasterServicer
+    from edgecode.master.matrix import MatrixMaster
+    from edgecode.master.service import (
+        CoordinatorView,
+        GrpcMatrixTransport,
+        GrpcTransport,
+        MasterServicer,
+    )
 
     if not config.coordinator:
         raise ValueError("master: coordinator (address) is required")
@@ -198,11 +214,12 @@ def run_master(config: MasterConfig) -> int:
     view = CoordinatorView(config.coordinator)
     checkpoints = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     logic = MasterLogic(transport, view, checkpoints, metrics)
+    matrix = MatrixMaster(GrpcMatrixTransport(transport), view.worker_addresses, metrics)
     service = create_server(
         [
             (
                 master_pb2_grpc.add_MasterServicer_to_server,
-                MasterServicer(logic),
+                MasterServicer(logic, matrix),
                 "edgecode.v1.Master",
             )
         ],

@@ -54,6 +54,21 @@ class MasterStub:
                 request_serializer=edgecode_dot_v1_dot_master__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=edgecode_dot_v1_dot_master__pb2.JobStatus.FromString,
                 _registered_method=True)
+        self.SubmitMatmul = channel.stream_unary(
+                '/edgecode.v1.Master/SubmitMatmul',
+                request_serializer=edgecode_dot_v1_dot_master__pb2.SubmitMatmulRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_master__pb2.MatmulJob.FromString,
+                _registered_method=True)
+        self.Matmul = channel.unary_unary(
+                '/edgecode.v1.Master/Matmul',
+                request_serializer=edgecode_dot_v1_dot_master__pb2.MatmulRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_master__pb2.MatmulResponse.FromString,
+                _registered_method=True)
+        self.DropMatmul = channel.unary_unary(
+                '/edgecode.v1.Master/DropMatmul',
+                request_serializer=edgecode_dot_v1_dot_master__pb2.DropMatmulRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_master__pb2.MatmulJob.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -87,6 +102,29 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitMatmul(self, request_iterator, context):
+        """Submit a matrix job: the master encodes A into n coded CSR blocks and streams each worker
+        its block once. A arrives streamed (a header, then row chunks) or as a path the master reads.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Matmul(self, request, context):
+        """One product A^T x (or A^T B) of a submitted job: the first decodable set of workers answers,
+        the rest are cancelled, the master decodes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropMatmul(self, request, context):
+        """Forget a matrix job (the master's copy and the workers' blocks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +147,21 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=edgecode_dot_v1_dot_master__pb2.CancelJobRequest.FromString,
                     response_serializer=edgecode_dot_v1_dot_master__pb2.JobStatus.SerializeToString,
+            ),
+            'SubmitMatmul': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitMatmul,
+                    request_deserializer=edgecode_dot_v1_dot_master__pb2.SubmitMatmulRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_master__pb2.MatmulJob.SerializeToString,
+            ),
+            'Matmul': grpc.unary_unary_rpc_method_handler(
+                    servicer.Matmul,
+                    request_deserializer=edgecode_dot_v1_dot_master__pb2.MatmulRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_master__pb2.MatmulResponse.SerializeToString,
+            ),
+            'DropMatmul': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropMatmul,
+                    request_deserializer=edgecode_dot_v1_dot_master__pb2.DropMatmulRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_master__pb2.MatmulJob.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +272,87 @@ class Master:
             '/edgecode.v1.Master/CancelJob',
             edgecode_dot_v1_dot_master__pb2.CancelJobRequest.SerializeToString,
             edgecode_dot_v1_dot_master__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitMatmul(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgecode.v1.Master/SubmitMatmul',
+            edgecode_dot_v1_dot_master__pb2.SubmitMatmulRequest.SerializeToString,
+            edgecode_dot_v1_dot_master__pb2.MatmulJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Matmul(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecode.v1.Master/Matmul',
+            edgecode_dot_v1_dot_master__pb2.MatmulRequest.SerializeToString,
+            edgecode_dot_v1_dot_master__pb2.MatmulResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropMatmul(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecode.v1.Master/DropMatmul',
+            edgecode_dot_v1_dot_master__pb2.DropMatmulRequest.SerializeToString,
+            edgecode_dot_v1_dot_master__pb2.MatmulJob.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,16 @@ class WorkerStub:
                 request_serializer=edgecode_dot_v1_dot_worker__pb2.DropJobRequest.SerializeToString,
                 response_deserializer=edgecode_dot_v1_dot_worker__pb2.DropJobResponse.FromString,
                 _registered_method=True)
+        self.PlaceBlock = channel.stream_unary(
+                '/edgecode.v1.Worker/PlaceBlock',
+                request_serializer=edgecode_dot_v1_dot_worker__pb2.PlaceBlockRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_worker__pb2.PlaceBlockResponse.FromString,
+                _registered_method=True)
+        self.Multiply = channel.unary_unary(
+                '/edgecode.v1.Worker/Multiply',
+                request_serializer=edgecode_dot_v1_dot_worker__pb2.MultiplyRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_worker__pb2.MultiplyResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -70,7 +80,22 @@ class WorkerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DropJob(self, request, context):
-        """Master -> worker: forget a job's data.
+        """Master -> worker: forget a job's data (training partitions or a coded matrix block).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlaceBlock(self, request_iterator, context):
+        """Master -> worker: the coded CSR block of a matrix job, streamed in chunks of rows. The first
+        message carries the header; the block is installed only when every row and non-zero arrived.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Multiply(self, request, context):
+        """Master -> worker: this worker's coded product C_i^T x (x a vector, or a dense t x p block B).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,6 +118,16 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.DropJob,
                     request_deserializer=edgecode_dot_v1_dot_worker__pb2.DropJobRequest.FromString,
                     response_serializer=edgecode_dot_v1_dot_worker__pb2.DropJobResponse.SerializeToString,
+            ),
+            'PlaceBlock': grpc.stream_unary_rpc_method_handler(
+                    servicer.PlaceBlock,
+                    request_deserializer=edgecode_dot_v1_dot_worker__pb2.PlaceBlockRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_worker__pb2.PlaceBlockResponse.SerializeToString,
+            ),
+            'Multiply': grpc.unary_unary_rpc_method_handler(
+                    servicer.Multiply,
+                    request_deserializer=edgecode_dot_v1_dot_worker__pb2.MultiplyRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_worker__pb2.MultiplyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +211,60 @@ class Worker:
             '/edgecode.v1.Worker/DropJob',
             edgecode_dot_v1_dot_worker__pb2.DropJobRequest.SerializeToString,
             edgecode_dot_v1_dot_worker__pb2.DropJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlaceBlock(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgecode.v1.Worker/PlaceBlock',
+            edgecode_dot_v1_dot_worker__pb2.PlaceBlockRequest.SerializeToString,
+            edgecode_dot_v1_dot_worker__pb2.PlaceBlockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Multiply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecode.v1.Worker/Multiply',
+            edgecode_dot_v1_dot_worker__pb2.MultiplyRequest.SerializeToString,
+            edgecode_dot_v1_dot_worker__pb2.MultiplyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 
 from edgecode import wire
 from edgecode.errors import InvalidInput
 from edgecode.runtime.errors import translate_errors
 from edgecode.v1 import worker_pb2, worker_pb2_grpc
 from edgecode.worker.logic import PlacementHeader, WorkerLogic
+from edgecode.worker.matrix import BlockHeader, MatrixWorker
 
 
 def header_from_proto(message: worker_pb2.PlacementHeader) -> PlacementHeader:
@@ -31,10 +33,30 @@ def header_from_proto(message: worker_pb2.PlacementHeader) -> PlacementHeader:
     )
 
 
+def block_header_from_proto(message: worker_pb2.BlockHeader) -> BlockHeader:
+    return BlockHeader(
+        job_id=message.job_id,
+        worker_index=int(message.worker_index),
+        rows=int(message.rows),
+        cols=int(message.cols),
+        nnz=int(message.nnz),
+        epoch=int(message.placement_epoch),
+        work_fraction=float(message.work_fraction),
+    )
+
+
 @dataclass
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     logic: WorkerLogic
     metrics: Any = None
+    #: matrix jobs (coded sparse blocks); a default one shares the worker's straggle config
+    matrix: MatrixWorker | None = None
+
+    def __post_init__(self) -> None:
+        if self.matrix is None:
+            self.matrix = MatrixWorker(
+                self.logic.name, self.logic.straggle, np.random.default_rng(0), self.metrics
+            )
 
     @translate_errors
     def PlaceData(
@@ -100,7 +122,62 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     @translate_errors
     def DropJob(self, request: worker_pb2.DropJobRequest, context: grpc.ServicerContext) -> Any:
-        return worker_pb2.DropJobResponse(dropped=self.logic.drop(request.job_id))
+        assert self.matrix is not None
+        dropped_block = self.matrix.drop(request.job_id)
+        return worker_pb2.DropJobResponse(dropped=self.logic.drop(request.job_id) or dropped_block)
+
+    @translate_errors
+    def PlaceBlock(
+        self,
+        request_iterator: Iterator[worker_pb2.PlaceBlockRequest],
+        context: grpc.ServicerContext,
+    ) -> Any:
+        assert self.matrix is not None
+        builder = None
+        received = 0
+        for message in request_iterator:
+            received += message.ByteSize()
+            if message.HasField("header"):
+                if builder is not None:
+                    raise InvalidInput("block: a second header arrived")
+                builder = self.matrix.begin(block_header_from_proto(message.header))
+                continue
+            if builder is None:
+                raise InvalidInput("block: the first message must be the header")
+            rows = wire.csr_from_proto(message.chunk.rows, f"block rows {message.chunk.first_row}")
+            builder.add(int(message.chunk.first_row), rows)
+        if builder is None:
+            raise InvalidInput("block: empty stream")
+        if not context.is_active():
+            raise InvalidInput("block: the call ended before it completed")
+        block = builder.finish()
+        if self.metrics is not None:
+            self.metrics.received_bytes.inc(received)
+            self.metrics.block_bytes.inc(received)
+        return worker_pb2.PlaceBlockResponse(
+            rows=block.header.rows, nnz=int(block.matrix.nnz), bytes=received
+        )
+
+    @translate_errors
+    def Multiply(self, request: worker_pb2.MultiplyRequest, context: grpc.ServicerContext) -> Any:
+        assert self.matrix is not None
+        operand = wire.tensor_from_proto(request.operand, "operand", dtype="float64")
+        if self.metrics is not None:
+            self.metrics.received_bytes.inc(len(request.operand.data))
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)
+        index, product, seconds = self.matrix.multiply(
+            request.job_id, request.sequence, request.placement_epoch, operand, cancelled
+        )
+        response = worker_pb2.MultiplyResponse(
+            job_id=request.job_id,
+            sequence=request.sequence,
+            worker=self.matrix.name,
+            worker_index=index,
+            compute_seconds=seconds,
+        )
+        wire.tensor_to_proto(product, out=response.product)
+        return response
 
 
 def _serialize(message: Any) -> bytes:
@@ -129,6 +206,17 @@ def add_worker_servicer(servicer: Any, server: grpc.Server) -> None:
             response_serializer=_serialize,
         ),
     }
+    if hasattr(servicer, "PlaceBlock"):  # matrix jobs (test doubles may serve gradients only)
+        handlers["PlaceBlock"] = grpc.stream_unary_rpc_method_handler(
+            servicer.PlaceBlock,
+            request_deserializer=worker_pb2.PlaceBlockRequest.FromString,
+            response_serializer=_serialize,
+        )
+        handlers["Multiply"] = grpc.unary_unary_rpc_method_handler(
+            servicer.Multiply,
+            request_deserializer=worker_pb2.MultiplyRequest.FromString,
+            response_serializer=_serialize,
+        )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("edgecode.v1.Worker", handlers),)
     )

@@ -1,0 +1,384 @@
+"""The docker compose deployment end to end, built from nothing as on these machines (no registry,
+no HTTPS from inside containers; DESIGN.md section 7):
+
+1. a base image made with debootstrap (Debian bookworm minbase with python3) and ``docker import``;
+2. the edgecode image from ``deploy/Dockerfile`` on it, installed from wheels built here;
+3. ``docker-compose.yml``'s edgecode services (coordinator, master, 2 edges, 6 workers, one a
+   persistent straggler) with the master's port published on a free loopback port;
+4. an uncoded reference job, then an hgc job (s_edge = s_worker = 1) during which one worker is
+   paused (a real straggler: frozen, connections open) and another killed, through ``edgecode
+   cluster``; the hgc trajectory must equal the reference's at every round (exact coding);
+5. SIGTERM stops a container within 2 s; ``down -v`` leaves no container, network or volume.
+
+Both images are built once per session and removed at its end: nothing is cached across runs.
+Needs root (debootstrap), dockerd, docker-compose (or the compose plugin).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgecode.cluster.docker import (
+    PROJECT_LABEL,
+    DockerCluster,
+    compose_command,
+    compose_program,
+)
+from edgecode.master.client import MasterClient, param_history_of, params_of, state_name
+from edgecode.master.logic import JobConfig
+
+
+def _load_require_infra() -> Any:
+    # tests/ is not a package and the rootdir is not on sys.path: load tests/conftest.py by path.
+    spec = importlib.util.spec_from_file_location(
+        "edgecode_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.require_infra
+
+
+require_infra = _load_require_infra()
+
+# Budget (2 CPUs): debootstrap ~1 min, wheels + image ~0.5 min, stack up ~0.5 min, jobs ~1 min.
+pytestmark = [pytest.mark.infra, pytest.mark.timeout(1200)]
+
+REPO = Path(__file__).resolve().parents[2]
+SESSION = uuid.uuid4().hex[:8]
+BASE_IMAGE = f"edgecode-base:e2e-{SESSION}"
+IMAGE = f"edgecode:e2e-{SESSION}"
+EDGECODE_SERVICES = (
+    "coordinator",
+    "master",
+    "edge-0",
+    "edge-1",
+    *(f"worker-{i}" for i in range(6)),
+)
+ROUNDS = 40
+PAUSED = "worker-4"  # edge-1
+KILLED = "worker-2"  # edge-0, whose worker-1 is the compose file's persistent straggler
+STOP_LIMIT_SECONDS = 2.0
+
+
+def _run(
+    command: list[str], timeout: float = 600, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure, fail the test with its output."""
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited with {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def _docker_client() -> Any:
+    for tool in ("docker", "debootstrap"):
+        if shutil.which(tool) is None:
+            require_infra(f"{tool} is not installed (Debian packages docker.io, debootstrap)")
+    try:
+        compose_program()
+    except FileNotFoundError:
+        require_infra("docker-compose is not installed (Debian package docker-compose)")
+    if os.geteuid() != 0:
+        require_infra("debootstrap and docker need root")
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        require_infra(f"dockerd is not running or not reachable: {exc}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    client = _docker_client()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def image(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The edgecode image on a debootstrap base, both built here and removed afterwards."""
+    work = tmp_path_factory.mktemp("images")
+    started = time.monotonic()
+    rootfs = work / "rootfs"
+    _run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,python3-pip,ca-certificates",
+            "bookworm",
+            str(rootfs),
+        ],
+        timeout=900,
+    )
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    try:
+        _run(["docker", "import", "-", BASE_IMAGE], stdin=tar.stdout)
+    finally:
+        assert tar.stdout is not None
+        tar.stdout.close()
+        tar.wait(60)
+    shutil.rmtree(rootfs)
+    debootstrapped = time.monotonic()
+
+    # Every dependency as a wheel for this Python (3.11, like bookworm's) and architecture.
+    context = work / "context"
+    _run([sys.executable, "-m", "pip", "wheel", "-q", str(REPO), "-w", str(context / "wheelhouse")])
+    try:
+        _run(
+            [
+                "docker",
+                "build",
+                "-q",
+                "-f",
+                str(REPO / "deploy" / "Dockerfile"),
+                "--build-arg",
+                f"BASE_IMAGE={BASE_IMAGE}",
+                "-t",
+                IMAGE,
+                str(context),
+            ]
+        )
+        shutil.rmtree(context)
+        print(
+            f"\n[compose e2e] debootstrap + import {debootstrapped - started:.0f} s, "
+            f"wheels + image {time.monotonic() - debootstrapped:.0f} s"
+        )
+        yield IMAGE
+    finally:
+        for tag in (IMAGE, BASE_IMAGE):
+            subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    project: str
+    env: dict[str, str]
+    bridge: str
+    master_port: int
+    cluster: DockerCluster
+    up: bool = False
+
+    def compose(self, action: str, services: tuple[str, ...] = ()) -> None:
+        command = compose_command(
+            compose_program(),
+            action,
+            files=[str(REPO / "docker-compose.yml")],
+            project=self.project,
+            services=services,
+            build=False if action == "up" else None,
+        )
+        _run(command, cwd=REPO, env=self.env, timeout=300)
+
+    def cli(self, *args: str) -> str:
+        """``edgecode cluster --project P ARGS`` as a user runs it."""
+        command = [sys.executable, "-m", "edgecode", "cluster", "--project", self.project, *args]
+        return _run(command, env=self.env, timeout=120).stdout
+
+    def down(self) -> None:
+        if self.up:
+            self.up = False
+            self.compose("down")
+
+    def wait_healthy(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = self.cluster.status()
+            if len(nodes) == len(EDGECODE_SERVICES) and all(n.health == "healthy" for n in nodes):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"the stack did not become healthy within {timeout} s: {nodes}")
+            time.sleep(1)
+
+
+def _iptables_forward(bridge: str, action: str) -> None:
+    """Let traffic across the stack's own bridge through a FORWARD chain that dockerd (or a host
+    firewall) may have set to DROP; a no-op when it already passes."""
+    if shutil.which("iptables") is None:
+        return
+    rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+    if action == "-I":
+        subprocess.run(["iptables", "-I", *rule], capture_output=True, check=False)
+    else:
+        subprocess.run(["iptables", "-D", *rule], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client: Any, image: str) -> Iterator[Stack]:
+    project = f"ece2e{SESSION}"
+    bridge = f"ece2e{SESSION}"[:15]  # Linux interface names have at most 15 characters
+    master_port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGECODE_", "COMPOSE_"))}
+    env |= {
+        "EDGECODE_IMAGE": image,
+        "EDGECODE_MASTER_PORT": str(master_port),
+        "EDGECODE_BRIDGE": bridge,
+        # Small enough to keep 30 rounds quick on 2 CPUs, large enough that the straggler shows.
+        "EDGECODE_COMPUTE_SECONDS": "0.1",
+    }
+    running = Stack(project, env, bridge, master_port, DockerCluster(docker_client, project))
+    _iptables_forward(bridge, "-I")
+    try:
+        started = time.monotonic()
+        running.up = True
+        running.compose("up", EDGECODE_SERVICES)
+        running.wait_healthy()
+        print(f"\n[compose e2e] stack up and healthy in {time.monotonic() - started:.0f} s")
+        yield running
+    finally:
+        try:
+            running.down()
+        finally:
+            _iptables_forward(bridge, "-D")
+
+
+def _job(scheme: str) -> JobConfig:
+    return JobConfig(
+        scheme=scheme,
+        rounds=ROUNDS,
+        seed=11,
+        s_edge=1,
+        s_worker=1,
+        record_params=True,
+        checkpoint_every=0,
+        round_deadline_seconds=20.0,
+    )
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b)) / max(float(np.linalg.norm(b)), 1e-300)
+
+
+def _wait_for_round(client: MasterClient, job_id: str, round_: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while client.status(job_id).round < round_:
+        assert time.monotonic() < deadline, f"job {job_id} did not reach round {round_}"
+        time.sleep(0.05)
+
+
+def test_hgc_with_a_paused_and_a_killed_worker_equals_uncoded(stack: Stack) -> None:
+    client = MasterClient(f"127.0.0.1:{stack.master_port}")
+    try:
+        started = time.monotonic()
+        reference = client.wait(client.submit(_job("uncoded")), timeout=300)
+        assert state_name(reference) == "succeeded", reference.message
+
+        job_id = client.submit(_job("hgc"))
+        _wait_for_round(client, job_id, 5)
+        # In-process (the code `edgecode cluster pause|kill` runs): a CLI start-up would let
+        # many rounds pass before the faults land.
+        stack.cluster.pause(PAUSED)
+        stack.cluster.kill(KILLED)
+        round_at_faults = client.status(job_id).round
+        assert round_at_faults <= ROUNDS - 10, f"faults landed late, at round {round_at_faults}"
+        assert _state(stack, PAUSED) == "paused"
+        status = client.wait(job_id, timeout=300)
+        print(
+            f"\n[compose e2e] reference + faulty job in {time.monotonic() - started:.0f} s; "
+            f"faults at round {round_at_faults} of {ROUNDS}"
+        )
+    finally:
+        client.close()
+
+    assert state_name(status) == "succeeded", status.message
+    assert status.round == ROUNDS
+    assert _state(stack, PAUSED) == "paused"
+    assert _state(stack, KILLED) == "exited"
+    history, expected = param_history_of(status), param_history_of(reference)
+    assert len(history) == len(expected) == ROUNDS
+    deviation = max(_relative(a, b) for a, b in zip(history, expected, strict=True))
+    assert deviation <= 1e-9, f"hgc left the uncoded trajectory (max relative {deviation:.3g})"
+    assert _relative(params_of(status), params_of(reference)) <= 1e-9
+
+    shown = stack.cli("status")
+    assert KILLED in shown and "exited" in shown and "paused" in shown
+    stack.cli("logs", KILLED, "--tail", "20")  # a dead node's log stays readable
+    stack.cli("unpause", PAUSED)
+    assert _state(stack, PAUSED) == "running"
+    stack.cli("pause", "worker-5")
+    assert _state(stack, "worker-5") == "paused"
+    stack.cli("unpause", "worker-5")
+    assert _state(stack, "worker-5") == "running"
+
+
+def _state(stack: Stack, node: str) -> str:
+    return {n.node: n.state for n in stack.cluster.status()}[node]
+
+
+def test_sigterm_stops_a_container_within_two_seconds(stack: Stack) -> None:
+    """``docker stop -t 10`` sends SIGTERM and waits up to 10 s before SIGKILL: the service must
+    shut down by itself well before (health NOT_SERVING, graceful stop), exiting 0."""
+    container = stack.cluster.find("worker-0")
+    started = time.monotonic()
+    _run(["docker", "stop", "-t", "10", container.name])
+    elapsed = time.monotonic() - started
+    container.reload()
+    print(f"\n[compose e2e] docker stop took {elapsed:.2f} s")
+    assert container.attrs["State"]["ExitCode"] == 0, container.attrs["State"]
+    assert elapsed < STOP_LIMIT_SECONDS, f"SIGTERM took {elapsed:.2f} s to stop worker-0"
+
+
+def test_sigterm_stops_the_image_without_an_init(docker_client: Any, image: str) -> None:
+    """The image's entrypoint (Python as PID 1, no tini) stops on SIGTERM just as fast."""
+    container = docker_client.containers.run(
+        image, ["coordinator"], detach=True, name=f"ece2e{SESSION}-noinit"
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _health(container) != "healthy":
+            assert time.monotonic() < deadline, "the coordinator did not become healthy"
+            assert container.status != "exited", container.logs()[-2000:]
+            time.sleep(0.5)
+        started = time.monotonic()
+        _run(["docker", "stop", "-t", "10", container.name])
+        elapsed = time.monotonic() - started
+        container.reload()
+        assert container.attrs["State"]["ExitCode"] == 0, container.logs()[-2000:]
+        assert elapsed < STOP_LIMIT_SECONDS, f"SIGTERM took {elapsed:.2f} s without an init"
+    finally:
+        container.remove(v=True, force=True)
+
+
+def _health(container: Any) -> str:
+    container.reload()
+    return str((container.attrs["State"].get("Health") or {}).get("Status", ""))
+
+
+def test_down_removes_every_container_network_and_volume(docker_client: Any, stack: Stack) -> None:
+    stack.down()
+    label = {"label": f"{PROJECT_LABEL}={stack.project}"}
+    assert docker_client.containers.list(all=True, filters=label) == []
+    assert docker_client.networks.list(filters=label) == []
+    assert docker_client.volumes.list(filters=label) == []
+    assert (
+        docker_client.containers.list(all=True, filters={"ancestor": stack.env["EDGECODE_IMAGE"]})
+        == []
+    )

@@ -1,0 +1,400 @@
+"""Coded sparse matrix products as a service, over real gRPC.
+
+- Every tolerated straggler set: n = 6 in-process workers (the real servicers on real servers,
+  port 0); for each k-subset S the workers outside S are held (they answer only when cancelled),
+  so the master must decode from exactly S. Sparse, dense-MDS and polynomial codes.
+- Real processes: a :class:`~edgecode.cluster.local.LocalCluster`; workers are killed and paused.
+- Bad input: clear status codes, and the services keep working afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from edgecode import wire
+from edgecode.cluster.local import LocalCluster, default_setup
+from edgecode.errors import RoundFailed, UnknownJob
+from edgecode.master.client import MasterClient, product_of
+from edgecode.master.matrix import MatmulSpec, MatrixMaster
+from edgecode.master.service import GrpcMatrixTransport, GrpcTransport, MasterServicer
+from edgecode.runtime.metrics import MasterMetrics, WorkerMetrics
+from edgecode.v1 import common_pb2, master_pb2, master_pb2_grpc, worker_pb2, worker_pb2_grpc
+from edgecode.worker.logic import WorkerLogic
+from edgecode.worker.matrix import MatrixWorker
+from edgecode.worker.service import WorkerServicer, add_worker_servicer
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+CALL_TIMEOUT = 20.0
+N, K = 6, 4
+TOLERANCE = 1e-8
+
+
+def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
+
+
+def random_matrix(rows: int = 60, cols: int = 45, seed: int = 3) -> Any:
+    return sp.random(rows, cols, density=0.1, format="csr", rng=np.random.default_rng(seed))
+
+
+class HeldWorker:
+    """The real worker servicer; Multiply of a held worker answers only once it is cancelled
+    (a straggler the master must not wait for). ``corrupt`` makes it answer a result one entry
+    too long (a buggy or malicious worker)."""
+
+    def __init__(self, inner: WorkerServicer) -> None:
+        self.inner = inner
+        self.held = threading.Event()
+        self.corrupt = False
+        self.multiplies = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def Multiply(self, request: Any, context: Any) -> Any:
+        self.multiplies += 1
+        if self.held.is_set():
+            done = threading.Event()
+            context.add_callback(done.set)
+            done.wait(CALL_TIMEOUT)
+        response = self.inner.Multiply(request, context)
+        if self.corrupt and response is not None:
+            product = wire.tensor_from_proto(response.product, "product")
+            wire.tensor_to_proto(np.append(product, 1.0), out=response.product)
+        return response
+
+
+class Fleet:
+    def __init__(self, servers: Any, n: int = N) -> None:
+        self.workers: list[HeldWorker] = []
+        self.addresses: list[str] = []
+        for i in range(n):
+            metrics = WorkerMetrics()
+            logic = WorkerLogic(f"w{i}", metrics=metrics)
+            matrix = MatrixWorker(f"w{i}", rng=np.random.default_rng(i), metrics=metrics)
+            held = HeldWorker(WorkerServicer(logic, metrics, matrix))
+            self.workers.append(held)
+            self.addresses.append(
+                servers.serve([(add_worker_servicer, held, "edgecode.v1.Worker")])
+            )
+        self.transport = GrpcTransport()
+        self.metrics = MasterMetrics()
+        self.master = MatrixMaster(
+            GrpcMatrixTransport(self.transport), lambda: self.addresses, self.metrics
+        )
+
+    def hold_all_but(self, answering: set[int]) -> None:
+        for i, worker in enumerate(self.workers):
+            if i in answering:
+                worker.held.clear()
+            else:
+                worker.held.set()
+
+
+def held_blocks(fleet: Fleet, worker: int) -> dict[str, Any]:
+    matrix = fleet.workers[worker].inner.matrix
+    assert matrix is not None
+    return matrix.blocks()
+
+
+@pytest.fixture
+def fleet(inproc_servers: Any) -> Iterator[Fleet]:
+    fleet = Fleet(inproc_servers)
+    try:
+        yield fleet
+    finally:
+        for worker in fleet.workers:
+            worker.held.clear()
+        fleet.transport.close()
+
+
+@pytest.mark.parametrize("scheme", ["sparse", "dense", "poly"])
+def test_every_k_subset_decodes_exactly(fleet: Fleet, scheme: str) -> None:
+    a = random_matrix()
+    job = fleet.master.submit(MatmulSpec(scheme=scheme, n=N, k=K, deadline_seconds=10), a)
+    rng = np.random.default_rng(7)
+    for subset in itertools.combinations(range(N), K):
+        fleet.hold_all_but(set(subset))
+        x = rng.standard_normal(a.shape[0])
+        product = fleet.master.multiply(job.job_id, x)
+        assert product.decoded_from == subset
+        assert relative_error(product.value, a.T @ x) <= TOLERANCE
+        stragglers = {t.index for t in product.timings if not t.arrived}
+        assert stragglers == set(range(N)) - set(subset)
+    # A^T B: the columns of B are several vectors through the same code.
+    fleet.hold_all_but({0, 2, 3, 5})
+    b = rng.standard_normal((a.shape[0], 3))
+    product = fleet.master.multiply(job.job_id, b)
+    assert product.value.shape == (a.shape[1], 3)
+    assert relative_error(product.value, a.T @ b) <= TOLERANCE
+
+
+def test_sparse_blocks_are_sparser_than_dense(fleet: Fleet) -> None:
+    a = random_matrix(200, 160)
+    sparse = fleet.master.submit(MatmulSpec(scheme="sparse", n=N, k=K, job_id="s"), a)
+    dense = fleet.master.submit(MatmulSpec(scheme="dense", n=N, k=K, job_id="d"), a)
+    assert sparse.code.weight == 2 and dense.code.weight == K
+    assert sum(sparse.block_nnz) < 0.6 * sum(dense.block_nnz)
+    assert sum(sparse.block_bytes) < 0.6 * sum(dense.block_bytes)
+    # and both are held by the workers, reported in the worker metrics
+    held = held_blocks(fleet, 0)
+    assert set(held) == {"s", "d"}
+    fleet.master.drop("s")
+    assert set(held_blocks(fleet, 0)) == {"d"}
+
+
+def test_uncoded_waits_for_every_worker(fleet: Fleet) -> None:
+    a = random_matrix()
+    job = fleet.master.submit(MatmulSpec(scheme="uncoded", n=N, k=N, deadline_seconds=1.0), a)
+    x = np.linspace(-1, 1, a.shape[0])
+    assert relative_error(fleet.master.multiply(job.job_id, x).value, a.T @ x) <= TOLERANCE
+    fleet.hold_all_but(set(range(N - 1)))
+    with pytest.raises(RoundFailed, match="5 of the 6 results"):
+        fleet.master.multiply(job.job_id, x)
+    fleet.hold_all_but(set(range(N)))
+    assert relative_error(fleet.master.multiply(job.job_id, x).value, a.T @ x) <= TOLERANCE
+
+
+def test_a_result_of_the_wrong_length_is_a_straggler(fleet: Fleet) -> None:
+    a = random_matrix()
+    coded = fleet.master.submit(MatmulSpec(scheme="sparse", n=N, k=K, job_id="c"), a)
+    plain = fleet.master.submit(
+        MatmulSpec(scheme="uncoded", n=N, k=N, job_id="u", deadline_seconds=5), a
+    )
+    fleet.workers[1].corrupt = True
+    x = np.ones(a.shape[0])
+    product = fleet.master.multiply(coded.job_id, x)
+    assert 1 not in product.decoded_from
+    assert relative_error(product.value, a.T @ x) <= TOLERANCE
+    with pytest.raises(RoundFailed, match="returned shape"):
+        fleet.master.multiply(plain.job_id, x)
+    fleet.workers[1].corrupt = False
+    assert relative_error(fleet.master.multiply(plain.job_id, x).value, a.T @ x) <= TOLERANCE
+
+
+# ---- bad input over the master's and the worker's gRPC APIs -----------------------------------
+
+
+@pytest.fixture
+def master_stub(fleet: Fleet, inproc_servers: Any) -> master_pb2_grpc.MasterStub:
+    servicer = MasterServicer(logic=None, matrix=fleet.master)  # type: ignore[arg-type]
+    address = inproc_servers.serve(
+        [(master_pb2_grpc.add_MasterServicer_to_server, servicer, "edgecode.v1.Master")]
+    )
+    return master_pb2_grpc.MasterStub(inproc_servers.channel(address))
+
+
+def submit_messages(spec: master_pb2.MatmulSpec, a: Any) -> list[master_pb2.SubmitMatmulRequest]:
+    spec.rows, spec.cols, spec.nnz = a.shape[0], a.shape[1], a.nnz
+    return [
+        master_pb2.SubmitMatmulRequest(spec=spec),
+        master_pb2.SubmitMatmulRequest(
+            chunk=master_pb2.MatrixChunk(first_row=0, rows=wire.csr_to_proto(a))
+        ),
+    ]
+
+
+def code_of(call: Any) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code()
+
+
+def matmul_request(job_id: str, x: np.ndarray) -> master_pb2.MatmulRequest:
+    return master_pb2.MatmulRequest(job_id=job_id, operand=wire.tensor_to_proto(x))
+
+
+def test_master_bad_input(master_stub: master_pb2_grpc.MasterStub, tmp_path: Any) -> None:
+    a = random_matrix()
+    spec = master_pb2.MatmulSpec(job_id="good", scheme="sparse", n=N, k=K)
+    job = master_stub.SubmitMatmul(iter(submit_messages(spec, a)), timeout=CALL_TIMEOUT)
+    assert (job.rows, job.cols, len(job.block_nnz)) == (a.shape[0], a.shape[1], N)
+    t = a.shape[0]
+
+    def matmul(job_id: str, x: np.ndarray) -> Any:
+        return master_stub.Matmul(matmul_request(job_id, x), timeout=CALL_TIMEOUT)
+
+    # x of the wrong length, non-finite x, a 3-D x, a vector for an unknown job
+    assert code_of(lambda: matmul("good", np.ones(t + 1))) == INVALID
+    assert code_of(lambda: matmul("good", np.full(t, np.nan))) == INVALID
+    assert code_of(lambda: matmul("good", np.ones((t, 2, 2)))) == INVALID
+    assert code_of(lambda: matmul("nope", np.ones(t))) == PRECONDITION
+    bad_dtype = master_pb2.MatmulRequest(
+        job_id="good", operand=wire.tensor_to_proto(np.ones(t, dtype=np.int64))
+    )
+    assert code_of(lambda: master_stub.Matmul(bad_dtype, timeout=CALL_TIMEOUT)) == INVALID
+
+    def submit(messages: list[master_pb2.SubmitMatmulRequest]) -> Any:
+        return master_stub.SubmitMatmul(iter(messages), timeout=CALL_TIMEOUT)
+
+    bad = a.copy()
+    bad.data[0] = np.inf
+    assert code_of(lambda: submit(submit_messages(master_pb2.MatmulSpec(n=N, k=K), bad))) == (
+        INVALID
+    )
+    # announced shape / nnz that do not match what arrives; a chunk before the spec
+    wrong = submit_messages(master_pb2.MatmulSpec(n=N, k=K), a)
+    wrong[0].spec.nnz += 1
+    assert code_of(lambda: submit(wrong)) == INVALID
+    assert code_of(lambda: submit(submit_messages(master_pb2.MatmulSpec(n=N, k=K), a)[::-1])) == (
+        INVALID
+    )
+    # bad code parameters; more workers than the cluster has; the job id in use
+    for spec_args in ({"n": N, "k": N + 1}, {"n": N, "k": K, "scheme": "magic"}, {"n": N, "k": 0}):
+        messages = submit_messages(master_pb2.MatmulSpec(**spec_args), a)
+        assert code_of(lambda messages=messages: submit(messages)) == INVALID
+    assert code_of(lambda: submit(submit_messages(master_pb2.MatmulSpec(n=9, k=K), a))) == (
+        PRECONDITION
+    )
+    assert code_of(lambda: submit(submit_messages(spec, a))) == INVALID
+    # a matrix path that does not exist, or is not a matrix
+    (tmp_path / "junk.npz").write_bytes(b"not a matrix")
+    for path in ("/nonexistent/A.npz", str(tmp_path / "junk.npz")):
+        by_path = [
+            master_pb2.SubmitMatmulRequest(spec=master_pb2.MatmulSpec(n=N, k=K, matrix_path=path))
+        ]
+        assert code_of(lambda by_path=by_path: submit(by_path)) == INVALID
+    # ... and a good path works
+    sp.save_npz(tmp_path / "A.npz", a)
+    by_path = [
+        master_pb2.SubmitMatmulRequest(
+            spec=master_pb2.MatmulSpec(
+                job_id="file", scheme="dense", n=N, k=K, matrix_path=str(tmp_path / "A.npz")
+            )
+        )
+    ]
+    assert submit(by_path).cols == a.shape[1]
+    # the service still works
+    x = np.arange(t, dtype=np.float64)
+    response = matmul("good", x)
+    assert relative_error(product_of(response), a.T @ x) <= TOLERANCE
+    assert response.sequence == 1
+    assert master_stub.DropMatmul(master_pb2.DropMatmulRequest(job_id="good")).job_id == "good"
+    assert code_of(lambda: matmul("good", x)) == PRECONDITION
+
+
+def block_messages(
+    rows: common_pb2.CsrMatrix, header: worker_pb2.BlockHeader
+) -> list[worker_pb2.PlaceBlockRequest]:
+    return [
+        worker_pb2.PlaceBlockRequest(header=header),
+        worker_pb2.PlaceBlockRequest(chunk=worker_pb2.BlockChunk(first_row=0, rows=rows)),
+    ]
+
+
+def test_worker_bad_input(fleet: Fleet, inproc_servers: Any) -> None:
+    stub = worker_pb2_grpc.WorkerStub(inproc_servers.channel(fleet.addresses[0]))
+    block = random_matrix(8, 5)
+    header = worker_pb2.BlockHeader(job_id="b", worker_index=0, rows=8, cols=5, nnz=block.nnz)
+
+    def place(messages: list[worker_pb2.PlaceBlockRequest]) -> Any:
+        return stub.PlaceBlock(iter(messages), timeout=CALL_TIMEOUT)
+
+    malformed = []
+    rows = wire.csr_to_proto(block)
+    rows.indptr.CopyFrom(wire.tensor_to_proto(np.arange(9, dtype=np.int64)[::-1].copy()))
+    malformed.append(block_messages(rows, header))  # indptr falls
+    rows = wire.csr_to_proto(block)
+    rows.indices.CopyFrom(wire.tensor_to_proto(np.full(block.nnz, 7, dtype=np.int64)))
+    malformed.append(block_messages(rows, header))  # column out of range
+    rows = wire.csr_to_proto(block)
+    rows.data.CopyFrom(wire.tensor_to_proto(np.full(block.nnz, np.nan)))
+    malformed.append(block_messages(rows, header))  # NaN values
+    short = worker_pb2.BlockHeader()
+    short.CopyFrom(header)
+    short.nnz += 1
+    malformed.append(block_messages(wire.csr_to_proto(block), short))  # non-zeros missing
+    short = worker_pb2.BlockHeader()
+    short.CopyFrom(header)
+    short.rows = 9
+    malformed.append(block_messages(wire.csr_to_proto(block), short))  # rows missing
+    malformed.append(block_messages(wire.csr_to_proto(block), header)[::-1])  # no header first
+    malformed.append(block_messages(wire.csr_to_proto(block[:, :4]), header))  # wrong width
+    bad_id = worker_pb2.BlockHeader()
+    bad_id.CopyFrom(header)
+    bad_id.job_id = "../etc"
+    malformed.append(block_messages(wire.csr_to_proto(block), bad_id))
+    for messages in malformed:
+        assert code_of(lambda messages=messages: place(messages)) == INVALID
+    assert held_blocks(fleet, 0) == {}
+    assert place(block_messages(wire.csr_to_proto(block), header)).nnz == block.nnz
+
+    def multiply(job_id: str, x: np.ndarray, sequence: int = 1) -> Any:
+        request = worker_pb2.MultiplyRequest(
+            job_id=job_id, sequence=sequence, operand=wire.tensor_to_proto(x)
+        )
+        return stub.Multiply(request, timeout=CALL_TIMEOUT)
+
+    assert code_of(lambda: multiply("b", np.ones(9))) == INVALID
+    assert code_of(lambda: multiply("b", np.full(8, np.inf))) == INVALID
+    assert code_of(lambda: multiply("other", np.ones(8))) == PRECONDITION
+    response = multiply("b", np.ones(8), sequence=5)
+    np.testing.assert_allclose(wire.tensor_from_proto(response.product, "p"), block.T @ np.ones(8))
+    assert code_of(lambda: multiply("b", np.ones(8), sequence=4)) == PRECONDITION  # stale
+
+
+def test_unknown_job_in_logic(fleet: Fleet) -> None:
+    with pytest.raises(UnknownJob):
+        fleet.master.multiply("missing", np.ones(3))
+    with pytest.raises(UnknownJob):
+        fleet.master.drop("missing")
+
+
+# ---- real processes ----------------------------------------------------------------------------
+
+
+def test_local_cluster_with_killed_and_paused_workers(tmp_path: Any) -> None:
+    setup = default_setup(edges=1, workers_per_edge=N, straggler="none", compute_seconds=0.0)
+    a = random_matrix(300, 200, seed=11)
+    with LocalCluster(setup, tmp_path / "cluster") as cluster:
+        client = MasterClient(cluster.master_address)
+        try:
+            job = client.submit_matmul(
+                master_pb2.MatmulSpec(job_id="A", scheme="sparse", n=N, k=K, deadline_seconds=5.0),
+                a,
+            )
+            assert sum(job.block_nnz) <= 2 * a.nnz * N / K  # weight 2 of k = 4 blocks each
+            rng = np.random.default_rng(5)
+            x = rng.standard_normal(a.shape[0])
+            response = client.matmul("A", x)
+            assert relative_error(product_of(response), a.T @ x) <= TOLERANCE
+            cluster.kill("edge-0-w1")
+            cluster.pause("edge-0-w4")
+            try:
+                for _ in range(3):
+                    x = rng.standard_normal(a.shape[0])
+                    response = client.matmul("A", x)
+                    assert relative_error(product_of(response), a.T @ x) <= TOLERANCE
+                    assert set(response.decoded_from) == {0, 2, 3, 5}
+                b = rng.standard_normal((a.shape[0], 2))
+                assert relative_error(product_of(client.matmul("A", b)), a.T @ b) <= TOLERANCE
+                # a third straggler is one too many: a clear UNAVAILABLE within the deadline
+                cluster.pause("edge-0-w3")
+                with pytest.raises(grpc.RpcError) as caught:
+                    client.matmul("A", x)
+                assert caught.value.code() == UNAVAILABLE
+                cluster.resume("edge-0-w3")
+            finally:
+                cluster.resume("edge-0-w4")
+            response = client.matmul("A", x)
+            assert relative_error(product_of(response), a.T @ x) <= TOLERANCE
+            url = cluster.processes["edge-0-w0"].metrics_url
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            assert "edgecode_worker_multiply_seconds_count" in text
+            assert 'edgecode_worker_block_nonzeros{job="A"}' in text
+            text = urllib.request.urlopen(cluster.processes["master"].metrics_url, timeout=5)
+            body = text.read().decode()
+            assert 'edgecode_master_matrix_placed_bytes_total{scheme="sparse"}' in body
+        finally:
+            client.close()
