@@ -392,7 +392,7 @@ def test_local_cluster_with_killed_and_paused_workers(tmp_path: Any) -> None:
             url = cluster.processes["edge-0-w0"].metrics_url
             text = urllib.request.urlopen(url, timeout=5).read().decode()
             assert "edgecode_worker_multiply_seconds_count" in text
-            assert 'edgecode_worker_block_nonzeros{job="A"}' in text
+            assert 'edgecode_worker_block_nonzeros{job_id="A"}' in text
             text = urllib.request.urlopen(cluster.processes["master"].metrics_url, timeout=5)
             body = text.read().decode()
             assert 'edgecode_master_matrix_placed_bytes_total{scheme="sparse"}' in body

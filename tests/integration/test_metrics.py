@@ -208,7 +208,7 @@ def test_master_round_histogram_counts_the_rounds(run: Run, stage: str) -> None:
 @pytest.mark.parametrize("stage", ["hgc", "uncoded"])
 def test_master_loss_gauge_is_the_last_round_loss(run: Run, stage: str) -> None:
     status = run.statuses[stage]
-    loss = run.scrapes[stage]["master"].value("edgecode_master_training_loss", job=status.job_id)
+    loss = run.scrapes[stage]["master"].value("edgecode_master_training_loss", job_id=status.job_id)
     assert math.isfinite(loss) and loss > 0
     assert loss == pytest.approx(status.history[-1].loss, rel=1e-12)
 

@@ -95,7 +95,7 @@ class WorkerMetrics(ServiceMetrics):
         self.block_nnz = Gauge(
             "edgecode_worker_block_nonzeros",
             "Non-zeros of the coded block held, per matrix job",
-            ["job"],
+            ["job_id"],  # not "job": Prometheus reserves it for the scrape job
             registry=r,
         )
 
@@ -181,7 +181,7 @@ class MasterMetrics(ServiceMetrics):
         self.loss = Gauge(
             "edgecode_master_training_loss",
             "Training loss after the last round",
-            ["job"],
+            ["job_id"],  # not "job": Prometheus reserves it for the scrape job
             registry=r,
         )
         self.predicted_round_seconds = Gauge(

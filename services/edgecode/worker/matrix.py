@@ -133,7 +133,7 @@ class MatrixWorker:
                 old.newer.set()
             self._blocks[block.header.job_id] = block
         if self._metrics is not None:
-            self._metrics.block_nnz.labels(job=block.header.job_id).set(block.matrix.nnz)
+            self._metrics.block_nnz.labels(job_id=block.header.job_id).set(block.matrix.nnz)
 
     def drop(self, job_id: str) -> bool:
         with self._lock:

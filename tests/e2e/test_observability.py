@@ -1,0 +1,395 @@
+"""Observability end to end: a real Prometheus (Debian's package) scrapes a LocalCluster shaped like
+the docker compose stack (2 edges x 3 workers) with the scrape jobs and labels of
+``deploy/prometheus/prometheus.yml``, after an hgc job planned by the planner and an uncoded job.
+Then every query of every Grafana panel must return data, ``promtool`` must accept every service's
+metrics and the deploy config, and the dashboards must refer to the provisioned data source.
+
+No Grafana server runs here, so the dashboards are checked through their queries.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgecode.cluster.local import LocalCluster, default_setup
+from edgecode.master.client import MasterClient
+from edgecode.master.logic import JobConfig
+from edgecode.v1 import master_pb2
+
+
+def _load_require_infra() -> Any:
+    # tests/ is not a package and the rootdir is not on sys.path, so "from tests.conftest import"
+    # fails and "from conftest import" can pick up another directory's conftest: load it by path.
+    spec = importlib.util.spec_from_file_location(
+        "edgecode_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.require_infra
+
+
+require_infra = _load_require_infra()
+
+pytestmark = [pytest.mark.infra, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+DATASOURCE_FILE = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
+PROVIDER_FILE = GRAFANA / "provisioning" / "dashboards" / "edgecode.yml"
+
+#: The uids other dashboards, links and bookmarks rely on: changing one is a breaking change.
+DASHBOARD_UIDS = {
+    "edgecode-straggler-latency",
+    "edgecode-stragglers",
+    "edgecode-round-time",
+    "edgecode-training-loss",
+    "edgecode-bytes",
+    "edgecode-health",
+}
+ROUNDS = 20
+EDGES, WORKERS_PER_EDGE = 2, 3
+#: Grafana's built-in interval variables, as Grafana would expand them for a short time range.
+#: The windows are long enough to cover both jobs, so every rate has samples to work on.
+GRAFANA_INTERVALS = {"$__rate_interval": "1m", "$__interval": "5s", "$__range": "5m"}
+#: The test scrapes faster than the deploy config's 5 s so the run stays short.
+SCRAPE_INTERVAL = "1s"
+START_SECONDS = 60.0
+
+
+# ---- static files ------------------------------------------------------------------------
+def load_dashboard(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def panels_of(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, including those nested in collapsed rows."""
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+@dataclass(frozen=True)
+class Query:
+    dashboard: str
+    panel: str
+    ref_id: str
+    expr: str
+    #: Grafana runs range queries for graphs and instant ones for "instant" targets.
+    instant: bool = True
+
+
+def dashboard_queries() -> list[Query]:
+    return [
+        Query(
+            path.stem,
+            panel["title"],
+            target["refId"],
+            target["expr"],
+            bool(target.get("instant", False)),
+        )
+        for path in DASHBOARDS
+        for panel in panels_of(load_dashboard(path))
+        for target in panel.get("targets", [])
+    ]
+
+
+def variable_queries() -> list[Query]:
+    """Template variables' ``label_values(selector, label)``, as the PromQL that has to return
+    series for the variable to offer any value."""
+    queries = []
+    for path in DASHBOARDS:
+        for variable in load_dashboard(path)["templating"]["list"]:
+            match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable["definition"])
+            assert match, f"{path.name}: variable {variable['name']} is not label_values(...)"
+            selector, label = match.groups()
+            queries.append(
+                Query(path.stem, f"${variable['name']}", "var", f"count by ({label}) ({selector})")
+            )
+    return queries
+
+
+def expand(expr: str) -> str:
+    """What Grafana sends to Prometheus with every template variable set to "All" (``.*``)."""
+    for name, value in GRAFANA_INTERVALS.items():
+        expr = expr.replace(name, value)
+    return re.sub(r"\$\{\w+(?::\w+)?\}|\$\w+|\[\[\w+\]\]", ".*", expr)
+
+
+def provisioned_datasource_uid() -> str:
+    # The file is YAML; the uid line is all that is needed, so no YAML parser is required.
+    uids = re.findall(r"^\s*uid:\s*(\S+)\s*$", DATASOURCE_FILE.read_text(), re.MULTILINE)
+    assert len(uids) == 1, f"expected one data source uid in {DATASOURCE_FILE}, found {uids}"
+    return str(uids[0])
+
+
+def datasource_refs(node: Any) -> Iterator[Any]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource":
+                yield value
+            else:
+                yield from datasource_refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from datasource_refs(item)
+
+
+def test_dashboard_uids_are_stable_and_unique() -> None:
+    uids = [load_dashboard(path)["uid"] for path in DASHBOARDS]
+    assert len(uids) == len(set(uids)), uids
+    assert set(uids) == DASHBOARD_UIDS
+    assert all(len(uid) <= 40 for uid in uids)  # Grafana's limit
+
+
+def test_dashboards_use_the_provisioned_datasource() -> None:
+    uid = provisioned_datasource_uid()
+    for path in DASHBOARDS:
+        dashboard = load_dashboard(path)
+        for panel in panels_of(dashboard):
+            if panel["type"] == "row":
+                continue
+            assert panel["datasource"] == {"type": "prometheus", "uid": uid}, (
+                path.name,
+                panel["title"],
+            )
+            assert panel["targets"], (path.name, panel["title"])
+        refs = [ref for ref in datasource_refs(dashboard) if ref.get("type") != "grafana"]
+        assert refs and all(ref == {"type": "prometheus", "uid": uid} for ref in refs), path.name
+
+
+def test_dashboard_provider_loads_the_dashboard_directory() -> None:
+    text = PROVIDER_FILE.read_text()
+    assert re.search(r"^\s*type:\s*file\s*$", text, re.MULTILINE)
+    assert re.search(r"^\s*path:\s*/var/lib/grafana/dashboards\s*$", text, re.MULTILINE)
+
+
+def test_promtool_accepts_the_deploy_config() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        require_infra("promtool (Debian package prometheus) is not installed")
+        return
+    result = subprocess.run(
+        [promtool, "check", "config", str(PROMETHEUS_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---- the live stack ------------------------------------------------------------------------
+@dataclass
+class Stack:
+    cluster: LocalCluster
+    prometheus_url: str
+    #: When Prometheus started scraping the cluster: the start of every range query.
+    start: float
+    #: Evaluation time for every query: after the last scrape that saw both jobs complete.
+    at: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def local_config(cluster: LocalCluster, prometheus_address: str) -> str:
+    """The deploy config with each compose target swapped for the matching local process
+    (``worker-i`` is the i-th worker of the setup, edge by edge) and a faster scrape."""
+    text = PROMETHEUS_CONFIG.read_text()
+    workers = [w.name for w in cluster.setup.workers]
+    targets = {"localhost:9090": prometheus_address}
+    for name, process in cluster.processes.items():
+        targets[f"{name}:9100"] = f"127.0.0.1:{process.info['metrics_port']}"
+    for index, name in enumerate(workers):
+        targets[f"worker-{index}:9100"] = (
+            f"127.0.0.1:{cluster.processes[name].info['metrics_port']}"
+        )
+        text = text.replace(f"worker: worker-{index}}}", f"worker: {name}}}")
+    found = re.findall(r'"([\w.-]+:\d+)"', text)
+    missing = set(found) - set(targets)
+    assert not missing, f"deploy targets with no local process: {missing}"
+    text = re.sub(r'"([\w.-]+:\d+)"', lambda m: f'"{targets[m.group(1)]}"', text)
+    text = re.sub(r"scrape_interval: \w+", f"scrape_interval: {SCRAPE_INTERVAL}", text)
+    return re.sub(r"scrape_timeout: \w+", f"scrape_timeout: {SCRAPE_INTERVAL}", text)
+
+
+def api(base: str, path: str, **params: str) -> Any:
+    url = f"{base}{path}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as error:  # a bad query: show Prometheus's reason
+        body = json.load(error)
+    assert body["status"] == "success", f"{params}: {body}"
+    return body["data"]
+
+
+def scalar(base: str, expr: str) -> float:
+    result = api(base, "/api/v1/query", query=expr)["result"]
+    return float(result[0]["value"][1]) if result else math.nan
+
+
+def wait_for(what: str, condition: Any, timeout: float = START_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout} s")
+        time.sleep(0.2)
+
+
+def run_job(client: MasterClient, config: JobConfig) -> None:
+    status = client.wait(client.submit(config), timeout=120)
+    assert status.state == master_pb2.JOB_STATE_SUCCEEDED, status.message
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        require_infra("prometheus (Debian package prometheus) is not installed")
+        return
+    tmp = tmp_path_factory.mktemp("observability")
+    setup = default_setup(edges=EDGES, workers_per_edge=WORKERS_PER_EDGE, compute_seconds=0.02)
+    with LocalCluster(setup, workdir=tmp / "cluster") as cluster:
+        address = f"127.0.0.1:{free_port()}"
+        config = tmp / "prometheus.yml"
+        config.write_text(local_config(cluster, address))
+        log = (tmp / "prometheus.log").open("wb")
+        server = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp / 'tsdb'}",
+                f"--web.listen-address={address}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://{address}"
+        try:
+            wait_for(
+                "prometheus ready",
+                lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2).status == 200,
+            )
+            targets = len(re.findall(r'"[\w.-]+:\d+"', PROMETHEUS_CONFIG.read_text()))
+            wait_for(
+                "every target scraped up",
+                lambda: scalar(base, "sum(up)") == targets,
+            )
+            start = time.time()
+            client = MasterClient(cluster.master_address)
+            try:
+                run_job(
+                    client,
+                    JobConfig(
+                        scheme="hgc", s_edge=-1, s_worker=1, rounds=ROUNDS, checkpoint_every=0
+                    ),
+                )
+                run_job(client, JobConfig(scheme="uncoded", rounds=ROUNDS, checkpoint_every=0))
+            finally:
+                client.close()
+            # Each round is recorded at the master and the edges within milliseconds of each
+            # other: once Prometheus has seen every round at the master, a few more scrapes
+            # take in the rest, and give every rate a sample past the last round.
+            wait_for(
+                "both jobs scraped",
+                lambda: scalar(base, "sum(edgecode_master_rounds_total)") >= 2 * ROUNDS,
+            )
+            time.sleep(3 * float(SCRAPE_INTERVAL.rstrip("s")))
+            yield Stack(cluster, base, start, time.time())
+        except TimeoutError as error:
+            log.flush()
+            tail = (tmp / "prometheus.log").read_text(errors="replace")[-2000:]
+            raise TimeoutError(f"{error}; prometheus log:\n{tail}") from error
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(5)
+            log.close()
+
+
+@pytest.mark.parametrize(
+    "query",
+    dashboard_queries() + variable_queries(),
+    ids=lambda q: f"{q.dashboard}:{q.panel}:{q.ref_id}",
+)
+def test_every_dashboard_query_returns_data(stack: Stack, query: Query) -> None:
+    """Each query, as Grafana would send it over the test's time range, returns at least one
+    finite number (NaN alone would draw an empty panel); it must also be a valid instant query."""
+    expr = expand(query.expr)
+    instant = api(stack.prometheus_url, "/api/v1/query", query=expr, time=f"{stack.at:.3f}")
+    if query.instant:
+        values = [float(series["value"][1]) for series in instant["result"]]
+    else:
+        data = api(
+            stack.prometheus_url,
+            "/api/v1/query_range",
+            query=expr,
+            start=f"{stack.start:.3f}",
+            end=f"{stack.at:.3f}",
+            step=SCRAPE_INTERVAL,
+        )
+        values = [float(v) for series in data["result"] for _, v in series["values"]]
+    assert values, f"no data for {expr}"
+    assert any(math.isfinite(v) for v in values), f"only NaN/Inf for {expr}"
+
+
+def test_promtool_accepts_every_service_metrics(stack: Stack) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        require_infra("promtool (Debian package prometheus) is not installed")
+        return
+    for name, process in stack.cluster.processes.items():
+        with urllib.request.urlopen(process.metrics_url, timeout=10) as response:
+            text = response.read()
+        result = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, timeout=30
+        )
+        problems = (result.stdout + result.stderr).decode()
+        assert result.returncode == 0 and not problems.strip(), f"{name}: {problems}"
+
+
+def test_every_service_is_scraped_with_its_role_and_edge(stack: Stack) -> None:
+    data = api(stack.prometheus_url, "/api/v1/targets", state="active")
+    seen = {
+        (t["labels"]["job"], t["labels"].get("edge", ""), t["health"])
+        for t in data["activeTargets"]
+    }
+    expected = {("coordinator", "", "up"), ("master", "", "up"), ("prometheus", "", "up")}
+    expected |= {("edge", f"edge-{e}", "up") for e in range(EDGES)}
+    expected |= {("worker", f"edge-{e}", "up") for e in range(EDGES)}
+    assert seen == expected
+    loss_labels = api(
+        stack.prometheus_url, "/api/v1/labels", **{"match[]": "edgecode_master_training_loss"}
+    )
+    assert "job_id" in loss_labels and "exported_job" not in loss_labels
