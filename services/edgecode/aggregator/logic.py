@@ -144,6 +144,9 @@ class AggregatorLogic:
             code=code,
             load_fractions=fractions,
         )
+        if self._metrics is not None:  # export every worker's series from the first scrape
+            for name in names:
+                self._metrics.peer_latency.labels(name)
         with self._lock:
             old = self._jobs.pop(job_id, None)
             self._jobs[job_id] = job

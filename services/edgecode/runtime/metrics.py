@@ -8,6 +8,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from edgecode.planning.plans import SCHEMES
+
 #: Latency buckets from 1 ms to 60 s: Raspberry Pi rounds are slow, loopback rounds fast.
 LATENCY_BUCKETS = (
     0.001,
@@ -229,6 +231,14 @@ class MasterMetrics(ServiceMetrics):
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Export every known label value at 0 from the start: a labelled series that first
+        # appears already counting (a short job finished between two scrapes) has no increase
+        # for rate() to see, and the dashboards would show nothing for that job.
+        for scheme in SCHEMES:
+            self.round_seconds.labels(scheme)
+            self.rounds.labels(scheme)
+        for level in ("worker", "edge"):
+            self.stragglers.labels(level)
 
 
 class CoordinatorMetrics(ServiceMetrics):
