@@ -265,6 +265,8 @@ class MatrixJob:
     block_bytes: tuple[int, ...]
     encode_seconds: float
     place_seconds: float
+    #: A's columns are split in this (seeded random) order; results are put back in A's order
+    column_order: np.ndarray | None = None
     products: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -326,7 +328,12 @@ class MatrixMaster:
         workers = self._workers(spec)
         started = self._clock()
         code = build_code(spec.scheme, spec.n, spec.k, spec.seed)
-        blocks = split_columns(csr, spec.k)
+        # Balance the blocks: real sparse matrices (a vocabulary, a graph) have columns of very
+        # different density, so equal-width blocks in A's own order give some workers almost no
+        # work and others most of it. A seeded random column order evens the non-zeros out for
+        # every scheme; the result is put back in A's order after decoding.
+        column_order = np.random.default_rng([spec.seed, 0x5EED]).permutation(csr.shape[1])
+        blocks = split_columns(csr[:, column_order].tocsr(), spec.k)
         coded = code.encode(blocks)
         encoded = self._clock()
         total_nnz = max(int(csr.nnz), 1)
@@ -362,6 +369,7 @@ class MatrixMaster:
             block_bytes=tuple(int(b) for b in sent),
             encode_seconds=encoded - started,
             place_seconds=placed - encoded,
+            column_order=column_order,
         )
         if self._metrics is not None:
             self._metrics.matrix_placed_bytes.labels(scheme=spec.scheme).inc(sum(sent))
@@ -464,6 +472,10 @@ class MatrixMaster:
                 + (f"; failed workers {failures}" if failures else "")
             )
         value = join_columns(decoded, job.shape[1])
+        if job.column_order is not None:
+            in_order = np.empty_like(value)
+            in_order[job.column_order] = value  # entry i belongs to column column_order[i]
+            value = in_order
         seconds = self._clock() - gather.started
         if self._metrics is not None:
             self._metrics.matrix_product_seconds.labels(scheme=job.spec.scheme).observe(seconds)
