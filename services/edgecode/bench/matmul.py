@@ -70,8 +70,8 @@ def load_source(spec: str, size: int = 2000, seed: int = 0) -> tuple[str, Any]:
     return Path(spec).name, load_matrix(spec)
 
 
-def _product(block: Any, x: np.ndarray) -> Any:
-    return block.T @ x
+def _product(block_transposed: Any, x: np.ndarray) -> Any:
+    return block_transposed @ x  # what a worker computes: it stores C_i^T as CSR
 
 
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -98,8 +98,7 @@ def bench_matrix(
 ) -> list[dict[str, Any]]:
     """One row per (scenario, scheme); see the module docstring."""
     from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup
-    from edgecode.codes.matrix import split_columns
-    from edgecode.master.matrix import MatmulSpec, MatrixMaster, build_code
+    from edgecode.master.matrix import MatmulSpec, MatrixMaster, balanced_split, build_code
     from edgecode.master.service import GrpcMatrixTransport, GrpcTransport
 
     rng = np.random.default_rng(1)
@@ -111,9 +110,9 @@ def bench_matrix(
     worker_seconds: dict[str, float] = {}
     for scheme in schemes:
         kk = n if scheme == "uncoded" else k
-        coded = build_code(scheme, n, kk).encode(split_columns(matrix, kk))
+        coded = build_code(scheme, n, kk).encode(balanced_split(matrix, kk)[1])  # as the master
         blocks_of[scheme] = [int(b.nnz) for b in coded]
-        sample = coded[:: max(1, n // 5)]
+        sample = [b.T.tocsr() for b in coded[:: max(1, n // 5)]]
         worker_seconds[scheme] = statistics.median(
             _median_seconds(partial(_product, block, x), repeats) for block in sample
         )

@@ -209,6 +209,18 @@ class MatrixAssembler:
         return checked_matrix(sp.vstack(self.chunks, format="csr"), "matrix")
 
 
+def balanced_split(matrix: Any, k: int, seed: int = 0) -> tuple[np.ndarray, list[Any]]:
+    """A's columns in a seeded random order, split into k equal-width blocks.
+
+    Real sparse matrices (a vocabulary, a graph) have columns of very different density, so
+    equal-width blocks in A's own order give some workers almost no work and others most of it;
+    a random order evens the non-zeros out for every scheme. Entry i of the joined result belongs
+    to column ``order[i]`` of A.
+    """
+    order = np.random.default_rng([seed, 0x5EED]).permutation(matrix.shape[1])
+    return order, split_columns(sp.csr_matrix(matrix)[:, order].tocsr(), k)
+
+
 class MatrixTransport(Protocol):
     """How the master reaches workers (gRPC in service.py, fakes in tests)."""
 
@@ -328,12 +340,7 @@ class MatrixMaster:
         workers = self._workers(spec)
         started = self._clock()
         code = build_code(spec.scheme, spec.n, spec.k, spec.seed)
-        # Balance the blocks: real sparse matrices (a vocabulary, a graph) have columns of very
-        # different density, so equal-width blocks in A's own order give some workers almost no
-        # work and others most of it. A seeded random column order evens the non-zeros out for
-        # every scheme; the result is put back in A's order after decoding.
-        column_order = np.random.default_rng([spec.seed, 0x5EED]).permutation(csr.shape[1])
-        blocks = split_columns(csr[:, column_order].tocsr(), spec.k)
+        column_order, blocks = balanced_split(csr, spec.k, spec.seed)
         coded = code.encode(blocks)
         encoded = self._clock()
         total_nnz = max(int(csr.nnz), 1)

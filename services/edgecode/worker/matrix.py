@@ -44,7 +44,9 @@ class BlockHeader:
 @dataclass
 class Block:
     header: BlockHeader
-    matrix: Any  # csr_matrix, rows x cols
+    #: C_i^T as CSR (cols x rows): the product C_i^T x is then a row-wise CSR matvec whose cost
+    #: follows the non-zeros (C.T @ x on the CSR block paid a fixed ~0.3 ms per product)
+    matrix: Any
     runtime: Any
     latest_sequence: int = -1
     newer: threading.Event = field(default_factory=threading.Event)
@@ -95,7 +97,7 @@ class BlockBuilder:
                 "arrived"
             )
         matrix = sp.vstack(self.chunks, format="csr") if len(self.chunks) > 1 else self.chunks[0]
-        block = Block(h, sp.csr_matrix(matrix), self.store.straggle.runtime(1))
+        block = Block(h, sp.csr_matrix(matrix).T.tocsr(), self.store.straggle.runtime(1))
         self.store._install(block)
         return block
 
@@ -178,7 +180,7 @@ class MatrixWorker:
                 block.newer = threading.Event()
                 block.latest_sequence = sequence
             newer = block.newer
-        product = np.asarray(block.matrix.T @ operand, dtype=np.float64)
+        product = np.asarray(block.matrix @ operand, dtype=np.float64)
         real = self._clock() - start
         if self.straggle.emulates:
             extra = block.runtime.sample(block.header.work_fraction, self._rng)
