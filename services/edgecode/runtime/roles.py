@@ -76,6 +76,22 @@ def _advertised(config: CommonConfig, port: int) -> str:
     return f"{config.advertise_host or config.host}:{port}"
 
 
+def _membership(
+    config: WorkerConfig | AggregatorConfig, service: Service, role: str, edge: str = ""
+) -> Membership | None:
+    """Registration and heartbeats with the coordinator, when one is configured."""
+    if not config.coordinator:
+        return None
+    node = coordinator_pb2.Node(
+        name=config.name,
+        role=role,
+        address=_advertised(config, service.port),
+        edge=edge,
+        link_seconds=config.link_seconds,
+    )
+    return Membership(config.coordinator, node)
+
+
 def _prepare() -> None:
     tune_allocator()
 
@@ -149,18 +165,7 @@ def run_worker(config: WorkerConfig) -> int:
         config.host,
         config.port,
     )
-    membership = None
-    if config.coordinator:
-        membership = Membership(
-            config.coordinator,
-            coordinator_pb2.Node(
-                name=config.name,
-                role="worker",
-                address=_advertised(config, service.port),
-                edge=config.edge,
-                link_seconds=config.link_seconds,
-            ),
-        )
+    membership = _membership(config, service, role="worker", edge=config.edge)
     return _serve(config, service, metrics, "worker", membership)
 
 
@@ -182,17 +187,7 @@ def run_aggregator(config: AggregatorConfig) -> int:
         config.host,
         config.port,
     )
-    membership = None
-    if config.coordinator:
-        membership = Membership(
-            config.coordinator,
-            coordinator_pb2.Node(
-                name=config.name,
-                role="edge",
-                address=_advertised(config, service.port),
-                link_seconds=config.link_seconds,
-            ),
-        )
+    membership = _membership(config, service, role="edge")
     return _serve(config, service, metrics, "aggregator", membership, logic.close)
 
 

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.learning.models import Model, get_model
-from edgecode.worker.straggle import StraggleConfig
+from edgecode.worker.straggle import StraggleConfig, emulate
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +241,7 @@ class WorkerLogic:
         return gradient, seconds
 
     def _wait(self, seconds: float, cancelled: threading.Event, newer: threading.Event) -> None:
-        """Emulated compute that stops as soon as the round is cancelled or superseded."""
-        deadline = self._clock() + seconds
-        while not (cancelled.is_set() or newer.is_set()):
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return
-            cancelled.wait(min(remaining, 0.005))
+        emulate(seconds, cancelled, newer, self._clock)
 
     def _abandoned(self) -> None:
         if self._metrics is not None:

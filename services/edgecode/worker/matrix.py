@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from edgecode.errors import InvalidInput, Overloaded, StaleRound, UnknownJob
-from edgecode.worker.straggle import StraggleConfig
+from edgecode.worker.straggle import StraggleConfig, emulate
 
 #: Job ids: what the master accepts too (no path separators or control characters in logs).
 JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -199,9 +199,4 @@ class MatrixWorker:
         return block.header.worker_index, product, seconds
 
     def _wait(self, seconds: float, cancelled: threading.Event, newer: threading.Event) -> None:
-        deadline = self._clock() + seconds
-        while not (cancelled.is_set() or newer.is_set()):
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return
-            cancelled.wait(min(remaining, 0.005))
+        emulate(seconds, cancelled, newer, self._clock)

@@ -21,6 +21,9 @@ Example: ``bernoulli:p=0.2,factor=5``.
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from edgecode.planning.spec import WorkerSpec
@@ -82,3 +85,19 @@ def parse_straggle(text: str, compute_seconds: float = 0.0) -> StraggleConfig:
             raise ValueError(f"--straggle: {key} must be a number, got {raw!r}") from None
     spec = WorkerSpec(name="worker", shift=0.0, **values)  # type: ignore[arg-type]
     return StraggleConfig(spec=spec, compute_seconds=compute_seconds)
+
+
+def emulate(
+    seconds: float,
+    cancelled: threading.Event,
+    newer: threading.Event,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Emulated compute of ``seconds`` that stops as soon as the work is cancelled or superseded
+    (checked every 5 ms)."""
+    deadline = clock() + seconds
+    while not (cancelled.is_set() or newer.is_set()):
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return
+        cancelled.wait(min(remaining, 0.005))
