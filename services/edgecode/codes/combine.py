@@ -16,6 +16,9 @@ Example
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Protocol
+
 import numpy as np
 
 from edgecode.codes._linalg import FloatArray
@@ -57,3 +60,56 @@ class MessageBuffer:
         """``sum_i decode_vector[i] * vector_i`` over the arrived senders (one BLAS call)."""
         weights = decode_vector[self._order]
         return np.asarray(weights @ self._rows[: len(self._order)], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a round yields once its rule is satisfied (or its deadline passed).
+
+    ``value`` is the combined result (the gradient sum, or stacked block results for a matrix
+    code); ``used`` the senders whose messages got a non-zero weight; ``weights`` the decoding
+    vector over ALL senders (zero for the unused ones) when the rule is linear. ``exact`` is False
+    for approximate rules; ``residual`` is then ``||B_A^T a - target||^2 / K``. ``recovered`` lists
+    the partitions a partial-recovery rule recovered (each with coefficient exactly 1), and
+    ``scale`` the factor the rule already applied to ``value`` (ignore-stragglers: n / (n - s)).
+    """
+
+    value: FloatArray
+    used: tuple[int, ...]
+    weights: FloatArray | None = None
+    exact: bool = True
+    residual: float = 0.0
+    recovered: tuple[int, ...] | None = None
+    scale: float = 1.0
+    #: per-partition weight a_A^T B_A (approximate rules: which partitions were used, and how much)
+    partition_weights: FloatArray | None = field(default=None, repr=False)
+
+
+class Rule(Protocol):
+    """Decides when a round is complete and what it yields; one instance per round.
+
+    The round collector (:mod:`edgecode.rounds`) validates every arrival's shape and finiteness
+    and then calls :meth:`offer`; it stops at the first ``True``, cancels every call still
+    outstanding and asks :meth:`result`. When the deadline passes (or every call ended) first,
+    it asks :meth:`at_deadline`: an approximate rule returns the best combination of what arrived,
+    an exact one returns None and the round fails with :meth:`failure` as the reason.
+    """
+
+    #: number of senders (message slots), indices 0..n_senders-1
+    n_senders: int
+
+    def offer(self, sender: int, message: FloatArray) -> bool:
+        """Take one validated message; True once the round is complete."""
+        ...
+
+    def result(self) -> Decoded:
+        """The complete round's result (only after :meth:`offer` returned True)."""
+        ...
+
+    def at_deadline(self) -> Decoded | None:
+        """The result when the round ends without :meth:`offer` returning True, or None."""
+        ...
+
+    def failure(self) -> str:
+        """Why the arrivals so far are not enough, in words (names no gRPC detail)."""
+        ...
