@@ -39,7 +39,7 @@ from edgecode.cluster.docker import (
     compose_program,
 )
 from edgecode.master.client import MasterClient, param_history_of, params_of, state_name
-from edgecode.master.logic import JobConfig
+from edgecode.records import JobConfig
 
 
 def _load_require_infra() -> Any:

@@ -29,7 +29,7 @@ import pytest
 
 from edgecode.cluster.local import LocalCluster, default_setup
 from edgecode.master.client import MasterClient
-from edgecode.master.logic import JobConfig
+from edgecode.records import JobConfig
 from edgecode.v1 import master_pb2
 
 

@@ -24,15 +24,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from edgecode import wire
 from edgecode.aggregator.logic import AggregatorLogic
-from edgecode.aggregator.service import AggregatorServicer, GrpcWorkerClient
+from edgecode.aggregator.service import AggregatorServicer
+from edgecode.aggregator.transport import GrpcWorkerClient
 from edgecode.cluster.local import LocalCluster, default_setup
 from edgecode.codes.flat import cyclic_repetition
 from edgecode.coordinator.logic import CoordinatorLogic
 from edgecode.coordinator.service import CoordinatorServicer
 from edgecode.learning.models import get_model
 from edgecode.master.client import FINAL_STATES, MasterClient, params_of
-from edgecode.master.logic import JobConfig
-from edgecode.master.service import config_to_proto
+from edgecode.records import JobConfig
 from edgecode.runtime.metrics import AggregatorMetrics, WorkerMetrics
 from edgecode.v1 import (
     aggregator_pb2,
@@ -45,6 +45,7 @@ from edgecode.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from edgecode.wire import job_config_to_proto as config_to_proto
 from edgecode.worker.logic import WorkerLogic
 from edgecode.worker.service import WorkerServicer, add_worker_servicer
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgecode.cluster.local import LocalCluster, default_setup
 from edgecode.master.client import MasterClient, params_of
-from edgecode.master.logic import JobConfig
+from edgecode.records import JobConfig
 from edgecode.runtime.metrics import (
     AggregatorMetrics,
     CoordinatorMetrics,

@@ -10,7 +10,7 @@ import pytest
 
 from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup, default_setup
 from edgecode.master.client import MasterClient, param_history_of, params_of, state_name
-from edgecode.master.logic import JobConfig
+from edgecode.records import JobConfig
 
 ROUNDS = 24
 

@@ -28,7 +28,7 @@ def test_edge_worker_series_start_at_zero_when_configured() -> None:
     import numpy as np
 
     metrics = AggregatorMetrics()
-    logic = AggregatorLogic("edge-0", lambda addresses: _NoClient(), metrics)  # type: ignore[arg-type,return-value]
+    logic = AggregatorLogic("edge-0", lambda names, addresses: _NoClient(), metrics)  # type: ignore[arg-type,return-value]
     logic.configure(
         "job", ["w-a", "w-b"], ["127.0.0.1:1", "127.0.0.1:2"], DECODE, 5.0, np.eye(2), np.ones(2), 0
     )

@@ -1,6 +1,9 @@
-"""The edge aggregator's logic: fan a round out, stop at the first decodable set, decode.
+"""The edge aggregator's logic: fan a round out to the job's workers, stop at the first decodable
+set, decode the edge layer (DECODE) or pass every arrival on (FORWARD).
 
-No gRPC here: workers are reached through an injected :class:`WorkerClient`.
+No gRPC here: workers are reached through an injected :class:`WorkerClient`, and the round is
+collected by the one round engine (:mod:`edgecode.rounds`) with an :class:`~edgecode.rounds.ExactRule`
+over the edge's code rows, the same rule the master uses for its own layer.
 """
 
 from __future__ import annotations
@@ -10,15 +13,15 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
-from edgecode.codes.combine import MessageBuffer
 from edgecode.codes.flat import GradientCode
-from edgecode.errors import InvalidInput, NotDecodable, RoundFailed, UnknownJob
-from edgecode.gather import Gather, Pending
+from edgecode.errors import InvalidInput, UnknownJob
+from edgecode.records import Timing
+from edgecode.rounds import ExactRule, FutureSource, NoObserver, Pending, Round
 
 log = logging.getLogger(__name__)
 
@@ -26,22 +29,51 @@ DECODE, FORWARD = "decode", "forward"
 
 
 class WorkerClient(Protocol):
+    """The edge's calls to one job's workers (gRPC in transport.py, fakes in tests)."""
+
     def compute(
-        self, worker: int, job_id: str, round_: int, params: Any, epoch: int, timeout: float
-    ) -> Pending:
-        """Start worker ``worker``'s computation; the call's result is ``(vector, compute_seconds)``."""
+        self, job_id: str, round_: int, params: np.ndarray, epoch: int, timeout: float
+    ) -> Sequence[Pending]:
+        """Start every worker's computation (in the order the client was made with); each
+        call's result is a :class:`~edgecode.rounds.Message` named after its worker."""
         ...
 
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class Timing:
-    node: str
-    seconds: float
-    arrived: bool
-    compute_seconds: float = 0.0
-    load_fraction: float = 0.0
+#: ``client_factory(names, addresses)`` builds the client of one job's workers.
+ClientFactory = Callable[[Sequence[str], Sequence[str]], WorkerClient]
+
+
+class EdgeMetrics(Protocol):
+    """What the edge's logic records (runtime.metrics.AggregatorMetrics; default: nothing)."""
+
+    def response(self, node: str, seconds: float) -> None: ...
+
+    def received(self, nbytes: int) -> None: ...
+
+    def decoded(self, seconds: float) -> None: ...
+
+    def round_done(self, seconds: float, stragglers: int) -> None: ...
+
+    def sent(self, nbytes: int) -> None: ...
+
+    def known_workers(self, names: Sequence[str]) -> None:
+        """Export these workers' series from the first scrape."""
+        ...
+
+
+class NoEdgeMetrics(NoObserver):
+    """Records nothing."""
+
+    def round_done(self, seconds: float, stragglers: int) -> None:
+        pass
+
+    def sent(self, nbytes: int) -> None:
+        pass
+
+    def known_workers(self, names: Sequence[str]) -> None:
+        pass
 
 
 @dataclass
@@ -50,33 +82,73 @@ class EdgeResult:
 
     vector: np.ndarray
     worker: str = ""
-    combined: list[str] = field(default_factory=list)
-    timings: list[Timing] = field(default_factory=list)
+    combined: tuple[str, ...] = ()
+    timings: tuple[Timing, ...] = ()
 
 
 @dataclass
 class EdgeJob:
+    """One job as this edge knows it: its workers, their client, the mode and the code."""
+
     job_id: str
     workers: tuple[str, ...]
     client: WorkerClient
     mode: str
     deadline_seconds: float
     code: GradientCode | None
-    load_fractions: tuple[float, ...]
+    load_fractions: dict[str, float]
+
+    def rule(self) -> ExactRule:
+        assert self.code is not None
+        return ExactRule(
+            len(self.workers),
+            self.code.decode_vector,
+            needed=len(self.workers) - self.code.stragglers,
+        )
+
+
+def edge_code(
+    name: str, n_workers: int, code_rows: np.ndarray | None, targets: np.ndarray | None, s: int
+) -> GradientCode:
+    """The edge layer's code from its rows (n_workers x K) and targets (K,), validated."""
+    if code_rows is None or targets is None or code_rows.ndim != 2:
+        raise InvalidInput(
+            f"DECODE mode needs code rows of shape ({n_workers}, K) and targets (K,)"
+        )
+    if code_rows.shape[0] != n_workers:
+        raise InvalidInput(
+            f"DECODE mode needs code rows of shape ({n_workers}, K), got {code_rows.shape}"
+        )
+    if targets.shape != (code_rows.shape[1],):
+        raise InvalidInput(f"targets must have shape ({code_rows.shape[1]},), got {targets.shape}")
+    if not 0 <= s < n_workers:
+        raise InvalidInput(f"s_worker must be in [0, {n_workers - 1}], got {s}")
+    holders = tuple(
+        tuple(int(w) for w in np.flatnonzero(code_rows[:, j])) for j in range(code_rows.shape[1])
+    )
+    return GradientCode(
+        B=np.array(code_rows),
+        stragglers=s,
+        holders=holders,
+        name=f"edge {name}",
+        targets=np.array(targets),
+    )
 
 
 class AggregatorLogic:
+    """The jobs this edge serves and their rounds."""
+
     def __init__(
         self,
         name: str,
-        client_factory: Callable[[Sequence[str]], WorkerClient],
-        metrics: Any = None,
+        client_factory: ClientFactory,
+        metrics: EdgeMetrics | None = None,
         link_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self._client_factory = client_factory
-        self._metrics = metrics
+        self._metrics: EdgeMetrics = metrics if metrics is not None else NoEdgeMetrics()
         self._link_seconds = link_seconds
         self._clock = clock
         self._jobs: dict[str, EdgeJob] = {}
@@ -103,50 +175,26 @@ class AggregatorLogic:
         if not (deadline_seconds > 0 and math.isfinite(deadline_seconds)):
             raise InvalidInput(f"worker_deadline_seconds must be > 0, got {deadline_seconds}")
         code = None
-        fractions = tuple(0.0 for _ in names)
+        fractions = dict.fromkeys(names, 0.0)
         if mode == DECODE:
-            if (
-                code_rows is None
-                or targets is None
-                or code_rows.ndim != 2
-                or code_rows.shape[0] != len(names)
-            ):
-                raise InvalidInput(
-                    f"DECODE mode needs code rows of shape ({len(names)}, K) and targets (K,)"
-                )
-            if targets.shape != (code_rows.shape[1],):
-                raise InvalidInput(
-                    f"targets must have shape ({code_rows.shape[1]},), got {targets.shape}"
-                )
-            if not 0 <= s_worker < len(names):
-                raise InvalidInput(f"s_worker must be in [0, {len(names) - 1}], got {s_worker}")
-            holders = tuple(
-                tuple(int(w) for w in np.flatnonzero(code_rows[:, j]))
-                for j in range(code_rows.shape[1])
-            )
-            code = GradientCode(
-                B=np.array(code_rows),
-                stragglers=s_worker,
-                holders=holders,
-                name=f"edge {self.name}",
-                targets=np.array(targets),
-            )
-            K = code_rows.shape[1]
-            fractions = tuple(float(np.count_nonzero(row)) / K for row in code_rows)
+            code = edge_code(self.name, len(names), code_rows, targets, s_worker)
+            K = code.B.shape[1]
+            fractions = {
+                name: float(np.count_nonzero(row)) / K
+                for name, row in zip(names, code.B, strict=True)
+            }
         elif mode != FORWARD:
             raise InvalidInput(f"mode must be decode or forward, got {mode!r}")
         job = EdgeJob(
             job_id=job_id,
             workers=tuple(names),
-            client=self._client_factory(addresses),
+            client=self._client_factory(names, addresses),
             mode=mode,
             deadline_seconds=deadline_seconds,
             code=code,
             load_fractions=fractions,
         )
-        if self._metrics is not None:  # export every worker's series from the first scrape
-            for name in names:
-                self._metrics.peer_latency.labels(name)
+        self._metrics.known_workers(names)
         with self._lock:
             old = self._jobs.pop(job_id, None)
             self._jobs[job_id] = job
@@ -154,130 +202,88 @@ class AggregatorLogic:
             old.client.close()
         return len(names)
 
+    def drop(self, job_id: str) -> bool:
+        """Forget a job (its workers' client is closed); True when it was known."""
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
+        if job is not None:
+            job.client.close()
+        return job is not None
+
     def run_round(
         self,
         job_id: str,
         round_: int,
-        params: Any,
+        params: np.ndarray,
         epoch: int,
-        length: int,
         is_active: Callable[[], bool],
     ) -> Iterator[EdgeResult]:
         """Fan out; yield the decoded vector (DECODE) or every arrival (FORWARD).
 
-        ``params`` is passed through to the workers untouched; ``length`` is the gradient length
-        every worker's vector must have (a wrong one counts as a failed worker).
+        Every worker's vector must have the parameters' length; a wrong one counts as a
+        failed worker.
         """
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
             raise UnknownJob(f"edge {self.name} has no job {job_id!r}")
-        gather: Gather[int] = Gather(self._clock)
-        deadline = gather.started + job.deadline_seconds
-        for index in range(len(job.workers)):
-            gather.submit(
-                index,
-                job.client.compute(index, job_id, round_, params, epoch, job.deadline_seconds),
-            )
+        collector = Round(
+            {name: i for i, name in enumerate(job.workers)},
+            (params.size,),
+            job.deadline_seconds,
+            self._clock,
+            self._metrics,
+        )
+        calls = job.client.compute(job_id, round_, params, epoch, job.deadline_seconds)
+        for name, call in zip(job.workers, calls, strict=True):
+            collector.add(FutureSource(name, call))
         if job.mode == FORWARD:
-            yield from self._forward(job, gather, deadline, length, is_active)
+            yield from self._forward(job, collector, is_active)
         else:
-            yield self._decode(job, gather, deadline, length)
+            yield self._decode(job, collector)
 
-    def _arrivals(
-        self, job: EdgeJob, gather: Gather[int], deadline: float, length: int, timings: list[Timing]
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        while True:
-            outcome = gather.next(deadline)
-            if outcome is None:
-                return
-            index, result, error, seconds = outcome
-            name = job.workers[index]
-            if self._metrics is not None:
-                self._metrics.peer_latency.labels(name).observe(seconds)
-            if error is None:
-                vector, compute_seconds = result
-                if vector.shape != (length,):
-                    error = InvalidInput(
-                        f"worker {name} sent shape {vector.shape}, expected ({length},)"
-                    )
-            if error is not None:
-                log.debug("edge %s: worker %s failed round: %s", self.name, name, error)
-                timings.append(Timing(name, seconds, False, 0.0, job.load_fractions[index]))
-                continue
-            timings.append(
-                Timing(name, seconds, True, float(compute_seconds), job.load_fractions[index])
-            )
-            if self._metrics is not None:
-                self._metrics.received_bytes.inc(vector.nbytes)
-            yield index, vector
+    def _timings(self, job: EdgeJob, timings: Sequence[Timing]) -> tuple[Timing, ...]:
+        return tuple(
+            replace(t, load_fraction=job.load_fractions.get(t.node, 0.0), edge=self.name)
+            for t in timings
+        )
 
-    def _finish(self, job: EdgeJob, gather: Gather[int], timings: list[Timing]) -> None:
-        stragglers = gather.cancel_rest()
-        elapsed = self._clock() - gather.started
-        for index in stragglers:
-            timings.append(
-                Timing(job.workers[index], elapsed, False, 0.0, job.load_fractions[index])
-            )
-            if self._metrics is not None:  # a cut-off straggler took at least this long
-                self._metrics.peer_latency.labels(job.workers[index]).observe(elapsed)
-        if self._metrics is not None:
-            self._metrics.stragglers.inc(sum(1 for t in timings if not t.arrived))
-            self._metrics.round_seconds.observe(elapsed)
-
-    def _decode(
-        self, job: EdgeJob, gather: Gather[int], deadline: float, length: int
-    ) -> EdgeResult:
-        assert job.code is not None
-        buffer = MessageBuffer(len(job.workers), length)
-        timings: list[Timing] = []
-        decoding = None
-        for index, vector in self._arrivals(job, gather, deadline, length, timings):
-            buffer.add(index, vector)
-            try:
-                decoding = job.code.decode_vector(buffer.senders)
-                break
-            except NotDecodable:
-                continue
-        self._finish(job, gather, timings)
-        if decoding is None:
-            raise RoundFailed(
-                f"edge {self.name}: {len(buffer.senders)} of {len(job.workers)} workers answered usably "
-                f"({sum(1 for t in timings if not t.arrived)} failed or were late); "
-                f"{len(job.workers) - job.code.stragglers} are needed"
-            )
-        start = self._clock()
-        vector = buffer.combine(decoding)
-        if self._metrics is not None:
-            self._metrics.decode_seconds.observe(self._clock() - start)
+    def _decode(self, job: EdgeJob, collector: Round) -> EdgeResult:
+        try:
+            outcome = collector.decide(job.rule())
+        finally:
+            self._metrics.round_done(self._clock() - collector.started, len(collector.close()))
         self._emulate_link()
-        if self._metrics is not None:
-            self._metrics.sent_bytes.inc(vector.nbytes)
+        self._metrics.sent(outcome.decoded.value.nbytes)
         return EdgeResult(
-            vector=vector, combined=[job.workers[i] for i in buffer.senders], timings=timings
+            vector=outcome.decoded.value,
+            combined=tuple(job.workers[i] for i in outcome.decoded.used),
+            timings=self._timings(job, outcome.sources),
         )
 
     def _forward(
-        self,
-        job: EdgeJob,
-        gather: Gather[int],
-        deadline: float,
-        length: int,
-        is_active: Callable[[], bool],
+        self, job: EdgeJob, collector: Round, is_active: Callable[[], bool]
     ) -> Iterator[EdgeResult]:
-        timings: list[Timing] = []
         try:
-            for index, vector in self._arrivals(job, gather, deadline, length, timings):
+            for _index, message, arrived in collector.arrivals():
                 # The link is a latency: this message reaches the master `link` after it reached
                 # the edge, independently of the messages before it.
-                self._emulate_link(until=gather.started + timings[-1].seconds + self._link_seconds)
-                if self._metrics is not None:
-                    self._metrics.sent_bytes.inc(vector.nbytes)
-                yield EdgeResult(vector=vector, worker=job.workers[index], timings=[timings[-1]])
+                self._emulate_link(until=collector.started + arrived + self._link_seconds)
+                self._metrics.sent(message.vector.nbytes)
+                timing = Timing(
+                    message.sender,
+                    arrived,
+                    True,
+                    compute_seconds=message.compute_seconds,
+                    load_fraction=job.load_fractions.get(message.sender, 0.0),
+                    edge=self.name,
+                )
+                yield EdgeResult(vector=message.vector, worker=message.sender, timings=(timing,))
                 if not is_active():
                     return
         finally:
-            self._finish(job, gather, timings)
+            stragglers = collector.close()
+            self._metrics.round_done(self._clock() - collector.started, len(stragglers))
 
     def _emulate_link(self, until: float | None = None) -> None:
         """Emulated edge -> master link latency (netem is not available on these machines)."""
@@ -288,6 +294,7 @@ class AggregatorLogic:
             threading.Event().wait(delay)
 
     def close(self) -> None:
+        """Forget every job and close their clients."""
         with self._lock:
             jobs = list(self._jobs.values())
             self._jobs.clear()

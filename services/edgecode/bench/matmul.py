@@ -98,8 +98,9 @@ def bench_matrix(
 ) -> list[dict[str, Any]]:
     """One row per (scenario, scheme); see the module docstring."""
     from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup
-    from edgecode.master.matrix import MatmulSpec, MatrixMaster, balanced_split, build_code
-    from edgecode.master.service import GrpcMatrixTransport, GrpcTransport
+    from edgecode.master.matrix import MatrixMaster, balanced_split, build_code
+    from edgecode.master.transport import GrpcMatrixTransport, GrpcTransport
+    from edgecode.records import MatmulSpec
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal(matrix.shape[0])

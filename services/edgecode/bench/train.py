@@ -19,7 +19,7 @@ import numpy as np
 
 from edgecode.cluster.local import LocalCluster, default_setup
 from edgecode.master.client import MasterClient, summary
-from edgecode.master.logic import JobConfig
+from edgecode.records import JobConfig
 
 PER_PARTITION = 0.005
 #: The whole data set: 5 ms per partition at K = 16.

@@ -16,8 +16,8 @@ from edgecode.planning.plans import SCHEMES
 if TYPE_CHECKING:  # heavy imports happen inside the commands, so other subcommands start fast
     from edgecode.cluster.local import ClusterSetup
     from edgecode.master.client import MasterClient
-    from edgecode.master.logic import JobConfig
     from edgecode.planning.spec import WorkerSpec
+    from edgecode.records import JobConfig
 
 ALL_SCHEMES = ",".join(SCHEMES)
 
@@ -149,7 +149,7 @@ def _straggle_of(worker: WorkerSpec) -> str:
 
 
 def _config(args: argparse.Namespace, scheme: str) -> JobConfig:
-    from edgecode.master.logic import JobConfig
+    from edgecode.records import JobConfig
 
     planner = args.plan or (args.s_edge is None and args.s_worker is None)
     return JobConfig(
@@ -306,7 +306,7 @@ def _report(results: list[dict[str, Any]]) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from edgecode.master.client import MasterClient, summary
-    from edgecode.master.logic import JobConfig
+    from edgecode.records import JobConfig
 
     client = MasterClient(args.master)
     config = JobConfig(

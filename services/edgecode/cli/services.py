@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import importlib
 from typing import Any
 
 from edgecode.cli._config import add_config_flags, build_config
-from edgecode.runtime import roles
 
 HELP = {
     "host": "address to bind the gRPC server to",
@@ -30,28 +29,36 @@ HELP = {
     "dead_after_seconds": "a node silent this long is dead",
 }
 
-ROLES: dict[str, tuple[type, Callable[[Any], int], str]] = {
+#: role -> (its module under edgecode, config class name, summary)
+ROLES: dict[str, tuple[str, str, str]] = {
     "coordinator": (
-        roles.CoordinatorConfig,
-        roles.run_coordinator,
+        "coordinator.run",
+        "CoordinatorConfig",
         "membership, live timings, the planner",
     ),
     "master": (
-        roles.MasterConfig,
-        roles.run_master,
+        "master.run",
+        "MasterConfig",
         "training jobs: placement, rounds, decoding, checkpoints",
     ),
     "aggregator": (
-        roles.AggregatorConfig,
-        roles.run_aggregator,
+        "aggregator.run",
+        "AggregatorConfig",
         "edge aggregator: fan-out, first decodable set",
     ),
-    "worker": (roles.WorkerConfig, roles.run_worker, "holds partitions, computes coded gradients"),
+    "worker": ("worker.run", "WorkerConfig", "holds partitions, computes coded gradients"),
 }
 
 
+def role_module(role: str) -> Any:
+    """The role's run module (imported on use: ``edgecode --help`` stays fast)."""
+    return importlib.import_module(f"edgecode.{ROLES[role][0]}")
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for role, (cls, run, summary) in ROLES.items():
+    for role, (_module, class_name, summary) in ROLES.items():
+        module = role_module(role)
+        cls, run = getattr(module, class_name), module.run
         parser = subparsers.add_parser(
             role,
             help=f"start {'an' if role[0] in 'aeiou' else 'a'} {role}: {summary}",

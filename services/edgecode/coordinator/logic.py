@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -33,8 +33,33 @@ WINDOW = 50
 ROLES = ("worker", "edge")
 
 
+class CoordinatorMetricsPort(Protocol):
+    """What the coordinator's logic records (runtime.metrics.CoordinatorMetrics)."""
+
+    def measured(self, count: int, round_seconds: float) -> None: ...
+
+    def planned(self, seconds: float, predicted: float, s_edge: int, partitions: int) -> None: ...
+
+    def membership(self, role: str, alive: int, dead: int) -> None: ...
+
+
+class NoCoordinatorMetrics:
+    """Records nothing."""
+
+    def measured(self, count: int, round_seconds: float) -> None:
+        pass
+
+    def planned(self, seconds: float, predicted: float, s_edge: int, partitions: int) -> None:
+        pass
+
+    def membership(self, role: str, alive: int, dead: int) -> None:
+        pass
+
+
 @dataclass
 class Member:
+    """A registered node and the measurements the master reported for it."""
+
     name: str
     role: str
     address: str
@@ -49,20 +74,24 @@ class Member:
 
 
 class CoordinatorLogic:
+    """Membership, liveness, live runtime fits and the planner."""
+
     def __init__(
         self,
         heartbeat_seconds: float = 1.0,
         dead_after_seconds: float = 5.0,
         spec: ClusterSpec | None = None,
         default_worker: WorkerSpec | None = None,
-        metrics: Any = None,
+        metrics: CoordinatorMetricsPort | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.heartbeat_seconds = heartbeat_seconds
         self._dead_after = dead_after_seconds
         self._spec_workers = {w.name: w for e in spec.edges for w in e.workers} if spec else {}
         self._default = default_worker or WorkerSpec(name="default", shift=1.0, rate=10.0)
-        self._metrics = metrics
+        self._metrics: CoordinatorMetricsPort = (
+            metrics if metrics is not None else NoCoordinatorMetrics()
+        )
         self._clock = clock
         self._members: dict[str, Member] = {}
         self._lock = threading.Lock()
@@ -118,10 +147,7 @@ class CoordinatorLogic:
                     (float(seconds), float(fraction), max(float(response), float(seconds)))
                 )
                 count += 1
-        if self._metrics is not None:
-            self._metrics.measurements.inc(count)
-            if round_seconds > 0:
-                self._metrics.measured_round_seconds.set(round_seconds)
+        self._metrics.measured(count, round_seconds)
         return count
 
     def members(self, include_dead: bool = False) -> tuple[list[Member], list[str]]:
@@ -172,21 +198,14 @@ class CoordinatorLogic:
         start = self._clock()
         plan = optimize(spec, partitions or None)
         self.last_plan = plan
-        if self._metrics is not None:
-            self._metrics.plan_seconds.observe(self._clock() - start)
-            self._metrics.predicted_round_seconds.set(plan.expected_round_seconds or 0.0)
-            self._metrics.plan_s_edge.set(plan.s_edge)
-            self._metrics.plan_partitions.set(plan.partitions)
+        self._metrics.planned(
+            self._clock() - start, plan.expected_round_seconds or 0.0, plan.s_edge, plan.partitions
+        )
         return plan, fitted
 
     def _publish(self) -> None:
-        if self._metrics is None:
-            return
-        alive, _dead = self.members(include_dead=True)
+        listed, _dead = self.members(include_dead=True)
         now = self._clock()
         for role in ROLES:
-            up = sum(1 for m in alive if m.role == role and now - m.last_seen <= self._dead_after)
-            self._metrics.nodes.labels(role, "alive").set(up)
-            self._metrics.nodes.labels(role, "dead").set(
-                sum(1 for m in alive if m.role == role) - up
-            )
+            up = sum(1 for m in listed if m.role == role and now - m.last_seen <= self._dead_after)
+            self._metrics.membership(role, up, sum(1 for m in listed if m.role == role) - up)

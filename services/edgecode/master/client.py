@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgecode import wire
-from edgecode.master.logic import JobConfig
-from edgecode.master.service import config_to_proto, csr_row_chunks
+from edgecode.records import JobConfig
 from edgecode.runtime.server import make_channel
 from edgecode.v1 import master_pb2, master_pb2_grpc
 
@@ -27,6 +26,8 @@ def state_name(status: master_pb2.JobStatus) -> str:
 
 
 class MasterClient:
+    """The master's job API over one channel."""
+
     def __init__(self, address: str) -> None:
         self._channel = make_channel(address)
         self._stub = master_pb2_grpc.MasterStub(self._channel)
@@ -34,7 +35,7 @@ class MasterClient:
     def submit(self, config: JobConfig, timeout: float = 30.0) -> str:
         return str(
             self._stub.SubmitJob(
-                master_pb2.SubmitJobRequest(spec=config_to_proto(config)), timeout=timeout
+                master_pb2.SubmitJobRequest(spec=wire.job_config_to_proto(config)), timeout=timeout
             ).job_id
         )
 
@@ -87,7 +88,7 @@ class MasterClient:
                 head.nnz = int(matrix.nnz)
             yield master_pb2.SubmitMatmulRequest(spec=head)
             if matrix is not None:
-                for first_row, rows in csr_row_chunks(matrix):
+                for first_row, rows in wire.csr_row_chunks(matrix, wire.CHUNK_BYTES):
                     yield master_pb2.SubmitMatmulRequest(
                         chunk=master_pb2.MatrixChunk(
                             first_row=first_row, rows=wire.csr_to_proto(rows)

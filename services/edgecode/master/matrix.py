@@ -1,7 +1,5 @@
 """The master's side of a matrix job: coded ``A^T x`` (or ``A^T B``) on straggling workers.
 
-Kept apart from :mod:`edgecode.master.logic` so the training paths are untouched.
-
 Submit. ``A`` (t x r, sparse) is cut into k block-columns of width ``w = ceil(r / k)``
 (:func:`~edgecode.codes.matrix.split_columns`) and encoded with the chosen k-of-n code into n
 coded CSR blocks ``C_i = sum_j G[i, j] A_j``:
@@ -16,9 +14,10 @@ Each worker gets its block once (streamed in row chunks by the transport).
 
 Product. Every worker gets ``Multiply(x)`` and returns ``C_i^T x`` (length w, or w x p for a
 block B: the columns of B are simply several vectors, so the same code serves ``A^T B``). The
-master takes results in completion order (:class:`~edgecode.gather.Gather`); a failed call or a
-result of the wrong shape counts as a straggler. As soon as k results give a non-singular
-decoding matrix it cancels the rest, solves ``X = G[S]^{-1} R_S``
+master collects results with the round engine (:mod:`edgecode.rounds`, rule
+:class:`~edgecode.rounds.FirstKRule`); a failed call or a result of the wrong shape counts as a
+straggler. As soon as k results give a non-singular decoding matrix it cancels the rest, solves
+``X = G[S]^{-1} R_S``
 (:meth:`~edgecode.codes.matrix.MatVecCode.decode`) and stacks the block results
 (:func:`~edgecode.codes.matrix.join_columns`), dropping the padding. Too few results before the
 deadline raise :class:`~edgecode.errors.RoundFailed`.
@@ -27,7 +26,6 @@ deadline raise :class:`~edgecode.errors.RoundFailed`.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
@@ -50,62 +48,25 @@ from edgecode.codes.matrix import (
     sparse_mv_code,
     split_columns,
 )
-from edgecode.errors import (
-    Infeasible,
-    InvalidInput,
-    NotDecodable,
-    Overloaded,
-    RoundFailed,
-    UnknownJob,
+from edgecode.errors import Infeasible, InvalidInput, Overloaded, UnknownJob
+from edgecode.master.ports import MasterMetricsPort, NoMasterMetrics
+from edgecode.records import (
+    MATRIX_SCHEMES,
+    BlockHeader,
+    MatmulJobStatus,
+    MatmulProduct,
+    MatmulSpec,
+    Timing,
 )
-from edgecode.gather import Gather, Pending
-from edgecode.worker.matrix import BlockHeader
+from edgecode.rounds import FirstKRule, FutureSource, Pending, Round, describe
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("sparse", "dense", "poly", "uncoded")
-JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 #: Deadline of one product when the spec gives none.
 DEFAULT_DEADLINE_SECONDS = 60.0
 #: Matrix jobs a master holds at once (each keeps only its code, but workers hold the blocks).
 MAX_JOBS = 32
-#: Largest n a matrix job may use (the condition scan enumerates k-subsets up to a limit).
-MAX_WORKERS = 256
-
-
-@dataclass(frozen=True)
-class MatmulSpec:
-    """How a matrix job is coded and where it runs (see ``MatmulSpec`` in master.proto)."""
-
-    scheme: str = "sparse"
-    n: int = 6
-    k: int = 4
-    seed: int = 0
-    deadline_seconds: float = 0.0
-    job_id: str = ""
-    #: worker addresses by code index; empty = the first n workers of the cluster
-    workers: tuple[str, ...] = ()
-
-    def validated(self) -> MatmulSpec:
-        if self.scheme not in SCHEMES:
-            raise InvalidInput(f"scheme must be one of {list(SCHEMES)}, got {self.scheme!r}")
-        if not 1 <= self.n <= MAX_WORKERS:
-            raise InvalidInput(f"n must be in [1, {MAX_WORKERS}], got {self.n}")
-        if not 1 <= self.k <= self.n:
-            raise InvalidInput(f"k must be in [1, n={self.n}], got {self.k}")
-        if self.scheme == "uncoded" and self.k != self.n:
-            raise InvalidInput(f"uncoded needs k = n (every worker answers), got k={self.k}")
-        if self.seed < 0:
-            raise InvalidInput(f"seed must be >= 0, got {self.seed}")
-        if not (np.isfinite(self.deadline_seconds) and self.deadline_seconds >= 0):
-            raise InvalidInput(f"deadline_seconds must be >= 0, got {self.deadline_seconds}")
-        if self.job_id and not JOB_ID.match(self.job_id):
-            raise InvalidInput(
-                f"job_id must be 1-128 letters, digits, '.', '-' or '_', got {self.job_id!r}"
-            )
-        if self.workers and len(self.workers) != self.n:
-            raise InvalidInput(f"workers must list n={self.n} addresses, got {len(self.workers)}")
-        return self
+SCHEMES = MATRIX_SCHEMES
 
 
 Code = MatVecCode | ProductCode
@@ -230,6 +191,7 @@ class MatrixTransport(Protocol):
 
     def multiply(
         self,
+        index: int,
         address: str,
         job_id: str,
         sequence: int,
@@ -237,31 +199,12 @@ class MatrixTransport(Protocol):
         operand: np.ndarray,
         timeout: float,
     ) -> Pending:
-        """Start ``C_i^T operand``; the future's result is ``(worker_index, product, seconds)``."""
+        """Start ``C_i^T operand`` on the worker holding code index ``index``; the result is a
+        :class:`~edgecode.rounds.Message` from ``address`` (InvalidInput when the worker
+        answers as another index)."""
         ...
 
     def drop(self, address: str, job_id: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class WorkerTiming:
-    index: int
-    address: str
-    #: seconds from fan-out to the answer (or to when it was given up)
-    seconds: float
-    arrived: bool
-    compute_seconds: float = 0.0
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class Product:
-    job_id: str
-    sequence: int
-    value: np.ndarray
-    seconds: float
-    decoded_from: tuple[int, ...]
-    timings: tuple[WorkerTiming, ...]
 
 
 @dataclass
@@ -282,6 +225,23 @@ class MatrixJob:
     products: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def status(self) -> MatmulJobStatus:
+        """The job as the API reports it."""
+        return MatmulJobStatus(
+            job_id=self.job_id,
+            scheme=self.spec.scheme,
+            n=self.spec.n,
+            k=self.spec.k,
+            rows=self.shape[0],
+            cols=self.shape[1],
+            worst_condition=self.code.condition_number(),
+            block_nnz=self.block_nnz,
+            block_bytes=self.block_bytes,
+            encode_seconds=self.encode_seconds,
+            place_seconds=self.place_seconds,
+            products=self.products,
+        )
+
     @property
     def scale(self) -> np.ndarray:
         """Worker i's result is ``scale[i] * generator[i] @ X`` (B-side coefficient, k_b = 1)."""
@@ -297,12 +257,12 @@ class MatrixMaster:
         self,
         transport: MatrixTransport,
         cluster_workers: Callable[[], Sequence[str]] | None = None,
-        metrics: Any = None,
+        metrics: MasterMetricsPort | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._transport = transport
         self._cluster_workers = cluster_workers
-        self._metrics = metrics
+        self._metrics: MasterMetricsPort = metrics if metrics is not None else NoMasterMetrics()
         self._clock = clock
         self._jobs: dict[str, MatrixJob] = {}
         self._lock = threading.Lock()
@@ -378,10 +338,7 @@ class MatrixMaster:
             place_seconds=placed - encoded,
             column_order=column_order,
         )
-        if self._metrics is not None:
-            self._metrics.matrix_placed_bytes.labels(scheme=spec.scheme).inc(sum(sent))
-            for nnz in job.block_nnz:
-                self._metrics.matrix_block_nnz.labels(scheme=spec.scheme).observe(nnz)
+        self._metrics.matrix_placed(spec.scheme, sum(sent), job.block_nnz)
         with self._lock:
             self._jobs[job_id] = job
         log.info(
@@ -396,7 +353,7 @@ class MatrixMaster:
         )
         return job
 
-    def multiply(self, job_id: str, operand: Any) -> Product:
+    def multiply(self, job_id: str, operand: Any) -> MatmulProduct:
         """``A^T operand`` from the first decodable set of workers (operand: t or t x p)."""
         job = self.job(job_id)
         x = np.asarray(operand, dtype=np.float64)
@@ -413,86 +370,49 @@ class MatrixMaster:
             sequence = job.products
             return self._gather(job, sequence, x)
 
-    def _gather(self, job: MatrixJob, sequence: int, x: np.ndarray) -> Product:
-        code = job.code
-        expected = (job.width, *x.shape[1:])
+    def _gather(self, job: MatrixJob, sequence: int, x: np.ndarray) -> MatmulProduct:
         deadline_seconds = job.spec.deadline_seconds or DEFAULT_DEADLINE_SECONDS
-        gather: Gather[int] = Gather(self._clock)
+        index_of = {address: i for i, address in enumerate(job.workers)}
+        collector = Round(
+            index_of, (job.width, *x.shape[1:]), deadline_seconds, self._clock, self._metrics
+        )
         for i, address in enumerate(job.workers):
             call = self._transport.multiply(
-                address, job.job_id, sequence, job.epoch, x, deadline_seconds
+                i, address, job.job_id, sequence, job.epoch, x, deadline_seconds
             )
-            gather.submit(i, call)
-        deadline = gather.started + deadline_seconds
-        results: dict[int, np.ndarray] = {}
-        timings: dict[int, WorkerTiming] = {}
-        decoded: list[np.ndarray] | None = None
-        scale = job.scale
-        while decoded is None:
-            outcome = gather.next(deadline)
-            if outcome is None:
-                break
-            i, value, error, elapsed = outcome
-            address = job.workers[i]
-            if error is None:
-                index, product, compute = value
-                product = np.asarray(product)
-                if index != i:
-                    error = InvalidInput(
-                        f"worker {address} answered as code index {index}, not {i}"
-                    )
-                elif product.shape != expected:
-                    error = InvalidInput(
-                        f"worker {address} returned shape {list(product.shape)}, "
-                        f"expected {list(expected)}"
-                    )
-                elif not np.all(np.isfinite(product)):
-                    error = InvalidInput(f"worker {address} returned non-finite values")
-            if error is not None:
-                timings[i] = WorkerTiming(i, address, elapsed, False, 0.0, _describe(error))
+            collector.add(FutureSource(address, call))
+        try:
+            outcome = collector.decide(FirstKRule(job.code, job.scale))
+        finally:
+            for name, why in collector.failed.items():
                 log.warning(
-                    "matrix job %s product %d: worker %d: %s",
-                    job.job_id,
-                    sequence,
-                    i,
-                    _describe(error),
+                    "matrix job %s product %d: worker %s: %s", job.job_id, sequence, name, why
                 )
-                continue
-            results[i] = product / scale[i]
-            timings[i] = WorkerTiming(i, address, elapsed, True, float(compute))
-            if self._metrics is not None:
-                self._metrics.matrix_worker_seconds.labels(worker=address).observe(float(compute))
-            if len(results) >= code.k:
-                try:
-                    decoded = code.decode(results)
-                except NotDecodable:
-                    continue  # a singular subset: wait for one more result
-        now = self._clock()
-        stragglers = gather.cancel_rest()
-        for i in stragglers:
-            timings[i] = WorkerTiming(i, job.workers[i], now - gather.started, False)
-        if decoded is None:
-            failures = [f"{t.index}: {t.error}" for t in timings.values() if t.error]
-            raise RoundFailed(
-                f"matrix job {job.job_id} product {sequence}: {len(results)} of the {code.k} "
-                f"results needed arrived within {deadline_seconds:g} s"
-                + (f"; failed workers {failures}" if failures else "")
-            )
-        value = join_columns(decoded, job.shape[1])
+        for timing in outcome.sources:
+            if timing.arrived:
+                self._metrics.matrix_worker(timing.node, timing.compute_seconds)
+        value = join_columns(list(outcome.decoded.value), job.shape[1])
         if job.column_order is not None:
             in_order = np.empty_like(value)
             in_order[job.column_order] = value  # entry i belongs to column column_order[i]
             value = in_order
-        seconds = self._clock() - gather.started
-        if self._metrics is not None:
-            self._metrics.matrix_product_seconds.labels(scheme=job.spec.scheme).observe(seconds)
-        return Product(
+        self._metrics.matrix_product(job.spec.scheme, outcome.seconds)
+        timings = sorted(
+            (
+                Timing(
+                    str(index_of[t.node]), t.seconds, t.arrived, t.compute_seconds, error=t.error
+                )
+                for t in outcome.sources
+            ),
+            key=lambda t: int(t.node),
+        )
+        return MatmulProduct(
             job_id=job.job_id,
             sequence=sequence,
             value=value,
-            seconds=seconds,
-            decoded_from=code.select_workers(results.keys()),
-            timings=tuple(timings[i] for i in sorted(timings)),
+            seconds=outcome.seconds,
+            decoded_from=outcome.decoded.used,
+            timings=tuple(timings),
         )
 
     def drop(self, job_id: str) -> MatrixJob:
@@ -505,16 +425,5 @@ class MatrixMaster:
             try:
                 self._transport.drop(address, job_id)
             except Exception as exc:  # a dead worker holds nothing anyway
-                log.info("drop %s on %s: %s", job_id, address, _describe(exc))
+                log.info("drop %s on %s: %s", job_id, address, describe(exc))
         return job
-
-
-def _describe(error: BaseException) -> str:
-    details = getattr(error, "details", None)
-    code = getattr(error, "code", None)
-    if callable(details) and callable(code):
-        try:
-            return f"{code().name}: {details()}"
-        except Exception:  # a cancelled future's error may not carry a status
-            pass
-    return f"{type(error).__name__}: {error}"

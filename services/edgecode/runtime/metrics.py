@@ -4,11 +4,13 @@ on a separate port. Names follow the Prometheus rules: base units, ``_seconds``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from edgecode.planning.plans import SCHEMES
+from edgecode.records import Timing
 
 #: Latency buckets from 1 ms to 60 s: Raspberry Pi rounds are slow, loopback rounds fast.
 LATENCY_BUCKETS = (
@@ -101,6 +103,39 @@ class WorkerMetrics(ServiceMetrics):
             registry=r,
         )
 
+    # -- what the worker's logic records (worker.logic.WorkerMetricsPort) --
+    def computed(self, seconds: float, nbytes: int) -> None:
+        self.compute_seconds.observe(seconds)
+        self.rounds.inc()
+        self.sent_bytes.inc(nbytes)
+
+    def abandoned_round(self) -> None:
+        self.abandoned.inc()
+
+    def holding(self, partitions: int) -> None:
+        self.partitions.set(partitions)
+
+    def received(self, nbytes: int) -> None:
+        self.received_bytes.inc(nbytes)
+
+    def multiplied(self, seconds: float, nbytes: int) -> None:
+        self.multiply_seconds.observe(seconds)
+        self.products.inc()
+        self.sent_bytes.inc(nbytes)
+
+    def block_held(self, job_id: str, nnz: int) -> None:
+        self.block_nnz.labels(job_id=job_id).set(nnz)
+
+    def block_dropped(self, job_id: str) -> None:
+        try:
+            self.block_nnz.remove(job_id)
+        except KeyError:  # never exported
+            pass
+
+    def block_received(self, nbytes: int) -> None:
+        self.received_bytes.inc(nbytes)
+        self.block_bytes.inc(nbytes)
+
 
 class AggregatorMetrics(ServiceMetrics):
     def __init__(self) -> None:
@@ -136,6 +171,27 @@ class AggregatorMetrics(ServiceMetrics):
         self.sent_bytes = Counter(
             "edgecode_edge_sent_bytes_total", "Payload bytes sent", registry=r
         )
+
+    # -- what the edge's logic records (aggregator.logic.EdgeMetrics) --
+    def response(self, node: str, seconds: float) -> None:
+        self.peer_latency.labels(node).observe(seconds)
+
+    def received(self, nbytes: int) -> None:
+        self.received_bytes.inc(nbytes)
+
+    def decoded(self, seconds: float) -> None:
+        self.decode_seconds.observe(seconds)
+
+    def round_done(self, seconds: float, stragglers: int) -> None:
+        self.stragglers.inc(stragglers)
+        self.round_seconds.observe(seconds)
+
+    def sent(self, nbytes: int) -> None:
+        self.sent_bytes.inc(nbytes)
+
+    def known_workers(self, names: Sequence[str]) -> None:
+        for name in names:
+            self.peer_latency.labels(name)
 
 
 class MasterMetrics(ServiceMetrics):
@@ -240,6 +296,52 @@ class MasterMetrics(ServiceMetrics):
         for level in ("worker", "edge"):
             self.stragglers.labels(level)
 
+    # -- what the master's logic records (master.ports.MasterMetricsPort) --
+    def response(self, node: str, seconds: float) -> None:
+        self.peer_latency.labels(node).observe(seconds)
+
+    def received(self, nbytes: int) -> None:
+        self.received_bytes.inc(nbytes)
+
+    def decoded(self, seconds: float) -> None:
+        self.decode_seconds.observe(seconds)
+
+    def sent(self, nbytes: int) -> None:
+        self.sent_bytes.inc(nbytes)
+
+    def placed(self, nbytes: int) -> None:
+        self.placed_bytes.inc(nbytes)
+
+    def round_done(
+        self,
+        scheme: str,
+        job_id: str,
+        seconds: float,
+        stragglers: int,
+        loss: float,
+        predicted: float,
+        timings: Sequence[Timing],
+    ) -> None:
+        self.round_seconds.labels(scheme).observe(seconds)
+        self.rounds.labels(scheme).inc()
+        self.round_stragglers.set(stragglers)
+        self.stragglers.labels("worker").inc(stragglers)
+        self.loss.labels(job_id).set(loss)
+        self.predicted_round_seconds.set(predicted)
+        for t in timings:
+            self.worker_latency.labels(t.node, t.edge).observe(t.seconds)
+
+    def matrix_placed(self, scheme: str, nbytes: int, block_nnz: Sequence[int]) -> None:
+        self.matrix_placed_bytes.labels(scheme=scheme).inc(nbytes)
+        for nnz in block_nnz:
+            self.matrix_block_nnz.labels(scheme=scheme).observe(nnz)
+
+    def matrix_worker(self, worker: str, seconds: float) -> None:
+        self.matrix_worker_seconds.labels(worker=worker).observe(seconds)
+
+    def matrix_product(self, scheme: str, seconds: float) -> None:
+        self.matrix_product_seconds.labels(scheme=scheme).observe(seconds)
+
 
 class CoordinatorMetrics(ServiceMetrics):
     def __init__(self) -> None:
@@ -276,3 +378,19 @@ class CoordinatorMetrics(ServiceMetrics):
         self.measurements = Counter(
             "edgecode_coordinator_measurements_total", "Timing measurements received", registry=r
         )
+
+    # -- what the coordinator's logic records (coordinator.logic.CoordinatorMetricsPort) --
+    def measured(self, count: int, round_seconds: float) -> None:
+        self.measurements.inc(count)
+        if round_seconds > 0:
+            self.measured_round_seconds.set(round_seconds)
+
+    def planned(self, seconds: float, predicted: float, s_edge: int, partitions: int) -> None:
+        self.plan_seconds.observe(seconds)
+        self.predicted_round_seconds.set(predicted)
+        self.plan_s_edge.set(s_edge)
+        self.plan_partitions.set(partitions)
+
+    def membership(self, role: str, alive: int, dead: int) -> None:
+        self.nodes.labels(role, "alive").set(alive)
+        self.nodes.labels(role, "dead").set(dead)

@@ -44,6 +44,11 @@ class AggregatorStub:
                 request_serializer=edgecode_dot_v1_dot_aggregator__pb2.RunRoundRequest.SerializeToString,
                 response_deserializer=edgecode_dot_v1_dot_aggregator__pb2.EdgeMessage.FromString,
                 _registered_method=True)
+        self.DropJob = channel.unary_unary(
+                '/edgecode.v1.Aggregator/DropJob',
+                request_serializer=edgecode_dot_v1_dot_aggregator__pb2.DropEdgeJobRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_aggregator__pb2.DropEdgeJobResponse.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -65,6 +70,13 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DropJob(self, request, context):
+        """Master -> edge: forget a job (it ended); its worker connections are closed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +89,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.RunRound,
                     request_deserializer=edgecode_dot_v1_dot_aggregator__pb2.RunRoundRequest.FromString,
                     response_serializer=edgecode_dot_v1_dot_aggregator__pb2.EdgeMessage.SerializeToString,
+            ),
+            'DropJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropJob,
+                    request_deserializer=edgecode_dot_v1_dot_aggregator__pb2.DropEdgeJobRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_aggregator__pb2.DropEdgeJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +150,33 @@ class Aggregator:
             '/edgecode.v1.Aggregator/RunRound',
             edgecode_dot_v1_dot_aggregator__pb2.RunRoundRequest.SerializeToString,
             edgecode_dot_v1_dot_aggregator__pb2.EdgeMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecode.v1.Aggregator/DropJob',
+            edgecode_dot_v1_dot_aggregator__pb2.DropEdgeJobRequest.SerializeToString,
+            edgecode_dot_v1_dot_aggregator__pb2.DropEdgeJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,8 @@ class AggregatorStub:
     decoded vector, sent as soon as any decodable set of workers has answered (the rest are
     cancelled). In FORWARD mode it carries each worker's vector as it arrives.
     """
+    DropJob: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.DropEdgeJobRequest, _aggregator_pb2.DropEdgeJobResponse]
+    """Master -> edge: forget a job (it ended); its worker connections are closed."""
 
 @_typing.type_check_only
 class AggregatorAsyncStub(AggregatorStub):
@@ -49,6 +51,8 @@ class AggregatorAsyncStub(AggregatorStub):
     decoded vector, sent as soon as any decodable set of workers has answered (the rest are
     cancelled). In FORWARD mode it carries each worker's vector as it arrives.
     """
+    DropJob: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.DropEdgeJobRequest, _aggregator_pb2.DropEdgeJobResponse]  # type: ignore[assignment]
+    """Master -> edge: forget a job (it ended); its worker connections are closed."""
 
 class AggregatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -69,5 +73,13 @@ class AggregatorServicer(metaclass=_abc_1.ABCMeta):
         decoded vector, sent as soon as any decodable set of workers has answered (the rest are
         cancelled). In FORWARD mode it carries each worker's vector as it arrives.
         """
+
+    @_abc_1.abstractmethod
+    def DropJob(
+        self,
+        request: _aggregator_pb2.DropEdgeJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.DropEdgeJobResponse, _abc.Awaitable[_aggregator_pb2.DropEdgeJobResponse]]:
+        """Master -> edge: forget a job (it ended); its worker connections are closed."""
 
 def add_AggregatorServicer_to_server(servicer: AggregatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -95,6 +95,8 @@ class NodeTiming(_message.Message):
     ARRIVED_FIELD_NUMBER: _builtins.int
     COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
     LOAD_FRACTION_FIELD_NUMBER: _builtins.int
+    EDGE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     seconds: _builtins.float
     """Seconds from the request to the answer; for a straggler, until it was given up."""
@@ -104,6 +106,10 @@ class NodeTiming(_message.Message):
     """Seconds the node spent computing, as it reported (0 when it did not answer)."""
     load_fraction: _builtins.float
     """Fraction of the data set the node holds."""
+    edge: _builtins.str
+    """The edge that saw the node (empty when its caller saw it directly)."""
+    error: _builtins.str
+    """Why the node did not arrive, in words (empty when it did)."""
     def __init__(
         self,
         *,
@@ -112,10 +118,12 @@ class NodeTiming(_message.Message):
         arrived: _builtins.bool = ...,
         compute_seconds: _builtins.float = ...,
         load_fraction: _builtins.float = ...,
+        edge: _builtins.str = ...,
+        error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrived", b"arrived", "compute_seconds", b"compute_seconds", "load_fraction", b"load_fraction", "node", b"node", "seconds", b"seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrived", b"arrived", "compute_seconds", b"compute_seconds", "edge", b"edge", "error", b"error", "load_fraction", b"load_fraction", "node", b"node", "seconds", b"seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,13 +12,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
 from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.learning.models import Model, get_model
+from edgecode.records import PlacementHeader
 from edgecode.worker.straggle import StraggleConfig, emulate
 
 log = logging.getLogger(__name__)
@@ -27,23 +28,33 @@ log = logging.getLogger(__name__)
 MAX_PARTITIONS = 100_000
 
 
-@dataclass(frozen=True)
-class PlacementHeader:
-    job_id: str
-    model: str
-    n_features: int
-    n_classes: int
-    partitions: tuple[int, ...]
-    coefficients: tuple[float, ...]
-    l2: float
-    n_partitions: int
-    epoch: int
-    #: rows of each partition, in the order of ``partitions``
-    rows: tuple[int, ...] = ()
+class WorkerMetricsPort(Protocol):
+    """What the worker's logic records (runtime.metrics.WorkerMetrics; default: nothing)."""
+
+    def computed(self, seconds: float, nbytes: int) -> None: ...
+
+    def abandoned_round(self) -> None: ...
+
+    def holding(self, partitions: int) -> None: ...
+
+
+class NoWorkerMetrics:
+    """Records nothing."""
+
+    def computed(self, seconds: float, nbytes: int) -> None:
+        pass
+
+    def abandoned_round(self) -> None:
+        pass
+
+    def holding(self, partitions: int) -> None:
+        pass
 
 
 @dataclass
 class Placement:
+    """One job's installed data on this worker (one placement epoch)."""
+
     header: PlacementHeader
     model: Model
     features: list[Any]
@@ -141,13 +152,15 @@ class PlacementBuilder:
 
 
 class WorkerLogic:
+    """The jobs' data this worker holds and the coded gradients it computes on them."""
+
     def __init__(
         self,
         name: str,
         straggle: StraggleConfig | None = None,
         rng: np.random.Generator | None = None,
         link_seconds: float = 0.0,
-        metrics: Any = None,
+        metrics: WorkerMetricsPort | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -155,12 +168,13 @@ class WorkerLogic:
         #: emulated worker -> edge latency (netem is not available on these machines)
         self.link_seconds = link_seconds
         self._rng = rng if rng is not None else np.random.default_rng()
-        self._metrics = metrics
+        self._metrics: WorkerMetricsPort = metrics if metrics is not None else NoWorkerMetrics()
         self._clock = clock
         self._jobs: dict[str, Placement] = {}
         self._lock = threading.Lock()
 
     def begin_placement(self, header: PlacementHeader) -> PlacementBuilder:
+        """Start collecting a streamed placement (validated; installed by ``finish``)."""
         return PlacementBuilder(self, header)
 
     def _install(self, placement: Placement) -> None:
@@ -171,17 +185,22 @@ class WorkerLogic:
                 # epoch saw; requests of the old epoch are refused by the epoch check.
                 old.newer.set()  # computations on the old placement are stale
             self._jobs[placement.header.job_id] = placement
-        if self._metrics is not None:
-            self._metrics.partitions.set(sum(len(p.header.partitions) for p in self._jobs.values()))
+            held = sum(len(p.header.partitions) for p in self._jobs.values())
+        self._metrics.holding(held)
 
     def drop(self, job_id: str) -> bool:
+        """Forget a job's data (its running computation is abandoned); True when it was held."""
         with self._lock:
             placement = self._jobs.pop(job_id, None)
         if placement is not None:
             placement.newer.set()
+            with self._lock:
+                held = sum(len(p.header.partitions) for p in self._jobs.values())
+            self._metrics.holding(held)
         return placement is not None
 
     def jobs(self) -> dict[str, Placement]:
+        """The installed placements by job id (a copy)."""
         with self._lock:
             return dict(self._jobs)
 
@@ -234,15 +253,11 @@ class WorkerLogic:
             if cancelled.is_set() or newer.is_set():
                 self._abandoned()
                 raise StaleRound(f"round {round_} was cancelled or superseded")
-        if self._metrics is not None:
-            self._metrics.compute_seconds.observe(seconds)
-            self._metrics.rounds.inc()
-            self._metrics.sent_bytes.inc(gradient.nbytes)
+        self._metrics.computed(seconds, gradient.nbytes)
         return gradient, seconds
 
     def _wait(self, seconds: float, cancelled: threading.Event, newer: threading.Event) -> None:
         emulate(seconds, cancelled, newer, self._clock)
 
     def _abandoned(self) -> None:
-        if self._metrics is not None:
-            self._metrics.abandoned.inc()
+        self._metrics.abandoned_round()

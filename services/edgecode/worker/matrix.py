@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
 from edgecode.errors import InvalidInput, Overloaded, StaleRound, UnknownJob
+from edgecode.records import BlockHeader
 from edgecode.worker.straggle import StraggleConfig, emulate
 
 #: Job ids: what the master accepts too (no path separators or control characters in logs).
@@ -30,15 +31,32 @@ MAX_DIMENSION = 1 << 31
 MAX_NNZ = 1 << 31
 
 
-@dataclass(frozen=True)
-class BlockHeader:
-    job_id: str
-    worker_index: int
-    rows: int
-    cols: int
-    nnz: int
-    epoch: int
-    work_fraction: float
+class MatrixMetricsPort(Protocol):
+    """What the matrix worker records (runtime.metrics.WorkerMetrics; default: nothing)."""
+
+    def multiplied(self, seconds: float, nbytes: int) -> None: ...
+
+    def abandoned_round(self) -> None: ...
+
+    def block_held(self, job_id: str, nnz: int) -> None: ...
+
+    def block_dropped(self, job_id: str) -> None: ...
+
+
+class NoMatrixMetrics:
+    """Records nothing."""
+
+    def multiplied(self, seconds: float, nbytes: int) -> None:
+        pass
+
+    def abandoned_round(self) -> None:
+        pass
+
+    def block_held(self, job_id: str, nnz: int) -> None:
+        pass
+
+    def block_dropped(self, job_id: str) -> None:
+        pass
 
 
 @dataclass
@@ -110,14 +128,14 @@ class MatrixWorker:
         name: str,
         straggle: StraggleConfig | None = None,
         rng: np.random.Generator | None = None,
-        metrics: Any = None,
+        metrics: MatrixMetricsPort | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_jobs: int = 64,
     ) -> None:
         self.name = name
         self.straggle = straggle or StraggleConfig()
         self._rng = rng if rng is not None else np.random.default_rng()
-        self._metrics = metrics
+        self._metrics: MatrixMetricsPort = metrics if metrics is not None else NoMatrixMetrics()
         self._clock = clock
         self._max_jobs = max_jobs
         self._blocks: dict[str, Block] = {}
@@ -134,16 +152,14 @@ class MatrixWorker:
             if old is not None:
                 old.newer.set()
             self._blocks[block.header.job_id] = block
-        if self._metrics is not None:
-            self._metrics.block_nnz.labels(job_id=block.header.job_id).set(block.matrix.nnz)
+        self._metrics.block_held(block.header.job_id, int(block.matrix.nnz))
 
     def drop(self, job_id: str) -> bool:
         with self._lock:
             block = self._blocks.pop(job_id, None)
         if block is not None:
             block.newer.set()
-            if self._metrics is not None:
-                self._metrics.block_nnz.remove(job_id)
+            self._metrics.block_dropped(job_id)
         return block is not None
 
     def blocks(self) -> dict[str, Block]:
@@ -188,14 +204,10 @@ class MatrixWorker:
             if extra - real > 0:
                 self._wait(extra - real, cancelled, newer)
         if cancelled.is_set() or newer.is_set():
-            if self._metrics is not None:
-                self._metrics.abandoned.inc()
+            self._metrics.abandoned_round()
             raise StaleRound(f"product {sequence} was cancelled or superseded")
         seconds = self._clock() - start
-        if self._metrics is not None:
-            self._metrics.multiply_seconds.observe(seconds)
-            self._metrics.products.inc()
-            self._metrics.sent_bytes.inc(product.nbytes)
+        self._metrics.multiplied(seconds, product.nbytes)
         return block.header.worker_index, product, seconds
 
     def _wait(self, seconds: float, cancelled: threading.Event, newer: threading.Event) -> None:

@@ -1,115 +1,90 @@
-"""The worker's gRPC servicer (thin: decode, call the logic, encode)."""
+"""The worker's gRPC servicer (thin: decode the request, call the logic, encode)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
 
 from edgecode import wire
-from edgecode.errors import InvalidInput
 from edgecode.runtime.errors import translate_errors
 from edgecode.v1 import worker_pb2, worker_pb2_grpc
-from edgecode.worker.logic import PlacementHeader, WorkerLogic
-from edgecode.worker.matrix import BlockHeader, MatrixWorker
+from edgecode.worker.logic import PlacementBuilder, WorkerLogic
+from edgecode.worker.matrix import BlockBuilder, MatrixWorker
 
 
-def header_from_proto(message: worker_pb2.PlacementHeader) -> PlacementHeader:
-    return PlacementHeader(
-        job_id=message.job_id,
-        model=message.model,
-        n_features=int(message.n_features),
-        n_classes=int(message.n_classes),
-        partitions=tuple(int(j) for j in message.partitions),
-        coefficients=tuple(float(c) for c in message.coefficients),
-        l2=float(message.l2),
-        n_partitions=int(message.n_partitions),
-        epoch=int(message.placement_epoch),
-        rows=tuple(int(r) for r in message.rows),
-    )
+class ServicerMetrics(Protocol):
+    """What the servicer itself records: payload bytes received."""
+
+    def received(self, nbytes: int) -> None: ...
+
+    def block_received(self, nbytes: int) -> None: ...
 
 
-def block_header_from_proto(message: worker_pb2.BlockHeader) -> BlockHeader:
-    return BlockHeader(
-        job_id=message.job_id,
-        worker_index=int(message.worker_index),
-        rows=int(message.rows),
-        cols=int(message.cols),
-        nnz=int(message.nnz),
-        epoch=int(message.placement_epoch),
-        work_fraction=float(message.work_fraction),
+class _NoMetrics:
+    def received(self, nbytes: int) -> None:
+        pass
+
+    def block_received(self, nbytes: int) -> None:
+        pass
+
+
+def _add_partition(builder: PlacementBuilder, chunk: worker_pb2.PartitionChunk) -> None:
+    builder.add(*wire.partition_chunk_from_proto(chunk))
+
+
+def _add_block_rows(builder: BlockBuilder, chunk: worker_pb2.BlockChunk) -> None:
+    builder.add(
+        int(chunk.first_row), wire.csr_from_proto(chunk.rows, f"block rows {chunk.first_row}")
     )
 
 
 @dataclass
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
+    """Worker RPCs: PlaceData, ComputeGradient, DropJob, PlaceBlock, Multiply."""
+
     logic: WorkerLogic
-    metrics: Any = None
+    metrics: ServicerMetrics = field(default_factory=_NoMetrics)
     #: matrix jobs (coded sparse blocks); a default one shares the worker's straggle config
     matrix: MatrixWorker | None = None
 
     def __post_init__(self) -> None:
         if self.matrix is None:
             self.matrix = MatrixWorker(
-                self.logic.name, self.logic.straggle, np.random.default_rng(0), self.metrics
+                self.logic.name, self.logic.straggle, np.random.default_rng(0)
             )
+
+    def _matrix(self) -> MatrixWorker:
+        assert self.matrix is not None
+        return self.matrix
 
     @translate_errors
     def PlaceData(
         self, request_iterator: Iterator[worker_pb2.PlaceDataRequest], context: grpc.ServicerContext
-    ) -> Any:
-        builder = None
-        received = 0
-        for message in request_iterator:
-            received += message.ByteSize()
-            if message.HasField("header"):
-                if builder is not None:
-                    raise InvalidInput("placement: a second header arrived")
-                builder = self.logic.begin_placement(header_from_proto(message.header))
-                continue
-            if builder is None:
-                raise InvalidInput("placement: the first message must be the header")
-            chunk = message.chunk
-            if chunk.HasField("sparse"):
-                features = wire.csr_from_proto(
-                    chunk.sparse, f"partition {chunk.partition} features"
-                )
-            elif chunk.HasField("dense"):
-                features = wire.tensor_from_proto(
-                    chunk.dense, f"partition {chunk.partition} features", dtype="float64"
-                )
-            else:
-                raise InvalidInput(
-                    f"placement: chunk of partition {chunk.partition} has no features"
-                )
-            labels = wire.tensor_from_proto(
-                chunk.labels, f"partition {chunk.partition} labels", shape=[None]
-            )
-            builder.add(int(chunk.partition), features, labels)
-        if builder is None:
-            raise InvalidInput("placement: empty stream")
-        if not context.is_active():
-            # The call died (deadline, oversized message, client gone) and grpc ended the
-            # request stream quietly: the caller was told it failed, so install nothing.
-            raise InvalidInput("placement: the call ended before it completed")
+    ) -> worker_pb2.PlaceDataResponse:
+        builder, received = wire.read_stream(
+            request_iterator,
+            "placement",
+            lambda header: self.logic.begin_placement(wire.placement_header_from_proto(header)),
+            _add_partition,
+            context.is_active,
+        )
         placement = builder.finish()
-        if self.metrics is not None:
-            self.metrics.received_bytes.inc(received)
+        self.metrics.received(received)
         return worker_pb2.PlaceDataResponse(
             partitions=len(placement.header.partitions), rows=placement.rows, bytes=received
         )
 
     @translate_errors
-    def ComputeGradient(
+    def ComputeGradient(  # type: ignore[override]  # bytes: the fast path, see add_worker_servicer
         self, request: worker_pb2.ComputeGradientRequest, context: grpc.ServicerContext
-    ) -> Any:
+    ) -> bytes:
         params = wire.tensor_from_proto(request.params, "params", dtype="float64", shape=[None])
-        if self.metrics is not None:
-            self.metrics.received_bytes.inc(len(request.params.data))
+        self.metrics.received(params.nbytes)
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
         gradient, seconds = self.logic.compute(
@@ -121,9 +96,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         )
 
     @translate_errors
-    def DropJob(self, request: worker_pb2.DropJobRequest, context: grpc.ServicerContext) -> Any:
-        assert self.matrix is not None
-        dropped_block = self.matrix.drop(request.job_id)
+    def DropJob(
+        self, request: worker_pb2.DropJobRequest, context: grpc.ServicerContext
+    ) -> worker_pb2.DropJobResponse:
+        dropped_block = self._matrix().drop(request.job_id)
         return worker_pb2.DropJobResponse(dropped=self.logic.drop(request.job_id) or dropped_block)
 
     @translate_errors
@@ -131,48 +107,35 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self,
         request_iterator: Iterator[worker_pb2.PlaceBlockRequest],
         context: grpc.ServicerContext,
-    ) -> Any:
-        assert self.matrix is not None
-        builder = None
-        received = 0
-        for message in request_iterator:
-            received += message.ByteSize()
-            if message.HasField("header"):
-                if builder is not None:
-                    raise InvalidInput("block: a second header arrived")
-                builder = self.matrix.begin(block_header_from_proto(message.header))
-                continue
-            if builder is None:
-                raise InvalidInput("block: the first message must be the header")
-            rows = wire.csr_from_proto(message.chunk.rows, f"block rows {message.chunk.first_row}")
-            builder.add(int(message.chunk.first_row), rows)
-        if builder is None:
-            raise InvalidInput("block: empty stream")
-        if not context.is_active():
-            raise InvalidInput("block: the call ended before it completed")
+    ) -> worker_pb2.PlaceBlockResponse:
+        builder, received = wire.read_stream(
+            request_iterator,
+            "block",
+            lambda header: self._matrix().begin(wire.block_header_from_proto(header)),
+            _add_block_rows,
+            context.is_active,
+        )
         block = builder.finish()
-        if self.metrics is not None:
-            self.metrics.received_bytes.inc(received)
-            self.metrics.block_bytes.inc(received)
+        self.metrics.block_received(received)
         return worker_pb2.PlaceBlockResponse(
             rows=block.header.rows, nnz=int(block.matrix.nnz), bytes=received
         )
 
     @translate_errors
-    def Multiply(self, request: worker_pb2.MultiplyRequest, context: grpc.ServicerContext) -> Any:
-        assert self.matrix is not None
+    def Multiply(
+        self, request: worker_pb2.MultiplyRequest, context: grpc.ServicerContext
+    ) -> worker_pb2.MultiplyResponse:
         operand = wire.tensor_from_proto(request.operand, "operand", dtype="float64")
-        if self.metrics is not None:
-            self.metrics.received_bytes.inc(len(request.operand.data))
+        self.metrics.received(operand.nbytes)
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
-        index, product, seconds = self.matrix.multiply(
+        index, product, seconds = self._matrix().multiply(
             request.job_id, request.sequence, request.placement_epoch, operand, cancelled
         )
         response = worker_pb2.MultiplyResponse(
             job_id=request.job_id,
             sequence=request.sequence,
-            worker=self.matrix.name,
+            worker=self._matrix().name,
             worker_index=index,
             compute_seconds=seconds,
         )

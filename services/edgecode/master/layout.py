@@ -1,0 +1,223 @@
+"""What a placement epoch sets up, as pure data: the code of a scheme on the alive topology,
+who holds which partitions with which coefficients, what every edge is told, and the rule that
+ends the master's rounds.
+
+Schemes, all on the same code path (placement, edge fan-out, first-decodable-set, decode):
+
+- ``hgc``: hierarchical code; edges decode (DECODE mode), the master waits for any decodable set
+  of edges. s from the job, or the planner's plan when the job's s_edge is negative.
+- ``flat``: cyclic repetition over all workers; edges forward (FORWARD mode), the master waits
+  for any N - s workers.
+- ``uncoded``: every partition on one worker, plain sums; the master waits for every edge's sum.
+- ``ignore``: uncoded placement; the master takes the first N - s workers and rescales by
+  N / (N - s): fast and biased (the baseline that is NOT exact).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgecode.codes.combine import Rule
+from edgecode.codes.flat import GradientCode, cyclic_repetition, placement_code
+from edgecode.codes.hierarchical import HierarchicalCode, hierarchical, hierarchical_from_counts
+from edgecode.errors import Infeasible, RoundFailed
+from edgecode.master.ports import EdgeAssignment, Node, Topology
+from edgecode.planning.spec import Plan
+from edgecode.records import JobConfig, Timing
+from edgecode.rounds import ExactRule, FastestRule, all_of
+
+DECODE, FORWARD = "decode", "forward"
+
+
+@dataclass
+class Layout:
+    """One placement epoch: the code and who holds what."""
+
+    scheme: str
+    topology: Topology
+    epoch: int
+    code: HierarchicalCode | GradientCode
+    s_tolerated: int
+    predicted_round_seconds: float = 0.0
+    plan: Plan | None = None
+
+    @property
+    def n_partitions(self) -> int:
+        return int(self.code.n_partitions)
+
+    @property
+    def workers(self) -> tuple[Node, ...]:
+        """Every worker in the code's (edge-major) order."""
+        return tuple(w for members in self.topology.workers for w in members)
+
+    @property
+    def plan_json(self) -> str:
+        return "" if self.plan is None else json.dumps(plan_dict(self.plan))
+
+    def edge_layer(self) -> bool:
+        """True when the master decodes edge messages (hgc, uncoded), False when the edges
+        forward every worker's message (flat, ignore)."""
+        return isinstance(self.code, HierarchicalCode) or self.scheme == "uncoded"
+
+    def holding(self) -> tuple[Node, ...]:
+        """The workers that hold data (the others take no part in rounds)."""
+        B = self.code.B
+        return tuple(w for i, w in enumerate(self.workers) if np.any(B[i]))
+
+    def participating_edges(self) -> list[Node]:
+        """The edges a round is sent to."""
+        if isinstance(self.code, HierarchicalCode):
+            return [self.topology.edges[e] for e in self.code.active_edges]
+        return [a.edge for a in self.assignments()]
+
+    def senders(self) -> dict[str, int]:
+        """Message sender name -> index of the master's rule."""
+        nodes: tuple[Node, ...] | list[Node]
+        if isinstance(self.code, HierarchicalCode):
+            nodes = self.topology.edges  # the code's edge indices
+        elif self.scheme == "uncoded":
+            nodes = self.participating_edges()
+        elif self.scheme == "ignore":
+            nodes = self.holding()
+        else:
+            nodes = self.workers  # the flat code's worker indices
+        return {node.name: i for i, node in enumerate(nodes)}
+
+    def rule(self) -> Rule:
+        """A fresh rule for one round of this layout."""
+        code = self.code
+        if isinstance(code, HierarchicalCode):
+            needed = len(code.active_edges) - code.s_edge
+            return ExactRule(len(self.topology.edges), code.master_decode_vector, needed)
+        if self.scheme == "uncoded":
+            return all_of(len(self.participating_edges()))
+        if self.scheme == "ignore":
+            n = len(self.holding())
+            return FastestRule(n, min(self.s_tolerated, n - 1))
+        return ExactRule(len(self.workers), code.decode_vector, len(self.workers) - code.stragglers)
+
+    def uploads(self) -> list[tuple[Node, tuple[int, ...], tuple[float, ...]]]:
+        """``(worker, partitions held, their coefficients)`` for every worker holding data."""
+        B = self.code.B
+        out = []
+        for index, worker in enumerate(self.workers):
+            held = tuple(int(j) for j in np.flatnonzero(B[index]))
+            if held:
+                out.append((worker, held, tuple(float(B[index, j]) for j in held)))
+        return out
+
+    def assignments(self) -> list[EdgeAssignment]:
+        """What every taking-part edge is told: its taking-part workers (those that hold data)
+        and, in DECODE mode, their code rows and the edge's targets."""
+        code = self.code
+        out = []
+        offset = 0
+        for e, (edge, members) in enumerate(
+            zip(self.topology.edges, self.topology.workers, strict=True)
+        ):
+            rows = code.B[offset : offset + len(members)]
+            offset += len(members)
+            holding = [w for w in range(len(members)) if np.any(rows[w])]
+            if not holding:
+                continue
+            workers = tuple(members[w] for w in holding)
+            if isinstance(code, HierarchicalCode):
+                assert code.edge_code is not None
+                targets = np.array(code.edge_code.B[code.active_edges.index(e)])
+                out.append(
+                    EdgeAssignment(edge, workers, DECODE, rows[holding], targets, code.s_workers[e])
+                )
+            elif self.scheme == "uncoded":
+                code_rows = rows[holding]
+                out.append(EdgeAssignment(edge, workers, DECODE, code_rows, code_rows.sum(0), 0))
+            else:
+                out.append(EdgeAssignment(edge, workers, FORWARD, None, None, 0))
+        return out
+
+    def stragglers(self, timings: tuple[Timing, ...]) -> int:
+        """Workers whose message was not used this round."""
+        return len(self.workers) - sum(1 for t in timings if t.arrived)
+
+
+def build_layout(
+    config: JobConfig,
+    topology: Topology,
+    epoch: int,
+    plan: tuple[Plan, float] | None = None,
+) -> Layout:
+    """The code of ``config.scheme`` on ``topology`` (the planner's ``plan`` for hgc with a
+    negative s_edge)."""
+    m = [len(w) for w in topology.workers]
+    n_workers = sum(m)
+    code: HierarchicalCode | GradientCode
+    if config.scheme == "hgc":
+        if config.s_edge < 0:
+            if plan is None:
+                raise ValueError("hgc with s_edge < 0 needs the planner's plan")
+            code = code_from_plan(plan[0], topology)
+            return Layout("hgc", topology, epoch, code, code.s_edge, plan[1], plan[0])
+        s_edge = min(config.s_edge, len(m) - 1)
+        s_worker = [min(config.s_worker, mi - 1) for mi in m]
+        code = hierarchical(m, s_edge, s_worker, config.partitions or None)
+        return Layout("hgc", topology, epoch, code, code.s_edge)
+    if config.scheme == "flat":
+        s = min(config.s_flat, n_workers - 1)
+        code = (
+            cyclic_repetition(n_workers, s)
+            if not config.partitions
+            else _cyclic_code(n_workers, s, config.partitions)
+        )
+        return Layout("flat", topology, epoch, code, s)
+    # uncoded and ignore: every partition on one worker, plain sums
+    K = config.partitions or n_workers
+    code = placement_code([[j % n_workers] for j in range(K)], n_workers, 0)
+    tolerated = min(config.s_flat, n_workers - 1) if config.scheme == "ignore" else 0
+    return Layout(config.scheme, topology, epoch, code, tolerated)
+
+
+def _cyclic_code(n: int, s: int, K: int) -> GradientCode:
+    holders = [[(j + u) % n for u in range(s + 1)] for j in range(K)]
+    return placement_code([sorted(set(h)) for h in holders], n, s)
+
+
+def code_from_plan(plan: Plan, topology: Topology) -> HierarchicalCode:
+    """The exact hierarchical code of a plan on the alive topology (unequal loads allowed)."""
+    by_name = {e.name: e for e in plan.edges}
+    edge_partitions, s_workers, loads = [], [], []
+    for edge, members in zip(topology.edges, topology.workers, strict=True):
+        planned = by_name.get(edge.name)
+        worker_loads = {w.name: w.partitions for w in planned.workers} if planned else {}
+        edge_partitions.append(planned.partitions if planned else 0)
+        s_workers.append(planned.s_worker if planned else 0)
+        loads.append([int(worker_loads.get(w.name, 0)) for w in members])
+    try:
+        return hierarchical_from_counts(
+            plan.partitions, plan.s_edge, edge_partitions, s_workers, loads
+        )
+    except Infeasible as exc:
+        raise RoundFailed(f"the planner's plan does not fit the alive nodes: {exc}") from exc
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    """A plan as JSON-able data (the job status shows it)."""
+    return {
+        "s_edge": plan.s_edge,
+        "partitions": plan.partitions,
+        "expected_round_seconds": plan.expected_round_seconds,
+        "edges": [
+            {
+                "name": e.name,
+                "s_worker": e.s_worker,
+                "partitions": e.partitions,
+                "workers": [
+                    {"name": w.name, "selected": w.selected, "partitions": w.partitions}
+                    for w in e.workers
+                ],
+            }
+            for e in plan.edges
+        ],
+    }

@@ -1,0 +1,293 @@
+"""The master's gRPC adapters: the transport to edges and workers (training and matrix jobs)
+and the cluster view backed by the coordinator."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edgecode import wire
+from edgecode.errors import InvalidInput
+from edgecode.master.ports import EdgeAssignment, Node, Topology
+from edgecode.planning.spec import Plan
+from edgecode.records import BlockHeader, PlacementHeader, Timing
+from edgecode.rounds import Message
+from edgecode.runtime.server import make_channel
+from edgecode.v1 import (
+    aggregator_pb2,
+    aggregator_pb2_grpc,
+    coordinator_pb2,
+    coordinator_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
+
+#: Deadline of control calls (placement, configuration, coordinator).
+CONTROL_TIMEOUT = 60.0
+#: A node that does not answer a health check this fast is treated as gone.
+HEALTH_TIMEOUT = 1.0
+#: Timing reports are dropped rather than waited for (rounds never wait on the coordinator).
+REPORT_TIMEOUT = 5.0
+
+
+class _EdgeStream:
+    """An edge's RunRound stream as round-engine messages."""
+
+    def __init__(self, call: Any, edge: str) -> None:
+        self._call = call
+        self._edge = edge
+
+    def __iter__(self) -> Iterator[Message]:
+        for message in self._call:
+            vector = wire.tensor_from_proto(
+                message.vector, f"vector from edge {self._edge}", dtype="float64", shape=[None]
+            )
+            yield Message(
+                # DECODE mode: the edge's own vector; FORWARD mode: the worker's.
+                sender=message.worker or self._edge,
+                vector=vector,
+                timings=tuple(wire.timing_from_proto(t, self._edge) for t in message.timings),
+            )
+
+    def cancel(self) -> bool:
+        return bool(self._call.cancel())
+
+
+class GrpcTransport:
+    """Channels to workers and edges, cached per address."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def channel(self, address: str) -> grpc.Channel:
+        """The cached channel to ``address``."""
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = self._channels[address] = make_channel(address)
+            return channel
+
+    def place(
+        self,
+        worker: Node,
+        header: PlacementHeader,
+        partitions: Sequence[tuple[int, Any, np.ndarray]],
+    ) -> int:
+        def messages() -> Iterator[worker_pb2.PlaceDataRequest]:
+            yield worker_pb2.PlaceDataRequest(header=wire.placement_header_to_proto(header))
+            for partition, features, labels in partitions:
+                for chunk in wire.partition_chunks(partition, features, labels):
+                    yield worker_pb2.PlaceDataRequest(chunk=chunk)
+
+        stub = worker_pb2_grpc.WorkerStub(self.channel(worker.address))
+        response = stub.PlaceData(messages(), timeout=CONTROL_TIMEOUT)
+        return int(response.bytes)
+
+    def configure_edge(
+        self, job_id: str, assignment: EdgeAssignment, deadline_seconds: float
+    ) -> None:
+        a = assignment
+        request = aggregator_pb2.ConfigureJobRequest(
+            job_id=job_id,
+            workers=[aggregator_pb2.EdgeWorker(name=w.name, address=w.address) for w in a.workers],
+            mode=aggregator_pb2.EDGE_MODE_DECODE
+            if a.mode == "decode"
+            else aggregator_pb2.EDGE_MODE_FORWARD,
+            s_worker=a.s_worker,
+            worker_deadline_seconds=deadline_seconds,
+        )
+        if a.code_rows is not None and a.targets is not None:
+            wire.tensor_to_proto(np.ascontiguousarray(a.code_rows), out=request.code)
+            wire.tensor_to_proto(a.targets, out=request.targets)
+        aggregator_pb2_grpc.AggregatorStub(self.channel(a.edge.address)).ConfigureJob(
+            request, timeout=CONTROL_TIMEOUT
+        )
+
+    def run_round(
+        self, edge: Node, job_id: str, round_: int, params: np.ndarray, epoch: int, timeout: float
+    ) -> _EdgeStream:
+        request = aggregator_pb2.RunRoundRequest(job_id=job_id, round=round_, placement_epoch=epoch)
+        wire.tensor_to_proto(params, out=request.params)
+        call = aggregator_pb2_grpc.AggregatorStub(self.channel(edge.address)).RunRound(
+            request, timeout=timeout
+        )
+        return _EdgeStream(call, edge.name)
+
+    def drop_job(self, node: Node, job_id: str, is_edge: bool) -> None:
+        try:
+            if is_edge:
+                aggregator_pb2_grpc.AggregatorStub(self.channel(node.address)).DropJob(
+                    aggregator_pb2.DropEdgeJobRequest(job_id=job_id), timeout=HEALTH_TIMEOUT
+                )
+            else:
+                worker_pb2_grpc.WorkerStub(self.channel(node.address)).DropJob(
+                    worker_pb2.DropJobRequest(job_id=job_id), timeout=HEALTH_TIMEOUT
+                )
+        except grpc.RpcError:
+            pass  # a dead node holds nothing; a live one drops the job by its TTL
+
+    def unreachable(self, nodes: Sequence[Node]) -> list[str]:
+        def check(node: Node) -> str | None:
+            stub = health_pb2_grpc.HealthStub(self.channel(node.address))
+            try:
+                response = stub.Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=HEALTH_TIMEOUT
+                )
+            except grpc.RpcError:
+                return node.name
+            return None if response.status == health_pb2.HealthCheckResponse.SERVING else node.name
+
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            return [name for name in pool.map(check, nodes) if name is not None]
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+
+class _MultiplyCall:
+    """A worker's Multiply future whose result is a round-engine message."""
+
+    def __init__(self, future: Any, index: int, address: str) -> None:
+        self._future = future
+        self._index = index
+        self._address = address
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self._future.add_done_callback(lambda _f: fn(self))
+
+    def cancel(self) -> bool:
+        return bool(self._future.cancel())
+
+    def result(self, timeout: float | None = None) -> Message:
+        response = self._future.result(timeout=timeout)
+        if int(response.worker_index) != self._index:
+            raise InvalidInput(
+                f"worker {self._address} answered as code index {response.worker_index}, "
+                f"not {self._index}"
+            )
+        product = wire.tensor_from_proto(
+            response.product, f"product from worker {self._address}", dtype="float64"
+        )
+        return Message(self._address, product, float(response.compute_seconds))
+
+
+class GrpcMatrixTransport:
+    """The master's matrix-job calls to workers, on the training transport's channels."""
+
+    def __init__(self, transport: GrpcTransport) -> None:
+        self._transport = transport
+
+    def _stub(self, address: str) -> worker_pb2_grpc.WorkerStub:
+        return worker_pb2_grpc.WorkerStub(self._transport.channel(address))
+
+    def place_block(self, address: str, header: BlockHeader, block: Any) -> int:
+        def messages() -> Iterator[worker_pb2.PlaceBlockRequest]:
+            yield worker_pb2.PlaceBlockRequest(header=wire.block_header_to_proto(header))
+            for first_row, rows in wire.csr_row_chunks(block, wire.CHUNK_BYTES):
+                yield worker_pb2.PlaceBlockRequest(
+                    chunk=worker_pb2.BlockChunk(first_row=first_row, rows=wire.csr_to_proto(rows))
+                )
+
+        response = self._stub(address).PlaceBlock(messages(), timeout=CONTROL_TIMEOUT)
+        return int(response.bytes)
+
+    def multiply(
+        self,
+        index: int,
+        address: str,
+        job_id: str,
+        sequence: int,
+        epoch: int,
+        operand: np.ndarray,
+        timeout: float,
+    ) -> _MultiplyCall:
+        request = worker_pb2.MultiplyRequest(
+            job_id=job_id, sequence=sequence, placement_epoch=epoch
+        )
+        wire.tensor_to_proto(operand, out=request.operand)
+        future = self._stub(address).Multiply.future(request, timeout=timeout)
+        return _MultiplyCall(future, index, address)
+
+    def drop(self, address: str, job_id: str) -> None:
+        self._stub(address).DropJob(
+            worker_pb2.DropJobRequest(job_id=job_id), timeout=HEALTH_TIMEOUT
+        )
+
+
+class CoordinatorView:
+    """The master's view of the cluster, from the coordinator."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = make_channel(address)
+        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+
+    def _cluster(self) -> coordinator_pb2.Cluster:
+        cluster: coordinator_pb2.Cluster = self._stub.GetCluster(
+            coordinator_pb2.GetClusterRequest(), timeout=CONTROL_TIMEOUT
+        )
+        return cluster
+
+    def topology(self) -> Topology:
+        cluster = self._cluster()
+        edges = sorted((n for n in cluster.nodes if n.role == "edge"), key=lambda n: n.name)
+        workers = [
+            tuple(
+                Node(w.name, w.address, w.link_seconds)
+                for w in sorted(
+                    (n for n in cluster.nodes if n.role == "worker" and n.edge == e.name),
+                    key=lambda n: n.name,
+                )
+            )
+            for e in edges
+        ]
+        kept = [
+            (Node(e.name, e.address, e.link_seconds), w)
+            for e, w in zip(edges, workers, strict=True)
+            if w
+        ]
+        return Topology(tuple(e for e, _ in kept), tuple(w for _, w in kept))
+
+    def plan(self, partitions: int) -> tuple[Plan, float]:
+        response = self._stub.GetPlan(
+            coordinator_pb2.GetPlanRequest(partitions=partitions), timeout=CONTROL_TIMEOUT
+        )
+        plan = wire.plan_from_proto(response)
+        return plan, float(response.expected_round_seconds)
+
+    def report(self, timings: Sequence[Timing], round_seconds: float, predicted: float) -> None:
+        request = coordinator_pb2.ReportTimingsRequest(
+            timings=[
+                coordinator_pb2.WorkerTiming(
+                    worker=t.node,
+                    compute_seconds=t.compute_seconds,
+                    load_fraction=t.load_fraction,
+                    response_seconds=t.seconds,
+                )
+                for t in timings
+                if t.arrived and t.load_fraction > 0
+            ],
+            round_seconds=round_seconds,
+            predicted_round_seconds=predicted,
+        )
+        self._stub.ReportTimings(request, timeout=REPORT_TIMEOUT)
+
+    def worker_addresses(self) -> list[str]:
+        """Every registered worker's address, in name order (matrix jobs use the first n)."""
+        return [
+            n.address
+            for n in sorted(self._cluster().nodes, key=lambda n: n.name)
+            if n.role == "worker"
+        ]
+
+    def close(self) -> None:
+        self._channel.close()

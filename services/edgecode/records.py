@@ -1,0 +1,244 @@
+"""Records shared by roles and by the wire: one shape each, below :mod:`edgecode.wire`.
+
+A role never imports another role; what two roles (or a role and a client) both need to name
+lives here: the job spec and its round records, the placement and block headers a master sends
+a worker, the matrix-job spec, and the one :class:`Timing` every layer reports.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgecode.errors import InvalidInput
+
+#: Job ids: letters, digits, '-' and '_' (no path separators or control characters).
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Matrix-job ids additionally allow '.'.
+MATRIX_JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
+#: States a job never leaves.
+FINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How one node did in one round, as seen by whoever waited for it.
+
+    ``seconds`` runs from the fan-out to the answer (or to when it was given up); ``arrived``
+    says whether a usable answer came; ``compute_seconds`` is what the node reported for its own
+    computation; ``load_fraction`` the share of the data it held; ``edge`` the edge that saw it
+    (empty when seen directly); ``error`` why it did not arrive, in words.
+    """
+
+    node: str
+    seconds: float
+    arrived: bool
+    compute_seconds: float = 0.0
+    load_fraction: float = 0.0
+    edge: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class PlacementHeader:
+    """What a worker is told before its partitions stream in (one placement epoch)."""
+
+    job_id: str
+    model: str
+    n_features: int
+    n_classes: int
+    partitions: tuple[int, ...]
+    coefficients: tuple[float, ...]
+    l2: float
+    n_partitions: int
+    epoch: int
+    #: rows of each partition, in the order of ``partitions``
+    rows: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    """What a worker is told before its coded matrix block streams in."""
+
+    job_id: str
+    worker_index: int
+    rows: int
+    cols: int
+    nnz: int
+    epoch: int
+    work_fraction: float
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One completed training round as the job status reports it."""
+
+    round: int
+    seconds: float
+    loss: float
+    stragglers: int
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A training job as submitted (see ``JobSpec`` in master.proto)."""
+
+    scheme: str = "hgc"
+    dataset: str = "breast_cancer"
+    model: str = ""
+    rounds: int = 50
+    optimizer: str = "nesterov"
+    learning_rate: float = 0.0
+    s_edge: int = 1
+    s_worker: int = 1
+    s_flat: int = 1
+    seed: int = 0
+    partitions: int = 0
+    checkpoint_every: int = 10
+    round_deadline_seconds: float = 30.0
+    l2: float = 0.0
+    job_id: str = ""
+    record_params: bool = False
+    profile_rounds: int = 3
+    replan_every: int = 0
+
+    def validate(self) -> None:
+        """Refuse at submission what could only fail later (INVALID_ARGUMENT, nothing started)."""
+        from edgecode.learning.datasets import check_dataset_spec
+        from edgecode.learning.models import MODEL_NAMES
+        from edgecode.planning.plans import SCHEMES
+
+        if self.scheme not in SCHEMES:
+            raise InvalidInput(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if self.model and self.model not in MODEL_NAMES:
+            raise InvalidInput(
+                f"model must be one of {MODEL_NAMES} (or empty: from the data), got {self.model!r}"
+            )
+        if self.optimizer not in ("gd", "nesterov"):
+            raise InvalidInput(f"optimizer must be gd or nesterov, got {self.optimizer!r}")
+        if not (self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
+            raise InvalidInput(
+                f"learning_rate must be a finite number >= 0 (0 = default), got {self.learning_rate}"
+            )
+        if not (0 < self.round_deadline_seconds <= 86_400):
+            raise InvalidInput(
+                "round_deadline_seconds must be > 0 and at most a day, got "
+                f"{self.round_deadline_seconds}"
+            )
+        if not (self.l2 >= 0 and math.isfinite(self.l2)):
+            raise InvalidInput(f"l2 must be a finite number >= 0, got {self.l2}")
+        try:
+            check_dataset_spec(self.dataset)
+        except (ValueError, FileNotFoundError) as exc:
+            raise InvalidInput(f"dataset: {exc}") from None
+        if not 1 <= self.rounds <= 1_000_000:
+            raise InvalidInput(f"rounds must be in [1, 1000000], got {self.rounds}")
+        counts = ("partitions", "checkpoint_every", "s_flat", "profile_rounds", "replan_every")
+        negative = [name for name in counts if getattr(self, name) < 0]
+        if negative:
+            raise InvalidInput(f"{', '.join(negative)} must be >= 0")
+        if self.job_id and not JOB_ID.match(self.job_id):
+            raise InvalidInput(f"job_id must be 1-64 letters, digits, - or _, got {self.job_id!r}")
+
+
+MATRIX_SCHEMES = ("sparse", "dense", "poly", "uncoded")
+#: Largest n a matrix job may use (the condition scan enumerates k-subsets up to a limit).
+MAX_MATRIX_WORKERS = 256
+
+
+@dataclass(frozen=True)
+class MatmulSpec:
+    """How a matrix job is coded and where it runs (see ``MatmulSpec`` in master.proto)."""
+
+    scheme: str = "sparse"
+    n: int = 6
+    k: int = 4
+    seed: int = 0
+    deadline_seconds: float = 0.0
+    job_id: str = ""
+    #: worker addresses by code index; empty = the first n workers of the cluster
+    workers: tuple[str, ...] = ()
+
+    def validated(self) -> MatmulSpec:
+        """This spec, or InvalidInput naming the first bad field."""
+        if self.scheme not in MATRIX_SCHEMES:
+            raise InvalidInput(f"scheme must be one of {list(MATRIX_SCHEMES)}, got {self.scheme!r}")
+        if not 1 <= self.n <= MAX_MATRIX_WORKERS:
+            raise InvalidInput(f"n must be in [1, {MAX_MATRIX_WORKERS}], got {self.n}")
+        if not 1 <= self.k <= self.n:
+            raise InvalidInput(f"k must be in [1, n={self.n}], got {self.k}")
+        if self.scheme == "uncoded" and self.k != self.n:
+            raise InvalidInput(f"uncoded needs k = n (every worker answers), got k={self.k}")
+        if self.seed < 0:
+            raise InvalidInput(f"seed must be >= 0, got {self.seed}")
+        if not (np.isfinite(self.deadline_seconds) and self.deadline_seconds >= 0):
+            raise InvalidInput(f"deadline_seconds must be >= 0, got {self.deadline_seconds}")
+        if self.job_id and not MATRIX_JOB_ID.match(self.job_id):
+            raise InvalidInput(
+                f"job_id must be 1-128 letters, digits, '.', '-' or '_', got {self.job_id!r}"
+            )
+        if self.workers and len(self.workers) != self.n:
+            raise InvalidInput(f"workers must list n={self.n} addresses, got {len(self.workers)}")
+        return self
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A training job as its status reports it (a snapshot; see ``JobStatus`` in master.proto)."""
+
+    job_id: str
+    state: str
+    config: JobConfig
+    round: int = 0
+    message: str = ""
+    history: tuple[RoundRecord, ...] = ()
+    accuracy: float = float("nan")
+    predicted_round_seconds: float = 0.0
+    plan_json: str = ""
+    last_timings: tuple[Timing, ...] = ()
+    placements: int = 0
+    setup_seconds: float = 0.0
+    params: np.ndarray | None = None
+    param_history: tuple[np.ndarray, ...] = ()
+
+
+@dataclass(frozen=True)
+class MatmulJobStatus:
+    """A placed matrix job (see ``MatmulJob`` in master.proto)."""
+
+    job_id: str
+    scheme: str
+    n: int
+    k: int
+    rows: int
+    cols: int
+    worst_condition: float
+    block_nnz: tuple[int, ...]
+    block_bytes: tuple[int, ...]
+    encode_seconds: float
+    place_seconds: float
+    products: int
+
+
+@dataclass(frozen=True)
+class MatmulProduct:
+    """One decoded product ``A^T x`` of a matrix job; timings name workers by code index."""
+
+    job_id: str
+    sequence: int
+    value: np.ndarray
+    seconds: float
+    decoded_from: tuple[int, ...]
+    timings: tuple[Timing, ...]

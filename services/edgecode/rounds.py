@@ -1,0 +1,570 @@
+"""The round engine: the ONE collector every role uses to fan a round out and stop waiting.
+
+A round is a set of concurrent calls, its *sources*: an edge's calls to its workers, the master's
+streams from its edges, the matrix master's calls to its workers. Each source delivers
+:class:`Message` s (a unary call one, a stream any number) and then ends, with or without an
+error. The collector validates every message (known sender, expected shape, finite values: a
+bad message counts as a failed sender, never reaches the rule) and offers it to a *rule*
+(:class:`edgecode.codes.combine.Rule`), which says when the round is complete and what it yields.
+At the first "complete" the collector cancels every source still running; when the deadline
+passes first (or every source ended), the rule gets one last word (:meth:`Rule.at_deadline`:
+the best approximate combination, or None and the round fails with the rule's reason).
+
+Rules here: exact decoding from any decodable set (flat and hierarchical codes, both layers,
+with cached decoding vectors), all-of-n (uncoded), fastest n - s rescaled (ignore stragglers)
+and first-k of a matrix code. Other papers' rules (partial recovery, least squares by a
+deadline) implement the same protocol next to their codes.
+
+A straggler cut-off is a deadline or a first-k completion, never a sleep (STYLE.md, 10).
+
+Example
+-------
+>>> import numpy as np
+>>> from edgecode.codes.flat import cyclic_repetition
+>>> code = cyclic_repetition(3, 1)
+>>> partials = np.eye(3)  # g_j = e_j, so the full gradient is all ones
+>>> messages = code.B @ partials
+>>> collector = Round(senders={"w0": 0, "w1": 1, "w2": 2}, shape=(3,), deadline_seconds=1.0)
+>>> for name in ("w2", "w0"):
+...     collector.add(Ready(name, Message(name, messages[int(name[1])])))
+>>> outcome = collector.decide(ExactRule(3, code.decode_vector))
+>>> np.round(outcome.decoded.value, 12).tolist(), outcome.decoded.used
+([1.0, 1.0, 1.0], (2, 0))
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgecode.codes.combine import Decoded, MessageBuffer, Rule
+from edgecode.errors import InvalidInput, NotDecodable, RoundFailed
+from edgecode.records import Timing
+
+log = logging.getLogger(__name__)
+
+FloatArray = np.ndarray
+
+
+# ---- what goes in ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a source: whose vector it is, the vector, and what it reports.
+
+    ``sender`` names the node whose vector this is (an edge in decode mode, a worker when the
+    edge forwards); ``timings`` are the timings the message carries (an edge reports how its
+    workers did).
+    """
+
+    sender: str
+    vector: FloatArray
+    compute_seconds: float = 0.0
+    timings: tuple[Timing, ...] = ()
+
+
+class Pending(Protocol):
+    """A started unary call whose result is a :class:`Message` (grpc futures, adapted)."""
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None: ...
+
+    def cancel(self) -> bool: ...
+
+    def result(self, timeout: float | None = None) -> Message: ...
+
+
+#: deliver(source name, message or None at the end, error or None)
+Deliver = Callable[[str, Message | None, BaseException | None], None]
+
+
+class Source(Protocol):
+    """A started call that delivers messages to a round, then ends."""
+
+    name: str
+
+    def start(self, deliver: Deliver) -> None:
+        """Begin delivering: ``deliver(name, message, None)`` per message, then exactly one
+        ``deliver(name, None, error_or_None)``."""
+        ...
+
+    def cancel(self) -> None: ...
+
+
+class FutureSource:
+    """A unary call: one message (its result) or its error."""
+
+    def __init__(self, name: str, call: Pending) -> None:
+        self.name = name
+        self._call = call
+
+    def start(self, deliver: Deliver) -> None:
+        def done(_future: object) -> None:
+            try:
+                message = self._call.result(timeout=0)
+            except BaseException as exc:  # a failed or cancelled call is an outcome, not a crash
+                deliver(self.name, None, exc)
+                return
+            deliver(self.name, message, None)
+            deliver(self.name, None, None)
+
+        self._call.add_done_callback(done)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class StreamSource:
+    """A server stream of messages, drained on ``executor``; ``cancel`` ends the call."""
+
+    def __init__(
+        self,
+        name: str,
+        messages: Iterable[Message],
+        cancel: Callable[[], object],
+        executor: Executor,
+    ) -> None:
+        self.name = name
+        self._messages = messages
+        self._cancel = cancel
+        self._executor = executor
+
+    def start(self, deliver: Deliver) -> None:
+        def drain() -> None:
+            error: BaseException | None = None
+            try:
+                for message in self._messages:
+                    deliver(self.name, message, None)
+            except BaseException as exc:  # a failed or cancelled stream ends its contribution
+                error = exc
+            deliver(self.name, None, error)
+
+        self._executor.submit(drain)
+
+    def cancel(self) -> None:
+        self._cancel()
+
+
+class Ready:
+    """A source that already has its messages (tests, and results computed in-process)."""
+
+    def __init__(self, name: str, *messages: Message, error: BaseException | None = None) -> None:
+        self.name = name
+        self._messages = messages
+        self._error = error
+
+    def start(self, deliver: Deliver) -> None:
+        for message in self._messages:
+            deliver(self.name, message, None)
+        deliver(self.name, None, self._error)
+
+    def cancel(self) -> None:
+        pass
+
+
+# ---- what comes out ----------------------------------------------------------------------------
+
+
+class RoundObserver(Protocol):
+    """What a round tells the metrics (each role's metrics implement it; default: nothing)."""
+
+    def response(self, node: str, seconds: float) -> None:
+        """A source answered (or was cut off) after ``seconds``."""
+        ...
+
+    def received(self, nbytes: int) -> None: ...
+
+    def decoded(self, seconds: float) -> None:
+        """Seconds spent in the rule (decoding) this round."""
+        ...
+
+
+class NoObserver:
+    """The default observer: records nothing."""
+
+    def response(self, node: str, seconds: float) -> None:
+        pass
+
+    def received(self, nbytes: int) -> None:
+        pass
+
+    def decoded(self, seconds: float) -> None:
+        pass
+
+
+NO_OBSERVER = NoObserver()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished round: what the rule yielded, how every node did, who was not waited for."""
+
+    decoded: Decoded
+    #: one per source: seconds to its first usable message (or to its end / the cut-off)
+    sources: tuple[Timing, ...]
+    #: the timings the messages carried (an edge's workers), last report per node
+    reported: tuple[Timing, ...]
+    #: sources cancelled or failed: the stragglers of this layer
+    stragglers: tuple[str, ...]
+    seconds: float
+
+    @property
+    def timings(self) -> tuple[Timing, ...]:
+        """The workers' timings: reported by the edges when there are any, else the sources'."""
+        return self.reported or self.sources
+
+
+# ---- the collector -----------------------------------------------------------------------------
+
+
+class Round:
+    """One round's arrivals: sources deliver, the owner pulls until its rule is satisfied.
+
+    ``senders`` maps a message's sender name to the rule's sender index (messages from other
+    names are refused); ``shape`` is the shape every vector must have (None entries match any
+    length). The deadline runs from construction.
+    """
+
+    def __init__(
+        self,
+        senders: Mapping[str, int],
+        shape: Sequence[int | None],
+        deadline_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        observer: RoundObserver = NO_OBSERVER,
+    ) -> None:
+        if not (deadline_seconds > 0 and np.isfinite(deadline_seconds)):
+            raise InvalidInput(f"deadline_seconds must be > 0, got {deadline_seconds}")
+        self._senders = dict(senders)
+        self._shape = tuple(shape)
+        self._clock = clock
+        self._observer = observer
+        self.started = clock()
+        self.deadline = self.started + deadline_seconds
+        self._queue: queue.Queue[tuple[str, Message | None, BaseException | None, float]] = (
+            queue.Queue()
+        )
+        self._open: dict[str, Source] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._first: dict[str, Timing] = {}
+        self._reported: dict[str, Timing] = {}
+        self._errors: dict[str, str] = {}
+        self._stragglers: tuple[str, ...] = ()
+
+    # -- feeding ------------------------------------------------------------------------------
+    def add(self, source: Source) -> None:
+        """Start ``source`` delivering into this round."""
+        with self._lock:
+            if source.name in self._open or source.name in self._first:
+                raise InvalidInput(f"source {source.name!r} added twice to one round")
+            self._open[source.name] = source
+        source.start(self._deliver)
+
+    def _deliver(self, name: str, message: Message | None, error: BaseException | None) -> None:
+        # Stamp in the callback: the owner may take it off the queue much later.
+        self._queue.put((name, message, error, self._clock()))
+
+    # -- pulling ------------------------------------------------------------------------------
+    def arrivals(self) -> Iterator[tuple[int, Message, float]]:
+        """Validated messages as ``(sender index, message, seconds since the fan-out)`` in
+        arrival order, until the
+        deadline passes or every source ended. Bad messages are logged and skipped (their
+        sender counts as failed)."""
+        while self._open:
+            remaining = self.deadline - self._clock()
+            if remaining <= 0:
+                return
+            try:
+                name, message, error, stamp = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return
+            seconds = stamp - self.started
+            if message is None:
+                self._end(name, error, seconds)
+                continue
+            index, problem = self._check(message)
+            self._note(name, message, seconds, problem)
+            if problem is None and index is not None:
+                yield index, message, seconds
+
+    def _check(self, message: Message) -> tuple[int | None, str | None]:
+        index = self._senders.get(message.sender)
+        vector = message.vector
+        if index is None:
+            return None, f"unknown sender {message.sender!r}"
+        if vector.ndim != len(self._shape) or any(
+            want is not None and got != want
+            for got, want in zip(vector.shape, self._shape, strict=False)
+        ):
+            return index, f"sent shape {list(vector.shape)}, expected {list(self._shape)}"
+        if not np.all(np.isfinite(vector)):
+            return index, "sent non-finite values"
+        return index, None
+
+    def _note(self, name: str, message: Message, seconds: float, problem: str | None) -> None:
+        self._observer.response(name, seconds)
+        self._observer.received(int(message.vector.nbytes))
+        for timing in message.timings:
+            self._reported[timing.node] = timing
+        if problem is not None:
+            log.debug("round: %s from %s: %s", message.sender, name, problem)
+            self._errors[message.sender] = problem
+            self._first.setdefault(name, Timing(name, seconds, False, error=problem))
+            return
+        self._first.setdefault(
+            name, Timing(name, seconds, True, compute_seconds=float(message.compute_seconds))
+        )
+
+    def _end(self, name: str, error: BaseException | None, seconds: float) -> None:
+        with self._lock:
+            self._open.pop(name, None)
+        if error is not None:
+            text = describe(error)
+            self._errors[name] = text
+            if name not in self._first:
+                self._observer.response(name, seconds)
+                self._first[name] = Timing(name, seconds, False, error=text)
+
+    # -- deciding -----------------------------------------------------------------------------
+    def decide(self, rule: Rule) -> Outcome:
+        """Offer every arrival to ``rule`` until it is complete (then cancel the rest) or the
+        deadline passes; raises :class:`RoundFailed` when the rule has no result."""
+        decoded: Decoded | None = None
+        spent = 0.0
+        try:
+            for index, message, _seconds in self.arrivals():
+                start = self._clock()
+                complete = rule.offer(index, message.vector)
+                spent += self._clock() - start
+                if complete:
+                    start = self._clock()
+                    decoded = rule.result()
+                    spent += self._clock() - start
+                    break
+            if decoded is None:
+                decoded = rule.at_deadline()
+        finally:
+            stragglers = self.close()
+        self._observer.decoded(spent)
+        if decoded is None:
+            raise RoundFailed(self.failure(rule.failure()))
+        return Outcome(
+            decoded=decoded,
+            sources=tuple(self._first.values()),
+            reported=tuple(self._reported.values()),
+            stragglers=stragglers,
+            seconds=self._clock() - self.started,
+        )
+
+    def failure(self, reason: str) -> str:
+        """``reason`` with who failed and why, in words."""
+        waited = self._clock() - self.started
+        failed = sorted(f"{name} ({why})" for name, why in self._errors.items())
+        return (
+            f"{reason}; waited {waited:.3g} s"
+            + (f"; failed: {', '.join(failed)}" if failed else "")
+            + (f"; no answer from: {', '.join(sorted(self._open))}" if self._open else "")
+        )
+
+    def close(self) -> tuple[str, ...]:
+        """Cancel every source still running; returns the names of the sources not waited for
+        (cancelled or failed). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return tuple(self._stragglers)
+            self._closed = True
+            outstanding = dict(self._open)
+            self._open.clear()
+        elapsed = self._clock() - self.started
+        for name, source in outstanding.items():
+            source.cancel()
+            if name not in self._first:  # a cut-off straggler took at least this long
+                self._observer.response(name, elapsed)
+                self._first[name] = Timing(name, elapsed, False, error="not waited for")
+        # A source that already delivered a usable message is not a straggler, even when its
+        # end-of-call marker is still on its way.
+        self._stragglers = tuple(sorted(t.node for t in self._first.values() if not t.arrived))
+        return self._stragglers
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Senders or sources that failed so far, with the reason in words."""
+        return dict(self._errors)
+
+
+def describe(error: BaseException) -> str:
+    """An error in words: a gRPC status as ``CODE: details``, anything else as its message."""
+    details = getattr(error, "details", None)
+    code = getattr(error, "code", None)
+    if callable(details) and callable(code):
+        try:
+            return f"{code().name}: {details()}"
+        except Exception:  # a cancelled future's error may not carry a status
+            pass
+    return str(error) or type(error).__name__
+
+
+# ---- rules -------------------------------------------------------------------------------------
+
+
+class ExactRule:
+    """Exact decoding from the first decodable set of senders.
+
+    ``decode_vector(alive)`` returns a vector over all senders (zero outside ``alive``) whose
+    combination of the messages is the exact target, or raises :class:`NotDecodable`; codes
+    cache it per alive set (``GradientCode.decode_vector`` for flat codes and the edge layer,
+    ``HierarchicalCode.master_decode_vector`` for the master of a hierarchical code).
+    """
+
+    def __init__(
+        self,
+        n_senders: int,
+        decode_vector: Callable[[Sequence[int]], FloatArray],
+        needed: int = 1,
+    ) -> None:
+        self.n_senders = n_senders
+        self._decode_vector = decode_vector
+        #: no decoding is attempted below this many arrivals (n - s for a code tolerating s)
+        self._needed = max(1, needed)
+        self._buffer: MessageBuffer | None = None
+        self._weights: FloatArray | None = None
+
+    def offer(self, sender: int, message: FloatArray) -> bool:
+        if self._buffer is None:
+            self._buffer = MessageBuffer(self.n_senders, int(message.shape[0]))
+        self._buffer.add(sender, message)
+        if len(self._buffer.senders) < self._needed:
+            return False
+        try:
+            self._weights = self._decode_vector(self._buffer.senders)
+        except NotDecodable:
+            return False
+        return True
+
+    def result(self) -> Decoded:
+        if self._buffer is None or self._weights is None:
+            raise NotDecodable("the round is not decodable yet")
+        weights = self._weights
+        used = tuple(i for i in self._buffer.senders if weights[i] != 0)
+        return Decoded(self._buffer.combine(weights), used, weights)
+
+    def at_deadline(self) -> Decoded | None:
+        return None
+
+    def failure(self) -> str:
+        arrived = 0 if self._buffer is None else len(self._buffer.senders)
+        return (
+            f"{arrived} of {self.n_senders} usable results arrived and they do not determine the "
+            f"exact answer (at least {self._needed} needed)"
+        )
+
+
+def all_of(n_senders: int) -> ExactRule:
+    """Uncoded: every sender's plain sum is needed; the result is their sum."""
+    ones = np.ones(n_senders)
+
+    def decode_vector(alive: Sequence[int]) -> FloatArray:
+        if len(set(alive)) < n_senders:
+            raise NotDecodable(f"uncoded: {len(set(alive))} of {n_senders} results arrived")
+        return ones
+
+    return ExactRule(n_senders, decode_vector, needed=n_senders)
+
+
+class FastestRule:
+    """Ignore stragglers: the first ``n - s`` senders' plain sums, rescaled by ``n / (n - s)``
+    (fast, and biased: the baseline that is NOT exact)."""
+
+    def __init__(self, n_senders: int, stragglers: int) -> None:
+        if not 0 <= stragglers < n_senders:
+            raise InvalidInput(f"stragglers must be in [0, {n_senders - 1}], got {stragglers}")
+        self.n_senders = n_senders
+        self._needed = n_senders - stragglers
+        self._scale = n_senders / self._needed
+        self._buffer: MessageBuffer | None = None
+
+    def offer(self, sender: int, message: FloatArray) -> bool:
+        if self._buffer is None:
+            self._buffer = MessageBuffer(self.n_senders, int(message.shape[0]))
+        self._buffer.add(sender, message)
+        return len(self._buffer.senders) >= self._needed
+
+    def result(self) -> Decoded:
+        if self._buffer is None or len(self._buffer.senders) < self._needed:
+            raise NotDecodable("fewer than n - s results arrived")
+        weights = np.zeros(self.n_senders)
+        weights[list(self._buffer.senders)] = self._scale
+        return Decoded(
+            self._buffer.combine(weights),
+            self._buffer.senders,
+            weights,
+            exact=False,
+            scale=self._scale,
+        )
+
+    def at_deadline(self) -> Decoded | None:
+        return None
+
+    def failure(self) -> str:
+        arrived = 0 if self._buffer is None else len(self._buffer.senders)
+        return f"{arrived} of the {self._needed} fastest results needed arrived"
+
+
+class MatrixCode(Protocol):
+    """What :class:`FirstKRule` needs of a k-of-n matrix code (``codes.matrix``)."""
+
+    @property
+    def k(self) -> int: ...
+
+    @property
+    def n_workers(self) -> int: ...
+
+    def decode(self, results: Mapping[int, Any]) -> list[FloatArray]: ...
+
+    def select_workers(self, available: Iterable[int]) -> tuple[int, ...]: ...
+
+
+class FirstKRule:
+    """First k results of a k-of-n matrix code that give a non-singular decoding matrix.
+
+    Worker i's result is divided by ``scale[i]`` (a product code's B-side coefficient) before
+    decoding; :attr:`Decoded.value` holds the k block results stacked along axis 0.
+    """
+
+    def __init__(self, code: MatrixCode, scale: FloatArray | None = None) -> None:
+        self.n_senders = code.n_workers
+        self._code = code
+        self._scale = np.ones(code.n_workers) if scale is None else np.asarray(scale)
+        self._results: dict[int, FloatArray] = {}
+        self._blocks: list[FloatArray] | None = None
+
+    def offer(self, sender: int, message: FloatArray) -> bool:
+        self._results[sender] = np.asarray(message) / self._scale[sender]
+        if len(self._results) < self._code.k:
+            return False
+        try:
+            self._blocks = self._code.decode(self._results)
+        except NotDecodable:
+            return False  # a singular subset: wait for one more result
+        return True
+
+    def result(self) -> Decoded:
+        if self._blocks is None:
+            raise NotDecodable("fewer than k usable results")
+        used = self._code.select_workers(self._results.keys())
+        return Decoded(np.stack(self._blocks), tuple(used))
+
+    def at_deadline(self) -> Decoded | None:
+        return None
+
+    def failure(self) -> str:
+        return f"{len(self._results)} of the {self._code.k} results needed arrived"

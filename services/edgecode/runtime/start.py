@@ -1,0 +1,105 @@
+"""The start-up every role shares: common settings, allocator tuning, the metrics endpoint,
+registration with the coordinator, and serving until SIGTERM (health NOT_SERVING first).
+
+Each role's ``run.py`` builds its logic and servicer and calls :func:`serve`; nothing here
+imports a role.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from edgecode.runtime.membership import Membership, write_ready_file
+from edgecode.runtime.memory import tune_allocator
+from edgecode.runtime.server import Service, serve_until_signal
+from edgecode.v1 import coordinator_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CommonConfig:
+    """Settings every service has."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    #: host other nodes use to reach this one (defaults to ``host``; set it in containers)
+    advertise_host: str = ""
+    ready_file: str = ""
+    grace_seconds: float = 2.0
+
+
+class MetricsEndpoint(Protocol):
+    """A service's metrics: served on their own port, closed at the end."""
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def prepare() -> None:
+    """Process-wide settings made before any big buffer is allocated."""
+    tune_allocator()
+
+
+def advertised(config: CommonConfig, port: int) -> str:
+    """The address other nodes dial to reach this service."""
+    return f"{config.advertise_host or config.host}:{port}"
+
+
+def membership(
+    coordinator: str,
+    name: str,
+    role: str,
+    address: str,
+    edge: str = "",
+    link_seconds: float = 0.0,
+) -> Membership | None:
+    """Registration and heartbeats with the coordinator, when one is configured."""
+    if not coordinator:
+        return None
+    node = coordinator_pb2.Node(
+        name=name, role=role, address=address, edge=edge, link_seconds=link_seconds
+    )
+    return Membership(coordinator, node)
+
+
+def serve(
+    config: CommonConfig,
+    service: Service,
+    metrics: MetricsEndpoint,
+    role: str,
+    member: Membership | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> int:
+    """Start the metrics endpoint and the server, report SERVING, register, write the ready
+    file; then serve until SIGTERM/SIGINT and return the exit code."""
+    metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
+    service.server.start()
+    service.set_serving(True)
+    if member is not None:
+        member.start()
+    write_ready_file(
+        config.ready_file,
+        role=role,
+        address=advertised(config, service.port),
+        port=service.port,
+        metrics_port=metrics_port,
+    )
+    log.info("%s serving on %s (metrics on %s)", role, service.port, metrics_port)
+
+    def stop() -> None:
+        if member is not None:
+            member.stop()
+        if on_stop is not None:
+            on_stop()
+
+    try:
+        return serve_until_signal(service, config.grace_seconds, stop)
+    finally:
+        metrics.close()

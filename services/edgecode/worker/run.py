@@ -1,0 +1,58 @@
+"""The worker's configuration and start-up: ``edgecode worker``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgecode.runtime.metrics import WorkerMetrics
+from edgecode.runtime.server import create_server
+from edgecode.runtime.start import CommonConfig, advertised, membership, prepare, serve
+from edgecode.worker.logic import WorkerLogic
+from edgecode.worker.matrix import MatrixWorker
+from edgecode.worker.service import WorkerServicer, add_worker_servicer
+from edgecode.worker.straggle import parse_straggle
+
+
+@dataclass(frozen=True)
+class WorkerConfig(CommonConfig):
+    """``edgecode worker`` settings (flags > EDGECODE_* environment > TOML)."""
+
+    name: str = "worker-0"
+    edge: str = "edge-0"
+    coordinator: str = ""
+    link_seconds: float = 0.0
+    straggle: str = "none"
+    compute_seconds: float = 0.0
+    seed: int = 0
+
+
+def run(config: WorkerConfig) -> int:
+    """Serve one worker until SIGTERM; returns the exit code."""
+    prepare()
+    metrics = WorkerMetrics()
+    logic = WorkerLogic(
+        config.name,
+        parse_straggle(config.straggle, config.compute_seconds),
+        rng=np.random.default_rng(config.seed),
+        metrics=metrics,
+        link_seconds=config.link_seconds,
+    )
+    matrix = MatrixWorker(
+        config.name, logic.straggle, np.random.default_rng([config.seed, 1]), metrics
+    )
+    service = create_server(
+        [(add_worker_servicer, WorkerServicer(logic, metrics, matrix), "edgecode.v1.Worker")],
+        config.host,
+        config.port,
+    )
+    member = membership(
+        config.coordinator,
+        config.name,
+        "worker",
+        advertised(config, service.port),
+        edge=config.edge,
+        link_seconds=config.link_seconds,
+    )
+    return serve(config, service, metrics, "worker", member)
