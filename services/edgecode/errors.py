@@ -39,3 +39,7 @@ class Overloaded(EdgecodeError):
 
 class RoundFailed(EdgecodeError):
     """A round could not be completed: more stragglers than the code tolerates until its deadline."""
+
+
+class AlreadyExists(EdgecodeError):
+    """A name is taken by something else (a job id reused for a different job)."""

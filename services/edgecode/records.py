@@ -17,6 +17,8 @@ from edgecode.errors import InvalidInput
 
 #: Job ids: letters, digits, '-' and '_' (no path separators or control characters).
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Most partitions a job may ask for (code construction grows faster than linearly in K).
+MAX_PARTITIONS = 10_000
 #: Matrix-job ids additionally allow '.'.
 MATRIX_JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -145,7 +147,20 @@ class JobConfig:
             raise InvalidInput(f"dataset: {exc}") from None
         if not 1 <= self.rounds <= 1_000_000:
             raise InvalidInput(f"rounds must be in [1, 1000000], got {self.rounds}")
-        counts = ("partitions", "checkpoint_every", "s_flat", "profile_rounds", "replan_every")
+        if self.partitions > MAX_PARTITIONS:
+            raise InvalidInput(
+                f"partitions must be at most {MAX_PARTITIONS} (0 = chosen from the code), got "
+                f"{self.partitions}"
+            )
+        counts = (
+            "partitions",
+            "checkpoint_every",
+            "s_flat",
+            "s_worker",
+            "seed",
+            "profile_rounds",
+            "replan_every",
+        )
         negative = [name for name in counts if getattr(self, name) < 0]
         if negative:
             raise InvalidInput(f"{', '.join(negative)} must be >= 0")

@@ -401,15 +401,35 @@ class Round:
         return dict(self._errors)
 
 
+#: gRPC status names a node's failure is told in words by (the details of the others are
+#: edgecode's own messages and are passed on).
+_IN_WORDS = {
+    "UNAVAILABLE": "unreachable",
+    "DEADLINE_EXCEEDED": "did not answer before its deadline",
+    "CANCELLED": "call cancelled",
+    "UNIMPLEMENTED": "does not offer this call (another version?)",
+    "UNAUTHENTICATED": "refused our credentials",
+    "UNKNOWN": "failed",
+    "INTERNAL": "failed",
+}
+
+
 def describe(error: BaseException) -> str:
-    """An error in words: a gRPC status as ``CODE: details``, anything else as its message."""
+    """An error in words: a failed call as what happened to the node (``unreachable``, ``did
+    not answer before its deadline``, or the node's own message), anything else as its
+    message."""
     details = getattr(error, "details", None)
     code = getattr(error, "code", None)
     if callable(details) and callable(code):
         try:
-            return f"{code().name}: {details()}"
+            name = code().name
+            said = details() or ""
         except Exception:  # a cancelled future's error may not carry a status
-            pass
+            return type(error).__name__
+        words = _IN_WORDS.get(name)
+        if words is None:
+            return said or name.lower().replace("_", " ")
+        return words
     return str(error) or type(error).__name__
 
 

@@ -179,8 +179,10 @@ class WorkerUnderTest:
         return wire.tensor_from_proto(response.gradient, "gradient", dtype="float64")
 
     def assert_untouched(self, round_: int, placement: Any) -> None:
-        """The service answers and the placement is the same object computing the same gradient."""
+        """The service answers and the placement is the same object computing the same gradient,
+        with no other epoch beside it."""
         assert self.logic.jobs()["job-a"] is placement
+        assert self.logic.epochs("job-a") == (1,)
         assert placement.header.epoch == 1
         np.testing.assert_array_equal(self.gradient(round_), self.reference)
 
@@ -287,16 +289,21 @@ def test_worker_wrong_placement_epoch_is_failed_precondition(worker: WorkerUnder
 
 
 def test_worker_valid_replacement_moves_the_epoch(worker: WorkerUnderTest) -> None:
-    """Control for the placement tests below: a VALID epoch-2 placement is installed, after which
-    epoch 1 is refused; so a rejected placement leaving epoch 1 in place means something."""
+    """Control for the placement tests below: a VALID epoch-2 placement is installed beside
+    epoch 1 (rounds go on with epoch 1 while the new data arrives); the first round of epoch 2
+    retires epoch 1, which is refused from then on. So a rejected placement leaving epoch 1 in
+    place, and no epoch 2, means something."""
     worker.stub.PlaceData(
         iter(placement_messages("job-a", (1,), (2.0,), JOB_K, epoch=2, sparse=True)),
         timeout=CALL_TIMEOUT,
     )
-    expect_status(PRECONDITION, lambda: worker.gradient(2, epoch=1))
+    assert worker.logic.epochs("job-a") == (1, 2)
+    np.testing.assert_allclose(worker.gradient(2, epoch=1), worker.reference, rtol=1e-12)
     np.testing.assert_allclose(
-        worker.gradient(2, epoch=2), coded_gradient((1,), (2.0,), JOB_K, PARAMS), rtol=1e-12
+        worker.gradient(3, epoch=2), coded_gradient((1,), (2.0,), JOB_K, PARAMS), rtol=1e-12
     )
+    assert worker.logic.epochs("job-a") == (2,)
+    expect_status(PRECONDITION, lambda: worker.gradient(4, epoch=1))
 
 
 Messages = list[worker_pb2.PlaceDataRequest]
@@ -614,6 +621,7 @@ class EdgeUnderTest:
             "s_worker": 1,
             "mode": aggregator_pb2.EDGE_MODE_DECODE,
             "worker_deadline_seconds": CALL_TIMEOUT,
+            "placement_epoch": 1,
         }
         fields.update(overrides)
         return self.stub.ConfigureJob(
@@ -910,12 +918,16 @@ def test_coordinator_ignores_timings_of_a_worker_not_in_the_plan(
     timings naming a worker that never registered. There is no status to return for part of a
     batch, so the interpretation tested is: such entries are ignored (``measurements == 0``), the
     call succeeds, the unknown worker does not become a member and the plan is unchanged. Entries
-    for real members in the same batch still count, and malformed measurements (NaN, negative
-    seconds, a load fraction outside (0, 1]) of members are ignored the same way."""
+    for real members in the same batch still count; a load fraction outside (0, 1] is ignored
+    the same way. A number that is not finite or is negative is a malformed request: refused
+    whole with INVALID_ARGUMENT (one infinite time would make every later plan fail)."""
     before = coordinator.plan()
     assert coordinator.report(("ghost", 0.01, 0.5), ("edge-9-w0", 0.02, 0.25)) == 0
-    assert coordinator.report(("edge-0-w0", math.nan, 0.5)) == 0
-    assert coordinator.report(("edge-0-w0", -1.0, 0.5)) == 0
+    for bad in (math.nan, math.inf, -1.0):
+        expect_status(
+            INVALID,
+            lambda bad=bad: coordinator.report(("edge-0-w0", 0.01, 0.5), ("edge-0-w1", bad, 0.5)),
+        )
     assert coordinator.report(("edge-0-w0", 0.01, 0.0), ("edge-0-w0", 0.01, 1.5)) == 0
     assert coordinator.names() == MEMBERS
     assert coordinator.plan() == before

@@ -19,13 +19,15 @@ from typing import Protocol
 import numpy as np
 
 from edgecode.codes.flat import GradientCode
-from edgecode.errors import InvalidInput, UnknownJob
+from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.records import Timing
 from edgecode.rounds import ExactRule, FutureSource, NoObserver, Pending, Round
 
 log = logging.getLogger(__name__)
 
 DECODE, FORWARD = "decode", "forward"
+#: Configurations kept per job: the one rounds use and the next one (being placed).
+MAX_EPOCHS_HELD = 2
 
 
 class WorkerClient(Protocol):
@@ -97,6 +99,9 @@ class EdgeJob:
     deadline_seconds: float
     code: GradientCode | None
     load_fractions: dict[str, float]
+    epoch: int = 0
+    #: configuration order (a newer configuration of the same job has a larger number)
+    installed: int = 0
 
     def rule(self) -> ExactRule:
         assert self.code is not None
@@ -151,7 +156,9 @@ class AggregatorLogic:
         self._metrics: EdgeMetrics = metrics if metrics is not None else NoEdgeMetrics()
         self._link_seconds = link_seconds
         self._clock = clock
-        self._jobs: dict[str, EdgeJob] = {}
+        #: job id -> placement epoch -> configuration
+        self._jobs: dict[str, dict[int, EdgeJob]] = {}
+        self._installs = 0
         self._lock = threading.Lock()
 
     def configure(
@@ -164,8 +171,11 @@ class AggregatorLogic:
         code_rows: np.ndarray | None = None,
         targets: np.ndarray | None = None,
         s_worker: int = 0,
+        epoch: int = 0,
     ) -> int:
-        """Set (or replace) a job's workers and, in DECODE mode, its code rows and targets."""
+        """Set a job's workers and, in DECODE mode, their code rows and targets, for one
+        placement epoch. The configuration rounds use now stays until the first round of a
+        newer epoch arrives; configuring an epoch again replaces it."""
         if not job_id:
             raise InvalidInput("job_id must not be empty")
         if not names or len(names) != len(addresses) or not all(names) or not all(addresses):
@@ -193,22 +203,49 @@ class AggregatorLogic:
             deadline_seconds=deadline_seconds,
             code=code,
             load_fractions=fractions,
+            epoch=epoch,
         )
         self._metrics.known_workers(names)
+        retired = []
         with self._lock:
-            old = self._jobs.pop(job_id, None)
-            self._jobs[job_id] = job
-        if old is not None:
+            held = self._jobs.setdefault(job_id, {})
+            if epoch in held:
+                retired.append(held.pop(epoch))
+            while len(held) >= MAX_EPOCHS_HELD:
+                retired.append(held.pop(min(held, key=lambda e: held[e].installed)))
+            self._installs += 1
+            job.installed = self._installs
+            held[epoch] = job
+        for old in retired:
             old.client.close()
         return len(names)
 
     def drop(self, job_id: str) -> bool:
-        """Forget a job (its workers' client is closed); True when it was known."""
+        """Forget a job (its workers' clients are closed); True when it was known."""
         with self._lock:
-            job = self._jobs.pop(job_id, None)
-        if job is not None:
+            held = self._jobs.pop(job_id, {})
+        for job in held.values():
             job.client.close()
-        return job is not None
+        return bool(held)
+
+    def _current(self, job_id: str, epoch: int) -> EdgeJob:
+        """The configuration of ``epoch``; those configured before it are retired."""
+        retired = []
+        with self._lock:
+            held = self._jobs.get(job_id)
+            if not held:
+                raise UnknownJob(f"edge {self.name} has no job {job_id!r}")
+            job = held.get(epoch)
+            if job is None:
+                raise StaleRound(
+                    f"edge {self.name} has no configuration of placement epoch {epoch} "
+                    f"for job {job_id!r} (has {sorted(held)})"
+                )
+            for other in [e for e, j in held.items() if j.installed < job.installed]:
+                retired.append(held.pop(other))
+        for old in retired:
+            old.client.close()
+        return job
 
     def run_round(
         self,
@@ -223,10 +260,7 @@ class AggregatorLogic:
         Every worker's vector must have the parameters' length; a wrong one counts as a
         failed worker.
         """
-        with self._lock:
-            job = self._jobs.get(job_id)
-        if job is None:
-            raise UnknownJob(f"edge {self.name} has no job {job_id!r}")
+        job = self._current(job_id, epoch)
         collector = Round(
             {name: i for i, name in enumerate(job.workers)},
             (params.size,),
@@ -296,7 +330,7 @@ class AggregatorLogic:
     def close(self) -> None:
         """Forget every job and close their clients."""
         with self._lock:
-            jobs = list(self._jobs.values())
+            jobs = [job for held in self._jobs.values() for job in held.values()]
             self._jobs.clear()
         for job in jobs:
             job.client.close()

@@ -47,6 +47,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             code,
             targets,
             int(request.s_worker),
+            int(request.placement_epoch),
         )
         return aggregator_pb2.ConfigureJobResponse(workers=count)
 

@@ -21,13 +21,19 @@ from typing import Protocol
 
 import numpy as np
 
-from edgecode.errors import InvalidInput
+from edgecode.errors import InvalidInput, Overloaded
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.stragglers import fit_shifted_exponential
 
 log = logging.getLogger(__name__)
 
 MIN_MEASUREMENTS = 3
+#: A node silent for this many dead-after periods is forgotten.
+EXPIRE_FACTOR = 12
+#: Most nodes the coordinator keeps (a registration flood is refused, not stored).
+MAX_MEMBERS = 10_000
+#: Longest name, address or edge name accepted.
+MAX_FIELD_LENGTH = 256
 #: Measurements kept per worker (a sliding window, so the model follows drift).
 WINDOW = 50
 ROLES = ("worker", "edge")
@@ -83,6 +89,7 @@ class CoordinatorLogic:
         spec: ClusterSpec | None = None,
         default_worker: WorkerSpec | None = None,
         metrics: CoordinatorMetricsPort | None = None,
+        max_members: int = MAX_MEMBERS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.heartbeat_seconds = heartbeat_seconds
@@ -96,6 +103,14 @@ class CoordinatorLogic:
         self._members: dict[str, Member] = {}
         self._lock = threading.Lock()
         self.last_plan: Plan | None = None
+        #: a node silent this long is forgotten (it re-registers when it comes back)
+        self._expire_after = max(EXPIRE_FACTOR * dead_after_seconds, dead_after_seconds)
+        self._max_members = max_members
+        # The plan is computed once per change of membership or measurements, one at a time;
+        # every other caller gets the cached one (GetPlan is cheap to call repeatedly).
+        self._version = 0
+        self._planning = threading.Lock()
+        self._plans: dict[tuple[int, tuple[str, ...], int], tuple[int, Plan, bool]] = {}
 
     def register(
         self,
@@ -114,12 +129,19 @@ class CoordinatorLogic:
             raise InvalidInput(f"worker {name!r} must name its edge")
         if not (link_seconds >= 0 and np.isfinite(link_seconds)):
             raise InvalidInput(f"link_seconds must be >= 0, got {link_seconds}")
+        for field_name, value in (("name", name), ("address", address), ("edge", edge)):
+            if len(value) > MAX_FIELD_LENGTH:
+                raise InvalidInput(f"{field_name} is longer than {MAX_FIELD_LENGTH} characters")
+        self._expire()
         with self._lock:
+            if name not in self._members and len(self._members) >= self._max_members:
+                raise Overloaded(f"the coordinator already knows {self._max_members} nodes")
             old = self._members.get(name)
             member = Member(name, role, address, edge, link_seconds, metrics_address, self._clock())
             if old is not None and old.role == role:
                 member.measurements = old.measurements
             self._members[name] = member
+            self._version += 1
         self._publish()
 
     def heartbeat(self, name: str) -> bool:
@@ -136,21 +158,46 @@ class CoordinatorLogic:
         round_seconds: float,
         predicted: float,
     ) -> int:
-        """Record ``(worker, compute_seconds, load_fraction, response_seconds)`` measurements."""
+        """Record ``(worker, compute_seconds, load_fraction, response_seconds)`` measurements.
+        Every number must be finite (InvalidInput otherwise, and nothing is recorded): one
+        infinite time would make every later plan fail."""
+        for worker, seconds, fraction, response in timings:
+            if not all(np.isfinite(v) and v >= 0 for v in (seconds, fraction, response)):
+                raise InvalidInput(
+                    f"timing of {worker!r}: seconds, load_fraction and response_seconds must be "
+                    f"finite and >= 0, got {seconds}, {fraction}, {response}"
+                )
+        for value, name in ((round_seconds, "round_seconds"), (predicted, "predicted")):
+            if not (np.isfinite(value) and value >= 0):
+                raise InvalidInput(f"{name} must be finite and >= 0, got {value}")
         count = 0
         with self._lock:
             for worker, seconds, fraction, response in timings:
                 member = self._members.get(worker)
-                if member is None or not (seconds >= 0 and 0 < fraction <= 1):
+                if member is None or not 0 < fraction <= 1:
                     continue
                 member.measurements.append(
                     (float(seconds), float(fraction), max(float(response), float(seconds)))
                 )
                 count += 1
+            self._version += count > 0
         self._metrics.measured(count, round_seconds)
         return count
 
+    def _expire(self) -> None:
+        """Forget nodes silent for longer than the expiry (registrations do not pile up)."""
+        now = self._clock()
+        with self._lock:
+            gone = [n for n, m in self._members.items() if now - m.last_seen > self._expire_after]
+            for name in gone:
+                del self._members[name]
+            self._version += bool(gone)
+        if gone:
+            log.info("forgot nodes silent for %.0f s: %s", self._expire_after, gone)
+
     def members(self, include_dead: bool = False) -> tuple[list[Member], list[str]]:
+        """(alive members, or all with ``include_dead``; names of the dead ones)."""
+        self._expire()
         now = self._clock()
         with self._lock:
             alive = [m for m in self._members.values() if now - m.last_seen <= self._dead_after]
@@ -172,10 +219,13 @@ class CoordinatorLogic:
         )
         return fitted, True
 
-    def cluster_spec(self, partitions: int | None = None) -> tuple[ClusterSpec, bool]:
-        """The alive cluster as a planner spec; ``fitted`` is False while some worker has no
-        measurements yet."""
+    def cluster_spec(
+        self, partitions: int | None = None, exclude: Sequence[str] = ()
+    ) -> tuple[ClusterSpec, bool]:
+        """The alive cluster (minus ``exclude``) as a planner spec; ``fitted`` is False while
+        some worker has no measurements yet."""
         alive, _ = self.members()
+        alive = [m for m in alive if m.name not in set(exclude)]
         edges, fitted = [], True
         for edge in (m for m in alive if m.role == "edge"):
             workers = []
@@ -191,13 +241,27 @@ class CoordinatorLogic:
             raise InvalidInput("no edge with alive workers has registered")
         return ClusterSpec(edges=tuple(edges), partitions=partitions or None), fitted
 
-    def plan(self, partitions: int = 0) -> tuple[Plan, bool]:
+    def plan(
+        self, partitions: int = 0, exclude: Sequence[str] = (), max_partitions: int = 0
+    ) -> tuple[Plan, bool]:
+        """The planner's plan for the alive cluster minus ``exclude`` (at most
+        ``max_partitions`` partitions when > 0), and whether every runtime is fitted. Cached
+        until membership or measurements change."""
         from edgecode.planning.optimize import optimize
 
-        spec, fitted = self.cluster_spec(partitions)
-        start = self._clock()
-        plan = optimize(spec, partitions or None)
-        self.last_plan = plan
+        if partitions < 0 or max_partitions < 0 or len(exclude) > self._max_members:
+            raise InvalidInput("partitions and max_partitions must be >= 0")
+        key = (int(partitions), tuple(sorted(set(exclude))), int(max_partitions))
+        with self._planning:
+            cached = self._plans.get(key)
+            if cached is not None and cached[0] == self._version:
+                return cached[1], cached[2]
+            version = self._version
+            spec, fitted = self.cluster_spec(partitions, key[1])
+            start = self._clock()
+            plan = optimize(spec, partitions or None, max_partitions=max_partitions or None)
+            self.last_plan = plan
+            self._plans = {key: (version, plan, fitted)}
         self._metrics.planned(
             self._clock() - start, plan.expected_round_seconds or 0.0, plan.s_edge, plan.partitions
         )

@@ -69,5 +69,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     def GetPlan(
         self, request: coordinator_pb2.GetPlanRequest, context: grpc.ServicerContext
     ) -> Any:
-        plan, fitted = self.logic.plan(int(request.partitions))
+        plan, fitted = self.logic.plan(
+            int(request.partitions), list(request.exclude), int(request.max_partitions)
+        )
         return wire.plan_to_proto(plan, fitted)

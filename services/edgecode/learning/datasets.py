@@ -70,6 +70,8 @@ LIBSVM_SUFFIXES = (".svm", ".libsvm", ".svmlight")
 FILE_SUFFIXES = (*LIBSVM_SUFFIXES, ".csv", ".npz")
 #: With ``task=None``, integer labels with at most this many distinct values mean classification.
 MAX_AUTO_CLASSES = 20
+#: Largest synthetic data set (rows x features) a spec may ask for.
+MAX_SYNTHETIC_CELLS = 50_000_000
 #: Fraction of rows held out by :func:`load_split` unless told otherwise.
 DEFAULT_TEST_FRACTION = 0.2
 TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
@@ -636,12 +638,14 @@ def check_dataset_spec(spec: str) -> None:
         return
     head, _, tail = spec.partition(":")
     if head in _SYNTHETIC_KEYS:
-        for item in filter(None, (part.strip() for part in tail.split(","))):
-            key = item.partition("=")[0].strip()
-            if key not in _SYNTHETIC_KEYS[head]:
-                raise ValueError(
-                    f"spec: unknown key {key!r} for {head}; allowed: {sorted(_SYNTHETIC_KEYS[head])}"
-                )
+        params = _synthetic_params(head, tail, spec)
+        n, d = params["n"], params["d"]
+        if not (isinstance(n, int) and isinstance(d, int) and n >= 2 and d >= 1):
+            raise ValueError(f"spec {spec!r}: n must be >= 2 and d >= 1, got n={n}, d={d}")
+        if n * d > MAX_SYNTHETIC_CELLS:
+            raise ValueError(
+                f"spec {spec!r}: n * d = {n * d} exceeds the limit of {MAX_SYNTHETIC_CELLS} values"
+            )
         return
     path, _ = _split_file_spec(spec)
     if Path(path).is_file():
@@ -710,9 +714,8 @@ def load_split(
     return train, test
 
 
-def _synthetic_from_spec(
-    head: str, tail: str, rng: np.random.Generator | None, spec: str
-) -> Dataset:
+def _synthetic_params(head: str, tail: str, spec: str) -> dict[str, Any]:
+    """The parsed ``key=value`` options of a synthetic spec, with the defaults filled in."""
     allowed = _SYNTHETIC_KEYS[head]
     params = dict(_SYNTHETIC_DEFAULTS[head])
     for item in filter(None, (part.strip() for part in tail.split(","))):
@@ -728,6 +731,13 @@ def _synthetic_from_spec(
             raise ValueError(
                 f"spec {spec!r}: {key} must be a {allowed[key].__name__}, got {value!r}"
             ) from None
+    return params
+
+
+def _synthetic_from_spec(
+    head: str, tail: str, rng: np.random.Generator | None, spec: str
+) -> Dataset:
+    params = _synthetic_params(head, tail, spec)
     seed = params.pop("seed", None)
     if seed is not None:
         rng = np.random.default_rng(seed)

@@ -75,6 +75,10 @@ class CheckpointStore(Protocol):
         """Move a job's damaged files aside (kept for inspection, never read again)."""
         ...
 
+    def forget(self, job_id: str) -> None:
+        """Delete a job's record and checkpoint (retention)."""
+        ...
+
 
 class NoCheckpoints:
     """Keeps nothing (a master without a checkpoint folder)."""
@@ -92,6 +96,9 @@ class NoCheckpoints:
         return []
 
     def quarantine(self, job_id: str, reason: str) -> None:
+        pass
+
+    def forget(self, job_id: str) -> None:
         pass
 
 
@@ -169,6 +176,15 @@ class FileCheckpoints:
                 target = path.with_name(f"{name}.damaged-{stamp}")
                 os.replace(path, target)
                 log.warning("moved %s aside to %s: %s", path, target.name, reason)
+
+    def forget(self, job_id: str) -> None:
+        folder = self.root / job_id
+        for name in ("checkpoint.json", "job.json"):
+            (folder / name).unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:  # damaged files kept aside, or never created
+            pass
 
 
 def _jsonable(state: dict[str, Any]) -> dict[str, Any]:

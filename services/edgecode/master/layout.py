@@ -16,6 +16,7 @@ Schemes, all on the same code path (placement, edge fan-out, first-decodable-set
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,10 @@ from edgecode.records import JobConfig, Timing
 from edgecode.rounds import ExactRule, FastestRule, all_of
 
 DECODE, FORWARD = "decode", "forward"
+#: s_edge and s_worker of a planner job when no plan is available.
+FALLBACK_S = 1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -155,14 +160,22 @@ def build_layout(
     n_workers = sum(m)
     code: HierarchicalCode | GradientCode
     if config.scheme == "hgc":
-        if config.s_edge < 0:
-            if plan is None:
-                raise ValueError("hgc with s_edge < 0 needs the planner's plan")
-            code = code_from_plan(plan[0], topology)
-            return Layout("hgc", topology, epoch, code, code.s_edge, plan[1], plan[0])
-        s_edge = min(config.s_edge, len(m) - 1)
-        s_worker = [min(config.s_worker, mi - 1) for mi in m]
-        code = hierarchical(m, s_edge, s_worker, config.partitions or None)
+        s_edge, s_worker = config.s_edge, config.s_worker
+        if s_edge < 0:
+            if plan is not None:
+                try:
+                    code = code_from_plan(plan[0], topology)
+                    return Layout("hgc", topology, epoch, code, code.s_edge, plan[1], plan[0])
+                except RoundFailed as exc:
+                    log.warning("%s; using s_edge = s_worker = 1 instead", exc)
+            # No usable plan (the coordinator is out of reach): tolerate one of each.
+            s_edge, s_worker = FALLBACK_S, FALLBACK_S
+        code = hierarchical(
+            m,
+            min(s_edge, len(m) - 1),
+            [min(s_worker, mi - 1) for mi in m],
+            config.partitions or None,
+        )
         return Layout("hgc", topology, epoch, code, code.s_edge)
     if config.scheme == "flat":
         s = min(config.s_flat, n_workers - 1)
@@ -221,3 +234,37 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
             for e in plan.edges
         ],
     }
+
+
+def same_structure(a: Plan, b: Plan) -> bool:
+    """Whether two plans place the same data on the same nodes with the same s (their
+    predicted times may differ)."""
+    return _structure(a) == _structure(b)
+
+
+def _structure(plan: Plan) -> tuple[Any, ...]:
+    return (
+        plan.partitions,
+        plan.s_edge,
+        tuple(
+            (
+                e.name,
+                e.s_worker,
+                e.partitions,
+                tuple((w.name, w.selected, w.partitions) for w in e.workers),
+            )
+            for e in plan.edges
+        ),
+    )
+
+
+def worth_replacing(
+    current_seconds: float,
+    candidate_seconds: float,
+    remaining_rounds: int,
+    placement_seconds: float,
+) -> bool:
+    """Re-place only when the predicted saving over the remaining rounds exceeds the measured
+    cost of a placement."""
+    saving = (current_seconds - candidate_seconds) * max(remaining_rounds, 0)
+    return bool(saving > placement_seconds)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from edgecode.errors import InvalidInput, UnknownJob
+from edgecode.errors import AlreadyExists, UnknownJob
 from edgecode.master.checkpoints import (
     CheckpointStore,
     DamagedCheckpoint,
@@ -24,9 +24,12 @@ from edgecode.master.checkpoints import (
 )
 from edgecode.master.ports import ClusterView, MasterMetricsPort, NoMasterMetrics, Transport
 from edgecode.master.training import Job, Trainer
-from edgecode.records import FAILED, FINAL, JobConfig
+from edgecode.records import CANCELLED, FAILED, PENDING, JobConfig
 
 log = logging.getLogger(__name__)
+
+#: Finished jobs whose records (status, history, parameters) are kept.
+RETENTION = 200
 
 
 class MasterLogic:
@@ -39,6 +42,7 @@ class MasterLogic:
         store: CheckpointStore | None = None,
         metrics: MasterMetricsPort | None = None,
         clock: Callable[[], float] = time.monotonic,
+        retention: int = RETENTION,
     ) -> None:
         self._transport = transport
         self._cluster = cluster
@@ -49,20 +53,41 @@ class MasterLogic:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="master-io")
         self._counter = 0
+        self._retention = retention
 
     def submit(self, config: JobConfig) -> str:
-        """Validate and start a job; returns its id."""
+        """Validate and start a job; returns its id.
+
+        A job id names one job: the same config under an existing id is that job (running or
+        succeeded: nothing new starts; failed or cancelled: it resumes from its checkpoint),
+        a different config is refused with :class:`AlreadyExists`."""
         config.validate()
         with self._lock:
             self._counter += 1
             job_id = config.job_id or f"job-{int(time.time())}-{self._counter}"
-            if job_id in self._jobs and self._jobs[job_id].state not in FINAL:
-                raise InvalidInput(f"job {job_id!r} is already running")
-            job = Job(job_id=job_id, config=replace(config, job_id=job_id))
+            config = replace(config, job_id=job_id)
+            existing = self._jobs.get(job_id)
+            if existing is not None:
+                if existing.config != config:
+                    raise AlreadyExists(
+                        f"job {job_id!r} exists with a different configuration; choose another "
+                        "job_id"
+                    )
+                if existing.state not in (FAILED, CANCELLED):
+                    return job_id
+            job = Job(job_id=job_id, config=config)
             self._jobs[job_id] = job
+            self._retire_finished()
         self._store.save_job(SavedJob(job.config, job.state))
         self._start(job)
         return job_id
+
+    def _retire_finished(self) -> None:
+        """Keep at most ``retention`` finished jobs (the oldest go, records included)."""
+        finished = [j for j in self._jobs.values() if j.finished]
+        for job in finished[: max(0, len(finished) - self._retention)]:
+            del self._jobs[job.job_id]
+            self._store.forget(job.job_id)
 
     def _start(self, job: Job) -> None:
         trainer = Trainer(
@@ -100,32 +125,34 @@ class MasterLogic:
                     return
 
     def resume_all(self) -> list[str]:
-        """Resume every stored job that did not finish (after a master restart)."""
+        """After a master restart: resume every stored job that did not finish, and keep the
+        finished ones' records (their status stays readable). A damaged record or checkpoint is
+        moved aside and its job marked failed; every other job is served as usual."""
         resumed = []
         for saved in self._store.jobs():
             if isinstance(saved, DamagedCheckpoint):
-                log.warning("ignoring %s", saved)
+                log.warning("%s", saved)
                 continue
-            if saved.state in FINAL:
-                continue
-            job = Job(job_id=saved.config.job_id, config=saved.config)
+            job = Job(job_id=saved.config.job_id, config=saved.config, state=saved.state)
+            job.message = saved.message
             try:
                 restored = self._store.load(job.job_id)
             except DamagedCheckpoint as exc:
                 self._store.quarantine(job.job_id, str(exc))
-                job.update(state=FAILED, message=str(exc))
+                job.update(state=FAILED, message=f"{exc}; the file was moved aside")
+                self._store.save_job(SavedJob(job.config, job.state, job.message))
                 restored = None
             if restored is not None:  # show the checkpointed progress at once
-                job.params, job.round, job.history = (
-                    restored.params,
-                    restored.round,
-                    list(restored.history),
-                )
+                job.params, job.round = restored.params, restored.round
+                job.history = list(restored.history)
             with self._lock:
                 self._jobs[job.job_id] = job
-            if job.state not in FINAL:
+            if not job.finished:
+                job.state = PENDING
                 self._start(job)
                 resumed.append(job.job_id)
+        with self._lock:
+            self._retire_finished()
         return resumed
 
     def close(self) -> None:

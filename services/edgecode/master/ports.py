@@ -54,8 +54,11 @@ class ClusterView(Protocol):
 
     def topology(self) -> Topology: ...
 
-    def plan(self, partitions: int) -> tuple[Plan, float]:
-        """The planner's plan and its expected round seconds."""
+    def plan(
+        self, partitions: int, exclude: Sequence[str] = (), max_partitions: int = 0
+    ) -> tuple[Plan, float]:
+        """The planner's plan and its expected round seconds, without the ``exclude``d nodes
+        and with at most ``max_partitions`` partitions (0: no limit)."""
         ...
 
     def report(self, timings: Sequence[Timing], round_seconds: float, predicted: float) -> None:
@@ -92,12 +95,14 @@ class Transport(Protocol):
         worker: Node,
         header: PlacementHeader,
         partitions: Sequence[tuple[int, Any, np.ndarray]],
+        timeout: float,
     ) -> int:
-        """Stream a worker its partitions ``(index, features, labels)``; returns the bytes sent."""
+        """Stream a worker its partitions ``(index, features, labels)`` within ``timeout``
+        seconds; returns the bytes sent."""
         ...
 
     def configure_edge(
-        self, job_id: str, assignment: EdgeAssignment, deadline_seconds: float
+        self, job_id: str, epoch: int, assignment: EdgeAssignment, deadline_seconds: float
     ) -> None: ...
 
     def run_round(

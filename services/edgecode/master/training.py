@@ -15,22 +15,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from edgecode.errors import Infeasible, RoundFailed
+from edgecode.errors import EdgecodeError, Infeasible, InvalidInput, RoundFailed
 from edgecode.learning.datasets import Dataset, load_split
 from edgecode.learning.models import Model, get_model
 from edgecode.learning.optimizers import Optimizer, get_optimizer, optimizer_from_state
 from edgecode.master.checkpoints import Checkpoint, CheckpointStore, SavedJob, config_hash
-from edgecode.master.layout import Layout, build_layout
+from edgecode.master.layout import Layout, build_layout, same_structure, worth_replacing
 from edgecode.master.ports import ClusterView, MasterMetricsPort, Transport
 from edgecode.planning.spec import Plan
 from edgecode.records import (
     CANCELLED,
+    FAILED,
     FINAL,
     PENDING,
     RUNNING,
@@ -41,9 +42,21 @@ from edgecode.records import (
     RoundRecord,
     Timing,
 )
-from edgecode.rounds import Outcome, Round, StreamSource
+from edgecode.rounds import Outcome, Round, StreamSource, describe
 
 log = logging.getLogger(__name__)
+
+#: A plan and its expected round seconds.
+PlanChoice = tuple[Plan, float]
+#: Placement attempts around failing nodes before the job fails.
+PLACEMENT_ATTEMPTS = 3
+#: Placement deadline: this base plus the bytes at this (slow edge link) rate.
+PLACE_BASE_SECONDS = 5.0
+PLACE_MIN_BYTES_PER_SECOND = 1e6
+#: Fewest rows a partition should hold to be worth a message of its own.
+MIN_ROWS_PER_PARTITION = 4
+#: Recent rounds whose median time a new plan must beat.
+REPLAN_WINDOW = 5
 
 
 @dataclass
@@ -108,6 +121,8 @@ class _Problem:
     model_name: str
     model: Model
     n_params: int
+    #: most partitions the data allows (enough rows in each to be worth a message)
+    max_partitions: int
 
 
 class Trainer:
@@ -131,15 +146,21 @@ class Trainer:
         self._pool = pool
         self._clock = clock
         self._reporting = threading.Lock()
+        self._epoch = 0
+        self._placement_seconds = 0.0
 
     # ---- the job ------------------------------------------------------------------------------
     def run(self) -> None:
         job = self.job
         try:
             self._train()
+        except JobCancelled as exc:
+            job.update(state=CANCELLED, message=str(exc))
         except Exception as exc:  # a job failure must never take the master down
-            log.exception("job %s failed", job.job_id)
-            job.update(state="failed", message=str(exc) or type(exc).__name__)
+            log.warning(
+                "job %s failed: %s", job.job_id, exc, exc_info=not isinstance(exc, EdgecodeError)
+            )
+            job.update(state=FAILED, message=str(exc) or type(exc).__name__)
         finally:
             self._store.save_job(SavedJob(job.config, job.state, job.message))
             self._drop_everywhere()
@@ -148,24 +169,40 @@ class Trainer:
         job, cfg = self.job, self.job.config
         problem, params, optimizer, start_round = self._prepare()
         job.update(state=RUNNING, round=start_round, params=params)
-        layout = self._lay_out(problem, epoch=len(job.history) + 1)
+        self._epoch = len(job.history)
+        layout = self._lay_out(problem)
+        job.update(layout=layout, placements=job.placements + 1)
         job.setup_seconds = self._clock() - job.started
         job.started = self._clock()  # wall time of the rounds, without the one-time setup
+        pending: Future[Layout | None] | None = None
         for round_ in range(start_round, cfg.rounds):
             if job.cancel.is_set():
                 job.update(state=CANCELLED, message=f"cancelled after round {round_}")
                 self._checkpoint(optimizer, round_)
                 return
-            if self._replan_due(round_):
-                layout = self._replan(problem, layout)
+            if pending is None and self._replan_due(round_):
+                pending = self._pool.submit(self._replan, problem, layout, round_)
+            if pending is not None and pending.done():  # swap in at a round boundary
+                adopted = pending.result()
+                pending = None
+                if adopted is not None:
+                    layout = adopted
+                    job.update(layout=layout, placements=job.placements + 1)
             started = self._clock()
             outcome, layout = self._round_or_recover(problem, layout, round_, params)
             gradient = outcome.decoded.value
             if gradient.shape != (problem.n_params,) or not np.all(np.isfinite(gradient)):
                 raise RoundFailed(
-                    f"round {round_}: decoded gradient is not finite; model left untouched"
+                    f"round {round_}: the decoded gradient is not finite; the model keeps the "
+                    f"parameters of round {round_}"
                 )
-            params = optimizer.step(params, gradient, problem.train.n_rows)
+            stepped = optimizer.step(params, gradient, problem.train.n_rows)
+            if not np.all(np.isfinite(stepped)):
+                raise RoundFailed(
+                    f"round {round_}: the optimizer step gave non-finite parameters (learning "
+                    f"rate too large?); the model keeps the parameters of round {round_}"
+                )
+            params = stepped
             self._finish_round(problem, layout, round_, params, outcome, self._clock() - started)
             if cfg.checkpoint_every and (round_ + 1) % cfg.checkpoint_every == 0:
                 self._checkpoint(optimizer, round_ + 1)
@@ -185,10 +222,20 @@ class Trainer:
         params = model.init_params(rng, train.n_features, train.n_classes)
         lr = cfg.learning_rate or None
         optimizer = get_optimizer(cfg.optimizer, **({"lr": lr} if lr else {}))
-        problem = _Problem(train, test, model_name, model, n_params)
+        if cfg.partitions > train.n_rows:
+            raise InvalidInput(
+                f"partitions ({cfg.partitions}) must be at most the {train.n_rows} training rows "
+                f"of {cfg.dataset!r}"
+            )
+        max_partitions = max(1, train.n_rows // MIN_ROWS_PER_PARTITION)
+        problem = _Problem(train, test, model_name, model, n_params, max_partitions)
         restored = self._store.load(job.job_id)
         if restored is None:
             return problem, params, optimizer, 0
+        if restored.config_hash and restored.config_hash != config_hash(cfg):
+            raise RoundFailed(
+                f"the checkpoint of job {job.job_id!r} was written by another configuration"
+            )
         if restored.params.shape != (n_params,):
             raise RoundFailed(
                 f"the checkpoint holds {restored.params.size} parameters, the model has {n_params}"
@@ -200,41 +247,70 @@ class Trainer:
         return problem, restored.params, optimizer_from_state(restored.optimizer), restored.round
 
     # ---- placement ----------------------------------------------------------------------------
-    def _lay_out(
-        self,
-        problem: _Problem,
-        epoch: int,
-        dead: set[str] | None = None,
-        plan: tuple[Plan, float] | None = None,
-    ) -> Layout:
-        """Build the code on the alive nodes, place every worker's partitions, configure the
-        edges; the new epoch is in use once this returns."""
-        cfg = self.job.config
-        topology = self._cluster.topology().without(dead or set())
-        if not topology.edges:
-            raise RoundFailed("no alive edges with alive workers")
-        if cfg.scheme == "hgc" and cfg.s_edge < 0 and plan is None:
-            plan = self._cluster.plan(cfg.partitions)
-        layout = build_layout(cfg, topology, epoch, plan)
-        self._place(problem, layout)
-        futures = [
-            self._pool.submit(
-                self._transport.configure_edge,
-                self.job.job_id,
-                assignment,
-                cfg.round_deadline_seconds,
-            )
-            for assignment in layout.assignments()
-        ]
-        for future in futures:
-            future.result()
-        self.job.update(layout=layout, placements=self.job.placements + 1)
-        return layout
+    def _next_epoch(self) -> int:
+        self._epoch += 1
+        return self._epoch
 
-    def _place(self, problem: _Problem, layout: Layout) -> None:
+    def _lay_out(
+        self, problem: _Problem, dead: set[str] | None = None, plan: PlanChoice | None = None
+    ) -> Layout:
+        """Build the code on the alive nodes and place it (a new placement epoch). A node that
+        fails during placement is health-checked and planned around, up to
+        ``PLACEMENT_ATTEMPTS`` times; the message of the final failure names every node and
+        what went wrong with it."""
+        cfg = self.job.config
+        dead = set(dead or ())
+        failures: dict[str, str] = {}
+        for _attempt in range(PLACEMENT_ATTEMPTS):
+            if self.job.cancel.is_set():
+                raise JobCancelled("cancelled during placement")
+            topology = self._cluster.topology().without(dead)
+            if not topology.edges:
+                raise RoundFailed(
+                    "no alive edge with alive workers is left"
+                    + (f" (out of reach: {_in_words(failures, dead)})" if dead else "")
+                )
+            chosen = plan if plan is not None else self._plan(problem, dead)
+            plan = None  # a plan is used once: after a failure, ask again without the dead
+            layout = build_layout(cfg, topology, self._next_epoch(), chosen)
+            started = self._clock()
+            failed = self._install(problem, layout)
+            if not failed:
+                self._placement_seconds = self._clock() - started
+                return layout
+            failures.update(failed)
+            dead |= set(failed) | set(self._transport.unreachable(topology.nodes))
+            log.warning(
+                "job %s: placement of epoch %d failed on %s; re-planning without %s",
+                self.job.job_id,
+                layout.epoch,
+                sorted(failed),
+                sorted(dead),
+            )
+        raise RoundFailed(f"the data could not be placed: {_in_words(failures, dead)}")
+
+    def _plan(self, problem: _Problem, dead: set[str]) -> PlanChoice | None:
+        """The planner's plan for hgc jobs with s_edge < 0 (None: not needed, or the
+        coordinator is out of reach and the layout falls back to fixed s)."""
+        cfg = self.job.config
+        if cfg.scheme != "hgc" or cfg.s_edge >= 0:
+            return None
+        try:
+            return self._cluster.plan(cfg.partitions, sorted(dead), problem.max_partitions)
+        except Exception as exc:  # the coordinator being away must not stop the job
+            log.warning(
+                "job %s: no plan from the coordinator (%s); using fixed s",
+                self.job.job_id,
+                describe(exc),
+            )
+            return None
+
+    def _install(self, problem: _Problem, layout: Layout) -> dict[str, str]:
+        """Place every worker's partitions, then configure the edges; returns the nodes that
+        failed, with what went wrong (empty: the epoch is ready)."""
         train, cfg = problem.train, self.job.config
         blocks = train.partition(layout.n_partitions)
-        uploads = []
+        uploads = {}
         for worker, held, coefficients in layout.uploads():
             header = PlacementHeader(
                 job_id=self.job.job_id,
@@ -249,8 +325,25 @@ class Trainer:
                 rows=tuple(int(blocks[j][0].shape[0]) for j in held),
             )
             chunks = [(j, blocks[j][0], blocks[j][1]) for j in held]
-            uploads.append(self._pool.submit(self._transport.place, worker, header, chunks))
-        self._metrics.placed(sum(f.result() for f in uploads))
+            timeout = placement_timeout(sum(_nbytes(blocks[j][0]) for j in held))
+            uploads[worker.name] = self._pool.submit(
+                self._transport.place, worker, header, chunks, timeout
+            )
+        failed = _failures(uploads)
+        self._metrics.placed(sum(f.result() for n, f in uploads.items() if n not in failed))
+        if failed:
+            return failed
+        configured = {
+            a.edge.name: self._pool.submit(
+                self._transport.configure_edge,
+                self.job.job_id,
+                layout.epoch,
+                a,
+                cfg.round_deadline_seconds,
+            )
+            for a in layout.assignments()
+        }
+        return _failures(configured)
 
     def _replan_due(self, round_: int) -> bool:
         cfg = self.job.config
@@ -264,20 +357,46 @@ class Trainer:
             and (round_ - cfg.profile_rounds) % cfg.replan_every == 0
         )
 
-    def _replan(self, problem: _Problem, layout: Layout) -> Layout:
-        """Ask the planner again (with the runtimes fitted from the rounds so far) and re-place
-        the data only when the plan's structure changed."""
-        plan, predicted = self._cluster.plan(self.job.config.partitions)
-        if layout.plan is not None and _structure(plan) == _structure(layout.plan):
+    def _replan(self, problem: _Problem, layout: Layout, round_: int) -> Layout | None:
+        """Ask the planner again (with the runtimes fitted from the rounds so far); lay out and
+        place a new epoch only when the plan's structure changed AND the predicted saving over
+        the remaining rounds exceeds what the last placement cost. Runs off the round path:
+        rounds go on with the old epoch until the new one is ready."""
+        cfg = self.job.config
+        try:
+            plan, predicted = self._cluster.plan(cfg.partitions, [], problem.max_partitions)
+        except Exception as exc:
+            log.warning("job %s: re-planning skipped: %s", self.job.job_id, describe(exc))
+            return None
+        if layout.plan is not None and same_structure(plan, layout.plan):
             layout.predicted_round_seconds = predicted
-            return layout
+            return None
+        recent = [r.seconds for r in self.job.history[-REPLAN_WINDOW:]]
+        current = float(np.median(recent)) if recent else layout.predicted_round_seconds
+        remaining = cfg.rounds - round_
+        if not worth_replacing(current, predicted, remaining, self._placement_seconds):
+            log.info(
+                "job %s: a new plan would save %.4f s/round over %d rounds, less than the "
+                "%.3f s a placement costs; keeping the current one",
+                self.job.job_id,
+                current - predicted,
+                remaining,
+                self._placement_seconds,
+            )
+            return None
         log.info(
-            "job %s: re-planning at round %d (expected %.4f s/round)",
+            "job %s: re-placing for the new plan (%.4f -> %.4f s/round)",
             self.job.job_id,
-            self.job.round,
+            current,
             predicted,
         )
-        return self._lay_out(problem, layout.epoch + 1, plan=(plan, predicted))
+        try:
+            return self._lay_out(problem, plan=(plan, predicted))
+        except Exception as exc:  # the old epoch keeps serving
+            log.warning(
+                "job %s: re-placement failed, keeping the current plan: %s", self.job.job_id, exc
+            )
+            return None
 
     # ---- one round ----------------------------------------------------------------------------
     def _round_or_recover(
@@ -291,13 +410,18 @@ class Trainer:
                 "job %s round %d: %s; unreachable: %s", self.job.job_id, round_, exc, sorted(dead)
             )
             try:
-                layout = self._lay_out(problem, layout.epoch + 1, dead=dead)
+                layout = self._lay_out(problem, dead=dead)
+                self.job.update(layout=layout, placements=self.job.placements + 1)
                 return self._round(layout, round_, params), layout
             except (RoundFailed, Infeasible) as again:
+                out_of_reach = (
+                    f"the unreachable nodes {', '.join(sorted(dead))}"
+                    if dead
+                    else ("the nodes (all answered a health check)")
+                )
                 raise RoundFailed(
-                    f"round {round_} failed: {exc}; after re-planning around the unreachable "
-                    f"nodes {sorted(dead) or 'none'}: {again}. The model keeps the parameters of "
-                    f"round {round_}."
+                    f"round {round_} failed: {exc}. After re-planning around {out_of_reach}: "
+                    f"{again}. The model keeps the parameters of round {round_}."
                 ) from again
 
     def _round(self, layout: Layout, round_: int, params: np.ndarray) -> Outcome:
@@ -388,18 +512,33 @@ class Trainer:
                 return
 
 
-def _structure(plan: Plan) -> tuple[Any, ...]:
-    """What a plan places: nodes, s_edge, s_worker and loads (not its predicted time)."""
-    return (
-        plan.partitions,
-        plan.s_edge,
-        tuple(
-            (
-                e.name,
-                e.s_worker,
-                e.partitions,
-                tuple((w.name, w.selected, w.partitions) for w in e.workers),
-            )
-            for e in plan.edges
-        ),
-    )
+def placement_timeout(nbytes: int) -> float:
+    """Deadline of one worker's placement: a base plus what its bytes cost at a slow link, so
+    a paused worker costs seconds, not minutes, and a big placement is not cut short."""
+    return PLACE_BASE_SECONDS + nbytes / PLACE_MIN_BYTES_PER_SECOND
+
+
+def _nbytes(features: Any) -> int:
+    if hasattr(features, "nnz"):
+        return int(features.nnz) * 16
+    return int(features.size) * 8
+
+
+def _failures(calls: dict[str, Future[Any]]) -> dict[str, str]:
+    """The calls that failed, by node name, with what went wrong in words."""
+    failed: dict[str, str] = {}
+    for name, future in calls.items():
+        error = future.exception()
+        if error is not None:
+            failed[name] = describe(error)
+    return failed
+
+
+def _in_words(failures: dict[str, str], dead: set[str]) -> str:
+    parts = [f"{name}: {why}" for name, why in sorted(failures.items())]
+    parts += [f"{name}: does not answer a health check" for name in sorted(dead - set(failures))]
+    return "; ".join(parts) or "no node answered"
+
+
+class JobCancelled(RoundFailed):
+    """The job was cancelled while it was being set up."""

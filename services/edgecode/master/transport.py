@@ -3,6 +3,7 @@ and the cluster view backed by the coordinator."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,11 +14,11 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgecode import wire
-from edgecode.errors import InvalidInput
+from edgecode.errors import InvalidInput, RoundFailed
 from edgecode.master.ports import EdgeAssignment, Node, Topology
 from edgecode.planning.spec import Plan
 from edgecode.records import BlockHeader, PlacementHeader, Timing
-from edgecode.rounds import Message
+from edgecode.rounds import Message, describe
 from edgecode.runtime.server import make_channel
 from edgecode.v1 import (
     aggregator_pb2,
@@ -28,10 +29,18 @@ from edgecode.v1 import (
     worker_pb2_grpc,
 )
 
-#: Deadline of control calls (placement, configuration, coordinator).
+log = logging.getLogger(__name__)
+
+#: Deadline of the calls that build a matrix job (placement of coded blocks).
 CONTROL_TIMEOUT = 60.0
+#: Deadline of an edge's configuration (small: a paused edge is found out quickly).
+CONFIGURE_TIMEOUT = 5.0
+#: Deadline of the coordinator's answers; past it the master works from what it saw last.
+COORDINATOR_TIMEOUT = 3.0
 #: A node that does not answer a health check this fast is treated as gone.
 HEALTH_TIMEOUT = 1.0
+#: Deadline of a plan (the planner takes milliseconds on small clusters, ~1 s at 200 workers).
+PLAN_TIMEOUT = 10.0
 #: Timing reports are dropped rather than waited for (rounds never wait on the coordinator).
 REPORT_TIMEOUT = 5.0
 
@@ -79,6 +88,7 @@ class GrpcTransport:
         worker: Node,
         header: PlacementHeader,
         partitions: Sequence[tuple[int, Any, np.ndarray]],
+        timeout: float,
     ) -> int:
         def messages() -> Iterator[worker_pb2.PlaceDataRequest]:
             yield worker_pb2.PlaceDataRequest(header=wire.placement_header_to_proto(header))
@@ -87,15 +97,16 @@ class GrpcTransport:
                     yield worker_pb2.PlaceDataRequest(chunk=chunk)
 
         stub = worker_pb2_grpc.WorkerStub(self.channel(worker.address))
-        response = stub.PlaceData(messages(), timeout=CONTROL_TIMEOUT)
+        response = stub.PlaceData(messages(), timeout=timeout)
         return int(response.bytes)
 
     def configure_edge(
-        self, job_id: str, assignment: EdgeAssignment, deadline_seconds: float
+        self, job_id: str, epoch: int, assignment: EdgeAssignment, deadline_seconds: float
     ) -> None:
         a = assignment
         request = aggregator_pb2.ConfigureJobRequest(
             job_id=job_id,
+            placement_epoch=epoch,
             workers=[aggregator_pb2.EdgeWorker(name=w.name, address=w.address) for w in a.workers],
             mode=aggregator_pb2.EDGE_MODE_DECODE
             if a.mode == "decode"
@@ -107,7 +118,7 @@ class GrpcTransport:
             wire.tensor_to_proto(np.ascontiguousarray(a.code_rows), out=request.code)
             wire.tensor_to_proto(a.targets, out=request.targets)
         aggregator_pb2_grpc.AggregatorStub(self.channel(a.edge.address)).ConfigureJob(
-            request, timeout=CONTROL_TIMEOUT
+            request, timeout=CONFIGURE_TIMEOUT
         )
 
     def run_round(
@@ -225,20 +236,35 @@ class GrpcMatrixTransport:
 
 
 class CoordinatorView:
-    """The master's view of the cluster, from the coordinator."""
+    """The master's view of the cluster, from the coordinator. When the coordinator is out of
+    reach it answers from what it saw last (membership) and says so (plans), so a dead or
+    paused coordinator never stops a job."""
 
     def __init__(self, address: str) -> None:
+        self._address = address
         self._channel = make_channel(address)
         self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+        self._last: Topology | None = None
 
     def _cluster(self) -> coordinator_pb2.Cluster:
         cluster: coordinator_pb2.Cluster = self._stub.GetCluster(
-            coordinator_pb2.GetClusterRequest(), timeout=CONTROL_TIMEOUT
+            coordinator_pb2.GetClusterRequest(), timeout=COORDINATOR_TIMEOUT
         )
         return cluster
 
     def topology(self) -> Topology:
-        cluster = self._cluster()
+        try:
+            cluster = self._cluster()
+        except grpc.RpcError as exc:
+            if self._last is None:
+                raise RoundFailed(
+                    f"the coordinator at {self._address} is out of reach ({describe(exc)}) and "
+                    "no membership was seen before"
+                ) from None
+            log.warning(
+                "coordinator out of reach (%s): using the membership seen last", describe(exc)
+            )
+            return self._last
         edges = sorted((n for n in cluster.nodes if n.role == "edge"), key=lambda n: n.name)
         workers = [
             tuple(
@@ -255,12 +281,21 @@ class CoordinatorView:
             for e, w in zip(edges, workers, strict=True)
             if w
         ]
-        return Topology(tuple(e for e, _ in kept), tuple(w for _, w in kept))
+        self._last = Topology(tuple(e for e, _ in kept), tuple(w for _, w in kept))
+        return self._last
 
-    def plan(self, partitions: int) -> tuple[Plan, float]:
-        response = self._stub.GetPlan(
-            coordinator_pb2.GetPlanRequest(partitions=partitions), timeout=CONTROL_TIMEOUT
+    def plan(
+        self, partitions: int, exclude: Sequence[str] = (), max_partitions: int = 0
+    ) -> tuple[Plan, float]:
+        request = coordinator_pb2.GetPlanRequest(
+            partitions=partitions, exclude=list(exclude), max_partitions=max_partitions
         )
+        try:
+            response = self._stub.GetPlan(request, timeout=PLAN_TIMEOUT)
+        except grpc.RpcError as exc:
+            raise RoundFailed(
+                f"no plan from the coordinator at {self._address}: {describe(exc)}"
+            ) from None
         plan = wire.plan_from_proto(response)
         return plan, float(response.expected_round_seconds)
 
@@ -283,11 +318,9 @@ class CoordinatorView:
 
     def worker_addresses(self) -> list[str]:
         """Every registered worker's address, in name order (matrix jobs use the first n)."""
-        return [
-            n.address
-            for n in sorted(self._cluster().nodes, key=lambda n: n.name)
-            if n.role == "worker"
-        ]
+        topology = self.topology()
+        workers = sorted((w for members in topology.workers for w in members), key=lambda w: w.name)
+        return [w.address for w in workers]
 
     def close(self) -> None:
         self._channel.close()

@@ -28,6 +28,7 @@ STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.NotDecodable, grpc.StatusCode.UNAVAILABLE),
     (errors.RoundFailed, grpc.StatusCode.UNAVAILABLE),
     (errors.Infeasible, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
 )
 

@@ -70,11 +70,16 @@ class ConfigureJobRequest(_message.Message):
     S_WORKER_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     WORKER_DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     s_worker: _builtins.int
     mode: Global___EdgeMode.ValueType
     worker_deadline_seconds: _builtins.float
     """Seconds a worker may take before it is treated as a straggler that will not answer."""
+    placement_epoch: _builtins.int
+    """The placement epoch this configuration belongs to: rounds name it. The edge keeps the
+    configuration rounds use now until the first round of a newer epoch arrives.
+    """
     @_builtins.property
     def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdgeWorker]: ...
     @_builtins.property
@@ -95,10 +100,11 @@ class ConfigureJobRequest(_message.Message):
         s_worker: _builtins.int = ...,
         mode: Global___EdgeMode.ValueType = ...,
         worker_deadline_seconds: _builtins.float = ...,
+        placement_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "targets", b"targets"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "job_id", b"job_id", "mode", b"mode", "s_worker", b"s_worker", "targets", b"targets", "worker_deadline_seconds", b"worker_deadline_seconds", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "job_id", b"job_id", "mode", b"mode", "placement_epoch", b"placement_epoch", "s_worker", b"s_worker", "targets", b"targets", "worker_deadline_seconds", b"worker_deadline_seconds", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

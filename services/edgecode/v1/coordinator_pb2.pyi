@@ -255,16 +255,30 @@ class GetPlanRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PARTITIONS_FIELD_NUMBER: _builtins.int
+    EXCLUDE_FIELD_NUMBER: _builtins.int
+    MAX_PARTITIONS_FIELD_NUMBER: _builtins.int
     partitions: _builtins.int
     """0 = the planner chooses."""
+    max_partitions: _builtins.int
+    """Largest number of partitions the data allows (rows, and enough rows per partition to be
+    worth a message); 0 = no limit.
+    """
+    @_builtins.property
+    def exclude(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Nodes the caller found unreachable: planned around even while the coordinator still
+        counts them alive (their heartbeats have not yet timed out).
+        """
+
     def __init__(
         self,
         *,
         partitions: _builtins.int = ...,
+        exclude: _abc.Iterable[_builtins.str] | None = ...,
+        max_partitions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["partitions", b"partitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude", b"exclude", "max_partitions", b"max_partitions", "partitions", b"partitions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Largest number of partitions one placement may carry.
 MAX_PARTITIONS = 100_000
+#: Placement epochs kept per job: the one rounds use and the next one (being placed).
+MAX_EPOCHS_HELD = 2
 
 
 class WorkerMetricsPort(Protocol):
@@ -63,6 +65,8 @@ class Placement:
     n_params: int
     latest_round: int = -1
     newer: threading.Event = field(default_factory=threading.Event)
+    #: install order (a newer placement of the same job has a larger number)
+    installed: int = 0
 
     @property
     def rows(self) -> int:
@@ -170,7 +174,9 @@ class WorkerLogic:
         self._rng = rng if rng is not None else np.random.default_rng()
         self._metrics: WorkerMetricsPort = metrics if metrics is not None else NoWorkerMetrics()
         self._clock = clock
-        self._jobs: dict[str, Placement] = {}
+        #: job id -> placement epoch -> data
+        self._jobs: dict[str, dict[int, Placement]] = {}
+        self._installs = 0
         self._lock = threading.Lock()
 
     def begin_placement(self, header: PlacementHeader) -> PlacementBuilder:
@@ -178,31 +184,67 @@ class WorkerLogic:
         return PlacementBuilder(self, header)
 
     def _install(self, placement: Placement) -> None:
+        """Hold a new placement beside the one rounds use now: rounds of the old epoch go on
+        until the first round of the new one arrives (then the older ones are dropped), so a
+        re-placement or a shuffle never stalls training. A repeated epoch replaces its data."""
+        job_id, epoch = placement.header.job_id, placement.header.epoch
         with self._lock:
-            old = self._jobs.get(placement.header.job_id)
+            held = self._jobs.setdefault(job_id, {})
+            old = held.pop(epoch, None)
             if old is not None:
-                # Round order is per placement epoch: a resumed master may repeat rounds the old
-                # epoch saw; requests of the old epoch are refused by the epoch check.
-                old.newer.set()  # computations on the old placement are stale
-            self._jobs[placement.header.job_id] = placement
-            held = sum(len(p.header.partitions) for p in self._jobs.values())
-        self._metrics.holding(held)
+                old.newer.set()  # computations on the replaced data are stale
+            while len(held) >= MAX_EPOCHS_HELD:
+                oldest = min(held, key=lambda e: held[e].installed)
+                held.pop(oldest).newer.set()
+            self._installs += 1
+            placement.installed = self._installs
+            held[epoch] = placement
+        self._publish()
+
+    def _publish(self) -> None:
+        with self._lock:
+            count = sum(
+                len(p.header.partitions) for epochs in self._jobs.values() for p in epochs.values()
+            )
+        self._metrics.holding(count)
 
     def drop(self, job_id: str) -> bool:
         """Forget a job's data (its running computation is abandoned); True when it was held."""
         with self._lock:
-            placement = self._jobs.pop(job_id, None)
-        if placement is not None:
+            epochs = self._jobs.pop(job_id, None)
+        if not epochs:
+            return False
+        for placement in epochs.values():
             placement.newer.set()
-            with self._lock:
-                held = sum(len(p.header.partitions) for p in self._jobs.values())
-            self._metrics.holding(held)
-        return placement is not None
+        self._publish()
+        return True
 
     def jobs(self) -> dict[str, Placement]:
-        """The installed placements by job id (a copy)."""
+        """The newest installed placement of every job (a copy)."""
         with self._lock:
-            return dict(self._jobs)
+            return {
+                job_id: max(epochs.values(), key=lambda p: p.installed)
+                for job_id, epochs in self._jobs.items()
+                if epochs
+            }
+
+    def epochs(self, job_id: str) -> tuple[int, ...]:
+        """The placement epochs held for a job, oldest install first."""
+        with self._lock:
+            held = self._jobs.get(job_id, {})
+            return tuple(sorted(held, key=lambda e: held[e].installed))
+
+    def _current(self, job_id: str, epoch: int) -> Placement:
+        """The placement of ``epoch``; installs made before it are dropped (superseded)."""
+        held = self._jobs.get(job_id)
+        if not held:
+            raise UnknownJob(f"worker {self.name} holds no data for job {job_id!r}")
+        placement = held.get(epoch)
+        if placement is None:
+            raise StaleRound(f"placement epoch {epoch} is not held (held: {sorted(held)})")
+        for other in [e for e, p in held.items() if p.installed < placement.installed]:
+            held.pop(other).newer.set()
+        return placement
 
     def compute(
         self, job_id: str, round_: int, params: np.ndarray, epoch: int, cancelled: threading.Event
@@ -211,20 +253,16 @@ class WorkerLogic:
         a re-placement or a cancellation makes it useless."""
         start = self._clock()
         with self._lock:
-            placement = self._jobs.get(job_id)
-            if placement is None:
-                raise UnknownJob(f"worker {self.name} holds no data for job {job_id!r}")
-            if epoch != placement.header.epoch:
-                raise StaleRound(
-                    f"placement epoch {epoch} is not the current {placement.header.epoch}"
-                )
-            if round_ < placement.latest_round:
-                raise StaleRound(f"round {round_} is older than round {placement.latest_round}")
-            # Validate before the round advances: a rejected request must change nothing.
-            if params.shape != (placement.n_params,):
+            held = self._jobs.get(job_id, {})
+            placement = held.get(epoch)
+            if placement is not None and params.shape != (placement.n_params,):
+                # Validate before anything changes: a rejected request must change nothing.
                 raise InvalidInput(
                     f"params must have shape ({placement.n_params},), got {params.shape}"
                 )
+            placement = self._current(job_id, epoch)
+            if round_ < placement.latest_round:
+                raise StaleRound(f"round {round_} is older than round {placement.latest_round}")
             if round_ > placement.latest_round:
                 placement.newer.set()  # abandon the older round's work
                 placement.newer = threading.Event()
