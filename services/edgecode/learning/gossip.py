@@ -324,14 +324,14 @@ def check_mixing_matrix(weights: Any, graph: Graph, tol: float = MIXING_TOLERANC
         raise Infeasible("weights must vanish between nodes that are not neighbours")
 
 
-def second_largest_modulus(weights: Any) -> float:
+def second_largest_modulus(weights: Any, dense_limit: int = DENSE_SPECTRUM_LIMIT) -> float:
     """``max(|lambda_2|, |lambda_n|)`` of a symmetric stochastic matrix (1 = not mixing).
 
-    Dense and exact up to :data:`DENSE_SPECTRUM_LIMIT` nodes; above, ARPACK on W minus the
-    consensus projector (the largest-magnitude eigenvalue of ``W - 11^T / n``) from a fixed start.
+    Dense and exact up to ``dense_limit`` nodes; above, ARPACK on W minus the consensus
+    projector (the largest-magnitude eigenvalue of ``W - 11^T / n``) from a fixed start.
     """
     n = int(weights.shape[0])
-    if n <= DENSE_SPECTRUM_LIMIT:
+    if n <= dense_limit:
         dense = weights.toarray() if sp.issparse(weights) else np.asarray(weights)
         eigenvalues = np.linalg.eigvalsh(dense)
         return float(max(abs(eigenvalues[0]), abs(eigenvalues[-2])))
@@ -385,7 +385,7 @@ class Topology:
     def predicted_rounds(self, reduction: float) -> float:
         """Rounds of pure gossip to shrink the distance to the mean by ``reduction`` (< 1),
         ``log(reduction) / log(slem)`` (0 for a graph that mixes in one round)."""
-        if self.slem <= 0.0:
+        if self.slem <= MIXING_TOLERANCE:
             return 0.0
         return math.log(reduction) / math.log(self.slem)
 
