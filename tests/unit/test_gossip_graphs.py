@@ -39,9 +39,9 @@ GRAPHS = [
     ("torus:rows=2", 10, 0),
     ("torus", 144, 0),
     ("er:p=0.3", 12, 1),
-    ("er:p=0.05", 300, 2),
+    ("er:p=0.08", 150, 2),
     ("geometric:r=0.4", 12, 2),
-    ("geometric:r=0.15", 200, 4),
+    ("geometric:r=0.2", 120, 4),
     ("complete", 7, 0),
 ]
 #: Small enough for pure averaging down to 1e-6 in a fraction of a second each.
