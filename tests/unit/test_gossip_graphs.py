@@ -172,6 +172,26 @@ def test_pure_averaging_converges_at_the_rate_of_the_spectral_gap(
     assert abs(measured - predicted) <= 0.2 * abs(predicted), (measured, predicted)
 
 
+@pytest.mark.parametrize("m", [3, 4])
+def test_the_most_negative_eigenvalue_counts(tmp_path: Path, m: int) -> None:
+    # complete bipartite K_{m,m}: W = (I + A) / (m + 1), eigenvalues 1, 1 / (m + 1) and
+    # (1 - m) / (m + 1), which sets the rate: the deviation flips sign every round
+    edges = "".join(f"{i} {m + j}\n" for i in range(m) for j in range(m))
+    topology = build_topology(_edge_file(tmp_path, edges), 2 * m, np.random.default_rng(0))
+    slem = (m - 1) / (m + 1)
+    assert topology.slem == pytest.approx(slem, abs=1e-12)
+    X = np.random.default_rng(m).standard_normal((2 * m, 2))
+    deviation = X - X.mean(axis=0)
+    for _ in range(6):
+        X = topology.mix(X)
+    after = X - X.mean(axis=0)
+    ratio = np.linalg.norm(after) / np.linalg.norm(deviation)
+    assert np.isfinite(ratio) and ratio <= slem**6 * (1 + 1e-9)
+    sides = np.concatenate([np.ones(m), -np.ones(m)])[:, None]  # the lambda_n eigenvector
+    flipped = topology.mix(sides)
+    np.testing.assert_allclose(flipped, -slem * sides, rtol=0, atol=1e-14)
+
+
 def test_a_complete_graph_averages_in_one_round() -> None:
     topology = build_topology("complete", 9, np.random.default_rng(0))
     X = np.random.default_rng(1).standard_normal((9, 4))

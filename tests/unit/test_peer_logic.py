@@ -528,27 +528,42 @@ def test_straggling_deadlines_and_reports() -> None:
             assert load_fraction == pytest.approx(2 / 3)
             return self.seconds[round_]
 
-    def peer(wait: bool, seconds: list[float]) -> tuple[PeerLogic, FakeClock, Memory, Sink]:
+    class Slow(LeastSquares):
+        """Least squares whose real compute takes 0.25 s of the fake clock per partition."""
+
+        clock = FakeClock()
+        calls = 0
+
+        def gradient(self, params: Any, X: Any, y: Any, reg_share: float = 1.0) -> np.ndarray:
+            type(self).calls += 1
+            self.clock.t += 0.25
+            return super().gradient(params, X, y, reg_share)
+
+    def peer(wait: bool, seconds: list[float]) -> tuple[PeerLogic, Memory, Sink]:
         job = PeerJob.from_topology(
             JOB, topology, 0, gossip_scheme("gossip-wait" if wait else "goco", 3, 0.5),
-            LeastSquares(), placed[0], StepSchedule(0.01), np.zeros(4),
+            Slow(), placed[0], StepSchedule(0.01), np.zeros(4),
             rounds=4, compute_deadline=1.0, gossip_deadline=0.5, report_params_every=2,
         )  # fmt: skip
-        clock, transport, sink = FakeClock(), Memory(), Sink()  # neighbours 1, 2 never answer
-        logic = PeerLogic(transport, sink, clock=clock, straggle=Fixed(seconds))
+        Slow.clock, Slow.calls = FakeClock(), 0
+        transport, sink = Memory(), Sink()  # neighbours 1 and 2 never answer
+        logic = PeerLogic(transport, sink, clock=Slow.clock, straggle=Fixed(seconds))
         logic.install(job)
-        return logic, clock, transport, sink
+        return logic, transport, sink
 
-    # within the deadline; just past it (real compute done, result dropped); far past it
-    logic, clock, transport, sink = peer(False, [0.7, 1.0 + 1e-9, 30.0, 1.0])
+    # real compute 2 x 0.25 s, plus: 0.3 s (in time); 0.7 s (past the deadline only with the
+    # real compute: the result is dropped at the deadline); 30 s (longer than the deadline on
+    # its own: the real compute is skipped too); 0.5 s (exactly at the deadline: in time)
+    logic, transport, sink = peer(False, [0.3, 0.7, 30.0, 0.5])
     for _ in range(4):
         logic.run_round(JOB)
     reports = sink.reports
     assert [r.skipped_gradient for r in reports] == [False, True, True, False]
-    assert [r.compute_seconds for r in reports] == pytest.approx([0.7, 1.0, 1.0, 1.0])
+    assert [r.compute_seconds for r in reports] == pytest.approx([0.8, 1.0, 1.0, 1.0])
+    assert Slow.calls == 6
     # nobody answers on this 3-ring: each round also waits the whole gossip deadline
-    assert [r.round_seconds for r in reports] == pytest.approx([1.2, 1.5, 1.5, 1.5])
-    assert clock.t == pytest.approx(5.7)
+    assert [r.round_seconds for r in reports] == pytest.approx([1.3, 1.5, 1.5, 1.5])
+    assert Slow.clock.t == pytest.approx(5.8)
     assert [r.missing for r in reports] == [(1, 2)] * 4
     assert [r.params is not None for r in reports] == [False, True, False, True]
     assert [r.step_size for r in reports] == pytest.approx([0.01] * 4)
@@ -561,11 +576,12 @@ def test_straggling_deadlines_and_reports() -> None:
     assert not np.array_equal(transport.sent[3].params, transport.sent[2].params)
 
     # gossip-wait never skips, it waits the straggler out
-    logic, clock, transport, sink = peer(True, [0.7, 30.0, 0.0, 0.0])
+    logic, transport, sink = peer(True, [0.3, 30.0, 0.0, 0.7])
     for _ in range(4):
         logic.run_round(JOB)
     assert [r.skipped_gradient for r in sink.reports] == [False] * 4
-    assert [r.compute_seconds for r in sink.reports] == pytest.approx([0.7, 30.0, 0.0, 0.0])
+    assert [r.compute_seconds for r in sink.reports] == pytest.approx([0.8, 30.5, 0.5, 1.2])
+    assert Slow.calls == 8
 
 
 def test_gossip_seconds_per_neighbour() -> None:
