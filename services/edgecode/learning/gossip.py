@@ -564,16 +564,6 @@ def consensus_distance(params: FloatArray) -> float:
     return float(np.sum(centred * centred) / params.shape[0])
 
 
-def check_params_batch(params: ArrayLike, n_peers: int, name: str = "params") -> FloatArray:
-    """``params`` as float64 (n_peers, dim), finite; raise InvalidInput naming ``name``."""
-    array = np.asarray(params, dtype=np.float64)
-    if array.ndim != 2 or array.shape[0] != n_peers:
-        raise InvalidInput(f"{name} must have shape ({n_peers}, dim), got {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise InvalidInput(f"{name} must be finite, got NaN or inf")
-    return array
-
-
 __all__ = [
     "GRAPH_KINDS",
     "SCHEMES",
@@ -583,7 +573,6 @@ __all__ = [
     "Topology",
     "build_topology",
     "check_mixing_matrix",
-    "check_params_batch",
     "complete",
     "consensus_distance",
     "erdos_renyi",

@@ -179,14 +179,17 @@ class NoStraggle:
 
 @dataclass
 class RuntimeStraggle:
-    """Emulation from a straggler model of :mod:`edgecode.stragglers` (one sample per round)."""
+    """Emulation from a straggler model of :mod:`edgecode.stragglers` (one sample per call;
+    safe to share between the threads of several jobs)."""
 
     runtime: WorkerRuntime
     rng: np.random.Generator
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def extra_seconds(self, round_: int, load_fraction: float) -> float:
-        seconds = self.runtime.sample(load_fraction, self.rng)
-        self.runtime.advance(self.rng)
+        with self._lock:
+            seconds = self.runtime.sample(load_fraction, self.rng)
+            self.runtime.advance(self.rng)
         return seconds
 
 

@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from edgecode.codes.stochastic import StochasticCode
@@ -61,6 +60,7 @@ from edgecode.learning.gossip import (
     StepSchedule,
     Topology,
     build_topology,
+    consensus_distance,
     goco_step,
     gossip_scheme,
     partition_order,
@@ -271,7 +271,7 @@ def simulate_gossip(
     means = np.full((rounds + 1, problem.dim), np.inf)
     consensus = np.full(rounds + 1, np.inf)
     means[0] = params.mean(axis=0)
-    consensus[0] = _consensus(params)
+    consensus[0] = consensus_distance(params)
     with np.errstate(over="ignore", invalid="ignore"):
         for t in range(rounds):
             gradients = problem.local_gradients(params)
@@ -281,7 +281,7 @@ def simulate_gossip(
             if not np.all(np.isfinite(params)):
                 break
             means[t + 1] = params.mean(axis=0)
-            consensus[t + 1] = _consensus(params)
+            consensus[t + 1] = consensus_distance(params)
         gaps = problem.gaps(means) / problem.initial_gap
     gaps[~np.isfinite(gaps)] = np.inf
     return GossipRun(
@@ -296,11 +296,6 @@ def simulate_gossip(
         skipped=np.asarray((~computed).sum(axis=1), dtype=np.int64),
         final=params,
     )
-
-
-def _consensus(params: FloatArray) -> float:
-    centred = params - params.mean(axis=0)
-    return float(np.sum(centred * centred) / params.shape[0])
 
 
 def mean_smoothness(dataset: Dataset) -> float:
@@ -479,6 +474,8 @@ def plot_gossip_runs(
 ) -> Path:
     """Three panels: relative gap vs rounds, consensus distance vs rounds (log y), and gap vs
     emulated wall-clock seconds. ``runs`` maps a label to a run. Returns the written path."""
+    from matplotlib.figure import Figure  # only the figure needs matplotlib
+
     if not runs:
         raise ValueError("runs: need at least one run to plot")
     path = Path(path)
