@@ -72,8 +72,9 @@ SCHEMES = ("goco", "gossip", "gossip-wait")
 SchemeName = Literal["goco", "gossip", "gossip-wait"]
 #: Tolerance of the symmetry / stochasticity checks of a mixing matrix.
 MIXING_TOLERANCE = 1e-12
-#: Up to this many nodes the spectrum is computed densely (exact); above, by ARPACK.
-DENSE_SPECTRUM_LIMIT = 3000
+#: Up to this many nodes the spectrum is computed densely (exact); above, by ARPACK (sparse
+#: matvecs: ~10 ms instead of ~1 s for 1,000 peers, agreeing to 1e-14 in the tests).
+DENSE_SPECTRUM_LIMIT = 500
 
 
 # --------------------------------------------------------------------------- graphs
@@ -328,13 +329,23 @@ def second_largest_modulus(weights: Any, dense_limit: int = DENSE_SPECTRUM_LIMIT
     """``max(|lambda_2|, |lambda_n|)`` of a symmetric stochastic matrix (1 = not mixing).
 
     Dense and exact up to ``dense_limit`` nodes; above, ARPACK on W minus the consensus
-    projector (the largest-magnitude eigenvalue of ``W - 11^T / n``) from a fixed start.
+    projector (the largest-magnitude eigenvalue of ``W - 11^T / n``) from a fixed start, falling
+    back to the dense computation if ARPACK does not converge.
     """
     n = int(weights.shape[0])
-    if n <= dense_limit:
-        dense = weights.toarray() if sp.issparse(weights) else np.asarray(weights)
-        eigenvalues = np.linalg.eigvalsh(dense)
-        return float(max(abs(eigenvalues[0]), abs(eigenvalues[-2])))
+    if n > dense_limit:
+        from scipy.sparse.linalg import ArpackNoConvergence
+
+        try:
+            return _arpack_modulus(weights, n)
+        except ArpackNoConvergence:
+            pass
+    dense = weights.toarray() if sp.issparse(weights) else np.asarray(weights)
+    eigenvalues = np.linalg.eigvalsh(dense)
+    return float(max(abs(eigenvalues[0]), abs(eigenvalues[-2])))
+
+
+def _arpack_modulus(weights: Any, n: int) -> float:
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     def deflated(v: FloatArray) -> FloatArray:
