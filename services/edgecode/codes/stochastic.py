@@ -113,6 +113,33 @@ class StochasticCode:
         """One round's alive mask: each worker straggles independently with probability p."""
         return np.asarray(rng.random(self.n_workers) >= self.straggle_probability)
 
+    def sample_alive_rounds(self, rng: np.random.Generator, rounds: int) -> BoolArray:
+        """Alive masks of ``rounds`` independent rounds, shape (rounds, n) (row t = round t)."""
+        count = _check_int(rounds, "rounds", 0)
+        return np.asarray(rng.random((count, self.n_workers)) >= self.straggle_probability)
+
+    def sum_variance(self, partial_gradients: NDArray[np.floating]) -> FloatArray:
+        r"""The exact per-coordinate variance of ``sum_i g_i`` over the straggler patterns.
+
+        Worker i contributes ``a_i w S_i`` with ``S_i = sum_{j in D_i} G_j`` and independent
+        ``a_i ~ Bernoulli(1 - p)``, so ``Var[sum_i g_i] = w^2 p (1 - p) sum_i S_i^2``
+        (element-wise). Shape (dim,) for G of shape (k, dim), () for shape (k,).
+
+        >>> stochastic(2, 1, 0.5).sum_variance(np.array([1.0, 3.0])).tolist()
+        10.0
+        """
+        gradients = np.asarray(partial_gradients, dtype=np.float64)
+        if gradients.ndim not in (1, 2) or gradients.shape[0] != self.n_partitions:
+            raise ValueError(
+                f"partial_gradients must have shape ({self.n_partitions},) or "
+                f"({self.n_partitions}, dim), got {gradients.shape}"
+            )
+        placement = (self.B != 0).astype(np.float64)
+        sums = placement @ gradients
+        p = self.straggle_probability
+        variance: FloatArray = self.weight**2 * p * (1.0 - p) * np.sum(sums * sums, axis=0)
+        return variance
+
     def pattern_probability(self, alive: ArrayLike | Iterable[int]) -> float:
         """P(exactly the workers in ``alive`` finish) = (1-p)^|alive| p^(n-|alive|)."""
         count = int(self.alive_mask(alive).sum())

@@ -4,6 +4,7 @@
 rows so that the partial gradients of any row partition add up to the full gradient.
 ``datasets``: bundled real data, LIBSVM/CSV/NPZ files, synthetic data with a known optimum, and
 contiguous partitioning. ``optimizers``: gradient descent and Nesterov with checkpointable state.
+``gossip``: communication graphs, Metropolis mixing matrices and the GOCO step.
 
 Example
 -------
@@ -34,6 +35,15 @@ from edgecode.learning.datasets import (
     synthetic_logistic,
     synthetic_sparse,
 )
+from edgecode.learning.gossip import (
+    GRAPH_KINDS,
+    SCHEMES,
+    GossipScheme,
+    StepSchedule,
+    Topology,
+    build_topology,
+    gossip_scheme,
+)
 from edgecode.learning.models import (
     MODEL_FOR_TASK,
     MODEL_NAMES,
@@ -58,10 +68,13 @@ __all__ = [
     "BUNDLED",
     "DATASET_NAMES",
     "DEFAULT_LR",
+    "GRAPH_KINDS",
     "MODEL_FOR_TASK",
     "MODEL_NAMES",
     "OPTIMIZER_NAMES",
+    "SCHEMES",
     "Dataset",
+    "GossipScheme",
     "GradientDescent",
     "LeastSquares",
     "LogisticRegression",
@@ -69,9 +82,13 @@ __all__ = [
     "Nesterov",
     "Optimizer",
     "SoftmaxRegression",
+    "StepSchedule",
+    "Topology",
+    "build_topology",
     "get_dataset",
     "get_model",
     "get_optimizer",
+    "gossip_scheme",
     "load_bundled",
     "load_file",
     "load_split",

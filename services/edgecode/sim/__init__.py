@@ -3,6 +3,7 @@
 :func:`simulate` plays R consecutive rounds of a plan on a cluster spec, message by message (see
 :mod:`edgecode.sim.engine`), with each worker's straggler model from the spec; the result holds the
 per-round times and straggler counts. :mod:`edgecode.sim.figures` draws them (matplotlib, Agg).
+:mod:`edgecode.sim.goco` simulates GOCO gossip learning on many peers (error vs rounds curves).
 Imports only numpy, scipy, matplotlib and the edgecode core.
 """
 
@@ -15,13 +16,17 @@ from edgecode.sim.engine import (
     simulate,
     spec_sampler,
 )
+from edgecode.sim.goco import GossipRun, goco_comparison, simulate_gossip
 
 __all__ = [
+    "GossipRun",
     "RoundSampler",
     "SimResult",
     "Topology",
     "compile_plan",
+    "goco_comparison",
     "play_round",
     "simulate",
+    "simulate_gossip",
     "spec_sampler",
 ]

@@ -1,0 +1,1 @@
+"""The peer role (GOCO gossip learning): :mod:`edgecode.peer.logic` holds its pure logic."""
