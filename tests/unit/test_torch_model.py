@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,8 +29,9 @@ from edgecode.learning import get_model, load_split, partition_bounds
 from edgecode.learning import references as references_module
 from edgecode.learning import torch_model as torch_model_module
 from edgecode.learning.models import LeastSquares, Model, SoftmaxRegression
-from edgecode.learning.optimizers import Adam
+from edgecode.learning.optimizers import Adam, get_optimizer
 from edgecode.learning.references import check_model_reference
+from edgecode.learning.schedules import parse_schedule
 from edgecode.learning.torch_model import TorchModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -506,3 +508,72 @@ def test_coded_rounds_decode_the_exact_gradient_and_train_digits() -> None:
         params = optimizer.step(params, decoded, train.n_rows)
     assert master.loss(params, train.X, train.y) / train.n_rows < 0.1
     assert master.accuracy(params, test.X, test.y) >= 0.9
+
+
+# ------------------------------------------------------------------------ optimizers vs torch.optim
+
+
+def torch_optim_step(kind: str, options: dict[str, Any]) -> Any:
+    """One step of torch.optim's own single-tensor kernels (what torch.optim.SGD / Adam / AdamW
+    run with foreach=False), through their functional form: the optimizer classes import
+    torch._dynamo, which takes seconds."""
+    from torch.optim.adam import adam
+    from torch.optim.adamw import adamw
+    from torch.optim.sgd import sgd
+
+    buffers: list[torch.Tensor | None] = [None]
+    state: dict[str, torch.Tensor] = {}
+
+    def step(p: torch.Tensor, g: torch.Tensor, lr: float) -> None:
+        if kind == "sgd":
+            sgd([p], [g], buffers, foreach=False, lr=lr, dampening=0.0, maximize=False, **options)
+            return
+        if not state:
+            state.update(m=torch.zeros_like(p), v=torch.zeros_like(p), t=torch.tensor(0.0))
+        kernel = adamw if kind == "adamw" else adam
+        kernel([p], [g], [state["m"]], [state["v"]], [], [state["t"]], foreach=False,
+               amsgrad=False, lr=lr, maximize=False, **options)  # fmt: skip
+
+    return step
+
+
+@pytest.mark.parametrize(
+    "spec, kind, options",
+    [
+        (
+            "sgd:momentum=0.9,weight_decay=0.01",
+            "sgd",
+            {"momentum": 0.9, "weight_decay": 0.01, "nesterov": False},
+        ),
+        (
+            "sgd:momentum=0.8,nesterov=true",
+            "sgd",
+            {"momentum": 0.8, "weight_decay": 0.0, "nesterov": True},
+        ),
+        ("adam", "adam", {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}),
+        (
+            "adam:weight_decay=0.05,beta2=0.99",
+            "adamw",
+            {"beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.05},
+        ),
+    ],
+    ids=["sgd-momentum-decay", "sgd-nesterov", "adam", "adamw"],
+)
+def test_sgd_and_adam_match_torch_optim_step_by_step(
+    spec: str, kind: str, options: dict[str, Any]
+) -> None:
+    """25 steps on the summed gradient of a real model; torch gets the MEAN gradient and the
+    scheduled rate of each step."""
+    model = TorchModel(MLP)
+    X, y, rng = problem(50, 64, 10)
+    params = model.init_params(rng, 64, 10)
+    base, schedule = (0.01 if kind.startswith("adam") else 0.1), "cosine:total=25,warmup=3"
+    ours, theirs = get_optimizer(spec, base, schedule=schedule), torch_optim_step(kind, options)
+    reference = torch.tensor(params)
+    for k in range(25):
+        gradient = model.gradient(params, X, y)
+        params = ours.step(params, gradient, 50)
+        theirs(reference, torch.tensor(gradient / 50), base * parse_schedule(schedule).factor(k))
+        expected = reference.numpy()
+        errs = np.abs(params - expected) / max(1.0, float(np.max(np.abs(expected))))
+        assert np.all(np.isfinite(errs)) and np.all(errs <= 1e-12), (k, float(np.nanmax(errs)))
