@@ -397,28 +397,31 @@ class TorchModel:
                 f"{values.numel()} entries at these parameters (diverged? lower the learning rate)"
             )
 
-    def predict(self, params: Any, X: Any) -> NDArray[Any]:
+    def _outputs(self, params: Any, X: Any) -> tuple[_Built, torch.Tensor]:
         arr, dtype = self._flat(params)
-        built = self._built_for(arr.shape[0], int(check_matrix(X).shape[1]))
-        dummy = np.zeros(check_matrix(X).shape[0])
-        x, _, _ = built.inputs([(1.0, X, dummy)], dtype)
+        matrix = check_matrix(X)
+        built = self._built_for(arr.shape[0], int(matrix.shape[1]))
+        x, _, _ = built.inputs([(1.0, matrix, np.zeros(matrix.shape[0]))], dtype)
         with built.lock, torch.no_grad():
-            out = built.forward(torch.from_numpy(arr.copy()), x)
+            return built, built.forward(torch.from_numpy(arr.copy()), x)
+
+    def predict(self, params: Any, X: Any) -> NDArray[Any]:
+        """Labels (the argmax of the logits) when C >= 2, predicted values when C = 1."""
+        built, out = self._outputs(params, X)
         if built.n_classes == 1:
             return out.numpy().astype(np.float64)
         return out.argmax(dim=1).numpy().astype(np.int64)
 
     def accuracy(self, params: Any, X: Any, y: Any) -> float:
-        predicted = self.predict(params, X)
-        n = predicted.shape[0]
+        """Fraction of correct labels; R^2 when C = 1 (as the numpy models)."""
+        built, out = self._outputs(params, X)
+        n = int(out.shape[0])
         if n == 0:
             return math.nan
-        if predicted.dtype == np.int64:
-            classes = int(
-                self._built_for(len(np.asarray(params)), check_matrix(X).shape[1]).n_classes
-            )
-            return float(np.mean(predicted == _check_labels(y, n, classes)))
-        targets = _check_targets(y, n)
+        if built.n_classes >= 2:
+            labels = _check_labels(y, n, built.n_classes)
+            return float(np.mean(out.argmax(dim=1).numpy() == labels))
+        predicted, targets = out.numpy().astype(np.float64), _check_targets(y, n)
         residual = float(np.sum((predicted - targets) ** 2))
         spread = float(np.sum((targets - targets.mean()) ** 2))
         if spread == 0.0:
