@@ -12,10 +12,10 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,torch]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install edgecode with its test tools
+install: $(STAMP)  ## create .venv and install edgecode with its test tools and the torch extra
 
 run: $(STAMP)  ## the main job: a local cluster training with stragglers, every scheme side by side
 	$(BIN)/edgecode run --json out/run.json --plot out/run.png

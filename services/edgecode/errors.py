@@ -13,6 +13,11 @@ class InvalidInput(EdgecodeError, ValueError):
     """A message or argument is malformed: wrong dtype, shape, length, or a non-finite value."""
 
 
+class BadModel(InvalidInput):
+    """A model reference that cannot be used: not importable, not a ``torch.nn.Module``, a
+    parameter layout that changes between calls, or a loss that is not finite."""
+
+
 class NotDecodable(EdgecodeError, ValueError):
     """The results that arrived do not determine the exact answer (too many stragglers)."""
 

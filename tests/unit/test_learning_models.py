@@ -287,3 +287,63 @@ def test_bad_inputs_raise_value_errors_naming_the_argument(
 def test_bad_reg_share() -> None:
     with pytest.raises(ValueError, match="reg_share"):
         get_model("logistic", l2=1.0).gradient(np.zeros(2), np.ones((2, 1)), [0, 1], reg_share=-1)
+
+
+# ------------------------------------------------------------------------ coded messages
+
+
+def stacked_coded_gradient(
+    model: Any, params: np.ndarray, parts: list[tuple[float, Any, Any]], share: float
+) -> np.ndarray:
+    """``sum_j c_j g_j`` as ONE weighted pass over the stacked rows: every model here has
+    gradient ``[X^T R, 1^T R]`` with R the residual of its scores (from predict/predict_proba),
+    so the coded message is ``[X^T (w * R), w^T R] + (share * sum_j c_j) lam W``."""
+    X = np.vstack([np.asarray(sp.csr_array(Xj).toarray()) for _, Xj, _ in parts])
+    y = np.concatenate([yj for _, _, yj in parts])
+    w = np.concatenate([np.full(np.shape(Xj)[0], c) for c, Xj, _ in parts])
+    if model.name == "softmax":
+        R = model.predict_proba(params, X)
+        R[np.arange(len(y)), y] -= 1.0
+    elif model.name == "logistic":
+        R = (model.predict_proba(params, X) - y)[:, None]
+    else:
+        R = (model.predict(params, X) - y)[:, None]
+    weighted = w[:, None] * R
+    rows = [X.T @ weighted] + ([weighted.sum(axis=0)[None, :]] if model.fit_intercept else [])
+    grad = np.vstack(rows).reshape(-1)
+    d_weights = X.shape[1] * R.shape[1]
+    grad[:d_weights] += share * sum(c for c, _, _ in parts) * model.l2 * params[:d_weights]
+    return grad
+
+
+@pytest.mark.parametrize(("name", "l2", "intercept"), MODEL_CASES)
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_coded_gradient_is_the_weighted_sum_of_part_gradients(
+    name: str, l2: float, intercept: bool, sparse: bool
+) -> None:
+    model = get_model(name, l2=l2, fit_intercept=intercept)
+    X, y = make_problem(name, density=0.4 if sparse else None)
+    params = make_params(model, N_FEATURES, N_CLASSES[name])
+    bounds, coefficients = [(0, 9), (9, 9), (9, 31), (31, 40)], [1.5, 4.0, -0.5, 0.0]
+    parts = [(c, X[a:b], y[a:b]) for c, (a, b) in zip(coefficients, bounds, strict=True)]
+    coded = model.coded_gradient(params, parts, reg_share=0.25)
+    assert coded.dtype == np.float64 and coded.shape == params.shape
+    expected = stacked_coded_gradient(model, params, parts, 0.25)
+    assert relative_error(coded, expected) < 1e-12
+    # the loop the worker used to run gives the same message
+    loop = sum(c * model.gradient(params, Xj, yj, reg_share=0.25) for c, Xj, yj in parts)
+    assert relative_error(coded, loop) < 1e-13
+
+
+def test_coded_gradient_validates_its_parts() -> None:
+    model = get_model("logistic")
+    X, y = make_problem("logistic")
+    params = make_params(model, N_FEATURES, 2)
+    with pytest.raises(InvalidInput, match="at least one"):
+        model.coded_gradient(params, [])
+    with pytest.raises(InvalidInput, match="coefficients must be finite"):
+        model.coded_gradient(params, [(1.0, X, y), (math.inf, X, y)])
+    with pytest.raises(InvalidInput, match=r"sequence of \(coefficient, X, y\)"):
+        model.coded_gradient(params, [(1.0, X)])
+    with pytest.raises(InvalidInput, match=r"sequence of \(coefficient, X, y\)"):
+        model.coded_gradient(params, [("one", X, y)])

@@ -3,8 +3,10 @@
 ``models``: binary logistic, softmax and least squares, whose losses and gradients are sums over
 rows so that the partial gradients of any row partition add up to the full gradient.
 ``datasets``: bundled real data, LIBSVM/CSV/NPZ files, synthetic data with a known optimum, and
-contiguous partitioning. ``optimizers``: gradient descent and Nesterov with checkpointable state.
-``gossip``: communication graphs, Metropolis mixing matrices and the GOCO step.
+contiguous partitioning. ``gossip``: communication graphs, Metropolis mixing matrices and the GOCO
+step. ``optimizers``: gradient descent, Nesterov, SGD with momentum and Adam,
+with checkpointable state and learning-rate ``schedules``. ``references``: ``torch:`` model
+references; the PyTorch adapter ``torch_model`` (and torch) is imported only when one is used.
 
 Example
 -------
@@ -55,24 +57,33 @@ from edgecode.learning.models import (
     smoothness,
 )
 from edgecode.learning.optimizers import (
+    DEFAULT_ADAM_LR,
     DEFAULT_LR,
     OPTIMIZER_NAMES,
+    SGD,
+    Adam,
     GradientDescent,
     Nesterov,
     Optimizer,
     get_optimizer,
     optimizer_from_state,
 )
+from edgecode.learning.references import TORCH_PREFIX, check_model_reference
+from edgecode.learning.schedules import Schedule, parse_schedule
 
 __all__ = [
     "BUNDLED",
     "DATASET_NAMES",
+    "DEFAULT_ADAM_LR",
     "DEFAULT_LR",
     "GRAPH_KINDS",
     "MODEL_FOR_TASK",
     "MODEL_NAMES",
     "OPTIMIZER_NAMES",
     "SCHEMES",
+    "SGD",
+    "TORCH_PREFIX",
+    "Adam",
     "Dataset",
     "GossipScheme",
     "GradientDescent",
@@ -81,10 +92,12 @@ __all__ = [
     "Model",
     "Nesterov",
     "Optimizer",
+    "Schedule",
     "SoftmaxRegression",
     "StepSchedule",
     "Topology",
     "build_topology",
+    "check_model_reference",
     "get_dataset",
     "get_model",
     "get_optimizer",
@@ -94,6 +107,7 @@ __all__ = [
     "load_split",
     "logistic_optimum",
     "optimizer_from_state",
+    "parse_schedule",
     "partition_bounds",
     "smoothness",
     "standardize",

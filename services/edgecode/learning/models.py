@@ -8,7 +8,8 @@ any partitioning of the rows into blocks X_1..X_K::
     sum_j model.gradient(params, X_j, y_j, reg_share=1/K) == model.gradient(params, X, y)
 
 up to floating-point rounding. The optimizer divides by the number of rows (see
-:mod:`edgecode.learning.optimizers`).
+:mod:`edgecode.learning.optimizers`). A worker's coded message ``sum_j c_j g_j`` over the
+partitions it holds is ``model.coded_gradient(params, [(c_j, X_j, y_j), ...], reg_share)``.
 
 Parameters and intercept. ``params`` is always a 1-D float64 vector. The intercept is a separate
 parameter (no bias column is appended to X, so sparse data stays sparse and is never copied):
@@ -45,7 +46,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, TypeAlias, runtime_checkable
 
@@ -112,6 +113,13 @@ class Model(Protocol):
         """Summed gradient over the rows of X, 1-D float64 of length ``len(params)``."""
         ...
 
+    def coded_gradient(
+        self, params: Any, parts: Sequence[tuple[float, Any, Any]], reg_share: float = 1.0
+    ) -> FloatArray:
+        """A worker's coded message ``sum_j c_j gradient(params, X_j, y_j, reg_share)`` over
+        ``parts = [(c_j, X_j, y_j), ...]`` (at least one part)."""
+        ...
+
     def predict(self, params: Any, X: Any) -> NDArray[Any]:
         """Predicted labels (classification) or values (regression), shape (n,)."""
         ...
@@ -145,6 +153,19 @@ def check_matrix(X: Any, name: str = "X") -> Matrix:
     if arr.ndim != 2:
         raise InvalidInput(f"{name} must be 2-D (n_rows, n_features), got shape {arr.shape}")
     return arr
+
+
+def check_parts(parts: Any) -> list[tuple[float, Any, Any]]:
+    """``parts`` as a list of ``(c_j, X_j, y_j)`` with finite real c_j; at least one part."""
+    try:
+        items = [(float(c), X, y) for c, X, y in parts]
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"parts must be a sequence of (coefficient, X, y), got: {exc}") from None
+    if not items:
+        raise InvalidInput("parts must hold at least one (coefficient, X, y), got none")
+    if not all(math.isfinite(c) for c, _, _ in items):
+        raise InvalidInput(f"parts: coefficients must be finite, got {[c for c, _, _ in items]}")
+    return items
 
 
 def _check_params(params: Any, expected: int | None = None) -> FloatArray:
@@ -230,7 +251,21 @@ class _LinearModel:
         size = self.n_params(n_features, n_classes)
         return np.asarray(rng.normal(0.0, 1.0, size) * scale, dtype=np.float64)
 
+    def coded_gradient(
+        self, params: Any, parts: Sequence[tuple[float, Any, Any]], reg_share: float = 1.0
+    ) -> FloatArray:
+        """``sum_j c_j gradient(params, X_j, y_j, reg_share)``, one part at a time."""
+        total: FloatArray | None = None
+        for c, X, y in check_parts(parts):
+            g = self.gradient(params, X, y, reg_share)
+            total = c * g if total is None else total + c * g
+        assert total is not None  # check_parts refuses an empty list
+        return total
+
     # -- hooks
+    def gradient(self, params: Any, X: Any, y: Any, reg_share: float = 1.0) -> FloatArray:
+        raise NotImplementedError
+
     def _check_classes(self, n_classes: int) -> None:
         raise NotImplementedError
 
@@ -515,15 +550,26 @@ MODEL_FOR_TASK: dict[Task, str] = {
 
 
 def get_model(name: str, *, l2: float = 0.0, fit_intercept: bool = True) -> Model:
-    """The model called ``name`` ("logistic", "softmax" or "least_squares").
+    """The model called ``name``: "logistic", "softmax", "least_squares", or a PyTorch model
+    reference ``torch:MODULE:FUNCTION`` (see :mod:`edgecode.learning.torch_model`; torch is
+    imported only then, and a bad reference raises ``edgecode.errors.BadModel``).
 
     >>> get_model("softmax", l2=0.1)
     SoftmaxRegression(l2=0.1, fit_intercept=True)
     """
+    from edgecode.learning.references import TORCH_PREFIX, torch_adapter
+
+    if name.startswith(TORCH_PREFIX):
+        if not fit_intercept:
+            raise ValueError("fit_intercept must be True for a torch model: it owns its biases")
+        model: Model = torch_adapter().TorchModel(name, l2=l2)
+        return model
     try:
         factory = _MODELS[name]
     except KeyError:
-        raise ValueError(f"name must be one of {list(MODEL_NAMES)}, got {name!r}") from None
+        raise ValueError(
+            f"name must be one of {list(MODEL_NAMES)} or {TORCH_PREFIX}MODULE:FUNCTION, got {name!r}"
+        ) from None
     return factory(l2=float(l2), fit_intercept=bool(fit_intercept))
 
 
