@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from edgecode.errors import InvalidInput
 
 #: Job ids: letters, digits, '-' and '_' (no path separators or control characters).
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Longest string field of a job spec.
+MAX_SPEC_LENGTH = 512
 #: Most partitions a job may ask for (code construction grows faster than linearly in K).
 MAX_PARTITIONS = 10_000
 #: Matrix-job ids additionally allow '.'.
@@ -115,21 +118,31 @@ class JobConfig:
     record_params: bool = False
     profile_rounds: int = 3
     replan_every: int = 0
+    lr_schedule: str = ""
+
+    def optimizer_object(self) -> Any:
+        """A fresh optimizer of this job (ValueError naming a bad spec)."""
+        from edgecode.learning.optimizers import get_optimizer
+
+        extra = {"schedule": self.lr_schedule} if self.lr_schedule else {}
+        return get_optimizer(self.optimizer, self.learning_rate or None, **extra)
 
     def validate(self) -> None:
         """Refuse at submission what could only fail later (INVALID_ARGUMENT, nothing started)."""
         from edgecode.learning.datasets import check_dataset_spec
-        from edgecode.learning.models import MODEL_NAMES
+        from edgecode.learning.references import check_model_reference
         from edgecode.planning.plans import SCHEMES
 
         if self.scheme not in SCHEMES:
             raise InvalidInput(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
-        if self.model and self.model not in MODEL_NAMES:
-            raise InvalidInput(
-                f"model must be one of {MODEL_NAMES} (or empty: from the data), got {self.model!r}"
-            )
-        if self.optimizer not in ("gd", "nesterov"):
-            raise InvalidInput(f"optimizer must be gd or nesterov, got {self.optimizer!r}")
+        for name in ("dataset", "model", "optimizer", "lr_schedule", "job_id"):
+            if len(getattr(self, name)) > MAX_SPEC_LENGTH:
+                raise InvalidInput(f"{name} is longer than {MAX_SPEC_LENGTH} characters")
+        if self.model:
+            try:
+                check_model_reference(self.model)
+            except ValueError as exc:  # BadModel is an InvalidInput, itself a ValueError
+                raise InvalidInput(f"model: {exc}") from None
         if not (self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
             raise InvalidInput(
                 f"learning_rate must be a finite number >= 0 (0 = default), got {self.learning_rate}"
@@ -141,6 +154,10 @@ class JobConfig:
             )
         if not (self.l2 >= 0 and math.isfinite(self.l2)):
             raise InvalidInput(f"l2 must be a finite number >= 0, got {self.l2}")
+        try:
+            self.optimizer_object()
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"optimizer: {exc}") from None
         try:
             check_dataset_spec(self.dataset)
         except (ValueError, FileNotFoundError) as exc:

@@ -24,7 +24,7 @@ import numpy as np
 from edgecode.errors import EdgecodeError, Infeasible, InvalidInput, RoundFailed
 from edgecode.learning.datasets import Dataset, load_split
 from edgecode.learning.models import Model, get_model
-from edgecode.learning.optimizers import Optimizer, get_optimizer, optimizer_from_state
+from edgecode.learning.optimizers import Optimizer, optimizer_from_state
 from edgecode.master.checkpoints import Checkpoint, CheckpointStore, SavedJob, config_hash
 from edgecode.master.layout import Layout, build_layout, same_structure, worth_replacing
 from edgecode.master.ports import ClusterView, MasterMetricsPort, Transport
@@ -220,8 +220,7 @@ class Trainer:
         model = get_model(model_name, l2=cfg.l2)
         n_params = model.n_params(train.n_features, train.n_classes)
         params = model.init_params(rng, train.n_features, train.n_classes)
-        lr = cfg.learning_rate or None
-        optimizer = get_optimizer(cfg.optimizer, **({"lr": lr} if lr else {}))
+        optimizer: Optimizer = cfg.optimizer_object()
         if cfg.partitions > train.n_rows:
             raise InvalidInput(
                 f"partitions ({cfg.partitions}) must be at most the {train.n_rows} training rows "

@@ -71,14 +71,20 @@ class JobSpec(_message.Message):
     RECORD_PARAMS_FIELD_NUMBER: _builtins.int
     PROFILE_ROUNDS_FIELD_NUMBER: _builtins.int
     REPLAN_EVERY_FIELD_NUMBER: _builtins.int
+    LR_SCHEDULE_FIELD_NUMBER: _builtins.int
     scheme: _builtins.str
     """"hgc", "flat", "uncoded" or "ignore"."""
     dataset: _builtins.str
     """A bundled data set name, "synthetic-...:k=v,..." or a file path readable by the master."""
     model: _builtins.str
+    """"logistic", "softmax", "least_squares", or a PyTorch model "torch:MODULE:FUNCTION" /
+    "torch:PATH.py:FUNCTION" (empty = chosen from the data).
+    """
     rounds: _builtins.int
     optimizer: _builtins.str
-    """"gd" or "nesterov"."""
+    """"gd", "nesterov", "sgd[:momentum=0.9,nesterov=true,weight_decay=1e-4]" or
+    "adam[:weight_decay=0.01]".
+    """
     learning_rate: _builtins.float
     s_edge: _builtins.int
     """Stragglers tolerated; negative means "the planner chooses"."""
@@ -102,6 +108,8 @@ class JobSpec(_message.Message):
     rounds (0 = never re-plan).
     """
     replan_every: _builtins.int
+    lr_schedule: _builtins.str
+    """Learning-rate schedule, e.g. "cosine:total=200,warmup=5" (empty = constant)."""
     def __init__(
         self,
         *,
@@ -123,10 +131,11 @@ class JobSpec(_message.Message):
         record_params: _builtins.bool | None = ...,
         profile_rounds: _builtins.int | None = ...,
         replan_every: _builtins.int | None = ...,
+        lr_schedule: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_partitions", b"_partitions", "_profile_rounds", b"_profile_rounds", "_record_params", b"_record_params", "_replan_every", b"_replan_every", "_round_deadline_seconds", b"_round_deadline_seconds", "_rounds", b"_rounds", "_s_edge", b"_s_edge", "_s_flat", b"_s_flat", "_s_worker", b"_s_worker", "_seed", b"_seed", "checkpoint_every", b"checkpoint_every", "l2", b"l2", "learning_rate", b"learning_rate", "partitions", b"partitions", "profile_rounds", b"profile_rounds", "record_params", b"record_params", "replan_every", b"replan_every", "round_deadline_seconds", b"round_deadline_seconds", "rounds", b"rounds", "s_edge", b"s_edge", "s_flat", b"s_flat", "s_worker", b"s_worker", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_partitions", b"_partitions", "_profile_rounds", b"_profile_rounds", "_record_params", b"_record_params", "_replan_every", b"_replan_every", "_round_deadline_seconds", b"_round_deadline_seconds", "_rounds", b"_rounds", "_s_edge", b"_s_edge", "_s_flat", b"_s_flat", "_s_worker", b"_s_worker", "_seed", b"_seed", "checkpoint_every", b"checkpoint_every", "dataset", b"dataset", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "model", b"model", "optimizer", b"optimizer", "partitions", b"partitions", "profile_rounds", b"profile_rounds", "record_params", b"record_params", "replan_every", b"replan_every", "round_deadline_seconds", b"round_deadline_seconds", "rounds", b"rounds", "s_edge", b"s_edge", "s_flat", b"s_flat", "s_worker", b"s_worker", "scheme", b"scheme", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_partitions", b"_partitions", "_profile_rounds", b"_profile_rounds", "_record_params", b"_record_params", "_replan_every", b"_replan_every", "_round_deadline_seconds", b"_round_deadline_seconds", "_rounds", b"_rounds", "_s_edge", b"_s_edge", "_s_flat", b"_s_flat", "_s_worker", b"_s_worker", "_seed", b"_seed", "checkpoint_every", b"checkpoint_every", "dataset", b"dataset", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "lr_schedule", b"lr_schedule", "model", b"model", "optimizer", b"optimizer", "partitions", b"partitions", "profile_rounds", b"profile_rounds", "record_params", b"record_params", "replan_every", b"replan_every", "round_deadline_seconds", b"round_deadline_seconds", "rounds", b"rounds", "s_edge", b"s_edge", "s_flat", b"s_flat", "s_worker", b"s_worker", "scheme", b"scheme", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__checkpoint_every: _TypeAlias = _typing.Literal["checkpoint_every"]  # noqa: Y015
     _WhichOneofArgType__checkpoint_every: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every"]  # noqa: Y015

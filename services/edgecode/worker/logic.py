@@ -270,11 +270,8 @@ class WorkerLogic:
             newer = placement.newer
         h = placement.header
         share = 1.0 / h.n_partitions
-        gradient = np.zeros(placement.n_params)
-        for coefficient, X, y in zip(
-            h.coefficients, placement.features, placement.labels, strict=True
-        ):
-            gradient += coefficient * placement.model.gradient(params, X, y, reg_share=share)
+        parts = list(zip(h.coefficients, placement.features, placement.labels, strict=True))
+        gradient = placement.model.coded_gradient(params, parts, reg_share=share)
         if self.straggle.emulates:
             fraction = len(h.partitions) / h.n_partitions
             extra = placement.runtime.sample(fraction, self._rng)
