@@ -242,6 +242,7 @@ class JobStatus:
     last_timings: tuple[Timing, ...] = ()
     placements: int = 0
     setup_seconds: float = 0.0
+    placement_seconds: float = 0.0
     params: np.ndarray | None = None
     param_history: tuple[np.ndarray, ...] = ()
 

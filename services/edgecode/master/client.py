@@ -151,6 +151,7 @@ def summary(status: master_pb2.JobStatus) -> dict[str, Any]:
         "predicted_round_seconds": status.predicted_round_seconds or None,
         "placements": status.placements,
         "setup_seconds": status.setup_seconds,
+        "placement_seconds": status.placement_seconds,
         "plan": status.plan_json or None,
         "config": asdict(JobConfig()) | {f.name: v for f, v in status.spec.ListFields()},
     }

@@ -76,6 +76,7 @@ class Job:
     param_history: list[np.ndarray] = field(default_factory=list)
     placements: int = 0
     setup_seconds: float = 0.0
+    placement_seconds: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     changed: threading.Condition = field(default_factory=threading.Condition)
     started: float = field(default_factory=time.monotonic)
@@ -96,6 +97,7 @@ class Job:
                 last_timings=self.last_timings,
                 placements=self.placements,
                 setup_seconds=self.setup_seconds,
+                placement_seconds=self.placement_seconds,
                 params=self.params if include_params else None,
                 param_history=tuple(self.param_history) if include_params else (),
             )
@@ -276,6 +278,8 @@ class Trainer:
             failed = self._install(problem, layout)
             if not failed:
                 self._placement_seconds = self._clock() - started
+                with self.job.changed:
+                    self.job.placement_seconds += self._placement_seconds
                 return layout
             failures.update(failed)
             dead |= set(failed) | set(self._transport.unreachable(topology.nodes))

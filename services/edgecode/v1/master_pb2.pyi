@@ -322,6 +322,7 @@ class JobStatus(_message.Message):
     PARAM_HISTORY_FIELD_NUMBER: _builtins.int
     PLACEMENTS_FIELD_NUMBER: _builtins.int
     SETUP_SECONDS_FIELD_NUMBER: _builtins.int
+    PLACEMENT_SECONDS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___JobState.ValueType
     round: _builtins.int
@@ -336,6 +337,10 @@ class JobStatus(_message.Message):
     """Times the data was placed (1 + re-plans)."""
     setup_seconds: _builtins.float
     """Seconds spent loading data, planning and placing it before the first round."""
+    placement_seconds: _builtins.float
+    """Seconds spent placing data in all (first placement, re-placements and recoveries; a
+    re-placement for a new plan runs beside the rounds, a recovery stalls them).
+    """
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoundRecord]: ...
     @_builtins.property
@@ -366,10 +371,11 @@ class JobStatus(_message.Message):
         param_history: _abc.Iterable[_common_pb2.Tensor] | None = ...,
         placements: _builtins.int = ...,
         setup_seconds: _builtins.float = ...,
+        placement_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "history", b"history", "job_id", b"job_id", "last_timings", b"last_timings", "message", b"message", "param_history", b"param_history", "params", b"params", "placements", b"placements", "plan_json", b"plan_json", "predicted_round_seconds", b"predicted_round_seconds", "round", b"round", "rounds", b"rounds", "setup_seconds", b"setup_seconds", "spec", b"spec", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "history", b"history", "job_id", b"job_id", "last_timings", b"last_timings", "message", b"message", "param_history", b"param_history", "params", b"params", "placement_seconds", b"placement_seconds", "placements", b"placements", "plan_json", b"plan_json", "predicted_round_seconds", b"predicted_round_seconds", "round", b"round", "rounds", b"rounds", "setup_seconds", b"setup_seconds", "spec", b"spec", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

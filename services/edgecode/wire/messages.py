@@ -312,6 +312,7 @@ def job_status_to_proto(job: JobStatus, include_params: bool = False) -> master_
         last_timings=[timing_to_proto(t) for t in job.last_timings],
         placements=job.placements,
         setup_seconds=job.setup_seconds,
+        placement_seconds=job.placement_seconds,
     )
     if include_params and job.params is not None:
         tensor_to_proto(job.params, out=status.params)
