@@ -1040,7 +1040,7 @@ LATE_VALIDATED: dict[str, dict[str, Any]] = {
     "NaN round deadline": {"round_deadline_seconds": math.nan},
     "infinite round deadline": {"round_deadline_seconds": math.inf},
     "negative learning rate": {"learning_rate": -1.0},
-    "unknown optimizer": {"optimizer": "adam"},
+    "unknown optimizer": {"optimizer": "rmsprop"},
     "unknown model": {"model": "svm"},
     "unknown data set": {"dataset": "no-such-data"},
 }
