@@ -160,16 +160,17 @@ def _cyclic(
     count = 1 if vectors is None else _check_count(vectors, "vectors", 1, None, "one at least")
     if d is not None:
         d = _check_count(d, "d", 1, n, "partitions held out of n")
-        least = cyclic_formula_d(n, s, alpha)
-        if d < least:
-            raise InvalidPartialParameters(
-                f"d={d} is below the cyclic lower bound s + 1 - floor(n (1 - alpha)) = {least} "
-                f"({where})"
-            )
+        # the LP bound holds for every scheme; the cyclic bound (above it) for cyclic ones
         bound = partial_load_optimum(n, s, alpha).load
         if Fraction(d, n) < bound:
             raise InvalidPartialParameters(
                 f"load d/n = {d}/{n} is below the LP bound L*(n, s, alpha) = {float(bound):.6g} "
+                f"({where})"
+            )
+        least = cyclic_formula_d(n, s, alpha)
+        if d < least:
+            raise InvalidPartialParameters(
+                f"d={d} is below the cyclic lower bound s + 1 - floor(n (1 - alpha)) = {least} "
                 f"({where})"
             )
     return cyclic_partial(n, s, alpha, count, d=d)
