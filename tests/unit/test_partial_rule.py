@@ -325,6 +325,14 @@ def test_rule_rejects_bad_messages_and_explains_failures() -> None:
     assert rule.at_deadline() is not None
 
 
+def test_response_shape_is_what_every_worker_sends() -> None:
+    for scheme in (*SMALL_SCHEMES, *N10_SCHEMES):
+        decoder = PartialDecoder(scheme)
+        vectors, length = decoder.response_shape(7)
+        assert length == 7 and vectors == scheme.communication_load
+        assert all(worker_encoding(scheme, w).vectors == vectors for w in range(scheme.n_workers))
+
+
 def test_decoder_rejects_bad_arguments() -> None:
     with pytest.raises(InvalidInput, match="scale must be one of"):
         PartialDecoder(cyclic_partial(6, 2, 0.5), "k/|R|")

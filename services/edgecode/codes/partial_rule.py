@@ -69,6 +69,9 @@ IntArray = NDArray[np.int64]
 
 #: Up to this many workers the recovered count of every arrival set is tabulated (2^n entries).
 MASK_LIMIT = 16
+#: Up to this many workers the decoder chooses, at construction, the messages to add for every
+#: arrival set that can end a round (later ones are chosen on first use and cached).
+SELECTION_LIMIT = 12
 #: How the rule weights the recovered partitions (see the module docstring).
 SCALES: tuple[str, ...] = ("rescale", "none", "inverse-probability")
 
@@ -106,6 +109,10 @@ class PartialDecoder:
         self.n_partitions = scheme.n_partitions
         self.need = scheme.min_recovered
         messages = scheme.messages
+        #: per worker, per message, the partitions it sums (as index arrays)
+        self.message_parts: tuple[tuple[IntArray, ...], ...] = tuple(
+            tuple(np.array(msg, dtype=np.int64) for msg in worker) for worker in messages
+        )
         self.vectors: tuple[int, ...] = tuple(len(m) for m in messages)
         #: every message is a single partition: R is the union of the arrived workers' partitions
         self.singletons = all(len(msg) == 1 for worker in messages for msg in worker)
@@ -125,6 +132,9 @@ class PartialDecoder:
         elif self.n_workers <= MASK_LIMIT:
             self.table = self._tabulate()
         self._selections: dict[int, tuple[tuple[int, int], ...]] = {}
+        if not self.singletons and self.n_workers <= SELECTION_LIMIT:
+            for mask in np.flatnonzero(stop_set_probabilities(self)).tolist():
+                self.selection(mask)
         self.weights: FloatArray | None = None
         if scale == "inverse-probability":
             self.weights = 1.0 / inclusion_probabilities(self)
@@ -135,6 +145,12 @@ class PartialDecoder:
                             "inverse-probability weights differ inside one message of "
                             f"{type(scheme).__name__}: use scale='rescale'"
                         )
+
+    def response_shape(self, length: int) -> tuple[int | None, int]:
+        """The shape of every worker's response, ``(V, length)``; V is None when workers send
+        different numbers of vectors (then see ``vectors[i]``). For the round collector."""
+        counts = set(self.vectors)
+        return (counts.pop() if len(counts) == 1 else None), int(length)
 
     def _tabulate(self) -> IntArray:
         alive = _mask_bits(self.n_workers)
@@ -335,9 +351,8 @@ class PartialRecoveryRule:
         chosen = decoder.selection(self._mask, self._rotation)
         value = np.zeros(self.length)
         covered = np.zeros(decoder.n_partitions, dtype=np.bool_)
-        messages = decoder.scheme.messages
         for w, m in chosen:
-            parts = list(messages[w][m])
+            parts = decoder.message_parts[w][m]
             if decoder.weights is None:
                 value += self._stored[w][m]
             else:  # equal weights inside a message (checked by the decoder)
@@ -421,13 +436,12 @@ def recovery_weights(decoder: PartialDecoder) -> FloatArray:
     k = decoder.n_partitions
     stops = stop_set_probabilities(decoder)
     rotations = decoder.n_workers if isinstance(decoder.scheme, CyclicPartial) else 1
-    messages = decoder.scheme.messages
     out = np.zeros(k)
     for mask in np.flatnonzero(stops).tolist():
         for t in range(rotations):
             covered = np.zeros(k, dtype=np.bool_)
             for w, msg in decoder.selection(mask, t):
-                covered[list(messages[w][msg])] = True
+                covered[decoder.message_parts[w][msg]] = True
             if decoder.weights is not None:
                 weights = np.where(covered, decoder.weights, 0.0)
             else:
