@@ -21,7 +21,6 @@ Example
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 from fractions import Fraction
@@ -70,7 +69,7 @@ def check_alpha(alpha: object) -> Fraction:
     bad = isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
     if not bad:
         value = float(alpha)  # type: ignore[arg-type]
-        bad = not (math.isfinite(value) and 0.0 < value <= 1.0)
+        bad = not 0.0 < value <= 1.0  # also False for nan and +-inf
     if bad:
         raise InvalidInput(
             f"alpha must be a fraction of the partitions in (0, 1] (0 < alpha <= 1), got {alpha!r}"

@@ -15,13 +15,16 @@ from edgecode.sim.engine import (
     simulate,
     spec_sampler,
 )
+from edgecode.sim.partial import partial_bench_rows, simulate_partial
 
 __all__ = [
     "RoundSampler",
     "SimResult",
     "Topology",
     "compile_plan",
+    "partial_bench_rows",
     "play_round",
     "simulate",
+    "simulate_partial",
     "spec_sampler",
 ]
