@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecode.codes.partial import PartialRecoveryScheme, cyclic_partial, subset_design
-from edgecode.codes.partial_designs import worker_encoding
 from edgecode.codes.partial_rule import SCALES, PartialDecoder
+from edgecode.codes.partial_schemes import worker_encoding
 from edgecode.errors import Infeasible
 
 TOLERANCE = 1e-12

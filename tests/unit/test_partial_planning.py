@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgecode.codes.partial import PartialRecoveryScheme, cyclic_partial, subset_design
-from edgecode.codes.partial_designs import InvalidPartialParameters
 from edgecode.codes.partial_rule import PartialDecoder
+from edgecode.codes.partial_schemes import InvalidPartialParameters
 from edgecode.errors import InvalidInput
 from edgecode.planning import partial as planning_partial
 from edgecode.planning.partial import (

@@ -18,7 +18,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from edgecode.codes import combine, partial_designs, partial_rule
+from edgecode.codes import combine, partial_rule, partial_schemes
 from edgecode.codes.partial import (
     PartialRecoveryScheme,
     SubsetDesign,
@@ -26,21 +26,21 @@ from edgecode.codes.partial import (
     partial_load_optimum,
     subset_design,
 )
-from edgecode.codes.partial_designs import (
+from edgecode.codes.partial_rule import (
+    SCALES,
+    PartialDecoder,
+    inclusion_probabilities,
+    recovery_weights,
+)
+from edgecode.codes.partial_schemes import (
     InvalidPartialParameters,
     check_alpha,
     design_label,
     partial_scheme,
     worker_encoding,
 )
-from edgecode.codes.partial_designs import (
+from edgecode.codes.partial_schemes import (
     partial_designs as designs_for,
-)
-from edgecode.codes.partial_rule import (
-    SCALES,
-    PartialDecoder,
-    inclusion_probabilities,
-    recovery_weights,
 )
 from edgecode.errors import Infeasible, InvalidInput
 
@@ -424,7 +424,7 @@ def test_designs_list_the_subset_design_and_every_useful_vector_count() -> None:
         partial_scheme(10, 3, 0.9, "auto")
 
 
-@pytest.mark.parametrize("module", [partial_rule, partial_designs])
+@pytest.mark.parametrize("module", [partial_rule, partial_schemes])
 def test_docstring_examples_run(module: object) -> None:
     failures, attempted = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
     assert attempted > 0 and failures == 0

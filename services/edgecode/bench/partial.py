@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from edgecode.codes.partial import CyclicPartial, PartialRecoveryScheme
-from edgecode.codes.partial_designs import design_label, partial_designs, worker_encoding
 from edgecode.codes.partial_rule import PartialDecoder
+from edgecode.codes.partial_schemes import design_label, partial_designs, worker_encoding
 
 
 def _one_round(

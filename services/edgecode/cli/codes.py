@@ -149,8 +149,8 @@ def _show(args: argparse.Namespace) -> int:
 
 def _show_partial(args: argparse.Namespace) -> int:
     from edgecode.codes.partial import MAX_PARTITIONS, CyclicPartial, partial_load_optimum
-    from edgecode.codes.partial_designs import check_alpha, design_label, partial_designs
     from edgecode.codes.partial_rule import MASK_LIMIT, PartialDecoder
+    from edgecode.codes.partial_schemes import check_alpha, design_label, partial_designs
     from edgecode.planning.partial import guaranteed_arrivals, stop_arrival_distribution
 
     alpha = check_alpha(args.alpha)

@@ -37,13 +37,13 @@ from edgecode.codes.partial import (
     partial_load_optimum,
     subset_design,
 )
-from edgecode.codes.partial_designs import (
+from edgecode.codes.partial_rule import PartialDecoder, PartialRecoveryRule
+from edgecode.codes.partial_schemes import (
     InvalidPartialParameters,
     partial_designs,
     partial_scheme,
     worker_encoding,
 )
-from edgecode.codes.partial_rule import PartialDecoder, PartialRecoveryRule
 from edgecode.codes.stochastic import StochasticCode, stochastic
 
 __all__ = [

@@ -3,7 +3,7 @@ r"""The master's round rule for gradient coding with partial recovery.
 A partial-recovery scheme (:mod:`edgecode.codes.partial`) places k partitions on n workers;
 worker i answers with one response of shape ``[V_i, dim]`` whose row m is the plain sum of the
 gradients of the partitions in ``scheme.messages[i][m]``
-(:func:`~edgecode.codes.partial_designs.worker_encoding`). The master's rule
+(:func:`~edgecode.codes.partial_schemes.worker_encoding`). The master's rule
 (:class:`PartialRecoveryRule`, one per round) takes the responses in arrival order and ends the
 round at the FIRST arrival set A from which at least ``need = ceil(alpha k)`` partitions are
 recovered, each with coefficient exactly 1 (pairwise disjoint messages of workers in A, added):
@@ -34,7 +34,7 @@ Example
 -------
 >>> import numpy as np
 >>> from edgecode.codes.partial import cyclic_partial
->>> from edgecode.codes.partial_designs import worker_encoding
+>>> from edgecode.codes.partial_schemes import worker_encoding
 >>> scheme = cyclic_partial(6, 2, 0.5)
 >>> decoder = PartialDecoder(scheme)
 >>> G = np.random.default_rng(0).standard_normal((scheme.n_partitions, 3))

@@ -56,8 +56,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edgecode.codes.partial import MAX_PARTITIONS, PartialRecoveryScheme
-from edgecode.codes.partial_designs import check_alpha, design_label, partial_designs
 from edgecode.codes.partial_rule import MASK_LIMIT, PartialDecoder, _mask_bits
+from edgecode.codes.partial_schemes import check_alpha, design_label, partial_designs
 from edgecode.errors import InvalidInput
 from edgecode.planning.plans import one_layer_plan
 from edgecode.planning.spec import ClusterSpec
@@ -445,13 +445,13 @@ def choose_partial_design(
     max_vectors: int | None = None,
     rng: np.random.Generator | None = None,
 ) -> PartialChoice:
-    """The ``auto`` design: among :func:`~edgecode.codes.partial_rule.partial_designs`, the one
+    """The ``auto`` design: among :func:`~edgecode.codes.partial_schemes.partial_designs`, the one
     with the lowest expected round time on ``spec``. It weighs the computation load (a worker's
     compute time scales with its data fraction) against the communication load (every extra
     vector adds ``vector_seconds``); ties go to fewer vectors.
 
     Raises :class:`InvalidInput` for a bad alpha or s, and
-    :class:`~edgecode.codes.partial_rule.InvalidPartialParameters` naming the violated bound.
+    :class:`~edgecode.codes.partial_schemes.InvalidPartialParameters` naming the violated bound.
     """
     exact_alpha = check_alpha(alpha)
     n = spec.n_workers

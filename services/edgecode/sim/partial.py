@@ -36,8 +36,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgecode.codes.partial import PartialRecoveryScheme
-from edgecode.codes.partial_designs import worker_encoding
 from edgecode.codes.partial_rule import PartialDecoder
+from edgecode.codes.partial_schemes import worker_encoding
 from edgecode.errors import InvalidInput
 from edgecode.learning.datasets import partition_bounds
 from edgecode.learning.models import Model
