@@ -107,3 +107,45 @@ def _measure(
         "bare_us": 1e6 * statistics.median(bares),
         "cyclic": isinstance(scheme, CyclicPartial),
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the rule's per-arrival cost and the simulated rows of
+    :func:`edgecode.sim.partial.partial_bench_rows` (``python -m edgecode.bench.partial``)."""
+    import argparse
+
+    from edgecode.sim.partial import partial_bench_rows
+
+    parser = argparse.ArgumentParser(prog="python -m edgecode.bench.partial")
+    parser.add_argument("--rounds", type=int, default=5_000, help="simulated rounds per design")
+    parser.add_argument("--repeats", type=int, default=21, help="timed rounds per rule row")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print("rule cost, n = 10, s = 3 (median microseconds)")
+    print("alpha | design | V | length | per arrival | result | round | bare numpy sums")
+    for r in bench_partial_rule(repeats=args.repeats, seed=args.seed):
+        print(
+            f"{r['alpha']:g} | {r['design']} | {r['vectors_per_worker']} | {r['length']} | "
+            f"{r['offer_us']:.1f} | {r['result_us']:.1f} | {r['round_us']:.1f} | "
+            f"{r['bare_us']:.1f}"
+        )
+    print(f"\nsimulated rounds, n = 10, s = 3, {args.rounds} rounds per design (seconds)")
+    print(
+        "model | alpha | design | auto | load/bound | V | exact E[T] | simulated (se) | "
+        "full coding exact | full simulated (se) | ratio to full | mean end arrival"
+    )
+    rows = partial_bench_rows(np.random.default_rng(args.seed), rounds=args.rounds)
+    for b in rows:
+        print(
+            f"{b.model} | {b.alpha:g} | {b.design} | {'*' if b.chosen else ''} | "
+            f"{b.load_over_bound:.3f} | {b.communication_load} | {b.expected_seconds:.4f} | "
+            f"{b.simulated_seconds:.4f} ({b.simulated_stderr:.4f}) | "
+            f"{b.full_expected_seconds:.4f} | {b.full_simulated_seconds:.4f} "
+            f"({b.full_simulated_stderr:.4f}) | "
+            f"{b.ratio_to_full:.3f} | {b.mean_arrivals:.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -179,6 +179,7 @@ class PartialBenchRow:
     simulated_stderr: float
     full_expected_seconds: float
     full_simulated_seconds: float
+    full_simulated_stderr: float
     mean_arrivals: float
     worst_error: float
 
@@ -232,6 +233,7 @@ def partial_bench_rows(
                         simulated_stderr=sim.standard_error,
                         full_expected_seconds=full_expected,
                         full_simulated_seconds=full.mean_round_seconds,
+                        full_simulated_stderr=full.standard_error,
                         mean_arrivals=float(sim.arrivals.mean()),
                         worst_error=float(np.max(sim.errors)),
                     )
