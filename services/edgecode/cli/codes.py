@@ -36,10 +36,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     verify.set_defaults(func=_verify)
 
-    show = actions.add_parser("show", help="print one code's coefficient matrix B and its load")
-    show.add_argument("kind", choices=["cyclic", "fractional", "hierarchical"])
-    show.add_argument("-n", type=int, default=6, help="workers (flat codes)")
-    show.add_argument("-s", type=int, default=1, help="stragglers tolerated (flat codes)")
+    show = actions.add_parser(
+        "show",
+        help="print one code's coefficient matrix B and its load (partial: every design's loads)",
+        epilog=(
+            "example: edgecode codes show partial --n 10 --s 3 --alpha 0.9  (the partial "
+            "designs' computation and communication loads beside the LP bound)"
+        ),
+    )
+    show.add_argument("kind", choices=["cyclic", "fractional", "hierarchical", "partial"])
+    show.add_argument("-n", "--n", type=int, default=6, help="workers (flat and partial codes)")
+    show.add_argument(
+        "-s", "--s", type=int, default=1, help="stragglers tolerated (flat and partial codes)"
+    )
+    show.add_argument(
+        "--alpha",
+        type=float,
+        default=0.9,
+        help="partial: fraction of the partitions to recover from any n - s workers (0 < a <= 1)",
+    )
+    show.add_argument(
+        "--max-partitions",
+        type=int,
+        default=None,
+        help="partial: largest k a subset design may use (default 200000)",
+    )
     show.add_argument("--workers-per-edge", default="3,3", help="m_i list (hierarchical), e.g. 3,3")
     show.add_argument("--s-edge", type=int, default=1)
     show.add_argument("--s-worker", type=int, default=1)
@@ -102,6 +123,8 @@ def _show(args: argparse.Namespace) -> int:
     from edgecode.codes import cyclic_repetition, fractional_repetition, hierarchical
 
     np.set_printoptions(precision=3, suppress=True, linewidth=160)
+    if args.kind == "partial":
+        return _show_partial(args)
     if args.kind == "hierarchical":
         m = [int(x) for x in args.workers_per_edge.split(",")]
         code = hierarchical(m, args.s_edge, args.s_worker)
@@ -121,4 +144,76 @@ def _show(args: argparse.Namespace) -> int:
         f"load {code_f.load:.4f} (bound {code_f.load_bound:.4f})"
     )
     print(code_f.B)
+    return 0
+
+
+def _show_partial(args: argparse.Namespace) -> int:
+    from edgecode.codes.partial import MAX_PARTITIONS, CyclicPartial, partial_load_optimum
+    from edgecode.codes.partial_rule import MASK_LIMIT, PartialDecoder
+    from edgecode.codes.partial_schemes import check_alpha, design_label, partial_designs
+    from edgecode.planning.partial import guaranteed_arrivals, stop_arrival_distribution
+
+    alpha = check_alpha(args.alpha)
+    cap = MAX_PARTITIONS if args.max_partitions is None else args.max_partitions
+    designs = partial_designs(args.n, args.s, alpha, max_partitions=cap)
+    optimum = partial_load_optimum(args.n, args.s, alpha)
+    mix = ", ".join(f"w_{r}={w}" for r, w in zip(optimum.sizes, optimum.weights, strict=True))
+    console.print(
+        f"partial recovery n={args.n} s={args.s} alpha={alpha}: every n - s workers give at "
+        f"least ceil(alpha k) partial gradients, each with coefficient 1. LP bound on the "
+        f"computation load L* = {float(optimum.load):.4f} (n L* = {optimum.n_load} = "
+        f"{float(optimum.n_load):.4f}; data on r workers: {mix})"
+    )
+    rows = []
+    for scheme in designs:
+        decoder = PartialDecoder(scheme)
+        timed = decoder.count_only or scheme.n_workers <= MASK_LIMIT
+        distribution = stop_arrival_distribution(decoder) if timed else None
+        rows.append(
+            [
+                design_label(scheme),
+                scheme.n_partitions,
+                scheme.partitions_per_worker,
+                scheme.computation_load,
+                scheme.lower_bound,
+                f"{scheme.computation_load / scheme.lower_bound:.3f}x",
+                scheme.communication_load,
+                scheme.worst_case_recovered
+                if isinstance(scheme, CyclicPartial)
+                else int(decoder.by_arrivals[scheme.n_workers - scheme.stragglers])
+                if decoder.by_arrivals is not None
+                else "-",
+                scheme.min_recovered,
+                guaranteed_arrivals(decoder) if timed else "-",
+                "-"
+                if distribution is None
+                else f"{float(distribution @ np.arange(distribution.size)):.2f}",
+            ]
+        )
+    table(
+        "Partial-recovery designs: computation load (data per worker) vs communication load "
+        "(vectors per worker)",
+        [
+            "design",
+            "k",
+            "held/worker",
+            "comp. load",
+            "LP bound",
+            "load/bound",
+            "vectors/worker",
+            "worst rec.",
+            "need",
+            "ends by",
+            "mean end",
+        ],
+        rows,
+    )
+    console.print(
+        "comp. load: fraction of the data a worker processes; worst rec.: fewest partitions "
+        "recovered from any n - s workers (need = ceil(alpha k)); ends by: the arrival at which "
+        "recovery is guaranteed; mean end: the mean arrival that ends a round (identical "
+        "workers, random order). "
+        "Expected round times on a cluster: edgecode plan SPEC --alpha A.",
+        style="dim",
+    )
     return 0

@@ -13,6 +13,7 @@ from rich.console import Console
 from edgecode.cli._render import console, table
 
 if TYPE_CHECKING:  # the planner is imported inside the command, so other subcommands start fast
+    from edgecode.planning.partial import PartialChoice
     from edgecode.planning.spec import ClusterSpec, Plan
     from edgecode.sim.compare import Scheme
 
@@ -24,6 +25,7 @@ examples:
   edgecode plan examples/raspberry-pi-fleet.toml
   edgecode plan examples/thousand-workers.toml --workers none
   edgecode plan examples/one-slow-edge.toml --json > plan.json
+  edgecode plan examples/homogeneous.toml --alpha 0.8 --stragglers 3
 
 The spec format is described in examples/*.toml (and edgecode.planning.spec). Expected round
 times are exact for the shifted-exponential model; Bernoulli and Markov workers enter through
@@ -72,6 +74,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             f"{WORKER_ROWS_LIMIT} of them (auto, the default)"
         ),
     )
+    partial = parser.add_argument_group(
+        "partial recovery (gradient coding that recovers an alpha fraction of the partitions)"
+    )
+    partial.add_argument(
+        "--alpha",
+        type=float,
+        metavar="A",
+        help="also plan gradient coding with partial recovery: every design's expected round "
+        "time beside full coding's, and the auto choice (0 < A <= 1)",
+    )
+    partial.add_argument(
+        "--stragglers",
+        type=int,
+        metavar="S",
+        help="stragglers the partial scheme and full coding tolerate (default: a tenth, >= 1)",
+    )
+    partial.add_argument(
+        "--vector-ms",
+        type=float,
+        metavar="MS",
+        help="milliseconds one more vector adds to a worker's response (default: the worker's "
+        "link delay, i.e. V vectors take V times one message's delay)",
+    )
+    partial.add_argument(
+        "--max-vectors", type=int, metavar="V", help="drop designs sending more vectors per worker"
+    )
     parser.set_defaults(func=run)
 
 
@@ -87,11 +115,111 @@ def run(args: argparse.Namespace) -> int:
         best = optimize(spec, args.partitions)
         schemes = compare_schemes(spec, ignore_stragglers=args.ignore_stragglers, optimized=best)
     warn_if_beaten(schemes)
+    choice = None if args.alpha is None else partial_choice(spec, args)
     if args.json:
-        print(json.dumps(plan_json(best, schemes), indent=2))
+        document = plan_json(best, schemes)
+        if choice is not None:
+            document["partial"] = partial_json(choice)
+        print(json.dumps(document, indent=2))
         return 0
     show_plan(spec, best, schemes, args.workers)
+    if choice is not None:
+        show_partial(choice)
     return 0
+
+
+def partial_choice(spec: ClusterSpec, args: argparse.Namespace) -> PartialChoice:
+    """The ``--alpha`` comparison: every partial design on ``spec`` and the auto choice."""
+    import numpy as np
+
+    from edgecode.planning.partial import choose_partial_design
+    from edgecode.sim.compare import default_ignored
+
+    s = default_ignored(spec.n_workers) if args.stragglers is None else args.stragglers
+    vector_seconds = None if args.vector_ms is None else args.vector_ms / 1e3
+    with Console(stderr=True).status("planning partial recovery ..."):
+        return choose_partial_design(
+            spec,
+            s,
+            args.alpha,
+            vector_seconds=vector_seconds,
+            max_vectors=args.max_vectors,
+            rng=np.random.default_rng(0),
+        )
+
+
+def partial_json(choice: PartialChoice) -> dict[str, Any]:
+    """The ``partial`` entry of the ``--json`` document."""
+    return {
+        "alpha": float(choice.alpha),
+        "stragglers": choice.stragglers,
+        "full_coding_expected_round_seconds": choice.full_coding_seconds,
+        "auto": choice.best.label,
+        "designs": [
+            {
+                "design": o.label,
+                "partitions": o.partitions,
+                "computation_load": o.computation_load,
+                "lower_bound": o.lower_bound,
+                "communication_load": o.communication_load,
+                "guaranteed_arrivals": o.guaranteed_arrivals,
+                "mean_arrivals": o.mean_arrivals,
+                "expected_round_seconds": o.expected_round_seconds,
+                "exact": o.exact,
+            }
+            for o in choice.options
+        ],
+    }
+
+
+def show_partial(choice: PartialChoice) -> None:
+    """Print every partial design's expected round time beside full coding's."""
+    full = choice.full_coding_seconds
+    rows: list[list[object]] = [
+        [
+            "full coding (flat cyclic)",
+            "",
+            (choice.stragglers + 1) / choice.best.scheme.n_workers,
+            "",
+            1,
+            "",
+            full * 1e3,
+            "1.00x",
+        ]
+    ]
+    for option in choice.options:
+        rows.append(
+            [
+                option.label + ("" if option.exact else " (Monte Carlo)"),
+                "auto" if option is choice.best else "",
+                option.computation_load,
+                option.lower_bound,
+                option.communication_load,
+                f"{option.mean_arrivals:.2f}",
+                option.expected_round_seconds * 1e3,
+                f"{option.expected_round_seconds / full:.2f}x",
+            ]
+        )
+    table(
+        f"Partial recovery: alpha = {float(choice.alpha):g}, s = {choice.stragglers} "
+        f"(expected round time, exact unless marked)",
+        [
+            "scheme",
+            "choice",
+            "comp. load",
+            "LP bound",
+            "vectors/worker",
+            "mean end arrival",
+            "expected ms",
+            "vs full coding",
+        ],
+        rows,
+    )
+    console.print(
+        "auto = the lowest expected round time; a partial round ends at the first arrival set "
+        "that recovers ceil(alpha k) partitions, possibly before n - s arrivals.",
+        style="dim",
+    )
 
 
 def warn_if_beaten(schemes: list[Scheme]) -> None:

@@ -37,14 +37,24 @@ from edgecode.codes.partial import (
     partial_load_optimum,
     subset_design,
 )
+from edgecode.codes.partial_rule import PartialDecoder, PartialRecoveryRule
+from edgecode.codes.partial_schemes import (
+    InvalidPartialParameters,
+    partial_designs,
+    partial_scheme,
+    worker_encoding,
+)
 from edgecode.codes.stochastic import StochasticCode, stochastic
 
 __all__ = [
     "CyclicPartial",
     "GradientCode",
     "HierarchicalCode",
+    "InvalidPartialParameters",
     "MatVecCode",
     "MessageBuffer",
+    "PartialDecoder",
+    "PartialRecoveryRule",
     "PartialRecoveryScheme",
     "ProductCode",
     "StochasticCode",
@@ -56,8 +66,10 @@ __all__ = [
     "hierarchical",
     "hierarchical_from_counts",
     "hierarchical_load_bound",
+    "partial_designs",
     "partial_load_lower_bound",
     "partial_load_optimum",
+    "partial_scheme",
     "placement_code",
     "polynomial_code",
     "product_counting_bound",
@@ -67,4 +79,5 @@ __all__ = [
     "stochastic",
     "subset_design",
     "weight_lower_bound",
+    "worker_encoding",
 ]

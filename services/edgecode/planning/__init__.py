@@ -26,6 +26,11 @@ from edgecode.planning.optimize import (
     uniform_plan,
     updated_spec,
 )
+from edgecode.planning.partial import (
+    choose_partial_design,
+    monte_carlo_partial_round_time,
+    partial_expected_round_time,
+)
 from edgecode.planning.plans import SCHEMES, build_plan, check_plan, one_layer_plan
 from edgecode.planning.spec import (
     ClusterSpec,
@@ -64,15 +69,18 @@ __all__ = [
     "best_uniform_plan",
     "build_plan",
     "check_plan",
+    "choose_partial_design",
     "default_max_partitions",
     "exhaustive_optimum",
     "expected_round_time",
     "flat_plan",
     "ignore_plan",
     "load_spec",
+    "monte_carlo_partial_round_time",
     "monte_carlo_round_time",
     "one_layer_plan",
     "optimize",
+    "partial_expected_round_time",
     "random_cluster",
     "replan",
     "round_structure",

@@ -17,6 +17,7 @@ from edgecode.sim.engine import (
     spec_sampler,
 )
 from edgecode.sim.goco import GossipRun, goco_comparison, simulate_gossip
+from edgecode.sim.partial import partial_bench_rows, simulate_partial
 
 __all__ = [
     "GossipRun",
@@ -25,8 +26,10 @@ __all__ = [
     "Topology",
     "compile_plan",
     "goco_comparison",
+    "partial_bench_rows",
     "play_round",
     "simulate",
     "simulate_gossip",
+    "simulate_partial",
     "spec_sampler",
 ]
