@@ -27,6 +27,7 @@ from edgecode.planning.optimize import (
     updated_spec,
 )
 from edgecode.planning.plans import SCHEMES, build_plan, check_plan, one_layer_plan
+from edgecode.planning.shuffle import Assignment, Shuffle, Transfer, aware_shuffle, random_shuffle
 from edgecode.planning.spec import (
     ClusterSpec,
     EdgePlan,
@@ -51,14 +52,18 @@ from edgecode.planning.timing import (
 
 __all__ = [
     "SCHEMES",
+    "Assignment",
     "ClusterSpec",
     "EdgePlan",
     "EdgeSpec",
     "MonteCarloEstimate",
     "Plan",
     "RoundStructure",
+    "Shuffle",
+    "Transfer",
     "WorkerPlan",
     "WorkerSpec",
+    "aware_shuffle",
     "bench_planner",
     "best_flat_plan",
     "best_uniform_plan",
@@ -74,6 +79,7 @@ __all__ = [
     "one_layer_plan",
     "optimize",
     "random_cluster",
+    "random_shuffle",
     "replan",
     "round_structure",
     "round_time_cdf",
