@@ -53,6 +53,10 @@ POLICIES = ("random", "aware")
 PROBABILITY_FLOOR = 1e-6
 #: Candidate partners (least likely to straggle first) tried per holder of a risky partition.
 CANDIDATES = 24
+#: Smallest drop of the expected number of partitions without weight per round, per partition
+#: moved, for which the aware policy swaps two workers. Giving an all-slow pair of the s = 1
+#: code an active holder gains about p_slow^2 / 2 per partition moved (0.32 at p_slow = 0.8).
+MIN_GAIN = 1e-3
 #: Random transpositions tried per worker by a budgeted random shuffle.
 ATTEMPTS_PER_WORKER = 4
 
@@ -235,13 +239,18 @@ def aware_shuffle(
     straggle_probability: ArrayLike,
     partition_bytes: ArrayLike | None = None,
     budget_bytes: float | None = None,
+    min_gain: float = MIN_GAIN,
 ) -> Shuffle:
     """Move the partitions held mostly by likely stragglers onto workers unlikely to straggle.
 
     ``straggle_probability`` (n,) in [0, 1]: each worker's predicted probability of straggling
     (e.g. :meth:`edgecode.stragglers.ClassFilter.straggle_probability`). Greedy transpositions
-    lower ``sum_j prod_{h holds j} p_h`` within ``budget_bytes`` (see the module docstring).
+    lower ``sum_j prod_{h holds j} p_h`` within ``budget_bytes`` (see the module docstring); a
+    swap must lower it by at least ``min_gain`` per partition it moves, so estimates that differ
+    only by noise move nothing.
     """
+    if not min_gain >= 0:
+        raise ValueError(f"min_gain must be >= 0, got {min_gain!r}")
     matrix = _check_code(B, current.n_workers)
     sizes = _check_bytes(partition_bytes, matrix.shape[1])
     budget = _check_budget(budget_bytes)
@@ -255,7 +264,7 @@ def aware_shuffle(
     holders = [set(h) for h in current.holders(matrix)]
     risk = np.array([float(np.prod(q[list(h)])) for h in holders])
     for _ in range(current.n_workers * matrix.shape[1]):  # each swap strictly lowers the total
-        move = _best_move(state, holders, risk, q, budget)
+        move = _best_move(state, holders, risk, q, budget, min_gain)
         if move is None:
             break
         slow, fast = move
@@ -278,6 +287,7 @@ def _best_move(
     risk: FloatArray,
     q: FloatArray,
     budget: float,
+    min_gain: float,
 ) -> tuple[int, int] | None:
     """The best budget-feasible improving swap for the riskiest partition that has one.
 
@@ -293,7 +303,8 @@ def _best_move(
             partners = [w for w in by_speed if q[w] < q[slow] and w not in holders[j]]
             for fast in partners[:CANDIDATES]:
                 delta = _swap_delta(state, risk, q, slow, fast)
-                if delta < -tolerance and (best is None or delta < best[0]):
+                moves = len(state.parts[state.rows[slow]] ^ state.parts[state.rows[fast]])
+                if delta < -max(tolerance, min_gain * moves) and (best is None or delta < best[0]):
                     if state.swap_cost(slow, fast)[0] <= budget:
                         best = (delta, slow, fast)
         if best is not None:

@@ -15,13 +15,17 @@ from edgecode.sim.engine import (
     simulate,
     spec_sampler,
 )
+from edgecode.sim.shuffle import ShuffleScenario, compare_shuffle, run_schemes
 
 __all__ = [
     "RoundSampler",
+    "ShuffleScenario",
     "SimResult",
     "Topology",
+    "compare_shuffle",
     "compile_plan",
     "play_round",
+    "run_schemes",
     "simulate",
     "spec_sampler",
 ]
