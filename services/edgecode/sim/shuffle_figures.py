@@ -83,6 +83,16 @@ def plot_shuffle(
         label = "mean training loss" + (" - optimum" if known else "")
         axes[3].set(xlabel="wall seconds", ylabel=label, title="(d) training, equal wall time")
         axes[3].set_xlim(0.0, common)
+        shown = [
+            value
+            for curve in curves.values()
+            for value in (curve.loss - (0.0 if np.isnan(curve.optimum) else curve.optimum))[
+                curve.wall_seconds <= common
+            ]
+            if value > 0
+        ]
+        if shown:  # negative rounding noise around the optimum must not stretch the axis
+            axes[3].set_ylim(0.5 * min(shown), 2.0 * max(shown))
     if title:
         fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
