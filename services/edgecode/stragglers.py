@@ -55,6 +55,13 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from edgecode.straggle_classes import (
+    ClassFilter,
+    StraggleClasses,
+    lateness,
+    parse_straggle_classes,
+)
+
 if TYPE_CHECKING:  # planning imports this module; a runtime import would be circular
     from edgecode.planning.spec import WorkerSpec
 
@@ -480,12 +487,16 @@ def fit_worker(worker: WorkerSpec, times: ArrayLike, fractions: ArrayLike) -> Wo
 
 __all__ = [
     "BernoulliRuntime",
+    "ClassFilter",
     "MarkovRuntime",
     "ShiftedExponentialRuntime",
+    "StraggleClasses",
     "TraceRuntime",
     "WorkerRuntime",
     "fit_shifted_exponential",
     "fit_worker",
+    "lateness",
+    "parse_straggle_classes",
     "replay_trace",
     "runtime_for",
     "sample_bernoulli",

@@ -4,6 +4,7 @@ Pure numpy/scipy. Every code states the straggler patterns it tolerates and deco
 every one of them; the tests enumerate those patterns.
 """
 
+from edgecode.codes.approximate import LeastSquaresDecoder, LeastSquaresRule
 from edgecode.codes.combine import MessageBuffer
 from edgecode.codes.flat import (
     GradientCode,
@@ -51,6 +52,8 @@ __all__ = [
     "GradientCode",
     "HierarchicalCode",
     "InvalidPartialParameters",
+    "LeastSquaresDecoder",
+    "LeastSquaresRule",
     "MatVecCode",
     "MessageBuffer",
     "PartialDecoder",

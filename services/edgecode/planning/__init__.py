@@ -32,6 +32,7 @@ from edgecode.planning.partial import (
     partial_expected_round_time,
 )
 from edgecode.planning.plans import SCHEMES, build_plan, check_plan, one_layer_plan
+from edgecode.planning.shuffle import Assignment, Shuffle, Transfer, aware_shuffle, random_shuffle
 from edgecode.planning.spec import (
     ClusterSpec,
     EdgePlan,
@@ -56,14 +57,18 @@ from edgecode.planning.timing import (
 
 __all__ = [
     "SCHEMES",
+    "Assignment",
     "ClusterSpec",
     "EdgePlan",
     "EdgeSpec",
     "MonteCarloEstimate",
     "Plan",
     "RoundStructure",
+    "Shuffle",
+    "Transfer",
     "WorkerPlan",
     "WorkerSpec",
+    "aware_shuffle",
     "bench_planner",
     "best_flat_plan",
     "best_uniform_plan",
@@ -82,6 +87,7 @@ __all__ = [
     "optimize",
     "partial_expected_round_time",
     "random_cluster",
+    "random_shuffle",
     "replan",
     "round_structure",
     "round_time_cdf",

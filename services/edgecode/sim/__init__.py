@@ -18,16 +18,20 @@ from edgecode.sim.engine import (
 )
 from edgecode.sim.goco import GossipRun, goco_comparison, simulate_gossip
 from edgecode.sim.partial import partial_bench_rows, simulate_partial
+from edgecode.sim.shuffle import ShuffleScenario, compare_shuffle, run_schemes
 
 __all__ = [
     "GossipRun",
     "RoundSampler",
+    "ShuffleScenario",
     "SimResult",
     "Topology",
+    "compare_shuffle",
     "compile_plan",
     "goco_comparison",
     "partial_bench_rows",
     "play_round",
+    "run_schemes",
     "simulate",
     "simulate_gossip",
     "simulate_partial",

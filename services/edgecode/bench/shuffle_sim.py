@@ -1,0 +1,181 @@
+"""Paper-2 targets checked in the simulator (the real-process benchmark comes later).
+
+``python -m edgecode.bench.shuffle_sim --out DIR`` prints two tables and writes them as CSV, with
+the figure of the first persistent scenario:
+
+1. **usage** under persistent slow nodes: for each scenario, each scheme's min and mean partition
+   usage over the run, min / mean, the usage of the partitions held only by slow nodes, the
+   decoding residual, partitions moved and the mean round time (shuffles included);
+2. **training** at equal wall time: every scheme's gradients replayed on a model; the loss of
+   each approx variant at the wall time the slowest-finishing of the three approx variants
+   reached (its full run), and the relative difference to no shuffling, under i.i.d. and under
+   persistent stragglers.
+
+All seeds are fixed; every number is a mean over ``--seeds`` seeds (straggler draws and data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecode.learning import synthetic_least_squares, synthetic_logistic
+from edgecode.learning.datasets import Dataset
+from edgecode.sim.shuffle import SCHEMES, ShuffleScenario, run_schemes, train_runs
+from edgecode.sim.shuffle_figures import plot_shuffle
+from edgecode.stragglers import StraggleClasses, parse_straggle_classes
+
+APPROX = ("approx", "approx-shuffle-random", "approx-shuffle-aware")
+#: Scenarios of the usage table: (label, code, s, --straggle-classes).
+USAGE_SCENARIOS = (
+    ("frc s=1 fixed p_slow=0.95", "frc", 1, "slow=20:p=0.95,active:p=0.05"),
+    ("frc s=1 fixed p_slow=0.8", "frc", 1, "slow=20:p=0.8,active:p=0.05"),
+    ("frc s=1 markov", "frc", 1, "slow=20:p=0.8,active:p=0.05,q_as=0.02,q_sa=0.05"),
+    ("crc s=1 fixed p_slow=0.95", "crc", 1, "slow=20:p=0.95,active:p=0.05"),
+    ("frc s=3 fixed p_slow=0.95", "frc", 3, "slow=20:p=0.95,active:p=0.05"),
+)
+#: Scenarios of the training table: (label, --straggle-classes, transfer seconds multiplier).
+TRAINING_SCENARIOS = (
+    ("iid p=0.2", "slow=0,active:p=0.2", 1.0),
+    ("iid p=0.2, transfers 10x", "slow=0,active:p=0.2", 10.0),
+    ("fixed slow p_slow=0.95", "slow=20:p=0.95,active:p=0.05", 1.0),
+)
+
+
+def usage_rows(workers: int, rounds: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """The usage table: per scenario and scheme, summaries averaged over seeds."""
+    rows = []
+    for label, code, s, spec in USAGE_SCENARIOS:
+        scenario = ShuffleScenario(
+            workers=workers,
+            code=code,
+            stragglers=s,
+            classes=parse_straggle_classes(spec),
+            rounds=rounds,
+        )
+        per_seed = [
+            [run.summary() for run in run_schemes(scenario, seed).values()] for seed in seeds
+        ]
+        for index, scheme in enumerate(SCHEMES):
+            summaries = [seed_rows[index] for seed_rows in per_seed]
+            row: dict[str, Any] = {"scenario": label, "scheme": scheme}
+            for key in summaries[0]:
+                if key != "scheme":
+                    values = np.array([s[key] for s in summaries], dtype=float)
+                    finite = values[np.isfinite(values)]
+                    row[key] = float(finite.mean()) if finite.size else float("nan")
+            row["min_over_mean_worst_seed"] = min(s["min_over_mean"] for s in summaries)
+            rows.append(row)
+    return rows
+
+
+def _data(kind: str, seed: int) -> Dataset:
+    rng = np.random.default_rng([seed, 99])
+    if kind == "logistic":
+        return synthetic_logistic(5000, 20, rng)
+    return synthetic_least_squares(5000, 20, rng, noise=0.5)
+
+
+def training_rows(
+    workers: int, rounds: int, seeds: Sequence[int], models: Sequence[str] = ("logistic", "lsq")
+) -> list[dict[str, Any]]:
+    """The training table (heterogeneous partitions; see :func:`train_runs`)."""
+    rows = []
+    for label, spec, multiplier in TRAINING_SCENARIOS:
+        base = ShuffleScenario(
+            workers=workers, stragglers=1, classes=parse_straggle_classes(spec), rounds=rounds
+        )
+        scenario = replace(base, transfer_seconds=base.resolved_transfer_seconds * multiplier)
+        for kind in models:
+            results: dict[str, list[tuple[float, float, float]]] = {s: [] for s in APPROX}
+            for seed in seeds:
+                runs = run_schemes(scenario, seed, APPROX)
+                data = _data(kind, seed)
+                curves = train_runs(runs, data, rng=np.random.default_rng([seed, 7]))
+                common = min(float(c.wall_seconds[-1]) for c in curves.values())
+                for scheme, curve in curves.items():
+                    loss = curve.loss_at(common)
+                    excess = loss - curve.optimum
+                    results[scheme].append((loss, excess, common))
+            plain = np.mean([r[0] for r in results["approx"]])
+            plain_excess = np.mean([r[1] for r in results["approx"]])
+            per_seed_plain = np.array([r[1] for r in results["approx"]])
+            for scheme in APPROX:
+                ratios = np.array([r[1] for r in results[scheme]]) / per_seed_plain - 1.0
+                loss = float(np.mean([r[0] for r in results[scheme]]))
+                excess = float(np.mean([r[1] for r in results[scheme]]))
+                rows.append(
+                    {
+                        "scenario": label,
+                        "model": kind,
+                        "scheme": scheme,
+                        "wall_seconds": float(np.mean([r[2] for r in results[scheme]])),
+                        "loss": loss,
+                        "loss_vs_no_shuffle": loss / plain - 1.0,
+                        "excess_loss": excess,
+                        "excess_vs_no_shuffle": excess / plain_excess - 1.0,
+                        "excess_vs_no_shuffle_per_seed_min": float(ratios.min()),
+                        "excess_vs_no_shuffle_per_seed_max": float(ratios.max()),
+                    }
+                )
+    return rows
+
+
+def _write(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _print(rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
+    print(" | ".join(keys))
+    for row in rows:
+        cells = [f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in keys]
+        print(" | ".join(cells))
+
+
+def figure(out: Path, workers: int, rounds: int, seed: int) -> Path:
+    """The figure of the first usage scenario, with logistic training curves."""
+    label, code, s, spec = USAGE_SCENARIOS[0]
+    classes: StraggleClasses = parse_straggle_classes(spec)
+    scenario = ShuffleScenario(
+        workers=workers, code=code, stragglers=s, classes=classes, rounds=rounds
+    )
+    runs = run_schemes(scenario, seed)
+    curves = train_runs(runs, _data("logistic", seed), rng=np.random.default_rng([seed, 7]))
+    title = f"{workers} workers, {label}, tau={scenario.tau}, wait={scenario.resolved_wait}"
+    return plot_shuffle(runs, out / "shuffle_usage.png", curves=curves, title=title)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("shuffle-sim"))
+    parser.add_argument("--workers", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    seeds = list(range(args.seeds))
+    usage = usage_rows(args.workers, args.rounds, seeds)
+    _write(usage, args.out / "shuffle_usage.csv")
+    _print(
+        usage,
+        ["scenario", "scheme", "min_usage", "mean_usage", "min_over_mean",
+         "min_over_mean_worst_seed", "slow_only_usage", "min_mean_weight", "mean_residual",
+         "moved_partitions", "mean_round_seconds"],
+    )  # fmt: skip
+    training = training_rows(args.workers, args.rounds, seeds)
+    _write(training, args.out / "shuffle_training.csv")
+    _print(training, list(training[0]))
+    print(figure(args.out, args.workers, args.rounds, seeds[0]))
+
+
+if __name__ == "__main__":
+    main()
