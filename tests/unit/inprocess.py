@@ -288,10 +288,15 @@ class Transport:
         self.unreachable_calls.append(tuple(n.name for n in nodes))
         return [n.name for n in nodes if n.name in self.dead]
 
-    def wait_for_drops(self, count: int, timeout: float = 10.0) -> list[Dropped]:
+    def wait_for_drops(self, job_id: str, nodes: set[str], timeout: float = 10.0) -> list[Dropped]:
+        """The drops of ``job_id`` once every one of ``nodes`` got one (or the timeout)."""
+
+        def reached() -> bool:
+            return nodes <= {d.node for d in self.dropped if d.job_id == job_id}
+
         with self._changed:
-            self._changed.wait_for(lambda: len(self.dropped) >= count, timeout=timeout)
-            return list(self.dropped)
+            self._changed.wait_for(reached, timeout=timeout)
+            return [d for d in self.dropped if d.job_id == job_id]
 
     def release(self) -> None:
         for _, _, stream in self.streams:

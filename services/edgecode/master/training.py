@@ -153,8 +153,9 @@ class Trainer:
         job.started = self._clock()  # wall time of the rounds, without the one-time setup
         for round_ in range(start_round, cfg.rounds):
             if job.cancel.is_set():
-                job.update(state=CANCELLED, message=f"cancelled after round {round_}")
+                # Checkpoint first: whoever sees the job end must find these rounds saved.
                 self._checkpoint(optimizer, round_)
+                job.update(state=CANCELLED, message=f"cancelled after round {round_}")
                 return
             if self._replan_due(round_):
                 layout = self._replan(problem, layout)
