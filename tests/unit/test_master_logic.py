@@ -235,6 +235,20 @@ def test_the_metrics_record_every_round(harness: Harness) -> None:
 # ---- failures ----------------------------------------------------------------------------------
 
 
+def test_too_many_dead_edges_replan_around_them_and_stay_exact(harness: Harness) -> None:
+    config = job_config("hgc")
+    harness.transport.on_round = lambda r: harness.transport.kill("e1", "e2") if r == 3 else None
+    job = harness.run(config)
+    assert job.state == SUCCEEDED, job.message
+    assert_exact(job.param_history, reference(config)[0])
+    assert harness.transport.unreachable_calls == [tuple(n.name for n in harness.topology.nodes)]
+    assert job.placements == 2
+    epochs = sorted((p.header.epoch, p.worker) for p in harness.transport.placed)
+    assert epochs == [(1, f"w{i}") for i in range(9)] + [(2, f"w{i}") for i in range(3)]
+    # every node that took part and is alive forgets the job (w3..w8 still hold epoch 1 data)
+    assert_dropped(harness, job.job_id, {"e0", *(f"w{i}" for i in range(9))}, {"e0", "e1", "e2"})
+
+
 def test_dead_workers_behind_live_edges_are_found_and_replanned_around(harness: Harness) -> None:
     config = job_config("hgc")
     dead = [f"w{i}" for i in range(3, 9)]

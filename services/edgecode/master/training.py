@@ -27,7 +27,7 @@ from edgecode.learning.models import Model, get_model
 from edgecode.learning.optimizers import Optimizer, get_optimizer, optimizer_from_state
 from edgecode.master.checkpoints import Checkpoint, CheckpointStore, SavedJob, config_hash
 from edgecode.master.layout import Layout, build_layout
-from edgecode.master.ports import ClusterView, MasterMetricsPort, Transport
+from edgecode.master.ports import ClusterView, MasterMetricsPort, Node, Transport
 from edgecode.planning.spec import Plan
 from edgecode.records import (
     CANCELLED,
@@ -131,6 +131,8 @@ class Trainer:
         self._pool = pool
         self._clock = clock
         self._reporting = threading.Lock()
+        #: every node any placement epoch of this job used, by name, and whether it is an edge
+        self._used: dict[str, tuple[Node, bool]] = {}
 
     # ---- the job ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -212,6 +214,7 @@ class Trainer:
         edges; the new epoch is in use once this returns."""
         cfg = self.job.config
         topology = self._cluster.topology().without(dead or set())
+        self._used.update({node.name: (node, node in topology.edges) for node in topology.nodes})
         if not topology.edges:
             raise RoundFailed("no alive edges with alive workers")
         if cfg.scheme == "hgc" and cfg.s_edge < 0 and plan is None:
@@ -377,12 +380,9 @@ class Trainer:
         )
 
     def _drop_everywhere(self) -> None:
-        """The job ended: every node that held its data forgets it (best effort)."""
-        layout = self.job.layout
-        if layout is None:
-            return
-        for node in layout.topology.nodes:
-            is_edge = node in layout.topology.edges
+        """The job ended: every node any of its placement epochs used forgets it (best effort;
+        a node left out of a later epoch may still hold the data of an earlier one)."""
+        for node, is_edge in list(self._used.values()):
             try:
                 self._pool.submit(self._transport.drop_job, node, self.job.job_id, is_edge)
             except RuntimeError:  # shutting down
