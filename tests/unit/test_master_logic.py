@@ -396,6 +396,17 @@ def test_a_restarted_master_resumes_from_the_checkpoint_exactly(kind: str, tmp_p
     assert job.history[:5] == stopped.history[:5]
 
 
+def test_resubmitting_a_finished_job_id_with_another_config_starts_afresh(
+    harness: Harness,
+) -> None:
+    first = job_config("hgc", rounds=3, job_id="again")
+    assert harness.run(first).state == SUCCEEDED
+    second = job_config("hgc", rounds=5, job_id="again", seed=4)
+    job = harness.run(second)
+    assert job.state == SUCCEEDED, job.message
+    assert_exact(job.param_history, reference(second)[0])
+
+
 def test_a_damaged_checkpoint_fails_its_job_and_is_quarantined() -> None:
     class Damaged(MemoryCheckpoints):
         def load(self, job_id: str) -> Checkpoint | None:

@@ -190,6 +190,10 @@ class Trainer:
         optimizer = get_optimizer(cfg.optimizer, **({"lr": lr} if lr else {}))
         problem = _Problem(train, test, model_name, model, n_params)
         restored = self._store.load(job.job_id)
+        if restored is not None and restored.config_hash not in ("", config_hash(cfg)):
+            # A finished job's id submitted again with another config: a new job.
+            log.warning("job %s: ignoring the checkpoint of another config", job.job_id)
+            restored = None
         if restored is None:
             return problem, params, optimizer, 0
         if restored.params.shape != (n_params,):
