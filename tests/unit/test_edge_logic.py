@@ -151,16 +151,17 @@ def test_forward_mode_passes_every_arrival_on(edge: Edge) -> None:
 
 
 def test_forward_mode_stops_when_the_caller_goes_away_and_cancels_the_rest(edge: Edge) -> None:
-    edge.configure(FORWARD)
-    edge.workers.slow = lambda worker, r: worker in ("w2", "w3")
+    edge.configure(FORWARD, deadline=2.0)
+    edge.workers.slow = lambda worker, r: worker == "w3"
     params = np.zeros(5)
     active = [True]
     gotten = []
     for result in edge.logic.run_round(JOB, 0, params, 1, lambda: active[0]):
         gotten.append(result.worker)
         active[0] = len(gotten) < 2  # the master has what it needs after two
+    # w2 had answered too, but the caller was gone: nothing more is sent, nothing waited for
     assert gotten == ["w0", "w1"]
-    assert sorted(edge.workers.cancelled()) == [("w2", 0), ("w3", 0)]
+    assert edge.workers.cancelled() == [("w3", 0)]
     ((_, stragglers),) = edge.metrics.of("round_done")
     assert stragglers == 2
 
