@@ -259,6 +259,8 @@ class Round:
         self._reported: dict[str, Timing] = {}
         self._errors: dict[str, str] = {}
         self._stragglers: tuple[str, ...] = ()
+        #: sources cut off by close() before they delivered anything (named by failure())
+        self._silent: tuple[str, ...] = ()
 
     # -- feeding ------------------------------------------------------------------------------
     def add(self, source: Source) -> None:
@@ -369,10 +371,11 @@ class Round:
         """``reason`` with who failed and why, in words."""
         waited = self._clock() - self.started
         failed = sorted(f"{name} ({why})" for name, why in self._errors.items())
+        silent = sorted(set(self._open) | set(self._silent))
         return (
             f"{reason}; waited {waited:.3g} s"
             + (f"; failed: {', '.join(failed)}" if failed else "")
-            + (f"; no answer from: {', '.join(sorted(self._open))}" if self._open else "")
+            + (f"; no answer from: {', '.join(silent)}" if silent else "")
         )
 
     def close(self) -> tuple[str, ...]:
@@ -385,6 +388,7 @@ class Round:
             outstanding = dict(self._open)
             self._open.clear()
         elapsed = self._clock() - self.started
+        self._silent = tuple(sorted(name for name in outstanding if name not in self._first))
         for name, source in outstanding.items():
             source.cancel()
             if name not in self._first:  # a cut-off straggler took at least this long

@@ -27,7 +27,7 @@ from edgecode.learning.models import Model, get_model
 from edgecode.learning.optimizers import Optimizer, optimizer_from_state
 from edgecode.master.checkpoints import Checkpoint, CheckpointStore, SavedJob, config_hash
 from edgecode.master.layout import Layout, build_layout, same_structure, worth_replacing
-from edgecode.master.ports import ClusterView, MasterMetricsPort, Transport
+from edgecode.master.ports import ClusterView, MasterMetricsPort, Node, Transport
 from edgecode.planning.spec import Plan
 from edgecode.records import (
     CANCELLED,
@@ -150,6 +150,8 @@ class Trainer:
         self._reporting = threading.Lock()
         self._epoch = 0
         self._placement_seconds = 0.0
+        #: every node any placement epoch of this job used, by name, and whether it is an edge
+        self._used: dict[str, tuple[Node, bool]] = {}
 
     # ---- the job ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -176,20 +178,23 @@ class Trainer:
         job.update(layout=layout, placements=job.placements + 1)
         job.setup_seconds = self._clock() - job.started
         job.started = self._clock()  # wall time of the rounds, without the one-time setup
-        pending: Future[Layout | None] | None = None
+        pending: Future[tuple[Layout | None, float | None]] | None = None
         for round_ in range(start_round, cfg.rounds):
             if job.cancel.is_set():
-                job.update(state=CANCELLED, message=f"cancelled after round {round_}")
+                # Checkpoint first: whoever sees the job end must find these rounds saved.
                 self._checkpoint(optimizer, round_)
+                job.update(state=CANCELLED, message=f"cancelled after round {round_}")
                 return
             if pending is None and self._replan_due(round_):
                 pending = self._pool.submit(self._replan, problem, layout, round_)
             if pending is not None and pending.done():  # swap in at a round boundary
-                adopted = pending.result()
+                adopted, predicted = pending.result()
                 pending = None
                 if adopted is not None:
                     layout = adopted
                     job.update(layout=layout, placements=job.placements + 1)
+                elif predicted is not None:
+                    layout.predicted_round_seconds = predicted
             started = self._clock()
             outcome, layout = self._round_or_recover(problem, layout, round_, params)
             gradient = outcome.decoded.value
@@ -231,12 +236,12 @@ class Trainer:
         max_partitions = max(1, train.n_rows // MIN_ROWS_PER_PARTITION)
         problem = _Problem(train, test, model_name, model, n_params, max_partitions)
         restored = self._store.load(job.job_id)
+        if restored is not None and restored.config_hash not in ("", config_hash(cfg)):
+            # A finished job's id submitted again with another config: a new job.
+            log.warning("job %s: ignoring the checkpoint of another config", job.job_id)
+            restored = None
         if restored is None:
             return problem, params, optimizer, 0
-        if restored.config_hash and restored.config_hash != config_hash(cfg):
-            raise RoundFailed(
-                f"the checkpoint of job {job.job_id!r} was written by another configuration"
-            )
         if restored.params.shape != (n_params,):
             raise RoundFailed(
                 f"the checkpoint holds {restored.params.size} parameters, the model has {n_params}"
@@ -266,6 +271,7 @@ class Trainer:
             if self.job.cancel.is_set():
                 raise JobCancelled("cancelled during placement")
             topology = self._cluster.topology().without(dead)
+            self._used.update({n.name: (n, n in topology.edges) for n in topology.nodes})
             if not topology.edges:
                 raise RoundFailed(
                     "no alive edge with alive workers is left"
@@ -360,20 +366,22 @@ class Trainer:
             and (round_ - cfg.profile_rounds) % cfg.replan_every == 0
         )
 
-    def _replan(self, problem: _Problem, layout: Layout, round_: int) -> Layout | None:
+    def _replan(
+        self, problem: _Problem, layout: Layout, round_: int
+    ) -> tuple[Layout | None, float | None]:
         """Ask the planner again (with the runtimes fitted from the rounds so far); lay out and
         place a new epoch only when the plan's structure changed AND the predicted saving over
         the remaining rounds exceeds what the last placement cost. Runs off the round path:
-        rounds go on with the old epoch until the new one is ready."""
+        rounds go on with the old epoch until the new one is ready. Returns the new layout (or
+        None to keep the current one) and the current plan's new prediction."""
         cfg = self.job.config
         try:
             plan, predicted = self._cluster.plan(cfg.partitions, [], problem.max_partitions)
         except Exception as exc:
             log.warning("job %s: re-planning skipped: %s", self.job.job_id, describe(exc))
-            return None
+            return None, None
         if layout.plan is not None and same_structure(plan, layout.plan):
-            layout.predicted_round_seconds = predicted
-            return None
+            return None, predicted
         recent = [r.seconds for r in self.job.history[-REPLAN_WINDOW:]]
         current = float(np.median(recent)) if recent else layout.predicted_round_seconds
         remaining = cfg.rounds - round_
@@ -394,7 +402,7 @@ class Trainer:
             predicted,
         )
         try:
-            return self._lay_out(problem, plan=(plan, predicted))
+            return self._lay_out(problem, plan=(plan, predicted)), None
         except Exception as exc:  # the old epoch keeps serving
             log.warning(
                 "job %s: re-placement failed, keeping the current plan: %s", self.job.job_id, exc
@@ -503,12 +511,9 @@ class Trainer:
         )
 
     def _drop_everywhere(self) -> None:
-        """The job ended: every node that held its data forgets it (best effort)."""
-        layout = self.job.layout
-        if layout is None:
-            return
-        for node in layout.topology.nodes:
-            is_edge = node in layout.topology.edges
+        """The job ended: every node any of its placement epochs used forgets it (best effort;
+        a node left out of a later epoch may still hold the data of an earlier one)."""
+        for node, is_edge in list(self._used.values()):
             try:
                 self._pool.submit(self._transport.drop_job, node, self.job.job_id, is_edge)
             except RuntimeError:  # shutting down

@@ -177,6 +177,7 @@ class WorkerLogic:
         #: job id -> placement epoch -> data
         self._jobs: dict[str, dict[int, Placement]] = {}
         self._installs = 0
+        self._retired = False
         self._lock = threading.Lock()
 
     def begin_placement(self, header: PlacementHeader) -> PlacementBuilder:
@@ -244,6 +245,7 @@ class WorkerLogic:
             raise StaleRound(f"placement epoch {epoch} is not held (held: {sorted(held)})")
         for other in [e for e, p in held.items() if p.installed < placement.installed]:
             held.pop(other).newer.set()
+            self._retired = True
         return placement
 
     def compute(
@@ -268,6 +270,9 @@ class WorkerLogic:
                 placement.newer = threading.Event()
                 placement.latest_round = round_
             newer = placement.newer
+            retired, self._retired = self._retired, False
+        if retired:
+            self._publish()
         h = placement.header
         share = 1.0 / h.n_partitions
         parts = list(zip(h.coefficients, placement.features, placement.labels, strict=True))
