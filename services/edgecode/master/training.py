@@ -394,7 +394,7 @@ class Trainer:
                 remaining,
                 self._placement_seconds,
             )
-            return None
+            return None, None
         log.info(
             "job %s: re-placing for the new plan (%.4f -> %.4f s/round)",
             self.job.job_id,
@@ -407,7 +407,7 @@ class Trainer:
             log.warning(
                 "job %s: re-placement failed, keeping the current plan: %s", self.job.job_id, exc
             )
-            return None
+            return None, None
 
     # ---- one round ----------------------------------------------------------------------------
     def _round_or_recover(
