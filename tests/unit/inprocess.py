@@ -378,6 +378,9 @@ class RecordingMetrics:
     def sent(self, nbytes: int) -> None:
         self._record("sent", nbytes)
 
+    def recovery(self, *args: Any) -> None:
+        self._record("recovery", *args)
+
     def round_done(self, *args: Any) -> None:
         self._record("round_done", *args)
 

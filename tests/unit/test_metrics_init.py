@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from edgecode.aggregator.logic import DECODE, AggregatorLogic
-from edgecode.planning.plans import SCHEMES
+from edgecode.records import JOB_SCHEMES as SCHEMES
 from edgecode.runtime.metrics import AggregatorMetrics, MasterMetrics
 
 

@@ -100,6 +100,8 @@ class EdgeJob:
     code: GradientCode | None
     load_fractions: dict[str, float]
     epoch: int = 0
+    #: shape of each worker's answer: 0 = one vector [d], -1 = [V, d] with any V
+    message_rows: int = 0
     #: configuration order (a newer configuration of the same job has a larger number)
     installed: int = 0
 
@@ -172,6 +174,7 @@ class AggregatorLogic:
         targets: np.ndarray | None = None,
         s_worker: int = 0,
         epoch: int = 0,
+        message_rows: int = 0,
     ) -> int:
         """Set a job's workers and, in DECODE mode, their code rows and targets, for one
         placement epoch. The configuration rounds use now stays until the first round of a
@@ -195,6 +198,11 @@ class AggregatorLogic:
             }
         elif mode != FORWARD:
             raise InvalidInput(f"mode must be decode or forward, got {mode!r}")
+        if message_rows not in (0, -1) or (message_rows and mode == DECODE):
+            raise InvalidInput(
+                f"message_rows must be 0 (one vector) or -1 (several, FORWARD mode only), got "
+                f"{message_rows}"
+            )
         job = EdgeJob(
             job_id=job_id,
             workers=tuple(names),
@@ -204,6 +212,7 @@ class AggregatorLogic:
             code=code,
             load_fractions=fractions,
             epoch=epoch,
+            message_rows=message_rows,
         )
         self._metrics.known_workers(names)
         retired = []
@@ -263,7 +272,7 @@ class AggregatorLogic:
         job = self._current(job_id, epoch)
         collector = Round(
             {name: i for i, name in enumerate(job.workers)},
-            (params.size,),
+            (params.size,) if job.message_rows == 0 else (None, params.size),
             job.deadline_seconds,
             self._clock,
             self._metrics,

@@ -48,6 +48,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             targets,
             int(request.s_worker),
             int(request.placement_epoch),
+            int(request.message_rows),
         )
         return aggregator_pb2.ConfigureJobResponse(workers=count)
 

@@ -11,6 +11,12 @@ Schemes, all on the same code path (placement, edge fan-out, first-decodable-set
 - ``uncoded``: every partition on one worker, plain sums; the master waits for every edge's sum.
 - ``ignore``: uncoded placement; the master takes the first N - s workers and rescales by
   N / (N - s): fast and biased (the baseline that is NOT exact).
+- ``partial`` (paper 3): a partial-recovery design over all workers; each worker sends V plain
+  sums in one answer; edges forward; the master ends the round at the first arrival set from
+  which at least ceil(alpha K) partitions are recovered, each with coefficient exactly 1.
+- ``approx`` / ``approx-shuffle`` (paper 2): fractional or cyclic repetition over all workers;
+  edges forward; the master waits for ``wait`` answers (or the deadline) and takes the optimal
+  least-squares combination of what arrived (exact whenever that set is decodable).
 """
 
 from __future__ import annotations
@@ -22,16 +28,27 @@ from typing import Any
 
 import numpy as np
 
-from edgecode.codes.combine import Rule
-from edgecode.codes.flat import GradientCode, cyclic_repetition, placement_code
+from edgecode.codes.approximate import LeastSquaresDecoder
+from edgecode.codes.combine import Decoded, Rule
+from edgecode.codes.flat import (
+    GradientCode,
+    cyclic_repetition,
+    fractional_repetition,
+    placement_code,
+)
 from edgecode.codes.hierarchical import HierarchicalCode, hierarchical, hierarchical_from_counts
+from edgecode.codes.partial_rule import PartialDecoder
+from edgecode.codes.partial_schemes import partial_scheme, worker_encoding
 from edgecode.errors import Infeasible, RoundFailed
 from edgecode.master.ports import EdgeAssignment, Node, Topology
-from edgecode.planning.spec import Plan
+from edgecode.planning.partial import choose_partial_design
+from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.records import JobConfig, Timing
 from edgecode.rounds import ExactRule, FastestRule, all_of
 
 DECODE, FORWARD = "decode", "forward"
+#: A partition counts as used in a round when its weight in the result exceeds this.
+USED_WEIGHT = 1e-6
 #: s_edge and s_worker of a planner job when no plan is available.
 FALLBACK_S = 1
 
@@ -49,6 +66,12 @@ class Layout:
     s_tolerated: int
     predicted_round_seconds: float = 0.0
     plan: Plan | None = None
+    #: partial recovery: the decoder and, per worker, each held partition's message index
+    partial: PartialDecoder | None = None
+    groups: tuple[tuple[int, ...], ...] = ()
+    #: approximate decoding: the least-squares decoder and the answers to wait for (0: all)
+    approx: LeastSquaresDecoder | None = None
+    wait: int = 0
 
     @property
     def n_partitions(self) -> int:
@@ -79,6 +102,10 @@ class Layout:
             return [self.topology.edges[e] for e in self.code.active_edges]
         return [a.edge for a in self.assignments()]
 
+    def message_shape(self, length: int) -> tuple[int | None, ...]:
+        """The shape of every message the master's rule takes (several rows for partial)."""
+        return (None, length) if self.partial is not None else (length,)
+
     def senders(self) -> dict[str, int]:
         """Message sender name -> index of the master's rule."""
         nodes: tuple[Node, ...] | list[Node]
@@ -92,8 +119,12 @@ class Layout:
             nodes = self.workers  # the flat code's worker indices
         return {node.name: i for i, node in enumerate(nodes)}
 
-    def rule(self) -> Rule:
-        """A fresh rule for one round of this layout."""
+    def rule(self, round_: int = 0, length: int = 0) -> Rule:
+        """A fresh rule for round ``round_`` (messages of ``length`` values) of this layout."""
+        if self.partial is not None:
+            return self.partial.rule(length, rotation=round_)
+        if self.approx is not None:
+            return self.approx.rule(length, wait=self.wait or None)
         code = self.code
         if isinstance(code, HierarchicalCode):
             needed = len(code.active_edges) - code.s_edge
@@ -105,14 +136,16 @@ class Layout:
             return FastestRule(n, min(self.s_tolerated, n - 1))
         return ExactRule(len(self.workers), code.decode_vector, len(self.workers) - code.stragglers)
 
-    def uploads(self) -> list[tuple[Node, tuple[int, ...], tuple[float, ...]]]:
-        """``(worker, partitions held, their coefficients)`` for every worker holding data."""
+    def uploads(self) -> list[tuple[Node, tuple[int, ...], tuple[float, ...], tuple[int, ...]]]:
+        """``(worker, partitions held, their coefficients, their message indices)`` for every
+        worker holding data (message indices empty: one vector per answer)."""
         B = self.code.B
         out = []
         for index, worker in enumerate(self.workers):
             held = tuple(int(j) for j in np.flatnonzero(B[index]))
             if held:
-                out.append((worker, held, tuple(float(B[index, j]) for j in held)))
+                groups = self.groups[index] if self.groups else ()
+                out.append((worker, held, tuple(float(B[index, j]) for j in held), groups))
         return out
 
     def assignments(self) -> list[EdgeAssignment]:
@@ -140,8 +173,25 @@ class Layout:
                 code_rows = rows[holding]
                 out.append(EdgeAssignment(edge, workers, DECODE, code_rows, code_rows.sum(0), 0))
             else:
-                out.append(EdgeAssignment(edge, workers, FORWARD, None, None, 0))
+                several = -1 if self.partial is not None else 0
+                out.append(EdgeAssignment(edge, workers, FORWARD, None, None, 0, several))
         return out
+
+    def partitions_used(self, decoded: Decoded) -> np.ndarray:
+        """Per partition, 1 when the round's result holds its gradient (with any weight)."""
+        K = self.n_partitions
+        if decoded.recovered is not None:
+            used = np.zeros(K)
+            used[list(decoded.recovered)] = 1.0
+            return used
+        weights = decoded.partition_weights
+        if weights is None and self.scheme == "ignore" and decoded.weights is not None:
+            holding = set(self.holding())
+            B = self.code.B[[i for i, w in enumerate(self.workers) if w in holding]]
+            weights = decoded.weights @ B
+        if weights is None:
+            return np.ones(K)  # exact: every partition, with coefficient 1
+        return (np.abs(weights) > USED_WEIGHT).astype(np.float64)
 
     def stragglers(self, timings: tuple[Timing, ...]) -> int:
         """Workers whose message was not used this round."""
@@ -185,11 +235,65 @@ def build_layout(
             else _cyclic_code(n_workers, s, config.partitions)
         )
         return Layout("flat", topology, epoch, code, s)
+    if config.scheme == "partial":
+        return _partial_layout(config, topology, epoch)
+    if config.scheme in ("approx", "approx-shuffle"):
+        s = min(config.s_flat, n_workers - 1)
+        try:
+            code = (
+                fractional_repetition(n_workers, s)
+                if config.base_code == "frc"
+                else cyclic_repetition(n_workers, s)
+            )
+        except ValueError as exc:
+            raise Infeasible(f"{config.base_code} on {n_workers} workers: {exc}") from None
+        wait = min(config.wait, n_workers)
+        return Layout(
+            config.scheme, topology, epoch, code, s, approx=LeastSquaresDecoder(code.B), wait=wait
+        )
     # uncoded and ignore: every partition on one worker, plain sums
     K = config.partitions or n_workers
     code = placement_code([[j % n_workers] for j in range(K)], n_workers, 0)
     tolerated = min(config.s_flat, n_workers - 1) if config.scheme == "ignore" else 0
     return Layout(config.scheme, topology, epoch, code, tolerated)
+
+
+def _partial_layout(config: JobConfig, topology: Topology, epoch: int) -> Layout:
+    """Paper 3's layout: the design's partitions on every worker, its messages as groups."""
+    n = sum(len(w) for w in topology.workers)
+    s = min(config.s_flat, n - 1)
+    vectors = config.vectors or None
+    if config.partial_design == "auto":
+        # The planner's runtime model of this cluster size (equal workers): the design with the
+        # lowest expected round time, weighing computation against communication load.
+        spec = ClusterSpec(
+            edges=(
+                EdgeSpec(
+                    "all",
+                    tuple(WorkerSpec(f"w{i}", shift=1.0, rate=10.0) for i in range(n)),
+                ),
+            )
+        )
+        choice = choose_partial_design(
+            spec, s, config.alpha, max_vectors=vectors, rng=np.random.default_rng(config.seed)
+        )
+        scheme = choice.best.scheme
+    else:
+        scheme = partial_scheme(n, s, config.alpha, config.partial_design, vectors=vectors)
+    B = np.zeros((n, scheme.n_partitions))
+    groups = []
+    for i in range(n):
+        encoding = worker_encoding(scheme, i)
+        B[i, list(encoding.partitions)] = 1.0
+        if np.any(encoding.sums.sum(axis=0) != 1):
+            raise Infeasible(f"worker {i}'s messages of the {scheme} design overlap")
+        groups.append(tuple(int(m) for m in np.argmax(encoding.sums, axis=0)))
+    holders = tuple(tuple(int(w) for w in np.flatnonzero(B[:, j])) for j in range(B.shape[1]))
+    code = GradientCode(
+        B=B, stragglers=s, holders=holders, name="partial", targets=np.ones(B.shape[1])
+    )
+    decoder = PartialDecoder(scheme, scale=config.partial_scale)
+    return Layout("partial", topology, epoch, code, s, partial=decoder, groups=tuple(groups))
 
 
 def _cyclic_code(n: int, s: int, K: int) -> GradientCode:

@@ -85,6 +85,8 @@ class EdgeAssignment:
     code_rows: np.ndarray | None
     targets: np.ndarray | None
     s_worker: int
+    #: shape of each worker's answer: 0 = one vector, -1 = several rows
+    message_rows: int = 0
 
 
 class Transport(Protocol):
@@ -142,6 +144,10 @@ class MasterMetricsPort(Protocol):
         timings: Sequence[Timing],
     ) -> None: ...
 
+    def recovery(self, job_id: str, fraction: float, residual: float, vectors: int) -> None:
+        """The partitions a round's result holds, its decoding residual and the vectors used."""
+        ...
+
     def matrix_placed(self, scheme: str, nbytes: int, block_nnz: Sequence[int]) -> None: ...
 
     def matrix_worker(self, worker: str, seconds: float) -> None: ...
@@ -168,6 +174,9 @@ class NoMasterMetrics(NoObserver):
         predicted: float,
         timings: Sequence[Timing],
     ) -> None:
+        pass
+
+    def recovery(self, job_id: str, fraction: float, residual: float, vectors: int) -> None:
         pass
 
     def matrix_placed(self, scheme: str, nbytes: int, block_nnz: Sequence[int]) -> None:

@@ -77,6 +77,9 @@ class Job:
     placements: int = 0
     setup_seconds: float = 0.0
     placement_seconds: float = 0.0
+    partition_usage: tuple[float, ...] = ()
+    shuffle_bytes: int = 0
+    shuffles: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     changed: threading.Condition = field(default_factory=threading.Condition)
     started: float = field(default_factory=time.monotonic)
@@ -98,6 +101,9 @@ class Job:
                 placements=self.placements,
                 setup_seconds=self.setup_seconds,
                 placement_seconds=self.placement_seconds,
+                partition_usage=self.partition_usage,
+                shuffle_bytes=self.shuffle_bytes,
+                shuffles=self.shuffles,
                 params=self.params if include_params else None,
                 param_history=tuple(self.param_history) if include_params else (),
             )
@@ -150,6 +156,8 @@ class Trainer:
         self._reporting = threading.Lock()
         self._epoch = 0
         self._placement_seconds = 0.0
+        self._usage: np.ndarray = np.zeros(0)
+        self._usage_rounds = 0
         #: every node any placement epoch of this job used, by name, and whether it is an edge
         self._used: dict[str, tuple[Node, bool]] = {}
 
@@ -320,7 +328,7 @@ class Trainer:
         train, cfg = problem.train, self.job.config
         blocks = train.partition(layout.n_partitions)
         uploads = {}
-        for worker, held, coefficients in layout.uploads():
+        for worker, held, coefficients, groups in layout.uploads():
             header = PlacementHeader(
                 job_id=self.job.job_id,
                 model=problem.model_name,
@@ -332,6 +340,7 @@ class Trainer:
                 n_partitions=layout.n_partitions,
                 epoch=layout.epoch,
                 rows=tuple(int(blocks[j][0].shape[0]) for j in held),
+                groups=groups,
             )
             chunks = [(j, blocks[j][0], blocks[j][1]) for j in held]
             timeout = placement_timeout(sum(_nbytes(blocks[j][0]) for j in held))
@@ -437,14 +446,20 @@ class Trainer:
 
     def _round(self, layout: Layout, round_: int, params: np.ndarray) -> Outcome:
         deadline = self.job.config.round_deadline_seconds
-        collector = Round(layout.senders(), (params.size,), deadline, self._clock, self._metrics)
+        collector = Round(
+            layout.senders(),
+            layout.message_shape(params.size),
+            deadline,
+            self._clock,
+            self._metrics,
+        )
         for edge in layout.participating_edges():
             stream = self._transport.run_round(
                 edge, self.job.job_id, round_, params, layout.epoch, deadline
             )
             self._metrics.sent(params.nbytes)
             collector.add(StreamSource(edge.name, stream, stream.cancel, self._pool))
-        return collector.decide(layout.rule())
+        return collector.decide(layout.rule(round_, params.size))
 
     def _finish_round(
         self,
@@ -460,9 +475,20 @@ class Trainer:
         loss = problem.model.loss(params, train.X, train.y) / train.n_rows
         timings = outcome.timings
         stragglers = layout.stragglers(timings)
-        record = RoundRecord(round_, seconds, loss, stragglers, self._clock() - job.started)
+        used = layout.partitions_used(outcome.decoded)
+        self._count_usage(used)
+        record = RoundRecord(
+            round_,
+            seconds,
+            loss,
+            stragglers,
+            self._clock() - job.started,
+            recovered_fraction=float(np.mean(used)),
+            residual=float(outcome.decoded.residual),
+        )
         with job.changed:
             job.params = params
+            job.partition_usage = tuple(float(u) for u in self._usage / self._usage_rounds)
             job.history.append(record)
             if job.config.record_params:
                 job.param_history.append(params.copy())
@@ -470,10 +496,19 @@ class Trainer:
             job.last_timings = timings
             job.changed.notify_all()
         predicted = layout.predicted_round_seconds
+        vectors = sum(1 if outcome.decoded.value.ndim == 1 else int(t.arrived) for t in timings)
+        self._metrics.recovery(job.job_id, record.recovered_fraction, record.residual, vectors)
         self._metrics.round_done(
             job.config.scheme, job.job_id, seconds, stragglers, loss, predicted, timings
         )
         self._report(timings, seconds, predicted)
+
+    def _count_usage(self, used: np.ndarray) -> None:
+        """Per partition, in how many rounds it had weight (restarts when K changes)."""
+        if self._usage.shape != used.shape:
+            self._usage, self._usage_rounds = np.zeros(used.shape), 0
+        self._usage += used
+        self._usage_rounds += 1
 
     def _report(self, timings: tuple[Timing, ...], seconds: float, predicted: float) -> None:
         """Tell the coordinator, off the round path: a report still in flight (a slow or paused

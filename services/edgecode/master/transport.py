@@ -55,7 +55,7 @@ class _EdgeStream:
     def __iter__(self) -> Iterator[Message]:
         for message in self._call:
             vector = wire.tensor_from_proto(
-                message.vector, f"vector from edge {self._edge}", dtype="float64", shape=[None]
+                message.vector, f"vector from edge {self._edge}", dtype="float64"
             )
             yield Message(
                 # DECODE mode: the edge's own vector; FORWARD mode: the worker's.
@@ -113,6 +113,7 @@ class GrpcTransport:
             else aggregator_pb2.EDGE_MODE_FORWARD,
             s_worker=a.s_worker,
             worker_deadline_seconds=deadline_seconds,
+            message_rows=a.message_rows,
         )
         if a.code_rows is not None and a.targets is not None:
             wire.tensor_to_proto(np.ascontiguousarray(a.code_rows), out=request.code)

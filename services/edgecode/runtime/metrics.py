@@ -9,8 +9,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from edgecode.planning.plans import SCHEMES
-from edgecode.records import Timing
+from edgecode.records import JOB_SCHEMES, Timing
 
 #: Latency buckets from 1 ms to 60 s: Raspberry Pi rounds are slow, loopback rounds fast.
 LATENCY_BUCKETS = (
@@ -259,6 +258,24 @@ class MasterMetrics(ServiceMetrics):
         self.placed_bytes = Counter(
             "edgecode_master_placed_bytes_total", "Bytes of data placed on workers", registry=r
         )
+        self.recovered_fraction = Gauge(
+            "edgecode_master_recovered_fraction",
+            "Fraction of the partitions the last round's result holds (partial and approximate "
+            "schemes; 1 when exact)",
+            ["job_id"],
+            registry=r,
+        )
+        self.decoding_residual = Gauge(
+            "edgecode_master_decoding_residual",
+            "Decoding residual ||B_A^T a - 1||^2 / K of the last round (approximate schemes)",
+            ["job_id"],
+            registry=r,
+        )
+        self.vectors_received = Counter(
+            "edgecode_master_vectors_received_total",
+            "Coded vectors in the results the master used",
+            registry=r,
+        )
         # Matrix jobs (coded sparse blocks, A^T x).
         self.matrix_placed_bytes = Counter(
             "edgecode_master_matrix_placed_bytes_total",
@@ -290,7 +307,7 @@ class MasterMetrics(ServiceMetrics):
         # Export every known label value at 0 from the start: a labelled series that first
         # appears already counting (a short job finished between two scrapes) has no increase
         # for rate() to see, and the dashboards would show nothing for that job.
-        for scheme in SCHEMES:
+        for scheme in JOB_SCHEMES:
             self.round_seconds.labels(scheme)
             self.rounds.labels(scheme)
         for level in ("worker", "edge"):
@@ -330,6 +347,11 @@ class MasterMetrics(ServiceMetrics):
         self.predicted_round_seconds.set(predicted)
         for t in timings:
             self.worker_latency.labels(t.node, t.edge).observe(t.seconds)
+
+    def recovery(self, job_id: str, fraction: float, residual: float, vectors: int) -> None:
+        self.recovered_fraction.labels(job_id).set(fraction)
+        self.decoding_residual.labels(job_id).set(residual)
+        self.vectors_received.inc(vectors)
 
     def matrix_placed(self, scheme: str, nbytes: int, block_nnz: Sequence[int]) -> None:
         self.matrix_placed_bytes.labels(scheme=scheme).inc(nbytes)

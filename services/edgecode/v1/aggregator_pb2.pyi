@@ -71,6 +71,7 @@ class ConfigureJobRequest(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     WORKER_DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
     PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
+    MESSAGE_ROWS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     s_worker: _builtins.int
     mode: Global___EdgeMode.ValueType
@@ -80,6 +81,8 @@ class ConfigureJobRequest(_message.Message):
     """The placement epoch this configuration belongs to: rounds name it. The edge keeps the
     configuration rounds use now until the first round of a newer epoch arrives.
     """
+    message_rows: _builtins.int
+    """Shape of each worker's answer: 0 = one vector [d]; -1 = [V, d] with any V >= 1."""
     @_builtins.property
     def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdgeWorker]: ...
     @_builtins.property
@@ -101,10 +104,11 @@ class ConfigureJobRequest(_message.Message):
         mode: Global___EdgeMode.ValueType = ...,
         worker_deadline_seconds: _builtins.float = ...,
         placement_epoch: _builtins.int = ...,
+        message_rows: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "targets", b"targets"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "job_id", b"job_id", "mode", b"mode", "placement_epoch", b"placement_epoch", "s_worker", b"s_worker", "targets", b"targets", "worker_deadline_seconds", b"worker_deadline_seconds", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "job_id", b"job_id", "message_rows", b"message_rows", "mode", b"mode", "placement_epoch", b"placement_epoch", "s_worker", b"s_worker", "targets", b"targets", "worker_deadline_seconds", b"worker_deadline_seconds", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -35,6 +35,7 @@ class PlacementHeader(_message.Message):
     N_PARTITIONS_FIELD_NUMBER: _builtins.int
     PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     model: _builtins.str
     """Model name: "logistic", "softmax" or "least_squares"."""
@@ -58,6 +59,13 @@ class PlacementHeader(_message.Message):
         row arrived, so a stream cut short never leaves partial data behind.
         """
 
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Several vectors per answer (partial recovery): the message index of each partition (same
+        order as partitions); the answer is [V, d] with row m the plain sum of message m's
+        partitions. Empty = one vector, sum_j coefficient_j g_j.
+        """
+
     def __init__(
         self,
         *,
@@ -71,10 +79,11 @@ class PlacementHeader(_message.Message):
         n_partitions: _builtins.int = ...,
         placement_epoch: _builtins.int = ...,
         rows: _abc.Iterable[_builtins.int] | None = ...,
+        groups: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coefficients", b"coefficients", "job_id", b"job_id", "l2", b"l2", "model", b"model", "n_classes", b"n_classes", "n_features", b"n_features", "n_partitions", b"n_partitions", "partitions", b"partitions", "placement_epoch", b"placement_epoch", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coefficients", b"coefficients", "groups", b"groups", "job_id", b"job_id", "l2", b"l2", "model", b"model", "n_classes", b"n_classes", "n_features", b"n_features", "n_partitions", b"n_partitions", "partitions", b"partitions", "placement_epoch", b"placement_epoch", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

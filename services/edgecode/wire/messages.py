@@ -194,6 +194,7 @@ def placement_header_to_proto(header: PlacementHeader) -> worker_pb2.PlacementHe
         n_partitions=header.n_partitions,
         placement_epoch=header.epoch,
         rows=header.rows,
+        groups=header.groups,
     )
 
 
@@ -209,6 +210,7 @@ def placement_header_from_proto(message: worker_pb2.PlacementHeader) -> Placemen
         n_partitions=int(message.n_partitions),
         epoch=int(message.placement_epoch),
         rows=tuple(int(r) for r in message.rows),
+        groups=tuple(int(g) for g in message.groups),
     )
 
 
@@ -313,6 +315,9 @@ def job_status_to_proto(job: JobStatus, include_params: bool = False) -> master_
         placements=job.placements,
         setup_seconds=job.setup_seconds,
         placement_seconds=job.placement_seconds,
+        partition_usage=job.partition_usage,
+        shuffle_bytes=job.shuffle_bytes,
+        shuffles=job.shuffles,
     )
     if include_params and job.params is not None:
         tensor_to_proto(job.params, out=status.params)

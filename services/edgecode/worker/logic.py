@@ -88,6 +88,13 @@ class PlacementBuilder:
             raise InvalidInput(
                 f"placement: holds {len(h.partitions)} partitions of {h.n_partitions}"
             )
+        if h.groups and (
+            len(h.groups) != len(h.partitions) or set(h.groups) != set(range(max(h.groups) + 1))
+        ):
+            raise InvalidInput(
+                "placement: groups must give each partition its message index, every index in "
+                "0..V-1 used"
+            )
         if len(h.rows) != len(h.partitions) or any(r < 1 for r in h.rows):
             raise InvalidInput(
                 "placement: the header must give the (positive) rows of every partition"
@@ -276,7 +283,17 @@ class WorkerLogic:
         h = placement.header
         share = 1.0 / h.n_partitions
         parts = list(zip(h.coefficients, placement.features, placement.labels, strict=True))
-        gradient = placement.model.coded_gradient(params, parts, reg_share=share)
+        if h.groups:  # several vectors: row m sums the partitions of message m
+            gradient = np.stack(
+                [
+                    placement.model.coded_gradient(
+                        params, [p for p, g in zip(parts, h.groups, strict=True) if g == m], share
+                    )
+                    for m in range(max(h.groups) + 1)
+                ]
+            )
+        else:
+            gradient = placement.model.coded_gradient(params, parts, reg_share=share)
         if self.straggle.emulates:
             fraction = len(h.partitions) / h.n_partitions
             extra = placement.runtime.sample(fraction, self._rng)
