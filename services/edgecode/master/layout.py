@@ -193,6 +193,12 @@ class Layout:
             return np.ones(K)  # exact: every partition, with coefficient 1
         return (np.abs(weights) > USED_WEIGHT).astype(np.float64)
 
+    def vectors(self, used: tuple[int, ...]) -> int:
+        """Coded vectors in the messages of the senders ``used`` (several per partial answer)."""
+        if not self.groups:
+            return len(used)
+        return sum(max(self.groups[i], default=-1) + 1 for i in used)
+
     def stragglers(self, timings: tuple[Timing, ...]) -> int:
         """Workers whose message was not used this round."""
         return len(self.workers) - sum(1 for t in timings if t.arrived)

@@ -496,7 +496,7 @@ class Trainer:
             job.last_timings = timings
             job.changed.notify_all()
         predicted = layout.predicted_round_seconds
-        vectors = sum(1 if outcome.decoded.value.ndim == 1 else int(t.arrived) for t in timings)
+        vectors = layout.vectors(outcome.decoded.used)
         self._metrics.recovery(job.job_id, record.recovered_fraction, record.residual, vectors)
         self._metrics.round_done(
             job.config.scheme, job.job_id, seconds, stragglers, loss, predicted, timings
