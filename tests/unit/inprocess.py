@@ -257,6 +257,7 @@ class Transport:
             None if a.targets is None else np.array(a.targets),
             a.s_worker,
             epoch,
+            a.message_rows,
         )
         self.configured.append((job_id, a))
 

@@ -1,0 +1,143 @@
+"""Papers 2 and 3 in the master's engine, in-process: partial recovery (``partial``) and
+approximate decoding (``approx``) run whole jobs over real edge and worker logic (no sockets).
+
+The gradient of every round is read back from the parameters: with plain gradient descent,
+``g_t = (x_t - x_{t+1}) n / lr``; it must be ``scale * sum_{j in R} g_j(x_t)`` for a recovered set
+R of at least ceil(alpha K) partitions (partial), or the exact gradient whenever every worker
+answered (approx with wait = n).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from inprocess import grid
+from test_master_logic import Harness, assert_exact, job_config, reference
+
+from edgecode.learning.datasets import load_split
+from edgecode.learning.models import get_model
+from edgecode.records import SUCCEEDED, JobConfig
+
+LR = 0.5
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    made = Harness(topology=grid(3, 3))
+    yield made
+    made.close()
+
+
+def partition_gradients(config: JobConfig, params: np.ndarray, K: int) -> np.ndarray:
+    """g_j(params) of every partition j (the worker's view: L2 shared as 1/K each)."""
+    rng = np.random.default_rng(config.seed)
+    train, _ = load_split(config.dataset, rng)
+    model = get_model(config.model or train.default_model, l2=config.l2)
+    return np.stack(
+        [model.gradient(params, X, y, reg_share=1.0 / K) for X, y in train.partition(K)]
+    )
+
+
+def initial_params(config: JobConfig) -> np.ndarray:
+    rng = np.random.default_rng(config.seed)
+    train, _ = load_split(config.dataset, rng)
+    model = get_model(config.model or train.default_model, l2=config.l2)
+    return model.init_params(rng, train.n_features, train.n_classes)
+
+
+def applied_gradients(config: JobConfig, history: list[np.ndarray]) -> list[np.ndarray]:
+    rng = np.random.default_rng(config.seed)
+    train, _ = load_split(config.dataset, rng)
+    points = [initial_params(config), *history]
+    return [(a - b) * train.n_rows / LR for a, b in zip(points[:-1], points[1:], strict=True)]
+
+
+def test_partial_with_alpha_one_is_exact(harness: Harness) -> None:
+    config = job_config("partial", alpha=1.0, partial_design="cyclic", optimizer="gd", s_flat=2)
+    harness.transport.workers.slow = lambda worker, round_: worker in ("w1", "w5")
+    job = harness.run(config)
+    assert job.state == SUCCEEDED, job.message
+    assert_exact(job.param_history, reference(config)[0])
+    assert all(r.recovered_fraction == 1.0 for r in job.history)
+
+
+@pytest.mark.parametrize(
+    ("design", "alpha", "slow"),
+    [("cyclic", 0.8, ("w1", "w5")), ("subset", 0.75, ("w0", "w4")), ("cyclic", 0.6, ("w2",))],
+)
+def test_partial_recovers_at_least_alpha_of_the_partitions_exactly(
+    harness: Harness, design: str, alpha: float, slow: tuple[str, ...]
+) -> None:
+    """Every round's gradient is (K / |R|) times the plain sum of a recovered set R with
+    |R| >= ceil(alpha K): found by enumerating every candidate set."""
+    config = job_config(
+        "partial",
+        alpha=alpha,
+        partial_design=design,
+        optimizer="gd",
+        learning_rate=LR,
+        s_flat=2,
+        rounds=4,
+    )
+    harness.transport.workers.slow = lambda worker, round_: worker in slow
+    job = harness.run(config)
+    assert job.state == SUCCEEDED, job.message
+    layout = job.layout
+    assert layout is not None and layout.partial is not None
+    K = layout.n_partitions
+    need = math.ceil(alpha * K - 1e-12)
+    points = [initial_params(config), *job.param_history]
+    for t, got in enumerate(applied_gradients(config, job.param_history)):
+        G = partition_gradients(config, points[t], K)
+        errors = []
+        for size in range(need, K + 1):
+            for chosen in itertools.combinations(range(K), size):
+                want = (K / size) * G[list(chosen)].sum(axis=0)
+                errors.append(np.linalg.norm(got - want) / np.linalg.norm(want))
+        best = float(np.nanmin(errors))
+        assert np.isfinite(best) and best <= 1e-9, (t, best)
+        assert need / K <= job.history[t].recovered_fraction <= 1.0
+    assert len(job.partition_usage) == K
+    assert all(0.0 <= u <= 1.0 for u in job.partition_usage)
+
+
+def test_a_bad_alpha_is_refused_at_submit(harness: Harness) -> None:
+    from edgecode.errors import InvalidInput
+
+    for alpha in (0.0, -0.5, 1.5, math.nan):
+        with pytest.raises(InvalidInput, match="0 < alpha <= 1"):
+            harness.logic.submit(job_config("partial", alpha=alpha))
+
+
+def test_approx_waiting_for_every_worker_is_exact(harness: Harness) -> None:
+    config = job_config("approx", base_code="frc", s_flat=2, wait=9)
+    job = harness.run(config)
+    assert job.state == SUCCEEDED, job.message
+    assert_exact(job.param_history, reference(config)[0])
+    assert all(r.residual <= 1e-20 and r.recovered_fraction == 1.0 for r in job.history)
+
+
+def test_approx_uses_what_arrived_and_reports_residual_and_usage(harness: Harness) -> None:
+    """Three workers holding whole frc groups straggle for good: the master ends every round at
+    6 answers; the partitions only they hold never get weight and the residual says so."""
+    config = replace(
+        job_config("approx", base_code="frc", s_flat=2, wait=6, rounds=4),
+        round_deadline_seconds=5.0,
+    )
+    harness.transport.workers.slow = lambda worker, round_: worker in ("w0", "w1", "w2")
+    job = harness.run(config)
+    assert job.state == SUCCEEDED, job.message
+    residuals = np.array([r.residual for r in job.history])
+    assert np.all(np.isfinite(residuals)) and np.all(residuals > 0.1)
+    usage = np.array(job.partition_usage)
+    layout = job.layout
+    assert layout is not None
+    lost = [j for j in range(layout.n_partitions) if set(layout.code.holders[j]) <= {0, 1, 2}]
+    assert lost and np.all(usage[lost] == 0.0)
+    others = [j for j in range(layout.n_partitions) if j not in lost]
+    assert np.all(usage[others] == 1.0)
