@@ -218,6 +218,7 @@ class Transport:
         self.configured: list[tuple[str, EdgeAssignment]] = []
         self.streams: list[tuple[str, int, Stream]] = []
         self.dropped: list[Dropped] = []
+        self.fetched: list[tuple[str, int, int]] = []
         self.unreachable_calls: list[tuple[str, ...]] = []
         self._rounds_seen: set[int] = set()
         self._changed = threading.Condition()
@@ -276,6 +277,32 @@ class Transport:
         stream = Stream(make, edge.name, self.hang(edge.name, round_), edge.name in self.dead)
         self.streams.append((edge.name, round_, stream))
         return stream
+
+    def fetch_placement(
+        self,
+        worker: Node,
+        header: PlacementHeader,
+        from_epoch: int,
+        sources: dict[int, str],
+        timeout: float,
+    ) -> tuple[int, float]:
+        if worker.name in self.dead:
+            raise FakeRpcError("UNAVAILABLE", f"{worker.name}: connection refused")
+        workers = self.workers
+
+        class Reader:
+            def read(self, address: str, job_id: str, epoch: int, partitions: Any) -> Any:
+                if address in workers.dead:
+                    raise FakeRpcError("UNAVAILABLE", f"{address}: connection refused")
+                for j, X, y in workers.logic[address].partition_data(job_id, epoch, partitions):
+                    yield j, X, y, int(X.nbytes + y.nbytes)
+
+        _, fetched, seconds = self.workers.logic[worker.address].fetch_placement(
+            header, from_epoch, sources, Reader()
+        )
+        with self._changed:
+            self.fetched.append((worker.name, header.epoch, fetched))
+        return fetched, seconds
 
     def drop_job(self, node: Node, job_id: str, is_edge: bool) -> None:
         with self._changed:

@@ -54,7 +54,7 @@ def applied_gradients(config: JobConfig, history: list[np.ndarray]) -> list[np.n
     rng = np.random.default_rng(config.seed)
     train, _ = load_split(config.dataset, rng)
     points = [initial_params(config), *history]
-    return [(a - b) * train.n_rows / LR for a, b in zip(points[:-1], points[1:], strict=True)]
+    return [(a - b) * train.n_rows / LR for a, b in itertools.pairwise(points)]
 
 
 def test_partial_with_alpha_one_is_exact(harness: Harness) -> None:
@@ -141,3 +141,53 @@ def test_approx_uses_what_arrived_and_reports_residual_and_usage(harness: Harnes
     assert lost and np.all(usage[lost] == 0.0)
     others = [j for j in range(layout.n_partitions) if j not in lost]
     assert np.all(usage[others] == 1.0)
+
+
+@pytest.mark.parametrize("policy", ["random", "aware"])
+def test_shuffles_move_data_between_workers_and_keep_rounds_consistent(
+    harness: Harness, policy: str
+) -> None:
+    """approx-shuffle with every worker answering is exact at every round, whatever the
+    shuffles do meanwhile; each shuffle is a new epoch assembled by the workers themselves."""
+    config = job_config(
+        "approx-shuffle",
+        base_code="frc",
+        s_flat=2,
+        wait=9,
+        rounds=12,
+        shuffle_every=3,
+        shuffle=policy,
+    )
+    job = harness.run(config)
+    assert job.state == SUCCEEDED, job.message
+    assert_exact(job.param_history, reference(config)[0])
+    if policy == "random":
+        assert job.shuffles >= 1 and job.shuffle_bytes > 0
+        epochs = {epoch for _, epoch, _ in harness.transport.fetched}
+        assert len(epochs) == job.shuffles and min(epochs) > 1
+    moved = sum(fetched for _, _, fetched in harness.transport.fetched)
+    assert moved == job.shuffle_bytes
+
+
+def test_aware_shuffling_brings_the_slow_nodes_data_back_into_use(harness: Harness) -> None:
+    """Workers w0-w2 (one whole frc group) are persistently slow and the master waits for 6
+    answers: without shuffling their partitions are never used (see the approx test above);
+    aware shuffling moves them onto active workers, so every partition gets used."""
+    config = replace(
+        job_config(
+            "approx-shuffle",
+            base_code="frc",
+            s_flat=2,
+            wait=6,
+            rounds=16,
+            shuffle_every=4,
+            shuffle="aware",
+        ),
+        round_deadline_seconds=5.0,
+    )
+    harness.transport.workers.slow = lambda worker, round_: worker in ("w0", "w1", "w2")
+    job = harness.run(config)
+    assert job.state == SUCCEEDED, job.message
+    assert job.shuffles >= 1 and job.shuffle_bytes > 0
+    usage = np.array(job.partition_usage)
+    assert np.all(np.isfinite(usage)) and np.all(usage > 0), usage

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ from edgecode.codes.partial_schemes import partial_scheme, worker_encoding
 from edgecode.errors import Infeasible, RoundFailed
 from edgecode.master.ports import EdgeAssignment, Node, Topology
 from edgecode.planning.partial import choose_partial_design
+from edgecode.planning.shuffle import Assignment
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.records import JobConfig, Timing
 from edgecode.rounds import ExactRule, FastestRule, all_of
@@ -72,6 +73,25 @@ class Layout:
     #: approximate decoding: the least-squares decoder and the answers to wait for (0: all)
     approx: LeastSquaresDecoder | None = None
     wait: int = 0
+    #: approx-shuffle: the base code's B and which of its rows each worker plays
+    base_B: np.ndarray | None = None
+    assignment: Assignment | None = None
+
+    def shuffled(self, after: Assignment, epoch: int) -> Layout:
+        """This layout with worker w playing row ``after.rows[w]`` of the base code."""
+        assert self.base_B is not None and isinstance(self.code, GradientCode)
+        B = after.sender_matrix(self.base_B)
+        holders = tuple(tuple(int(w) for w in np.flatnonzero(B[:, j])) for j in range(B.shape[1]))
+        code = GradientCode(
+            B=B,
+            stragglers=self.code.stragglers,
+            holders=holders,
+            name=self.code.name,
+            targets=self.code.targets,
+        )
+        return replace(
+            self, epoch=epoch, code=code, approx=LeastSquaresDecoder(B), assignment=after
+        )
 
     @property
     def n_partitions(self) -> int:
@@ -255,7 +275,15 @@ def build_layout(
             raise Infeasible(f"{config.base_code} on {n_workers} workers: {exc}") from None
         wait = min(config.wait, n_workers)
         return Layout(
-            config.scheme, topology, epoch, code, s, approx=LeastSquaresDecoder(code.B), wait=wait
+            config.scheme,
+            topology,
+            epoch,
+            code,
+            s,
+            approx=LeastSquaresDecoder(code.B),
+            wait=wait,
+            base_B=code.B,
+            assignment=Assignment.identity(n_workers),
         )
     # uncoded and ignore: every partition on one worker, plain sums
     K = config.partitions or n_workers

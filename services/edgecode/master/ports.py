@@ -111,6 +111,18 @@ class Transport(Protocol):
         self, edge: Node, job_id: str, round_: int, params: np.ndarray, epoch: int, timeout: float
     ) -> RoundStream: ...
 
+    def fetch_placement(
+        self,
+        worker: Node,
+        header: PlacementHeader,
+        from_epoch: int,
+        sources: dict[int, str],
+        timeout: float,
+    ) -> tuple[int, float]:
+        """Have ``worker`` assemble a new placement from its own ``from_epoch`` data (source
+        "") and other workers (their addresses); returns (bytes fetched, seconds)."""
+        ...
+
     def drop_job(self, node: Node, job_id: str, is_edge: bool) -> None:
         """Tell a node a job ended (best effort)."""
         ...

@@ -28,6 +28,7 @@ from edgecode.learning.optimizers import Optimizer, optimizer_from_state
 from edgecode.master.checkpoints import Checkpoint, CheckpointStore, SavedJob, config_hash
 from edgecode.master.layout import Layout, build_layout, same_structure, worth_replacing
 from edgecode.master.ports import ClusterView, MasterMetricsPort, Node, Transport
+from edgecode.planning.shuffle import shuffle
 from edgecode.planning.spec import Plan
 from edgecode.records import (
     CANCELLED,
@@ -43,6 +44,7 @@ from edgecode.records import (
     Timing,
 )
 from edgecode.rounds import Outcome, Round, StreamSource, describe
+from edgecode.straggle_classes import ClassFilter, lateness
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ PLACE_BASE_SECONDS = 5.0
 PLACE_MIN_BYTES_PER_SECOND = 1e6
 #: Fewest rows a partition should hold to be worth a message of its own.
 MIN_ROWS_PER_PARTITION = 4
+#: The two-class straggler model the aware shuffle's filter assumes (papers.md, section 2).
+FILTER_MODEL = {"p_slow": 0.8, "p_active": 0.05, "q_as": 0.02, "q_sa": 0.05}
 #: Recent rounds whose median time a new plan must beat.
 REPLAN_WINDOW = 5
 
@@ -158,6 +162,8 @@ class Trainer:
         self._placement_seconds = 0.0
         self._usage: np.ndarray = np.zeros(0)
         self._usage_rounds = 0
+        self._rng = np.random.default_rng([job.config.seed, 0x5F1E])
+        self._filter: ClassFilter | None = None
         #: every node any placement epoch of this job used, by name, and whether it is an edge
         self._used: dict[str, tuple[Node, bool]] = {}
 
@@ -183,6 +189,8 @@ class Trainer:
         job.update(state=RUNNING, round=start_round, params=params)
         self._epoch = len(job.history)
         layout = self._lay_out(problem)
+        if cfg.scheme == "approx-shuffle" and cfg.shuffle == "aware":
+            self._filter = ClassFilter(len(layout.workers), **FILTER_MODEL)
         job.update(layout=layout, placements=job.placements + 1)
         job.setup_seconds = self._clock() - job.started
         job.started = self._clock()  # wall time of the rounds, without the one-time setup
@@ -195,6 +203,8 @@ class Trainer:
                 return
             if pending is None and self._replan_due(round_):
                 pending = self._pool.submit(self._replan, problem, layout, round_)
+            elif pending is None and self._shuffle_due(round_):
+                pending = self._pool.submit(self._shuffle, problem, layout)
             if pending is not None and pending.done():  # swap in at a round boundary
                 adopted, predicted = pending.result()
                 pending = None
@@ -329,19 +339,7 @@ class Trainer:
         blocks = train.partition(layout.n_partitions)
         uploads = {}
         for worker, held, coefficients, groups in layout.uploads():
-            header = PlacementHeader(
-                job_id=self.job.job_id,
-                model=problem.model_name,
-                n_features=train.n_features,
-                n_classes=train.n_classes,
-                partitions=held,
-                coefficients=coefficients,
-                l2=cfg.l2,
-                n_partitions=layout.n_partitions,
-                epoch=layout.epoch,
-                rows=tuple(int(blocks[j][0].shape[0]) for j in held),
-                groups=groups,
-            )
+            header = self._header(problem, layout, blocks, held, coefficients, groups)
             chunks = [(j, blocks[j][0], blocks[j][1]) for j in held]
             timeout = placement_timeout(sum(_nbytes(blocks[j][0]) for j in held))
             uploads[worker.name] = self._pool.submit(
@@ -362,6 +360,123 @@ class Trainer:
             for a in layout.assignments()
         }
         return _failures(configured)
+
+    def _header(
+        self,
+        problem: _Problem,
+        layout: Layout,
+        blocks: list[tuple[Any, np.ndarray]],
+        held: tuple[int, ...],
+        coefficients: tuple[float, ...],
+        groups: tuple[int, ...] = (),
+    ) -> PlacementHeader:
+        train = problem.train
+        return PlacementHeader(
+            job_id=self.job.job_id,
+            model=problem.model_name,
+            n_features=train.n_features,
+            n_classes=train.n_classes,
+            partitions=held,
+            coefficients=coefficients,
+            l2=self.job.config.l2,
+            n_partitions=layout.n_partitions,
+            epoch=layout.epoch,
+            rows=tuple(int(blocks[j][0].shape[0]) for j in held),
+            groups=groups,
+        )
+
+    def _shuffle_due(self, round_: int) -> bool:
+        cfg = self.job.config
+        return cfg.scheme == "approx-shuffle" and round_ > 0 and round_ % cfg.shuffle_every == 0
+
+    def _shuffle(self, problem: _Problem, layout: Layout) -> tuple[Layout | None, float | None]:
+        """Paper 2's shuffle, off the round path: a new assignment of the base code's rows to
+        workers (random, or aware of the slow nodes the class filter sees), realised by the
+        workers fetching partitions straight from each other (the master never relays data).
+        The new epoch is adopted at a round boundary once every worker has it; any failure
+        abandons the shuffle and the current epoch goes on."""
+        cfg = self.job.config
+        assert layout.base_B is not None and layout.assignment is not None
+        blocks = problem.train.partition(layout.n_partitions)
+        sizes = np.array([_nbytes(X) + y.nbytes for X, y in blocks], dtype=np.float64)
+        probability = self._filter.straggle_probability() if self._filter is not None else None
+        try:
+            plan = shuffle(
+                cfg.shuffle,
+                layout.base_B,
+                layout.assignment,
+                rng=self._rng,
+                straggle_probability=probability,
+                partition_bytes=sizes,
+                budget_bytes=cfg.shuffle_budget or None,
+            )
+        except ValueError as exc:
+            log.warning("job %s: no shuffle: %s", self.job.job_id, exc)
+            return None, None
+        if plan.after == layout.assignment:
+            return None, None
+        new = layout.shuffled(plan.after, self._next_epoch())
+        workers = layout.workers
+        source_of = {
+            (t.destination, t.partition): workers[t.source].address for t in plan.transfers
+        }
+        index_of = {w.name: i for i, w in enumerate(workers)}
+        calls = {}
+        for worker, held, coefficients, _ in new.uploads():
+            index = index_of[worker.name]
+            header = self._header(problem, new, blocks, held, coefficients)
+            sources = {j: source_of.get((index, j), "") for j in held}
+            timeout = placement_timeout(int(sum(sizes[j] for j in held)))
+            calls[worker.name] = self._pool.submit(
+                self._transport.fetch_placement, worker, header, layout.epoch, sources, timeout
+            )
+        failed = _failures(calls)
+        if not failed:
+            failed = _failures(
+                {
+                    a.edge.name: self._pool.submit(
+                        self._transport.configure_edge,
+                        self.job.job_id,
+                        new.epoch,
+                        a,
+                        cfg.round_deadline_seconds,
+                    )
+                    for a in new.assignments()
+                }
+            )
+        if failed:
+            log.warning(
+                "job %s: shuffle abandoned (%s); the current epoch goes on",
+                self.job.job_id,
+                _in_words(failed, set()),
+            )
+            return None, None
+        moved = sum(f.result()[0] for f in calls.values())
+        with self.job.changed:
+            self.job.shuffle_bytes += moved
+            self.job.shuffles += 1
+        log.info(
+            "job %s: shuffle to epoch %d moved %d bytes between workers",
+            self.job.job_id,
+            new.epoch,
+            moved,
+        )
+        return new, None
+
+    def _observe_classes(self, layout: Layout, timings: tuple[Timing, ...]) -> None:
+        """Feed the class filter one round of response times (aware shuffling)."""
+        if self._filter is None:
+            return
+        if self._filter.slow_probability.size != len(layout.workers):  # re-laid out
+            self._filter = ClassFilter(len(layout.workers), **FILTER_MODEL)
+        seen = {t.node: t for t in timings}
+        times = np.array(
+            [
+                seen[w.name].seconds if w.name in seen and seen[w.name].arrived else np.nan
+                for w in layout.workers
+            ]
+        )
+        self._filter.update(lateness(times))
 
     def _replan_due(self, round_: int) -> bool:
         cfg = self.job.config
@@ -477,6 +592,7 @@ class Trainer:
         stragglers = layout.stragglers(timings)
         used = layout.partitions_used(outcome.decoded)
         self._count_usage(used)
+        self._observe_classes(layout, timings)
         record = RoundRecord(
             round_,
             seconds,

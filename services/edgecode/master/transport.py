@@ -132,6 +132,26 @@ class GrpcTransport:
         )
         return _EdgeStream(call, edge.name)
 
+    def fetch_placement(
+        self,
+        worker: Node,
+        header: PlacementHeader,
+        from_epoch: int,
+        sources: dict[int, str],
+        timeout: float,
+    ) -> tuple[int, float]:
+        request = worker_pb2.FetchPlacementRequest(
+            header=wire.placement_header_to_proto(header),
+            from_epoch=from_epoch,
+            sources=[
+                worker_pb2.PartitionSource(partition=j, address=address)
+                for j, address in sorted(sources.items())
+            ],
+        )
+        stub = worker_pb2_grpc.WorkerStub(self.channel(worker.address))
+        response = stub.FetchPlacement(request, timeout=timeout)
+        return int(response.fetched_bytes), float(response.seconds)
+
     def drop_job(self, node: Node, job_id: str, is_edge: bool) -> None:
         try:
             if is_edge:

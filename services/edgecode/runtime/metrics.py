@@ -80,6 +80,17 @@ class WorkerMetrics(ServiceMetrics):
         self.partitions = Gauge(
             "edgecode_worker_partitions", "Partitions currently held", registry=r
         )
+        self.shuffle_bytes = Counter(
+            "edgecode_worker_shuffle_bytes_total",
+            "Bytes of partitions fetched from other workers by shuffles",
+            registry=r,
+        )
+        self.shuffle_seconds = Histogram(
+            "edgecode_worker_shuffle_seconds",
+            "Seconds to assemble a shuffled placement (own data plus fetched partitions)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         # Matrix jobs (coded sparse blocks, A^T x).
         self.multiply_seconds = Histogram(
             "edgecode_worker_multiply_seconds",
@@ -113,6 +124,10 @@ class WorkerMetrics(ServiceMetrics):
 
     def holding(self, partitions: int) -> None:
         self.partitions.set(partitions)
+
+    def shuffled(self, nbytes: int, seconds: float) -> None:
+        self.shuffle_bytes.inc(nbytes)
+        self.shuffle_seconds.observe(seconds)
 
     def received(self, nbytes: int) -> None:
         self.received_bytes.inc(nbytes)

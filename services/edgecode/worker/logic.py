@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,9 +39,26 @@ class WorkerMetricsPort(Protocol):
 
     def holding(self, partitions: int) -> None: ...
 
+    def shuffled(self, nbytes: int, seconds: float) -> None:
+        """A shuffle brought ``nbytes`` from other workers in ``seconds``."""
+        ...
+
+
+class PartitionReader(Protocol):
+    """How a worker reads partitions from another worker (gRPC in worker/transport.py)."""
+
+    def read(
+        self, address: str, job_id: str, epoch: int, partitions: Sequence[int]
+    ) -> Iterator[tuple[int, Any, np.ndarray, int]]:
+        """``(partition, features, labels, bytes)`` row ranges of the named partitions."""
+        ...
+
 
 class NoWorkerMetrics:
     """Records nothing."""
+
+    def shuffled(self, nbytes: int, seconds: float) -> None:
+        pass
 
     def computed(self, seconds: float, nbytes: int) -> None:
         pass
@@ -241,6 +258,58 @@ class WorkerLogic:
         with self._lock:
             held = self._jobs.get(job_id, {})
             return tuple(sorted(held, key=lambda e: held[e].installed))
+
+    def partition_data(
+        self, job_id: str, epoch: int, partitions: Sequence[int]
+    ) -> list[tuple[int, Any, np.ndarray]]:
+        """``(partition, features, labels)`` of partitions held in ``epoch`` (for a shuffle)."""
+        with self._lock:
+            held = self._jobs.get(job_id)
+            if not held:
+                raise UnknownJob(f"worker {self.name} holds no data for job {job_id!r}")
+            placement = held.get(epoch)
+        if placement is None:
+            raise StaleRound(f"placement epoch {epoch} of job {job_id!r} is not held")
+        index = {j: i for i, j in enumerate(placement.header.partitions)}
+        missing = [j for j in partitions if j not in index]
+        if missing:
+            raise InvalidInput(f"worker {self.name} does not hold partitions {missing}")
+        return [(j, placement.features[index[j]], placement.labels[index[j]]) for j in partitions]
+
+    def fetch_placement(
+        self,
+        header: PlacementHeader,
+        from_epoch: int,
+        sources: dict[int, str],
+        reader: PartitionReader,
+    ) -> tuple[Placement, int, float]:
+        """Assemble a new placement from this worker's own ``from_epoch`` data (partitions whose
+        source is empty) and partitions read from other workers; install it only when complete.
+        Returns the placement, the bytes fetched and the seconds taken."""
+        start = self._clock()
+        if set(sources) != set(header.partitions):
+            raise InvalidInput("fetch: every partition of the header needs exactly one source")
+        builder = self.begin_placement(header)
+        kept = [j for j in header.partitions if not sources[j]]
+        for j, features, labels in self.partition_data(header.job_id, from_epoch, kept):
+            builder.add(j, features, labels)
+        fetched = 0
+        by_address: dict[str, list[int]] = {}
+        for j, address in sources.items():
+            if address:
+                by_address.setdefault(address, []).append(j)
+        for address, wanted in sorted(by_address.items()):
+            for j, features, labels, nbytes in reader.read(
+                address, header.job_id, from_epoch, sorted(wanted)
+            ):
+                if j not in wanted:
+                    raise InvalidInput(f"fetch: {address} sent partition {j}, not asked for")
+                builder.add(j, features, labels)
+                fetched += nbytes
+        placement = builder.finish()
+        seconds = self._clock() - start
+        self._metrics.shuffled(fetched, seconds)
+        return placement, fetched, seconds
 
     def _current(self, job_id: str, epoch: int) -> Placement:
         """The placement of ``epoch``; installs made before it are dropped (superseded)."""

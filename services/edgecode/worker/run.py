@@ -13,6 +13,7 @@ from edgecode.worker.logic import WorkerLogic
 from edgecode.worker.matrix import MatrixWorker
 from edgecode.worker.service import WorkerServicer, add_worker_servicer
 from edgecode.worker.straggle import parse_straggle
+from edgecode.worker.transport import GrpcPartitionReader
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,15 @@ def run(config: WorkerConfig) -> int:
     matrix = MatrixWorker(
         config.name, logic.straggle, np.random.default_rng([config.seed, 1]), metrics
     )
+    reader = GrpcPartitionReader()
     service = create_server(
-        [(add_worker_servicer, WorkerServicer(logic, metrics, matrix), "edgecode.v1.Worker")],
+        [
+            (
+                add_worker_servicer,
+                WorkerServicer(logic, metrics, matrix, reader),
+                "edgecode.v1.Worker",
+            )
+        ],
         config.host,
         config.port,
     )
@@ -55,4 +63,4 @@ def run(config: WorkerConfig) -> int:
         edge=config.edge,
         link_seconds=config.link_seconds,
     )
-    return serve(config, service, metrics, "worker", member)
+    return serve(config, service, metrics, "worker", member, reader.close)
