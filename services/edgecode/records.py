@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgecode.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from edgecode.datapaths import DataDirs
 
 #: Job ids: letters, digits, '-' and '_' (no path separators or control characters).
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -142,8 +145,11 @@ class JobConfig:
         extra = {"schedule": self.lr_schedule} if self.lr_schedule else {}
         return get_optimizer(self.optimizer, self.learning_rate or None, **extra)
 
-    def validate(self) -> None:
-        """Refuse at submission what could only fail later (INVALID_ARGUMENT, nothing started)."""
+    def validate(self, data_dirs: DataDirs | None = None) -> None:
+        """Refuse at submission what could only fail later (INVALID_ARGUMENT, nothing started).
+
+        With ``data_dirs`` (a service's confinement) a data set or model FILE outside those
+        folders is refused (NotAllowed) before anything looks at it."""
         from edgecode.learning.datasets import check_dataset_spec
         from edgecode.learning.references import check_model_reference
 
@@ -152,6 +158,8 @@ class JobConfig:
         for name in ("dataset", "model", "optimizer", "lr_schedule", "job_id"):
             if len(getattr(self, name)) > MAX_SPEC_LENGTH:
                 raise InvalidInput(f"{name} is longer than {MAX_SPEC_LENGTH} characters")
+        if data_dirs is not None:
+            self.confine_files(data_dirs)
         if self.model:
             try:
                 check_model_reference(self.model)
@@ -202,6 +210,23 @@ class JobConfig:
             raise InvalidInput(f"{', '.join(negative)} must be >= 0")
         if self.job_id and not JOB_ID.match(self.job_id):
             raise InvalidInput(f"job_id must be 1-64 letters, digits, - or _, got {self.job_id!r}")
+
+    def confine_files(self, data_dirs: DataDirs) -> None:
+        """NotAllowed unless every file this job names (a data set file, a ``torch:PATH.py``
+        model) lies inside ``data_dirs``; bundled, synthetic and installed-module names pass."""
+        from edgecode.learning.datasets import dataset_file
+        from edgecode.learning.references import TORCH_PREFIX, parse_model_reference
+
+        path = dataset_file(self.dataset) if self.dataset.strip() else None
+        if path is not None:
+            data_dirs.confine(path, "dataset")
+        if self.model.startswith(TORCH_PREFIX):
+            try:
+                reference = parse_model_reference(self.model)
+            except ValueError:
+                return  # malformed: validate() refuses it next, without touching any file
+            if reference.is_file:
+                data_dirs.confine(reference.source, "model")
 
     def _validate_scheme_options(self) -> None:
         """The options of partial recovery and approximate decoding."""

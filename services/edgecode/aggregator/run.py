@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from edgecode.aggregator.logic import AggregatorLogic
@@ -9,7 +10,14 @@ from edgecode.aggregator.service import AggregatorServicer
 from edgecode.aggregator.transport import GrpcWorkerClient
 from edgecode.runtime.metrics import AggregatorMetrics
 from edgecode.runtime.server import create_server
-from edgecode.runtime.start import CommonConfig, advertised, membership, prepare, serve
+from edgecode.runtime.start import (
+    CommonConfig,
+    advertised,
+    membership,
+    node_tls,
+    prepare,
+    serve,
+)
 from edgecode.v1 import aggregator_pb2_grpc
 
 
@@ -25,8 +33,10 @@ class AggregatorConfig(CommonConfig):
 def run(config: AggregatorConfig) -> int:
     """Serve one edge aggregator until SIGTERM; returns the exit code."""
     prepare()
+    tls = node_tls(config, "edge", config.name)
     metrics = AggregatorMetrics()
-    logic = AggregatorLogic(config.name, GrpcWorkerClient, metrics, config.link_seconds)
+    clients = functools.partial(GrpcWorkerClient, tls=tls)
+    logic = AggregatorLogic(config.name, clients, metrics, config.link_seconds)
     service = create_server(
         [
             (
@@ -37,6 +47,7 @@ def run(config: AggregatorConfig) -> int:
         ],
         config.host,
         config.port,
+        tls=tls,
     )
     member = membership(
         config.coordinator,
@@ -44,5 +55,6 @@ def run(config: AggregatorConfig) -> int:
         "edge",
         advertised(config, service.port),
         link_seconds=config.link_seconds,
+        tls=tls,
     )
     return serve(config, service, metrics, "aggregator", member, logic.close)

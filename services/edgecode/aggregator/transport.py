@@ -10,6 +10,7 @@ import numpy as np
 
 from edgecode import wire
 from edgecode.rounds import Message
+from edgecode.runtime.security import Tls
 from edgecode.runtime.server import make_channel
 from edgecode.v1 import worker_pb2
 
@@ -34,11 +35,14 @@ class _GradientCall:
 
 
 class GrpcWorkerClient:
-    """Channels to one job's workers (name order as configured)."""
+    """Channels to one job's workers (name order as configured). The names and addresses come
+    from ConfigureJob, which only the master may call (its authenticated membership)."""
 
-    def __init__(self, names: Sequence[str], addresses: Sequence[str]) -> None:
+    def __init__(
+        self, names: Sequence[str], addresses: Sequence[str], tls: Tls | None = None
+    ) -> None:
         self._names = list(names)
-        self._channels = [make_channel(a) for a in addresses]
+        self._channels = [make_channel(a, tls) for a in addresses]
         # The gradient fast path: responses are parsed by wire without copying the tensor.
         self._calls = [
             channel.unary_unary(

@@ -23,12 +23,15 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, help_text: dict
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
+        # A bool flag alone means true (``--insecure``); ``--insecure false`` also parses.
+        switch = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
         parser.add_argument(
             flag,
             dest=field.name,
             default=None,
             metavar=field.name.upper(),
             help=f"{help_text.get(field.name, '')} (env EDGECODE_{field.name.upper()}; default {default!r})".strip(),
+            **switch,  # type: ignore[arg-type]
         )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgecode.cli._render import console, table
+from edgecode.cli._tls import add_client_tls_flags, client_tls
 
 SCHEMES = ("sparse", "dense", "poly", "uncoded")
 
@@ -41,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--k", type=int, default=4, help="k: any k results decode (default 4)")
     parser.add_argument("--out", default="", help="write the result here (.npy)")
     parser.add_argument("--master", default="", help="HOST:PORT of a running master")
+    add_client_tls_flags(parser)
     parser.add_argument(
         "--power-iterations",
         type=int,
@@ -92,7 +94,7 @@ def _matmul(args: argparse.Namespace) -> int:
         f"{args.scheme} code, n={args.workers}, k={args.k}"
     )
     if args.master:
-        return _on_master(args, args.master, matrix)
+        return _on_master(args, args.master, matrix, client_tls(args))
     from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup
 
     workers = tuple(
@@ -110,7 +112,7 @@ def _matmul(args: argparse.Namespace) -> int:
         )
         cluster.start()
     try:
-        return _on_master(args, cluster.master_address, matrix)
+        return _on_master(args, cluster.master_address, matrix, cluster.client_tls)
     finally:
         cluster.stop()
 
@@ -130,10 +132,10 @@ def _submit(client: Any, args: argparse.Namespace, matrix: Any, job_id: str) -> 
         return client.submit_matmul(spec, matrix)
 
 
-def _on_master(args: argparse.Namespace, address: str, matrix: Any) -> int:
+def _on_master(args: argparse.Namespace, address: str, matrix: Any, tls: Any) -> int:
     from edgecode.master.client import MasterClient, product_of
 
-    client = MasterClient(address)
+    client = MasterClient(address, tls)
     job_id = f"cli-{int(time.time() * 1000) % 10**9}"
     jobs = [job_id]
     try:

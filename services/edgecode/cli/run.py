@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecode.cli._render import console, table
+from edgecode.cli._tls import add_client_tls_flags, client_tls, job_file_dirs
 from edgecode.planning.plans import SCHEMES
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands, so other subcommands start fast
@@ -100,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument("--checkpoint-every", type=int, default=10)
     train.add_argument("--job-id", default="")
     train.add_argument("--json", metavar="FILE")
+    add_client_tls_flags(train)
     train.set_defaults(func=_train)
 
 
@@ -202,7 +204,7 @@ def _follow(
 
 def _run(args: argparse.Namespace) -> int:
     from edgecode.cluster.local import LocalCluster
-    from edgecode.master.client import MasterClient, state_name, summary
+    from edgecode.master.client import state_name, summary
 
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
     unknown = [s for s in schemes if s not in SCHEMES]
@@ -214,7 +216,11 @@ def _run(args: argparse.Namespace) -> int:
     with console.status(
         f"starting a local cluster: {len(setup.edges)} edges, {len(setup.workers)} workers ..."
     ):
-        cluster = LocalCluster(setup, Path(args.workdir) if args.workdir else None)
+        cluster = LocalCluster(
+            setup,
+            Path(args.workdir) if args.workdir else None,
+            data_dirs=job_file_dirs(args.dataset, args.model),
+        )
         cluster.start()
     try:
         stragglers = [w.name for w in setup.workers if w.straggle != "none"]
@@ -223,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
             f"cluster up (logs in {cluster.workdir}); stragglers: {stragglers or 'none'}; "
             f"slow links: {slow_links or 'none'}"
         )
-        client = MasterClient(cluster.master_address)
+        client = cluster.client()
         results, latencies = [], {}
         for scheme in schemes:
             job_id = client.submit(_config(args, scheme))
@@ -308,7 +314,7 @@ def _train(args: argparse.Namespace) -> int:
     from edgecode.master.client import MasterClient, summary
     from edgecode.records import JobConfig
 
-    client = MasterClient(args.master)
+    client = MasterClient(args.master, client_tls(args))
     config = JobConfig(
         scheme=args.scheme,
         dataset=args.dataset,

@@ -27,6 +27,17 @@ HELP = {
     "spec": "cluster spec TOML (initial runtime models before measurements)",
     "heartbeat_seconds": "heartbeat interval the nodes are told to use",
     "dead_after_seconds": "a node silent this long is dead",
+    "tls_ca": "CA certificate (PEM) every peer's certificate must chain to (mutual TLS)",
+    "tls_cert": "this node's certificate (PEM); its SAN URI edgecode://ROLE/NAME is its identity",
+    "tls_key": "this node's private key (PEM)",
+    "tls_dir": "folder with ca.crt, tls.crt, tls.key (edgecode certs issue; a Kubernetes TLS "
+    "Secret); tls_ca/tls_cert/tls_key override its files",
+    "insecure": "plaintext gRPC with no authentication (logs a warning); never the default",
+    "health_host": "address of the plaintext health-only port",
+    "health_port": "plaintext port serving only grpc.health.v1, for probes that cannot do TLS "
+    "(-1 = none, 0 = any free port)",
+    "data_dirs": "folders (separated by ':') whose files jobs may name: data sets, matrices, "
+    "torch model files; empty = none",
 }
 
 #: role -> (its module under edgecode, config class name, summary)

@@ -1,5 +1,11 @@
 """A local cluster: coordinator, master, edge aggregators and workers as separate OS processes on
-loopback, every one bound to port 0 and reporting its ports through a ready file."""
+loopback, every one bound to port 0 and reporting its ports through a ready file.
+
+Mutual TLS is on by default with nothing for the user to do: at start an ephemeral CA is made in
+memory, issues a certificate to every process (and an ``admin`` one for the launcher's own
+clients: :meth:`LocalCluster.client`) into ``WORKDIR/tls/NAME/`` (mode 0600), and is then
+forgotten: its key is never written, so nothing else can join. ``insecure=True`` runs plaintext.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,25 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from edgecode.runtime.certs import CertificateAuthority, Identity
+from edgecode.runtime.security import Tls
 from edgecode.runtime.server import make_channel
 from edgecode.v1 import coordinator_pb2, coordinator_pb2_grpc
+
+if TYPE_CHECKING:
+    from edgecode.master.client import MasterClient
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
+#: The identity of the launcher's own clients (job API and membership queries).
+CLIENT_NAME = "local-admin"
+#: Validity of the ephemeral certificates (a local cluster lives minutes to days).
+CERT_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -99,14 +114,57 @@ class LocalCluster:
     """Start with :meth:`start` (or as a context manager); every process is terminated on exit."""
 
     def __init__(
-        self, setup: ClusterSetup, workdir: Path | None = None, python: str = sys.executable
+        self,
+        setup: ClusterSetup,
+        workdir: Path | None = None,
+        python: str = sys.executable,
+        insecure: bool = False,
+        data_dirs: tuple[str, ...] = (),
     ) -> None:
         self.setup = setup
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edgecode-cluster-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._python = python
+        self.insecure = insecure
+        #: folders whose files jobs may name (the master's data_dirs)
+        self.data_dirs = tuple(str(d) for d in data_dirs)
         self.processes: dict[str, Process] = {}
+        self.client_tls: Tls | None = None
+
+    # ---- certificates -----------------------------------------------------------------------
+    @property
+    def tls_dir(self) -> Path:
+        return self.workdir / "tls"
+
+    def _issue_certificates(self) -> None:
+        """An ephemeral CA (in memory only) and a certificate per process and for the client."""
+        if self.insecure:
+            return
+        ca = CertificateAuthority.create("edgecode local cluster CA", days=CERT_DAYS)
+        identities = [Identity("coordinator", "coordinator"), Identity("master", "master")]
+        identities += [Identity("edge", e.name) for e in self.setup.edges]
+        identities += [Identity("worker", w.name) for w in self.setup.workers]
+        identities.append(Identity("admin", CLIENT_NAME))
+        for identity in identities:
+            issued = ca.issue(identity, dns=["localhost"], ips=["127.0.0.1"], days=CERT_DAYS)
+            issued.write(self.tls_dir / identity.name, ca.cert_pem)
+        self.client_tls = Tls.from_dir(self.tls_dir / CLIENT_NAME)
+
+    def _security_args(self, name: str) -> list[str]:
+        if self.insecure:
+            return ["--insecure", "true"]
+        return ["--tls-dir", str(self.tls_dir / name)]
+
+    def client(self) -> MasterClient:
+        """A client of the master's job API with the launcher's certificate (close it after)."""
+        from edgecode.master.client import MasterClient
+
+        return MasterClient(self.master_address, self.client_tls)
+
+    def channel(self, address: str) -> grpc.Channel:
+        """A channel to any process of this cluster with the launcher's certificate."""
+        return make_channel(address, self.client_tls)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> LocalCluster:
@@ -119,6 +177,7 @@ class LocalCluster:
     def start(self) -> None:
         s = self.setup
         try:
+            self._issue_certificates()
             coordinator = self._spawn(
                 "coordinator",
                 "coordinator",
@@ -186,7 +245,8 @@ class LocalCluster:
                 self.processes["coordinator"].address,
                 "--checkpoint-dir",
                 str(self.workdir / "checkpoints"),
-            ],
+            ]
+            + (["--data-dirs", os.pathsep.join(self.data_dirs)] if self.data_dirs else []),
         )
 
     def _spawn(self, name: str, role: str, extra: list[str]) -> Process:
@@ -204,6 +264,7 @@ class LocalCluster:
             "0",
             "--ready-file",
             str(ready),
+            *self._security_args(name),
             *extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECODE_")}
@@ -230,7 +291,7 @@ class LocalCluster:
             process.info = json.loads(process.ready_file.read_text())
 
     def wait_registered(self, count: int, timeout: float = START_TIMEOUT) -> None:
-        channel = make_channel(self.processes["coordinator"].address)
+        channel = self.channel(self.processes["coordinator"].address)
         stub = coordinator_pb2_grpc.CoordinatorStub(channel)
         deadline = time.monotonic() + timeout
         try:

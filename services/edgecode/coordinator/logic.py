@@ -7,6 +7,11 @@ Runtime models: each worker's shifted-exponential model (shift, rate for the who
 fitted from the compute times the master reports and the data fraction the worker held, once it
 has at least ``MIN_MEASUREMENTS``; until then the worker's spec entry (when a cluster spec was
 given) or a default model is used, and plans are reported as not fitted.
+
+Membership is keyed by identity: with mutual TLS the service passes the caller's certificate
+identity ``(role, name)``, and a node may register, heartbeat and report timings only as itself
+(NotAllowed otherwise); the master may report the timings it measured for any node. Without TLS
+(``--insecure``) there is no identity and nothing to check.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgecode.errors import InvalidInput, Overloaded
+from edgecode.errors import InvalidInput, NotAllowed, Overloaded
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.stragglers import fit_shifted_exponential
 
@@ -37,6 +42,20 @@ MAX_FIELD_LENGTH = 256
 #: Measurements kept per worker (a sliding window, so the model follows drift).
 WINDOW = 50
 ROLES = ("worker", "edge")
+#: A caller's certificate identity: (role, name); None on a plaintext server.
+Caller = tuple[str, str] | None
+#: Roles that may report timings measured for other nodes.
+OBSERVERS = ("master",)
+
+
+def check_caller(caller: Caller, name: str, role: str | None, action: str) -> None:
+    """NotAllowed unless ``caller`` is the node ``name`` (of ``role``, when given)."""
+    if caller is None:
+        return
+    caller_role, caller_name = caller
+    if caller_name != name or (role is not None and caller_role != role):
+        claimed = f"{role}/{name}" if role is not None else repr(name)
+        raise NotAllowed(f"{caller_role}/{caller_name} may not {action} as {claimed}")
 
 
 class CoordinatorMetricsPort(Protocol):
@@ -120,7 +139,9 @@ class CoordinatorLogic:
         edge: str = "",
         link_seconds: float = 0.0,
         metrics_address: str = "",
+        caller: Caller = None,
     ) -> None:
+        check_caller(caller, name, role, "register")
         if not name or not address:
             raise InvalidInput("a node needs a name and an address")
         if role not in ROLES:
@@ -144,7 +165,8 @@ class CoordinatorLogic:
             self._version += 1
         self._publish()
 
-    def heartbeat(self, name: str) -> bool:
+    def heartbeat(self, name: str, caller: Caller = None) -> bool:
+        check_caller(caller, name, None, "heartbeat")
         with self._lock:
             member = self._members.get(name)
             if member is None:
@@ -157,10 +179,15 @@ class CoordinatorLogic:
         timings: Sequence[tuple[str, float, float, float]],
         round_seconds: float,
         predicted: float,
+        caller: Caller = None,
     ) -> int:
         """Record ``(worker, compute_seconds, load_fraction, response_seconds)`` measurements.
         Every number must be finite (InvalidInput otherwise, and nothing is recorded): one
-        infinite time would make every later plan fail."""
+        infinite time would make every later plan fail. A node reports only its own timings
+        (NotAllowed otherwise, and nothing is recorded); the master, any node's."""
+        if caller is not None and caller[0] not in OBSERVERS:
+            for worker, *_ in timings:
+                check_caller(caller, worker, None, "report timings")
         for worker, seconds, fraction, response in timings:
             if not all(np.isfinite(v) and v >= 0 for v in (seconds, fraction, response)):
                 raise InvalidInput(

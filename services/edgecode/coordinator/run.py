@@ -9,7 +9,7 @@ from edgecode.coordinator.service import CoordinatorServicer
 from edgecode.planning.spec import load_spec
 from edgecode.runtime.metrics import CoordinatorMetrics
 from edgecode.runtime.server import create_server
-from edgecode.runtime.start import CommonConfig, prepare, serve
+from edgecode.runtime.start import CommonConfig, node_tls, prepare, serve
 from edgecode.v1 import coordinator_pb2_grpc
 
 
@@ -25,6 +25,7 @@ class CoordinatorConfig(CommonConfig):
 def run(config: CoordinatorConfig) -> int:
     """Serve the coordinator until SIGTERM; returns the exit code."""
     prepare()
+    tls = node_tls(config, "coordinator")
     metrics = CoordinatorMetrics()
     spec = load_spec(config.spec) if config.spec else None
     logic = CoordinatorLogic(
@@ -40,5 +41,6 @@ def run(config: CoordinatorConfig) -> int:
         ],
         config.host,
         config.port,
+        tls=tls,
     )
     return serve(config, service, metrics, "coordinator")

@@ -8,9 +8,16 @@ from typing import Any
 import grpc
 
 from edgecode import wire
-from edgecode.coordinator.logic import CoordinatorLogic
+from edgecode.coordinator.logic import Caller, CoordinatorLogic
 from edgecode.runtime.errors import translate_errors
+from edgecode.runtime.security import caller
 from edgecode.v1 import coordinator_pb2, coordinator_pb2_grpc
+
+
+def _caller(context: grpc.ServicerContext) -> Caller:
+    """The certificate identity of the caller as (role, name); None on a plaintext server."""
+    identity = caller(context)
+    return (identity.role, identity.name) if identity is not None else None
 
 
 @dataclass
@@ -22,14 +29,23 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: coordinator_pb2.RegisterRequest, context: grpc.ServicerContext
     ) -> Any:
         n = request.node
-        self.logic.register(n.name, n.role, n.address, n.edge, n.link_seconds, n.metrics_address)
+        self.logic.register(
+            n.name,
+            n.role,
+            n.address,
+            n.edge,
+            n.link_seconds,
+            n.metrics_address,
+            caller=_caller(context),
+        )
         return coordinator_pb2.RegisterResponse(heartbeat_seconds=self.logic.heartbeat_seconds)
 
     @translate_errors
     def Heartbeat(
         self, request: coordinator_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> Any:
-        return coordinator_pb2.HeartbeatResponse(known=self.logic.heartbeat(request.name))
+        known = self.logic.heartbeat(request.name, caller=_caller(context))
+        return coordinator_pb2.HeartbeatResponse(known=known)
 
     @translate_errors
     def ReportTimings(
@@ -42,6 +58,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             ],
             request.round_seconds,
             request.predicted_round_seconds,
+            caller=_caller(context),
         )
         return coordinator_pb2.ReportTimingsResponse(measurements=count)
 

@@ -628,6 +628,19 @@ _SYNTHETIC_DEFAULTS: dict[str, dict[str, Any]] = {
 DATASET_NAMES: tuple[str, ...] = (*BUNDLED, *_SYNTHETIC_KEYS)
 
 
+def dataset_file(spec: str) -> str | None:
+    """The file a data set spec would read (None for a bundled or synthetic data set), so that
+    a service can confine it before anything opens it.
+
+    >>> dataset_file("breast_cancer") is None, dataset_file("data/train.csv:task=binary")
+    (True, 'data/train.csv')
+    """
+    spec = spec.strip()
+    if spec in BUNDLED or spec.partition(":")[0] in _SYNTHETIC_KEYS:
+        return None
+    return _split_file_spec(spec)[0]
+
+
 def check_dataset_spec(spec: str) -> None:
     """Raise ValueError (or FileNotFoundError) if ``spec`` cannot name a data set, without
     loading it: a bundled name, a ``synthetic-...`` spec with known keys, or an existing file."""

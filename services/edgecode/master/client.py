@@ -10,6 +10,7 @@ import numpy as np
 
 from edgecode import wire
 from edgecode.records import JobConfig
+from edgecode.runtime.security import Tls
 from edgecode.runtime.server import make_channel
 from edgecode.v1 import master_pb2, master_pb2_grpc
 
@@ -26,10 +27,11 @@ def state_name(status: master_pb2.JobStatus) -> str:
 
 
 class MasterClient:
-    """The master's job API over one channel."""
+    """The master's job API over one channel (mutual TLS with ``tls``: a ``user`` or ``admin``
+    certificate; plaintext without, for a master started with --insecure)."""
 
-    def __init__(self, address: str) -> None:
-        self._channel = make_channel(address)
+    def __init__(self, address: str, tls: Tls | None = None) -> None:
+        self._channel = make_channel(address, tls)
         self._stub = master_pb2_grpc.MasterStub(self._channel)
 
     def submit(self, config: JobConfig, timeout: float = 30.0) -> str:

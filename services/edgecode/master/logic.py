@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from edgecode.datapaths import DataDirs
 from edgecode.errors import AlreadyExists, UnknownJob
 from edgecode.master.checkpoints import (
     CheckpointStore,
@@ -43,7 +44,10 @@ class MasterLogic:
         metrics: MasterMetricsPort | None = None,
         clock: Callable[[], float] = time.monotonic,
         retention: int = RETENTION,
+        data_dirs: DataDirs | None = None,
     ) -> None:
+        #: files jobs may name (None: not confined, for in-process use; run() always confines)
+        self._data_dirs = data_dirs
         self._transport = transport
         self._cluster = cluster
         self._store: CheckpointStore = store if store is not None else NoCheckpoints()
@@ -61,7 +65,7 @@ class MasterLogic:
         A job id names one job: the same config under an existing id is that job (running or
         succeeded: nothing new starts; failed or cancelled: it resumes from its checkpoint),
         a different config is refused with :class:`AlreadyExists`."""
-        config.validate()
+        config.validate(self._data_dirs)
         with self._lock:
             self._counter += 1
             job_id = config.job_id or f"job-{int(time.time())}-{self._counter}"

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecode.datapaths import DataDirs
 from edgecode.master.checkpoints import FileCheckpoints, NoCheckpoints
 from edgecode.master.logic import MasterLogic
 from edgecode.master.matrix import MatrixMaster
@@ -13,7 +14,7 @@ from edgecode.master.service import MasterServicer
 from edgecode.master.transport import CoordinatorView, GrpcMatrixTransport, GrpcTransport
 from edgecode.runtime.metrics import MasterMetrics
 from edgecode.runtime.server import create_server
-from edgecode.runtime.start import CommonConfig, prepare, serve
+from edgecode.runtime.start import CommonConfig, node_tls, prepare, serve
 from edgecode.v1 import master_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ class MasterConfig(CommonConfig):
 
     coordinator: str = ""
     checkpoint_dir: str = ""
+    #: folders (os.pathsep-separated) whose files jobs may name; empty = no files at all
+    data_dirs: str = ""
 
 
 def run(config: MasterConfig) -> int:
@@ -32,24 +35,28 @@ def run(config: MasterConfig) -> int:
     prepare()
     if not config.coordinator:
         raise ValueError("master: coordinator (address) is required")
+    tls = node_tls(config, "master")
+    data_dirs = DataDirs.parse(config.data_dirs)
     metrics = MasterMetrics()
-    transport = GrpcTransport()
-    view = CoordinatorView(config.coordinator)
+    view = CoordinatorView(config.coordinator, tls)
+    # Dial targets come only from the authenticated membership (never from a request).
+    transport = GrpcTransport(tls, view.is_member)
     store = (
         FileCheckpoints(Path(config.checkpoint_dir)) if config.checkpoint_dir else NoCheckpoints()
     )
-    logic = MasterLogic(transport, view, store, metrics)
+    logic = MasterLogic(transport, view, store, metrics, data_dirs=data_dirs)
     matrix = MatrixMaster(GrpcMatrixTransport(transport), view.worker_addresses, metrics)
     service = create_server(
         [
             (
                 master_pb2_grpc.add_MasterServicer_to_server,
-                MasterServicer(logic, matrix),
+                MasterServicer(logic, matrix, data_dirs),
                 "edgecode.v1.Master",
             )
         ],
         config.host,
         config.port,
+        tls=tls,
     )
     resumed = logic.resume_all()
     if resumed:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import grpc
 
 from edgecode import wire
+from edgecode.datapaths import DataDirs
 from edgecode.errors import InvalidInput, UnknownJob
 from edgecode.master.logic import MasterLogic
 from edgecode.master.matrix import MatrixAssembler, MatrixMaster, load_matrix
@@ -40,6 +41,8 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
     logic: MasterLogic
     #: matrix jobs; None = this master serves training only
     matrix: MatrixMaster | None = None
+    #: folders a matrix_path may name (None: not confined, for in-process use; run() confines)
+    data_dirs: DataDirs | None = None
 
     def _matrix(self) -> MatrixMaster:
         if self.matrix is None:
@@ -91,7 +94,10 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
         )
         spec = wire.matmul_spec_from_proto(upload.spec).validated()
         if upload.assembler is None:
-            a = load_matrix(upload.spec.matrix_path)
+            path = upload.spec.matrix_path
+            if self.data_dirs is not None:
+                path = str(self.data_dirs.confine(path, "matrix_path"))
+            a = load_matrix(path)
         else:
             a = upload.assembler.finish()
         return wire.matmul_job_to_proto(matrix.submit(spec, a).status())

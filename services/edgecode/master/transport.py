@@ -14,11 +14,12 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgecode import wire
-from edgecode.errors import InvalidInput, RoundFailed
+from edgecode.errors import InvalidInput, NotAllowed, RoundFailed
 from edgecode.master.ports import EdgeAssignment, Node, Topology
 from edgecode.planning.spec import Plan
 from edgecode.records import BlockHeader, PlacementHeader, Timing
 from edgecode.rounds import Message, describe
+from edgecode.runtime.security import Tls
 from edgecode.runtime.server import make_channel
 from edgecode.v1 import (
     aggregator_pb2,
@@ -69,9 +70,18 @@ class _EdgeStream:
 
 
 class GrpcTransport:
-    """Channels to workers and edges, cached per address."""
+    """Channels to workers and edges, cached per address (one TLS handshake per peer).
 
-    def __init__(self) -> None:
+    ``is_member(address)``, when given, is asked before a channel to a new address is opened:
+    the master dials only addresses of its authenticated membership (nodes registered with the
+    coordinator under their certificates' names), never one a request made up (NotAllowed,
+    i.e. PERMISSION_DENIED, otherwise)."""
+
+    def __init__(
+        self, tls: Tls | None = None, is_member: Callable[[str], bool] | None = None
+    ) -> None:
+        self._tls = tls
+        self._is_member = is_member
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
 
@@ -79,8 +89,17 @@ class GrpcTransport:
         """The cached channel to ``address``."""
         with self._lock:
             channel = self._channels.get(address)
+        if channel is not None:
+            return channel
+        if self._is_member is not None and not self._is_member(address):
+            raise NotAllowed(
+                f"{address!r} is not the address of a node registered with the coordinator; "
+                "the master dials only its membership"
+            )
+        with self._lock:
+            channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = make_channel(address)
+                channel = self._channels[address] = make_channel(address, self._tls)
             return channel
 
     def place(
@@ -261,17 +280,31 @@ class CoordinatorView:
     reach it answers from what it saw last (membership) and says so (plans), so a dead or
     paused coordinator never stops a job."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: Tls | None = None) -> None:
         self._address = address
-        self._channel = make_channel(address)
+        self._channel = make_channel(address, tls)
         self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
         self._last: Topology | None = None
+        #: the addresses of every node the coordinator listed last (the dialable membership)
+        self._addresses: frozenset[str] = frozenset()
 
     def _cluster(self) -> coordinator_pb2.Cluster:
         cluster: coordinator_pb2.Cluster = self._stub.GetCluster(
             coordinator_pb2.GetClusterRequest(), timeout=COORDINATOR_TIMEOUT
         )
+        self._addresses = frozenset(n.address for n in cluster.nodes)
         return cluster
+
+    def is_member(self, address: str) -> bool:
+        """Whether ``address`` is a registered node's (asking the coordinator again on a miss;
+        False when it is out of reach)."""
+        if address in self._addresses:
+            return True
+        try:
+            self._cluster()
+        except grpc.RpcError:
+            return False
+        return address in self._addresses
 
     def topology(self) -> Topology:
         try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from edgecode.runtime.security import Tls
 from edgecode.runtime.server import make_channel
 from edgecode.v1 import coordinator_pb2, coordinator_pb2_grpc
 
@@ -19,10 +20,13 @@ log = logging.getLogger(__name__)
 
 class Membership:
     """Registers a node and keeps heartbeating; re-registers when the coordinator forgot it
-    (after a coordinator restart). Runs in a daemon thread until :meth:`stop`."""
+    (after a coordinator restart). Runs in a daemon thread until :meth:`stop`. With ``tls`` the
+    node speaks to the coordinator as its certificate's identity, which must be ``node.name``."""
 
-    def __init__(self, coordinator: str, node: coordinator_pb2.Node) -> None:
-        self._channel = make_channel(coordinator)
+    def __init__(
+        self, coordinator: str, node: coordinator_pb2.Node, tls: Tls | None = None
+    ) -> None:
+        self._channel = make_channel(coordinator, tls)
         self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
         self._node = node
         self._stop = threading.Event()

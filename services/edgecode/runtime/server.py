@@ -1,4 +1,6 @@
-"""One server factory for every service: limits, keepalive, health and reflection."""
+"""One server factory for every service: limits, keepalive, health and reflection, mutual TLS
+with the authorization interceptor (:mod:`edgecode.runtime.security`); and the one channel
+factory every client uses."""
 
 from __future__ import annotations
 
@@ -8,35 +10,19 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from edgecode.runtime.security import Authorizer, Tls
+
 log = logging.getLogger(__name__)
 
 #: Large enough for a placed partition chunk or a ~16M-float64 gradient; explicit so a bigger
 #: message is refused with RESOURCE_EXHAUSTED instead of exhausting memory.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """Server TLS: certificate and key, plus a CA to require client certificates (mutual TLS)."""
-
-    cert_file: str
-    key_file: str
-    client_ca_file: str | None = None
-
-    def server_credentials(self) -> grpc.ServerCredentials:
-        key = Path(self.key_file).read_bytes()
-        cert = Path(self.cert_file).read_bytes()
-        ca = Path(self.client_ca_file).read_bytes() if self.client_ca_file else None
-        return grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
-        )
 
 
 def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
@@ -77,14 +63,19 @@ def create_server(
     host: str = "127.0.0.1",
     port: int = 0,
     threads: int = 32,
-    tls: TlsConfig | None = None,
+    tls: Tls | None = None,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Service:
     """Build a server with the given servicers, health and reflection, bound to ``host:port``
     (port 0 picks a free port; the bound one is returned). ``register`` holds
-    ``(add_XServicer_to_server, servicer, full_service_name)`` triples."""
+    ``(add_XServicer_to_server, servicer, full_service_name)`` triples.
+
+    With ``tls`` the port is mutual TLS (a client certificate of the same CA is required) and
+    every call passes the :class:`~edgecode.runtime.security.Authorizer`; without it the port is
+    plaintext and open (the roles' ``run`` refuse that unless ``--insecure`` was given)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
+        interceptors=[Authorizer()] if tls is not None else None,
         options=channel_options(max_message_bytes),
     )
     names = []
@@ -135,17 +126,28 @@ def serve_until_signal(
     return 0
 
 
-def make_channel(
-    address: str, root_ca_file: str | None = None, client_cert: tuple[str, str] | None = None
-) -> grpc.Channel:
-    """A channel with the same limits and keepalive as the servers; TLS when a CA is given."""
+def make_channel(address: str, tls: Tls | None = None) -> grpc.Channel:
+    """A channel with the same limits and keepalive as the servers: mutual TLS with ``tls``
+    (the server is verified against the CA, our certificate is presented), plaintext without.
+    Channels are meant to be made once per peer and reused (the handshake happens once)."""
     options = channel_options()
-    if root_ca_file is None:
+    if tls is None:
         return grpc.insecure_channel(address, options=options)
-    key = cert = None
-    if client_cert is not None:
-        cert, key = (Path(p).read_bytes() for p in client_cert)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=Path(root_ca_file).read_bytes(), private_key=key, certificate_chain=cert
+    return grpc.secure_channel(address, tls.channel_credentials, options=options)
+
+
+def create_health_server(
+    health_servicer: health.HealthServicer, host: str = "127.0.0.1", port: int = 0
+) -> tuple[grpc.Server, int]:
+    """A plaintext server with the health service only, sharing ``health_servicer`` with the
+    main server (so NOT_SERVING on shutdown shows on both): for probes that cannot do TLS, such
+    as Kubernetes gRPC probes. It answers ``Check``/``Watch`` and nothing else."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),
+        options=[("grpc.max_receive_message_length", 4096)],
     )
-    return grpc.secure_channel(address, credentials, options=options)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind the health port {host}:{port}")
+    return server, bound

@@ -1,5 +1,6 @@
-"""The start-up every role shares: common settings, allocator tuning, the metrics endpoint,
-registration with the coordinator, and serving until SIGTERM (health NOT_SERVING first).
+"""The start-up every role shares: common settings (mutual TLS among them), allocator tuning,
+the metrics endpoint, the optional plaintext health port, registration with the coordinator,
+and serving until SIGTERM (health NOT_SERVING first).
 
 Each role's ``run.py`` builds its logic and servicer and calls :func:`serve`; nothing here
 imports a role.
@@ -14,7 +15,8 @@ from typing import Protocol
 
 from edgecode.runtime.membership import Membership, write_ready_file
 from edgecode.runtime.memory import tune_allocator
-from edgecode.runtime.server import Service, serve_until_signal
+from edgecode.runtime.security import Tls, resolve_tls
+from edgecode.runtime.server import Service, create_health_server, serve_until_signal
 from edgecode.v1 import coordinator_pb2
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,18 @@ class CommonConfig:
     advertise_host: str = ""
     ready_file: str = ""
     grace_seconds: float = 2.0
+    #: mutual TLS (required unless ``insecure``): the CA every peer's certificate must chain to,
+    #: this node's certificate (its SAN URI edgecode://ROLE/NAME is its identity) and key
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: a folder with ca.crt, tls.crt and tls.key (a Kubernetes TLS Secret); tls_* override it
+    tls_dir: str = ""
+    #: plaintext gRPC, no authentication (logs a warning); never the default
+    insecure: bool = False
+    #: a plaintext port serving only grpc.health.v1, for probes that cannot do TLS (-1 = none)
+    health_host: str = "127.0.0.1"
+    health_port: int = -1
 
 
 class MetricsEndpoint(Protocol):
@@ -47,6 +61,27 @@ def prepare() -> None:
     tune_allocator()
 
 
+def node_tls(config: CommonConfig, role: str, name: str = "") -> Tls | None:
+    """The service's TLS material (None with ``insecure``); its certificate must name ``role``
+    (and ``name``, for nodes that register under a name): a mismatch is refused at start, not
+    discovered as PERMISSION_DENIED later."""
+    tls = resolve_tls(
+        config.tls_ca,
+        config.tls_cert,
+        config.tls_key,
+        config.tls_dir,
+        config.insecure,
+        role,
+        frozenset({role}),
+    )
+    if tls is not None and name and tls.identity.name != name:
+        raise ValueError(
+            f"{role}: tls_cert names {tls.identity}, but this node is named {name!r} (the "
+            "coordinator accepts a node only under its certificate's name)"
+        )
+    return tls
+
+
 def advertised(config: CommonConfig, port: int) -> str:
     """The address other nodes dial to reach this service."""
     return f"{config.advertise_host or config.host}:{port}"
@@ -59,6 +94,7 @@ def membership(
     address: str,
     edge: str = "",
     link_seconds: float = 0.0,
+    tls: Tls | None = None,
 ) -> Membership | None:
     """Registration and heartbeats with the coordinator, when one is configured."""
     if not coordinator:
@@ -66,7 +102,7 @@ def membership(
     node = coordinator_pb2.Node(
         name=name, role=role, address=address, edge=edge, link_seconds=link_seconds
     )
-    return Membership(coordinator, node)
+    return Membership(coordinator, node, tls)
 
 
 def serve(
@@ -80,6 +116,12 @@ def serve(
     """Start the metrics endpoint and the server, report SERVING, register, write the ready
     file; then serve until SIGTERM/SIGINT and return the exit code."""
     metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
+    health_server, health_port = None, -1
+    if config.health_port >= 0:
+        health_server, health_port = create_health_server(
+            service.health, config.health_host, config.health_port
+        )
+        health_server.start()
     service.server.start()
     service.set_serving(True)
     if member is not None:
@@ -90,6 +132,7 @@ def serve(
         address=advertised(config, service.port),
         port=service.port,
         metrics_port=metrics_port,
+        health_port=health_port,
     )
     log.info("%s serving on %s (metrics on %s)", role, service.port, metrics_port)
 
@@ -102,4 +145,6 @@ def serve(
     try:
         return serve_until_signal(service, config.grace_seconds, stop)
     finally:
+        if health_server is not None:
+            health_server.stop(None)
         metrics.close()

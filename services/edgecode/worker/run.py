@@ -8,7 +8,14 @@ import numpy as np
 
 from edgecode.runtime.metrics import WorkerMetrics
 from edgecode.runtime.server import create_server
-from edgecode.runtime.start import CommonConfig, advertised, membership, prepare, serve
+from edgecode.runtime.start import (
+    CommonConfig,
+    advertised,
+    membership,
+    node_tls,
+    prepare,
+    serve,
+)
 from edgecode.worker.logic import WorkerLogic
 from edgecode.worker.matrix import MatrixWorker
 from edgecode.worker.service import WorkerServicer, add_worker_servicer
@@ -32,6 +39,7 @@ class WorkerConfig(CommonConfig):
 def run(config: WorkerConfig) -> int:
     """Serve one worker until SIGTERM; returns the exit code."""
     prepare()
+    tls = node_tls(config, "worker", config.name)
     metrics = WorkerMetrics()
     logic = WorkerLogic(
         config.name,
@@ -43,7 +51,7 @@ def run(config: WorkerConfig) -> int:
     matrix = MatrixWorker(
         config.name, logic.straggle, np.random.default_rng([config.seed, 1]), metrics
     )
-    reader = GrpcPartitionReader()
+    reader = GrpcPartitionReader(tls)
     service = create_server(
         [
             (
@@ -54,6 +62,7 @@ def run(config: WorkerConfig) -> int:
         ],
         config.host,
         config.port,
+        tls=tls,
     )
     member = membership(
         config.coordinator,
@@ -62,5 +71,6 @@ def run(config: WorkerConfig) -> int:
         advertised(config, service.port),
         edge=config.edge,
         link_seconds=config.link_seconds,
+        tls=tls,
     )
     return serve(config, service, metrics, "worker", member, reader.close)

@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 
 from edgecode import wire
+from edgecode.runtime.security import Tls
 from edgecode.runtime.server import make_channel
 from edgecode.v1 import worker_pb2, worker_pb2_grpc
 
@@ -19,9 +20,11 @@ READ_TIMEOUT_SECONDS = 120.0
 
 class GrpcPartitionReader:
     """ReadPartitions on other workers, channels cached per address (the addresses come from
-    the master's FetchPlacement, i.e. from its authenticated membership)."""
+    the master's FetchPlacement, i.e. from its authenticated membership; only a master may call
+    FetchPlacement)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Tls | None = None) -> None:
+        self._tls = tls
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
 
@@ -29,7 +32,7 @@ class GrpcPartitionReader:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = make_channel(address)
+                channel = self._channels[address] = make_channel(address, self._tls)
         return worker_pb2_grpc.WorkerStub(channel)
 
     def read(
