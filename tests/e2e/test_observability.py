@@ -304,7 +304,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 lambda: scalar(base, "sum(up)") == targets,
             )
             start = time.time()
-            client = MasterClient(cluster.master_address)
+            client = cluster.client()
             try:
                 run_job(
                     client,

@@ -954,7 +954,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="module")
 def master(cluster: LocalCluster) -> Iterator[MasterClient]:
-    client = MasterClient(cluster.master_address)
+    client = cluster.client()
     try:
         yield client
     finally:
@@ -979,8 +979,8 @@ def _assert_reference_untouched(master: MasterClient, reference: master_pb2.JobS
     np.testing.assert_array_equal(params_of(status), params_of(reference))
 
 
-def _submit_raw(master_address: str, spec: master_pb2.JobSpec) -> str:
-    channel = grpc.insecure_channel(master_address)
+def _submit_raw(cluster: LocalCluster, spec: master_pb2.JobSpec) -> str:
+    channel = cluster.channel(cluster.master_address)
     try:
         stub = master_pb2_grpc.MasterStub(channel)
         return str(
@@ -1018,7 +1018,7 @@ def test_master_rejects_bad_job_spec(
     reference_job: master_pb2.JobStatus,
     overrides: dict[str, Any],
 ) -> None:
-    expect_status(INVALID, lambda: _submit_raw(cluster.master_address, _spec(**overrides)))
+    expect_status(INVALID, lambda: _submit_raw(cluster, _spec(**overrides)))
     _assert_reference_untouched(master, reference_job)
 
 
@@ -1029,7 +1029,7 @@ def test_master_rejects_zero_rounds(
     try:
         expect_status(
             INVALID,
-            lambda: _submit_raw(cluster.master_address, _spec(rounds=0, job_id=job_id)),
+            lambda: _submit_raw(cluster, _spec(rounds=0, job_id=job_id)),
         )
     finally:
         _cancel_if_started(master, job_id)
@@ -1057,7 +1057,7 @@ def test_master_rejects_spec_it_cannot_run(
     try:
         expect_status(
             INVALID,
-            lambda: _submit_raw(cluster.master_address, _spec(job_id=job_id, **overrides)),
+            lambda: _submit_raw(cluster, _spec(job_id=job_id, **overrides)),
         )
     finally:
         _cancel_if_started(master, job_id)
@@ -1084,7 +1084,7 @@ def test_master_unknown_job_is_failed_precondition(
     reference_job: master_pb2.JobStatus,
     method: str,
 ) -> None:
-    channel = grpc.insecure_channel(cluster.master_address)
+    channel = cluster.channel(cluster.master_address)
     try:
         stub = master_pb2_grpc.MasterStub(channel)
         request: Any = (
@@ -1101,7 +1101,7 @@ def test_master_unknown_job_is_failed_precondition(
 def test_every_service_reports_serving(cluster: LocalCluster) -> None:
     assert len(cluster.processes) == 1 + 1 + 2 + 8
     for process in cluster.processes.values():
-        channel = grpc.insecure_channel(process.address)
+        channel = cluster.channel(process.address)
         try:
             stub = health_pb2_grpc.HealthStub(channel)
             for service in ("", SERVICES[process.role]):
@@ -1125,7 +1125,7 @@ def test_every_service_reports_serving(cluster: LocalCluster) -> None:
 
 def test_reflection_lists_the_services(cluster: LocalCluster) -> None:
     for process in cluster.processes.values():
-        channel = grpc.insecure_channel(process.address)
+        channel = cluster.channel(process.address)
         try:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             responses = list(

@@ -360,7 +360,7 @@ def test_local_cluster_with_killed_and_paused_workers(tmp_path: Any) -> None:
     setup = default_setup(edges=1, workers_per_edge=N, straggler="none", compute_seconds=0.0)
     a = random_matrix(300, 200, seed=11)
     with LocalCluster(setup, tmp_path / "cluster") as cluster:
-        client = MasterClient(cluster.master_address)
+        client = cluster.client()
         try:
             job = client.submit_matmul(
                 master_pb2.MatmulSpec(job_id="A", scheme="sparse", n=N, k=K, deadline_seconds=5.0),

@@ -139,7 +139,7 @@ def _run_job(run: Run, client: MasterClient, stage: str, config: JobConfig) -> N
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     with LocalCluster(default_setup(), workdir=tmp_path_factory.mktemp("cluster")) as cluster:
-        client = MasterClient(cluster.master_address)
+        client = cluster.client()
         try:
             run = Run(cluster)
             run.scrapes["before"] = _scrape_all(cluster)

@@ -15,7 +15,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edgecode.cluster.local import LocalCluster, default_setup
+from edgecode.cluster.local import CLIENT_NAME, LocalCluster, default_setup
+from edgecode.runtime.certs import CertificateAuthority, Identity
+from edgecode.runtime.security import Tls
+from edgecode.runtime.server import make_channel
 
 
 def _wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 60) -> dict:
@@ -27,8 +30,8 @@ def _wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 60)
     return json.loads(path.read_text())
 
 
-def _health(address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
+def _health(address: str, tls: Tls | None = None) -> int:
+    with make_channel(address, tls) as channel:
         return (
             health_pb2_grpc.HealthStub(channel)
             .Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -41,7 +44,21 @@ def test_worker_from_flags_env_or_toml_and_sigterm(tmp_path: Path, source: str) 
     ready = tmp_path / "ready.json"
     args = [sys.executable, "-m", "edgecode", "worker"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECODE_")}
-    settings = {"name": "w-test", "port": "0", "metrics_port": "0", "ready_file": str(ready)}
+    ca = CertificateAuthority.create(days=1)
+    ca.issue(Identity("worker", "w-test"), ips=["127.0.0.1"], days=1).write(
+        tmp_path / "w", ca.cert_pem
+    )
+    ca.issue(Identity("master", "m"), days=1).write(tmp_path / "m", ca.cert_pem)
+    settings = {
+        "name": "w-test",
+        "port": "0",
+        "metrics_port": "0",
+        "ready_file": str(ready),
+        "tls_ca": str(tmp_path / "w" / "ca.crt"),
+        "tls_cert": str(tmp_path / "w" / "tls.crt"),
+        "tls_key": str(tmp_path / "w" / "tls.key"),
+        "health_port": "0",
+    }
     if source == "flags":
         for key, value in settings.items():
             args += [f"--{key.replace('_', '-')}", value]
@@ -55,7 +72,12 @@ def test_worker_from_flags_env_or_toml_and_sigterm(tmp_path: Path, source: str) 
         try:
             info = _wait_for(ready, process)
             assert info["role"] == "worker" and info["port"] > 0
-            assert _health(info["address"]) == health_pb2.HealthCheckResponse.SERVING
+            # mutual TLS on the service's port; plaintext health only on the health port
+            master = Tls.from_dir(tmp_path / "m")
+            assert _health(info["address"], master) == health_pb2.HealthCheckResponse.SERVING
+            assert info["health_port"] > 0
+            health_address = f"127.0.0.1:{info['health_port']}"
+            assert _health(health_address) == health_pb2.HealthCheckResponse.SERVING
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=10) == 0
@@ -87,6 +109,8 @@ def test_train_command_submits_and_follows(tmp_path: Path) -> None:
                 "train",
                 "--master",
                 cluster.master_address,
+                "--tls-dir",
+                str(cluster.tls_dir / CLIENT_NAME),
                 "--scheme",
                 "hgc",
                 "--s-edge",

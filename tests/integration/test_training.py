@@ -66,7 +66,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def uncoded_reference(cluster) -> list[np.ndarray]:
-    client = MasterClient(cluster.master_address)
+    client = cluster.client()
     history, _ = _run(client, _job("uncoded"))
     client.close()
     return history
@@ -74,7 +74,7 @@ def uncoded_reference(cluster) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("scheme", ["hgc", "flat"])
 def test_coded_schemes_follow_uncoded_at_every_round(cluster, uncoded_reference, scheme) -> None:
-    client = MasterClient(cluster.master_address)
+    client = cluster.client()
     history, status = _run(client, _job(scheme))
     client.close()
     deviations = [_relative(a, b) for a, b in zip(history, uncoded_reference, strict=True)]
@@ -84,14 +84,14 @@ def test_coded_schemes_follow_uncoded_at_every_round(cluster, uncoded_reference,
 
 
 def test_ignore_stragglers_visibly_deviates(cluster, uncoded_reference) -> None:
-    client = MasterClient(cluster.master_address)
+    client = cluster.client()
     history, _ = _run(client, _job("ignore"))
     client.close()
     assert _relative(history[-1], uncoded_reference[-1]) > 1e-4
 
 
 def test_hgc_is_exact_with_more_partitions(cluster, uncoded_reference) -> None:
-    client = MasterClient(cluster.master_address)
+    client = cluster.client()
     history, _ = _run(client, _job("hgc", partitions=24))
     client.close()
     assert max(_relative(a, b) for a, b in zip(history, uncoded_reference, strict=True)) <= 1e-9
@@ -106,7 +106,7 @@ def _wait_for_round(client: MasterClient, job_id: str, round_: int, timeout: flo
 
 def _reference(setup: ClusterSetup, config: JobConfig) -> list[np.ndarray]:
     with LocalCluster(setup) as reference_cluster:
-        client = MasterClient(reference_cluster.master_address)
+        client = reference_cluster.client()
         history, _ = _run(client, config)
         client.close()
     return history
@@ -120,7 +120,7 @@ def test_killing_tolerated_nodes_keeps_the_trajectory() -> None:
     setup = default_setup(compute_seconds=0.032, seed=5)
     reference = _reference(setup, _job("uncoded", **FAULT_JOB))
     with LocalCluster(setup) as faulty:
-        client = MasterClient(faulty.master_address)
+        client = faulty.client()
         job_id = client.submit(_job("hgc", **FAULT_JOB))
         _wait_for_round(client, job_id, 8)
         faulty.kill("edge-0-w2")
@@ -138,7 +138,7 @@ def test_more_failures_than_tolerated_replans_and_stays_exact() -> None:
     setup = default_setup(compute_seconds=0.032, seed=6)
     reference = _reference(setup, _job("uncoded", **FAULT_JOB))
     with LocalCluster(setup) as faulty:
-        client = MasterClient(faulty.master_address)
+        client = faulty.client()
         job_id = client.submit(_job("hgc", **FAULT_JOB))
         _wait_for_round(client, job_id, 8)
         for name in ("edge-0-w2", "edge-0-w3", "edge-1"):
@@ -154,7 +154,7 @@ def test_more_failures_than_tolerated_replans_and_stays_exact() -> None:
 def test_too_many_failures_fail_the_job_with_a_clear_message() -> None:
     setup = default_setup(edges=1, workers_per_edge=2, compute_seconds=0.032)
     with LocalCluster(setup) as faulty:
-        client = MasterClient(faulty.master_address)
+        client = faulty.client()
         job_id = client.submit(_job("hgc", rounds=200, round_deadline_seconds=3.0, s_edge=0))
         _wait_for_round(client, job_id, 3)
         before = params_of(client.status(job_id, include_params=True)).copy()
@@ -179,12 +179,12 @@ def test_master_restart_resumes_from_checkpoint() -> None:
     setup = default_setup(compute_seconds=0.08, seed=8)
     config = _job("hgc", rounds=40, checkpoint_every=2, job_id="resume-me", record_params=False)
     with LocalCluster(setup) as cluster:
-        client = MasterClient(cluster.master_address)
+        client = cluster.client()
         client.submit(config)
         _wait_for_round(client, "resume-me", 15)
         client.close()
         master = cluster.restart_master()
-        client = MasterClient(master.address)
+        client = MasterClient(master.address, cluster.client_tls)
         deadline = time.monotonic() + 60
         while True:  # the restarted master picks the job up from its checkpoint by itself
             try:
@@ -195,7 +195,7 @@ def test_master_restart_resumes_from_checkpoint() -> None:
                 time.sleep(0.1)
         assert status.round >= 14, "no completed round before the last checkpoint may be lost"
         status = client.wait("resume-me", timeout=180)
-        reference_client = MasterClient(cluster.master_address)
+        reference_client = cluster.client()
         reference = reference_client.wait(
             reference_client.submit(_job("uncoded", rounds=40, job_id="ref")), timeout=180
         )

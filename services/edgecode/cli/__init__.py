@@ -39,6 +39,7 @@ COMMANDS = (
     "worker",
     "health",
     "cluster",
+    "certs",
 )
 
 

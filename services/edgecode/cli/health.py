@@ -2,6 +2,10 @@
 
 The container HEALTHCHECK and the compose healthchecks call it, so it imports gRPC only and
 answers within its deadline: exit 0 when SERVING, 1 otherwise (NOT_SERVING, unreachable, timeout).
+
+Services serve mutual TLS; a probe either asks the plaintext health-only port (``health_port``:
+the default address is ``127.0.0.1:$EDGECODE_HEALTH_PORT`` when that is set) or presents a
+certificate of the cluster (``--tls-dir`` or ``--tls-ca/--tls-cert/--tls-key``).
 """
 
 from __future__ import annotations
@@ -24,8 +28,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "address",
         nargs="?",
         default=None,
-        help="HOST:PORT (default 127.0.0.1:$EDGECODE_PORT, or 127.0.0.1:50051)",
+        help="HOST:PORT (default 127.0.0.1:$EDGECODE_HEALTH_PORT, else 127.0.0.1:$EDGECODE_PORT, "
+        "else 127.0.0.1:50051)",
     )
+    for key in ("tls_dir", "tls_ca", "tls_cert", "tls_key"):
+        parser.add_argument(
+            "--" + key.replace("_", "-"),
+            dest=key,
+            default="",
+            metavar="PATH",
+            help="mutual TLS: any certificate of the cluster (tls_dir: ca.crt, tls.crt, tls.key)",
+        )
     parser.add_argument(
         "--service", default="", help="service name to check (default: the whole server)"
     )
@@ -37,10 +50,18 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    address = args.address or f"127.0.0.1:{os.environ.get('EDGECODE_PORT', '50051')}"
+    address = args.address or _default_address(os.environ)
     if args.timeout <= 0:
         raise ValueError(f"--timeout must be > 0, got {args.timeout}")
-    with grpc.insecure_channel(address) as channel:
+    files = [getattr(args, k, "") for k in ("tls_ca", "tls_cert", "tls_key", "tls_dir")]
+    if any(files):
+        from edgecode.runtime.security import ANYONE, resolve_tls
+        from edgecode.runtime.server import make_channel
+
+        channel = make_channel(address, resolve_tls(*files, False, "health", ANYONE))
+    else:
+        channel = grpc.insecure_channel(address)
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
@@ -53,6 +74,13 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _default_address(environ: os._Environ[str] | dict[str, str]) -> str:
+    health_port = environ.get("EDGECODE_HEALTH_PORT", "")
+    if health_port and not health_port.startswith("-"):
+        return f"127.0.0.1:{health_port}"
+    return f"127.0.0.1:{environ.get('EDGECODE_PORT', '50051')}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m edgecode.cli.health``: the same check without building the whole ``edgecode``
     parser (which imports every subcommand), so a HEALTHCHECK every few seconds stays cheap."""
@@ -61,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(["health", *(sys.argv[1:] if argv is None else argv)])
     try:
         return _health(args)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         print(f"edgecode health: error: {exc}", file=sys.stderr)
         return 2
 
