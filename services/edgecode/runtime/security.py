@@ -82,6 +82,7 @@ RPC_ROLES: Mapping[str, frozenset[str]] = {
     # separate plaintext health port).
     "/grpc.health.v1.Health/Check": ANYONE,
     "/grpc.health.v1.Health/Watch": ANYONE,
+    "/grpc.health.v1.Health/List": ANYONE,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": ANYONE,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": ANYONE,
 }
