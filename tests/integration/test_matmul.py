@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from edgecode import wire
 from edgecode.cluster.local import LocalCluster, default_setup
 from edgecode.errors import RoundFailed, UnknownJob
-from edgecode.master.client import MasterClient, product_of
+from edgecode.master.client import product_of
 from edgecode.master.matrix import MatrixMaster
 from edgecode.master.service import MasterServicer
 from edgecode.master.transport import GrpcMatrixTransport, GrpcTransport
