@@ -53,12 +53,15 @@ def _health(args: argparse.Namespace) -> int:
     address = args.address or _default_address(os.environ)
     if args.timeout <= 0:
         raise ValueError(f"--timeout must be > 0, got {args.timeout}")
-    files = [getattr(args, k, "") for k in ("tls_ca", "tls_cert", "tls_key", "tls_dir")]
-    if any(files):
+    ca, cert, key, folder = (
+        getattr(args, k, "") for k in ("tls_ca", "tls_cert", "tls_key", "tls_dir")
+    )
+    if ca or cert or key or folder:
         from edgecode.runtime.security import ANYONE, resolve_tls
         from edgecode.runtime.server import make_channel
 
-        channel = make_channel(address, resolve_tls(*files, False, "health", ANYONE))
+        tls = resolve_tls(ca, cert, key, folder, False, "health", ANYONE)
+        channel = make_channel(address, tls)
     else:
         channel = grpc.insecure_channel(address)
     with channel:

@@ -221,13 +221,15 @@ class Tls:
     @classmethod
     def from_files(cls, ca_file: str, cert_file: str, key_file: str) -> Tls:
         """Load PEM files (FileNotFoundError / ValueError naming the file)."""
-        contents = []
+        contents = {}
         for name, path in (("tls_ca", ca_file), ("tls_cert", cert_file), ("tls_key", key_file)):
             file = Path(path)
             if not file.is_file():
                 raise FileNotFoundError(f"{name}: no such file {path}")
-            contents.append(file.read_bytes())
-        return cls.from_pem(*contents, source=cert_file)
+            contents[name] = file.read_bytes()
+        return cls.from_pem(
+            contents["tls_ca"], contents["tls_cert"], contents["tls_key"], source=cert_file
+        )
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> Tls:
