@@ -29,17 +29,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
 from edgecode.cluster.docker import (
     PROJECT_LABEL,
+    SERVICE_LABEL,
     DockerCluster,
     compose_command,
     compose_program,
 )
 from edgecode.master.client import MasterClient, param_history_of, params_of, state_name
 from edgecode.records import JobConfig
+from edgecode.runtime.security import Tls
+from edgecode.v1 import master_pb2, master_pb2_grpc
 
 
 def _load_require_infra() -> Any:
@@ -284,8 +288,42 @@ def _wait_for_round(client: MasterClient, job_id: str, round_: int, timeout: flo
         time.sleep(0.05)
 
 
-def test_hgc_with_a_paused_and_a_killed_worker_equals_uncoded(stack: Stack) -> None:
-    client = MasterClient(f"127.0.0.1:{stack.master_port}")
+def _user_tls(docker_client: Any, stack: Stack, folder: Path) -> Tls:
+    """The user's certificate, made by the stack's one-shot ``certs`` service, as a user gets it
+    (``docker cp`` out of the certs volume)."""
+    listed = docker_client.containers.list(
+        all=True,
+        filters={"label": [f"{PROJECT_LABEL}={stack.project}", f"{SERVICE_LABEL}=certs"]},
+    )
+    assert len(listed) == 1, listed
+    _run(["docker", "cp", f"{listed[0].name}:/certs/user", str(folder / "user")])
+    return Tls.from_dir(folder / "user")
+
+
+def test_the_stack_runs_mutual_tls(docker_client: Any, stack: Stack, tmp_path: Path) -> None:
+    """Plaintext is refused on the master's published port; the user's certificate works, and a
+    node certificate is no user's."""
+    address = f"127.0.0.1:{stack.master_port}"
+    with grpc.insecure_channel(address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            master_pb2_grpc.MasterStub(channel).GetJob(master_pb2.GetJobRequest(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    tls = _user_tls(docker_client, stack, tmp_path)
+    assert tls.identity.role == "user"
+    client = MasterClient(address, tls)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            client.status("no-such-job")
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        client.close()
+
+
+def test_hgc_with_a_paused_and_a_killed_worker_equals_uncoded(
+    docker_client: Any, stack: Stack, tmp_path: Path
+) -> None:
+    tls = _user_tls(docker_client, stack, tmp_path)
+    client = MasterClient(f"127.0.0.1:{stack.master_port}", tls)
     try:
         started = time.monotonic()
         reference = client.wait(client.submit(_job("uncoded")), timeout=300)
@@ -349,7 +387,7 @@ def test_sigterm_stops_a_container_within_two_seconds(stack: Stack) -> None:
 def test_sigterm_stops_the_image_without_an_init(docker_client: Any, image: str) -> None:
     """The image's entrypoint (Python as PID 1, no tini) stops on SIGTERM just as fast."""
     container = docker_client.containers.run(
-        image, ["coordinator"], detach=True, name=f"ece2e{SESSION}-noinit"
+        image, ["coordinator", "--insecure"], detach=True, name=f"ece2e{SESSION}-noinit"
     )
     try:
         deadline = time.monotonic() + 60
