@@ -290,12 +290,19 @@ def check_ports_and_probes(objects: Objects) -> list[str]:
             for host in ("EDGECODE_HOST", "EDGECODE_METRICS_HOST"):
                 if env.get(host) != "0.0.0.0":
                     problems.append(f"{where}: {host} must be 0.0.0.0 in a pod")
+            # The service's port is mutual TLS, which gRPC probes cannot do: they ask the
+            # plaintext health-only port, listening on the pod's address.
+            health_port = container_port(container, "health")
+            if health_port is None or env.get("EDGECODE_HEALTH_PORT") != str(health_port):
+                problems.append(f"{where}: EDGECODE_HEALTH_PORT must be the port named health")
+            if env.get("EDGECODE_HEALTH_HOST") != "0.0.0.0":
+                problems.append(f"{where}: EDGECODE_HEALTH_HOST must be 0.0.0.0 in a pod")
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 spec = container.get(probe)
                 if probe != "startupProbe" and spec is None:
                     problems.append(f"{where}: no {probe}")
-                elif spec is not None and spec.get("grpc", {}).get("port") != grpc_port:
-                    problems.append(f"{where}: {probe} is not a gRPC probe on port {grpc_port}")
+                elif spec is not None and spec.get("grpc", {}).get("port") != health_port:
+                    problems.append(f"{where}: {probe} is not a gRPC probe on port {health_port}")
             wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port)}
             wanted["prometheus.io/path"] = "/metrics"
             for key, value in wanted.items():
@@ -462,7 +469,7 @@ def config_for(
     """The role's frozen config exactly as ``edgecode ROLE`` builds it inside the pod: the args'
     --config file (from the mounted ConfigMap), then the pod's environment."""
     from edgecode.cli._config import build_config
-    from edgecode.cli.services import ROLES
+    from edgecode.cli.services import ROLES, role_module
 
     args = [*container.get("command", []), *container.get("args", [])]
     config_path = args[args.index("--config") + 1] if "--config" in args else None
@@ -474,9 +481,8 @@ def config_for(
         path = Path(_scratch()) / f"{role}.toml"
         path.write_text(text)
         namespace.config = str(path)
-    return build_config(
-        ROLES[role][0], namespace, role, pod_env(workload, container, pod_names(workload)[0])
-    )
+    cls = getattr(role_module(role), ROLES[role][1])
+    return build_config(cls, namespace, role, pod_env(workload, container, pod_names(workload)[0]))
 
 
 def check_role_configs(objects: Objects) -> list[str]:
@@ -528,7 +534,149 @@ def check_node_arch(objects: Objects, arch: str) -> list[str]:
     ]
 
 
+def tls_files(objects: Objects, workload: dict[str, Any], pod: str) -> dict[str, tuple[str, str]]:
+    """For each container: its TLS files (CA, certificate, key) as (Secret name, key) pairs, as
+    the service would resolve them from its environment (tls_dir or the three files)."""
+    template = pod_template(workload)
+    secrets = {
+        v["name"]: v["secret"]["secretName"]
+        for v in template["spec"].get("volumes", [])
+        if "secret" in v
+    }
+    found = {}
+    for container in template["spec"]["containers"]:
+        env = pod_env(workload, container, pod)
+        folder = env.get("EDGECODE_TLS_DIR", "")
+        files = {
+            "ca": env.get("EDGECODE_TLS_CA") or (folder and f"{folder}/ca.crt"),
+            "cert": env.get("EDGECODE_TLS_CERT") or (folder and f"{folder}/tls.crt"),
+            "key": env.get("EDGECODE_TLS_KEY") or (folder and f"{folder}/tls.key"),
+        }
+        for kind, path in files.items():
+            for mount in container.get("volumeMounts", []):
+                prefix = mount["mountPath"].rstrip("/") + "/"
+                if path and path.startswith(prefix) and mount["name"] in secrets:
+                    found[f"{container['name']}:{kind}"] = (
+                        secrets[mount["name"]],
+                        path[len(prefix) :],
+                    )
+    return found
+
+
+def check_tls(objects: Objects) -> list[str]:
+    """Every service runs mutual TLS from a mounted Secret (never --insecure): its CA,
+    certificate and key resolve, in every pod, to keys of a Secret volume."""
+    problems = []
+    for workload in of_kind(objects, *WORKLOAD_KINDS):
+        for pod in pod_names(workload):
+            files = tls_files(objects, workload, pod)
+            for container in pod_template(workload)["spec"]["containers"]:
+                where = f"{pod}/{container['name']}"
+                env = pod_env(workload, container, pod)
+                if env.get("EDGECODE_INSECURE", "false").lower() not in ("false", "0", ""):
+                    problems.append(f"{where}: runs --insecure")
+                for kind in ("ca", "cert", "key"):
+                    if f"{container['name']}:{kind}" not in files:
+                        problems.append(f"{where}: its TLS {kind} is not a file of a Secret")
+    return problems
+
+
+#: Who may open a connection to whom, from the RPC table (docs/notes/security.md): people reach
+#: the master's job API from anywhere (their certificate decides); the coordinator's admin views
+#: are reached through `kubectl port-forward`, which network policies do not see.
+GRPC_CALLERS = {
+    "coordinator": {"master", "edge", "worker"},
+    "master": {"master", "edge", "worker", "coordinator", "prometheus", "outsider"},
+    "edge": {"master"},
+    "worker": {"master", "edge", "worker"},
+}
+SOURCES = ("coordinator", "master", "edge", "worker", "prometheus", "outsider")
+
+
+def _source_labels(source: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(pod labels, namespace labels) of a connection's source."""
+    if source == "prometheus":
+        return {"app.kubernetes.io/name": "prometheus"}, {"kubernetes.io/metadata.name": "mon"}
+    if source == "outsider":
+        return {"app": "other"}, {"kubernetes.io/metadata.name": "other"}
+    labels = {"app.kubernetes.io/name": "edgecode", "app.kubernetes.io/component": source}
+    return labels, {"kubernetes.io/metadata.name": "edgecode"}
+
+
+def _matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    if selector is None:
+        return True
+    if not all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value, operator = labels.get(expression["key"]), expression["operator"]
+        if operator == "In" and value not in expression["values"]:
+            return False
+        if operator == "NotIn" and value in expression["values"]:
+            return False
+        if operator == "Exists" and value is None:
+            return False
+        if operator not in ("In", "NotIn", "Exists"):
+            raise ValueError(f"operator {operator} is not modelled")
+    return True
+
+
+def allowed_flow(objects: Objects, source: str, destination: str, port: int) -> bool:
+    """Whether the rendered NetworkPolicies let ``source`` reach ``destination``:``port``
+    (Kubernetes semantics: a pod selected by any ingress policy takes only what some rule of
+    those policies allows; a peer with both selectors must match both; an empty list of
+    peers or ports matches all)."""
+    labels, _ = _source_labels(destination)
+    src_pod, src_ns = _source_labels(source)
+    same_namespace = source not in ("prometheus", "outsider")
+    policies = [
+        p
+        for p in of_kind(objects, "NetworkPolicy")
+        if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+        and _matches(p["spec"]["podSelector"], labels)
+    ]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") == port for p in ports):
+                continue
+            peers = rule.get("from")
+            if not peers:
+                return True
+            for peer in peers:
+                if "ipBlock" in peer:
+                    continue
+                if "namespaceSelector" in peer:
+                    ns_ok = _matches(peer["namespaceSelector"], src_ns)
+                else:
+                    ns_ok = same_namespace
+                if ns_ok and _matches(peer.get("podSelector"), src_pod):
+                    return True
+    return False
+
+
+def check_network_policies(objects: Objects) -> list[str]:
+    """Exactly the flows of the RPC table reach the gRPC port; only Prometheus the metrics
+    port; the health port (plaintext, health only) is open for probes."""
+    problems = []
+    for destination, callers in GRPC_CALLERS.items():
+        for source in SOURCES:
+            for port, expected in (
+                (50051, source in callers),
+                (9100, source == "prometheus"),
+                (8081, True),
+            ):
+                if allowed_flow(objects, source, destination, port) != expected:
+                    verb = "is not allowed" if expected else "is allowed"
+                    problems.append(f"{source} -> {destination}:{port} {verb}")
+    return problems
+
+
 CHECKS: dict[str, Callable[[Objects], list[str]]] = {
+    "tls": check_tls,
+    "network_policies": check_network_policies,
     "labels": check_labels,
     "namespace": check_namespace,
     "service_selectors": check_service_selectors,
@@ -697,7 +845,19 @@ def _breakages() -> dict[str, Callable[[Objects], None]]:
     def bad_config(objects: Objects) -> None:
         set_env(worker_container(objects), "EDGECODE_COMPUTE_SECONDS", "fast")
 
+    def plaintext(objects: Objects) -> None:
+        container = worker_container(objects)
+        container["env"] = [v for v in container["env"] if not v["name"].startswith("EDGECODE_TLS")]
+        set_env(container, "EDGECODE_INSECURE", "true")
+
+    def open_edges(objects: Objects) -> None:
+        policy = named(objects, "NetworkPolicy", "edgecode-edges")
+        assert policy is not None
+        del policy["spec"]["ingress"][0]["from"]
+
     return {
+        "tls": plaintext,
+        "network_policies": open_edges,
         "labels": unlabel,
         "namespace": wrong_namespace,
         "service_selectors": selector_typo,
@@ -736,3 +896,82 @@ def test_toml_files_parse() -> None:
     for path in sorted(K8S.rglob("*.toml")):
         with path.open("rb") as handle:
             tomllib.load(handle)
+
+
+# --- the TLS Secrets ----------------------------------------------------------------------------
+
+IDENTITY_ROLE = {
+    "coordinator": "coordinator",
+    "master": "master",
+    "edge": "edge",
+    "worker": "worker",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_make_tls_secrets_gives_every_pod_its_identity(
+    rendered: dict[str, str], tmp_path: Path
+) -> None:
+    """k8s/make-tls-secrets.sh for the Raspberry Pi overlay: every file a pod's TLS settings name
+    is a key of a Secret it makes; every certificate names its pod (role and name) and the DNS
+    name other nodes dial (the advertised host), and its key belongs to it. (slow: one
+    `edgecode certs` process per certificate)"""
+    import base64
+
+    from cryptography import x509
+
+    from edgecode.runtime.certs import identity_of_certificate
+    from edgecode.runtime.security import Tls
+
+    objects = load(rendered["overlays/k3s-raspberrypi"])
+    workers = [
+        w["spec"]["replicas"]
+        for w in sorted(of_kind(objects, "StatefulSet"), key=lambda w: w["metadata"]["name"])
+        if component(w) == "worker"
+    ]
+    _kubectl()
+    result = subprocess.run(
+        [
+            "sh",
+            str(K8S / "make-tls-secrets.sh"),
+            "-d",
+            str(tmp_path / "certs"),
+            "-w",
+            ",".join(map(str, workers)),
+            "-E",
+            f"{sys.executable} -m edgecode",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+    assert result.returncode == 0, result.stderr
+    secrets = {
+        s["metadata"]["name"]: {k: base64.b64decode(v) for k, v in s["data"].items()}
+        for s in yaml.safe_load_all(result.stdout)
+        if s
+    }
+    checked = 0
+    for workload in of_kind(objects, *WORKLOAD_KINDS):
+        role = IDENTITY_ROLE[component(workload)]
+        for pod in pod_names(workload):
+            files = tls_files(objects, workload, pod)
+            container = pod_template(workload)["spec"]["containers"][0]
+            env = pod_env(workload, container, pod)
+            pem = {}
+            for kind in ("ca", "cert", "key"):
+                secret, key = files[f"{container['name']}:{kind}"]
+                assert key in secrets.get(secret, {}), f"{pod}: {secret}/{key} is not made"
+                pem[kind] = secrets[secret][key]
+            tls = Tls.from_pem(pem["ca"], pem["cert"], pem["key"])  # the key is the cert's
+            name = env.get("EDGECODE_NAME", role)
+            assert tls.identity.role == role and tls.identity.name == name, (pod, tls.identity)
+            certificate = x509.load_pem_x509_certificate(pem["cert"])
+            assert identity_of_certificate(certificate) == tls.identity
+            dns = certificate.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value.get_values_for_type(x509.DNSName)
+            assert env["EDGECODE_ADVERTISE_HOST"] in dns, (pod, dns)
+            checked += 1
+    assert checked == sum(len(pod_names(w)) for w in of_kind(objects, *WORKLOAD_KINDS))
