@@ -70,6 +70,8 @@ class Message:
     vector: FloatArray
     compute_seconds: float = 0.0
     timings: tuple[Timing, ...] = ()
+    #: nodes the source caught lying (an edge's verifying rule), left out of the vector
+    suspects: tuple[str, ...] = ()
 
 
 class Pending(Protocol):
@@ -215,6 +217,8 @@ class Outcome:
     #: sources cancelled or failed: the stragglers of this layer
     stragglers: tuple[str, ...]
     seconds: float
+    #: nodes caught lying this round: by this layer's rule, or reported by the sources
+    suspects: tuple[str, ...] = ()
 
     @property
     def timings(self) -> tuple[Timing, ...]:
@@ -259,6 +263,7 @@ class Round:
         self._reported: dict[str, Timing] = {}
         self._errors: dict[str, str] = {}
         self._stragglers: tuple[str, ...] = ()
+        self._suspects: set[str] = set()
         #: sources cut off by close() before they delivered anything (named by failure())
         self._silent: tuple[str, ...] = ()
 
@@ -317,6 +322,7 @@ class Round:
         self._observer.received(int(message.vector.nbytes))
         for timing in message.timings:
             self._reported[timing.node] = timing
+        self._suspects.update(message.suspects)
         if problem is not None:
             log.debug("round: %s from %s: %s", message.sender, name, problem)
             self._errors[message.sender] = problem
@@ -337,16 +343,23 @@ class Round:
                 self._first[name] = Timing(name, seconds, False, error=text)
 
     # -- deciding -----------------------------------------------------------------------------
-    def decide(self, rule: Rule) -> Outcome:
+    def decide(self, rule: Rule, slack: float = 0.0) -> Outcome:
         """Offer every arrival to ``rule`` until it is complete (then cancel the rest) or the
-        deadline passes; raises :class:`RoundFailed` when the rule has no result."""
+        deadline passes; raises :class:`RoundFailed` when the rule has no result.
+
+        ``slack`` > 0: once the rule reports a provisional result (``rule.provisional()``, a
+        verifying rule waiting for a spare arrival), the round waits at most ``slack`` more
+        seconds before the rule's :meth:`~Rule.at_deadline` decides."""
         decoded: Decoded | None = None
         spent = 0.0
+        provisional = getattr(rule, "provisional", None)
         try:
             for index, message, _seconds in self.arrivals():
                 start = self._clock()
                 complete = rule.offer(index, message.vector)
                 spent += self._clock() - start
+                if not complete and slack > 0 and provisional is not None and provisional():
+                    self.deadline = min(self.deadline, self._clock() + slack)
                 if complete:
                     start = self._clock()
                     decoded = rule.result()
@@ -359,12 +372,15 @@ class Round:
         self._observer.decoded(spent)
         if decoded is None:
             raise RoundFailed(self.failure(rule.failure()))
+        names = {index: name for name, index in self._senders.items()}
+        liars = {names[i] for i in decoded.suspects if i in names} | self._suspects
         return Outcome(
             decoded=decoded,
             sources=tuple(self._first.values()),
             reported=tuple(self._reported.values()),
             stragglers=stragglers,
             seconds=self._clock() - self.started,
+            suspects=tuple(sorted(liars)),
         )
 
     def failure(self, reason: str) -> str:

@@ -18,10 +18,12 @@ from typing import Protocol
 
 import numpy as np
 
+from edgecode.codes.combine import Rule
 from edgecode.codes.flat import GradientCode
 from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.records import Timing
 from edgecode.rounds import ExactRule, FutureSource, NoObserver, Pending, Round
+from edgecode.verification import VerifyingRule
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,10 @@ class EdgeMetrics(Protocol):
         """Export these workers' series from the first scrape."""
         ...
 
+    def inconsistent(self, node: str) -> None:
+        """``node``'s answer contradicted the others (verify)."""
+        ...
+
 
 class NoEdgeMetrics(NoObserver):
     """Records nothing."""
@@ -77,6 +83,9 @@ class NoEdgeMetrics(NoObserver):
     def known_workers(self, names: Sequence[str]) -> None:
         pass
 
+    def inconsistent(self, node: str) -> None:
+        pass
+
 
 @dataclass
 class EdgeResult:
@@ -86,6 +95,7 @@ class EdgeResult:
     worker: str = ""
     combined: tuple[str, ...] = ()
     timings: tuple[Timing, ...] = ()
+    suspects: tuple[str, ...] = ()
 
 
 @dataclass
@@ -102,16 +112,18 @@ class EdgeJob:
     epoch: int = 0
     #: shape of each worker's answer: 0 = one vector [d], -1 = [V, d] with any V
     message_rows: int = 0
+    #: check each decoding against a spare answer, waiting at most this long for it (0: off)
+    verify_slack: float = 0.0
+    verify: bool = False
     #: configuration order (a newer configuration of the same job has a larger number)
     installed: int = 0
 
-    def rule(self) -> ExactRule:
+    def rule(self) -> Rule:
         assert self.code is not None
-        return ExactRule(
-            len(self.workers),
-            self.code.decode_vector,
-            needed=len(self.workers) - self.code.stragglers,
-        )
+        needed = len(self.workers) - self.code.stragglers
+        if self.verify:
+            return VerifyingRule(len(self.workers), self.code.decode_vector, needed)
+        return ExactRule(len(self.workers), self.code.decode_vector, needed)
 
 
 def edge_code(
@@ -175,6 +187,8 @@ class AggregatorLogic:
         s_worker: int = 0,
         epoch: int = 0,
         message_rows: int = 0,
+        verify: bool = False,
+        verify_slack: float = 0.0,
     ) -> int:
         """Set a job's workers and, in DECODE mode, their code rows and targets, for one
         placement epoch. The configuration rounds use now stays until the first round of a
@@ -198,6 +212,12 @@ class AggregatorLogic:
             }
         elif mode != FORWARD:
             raise InvalidInput(f"mode must be decode or forward, got {mode!r}")
+        if verify and mode != DECODE:
+            raise InvalidInput("verify needs DECODE mode (the master verifies forwarded answers)")
+        if not (0 <= verify_slack <= deadline_seconds):
+            raise InvalidInput(
+                f"verify_slack_seconds must be in [0, the worker deadline], got {verify_slack}"
+            )
         if message_rows not in (0, -1) or (message_rows and mode == DECODE):
             raise InvalidInput(
                 f"message_rows must be 0 (one vector) or -1 (several, FORWARD mode only), got "
@@ -213,6 +233,8 @@ class AggregatorLogic:
             load_fractions=fractions,
             epoch=epoch,
             message_rows=message_rows,
+            verify=verify,
+            verify_slack=verify_slack,
         )
         self._metrics.known_workers(names)
         retired = []
@@ -293,15 +315,18 @@ class AggregatorLogic:
 
     def _decode(self, job: EdgeJob, collector: Round) -> EdgeResult:
         try:
-            outcome = collector.decide(job.rule())
+            outcome = collector.decide(job.rule(), slack=job.verify_slack)
         finally:
             self._metrics.round_done(self._clock() - collector.started, len(collector.close()))
         self._emulate_link()
         self._metrics.sent(outcome.decoded.value.nbytes)
+        for liar in outcome.suspects:
+            self._metrics.inconsistent(liar)
         return EdgeResult(
             vector=outcome.decoded.value,
             combined=tuple(job.workers[i] for i in outcome.decoded.used),
             timings=self._timings(job, outcome.sources),
+            suspects=outcome.suspects,
         )
 
     def _forward(

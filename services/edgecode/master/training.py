@@ -84,6 +84,8 @@ class Job:
     partition_usage: tuple[float, ...] = ()
     shuffle_bytes: int = 0
     shuffles: int = 0
+    inconsistent_rounds: int = 0
+    quarantined: tuple[str, ...] = ()
     cancel: threading.Event = field(default_factory=threading.Event)
     changed: threading.Condition = field(default_factory=threading.Condition)
     started: float = field(default_factory=time.monotonic)
@@ -108,6 +110,8 @@ class Job:
                 partition_usage=self.partition_usage,
                 shuffle_bytes=self.shuffle_bytes,
                 shuffles=self.shuffles,
+                inconsistent_rounds=self.inconsistent_rounds,
+                quarantined=self.quarantined,
                 params=self.params if include_params else None,
                 param_history=tuple(self.param_history) if include_params else (),
             )
@@ -163,6 +167,9 @@ class Trainer:
         self._usage: np.ndarray = np.zeros(0)
         self._usage_rounds = 0
         self._rng = np.random.default_rng([job.config.seed, 0x5F1E])
+        self._caught: dict[str, int] = {}
+        self._quarantined: set[str] = set()
+        self._quarantine_pending = False
         self._filter: ClassFilter | None = None
         #: every node any placement epoch of this job used, by name, and whether it is an edge
         self._used: dict[str, tuple[Node, bool]] = {}
@@ -213,8 +220,13 @@ class Trainer:
                     job.update(layout=layout, placements=job.placements + 1)
                 elif predicted is not None:
                     layout.predicted_round_seconds = predicted
+            if self._quarantine_pending:  # leave the nodes caught lying out of the code
+                self._quarantine_pending = False
+                layout = self._lay_out(problem)
+                job.update(layout=layout, placements=job.placements + 1)
             started = self._clock()
             outcome, layout = self._round_or_recover(problem, layout, round_, params)
+            self._catch(outcome.suspects)
             gradient = outcome.decoded.value
             if gradient.shape != (problem.n_params,) or not np.all(np.isfinite(gradient)):
                 raise RoundFailed(
@@ -283,7 +295,7 @@ class Trainer:
         ``PLACEMENT_ATTEMPTS`` times; the message of the final failure names every node and
         what went wrong with it."""
         cfg = self.job.config
-        dead = set(dead or ())
+        dead = set(dead or ()) | self._quarantined
         failures: dict[str, str] = {}
         for _attempt in range(PLACEMENT_ATTEMPTS):
             if self.job.cancel.is_set():
@@ -574,7 +586,7 @@ class Trainer:
             )
             self._metrics.sent(params.nbytes)
             collector.add(StreamSource(edge.name, stream, stream.cancel, self._pool))
-        return collector.decide(layout.rule(round_, params.size))
+        return collector.decide(layout.rule(round_, params.size), slack=layout.verify_slack)
 
     def _finish_round(
         self,
@@ -618,6 +630,28 @@ class Trainer:
             job.config.scheme, job.job_id, seconds, stragglers, loss, predicted, timings
         )
         self._report(timings, seconds, predicted)
+
+    def _catch(self, suspects: tuple[str, ...]) -> None:
+        """Count the nodes caught lying (verify); quarantine a node caught quarantine_after
+        times: it is left out of the next epoch (and reported in the job status)."""
+        if not suspects:
+            return
+        job = self.job
+        for node in suspects:
+            self._metrics.inconsistent(node)
+            self._caught[node] = self._caught.get(node, 0) + 1
+            if self._caught[node] >= job.config.quarantine_after and node not in self._quarantined:
+                self._quarantined.add(node)
+                self._quarantine_pending = True
+                log.warning(
+                    "job %s: %s quarantined after %d inconsistent results",
+                    job.job_id,
+                    node,
+                    self._caught[node],
+                )
+        with job.changed:
+            job.inconsistent_rounds += 1
+            job.quarantined = tuple(sorted(self._quarantined))
 
     def _count_usage(self, used: np.ndarray) -> None:
         """Per partition, in how many rounds it had weight (restarts when K changes)."""
