@@ -173,6 +173,8 @@ class AggregatorLogic:
         #: job id -> placement epoch -> configuration
         self._jobs: dict[str, dict[int, EdgeJob]] = {}
         self._installs = 0
+        #: job id -> when it was last configured or run (for the idle TTL)
+        self._used: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def configure(
@@ -247,6 +249,7 @@ class AggregatorLogic:
             self._installs += 1
             job.installed = self._installs
             held[epoch] = job
+            self._used[job_id] = self._clock()
         for old in retired:
             old.client.close()
         return len(names)
@@ -255,9 +258,20 @@ class AggregatorLogic:
         """Forget a job (its workers' clients are closed); True when it was known."""
         with self._lock:
             held = self._jobs.pop(job_id, {})
+            self._used.pop(job_id, None)
         for job in held.values():
             job.client.close()
         return bool(held)
+
+    def expire(self, ttl_seconds: float) -> list[str]:
+        """Drop the jobs not configured or run for ``ttl_seconds`` (their master is gone
+        without a DropJob); returns their ids."""
+        now = self._clock()
+        with self._lock:
+            idle = [j for j, used in self._used.items() if now - used > ttl_seconds]
+        for job_id in idle:
+            self.drop(job_id)
+        return idle
 
     def _current(self, job_id: str, epoch: int) -> EdgeJob:
         """The configuration of ``epoch``; those configured before it are retired."""
@@ -267,6 +281,7 @@ class AggregatorLogic:
             if not held:
                 raise UnknownJob(f"edge {self.name} has no job {job_id!r}")
             job = held.get(epoch)
+            self._used[job_id] = self._clock()
             if job is None:
                 raise StaleRound(
                     f"edge {self.name} has no configuration of placement epoch {epoch} "

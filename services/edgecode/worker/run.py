@@ -8,7 +8,14 @@ import numpy as np
 
 from edgecode.runtime.metrics import WorkerMetrics
 from edgecode.runtime.server import create_server
-from edgecode.runtime.start import CommonConfig, advertised, membership, prepare, serve
+from edgecode.runtime.start import (
+    CommonConfig,
+    advertised,
+    membership,
+    prepare,
+    reap_idle_jobs,
+    serve,
+)
 from edgecode.worker.logic import WorkerLogic
 from edgecode.worker.matrix import MatrixWorker
 from edgecode.worker.service import WorkerServicer, add_worker_servicer
@@ -63,4 +70,10 @@ def run(config: WorkerConfig) -> int:
         edge=config.edge,
         link_seconds=config.link_seconds,
     )
-    return serve(config, service, metrics, "worker", member, reader.close)
+    reaper = reap_idle_jobs(config.job_ttl_seconds, logic.expire, matrix.expire)
+
+    def stop() -> None:
+        reaper.set()
+        reader.close()
+
+    return serve(config, service, metrics, "worker", member, stop)
