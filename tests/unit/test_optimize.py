@@ -9,23 +9,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from edgecode.bench.planner import bench_planner, random_cluster
 from edgecode.errors import Infeasible
 from edgecode.planning import _rule
-from edgecode.planning.optimize import (
-    bench_planner,
+from edgecode.planning.baselines import (
     best_flat_plan,
     best_uniform_plan,
-    default_max_partitions,
-    exhaustive_optimum,
     flat_plan,
     ignore_plan,
-    optimize,
-    random_cluster,
-    replan,
     uncoded_plan,
     uniform_plan,
 )
+from edgecode.planning.exhaustive import exhaustive_optimum
+from edgecode.planning.optimize import default_max_partitions, optimize
 from edgecode.planning.plans import build_plan, check_plan
+from edgecode.planning.replan import replan
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.planning.timing import expected_round_time
 
@@ -393,7 +391,6 @@ def test_never_slower_than_the_papers_uniform_plans_on_bernoulli_clusters(
 ) -> None:
     """Regression: with bimodal (Bernoulli) runtimes the median-quantile rule alone returned
     plans up to 29% slower than the best uniform plan (found by the simulator's report)."""
-    from edgecode.planning.optimize import best_uniform_plan
     from edgecode.sim.compare import cluster_family
 
     spec = cluster_family(p, slowdown)

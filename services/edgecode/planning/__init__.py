@@ -6,27 +6,28 @@
 - :mod:`.timing`: the round-time model, exact ``E[T]`` by numerical integration, its CDF,
   Monte Carlo, and the "first k of n, twice" rule applied to sampled compute times (for the
   simulator);
-- :mod:`.optimize`: the planner (:func:`optimize`), the exhaustive reference, the baselines
-  (uncoded, flat cyclic, ignore-stragglers, the paper's uniform hierarchical plan), re-planning
-  and a benchmark.
+- :mod:`.optimize`: the planner (:func:`optimize`); :mod:`.exhaustive`: the exhaustive reference;
+  :mod:`.baselines`: uncoded, flat cyclic, ignore-stragglers, the paper's uniform hierarchical
+  plan; :mod:`.replan`: re-planning and when it pays.
+
+``bench_planner`` and ``random_cluster`` live in :mod:`edgecode.bench.planner` (loaded on first
+use from here, so the core does not import the benchmarks).
 """
 
-from edgecode.planning.optimize import (
-    bench_planner,
+from typing import Any
+
+from edgecode.planning.baselines import (
     best_flat_plan,
     best_uniform_plan,
-    default_max_partitions,
-    exhaustive_optimum,
     flat_plan,
     ignore_plan,
-    optimize,
-    random_cluster,
-    replan,
     uncoded_plan,
     uniform_plan,
-    updated_spec,
 )
+from edgecode.planning.exhaustive import exhaustive_optimum
+from edgecode.planning.optimize import default_max_partitions, optimize
 from edgecode.planning.plans import SCHEMES, build_plan, check_plan, one_layer_plan
+from edgecode.planning.replan import replan, updated_spec
 from edgecode.planning.spec import (
     ClusterSpec,
     EdgePlan,
@@ -48,6 +49,17 @@ from edgecode.planning.timing import (
     sample_round_times,
     simulate_round_times,
 )
+
+_BENCH = ("bench_planner", "random_cluster")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BENCH:
+        from edgecode.bench import planner
+
+        return getattr(planner, name)
+    raise AttributeError(f"module 'edgecode.planning' has no attribute {name!r}")
+
 
 __all__ = [
     "SCHEMES",

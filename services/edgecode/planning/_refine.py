@@ -1,0 +1,181 @@
+"""Refinement of a structure's loads by projected gradient descent (private).
+
+The load rule is a heuristic; :func:`refine` improves a structure's loads by projected gradient
+descent on the continuous loads (shares ``u_w`` per edge on ``{sum u = s_w + 1, u <= 1}``,
+coverages ``g_i`` on ``{sum g = s_edge + 1, g <= 1}``), with the exact gradient
+``dE/df_w = -integral B_j(t) D_w(t) dF_w(t)/df_w dt`` (``B_j`` = probability that exactly
+``k_e - 1`` of the other edges have delivered, ``D_w`` = probability that exactly ``k_j - 1`` of
+the other workers of edge j have arrived), then rounds to integers with the exact sums. The
+refined loads are kept only when their expected time is lower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgecode.planning import _rule
+from edgecode.planning._evaluate import BoolArray, Evaluator, FloatArray, IntArray, Result
+from edgecode.planning.timing import (
+    _expected_time,
+    _expected_time_and_gradient,
+    _GroupModel,
+    _model_from_arrays,
+    _quick_expected_time,
+)
+
+
+def _project(
+    y: FloatArray,
+    total: FloatArray,
+    lo: FloatArray | float,
+    hi: FloatArray | float,
+    mask: BoolArray,
+) -> FloatArray:
+    """Euclidean projection of each row onto {sum = total, lo <= x <= hi} (masked entries 0)."""
+    left = np.where(mask, y - hi, np.inf).min(axis=-1) - 1.0
+    right = np.where(mask, y - lo, -np.inf).max(axis=-1) + 1.0
+    for _ in range(80):
+        mid = 0.5 * (left + right)
+        x = np.where(mask, np.clip(y - mid[..., None], lo, hi), 0.0)
+        big = x.sum(axis=-1) > total
+        left = np.where(big, mid, left)
+        right = np.where(big, right, mid)
+    return np.where(mask, np.clip(y - right[..., None], lo, hi), 0.0)
+
+
+def _round_counts(
+    target: FloatArray, total: IntArray, lo: IntArray, hi: IntArray, mask: BoolArray
+) -> IntArray:
+    """Integers near ``target`` per row with the given sums and bounds (largest remainder)."""
+    base = np.where(mask, np.clip(np.floor(target), lo, hi), 0).astype(np.int64)
+    rest = total - base.sum(axis=-1)
+    frac = target - base
+    for _ in range(int(mask.shape[-1] * (np.max(hi) + 1))):
+        if not rest.any():
+            break
+        grow = np.where(mask & (base < hi), frac, -np.inf).argmax(axis=-1)
+        shrink = np.where(mask & (base > lo), frac, np.inf).argmin(axis=-1)
+        up = np.zeros_like(base)
+        np.put_along_axis(up, grow[..., None], (rest > 0)[..., None].astype(np.int64), axis=-1)
+        down = np.zeros_like(base)
+        np.put_along_axis(down, shrink[..., None], (rest < 0)[..., None].astype(np.int64), axis=-1)
+        base = base + up - down
+        frac = target - base
+        rest = total - base.sum(axis=-1)
+    return base
+
+
+def refine(ev: Evaluator, result: Result, iterations: int) -> Result:
+    """Projected gradient descent on continuous loads, then rounding; keeps the better plan."""
+    cl = ev.cluster
+    st = result.structure
+    rows = np.nonzero(st.emask)[0]
+    sel = st.wmask[rows]
+    s_w = st.s_w[rows]
+    K = ev.K
+    s_e = st.s_edge
+    need = sel.sum(axis=-1) - s_w
+    top_need = int(rows.size - s_e)
+    coverage = result.c[rows] / K
+    shares = np.where(sel, result.l[rows] / np.maximum(result.c[rows], 1)[:, None], 0.0)
+    lo_cover = np.ceil(sel.sum(axis=-1) / (s_w + 1)) / K
+
+    def build(f: FloatArray) -> _GroupModel:
+        return _model_from_arrays(
+            f,
+            cl.shift[rows],
+            cl.rate[rows],
+            cl.link[rows],
+            cl.straggle[rows],
+            cl.slow[rows],
+            sel,
+            need,
+            cl.edge_link[rows],
+            top_need,
+        )
+
+    def value_and_gradient(g: FloatArray, u: FloatArray) -> tuple[float, FloatArray]:
+        f = g[:, None] * u
+        return _expected_time_and_gradient(
+            build(f),
+            f,
+            cl.rate[rows],
+            cl.link[rows],
+            cl.slow[rows],
+            ev.rtol,
+            ev.max_breaks,
+            quick=ev.max_breaks is not None,
+        )
+
+    def value(g: FloatArray, u: FloatArray) -> float:
+        model = build(g[:, None] * u)
+        if ev.max_breaks is None:
+            return _expected_time(model, ev.rtol)
+        return _quick_expected_time(model, ev.max_breaks)
+
+    g, u = coverage.astype(np.float64), shares.astype(np.float64)
+    current, grad_f = value_and_gradient(g, u)
+    step = 0.2
+    for _ in range(iterations):
+        grad_u = np.where(sel, g[:, None] * grad_f, 0.0)
+        grad_g = (u * grad_f).sum(axis=-1)
+        centred_u = np.where(sel, grad_u - (grad_u.sum(-1) / sel.sum(-1))[:, None], 0.0)
+        scale_u = np.abs(centred_u).max() + 1e-300
+        centred_g = grad_g - grad_g.mean()
+        scale_g = np.abs(centred_g).max() + 1e-300
+        improved = False
+        for _ in range(6):
+            lo_u = np.where(sel, 1.0 / (K * np.maximum(g, 1.0 / K))[:, None], 0.0)
+            new_u = _project(
+                u - step * (s_w + 1)[:, None] / sel.sum(-1)[:, None] * centred_u / scale_u,
+                (s_w + 1).astype(np.float64),
+                lo_u,
+                1.0,
+                sel,
+            )
+            new_g = _project(
+                g[None] - step * (s_e + 1) / rows.size * centred_g[None] / scale_g,
+                np.array([s_e + 1.0]),
+                lo_cover[None],
+                1.0,
+                np.ones((1, rows.size), dtype=bool),
+            )[0]
+            trial = value(new_g, new_u)
+            if trial < current * (1 - 1e-10):
+                g, u = new_g, new_u
+                current, grad_f = value_and_gradient(g, u)
+                step = min(0.5, step * 1.5)
+                improved = True
+                break
+            step *= 0.35
+        if not improved:
+            break
+    total_c = np.array(K * (s_e + 1))
+    lo_c = np.ceil(sel.sum(axis=-1) / (s_w + 1)).astype(np.int64)
+    c_rows = _round_counts(
+        (K * g)[None],
+        total_c[None],
+        lo_c[None],
+        np.full((1, rows.size), K),
+        np.ones((1, rows.size), dtype=bool),
+    )[0]
+    l_rows = _round_counts(
+        c_rows[:, None] * u,
+        c_rows * (s_w + 1),
+        np.ones_like(sel, np.int64),
+        np.broadcast_to(c_rows[:, None], sel.shape).astype(np.int64),
+        sel,
+    )
+    c = np.zeros_like(result.c)
+    c[rows] = c_rows
+    l = np.zeros_like(result.l)
+    l[rows] = np.where(sel, l_rows, 0)
+    model = _rule.model(cl, st.wmask, st.s_w, s_e, l, K)
+    rounded = (
+        _expected_time(model, ev.rtol)
+        if ev.max_breaks is None
+        else _quick_expected_time(model, ev.max_breaks)
+    )
+    if rounded < result.value:
+        return Result(rounded, st, c, l)
+    return result
