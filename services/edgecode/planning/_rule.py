@@ -29,6 +29,7 @@ Steps (maths in :mod:`edgecode.planning.optimize`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +124,7 @@ def unit_costs(cluster: Cluster, p: FloatArray) -> FloatArray:
         return np.asarray(fast)
     pi = cluster.straggle
     slow = cluster.slow
-    lo = fast
+    lo = np.broadcast_to(fast, np.broadcast_shapes(fast.shape, slow.shape))
     hi = slow * fast
     target = p[..., None]
 
@@ -132,12 +133,8 @@ def unit_costs(cluster: Cluster, p: FloatArray) -> FloatArray:
         second = -np.expm1(-cluster.rate * np.maximum(y / slow - cluster.shift, 0.0))
         return np.asarray((1.0 - pi) * first + pi * second)
 
-    for _ in range(_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        below = cdf(mid) < target
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    return np.asarray(hi)
+    goal = np.broadcast_to(target, np.broadcast_shapes(target.shape, lo.shape))
+    return increasing_root(cdf, lo, np.broadcast_to(hi, goal.shape), goal)
 
 
 def edge_capacity(
@@ -161,17 +158,41 @@ def coverages(
     v = cluster.link
     start = np.where(wmask, cluster.edge_link[:, None] + v, np.inf).min(axis=(-1, -2))
     stop = np.where(wmask, cluster.edge_link[:, None] + v + a, -np.inf).max(axis=(-1, -2))
-    lo, hi = start, stop
-    goal = s_e + 1
-    for _ in range(_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        cap = edge_capacity(a, v, wmask, s_w, mid[:, None] - cluster.edge_link)
-        served = np.where(emask, np.minimum(cap, 1.0), 0.0).sum(axis=-1)
-        short = served < goal
-        lo = np.where(short, mid, lo)
-        hi = np.where(short, hi, mid)
-    cap = edge_capacity(a, v, wmask, s_w, hi[:, None] - cluster.edge_link)
-    return np.where(emask, np.minimum(cap, 1.0), 0.0), hi
+
+    def served(theta: FloatArray) -> FloatArray:
+        cap = edge_capacity(a, v, wmask, s_w, theta[:, None] - cluster.edge_link)
+        return np.asarray(np.where(emask, np.minimum(cap, 1.0), 0.0).sum(axis=-1))
+
+    theta = increasing_root(served, start, stop, (s_e + 1).astype(np.float64))
+    cap = edge_capacity(a, v, wmask, s_w, theta[:, None] - cluster.edge_link)
+    # Where served is flat at the goal (every selected edge covers all of its data or none),
+    # Theta is the left end of that stretch: when the last edge to cover everything reaches 1.
+    whole = emask & (cap >= 1.0)
+    flat = np.all(~emask | whole | (cap <= 0.0), axis=-1) & whole.any(axis=-1)
+    if flat.any():
+        reach = _full_coverage_levels(a[flat], v, wmask[flat], s_w[flat])
+        left = np.where(whole[flat], reach + cluster.edge_link, -np.inf).max(axis=-1)
+        theta[flat] = np.minimum(theta[flat], left)
+        cap = edge_capacity(a, v, wmask, s_w, theta[:, None] - cluster.edge_link)
+    return np.where(emask, np.minimum(cap, 1.0), 0.0), theta
+
+
+def _full_coverage_levels(
+    a: FloatArray, v: FloatArray, wmask: BoolArray, s_w: IntArray
+) -> FloatArray:
+    """The collector time L where ``cap_i(L) = 1`` for every edge (B, n); strictly increasing
+    there, so the root is unique. Edges without selected workers give ``-inf``."""
+    selected = wmask.any(axis=-1)
+    lo = np.where(wmask, v, np.inf).min(axis=-1)
+    hi = np.where(wmask, v + a, -np.inf).max(axis=-1)
+    lo = np.where(selected, lo, 0.0)
+    hi = np.where(selected, hi, 1.0)
+
+    def capacity(level: FloatArray) -> FloatArray:
+        return edge_capacity(a, v, wmask, s_w, level)
+
+    reach = increasing_root(capacity, lo, hi, np.where(selected, 1.0, 0.0))
+    return np.where(selected, reach, -np.inf)
 
 
 def integer_coverages(
@@ -207,32 +228,36 @@ def integer_coverages(
 def worker_loads(
     cluster: Cluster, a: FloatArray, wmask: BoolArray, s_w: IntArray, c: IntArray, K: int
 ) -> IntArray:
-    """Integer loads ``l`` (B, n, m) for the coverages ``c`` (step 5)."""
+    """Integer loads ``l`` (B, n, m) for the coverages ``c`` (step 5).
+
+    The level theta where the continuous counts ``clip((theta - link_w) K / a_w, 1, c_i)`` add
+    up to the edge's ``c_i (s_w + 1)`` units is solved first; every worker then holds the units
+    cheaper than theta (the integer part, never more than the units) and the few units left go
+    one by one to the cheapest next unit.
+    """
     v = cluster.link
     unit = a / K
-    units = (c * (s_w + 1))[..., None]
+    units = (c * (s_w + 1)).astype(np.float64)
     cap = c[..., None]
-    lo = np.where(wmask, v + unit, np.inf).min(axis=-1)[..., None]
-    hi = np.where(wmask, v + unit * cap, -np.inf).max(axis=-1)[..., None]
-    lo = np.where(np.isfinite(lo), lo, 0.0)
-    hi = np.where(np.isfinite(hi), hi, 0.0)
+    selected = wmask.any(axis=-1)
+    lo = np.where(wmask, v + unit, np.inf).min(axis=-1)
+    hi = np.where(wmask, v + unit * cap, -np.inf).max(axis=-1)
+    lo = np.where(selected, lo, 0.0)
+    hi = np.where(selected, hi, 1.0)
 
-    def counts(theta: FloatArray) -> IntArray:
-        take = np.clip(np.floor((theta - v) / unit), 1, cap).astype(np.int64)
-        return np.asarray(np.where(wmask, take, 0))
+    def continuous(theta: FloatArray) -> FloatArray:
+        share = np.clip((theta[..., None] - v) / unit, 1.0, cap)
+        return np.asarray(np.where(wmask, share, 0.0).sum(axis=-1))
 
-    for _ in range(_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        under = counts(mid).sum(axis=-1, keepdims=True) <= units
-        lo = np.where(under, mid, lo)
-        hi = np.where(under, hi, mid)
-    loads = counts(lo)
+    theta = increasing_root(continuous, lo, hi, np.where(selected, units, 0.0))
+    loads = np.where(wmask, np.clip(np.floor((theta[..., None] - v) / unit), 1, cap), 0)
+    loads = loads.astype(np.int64)
     shape = loads.shape
     unit_b = np.broadcast_to(unit, shape)
     v_b = np.broadcast_to(v, shape)
     cap_b = np.broadcast_to(cap, shape)
     mask_b = np.broadcast_to(wmask, shape)
-    rest = np.where(wmask.any(axis=-1), units[..., 0] - loads.sum(axis=-1), 0)
+    rest = np.where(selected, c * (s_w + 1) - loads.sum(axis=-1), 0)
     while (rest > 0).any():
         cost = np.where(mask_b & (loads < cap_b), unit_b * (loads + 1) + v_b, np.inf)
         pick = cost.argmin(axis=-1)[..., None]
@@ -240,6 +265,58 @@ def worker_loads(
         np.put_along_axis(loads, pick, np.take_along_axis(loads, pick, axis=-1) + grow, axis=-1)
         rest = rest - grow[..., 0]
     return loads
+
+
+def increasing_root(
+    func: Callable[[FloatArray], FloatArray],
+    lo: FloatArray,
+    hi: FloatArray,
+    goal: FloatArray,
+    rtol: float = 1e-14,
+) -> FloatArray:
+    """Elementwise ``x`` in ``[lo, hi]`` with ``func(x) = goal`` for a continuous non-decreasing
+    piecewise-linear ``func`` (the smallest ``x`` with ``func(x) >= goal`` up to ``rtol``).
+
+    Regula falsi with the Illinois modification (the retained end's value is halved when the same
+    end is kept twice), so that the iterate lands on the root as soon as it brackets a single
+    linear piece; the trial point is kept at least the tolerance inside the bracket (a root at
+    one end is then confirmed in one step) and every eighth step bisects, which bounds the count
+    by that of bisection. An exact hit ends the search; where ``func`` is flat at ``goal`` it may
+    lie anywhere on that stretch (callers that need its left end find it themselves). At most
+    ``_BISECTIONS`` steps.
+    """
+    lo = np.array(lo, dtype=np.float64)
+    hi = np.array(hi, dtype=np.float64)
+    f_lo = func(lo) - goal
+    f_hi = func(hi) - goal
+    done = (f_lo >= 0) | (f_hi <= 0)
+    hi = np.where(f_lo >= 0, lo, hi)
+    kept = np.zeros(lo.shape, dtype=np.int8)  # +1: lo kept last time, -1: hi kept
+    for step in range(_BISECTIONS):
+        width = hi - lo
+        tol = rtol * np.maximum(np.abs(hi), np.abs(lo))
+        done |= width <= 2.0 * tol
+        if done.all():
+            break
+        if step % 8 == 7:
+            x = lo + 0.5 * width
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = lo - f_lo * width / (f_hi - f_lo)
+            x = np.clip(np.where(np.isfinite(x), x, lo + 0.5 * width), lo + tol, hi - tol)
+        x = np.where(done, hi, x)
+        f_x = func(x) - goal
+        below = (f_x < 0) & ~done
+        above = (f_x >= 0) & ~done
+        f_hi = np.where(below & (kept == -1), 0.5 * f_hi, f_hi)
+        f_lo = np.where(above & (kept == 1), 0.5 * f_lo, f_lo)
+        lo = np.where(below, x, lo)
+        f_lo = np.where(below, f_x, f_lo)
+        hi = np.where(above, x, hi)
+        f_hi = np.where(above, f_x, f_hi)
+        kept = np.where(below, -1, np.where(above, 1, kept)).astype(np.int8)
+        done |= f_x == 0
+    return hi
 
 
 def apply(
