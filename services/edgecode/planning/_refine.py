@@ -31,16 +31,28 @@ def _project(
     hi: FloatArray | float,
     mask: BoolArray,
 ) -> FloatArray:
-    """Euclidean projection of each row onto {sum = total, lo <= x <= hi} (masked entries 0)."""
-    left = np.where(mask, y - hi, np.inf).min(axis=-1) - 1.0
-    right = np.where(mask, y - lo, -np.inf).max(axis=-1) + 1.0
-    for _ in range(80):
-        mid = 0.5 * (left + right)
-        x = np.where(mask, np.clip(y - mid[..., None], lo, hi), 0.0)
-        big = x.sum(axis=-1) > total
-        left = np.where(big, mid, left)
-        right = np.where(big, right, mid)
-    return np.where(mask, np.clip(y - right[..., None], lo, hi), 0.0)
+    """Euclidean projection of each row onto {sum = total, lo <= x <= hi} (masked entries 0).
+
+    The projection is ``clip(y - tau, lo, hi)`` with ``phi(tau) = sum clip(y - tau, lo, hi) =
+    total``; ``phi`` is piecewise linear and non-increasing with knots ``y - hi`` and ``y - lo``,
+    so it is evaluated at every knot and ``tau`` interpolated on the piece that crosses ``total``.
+    """
+    lo_b = np.broadcast_to(lo, y.shape)
+    hi_b = np.broadcast_to(hi, y.shape)
+    both = np.concatenate([mask, mask], axis=-1)
+    knots = np.concatenate([y - hi_b, y - lo_b], axis=-1)
+    knots = np.sort(np.where(both, knots, np.where(both, knots, -np.inf).max(axis=-1)[..., None]))
+    values = np.clip(y[..., None, :] - knots[..., :, None], lo_b[..., None, :], hi_b[..., None, :])
+    phi = np.where(mask[..., None, :], values, 0.0).sum(axis=-1)  # (..., 2m), non-increasing
+    goal = np.asarray(total)[..., None]
+    last = np.maximum((phi >= goal).sum(axis=-1) - 1, 0)[..., None]
+    after = np.minimum(last + 1, knots.shape[-1] - 1)
+    t0, t1 = np.take_along_axis(knots, last, -1), np.take_along_axis(knots, after, -1)
+    p0, p1 = np.take_along_axis(phi, last, -1), np.take_along_axis(phi, after, -1)
+    drop = p0 - p1
+    safe = np.where(drop > 0, drop, 1.0)
+    tau = np.where(drop > 0, t0 + (p0 - goal) * (t1 - t0) / safe, t0)
+    return np.where(mask, np.clip(y - tau, lo_b, hi_b), 0.0)
 
 
 def _round_counts(

@@ -105,8 +105,11 @@ def cluster_arrays(spec: ClusterSpec) -> Cluster:
     )
 
 
-def levels(wmask: BoolArray, s_w: IntArray, s_e: IntArray, level: float = 0.5) -> FloatArray:
-    """Quantile level ``p_i`` of every edge's workers, shape (B, n) (step 1)."""
+def levels(
+    wmask: BoolArray, s_w: IntArray, s_e: IntArray, level: float | FloatArray = 0.5
+) -> FloatArray:
+    """Quantile level ``p_i`` of every edge's workers, shape (B, n) (step 1); ``level`` is the
+    master's quantile level, one for the batch or one per structure (B,)."""
     m_sel = wmask.sum(axis=-1)
     emask = m_sel > 0
     n_sel = emask.sum(axis=-1)
@@ -202,23 +205,25 @@ def integer_coverages(
     wmask: BoolArray,
     s_w: IntArray,
     s_e: IntArray,
-    K: int,
+    K: int | IntArray,
 ) -> tuple[IntArray, BoolArray]:
-    """Integer ``c`` (B, n) and whether the structure is feasible for this K (step 4)."""
+    """Integer ``c`` (B, n) and whether the structure is feasible for its K (step 4); ``K`` is
+    one number or one per structure (B,)."""
     emask = wmask.any(axis=-1)
     m_sel = wmask.sum(axis=-1)
     lower = np.where(emask, -(-m_sel // (s_w + 1)), 0)
-    total = K * (s_e + 1)
+    K_b = np.broadcast_to(np.asarray(K, dtype=np.int64), s_e.shape)
+    total = K_b * (s_e + 1)
     feasible = lower.sum(axis=-1) <= total
-    target = K * g
+    target = K_b[:, None] * g
     beta = np.maximum(theta[:, None] - cluster.edge_link, 1e-300) / np.maximum(target, 1.0)
-    c = np.where(emask, np.clip(np.floor(target + 1e-9).astype(np.int64), lower, K), 0)
+    c = np.where(emask, np.clip(np.floor(target + 1e-9).astype(np.int64), lower, K_b[:, None]), 0)
     rows = np.arange(c.shape[0])
-    for _ in range(int(c.shape[1] * (K + 1)) + 1):
+    for _ in range(int(c.shape[1] * (K_b.max(initial=0) + 1)) + 1):
         rest = np.where(feasible, total - c.sum(axis=-1), 0)
         if not rest.any():
             break
-        grow = np.where(emask & (c < K), beta * (c + 1 - target), np.inf).argmin(axis=-1)
+        grow = np.where(emask & (c < K_b[:, None]), beta * (c + 1 - target), np.inf).argmin(axis=-1)
         shrink = np.where(emask & (c > lower), beta * (c - target), -np.inf).argmax(axis=-1)
         c[rows, grow] += rest > 0
         c[rows, shrink] -= rest < 0
@@ -226,7 +231,7 @@ def integer_coverages(
 
 
 def worker_loads(
-    cluster: Cluster, a: FloatArray, wmask: BoolArray, s_w: IntArray, c: IntArray, K: int
+    cluster: Cluster, a: FloatArray, wmask: BoolArray, s_w: IntArray, c: IntArray, K: int | IntArray
 ) -> IntArray:
     """Integer loads ``l`` (B, n, m) for the coverages ``c`` (step 5).
 
@@ -236,7 +241,8 @@ def worker_loads(
     one by one to the cheapest next unit.
     """
     v = cluster.link
-    unit = a / K
+    K_b = np.asarray(K, dtype=np.float64)
+    unit = a / (K_b[..., None, None] if K_b.ndim else K_b)
     units = (c * (s_w + 1)).astype(np.float64)
     cap = c[..., None]
     selected = wmask.any(axis=-1)
@@ -320,9 +326,16 @@ def increasing_root(
 
 
 def apply(
-    cluster: Cluster, wmask: BoolArray, s_w: IntArray, s_e: IntArray, K: int, level: float = 0.5
+    cluster: Cluster,
+    wmask: BoolArray,
+    s_w: IntArray,
+    s_e: IntArray,
+    K: int | IntArray,
+    level: float | FloatArray = 0.5,
 ) -> tuple[IntArray, IntArray, BoolArray, FloatArray]:
-    """The whole rule for a batch: ``(c (B, n), l (B, n, m), feasible (B,), Theta (B,))``."""
+    """The whole rule for a batch: ``(c (B, n), l (B, n, m), feasible (B,), Theta (B,))``.
+
+    ``K`` and ``level`` are one value for the batch or one per structure (B,)."""
     p = levels(wmask, s_w, s_e, level)
     a = unit_costs(cluster, p)
     g, theta = coverages(cluster, a, wmask, s_w, s_e)

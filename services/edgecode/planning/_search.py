@@ -14,7 +14,15 @@ import numpy as np
 from scipy.special import betaincinv
 
 from edgecode.planning import _rule
-from edgecode.planning._evaluate import BoolArray, Evaluator, Result, Structure, valid
+from edgecode.planning._evaluate import (
+    BoolArray,
+    Evaluator,
+    IntArray,
+    Result,
+    Structure,
+    structures,
+    valid,
+)
 from edgecode.planning.timing import (
     _GL_NODES,
     _GL_WEIGHTS,
@@ -191,7 +199,7 @@ def _descend(ev: Evaluator, start: Result, full: bool, rounds: int) -> Result:
             wm[i] = mask_row
             sw[i] = s
             trials.append(Structure(current.structure.s_edge, wm, sw))
-        best = ev.best([t for t in trials if valid(t)])
+        best = ev.best([t for t in trials if valid(t)], bound=current.value)
         if best is None or best.value >= current.value * (1 - 1e-12):
             break
         current = best
@@ -226,7 +234,7 @@ def _local_search(ev: Evaluator, start: Result, full: bool, max_rounds: int) -> 
         neighbours = _neighbours(improved.structure, full, [int(i) for i in coverage_order[:2]])
         if full:
             neighbours += _complete_neighbourhood(improved.structure, ev.cluster)
-        best = ev.best(neighbours)
+        best = ev.best(neighbours, bound=improved.value)
         if best is not None and best.value < improved.value * (1 - 1e-12):
             current = best
             continue
@@ -236,34 +244,42 @@ def _local_search(ev: Evaluator, start: Result, full: bool, max_rounds: int) -> 
 
 
 def _complete_neighbourhood(structure: Structure, cluster: _rule.Cluster) -> list[Structure]:
-    """Every single change: one s_worker to any value, one worker or one edge in or out."""
-    out: list[Structure] = []
-    n, _m = structure.wmask.shape
+    """Every single change: one s_worker to any value, one worker or one edge in or out (with
+    any s_worker of that edge and any s_edge), or another s_edge."""
+    wmask, s_w, s_e = structure.wmask, structure.s_w, structure.s_edge
+    n = wmask.shape[0]
+    blocks: list[tuple[BoolArray, IntArray, IntArray]] = []
+
+    def block(count: int) -> tuple[BoolArray, IntArray]:
+        return np.repeat(wmask[None], count, axis=0), np.repeat(s_w[None], count, axis=0)
+
     for i in range(n):
         size = int(cluster.sizes[i])
-        for s in range(size):
-            sw = structure.s_w.copy()
-            sw[i] = s
-            out.append(Structure(structure.s_edge, structure.wmask, sw))
-        for w in range(size):
-            wm = structure.wmask.copy()
-            wm[i, w] = not wm[i, w]
-            for s in range(size):
-                sw = structure.s_w.copy()
-                sw[i] = s if wm[i].any() else 0
-                for s_e in range(n):
-                    out.append(Structure(s_e, wm, sw))
+        wm, sw = block(size)
+        sw[:, i] = np.arange(size)
+        blocks.append((wm, sw, np.full(size, s_e)))
+        worker, tolerance, top = (
+            a.ravel() for a in np.meshgrid(*(np.arange(k) for k in (size, size, n)), indexing="ij")
+        )
+        wm, sw = block(worker.size)
+        wm[np.arange(worker.size), i, worker] ^= True
+        sw[:, i] = np.where(wm[:, i].any(axis=-1), tolerance, 0)
+        blocks.append((wm, sw, top))
         if not structure.emask[i]:
-            wm = structure.wmask.copy()
-            wm[i, :size] = True
-            for s in range(size):
-                sw = structure.s_w.copy()
-                sw[i] = s
-                for s_e in range(n):
-                    out.append(Structure(s_e, wm, sw))
-    for s_e in range(n):
-        out.append(Structure(s_e, structure.wmask, structure.s_w))
-    return [s for s in out if valid(s)]
+            tolerance, top = (
+                a.ravel() for a in np.meshgrid(np.arange(size), np.arange(n), indexing="ij")
+            )
+            wm, sw = block(tolerance.size)
+            wm[:, i, :size] = True
+            sw[:, i] = tolerance
+            blocks.append((wm, sw, top))
+    wm, sw = block(n)
+    blocks.append((wm, sw, np.arange(n)))
+    return structures(
+        np.concatenate([b[0] for b in blocks]),
+        np.concatenate([b[1] for b in blocks]),
+        np.concatenate([b[2] for b in blocks]).astype(np.int64),
+    )
 
 
 def _s_edge_scan(n: int) -> list[int]:

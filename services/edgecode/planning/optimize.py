@@ -74,12 +74,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from edgecode.errors import Infeasible
-from edgecode.planning import _refine, _rule, _search
+from edgecode.planning import _batch, _refine, _rule, _search
 from edgecode.planning._evaluate import (
     Evaluator,
+    Result,
     default_max_partitions,
     partitions_argument,
     to_plan,
@@ -104,6 +107,68 @@ CANDIDATE_LEVEL_WORKERS = 64
 CANDIDATE_LEVELS = (0.8, 0.95)
 #: Up to this many workers, :func:`optimize` also evaluates the uniform plans (the paper's).
 CANDIDATE_UNIFORM_WORKERS = 300
+#: Up to this many workers, K is chosen among :func:`_k_candidates` when it is free.
+K_CHOICE_WORKERS = 64
+#: Default least number of data rows per partition (with ``rows``).
+MIN_ROWS_PER_PARTITION = 4
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """K fixed by the caller (or None) and the largest K the planner may choose."""
+
+    fixed: int | None
+    largest: int
+
+
+def partition_limits(
+    spec: ClusterSpec,
+    partitions: int | None = None,
+    max_partitions: int | None = None,
+    rows: int | None = None,
+    min_rows_per_partition: int = MIN_ROWS_PER_PARTITION,
+) -> tuple[int | None, int]:
+    """``(fixed K or None, largest K)`` for :func:`optimize`, validated.
+
+    K is fixed by ``partitions`` or ``spec.partitions``; otherwise the planner chooses it up to
+    ``max_partitions`` (default :func:`default_max_partitions`). With ``rows`` (training rows),
+    every partition must hold at least ``min_rows_per_partition`` of them, so
+    ``K <= rows // min_rows_per_partition`` whether K is fixed or chosen. Raises ``ValueError``
+    for malformed arguments and :class:`~edgecode.errors.Infeasible` naming the violated
+    condition when no K fits.
+    """
+    fixed = partitions_argument(spec, partitions)
+    if max_partitions is not None and (int(max_partitions) != max_partitions or max_partitions < 1):
+        raise ValueError(f"max_partitions must be an integer >= 1, got {max_partitions!r}")
+    largest = (
+        int(max_partitions)
+        if max_partitions is not None
+        else default_max_partitions(spec.n_workers)
+    )
+    if fixed is not None and fixed > largest and max_partitions is not None:
+        raise Infeasible(f"partitions K = {fixed} exceed max_partitions = {largest}")
+    if rows is not None or min_rows_per_partition != MIN_ROWS_PER_PARTITION:
+        if int(min_rows_per_partition) != min_rows_per_partition or min_rows_per_partition < 1:
+            raise ValueError(
+                f"min_rows_per_partition must be an integer >= 1, got {min_rows_per_partition!r}"
+            )
+    if rows is not None:
+        if int(rows) != rows or rows < 0:
+            raise ValueError(f"rows must be an integer >= 0, got {rows!r}")
+        allowed = int(rows) // int(min_rows_per_partition)
+        if allowed < 1:
+            raise Infeasible(
+                f"rows = {rows} cannot fill one partition of min_rows_per_partition = "
+                f"{min_rows_per_partition} rows (need K <= rows // min_rows_per_partition)"
+            )
+        if fixed is not None and fixed > allowed:
+            raise Infeasible(
+                f"partitions K = {fixed} exceed the data: {rows} rows allow at most "
+                f"K = rows // min_rows_per_partition = {allowed} partitions of at least "
+                f"{min_rows_per_partition} rows"
+            )
+        largest = min(largest, allowed)
+    return fixed, largest
 
 
 def optimize(
@@ -111,11 +176,17 @@ def optimize(
     partitions: int | None = None,
     *,
     max_partitions: int | None = None,
+    rows: int | None = None,
+    min_rows_per_partition: int = MIN_ROWS_PER_PARTITION,
     refine: bool = True,
     level: float = 0.5,
 ) -> Plan:
     """The hierarchical plan ("hgc") with the smallest expected round time the planner finds.
 
+    ``partitions`` (or ``spec.partitions``) fixes K; otherwise K is chosen up to
+    ``max_partitions`` (default :func:`default_max_partitions`) and, with ``rows`` (the data's
+    rows), up to ``rows // min_rows_per_partition`` (see :func:`partition_limits`; raises
+    :class:`~edgecode.errors.Infeasible` naming the condition when no plan fits).
     Besides the rule search at ``level``, small clusters (:data:`CANDIDATE_LEVEL_WORKERS`) repeat
     it at :data:`CANDIDATE_LEVELS`, and clusters of up to :data:`CANDIDATE_UNIFORM_WORKERS`
     evaluate the uniform plans (the paper's parameters; for each s_edge the s_worker scan stops
@@ -123,23 +194,24 @@ def optimize(
     time wins, so the result is never slower than those candidates.
     ``plan.extra["candidate"]`` says which won.
     """
+    if not (0.0 < level < 1.0):
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
     began = time.perf_counter()
-    candidates = [
-        _optimize_rule(spec, partitions, max_partitions=max_partitions, refine=refine, level=level)
-    ]
-    candidates[0].extra["candidate"] = f"rule search (level {level})"
+    fixed, largest = partition_limits(
+        spec, partitions, max_partitions, rows, min_rows_per_partition
+    )
+    limits = _Limits(fixed, largest)
+    cluster = _rule.cluster_arrays(spec)
+    levels = [level]
     if spec.n_workers <= CANDIDATE_LEVEL_WORKERS:
-        for other in CANDIDATE_LEVELS:
-            if other != level:
-                found = _optimize_rule(
-                    spec, partitions, max_partitions=max_partitions, refine=refine, level=other
-                )
-                found.extra["candidate"] = f"rule search (level {other})"
-                candidates.append(found)
+        levels += [other for other in CANDIDATE_LEVELS if other != level]
+    candidates = []
+    for at in levels:
+        found = _optimize_rule(cluster, limits, refine=refine, level=at)
+        found.extra["candidate"] = f"rule search (level {at})"
+        candidates.append(found)
     if spec.n_workers <= CANDIDATE_UNIFORM_WORKERS:
-        candidates.extend(
-            _uniform_candidates(spec, partitions if partitions is not None else spec.partitions)
-        )
+        candidates.extend(_uniform_candidates(spec, limits))
     plan = replace(
         min(candidates, key=lambda c: c.expected_round_seconds or math.inf), scheme="hgc"
     )
@@ -147,15 +219,18 @@ def optimize(
     return plan
 
 
-def _uniform_candidates(spec: ClusterSpec, partitions: int | None) -> list[Plan]:
+def _uniform_candidates(spec: ClusterSpec, limits: _Limits) -> list[Plan]:
+    """The uniform plans within the limits: at the fixed K, else at their smallest K."""
     sizes = [len(e.workers) for e in spec.edges]
     found: list[Plan] = []
     for s_edge in range(len(sizes)):
         best_here, rises = math.inf, 0
         for s_worker in range(min(sizes)):
             try:
-                plan = uniform_plan(spec, s_edge, s_worker, partitions)
+                plan = uniform_plan(spec, s_edge, s_worker, limits.fixed)
             except (Infeasible, ValueError):
+                continue
+            if plan.partitions > limits.largest:
                 continue
             seconds = plan.expected_round_seconds or math.inf
             plan.extra["candidate"] = f"uniform s_edge={s_edge} s_worker={s_worker}"
@@ -167,59 +242,67 @@ def _uniform_candidates(spec: ClusterSpec, partitions: int | None) -> list[Plan]
     return found
 
 
+def _best_K(ev: Evaluator, best: Result, limits: _Limits) -> tuple[Evaluator, Result, int]:
+    """The same structure with the rule's loads at every candidate K, evaluated at once:
+    ``(evaluator at the best K, its result, evaluations)``."""
+    cluster = ev.cluster
+    Ks = np.array([K for K in _k_candidates(cluster.spec, limits.largest) if K != ev.K])
+    if Ks.size == 0:
+        return ev, best, 0
+    st = best.structure
+    B = Ks.size
+    wmask = np.broadcast_to(st.wmask, (B, *st.wmask.shape)).copy()
+    s_w = np.broadcast_to(st.s_w, (B, *st.s_w.shape)).copy()
+    s_e = np.full(B, st.s_edge, dtype=np.int64)
+    c, l, feasible, theta = _rule.apply(cluster, wmask, s_w, s_e, Ks, ev.level)
+    if not feasible.any():
+        return ev, best, 0
+    keep = np.nonzero(feasible)[0]
+    values = _batch.expected_times(
+        cluster, wmask[keep], s_w[keep], s_e[keep], l[keep], Ks[keep], ev.max_breaks
+    )
+    j = int(np.argmin(values))
+    if values[j] >= best.value * (1 - 1e-9):
+        return ev, best, keep.size
+    b = int(keep[j])
+    chosen = Evaluator(cluster, int(Ks[b]), ev.level)
+    result = Result(float(values[j]), st, c[b], l[b], float(theta[b]))
+    chosen.cache[st.key()] = result
+    return chosen, result, keep.size
+
+
 def _optimize_rule(
-    spec: ClusterSpec,
-    partitions: int | None = None,
-    *,
-    max_partitions: int | None = None,
-    refine: bool = True,
-    level: float = 0.5,
+    cluster: _rule.Cluster, limits: _Limits, *, refine: bool = True, level: float = 0.5
 ) -> Plan:
     """The rule search (with K choice and load refinement) at one quantile level.
 
-    ``partitions`` (or ``spec.partitions``) fixes K; otherwise K is chosen up to
-    ``max_partitions`` (default :func:`default_max_partitions`). ``refine=False`` returns the
+    K is ``limits.fixed`` or chosen up to ``limits.largest``. ``refine=False`` returns the
     best plan of the load rule (what :func:`exhaustive_optimum` compares with). ``level`` is the
     rule's quantile level of the master (0.5: median). ``plan.extra`` records the search:
     ``evaluations``, ``seconds``, ``rule_seconds`` (expected time before refinement).
     See the module docstring for the method.
     """
-    if not (0.0 < level < 1.0):
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
     began = time.perf_counter()
-    cluster = _rule.cluster_arrays(spec)
-    fixed = partitions_argument(spec, partitions)
-    K_max = max_partitions if max_partitions is not None else default_max_partitions(spec.n_workers)
-    if K_max < 1:
-        raise ValueError(f"max_partitions must be >= 1, got {max_partitions!r}")
-    ev = Evaluator(cluster, fixed if fixed is not None else K_max, level)
+    ev = Evaluator(cluster, limits.fixed if limits.fixed is not None else limits.largest, level)
     size = int(cluster.mask.sum())
     if size > SMALL_CLUSTER:
         ev.budget = max(80, min(400, 150_000 // size))
     results = _search.search(ev)
     if not results:
         raise Infeasible(
-            f"no structure is feasible with K = {ev.K} partitions (every selected "
-            "worker needs at least one); raise partitions"
+            f"no structure is feasible with K = {ev.K} partitions (every selected worker "
+            "needs at least one); raise partitions (or the data's rows)"
         )
     best = results[0]
     evaluations = ev.evaluations
-    if fixed is None and spec.n_workers <= 64:
-        # choose K: same structure, rule loads, among a few candidates
-        for K in _k_candidates(spec, K_max):
-            if K == ev.K:
-                continue
-            trial = Evaluator(cluster, K, level)
-            found = trial.best([best.structure])
-            evaluations += trial.evaluations
-            if found is not None and found.value < best.value * (1 - 1e-9):
-                best, ev = found, trial
+    if limits.fixed is None and cluster.spec.n_workers <= K_CHOICE_WORKERS:
+        ev, best, counted = _best_K(ev, best, limits)
+        evaluations += counted
     rule_best = best
     if refine:
-        size = int(cluster.mask.sum())
         iterations = 40 if size <= 64 else 12 if size <= 300 else 3
         refined = [_refine.refine(ev, best, iterations)]
-        if fixed is not None or len(results) > 1:
+        if limits.fixed is not None or len(results) > 1:
             for other in results[1:2]:
                 if other.value < best.value * 1.02:
                     refined.append(
@@ -227,7 +310,7 @@ def _optimize_rule(
                     )
         best = min(refined, key=lambda r: r.value)
     extra = {
-        "evaluations": evaluations + ev.evaluations,
+        "evaluations": evaluations,
         "method": "rule search + refinement" if refine else "rule search",
     }
     # Final choice on exact values (the search compared fast evaluations).
@@ -242,4 +325,12 @@ def _optimize_rule(
     return plan
 
 
-__all__ = ["default_max_partitions", "optimize"]
+__all__ = [
+    "CANDIDATE_LEVELS",
+    "CANDIDATE_LEVEL_WORKERS",
+    "CANDIDATE_UNIFORM_WORKERS",
+    "MIN_ROWS_PER_PARTITION",
+    "default_max_partitions",
+    "optimize",
+    "partition_limits",
+]
