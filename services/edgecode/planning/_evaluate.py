@@ -188,15 +188,15 @@ def partitions_argument(spec: ClusterSpec, partitions: int | None) -> int | None
     return None if K is None else int(K)
 
 
-def to_plan(ev: Evaluator, result: Result, extra: dict[str, Any]) -> Plan:
-    cl = ev.cluster
-    spec = cl.spec
+def to_plan(cluster: _rule.Cluster, K: int, result: Result, extra: dict[str, Any]) -> Plan:
+    """The checked plan of ``result``'s counts out of ``K``, with its exact expected time."""
+    spec = cluster.spec
     st = result.structure
     loads = [[int(result.l[i, j]) for j in range(len(e.workers))] for i, e in enumerate(spec.edges)]
     plan = build_plan(
         spec,
         "hgc",
-        ev.K,
+        K,
         st.s_edge,
         [int(x) if st.emask[i] else 0 for i, x in enumerate(st.s_w)],
         [int(x) for x in result.c],

@@ -11,10 +11,21 @@ refined loads are kept only when their expected time is lower.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgecode.planning import _rule
-from edgecode.planning._evaluate import BoolArray, Evaluator, FloatArray, IntArray, Result
+from edgecode.planning._evaluate import (
+    SEARCH_BREAKS,
+    SEARCH_RTOL,
+    BoolArray,
+    Evaluator,
+    FloatArray,
+    IntArray,
+    Result,
+    Structure,
+)
 from edgecode.planning.timing import (
     _expected_time,
     _expected_time_and_gradient,
@@ -77,32 +88,53 @@ def _round_counts(
     return base
 
 
-def refine(ev: Evaluator, result: Result, iterations: int) -> Result:
-    """Projected gradient descent on continuous loads, then rounding; keeps the better plan."""
-    cl = ev.cluster
+@dataclass(frozen=True)
+class Continuous:
+    """Continuous loads of a structure: over its selected edges (``rows``), the coverages ``g``
+    (sum ``s_edge + 1``) and the workers' shares ``u`` of their edge's coverage (sum
+    ``s_worker + 1`` per edge), and their expected time (search accuracy)."""
+
+    structure: Structure
+    rows: IntArray
+    g: FloatArray
+    u: FloatArray
+    value: float
+
+
+def descend(
+    cluster: _rule.Cluster,
+    result: Result,
+    K: int,
+    iterations: int,
+    max_breaks: int | None = SEARCH_BREAKS,
+    rtol: float = SEARCH_RTOL,
+) -> Continuous:
+    """Projected gradient descent from ``result``'s integer loads (out of ``K``).
+
+    Each step moves ``u`` and ``g`` against their gradient (centred, scaled to a largest move of
+    ``step``) and projects back onto their sets (every worker keeps at least one of the K
+    partitions), accepting the first of six shrinking steps that lowers ``E[T]``.
+    """
     st = result.structure
     rows = np.nonzero(st.emask)[0]
     sel = st.wmask[rows]
     s_w = st.s_w[rows]
-    K = ev.K
     s_e = st.s_edge
     need = sel.sum(axis=-1) - s_w
     top_need = int(rows.size - s_e)
-    coverage = result.c[rows] / K
-    shares = np.where(sel, result.l[rows] / np.maximum(result.c[rows], 1)[:, None], 0.0)
     lo_cover = np.ceil(sel.sum(axis=-1) / (s_w + 1)) / K
 
     def build(f: FloatArray) -> _GroupModel:
         return _model_from_arrays(
             f,
-            cl.shift[rows],
-            cl.rate[rows],
-            cl.link[rows],
-            cl.straggle[rows],
-            cl.slow[rows],
+            cluster.shift[rows],
+            cluster.rate[rows],
+            cluster.link[rows],
+            cluster.straggle[rows],
+            cluster.slow[rows],
             sel,
             need,
-            cl.edge_link[rows],
+            cluster.edge_link[rows],
             top_need,
         )
 
@@ -111,21 +143,22 @@ def refine(ev: Evaluator, result: Result, iterations: int) -> Result:
         return _expected_time_and_gradient(
             build(f),
             f,
-            cl.rate[rows],
-            cl.link[rows],
-            cl.slow[rows],
-            ev.rtol,
-            ev.max_breaks,
-            quick=ev.max_breaks is not None,
+            cluster.rate[rows],
+            cluster.link[rows],
+            cluster.slow[rows],
+            rtol,
+            max_breaks,
+            quick=max_breaks is not None,
         )
 
     def value(g: FloatArray, u: FloatArray) -> float:
         model = build(g[:, None] * u)
-        if ev.max_breaks is None:
-            return _expected_time(model, ev.rtol)
-        return _quick_expected_time(model, ev.max_breaks)
+        if max_breaks is None:
+            return _expected_time(model, rtol)
+        return _quick_expected_time(model, max_breaks)
 
-    g, u = coverage.astype(np.float64), shares.astype(np.float64)
+    g = (result.c[rows] / K).astype(np.float64)
+    u = np.where(sel, result.l[rows] / np.maximum(result.c[rows], 1)[:, None], 0.0)
     current, grad_f = value_and_gradient(g, u)
     step = 0.2
     for _ in range(iterations):
@@ -162,32 +195,56 @@ def refine(ev: Evaluator, result: Result, iterations: int) -> Result:
             step *= 0.35
         if not improved:
             break
-    total_c = np.array(K * (s_e + 1))
+    return Continuous(st, rows, g, u, current)
+
+
+def rounded(loads: Continuous, K: int) -> tuple[IntArray, IntArray] | None:
+    """Integer ``(c (n,), l (n, m))`` out of ``K`` near ``K g`` and ``c_i u`` with the exact sums
+    and bounds (largest remainder); None when K is too small for every selected worker."""
+    st = loads.structure
+    rows = loads.rows
+    sel = st.wmask[rows]
+    s_w = st.s_w[rows]
     lo_c = np.ceil(sel.sum(axis=-1) / (s_w + 1)).astype(np.int64)
+    if lo_c.sum() > K * (st.s_edge + 1):
+        return None
     c_rows = _round_counts(
-        (K * g)[None],
-        total_c[None],
+        (K * loads.g)[None],
+        np.array([K * (st.s_edge + 1)]),
         lo_c[None],
         np.full((1, rows.size), K),
         np.ones((1, rows.size), dtype=bool),
     )[0]
     l_rows = _round_counts(
-        c_rows[:, None] * u,
+        c_rows[:, None] * loads.u,
         c_rows * (s_w + 1),
         np.ones_like(sel, np.int64),
         np.broadcast_to(c_rows[:, None], sel.shape).astype(np.int64),
         sel,
     )
-    c = np.zeros_like(result.c)
+    n, m = st.wmask.shape
+    c = np.zeros(n, dtype=np.int64)
     c[rows] = c_rows
-    l = np.zeros_like(result.l)
+    l = np.zeros((n, m), dtype=np.int64)
     l[rows] = np.where(sel, l_rows, 0)
-    model = _rule.model(cl, st.wmask, st.s_w, s_e, l, K)
-    rounded = (
+    return c, l
+
+
+def refine(ev: Evaluator, result: Result, iterations: int) -> Result:
+    """Projected gradient descent on continuous loads, then rounding at ``ev.K``; keeps the
+    better of ``result`` and the rounded loads."""
+    loads = descend(ev.cluster, result, ev.K, iterations, ev.max_breaks, ev.rtol)
+    counts = rounded(loads, ev.K)
+    if counts is None:
+        return result
+    c, l = counts
+    st = result.structure
+    model = _rule.model(ev.cluster, st.wmask, st.s_w, st.s_edge, l, ev.K)
+    value = (
         _expected_time(model, ev.rtol)
         if ev.max_breaks is None
         else _quick_expected_time(model, ev.max_breaks)
     )
-    if rounded < result.value:
-        return Result(rounded, st, c, l)
+    if value < result.value:
+        return Result(value, st, c, l)
     return result

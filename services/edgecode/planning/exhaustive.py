@@ -208,9 +208,9 @@ def exhaustive_optimum(
         "ranking_error": error,
         "rule_seconds": best.value,
     }
-    plan = to_plan(exact, best, dict(info))
+    plan = to_plan(cluster, K, best, dict(info))
     if refine:
-        refined = to_plan(exact, _refine.refine(exact, best, 40), dict(info))
+        refined = to_plan(cluster, K, _refine.refine(exact, best, 40), dict(info))
         assert refined.expected_round_seconds is not None
         assert plan.expected_round_seconds is not None
         if refined.expected_round_seconds < plan.expected_round_seconds:

@@ -81,8 +81,11 @@ import numpy as np
 from edgecode.errors import Infeasible
 from edgecode.planning import _batch, _refine, _rule, _search
 from edgecode.planning._evaluate import (
+    SEARCH_BREAKS,
     Evaluator,
+    IntArray,
     Result,
+    Structure,
     default_max_partitions,
     partitions_argument,
     to_plan,
@@ -109,6 +112,8 @@ CANDIDATE_LEVELS = (0.8, 0.95)
 CANDIDATE_UNIFORM_WORKERS = 300
 #: Up to this many workers, K is chosen among :func:`_k_candidates` when it is free.
 K_CHOICE_WORKERS = 64
+#: The rule loads of this many of the best structures are tried at every level and K.
+TOP_STRUCTURES = 3
 #: Default least number of data rows per partition (with ``rows``).
 MIN_ROWS_PER_PARTITION = 4
 
@@ -187,12 +192,14 @@ def optimize(
     ``max_partitions`` (default :func:`default_max_partitions`) and, with ``rows`` (the data's
     rows), up to ``rows // min_rows_per_partition`` (see :func:`partition_limits`; raises
     :class:`~edgecode.errors.Infeasible` naming the condition when no plan fits).
-    Besides the rule search at ``level``, small clusters (:data:`CANDIDATE_LEVEL_WORKERS`) repeat
-    it at :data:`CANDIDATE_LEVELS`, and clusters of up to :data:`CANDIDATE_UNIFORM_WORKERS`
-    evaluate the uniform plans (the paper's parameters; for each s_edge the s_worker scan stops
-    once the expected time has risen twice in a row). The plan with the smallest exact expected
-    time wins, so the result is never slower than those candidates.
-    ``plan.extra["candidate"]`` says which won.
+    ``refine=False`` skips the load refinement (the rule's loads only, what
+    :func:`~edgecode.planning.exhaustive.exhaustive_optimum` compares with); ``level`` is the
+    rule's quantile level of the master (0.5: the median). Clusters of up to
+    :data:`CANDIDATE_UNIFORM_WORKERS` also evaluate the uniform plans (the paper's parameters;
+    for each s_edge the s_worker scan stops once the expected time has risen twice in a row).
+    The plan with the smallest exact expected time wins, so the result is never slower than
+    those candidates. ``plan.extra``: ``candidate`` (which won), ``evaluations``, ``seconds``,
+    ``rule_seconds`` (the best rule loads' exact time).
     """
     if not (0.0 < level < 1.0):
         raise ValueError(f"level must be in (0, 1), got {level!r}")
@@ -201,15 +208,7 @@ def optimize(
         spec, partitions, max_partitions, rows, min_rows_per_partition
     )
     limits = _Limits(fixed, largest)
-    cluster = _rule.cluster_arrays(spec)
-    levels = [level]
-    if spec.n_workers <= CANDIDATE_LEVEL_WORKERS:
-        levels += [other for other in CANDIDATE_LEVELS if other != level]
-    candidates = []
-    for at in levels:
-        found = _optimize_rule(cluster, limits, refine=refine, level=at)
-        found.extra["candidate"] = f"rule search (level {at})"
-        candidates.append(found)
+    candidates = _rule_plans(_rule.cluster_arrays(spec), limits, refine, level)
     if spec.n_workers <= CANDIDATE_UNIFORM_WORKERS:
         candidates.extend(_uniform_candidates(spec, limits))
     plan = replace(
@@ -242,87 +241,132 @@ def _uniform_candidates(spec: ClusterSpec, limits: _Limits) -> list[Plan]:
     return found
 
 
-def _best_K(ev: Evaluator, best: Result, limits: _Limits) -> tuple[Evaluator, Result, int]:
-    """The same structure with the rule's loads at every candidate K, evaluated at once:
-    ``(evaluator at the best K, its result, evaluations)``."""
-    cluster = ev.cluster
-    Ks = np.array([K for K in _k_candidates(cluster.spec, limits.largest) if K != ev.K])
-    if Ks.size == 0:
-        return ev, best, 0
-    st = best.structure
-    B = Ks.size
-    wmask = np.broadcast_to(st.wmask, (B, *st.wmask.shape)).copy()
-    s_w = np.broadcast_to(st.s_w, (B, *st.s_w.shape)).copy()
-    s_e = np.full(B, st.s_edge, dtype=np.int64)
-    c, l, feasible, theta = _rule.apply(cluster, wmask, s_w, s_e, Ks, ev.level)
-    if not feasible.any():
-        return ev, best, 0
-    keep = np.nonzero(feasible)[0]
-    values = _batch.expected_times(
-        cluster, wmask[keep], s_w[keep], s_e[keep], l[keep], Ks[keep], ev.max_breaks
-    )
-    j = int(np.argmin(values))
-    if values[j] >= best.value * (1 - 1e-9):
-        return ev, best, keep.size
-    b = int(keep[j])
-    chosen = Evaluator(cluster, int(Ks[b]), ev.level)
-    result = Result(float(values[j]), st, c[b], l[b], float(theta[b]))
-    chosen.cache[st.key()] = result
-    return chosen, result, keep.size
+@dataclass(frozen=True)
+class _Candidate:
+    """Integer loads of a structure out of ``K`` (``level``: the rule's level, or None when
+    refined) and their expected time on the search's quadrature."""
+
+    result: Result
+    K: int
+    level: float | None
 
 
-def _optimize_rule(
-    cluster: _rule.Cluster, limits: _Limits, *, refine: bool = True, level: float = 0.5
-) -> Plan:
-    """The rule search (with K choice and load refinement) at one quantile level.
-
-    K is ``limits.fixed`` or chosen up to ``limits.largest``. ``refine=False`` returns the
-    best plan of the load rule (what :func:`exhaustive_optimum` compares with). ``level`` is the
-    rule's quantile level of the master (0.5: median). ``plan.extra`` records the search:
-    ``evaluations``, ``seconds``, ``rule_seconds`` (expected time before refinement).
-    See the module docstring for the method.
-    """
-    began = time.perf_counter()
-    ev = Evaluator(cluster, limits.fixed if limits.fixed is not None else limits.largest, level)
+def _search_structures(
+    cluster: _rule.Cluster, K: int, levels: list[float]
+) -> tuple[list[Result], int]:
+    """The best structures of the rule search at each level (best first, one per structure)
+    and the number of evaluations."""
+    found: dict[bytes, Result] = {}
+    evaluations = 0
     size = int(cluster.mask.sum())
-    if size > SMALL_CLUSTER:
-        ev.budget = max(80, min(400, 150_000 // size))
-    results = _search.search(ev)
-    if not results:
+    for at in levels:
+        ev = Evaluator(cluster, K, at)
+        if size > SMALL_CLUSTER:
+            ev.budget = max(80, min(400, 150_000 // size))
+        for result in _search.search(ev):
+            key = result.structure.key()
+            if key not in found or result.value < found[key].value:
+                found[key] = result
+        evaluations += ev.evaluations
+    return sorted(found.values(), key=lambda r: r.value), evaluations
+
+
+def _evaluate_loads(
+    cluster: _rule.Cluster,
+    structures: list[Structure],
+    Ks: list[int],
+    levels: list[float | None],
+    counts: list[tuple[IntArray, IntArray] | None] | None = None,
+) -> list[_Candidate]:
+    """Candidates for every (structure, K, level) triple given in parallel lists: the rule's
+    counts at that K and level, or the given ``counts``; evaluated at once, best first."""
+    wmask = np.stack([st.wmask for st in structures])
+    s_w = np.stack([st.s_w for st in structures])
+    s_e = np.array([st.s_edge for st in structures], dtype=np.int64)
+    K_all = np.array(Ks, dtype=np.int64)
+    if counts is None:
+        rule_levels = np.array(levels, dtype=np.float64)
+        c, l, feasible, theta = _rule.apply(cluster, wmask, s_w, s_e, K_all, rule_levels)
+    else:
+        feasible = np.array([x is not None for x in counts])
+        n, m = wmask.shape[1:]
+        c = np.stack([x[0] if x is not None else np.zeros(n, np.int64) for x in counts])
+        l = np.stack([x[1] if x is not None else np.zeros((n, m), np.int64) for x in counts])
+        theta = np.full(len(counts), np.nan)
+    keep = np.nonzero(feasible)[0]
+    if keep.size == 0:
+        return []
+    values = _batch.expected_times(
+        cluster, wmask[keep], s_w[keep], s_e[keep], l[keep], K_all[keep], SEARCH_BREAKS
+    )
+    found = [
+        _Candidate(
+            Result(float(v), structures[b], c[b], l[b], float(theta[b])), int(K_all[b]), levels[b]
+        )
+        for v, b in zip(values, keep, strict=True)
+    ]
+    return sorted(found, key=lambda x: x.result.value)
+
+
+def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: float) -> list[Plan]:
+    """The best rule loads and (with ``refine``) refined loads as exactly-timed plans."""
+    began = time.perf_counter()
+    N = cluster.spec.n_workers
+    K0 = limits.fixed if limits.fixed is not None else limits.largest
+    others = [x for x in CANDIDATE_LEVELS if x != level] if N <= CANDIDATE_LEVEL_WORKERS else []
+    found, evaluations = _search_structures(
+        cluster, K0, [level, *others] if cluster.mixed else [level]
+    )
+    if not found:
         raise Infeasible(
-            f"no structure is feasible with K = {ev.K} partitions (every selected worker "
+            f"no structure is feasible with K = {K0} partitions (every selected worker "
             "needs at least one); raise partitions (or the data's rows)"
         )
-    best = results[0]
-    evaluations = ev.evaluations
-    if limits.fixed is None and cluster.spec.n_workers <= K_CHOICE_WORKERS:
-        ev, best, counted = _best_K(ev, best, limits)
-        evaluations += counted
-    rule_best = best
+    top = [r.structure for r in found[:TOP_STRUCTURES]]
+    free = limits.fixed is None and N <= K_CHOICE_WORKERS
+    Ks = _k_candidates(cluster.spec, limits.largest) if free else [K0]
+    grid = [(st, K, at) for st in top for at in [level, *others] for K in Ks]
+    rule = _evaluate_loads(
+        cluster, [g[0] for g in grid], [g[1] for g in grid], [g[2] for g in grid]
+    )
+    evaluations += len(grid)
+    chosen = [rule[0]] if rule else [_Candidate(found[0], K0, level)]
     if refine:
-        iterations = 40 if size <= 64 else 12 if size <= 300 else 3
-        refined = [_refine.refine(ev, best, iterations)]
-        if limits.fixed is not None or len(results) > 1:
-            for other in results[1:2]:
-                if other.value < best.value * 1.02:
-                    refined.append(
-                        _refine.refine(Evaluator(cluster, ev.K, level), other, iterations)
-                    )
-        best = min(refined, key=lambda r: r.value)
+        chosen += _refined(cluster, rule or chosen, Ks, N)
+        evaluations += len(chosen) * len(Ks)
     extra = {
         "evaluations": evaluations,
         "method": "rule search + refinement" if refine else "rule search",
     }
-    # Final choice on exact values (the search compared fast evaluations).
-    rule_plan = to_plan(ev, rule_best, dict(extra))
-    plan = rule_plan if best is rule_best else to_plan(ev, best, dict(extra))
-    assert plan.expected_round_seconds is not None
-    assert rule_plan.expected_round_seconds is not None
-    if rule_plan.expected_round_seconds <= plan.expected_round_seconds:
-        plan = rule_plan
-    plan.extra["rule_seconds"] = rule_plan.expected_round_seconds
-    plan.extra["seconds"] = time.perf_counter() - began
-    return plan
+    plans = [to_plan(cluster, x.K, x.result, dict(extra)) for x in chosen]
+    for plan, x in zip(plans, chosen, strict=True):
+        plan.extra["candidate"] = (
+            f"rule search (level {x.level})" if x.level is not None else "refined loads"
+        )
+        plan.extra["rule_seconds"] = plans[0].expected_round_seconds
+        plan.extra["seconds"] = time.perf_counter() - began
+    return plans
+
+
+def _refined(
+    cluster: _rule.Cluster, rule: list[_Candidate], Ks: list[int], N: int
+) -> list[_Candidate]:
+    """Refined loads of the best rule candidate of the (at most two) best structures within 2%
+    of the best: continuous descent, then rounded at every K and the best kept."""
+    iterations = 40 if N <= 64 else 12 if N <= 300 else 3
+    starts: dict[bytes, _Candidate] = {}
+    for x in rule:
+        if len(starts) == 2 or x.result.value > rule[0].result.value * 1.02:
+            break
+        starts.setdefault(x.result.structure.key(), x)
+    out = []
+    for start in starts.values():
+        loads = _refine.descend(cluster, start.result, start.K, iterations)
+        counts = [_refine.rounded(loads, K) for K in Ks]
+        best = _evaluate_loads(cluster, [loads.structure] * len(Ks), Ks, [None] * len(Ks), counts)
+        if best and best[0].result.value < start.result.value:
+            out.append(best[0])
+    return out
 
 
 __all__ = [
