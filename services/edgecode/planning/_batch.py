@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edgecode.planning import _rule
-from edgecode.planning.timing import _count_tail
+from edgecode.planning.timing import _count_tail, _quick_expected_time
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -44,6 +44,10 @@ BoolArray = NDArray[np.bool_]
 _CHUNK_ELEMENTS = 3_000_000
 #: Geometric panels of the tail (as in timing._boundaries).
 _TAIL_PANELS = 7
+#: Up to this many worker slots (edges x largest edge) structures are integrated together.
+BATCH_SLOTS = 64
+#: Gauss-Legendre order of timing._fixed_rule (the per-structure path uses it).
+_QUICK_ORDER = 8
 
 
 def expected_times(
@@ -59,11 +63,24 @@ def expected_times(
     """``E[T]`` (B,) of B structures ``(wmask (B, n, m), s_w (B, n), s_e (B,))`` with integer
     ``loads`` (B, n, m) out of ``K`` partitions (an int or one per structure).
 
-    ``max_breaks=None`` keeps every kink. Every structure must be valid (``s_e`` below its
+    ``max_breaks=None`` keeps every kink. Beyond :data:`BATCH_SLOTS` worker slots the structures
+    are integrated one by one (same rule, selected edges only). Every structure must be valid (``s_e`` below its
     selected edges, each ``s_w`` below its edge's selected workers, loads >= 1 where selected).
     """
     B, n, m = wmask.shape
     K_all = np.broadcast_to(np.asarray(K, dtype=np.float64), (B,))
+    if n * m > BATCH_SLOTS and max_breaks is not None and order == _QUICK_ORDER:
+        # Large clusters: the work per structure dwarfs the call overhead, and one structure at
+        # a time keeps only its selected edges and its own count-state depth.
+        return np.array(
+            [
+                _quick_expected_time(
+                    _rule.model(cluster, wmask[b], s_w[b], int(s_e[b]), loads[b], float(K_all[b])),
+                    max_breaks,
+                )
+                for b in range(B)
+            ]
+        )
     components = 2 if cluster.mixed else 1
     breaks = n * m * components if max_breaks is None else min(n * m * components, max_breaks)
     per_structure = n * m * components * (breaks + _TAIL_PANELS + 2) * order

@@ -88,6 +88,10 @@ def _round_counts(
     return base
 
 
+#: Descent stops after two steps in a row that each gain less than this (relative).
+SETTLED = 1e-6
+
+
 @dataclass(frozen=True)
 class Continuous:
     """Continuous loads of a structure: over its selected edges (``rows``), the coverages ``g``
@@ -113,7 +117,9 @@ def descend(
 
     Each step moves ``u`` and ``g`` against their gradient (centred, scaled to a largest move of
     ``step``) and projects back onto their sets (every worker keeps at least one of the K
-    partitions), accepting the first of six shrinking steps that lowers ``E[T]``.
+    partitions), accepting the first of six shrinking steps that lowers ``E[T]``; it stops after
+    ``iterations`` steps, when no step helps, or after two steps that each gain less than
+    :data:`SETTLED`.
     """
     st = result.structure
     rows = np.nonzero(st.emask)[0]
@@ -161,6 +167,7 @@ def descend(
     u = np.where(sel, result.l[rows] / np.maximum(result.c[rows], 1)[:, None], 0.0)
     current, grad_f = value_and_gradient(g, u)
     step = 0.2
+    small, gain = 0, 0.0
     for _ in range(iterations):
         grad_u = np.where(sel, g[:, None] * grad_f, 0.0)
         grad_g = (u * grad_f).sum(axis=-1)
@@ -187,13 +194,17 @@ def descend(
             )[0]
             trial = value(new_g, new_u)
             if trial < current * (1 - 1e-10):
+                gain = 1.0 - trial / current
                 g, u = new_g, new_u
                 current, grad_f = value_and_gradient(g, u)
                 step = min(0.5, step * 1.5)
                 improved = True
                 break
             step *= 0.35
-        if not improved:
+        # Integer loads out of K are within about 1/K of these; far smaller gains are not worth
+        # another gradient.
+        small = small + 1 if improved and gain < SETTLED else 0
+        if not improved or small == 2:
             break
     return Continuous(st, rows, g, u, current)
 

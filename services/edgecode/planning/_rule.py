@@ -345,7 +345,7 @@ def apply(
 
 
 def model(
-    cluster: Cluster, wmask: BoolArray, s_w: IntArray, s_e: int, l: IntArray, K: int
+    cluster: Cluster, wmask: BoolArray, s_w: IntArray, s_e: int, l: IntArray, K: float
 ) -> _GroupModel:
     """Timing model of one structure with loads ``l`` (n, m): selected edges become groups."""
     emask = wmask.any(axis=-1)

@@ -66,6 +66,25 @@ def uniform_plan(
     ``m_i (s_edge + 1) > sum(m)`` for some edge or ``s_worker >= min(m_i)``, or when the given K
     does not make the counts integral.
     """
+    K, c, D = uniform_counts(spec, s_edge, s_worker, partitions)
+    sizes = [len(e.workers) for e in spec.edges]
+    plan = build_plan(
+        spec,
+        "hgc",
+        K,
+        s_edge,
+        [s_worker] * len(sizes),
+        c,
+        [[D] * m_i for m_i in sizes],
+        extra={"variant": "uniform"},
+    )
+    return timed(spec, plan)
+
+
+def uniform_counts(
+    spec: ClusterSpec, s_edge: int, s_worker: int, partitions: int | None = None
+) -> tuple[int, list[int], int]:
+    """``(K, c_i per edge, D)`` of :func:`uniform_plan` (same checks and errors), untimed."""
     sizes = [len(e.workers) for e in spec.edges]
     total = sum(sizes)
     if int(s_edge) != s_edge or not (0 <= s_edge < len(sizes)):
@@ -89,17 +108,7 @@ def uniform_plan(
         raise Infeasible(f"uniform plan needs K to be a multiple of {K_min}, got {K}")
     c = [K * (s_edge + 1) * m_i // total for m_i in sizes]
     D = K * (s_edge + 1) * (s_worker + 1) // total
-    plan = build_plan(
-        spec,
-        "hgc",
-        K,
-        s_edge,
-        [s_worker] * len(sizes),
-        c,
-        [[D] * m_i for m_i in sizes],
-        extra={"variant": "uniform"},
-    )
-    return timed(spec, plan)
+    return K, c, D
 
 
 def best_uniform_plan(spec: ClusterSpec) -> Plan:
@@ -133,5 +142,6 @@ __all__ = [
     "ignore_plan",
     "timed",
     "uncoded_plan",
+    "uniform_counts",
     "uniform_plan",
 ]

@@ -83,6 +83,7 @@ from edgecode.planning import _batch, _refine, _rule, _search
 from edgecode.planning._evaluate import (
     SEARCH_BREAKS,
     Evaluator,
+    FloatArray,
     IntArray,
     Result,
     Structure,
@@ -91,7 +92,7 @@ from edgecode.planning._evaluate import (
     to_plan,
 )
 from edgecode.planning._search import SMALL_CLUSTER
-from edgecode.planning.baselines import uniform_plan
+from edgecode.planning.baselines import uniform_counts, uniform_plan
 from edgecode.planning.spec import ClusterSpec, Plan
 
 
@@ -110,8 +111,12 @@ CANDIDATE_LEVEL_WORKERS = 64
 CANDIDATE_LEVELS = (0.8, 0.95)
 #: Up to this many workers, :func:`optimize` also evaluates the uniform plans (the paper's).
 CANDIDATE_UNIFORM_WORKERS = 300
+#: Uniform plans are evaluated this many s_worker values at a time.
+UNIFORM_WAVE = 3
 #: Up to this many workers, K is chosen among :func:`_k_candidates` when it is free.
 K_CHOICE_WORKERS = 64
+#: With fewer partitions than this per worker, the structure search runs at every level.
+COARSE_PARTITIONS_PER_WORKER = 4
 #: The rule loads of this many of the best structures are tried at every level and K.
 TOP_STRUCTURES = 3
 #: Default least number of data rows per partition (with ``rows``).
@@ -208,9 +213,10 @@ def optimize(
         spec, partitions, max_partitions, rows, min_rows_per_partition
     )
     limits = _Limits(fixed, largest)
-    candidates = _rule_plans(_rule.cluster_arrays(spec), limits, refine, level)
+    cluster = _rule.cluster_arrays(spec)
+    candidates = _rule_plans(cluster, limits, refine, level)
     if spec.n_workers <= CANDIDATE_UNIFORM_WORKERS:
-        candidates.extend(_uniform_candidates(spec, limits))
+        candidates.extend(_uniform_candidates(cluster, limits))
     plan = replace(
         min(candidates, key=lambda c: c.expected_round_seconds or math.inf), scheme="hgc"
     )
@@ -218,27 +224,70 @@ def optimize(
     return plan
 
 
-def _uniform_candidates(spec: ClusterSpec, limits: _Limits) -> list[Plan]:
-    """The uniform plans within the limits: at the fixed K, else at their smallest K."""
+def _uniform_candidates(cluster: _rule.Cluster, limits: _Limits) -> list[Plan]:
+    """The best uniform plans within the limits (at the fixed K, else at their smallest K), by
+    the search's quadrature; the two best exactly timed.
+
+    For each s_edge the s_worker values are scanned in waves of :data:`UNIFORM_WAVE` (all
+    s_edge at once) until the time has risen twice in a row."""
+    spec = cluster.spec
     sizes = [len(e.workers) for e in spec.edges]
-    found: list[Plan] = []
-    for s_edge in range(len(sizes)):
-        best_here, rises = math.inf, 0
-        for s_worker in range(min(sizes)):
-            try:
-                plan = uniform_plan(spec, s_edge, s_worker, limits.fixed)
-            except (Infeasible, ValueError):
-                continue
-            if plan.partitions > limits.largest:
-                continue
-            seconds = plan.expected_round_seconds or math.inf
-            plan.extra["candidate"] = f"uniform s_edge={s_edge} s_worker={s_worker}"
-            found.append(plan)
-            rises = rises + 1 if seconds > best_here else 0
-            best_here = min(best_here, seconds)
-            if rises >= 2:
-                break
-    return found
+    counts: dict[tuple[int, int], tuple[int, list[int], int]] = {}
+    values: dict[tuple[int, int], float] = {}
+    open_s_edge = set(range(len(sizes)))
+    for first in range(0, min(sizes), UNIFORM_WAVE):
+        last = min(first + UNIFORM_WAVE, min(sizes))
+        wave = []
+        for s_edge in sorted(open_s_edge):
+            for s_worker in range(first, last):
+                try:
+                    K, c, D = uniform_counts(spec, s_edge, s_worker, limits.fixed)
+                except (Infeasible, ValueError):
+                    continue
+                if K <= limits.largest:
+                    counts[(s_edge, s_worker)] = (K, c, D)
+                    wave.append((s_edge, s_worker))
+        if wave:
+            values.update(zip(wave, _uniform_values(cluster, wave, counts), strict=True))
+        for s_edge in list(open_s_edge):
+            if _risen_twice([values.get((s_edge, s), math.inf) for s in range(last)]):
+                open_s_edge.discard(s_edge)
+        if not open_s_edge:
+            break
+    plans = []
+    for s_edge, s_worker in sorted(values, key=lambda key: values[key])[:2]:
+        plan = uniform_plan(spec, s_edge, s_worker, counts[(s_edge, s_worker)][0])
+        plan.extra["candidate"] = f"uniform s_edge={s_edge} s_worker={s_worker}"
+        plans.append(plan)
+    return plans
+
+
+def _risen_twice(times: list[float]) -> bool:
+    """Whether a scan (infeasible entries, inf, skipped) has risen twice in a row."""
+    best, rises = math.inf, 0
+    for seconds in times:
+        if math.isinf(seconds):
+            continue
+        rises = rises + 1 if seconds > best else 0
+        best = min(best, seconds)
+        if rises >= 2:
+            return True
+    return False
+
+
+def _uniform_values(
+    cluster: _rule.Cluster,
+    keys: list[tuple[int, int]],
+    counts: dict[tuple[int, int], tuple[int, list[int], int]],
+) -> FloatArray:
+    """Expected times (search quadrature) of uniform plans given by (s_edge, s_worker)."""
+    B = len(keys)
+    wmask = np.broadcast_to(cluster.mask, (B, *cluster.mask.shape)).copy()
+    s_w = np.array([[s] * cluster.n for _, s in keys], dtype=np.int64)
+    s_e = np.array([e for e, _ in keys], dtype=np.int64)
+    loads = np.stack([np.where(cluster.mask, counts[k][2], 0) for k in keys]).astype(np.int64)
+    Ks = np.array([counts[k][0] for k in keys], dtype=np.int64)
+    return _batch.expected_times(cluster, wmask, s_w, s_e, loads, Ks, SEARCH_BREAKS)
 
 
 @dataclass(frozen=True)
@@ -314,8 +363,11 @@ def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: fl
     N = cluster.spec.n_workers
     K0 = limits.fixed if limits.fixed is not None else limits.largest
     others = [x for x in CANDIDATE_LEVELS if x != level] if N <= CANDIDATE_LEVEL_WORKERS else []
+    # The structure search itself runs at every level where the rule's loads are poor guides:
+    # bimodal runtimes, or few partitions per worker (coarse integer loads).
+    coarse = K0 < COARSE_PARTITIONS_PER_WORKER * N
     found, evaluations = _search_structures(
-        cluster, K0, [level, *others] if cluster.mixed else [level]
+        cluster, K0, [level, *others] if cluster.mixed or coarse else [level]
     )
     if not found:
         raise Infeasible(
