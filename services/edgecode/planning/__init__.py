@@ -25,9 +25,16 @@ from edgecode.planning.baselines import (
     uniform_plan,
 )
 from edgecode.planning.exhaustive import exhaustive_optimum
-from edgecode.planning.optimize import default_max_partitions, optimize
+from edgecode.planning.optimize import default_max_partitions, optimize, partition_limits
 from edgecode.planning.plans import SCHEMES, build_plan, check_plan, one_layer_plan
-from edgecode.planning.replan import replan, updated_spec
+from edgecode.planning.replan import (
+    Decision,
+    decide,
+    replan,
+    same_structure,
+    updated_spec,
+    worth_replacing,
+)
 from edgecode.planning.spec import (
     ClusterSpec,
     EdgePlan,
@@ -64,6 +71,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "SCHEMES",
     "ClusterSpec",
+    "Decision",
     "EdgePlan",
     "EdgeSpec",
     "MonteCarloEstimate",
@@ -76,6 +84,7 @@ __all__ = [
     "best_uniform_plan",
     "build_plan",
     "check_plan",
+    "decide",
     "default_max_partitions",
     "exhaustive_optimum",
     "expected_round_time",
@@ -85,15 +94,18 @@ __all__ = [
     "monte_carlo_round_time",
     "one_layer_plan",
     "optimize",
+    "partition_limits",
     "random_cluster",
     "replan",
     "round_structure",
     "round_time_cdf",
     "round_times",
+    "same_structure",
     "sample_round_times",
     "simulate_round_times",
     "spec_from_dict",
     "uncoded_plan",
     "uniform_plan",
     "updated_spec",
+    "worth_replacing",
 ]
