@@ -11,6 +11,7 @@ refined loads are kept only when their expected time is lower.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,33 +213,46 @@ def descend(
 def rounded(loads: Continuous, K: int) -> tuple[IntArray, IntArray] | None:
     """Integer ``(c (n,), l (n, m))`` out of ``K`` near ``K g`` and ``c_i u`` with the exact sums
     and bounds (largest remainder); None when K is too small for every selected worker."""
+    return rounded_many(loads, [K])[0]
+
+
+def rounded_many(loads: Continuous, Ks: Sequence[int]) -> list[tuple[IntArray, IntArray] | None]:
+    """:func:`rounded` at each K of ``Ks``, all at once."""
     st = loads.structure
     rows = loads.rows
     sel = st.wmask[rows]
     s_w = st.s_w[rows]
     lo_c = np.ceil(sel.sum(axis=-1) / (s_w + 1)).astype(np.int64)
-    if lo_c.sum() > K * (st.s_edge + 1):
-        return None
+    K_all = np.asarray(Ks, dtype=np.int64)
+    fits = np.nonzero(lo_c.sum() <= K_all * (st.s_edge + 1))[0]
+    out: list[tuple[IntArray, IntArray] | None] = [None] * K_all.size
+    if fits.size == 0:
+        return out
+    K_fit = K_all[fits]
+    B, g = K_fit.size, rows.size
     c_rows = _round_counts(
-        (K * loads.g)[None],
-        np.array([K * (st.s_edge + 1)]),
-        lo_c[None],
-        np.full((1, rows.size), K),
-        np.ones((1, rows.size), dtype=bool),
-    )[0]
+        K_fit[:, None] * loads.g[None],
+        K_fit * (st.s_edge + 1),
+        np.broadcast_to(lo_c, (B, g)),
+        np.broadcast_to(K_fit[:, None], (B, g)),
+        np.ones((B, g), dtype=bool),
+    )
+    select = np.broadcast_to(sel, (B, *sel.shape))
     l_rows = _round_counts(
-        c_rows[:, None] * loads.u,
+        c_rows[..., None] * loads.u[None],
         c_rows * (s_w + 1),
-        np.ones_like(sel, np.int64),
-        np.broadcast_to(c_rows[:, None], sel.shape).astype(np.int64),
-        sel,
+        np.ones(select.shape, np.int64),
+        np.broadcast_to(c_rows[..., None], select.shape).astype(np.int64),
+        select,
     )
     n, m = st.wmask.shape
-    c = np.zeros(n, dtype=np.int64)
-    c[rows] = c_rows
-    l = np.zeros((n, m), dtype=np.int64)
-    l[rows] = np.where(sel, l_rows, 0)
-    return c, l
+    for b, k in enumerate(fits):
+        c = np.zeros(n, dtype=np.int64)
+        c[rows] = c_rows[b]
+        l = np.zeros((n, m), dtype=np.int64)
+        l[rows] = np.where(sel, l_rows[b], 0)
+        out[int(k)] = (c, l)
+    return out
 
 
 def refine(ev: Evaluator, result: Result, iterations: int) -> Result:

@@ -96,12 +96,20 @@ from edgecode.planning.baselines import uniform_counts, uniform_plan
 from edgecode.planning.spec import ClusterSpec, Plan
 
 
-def _k_candidates(spec: ClusterSpec, K_max: int) -> list[int]:
+def _k_candidates(spec: ClusterSpec, K_max: int, few: bool = False) -> list[int]:
+    """K values tried when K is free: ``K_max``, the multiples of 12, 24, 60 and 120 when they
+    are few, and the multiples ``j N`` of the worker count (equal loads): every one, or with
+    ``few`` those with ``j`` in 1-6, 8, 12, 16, 24, ... and the four largest."""
     n_workers = spec.n_workers
     values = {K_max}
     for base in (12, 24, 60, 120):
         values.update(range(base, K_max + 1, base) if base * 8 >= K_max else ())
-    values.update(j * n_workers for j in range(1, K_max // n_workers + 1))
+    top = K_max // n_workers
+    steps = set(range(1, top + 1))
+    if few:
+        steps = {1, 2, 3, 4, 5, 6} | {2**k for k in range(3, 16)} | {3 * 2**k for k in range(2, 15)}
+        steps |= set(range(max(1, top - 3), top + 1))
+    values.update(j * n_workers for j in steps if j <= top)
     return sorted(v for v in values if v <= K_max)
 
 
@@ -377,7 +385,8 @@ def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: fl
     top = [r.structure for r in found[:TOP_STRUCTURES]]
     free = limits.fixed is None and N <= K_CHOICE_WORKERS
     Ks = _k_candidates(cluster.spec, limits.largest) if free else [K0]
-    grid = [(st, K, at) for st in top for at in [level, *others] for K in Ks]
+    few = _k_candidates(cluster.spec, limits.largest, few=True) if free else [K0]
+    grid = [(st, K, at) for st in top for at in [level, *others] for K in few]
     rule = _evaluate_loads(
         cluster, [g[0] for g in grid], [g[1] for g in grid], [g[2] for g in grid]
     )
@@ -414,7 +423,7 @@ def _refined(
     out = []
     for start in starts.values():
         loads = _refine.descend(cluster, start.result, start.K, iterations)
-        counts = [_refine.rounded(loads, K) for K in Ks]
+        counts = _refine.rounded_many(loads, Ks)
         best = _evaluate_loads(cluster, [loads.structure] * len(Ks), Ks, [None] * len(Ks), counts)
         if best and best[0].result.value < start.result.value:
             out.append(best[0])
