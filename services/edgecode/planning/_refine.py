@@ -27,9 +27,9 @@ from edgecode.planning._evaluate import (
     Result,
     Structure,
 )
+from edgecode.planning._gradient import _expected_time_and_gradient
 from edgecode.planning.timing import (
     _expected_time,
-    _expected_time_and_gradient,
     _GroupModel,
     _model_from_arrays,
     _quick_expected_time,
@@ -106,6 +106,54 @@ class Continuous:
     value: float
 
 
+@dataclass(frozen=True)
+class _Objective:
+    """``E[T]`` (and its gradient) of a structure as a function of continuous ``(g, u)``."""
+
+    cluster: _rule.Cluster
+    rows: IntArray
+    sel: BoolArray
+    need: IntArray
+    top_need: int
+    max_breaks: int | None
+    rtol: float
+
+    def model(self, g: FloatArray, u: FloatArray) -> _GroupModel:
+        cl, rows = self.cluster, self.rows
+        return _model_from_arrays(
+            g[:, None] * u,
+            cl.shift[rows],
+            cl.rate[rows],
+            cl.link[rows],
+            cl.straggle[rows],
+            cl.slow[rows],
+            self.sel,
+            self.need,
+            cl.edge_link[rows],
+            self.top_need,
+        )
+
+    def value(self, g: FloatArray, u: FloatArray) -> float:
+        model = self.model(g, u)
+        if self.max_breaks is None:
+            return _expected_time(model, self.rtol)
+        return _quick_expected_time(model, self.max_breaks)
+
+    def value_and_gradient(self, g: FloatArray, u: FloatArray) -> tuple[float, FloatArray]:
+        """``E[T]`` and ``dE/df_w`` (selected edges x slots)."""
+        cl, rows = self.cluster, self.rows
+        return _expected_time_and_gradient(
+            self.model(g, u),
+            g[:, None] * u,
+            cl.rate[rows],
+            cl.link[rows],
+            cl.slow[rows],
+            self.rtol,
+            self.max_breaks,
+            quick=self.max_breaks is not None,
+        )
+
+
 def descend(
     cluster: _rule.Cluster,
     result: Result,
@@ -125,89 +173,71 @@ def descend(
     st = result.structure
     rows = np.nonzero(st.emask)[0]
     sel = st.wmask[rows]
-    s_w = st.s_w[rows]
-    s_e = st.s_edge
-    need = sel.sum(axis=-1) - s_w
-    top_need = int(rows.size - s_e)
-    lo_cover = np.ceil(sel.sum(axis=-1) / (s_w + 1)) / K
-
-    def build(f: FloatArray) -> _GroupModel:
-        return _model_from_arrays(
-            f,
-            cluster.shift[rows],
-            cluster.rate[rows],
-            cluster.link[rows],
-            cluster.straggle[rows],
-            cluster.slow[rows],
-            sel,
-            need,
-            cluster.edge_link[rows],
-            top_need,
-        )
-
-    def value_and_gradient(g: FloatArray, u: FloatArray) -> tuple[float, FloatArray]:
-        f = g[:, None] * u
-        return _expected_time_and_gradient(
-            build(f),
-            f,
-            cluster.rate[rows],
-            cluster.link[rows],
-            cluster.slow[rows],
-            rtol,
-            max_breaks,
-            quick=max_breaks is not None,
-        )
-
-    def value(g: FloatArray, u: FloatArray) -> float:
-        model = build(g[:, None] * u)
-        if max_breaks is None:
-            return _expected_time(model, rtol)
-        return _quick_expected_time(model, max_breaks)
-
+    need = sel.sum(axis=-1) - st.s_w[rows]
+    objective = _Objective(cluster, rows, sel, need, int(rows.size - st.s_edge), max_breaks, rtol)
     g = (result.c[rows] / K).astype(np.float64)
     u = np.where(sel, result.l[rows] / np.maximum(result.c[rows], 1)[:, None], 0.0)
-    current, grad_f = value_and_gradient(g, u)
+    current, grad_f = objective.value_and_gradient(g, u)
     step = 0.2
-    small, gain = 0, 0.0
+    small = 0
     for _ in range(iterations):
-        grad_u = np.where(sel, g[:, None] * grad_f, 0.0)
-        grad_g = (u * grad_f).sum(axis=-1)
-        centred_u = np.where(sel, grad_u - (grad_u.sum(-1) / sel.sum(-1))[:, None], 0.0)
-        scale_u = np.abs(centred_u).max() + 1e-300
-        centred_g = grad_g - grad_g.mean()
-        scale_g = np.abs(centred_g).max() + 1e-300
-        improved = False
-        for _ in range(6):
-            lo_u = np.where(sel, 1.0 / (K * np.maximum(g, 1.0 / K))[:, None], 0.0)
-            new_u = _project(
-                u - step * (s_w + 1)[:, None] / sel.sum(-1)[:, None] * centred_u / scale_u,
-                (s_w + 1).astype(np.float64),
-                lo_u,
-                1.0,
-                sel,
-            )
-            new_g = _project(
-                g[None] - step * (s_e + 1) / rows.size * centred_g[None] / scale_g,
-                np.array([s_e + 1.0]),
-                lo_cover[None],
-                1.0,
-                np.ones((1, rows.size), dtype=bool),
-            )[0]
-            trial = value(new_g, new_u)
-            if trial < current * (1 - 1e-10):
-                gain = 1.0 - trial / current
-                g, u = new_g, new_u
-                current, grad_f = value_and_gradient(g, u)
-                step = min(0.5, step * 1.5)
-                improved = True
-                break
-            step *= 0.35
+        found = _line_search(objective, st, K, g, u, grad_f, current, step)
+        if found is None:
+            break
+        g, u, step, trial = found
+        gain = 1.0 - trial / current
+        current, grad_f = objective.value_and_gradient(g, u)
         # Integer loads out of K are within about 1/K of these; far smaller gains are not worth
         # another gradient.
-        small = small + 1 if improved and gain < SETTLED else 0
-        if not improved or small == 2:
+        small = small + 1 if gain < SETTLED else 0
+        if small == 2:
             break
     return Continuous(st, rows, g, u, current)
+
+
+def _line_search(
+    objective: _Objective,
+    st: Structure,
+    K: int,
+    g: FloatArray,
+    u: FloatArray,
+    grad_f: FloatArray,
+    current: float,
+    step: float,
+) -> tuple[FloatArray, FloatArray, float, float] | None:
+    """The first of six shrinking projected steps that lowers ``E[T]``: ``(g, u, next step,
+    E[T])``, or None."""
+    sel, rows = objective.sel, objective.rows
+    s_w, s_e = st.s_w[rows], st.s_edge
+    size = sel.sum(-1)
+    grad_u = np.where(sel, g[:, None] * grad_f, 0.0)
+    grad_g = (u * grad_f).sum(axis=-1)
+    centred_u = np.where(sel, grad_u - (grad_u.sum(-1) / size)[:, None], 0.0)
+    centred_u = centred_u / (np.abs(centred_u).max() + 1e-300)
+    centred_g = grad_g - grad_g.mean()
+    centred_g = centred_g / (np.abs(centred_g).max() + 1e-300)
+    lo_cover = np.ceil(size / (s_w + 1)) / K
+    lo_u = np.where(sel, 1.0 / (K * np.maximum(g, 1.0 / K))[:, None], 0.0)
+    for _ in range(6):
+        new_u = _project(
+            u - step * (s_w + 1)[:, None] / size[:, None] * centred_u,
+            (s_w + 1).astype(np.float64),
+            lo_u,
+            1.0,
+            sel,
+        )
+        new_g = _project(
+            g[None] - step * (s_e + 1) / rows.size * centred_g[None],
+            np.array([s_e + 1.0]),
+            lo_cover[None],
+            1.0,
+            np.ones((1, rows.size), dtype=bool),
+        )[0]
+        trial = objective.value(new_g, new_u)
+        if trial < current * (1 - 1e-10):
+            return new_g, new_u, min(0.5, step * 1.5), trial
+        step *= 0.35
+    return None
 
 
 def rounded(loads: Continuous, K: int) -> tuple[IntArray, IntArray] | None:

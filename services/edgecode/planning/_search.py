@@ -23,6 +23,7 @@ from edgecode.planning._evaluate import (
     structures,
     valid,
 )
+from edgecode.planning._gradient import _pivotal
 from edgecode.planning.timing import (
     _GL_NODES,
     _GL_WEIGHTS,
@@ -31,7 +32,6 @@ from edgecode.planning.timing import (
     _count_tail,
     _deliveries,
     _model_from_arrays,
-    _pivotal,
 )
 
 #: Up to this many edges every s_edge is searched.

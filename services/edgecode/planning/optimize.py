@@ -43,18 +43,32 @@ and the three best alone) are then evaluated with the rule's re-equalised loads;
 and the two least-covered edges out are tried directly. The number of evaluations is budgeted
 (``max(80, min(400, 150000 / N))`` beyond 16 workers), so large clusters stop early.
 
-When K is free, the search runs at ``K_max`` (:func:`default_max_partitions`); for up to 64
-workers K is then chosen among a few candidates (multiples of N and of 12, 24, 60, 120) by the
-rule's expected time.
+Each search step evaluates all its candidate structures at once: the rule in one batch, the
+expected times on a fixed quadrature in one batch (:mod:`edgecode.planning._batch`), and a
+candidate whose earliest possible round end ``t_lo`` is already no better than the structure it
+would replace is not integrated at all (``E[T] >= t_lo``; the search path is unchanged).
 
-Refinement
-----------
-The best one or two structures' loads are then refined by projected gradient descent on the
-continuous loads with the exact gradient (40 steps up to 64 workers, 12 up to 300, else 3;
-:mod:`edgecode.planning._refine`), kept only when the exact expected time is lower.
+Pipeline
+--------
+1. K: fixed (``partitions``) or free up to ``K_max`` = min(:func:`default_max_partitions`,
+   ``max_partitions``, ``rows // min_rows_per_partition``) (:func:`partition_limits`).
+2. Structures: the search above at K (or ``K_max``) and the quantile ``level`` (0.5, the
+   median); for bimodal runtimes (Bernoulli / Markov workers) or coarse loads (fewer than
+   :data:`COARSE_PARTITIONS_PER_WORKER` partitions per worker) also at :data:`CANDIDATE_LEVELS`,
+   whose rule loads then lead elsewhere (up to :data:`CANDIDATE_LEVEL_WORKERS` workers).
+3. Rule loads of the :data:`TOP_STRUCTURES` best structures at every level and, when K is free
+   (up to :data:`K_CHOICE_WORKERS` workers), at a spread of K candidates (multiples of N and of
+   12, 24, 60, 120), all in one batch.
+4. Refinement: from the best rule loads of the one or two best structures (within 2%),
+   projected gradient descent on the continuous loads with the exact gradient (40 steps up to
+   64 workers, 12 up to 300, else 3; it stops early once steps gain < 1e-6;
+   :mod:`edgecode.planning._refine`), then rounded at every K candidate at once.
+5. The uniform plans (the paper's; up to :data:`CANDIDATE_UNIFORM_WORKERS` workers) ranked the
+   same way; the two best exactly timed.
+6. The plan with the smallest exact expected time wins.
 
-Refinement, exhaustive search and baselines live in :mod:`._refine`, :mod:`.exhaustive` and
-:mod:`.baselines`; re-planning in :mod:`.replan`.
+Exhaustive search and baselines live in :mod:`.exhaustive` and :mod:`.baselines`; re-planning
+in :mod:`.replan`.
 
 Example
 -------
@@ -393,8 +407,9 @@ def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: fl
     evaluations += len(grid)
     chosen = [rule[0]] if rule else [_Candidate(found[0], K0, level)]
     if refine:
-        chosen += _refined(cluster, rule or chosen, Ks, N)
-        evaluations += len(chosen) * len(Ks)
+        refined, counted = _refined(cluster, rule or chosen, Ks, N)
+        chosen += refined
+        evaluations += counted
     extra = {
         "evaluations": evaluations,
         "method": "rule search + refinement" if refine else "rule search",
@@ -411,9 +426,10 @@ def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: fl
 
 def _refined(
     cluster: _rule.Cluster, rule: list[_Candidate], Ks: list[int], N: int
-) -> list[_Candidate]:
+) -> tuple[list[_Candidate], int]:
     """Refined loads of the best rule candidate of the (at most two) best structures within 2%
-    of the best: continuous descent, then rounded at every K and the best kept."""
+    of the best: continuous descent, then rounded at every K and the best kept (when better
+    than its start); and the number of rounded loads evaluated."""
     iterations = 40 if N <= 64 else 12 if N <= 300 else 3
     starts: dict[bytes, _Candidate] = {}
     for x in rule:
@@ -427,7 +443,7 @@ def _refined(
         best = _evaluate_loads(cluster, [loads.structure] * len(Ks), Ks, [None] * len(Ks), counts)
         if best and best[0].result.value < start.result.value:
             out.append(best[0])
-    return out
+    return out, len(starts) * len(Ks)
 
 
 __all__ = [
