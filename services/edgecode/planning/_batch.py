@@ -187,13 +187,18 @@ def _boundaries(
         room = np.log(np.maximum(4.0 * count * weight / (rates * atol), 1.0)) / rates
     t_hi = np.maximum(np.where(present, master + room, -np.inf).max(axis=(-1, -2, -3)), t_lo)
     inside = present & (master > t_lo[:, None, None, None]) & (master < t_hi[:, None, None, None])
+    count = inside.sum(axis=(-1, -2, -3))
+    # Sorted, the kinks outside (t_lo, t_hi) come last: keep only as many columns as the
+    # structure with the most kinks inside needs.
     kinks = np.sort(np.where(inside, master, np.inf).reshape(B, -1), axis=-1)
+    kinks = kinks[:, : int(count.max(initial=0))]
     if max_breaks is not None and kinks.shape[1] > max_breaks:
-        count = inside.sum(axis=(-1, -2, -3))
         picks = np.linspace(0.0, 1.0, max_breaks)[None, :] * np.maximum(count - 1, 0)[:, None]
         kinks = np.take_along_axis(kinks, np.round(picks).astype(np.int64), axis=-1)
         kinks = np.where(np.arange(max_breaks) < count[:, None], kinks, np.inf)
-    last = np.maximum(t_lo, np.where(np.isfinite(kinks), kinks, -np.inf).max(axis=-1))
+    last = np.maximum(
+        t_lo, np.where(np.isfinite(kinks), kinks, -np.inf).max(axis=-1, initial=-np.inf)
+    )
     kinks = np.where(np.isfinite(kinks), kinks, t_hi[:, None])
     powers = np.exp2(-2.0 * np.arange(_TAIL_PANELS, 0, -1, dtype=np.float64))
     tail = last[:, None] + (t_hi - last)[:, None] * powers

@@ -39,16 +39,24 @@ def default_max_partitions(n_workers: int) -> int:
 
 @dataclass(frozen=True)
 class Structure:
+    """Which workers take part (``wmask``), their edges' ``s_w`` and ``s_edge``; its cache key
+    is computed once."""
+
     s_edge: int
     wmask: BoolArray  # (n, m)
     s_w: IntArray  # (n,)
+    _key: bytes = field(init=False, repr=False, compare=False)
 
-    def key(self) -> bytes:
-        return (
-            bytes([self.s_edge % 256, self.s_edge // 256])
+    def __post_init__(self) -> None:
+        key = (
+            int(self.s_edge).to_bytes(4, "little", signed=True)
             + self.wmask.tobytes()
             + self.s_w.astype(np.int64).tobytes()
         )
+        object.__setattr__(self, "_key", key)
+
+    def key(self) -> bytes:
+        return self._key
 
     @property
     def emask(self) -> BoolArray:
