@@ -25,7 +25,8 @@ Loads equalise the workers' finish quantiles, faster workers getting more (``_ru
 
 Search (``optimize``)
 ---------------------
-Small clusters (at most ``SMALL_CLUSTER`` = 16 workers): from every ``s_edge`` and every
+Small clusters (at most ``SMALL_CLUSTER`` = 16 workers with bimodal runtimes or coarse loads,
+``SMALL_EASY_CLUSTER`` = 12 otherwise, see below): from every ``s_edge`` and every
 uniform ``s_worker``, steepest descent over the complete neighbourhood (one ``s_worker`` to any
 value, one worker or one edge in or out with any tolerances, any ``s_edge``) until no move
 improves -- on every cluster tested this reaches the exhaustive optimum of the rule.
@@ -41,7 +42,7 @@ the other edges absorb the coverage difference at their marginal cost ``dE/dg_j`
 small coverage probe of each edge the same way). The best screened moves (all edges' together,
 and the three best alone) are then evaluated with the rule's re-equalised loads; ``s_edge +- 1``
 and the two least-covered edges out are tried directly. The number of evaluations is budgeted
-(``max(80, min(400, 150000 / N))`` beyond 16 workers), so large clusters stop early.
+(``max(80, min(400, 150000 / N))`` beyond those sizes), so large clusters stop early.
 
 Each search step evaluates all its candidate structures at once: the rule in one batch, the
 expected times on a fixed quadrature in one batch (:mod:`edgecode.planning._batch`), and a
@@ -105,7 +106,7 @@ from edgecode.planning._evaluate import (
     partitions_argument,
     to_plan,
 )
-from edgecode.planning._search import SMALL_CLUSTER
+from edgecode.planning._search import SMALL_CLUSTER, SMALL_EASY_CLUSTER
 from edgecode.planning.baselines import uniform_counts, uniform_plan
 from edgecode.planning.spec import ClusterSpec, Plan
 
@@ -323,23 +324,31 @@ class _Candidate:
 
 
 def _search_structures(
-    cluster: _rule.Cluster, K: int, levels: list[float]
+    cluster: _rule.Cluster, K: int, levels: list[float], small: int
 ) -> tuple[list[Result], int]:
-    """The best structures of the rule search at each level (best first, one per structure)
-    and the number of evaluations."""
+    """The structures to try further: the best of the rule search at each level, then the
+    others it kept, best first (one entry per structure); and the number of evaluations.
+    Clusters of up to ``small`` workers get the complete neighbourhood."""
+    leaders: list[Result] = []
     found: dict[bytes, Result] = {}
     evaluations = 0
     size = int(cluster.mask.sum())
     for at in levels:
         ev = Evaluator(cluster, K, at)
-        if size > SMALL_CLUSTER:
+        if size > small:
             ev.budget = max(80, min(400, 150_000 // size))
-        for result in _search.search(ev):
+        results = _search.search(ev, small=small)
+        leaders.extend(results[:1])
+        for result in results:
             key = result.structure.key()
             if key not in found or result.value < found[key].value:
                 found[key] = result
         evaluations += ev.evaluations
-    return sorted(found.values(), key=lambda r: r.value), evaluations
+    ranked = sorted(found.values(), key=lambda r: r.value)
+    order: dict[bytes, Result] = {}
+    for result in sorted(leaders, key=lambda r: r.value) + ranked:
+        order.setdefault(result.structure.key(), found[result.structure.key()])
+    return list(order.values()), evaluations
 
 
 def _evaluate_loads(
@@ -387,19 +396,24 @@ def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: fl
     others = [x for x in CANDIDATE_LEVELS if x != level] if N <= CANDIDATE_LEVEL_WORKERS else []
     # The structure search itself runs at every level where the rule's loads are poor guides:
     # bimodal runtimes, or few partitions per worker (coarse integer loads).
-    coarse = K0 < COARSE_PARTITIONS_PER_WORKER * N
+    hard = cluster.mixed or K0 < COARSE_PARTITIONS_PER_WORKER * N
     found, evaluations = _search_structures(
-        cluster, K0, [level, *others] if cluster.mixed or coarse else [level]
+        cluster,
+        K0,
+        [level, *others] if hard else [level],
+        SMALL_CLUSTER if hard else SMALL_EASY_CLUSTER,
     )
     if not found:
         raise Infeasible(
             f"no structure is feasible with K = {K0} partitions (every selected worker "
             "needs at least one); raise partitions (or the data's rows)"
         )
-    top = [r.structure for r in found[:TOP_STRUCTURES]]
+    top = [r.structure for r in found[: max(TOP_STRUCTURES, 1 + len(others) if hard else 0)]]
     free = limits.fixed is None and N <= K_CHOICE_WORKERS
     Ks = _k_candidates(cluster.spec, limits.largest) if free else [K0]
-    few = _k_candidates(cluster.spec, limits.largest, few=True) if free else [K0]
+    # Where the rule is a good guide, a spread of K is enough for its loads (all K are tried
+    # for the refined ones); bimodal runtimes and coarse loads need every K.
+    few = _k_candidates(cluster.spec, limits.largest, few=not hard) if free else [K0]
     grid = [(st, K, at) for st in top for at in [level, *others] for K in few]
     rule = _evaluate_loads(
         cluster, [g[0] for g in grid], [g[1] for g in grid], [g[2] for g in grid]
@@ -407,7 +421,7 @@ def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: fl
     evaluations += len(grid)
     chosen = [rule[0]] if rule else [_Candidate(found[0], K0, level)]
     if refine:
-        refined, counted = _refined(cluster, rule or chosen, Ks, N)
+        refined, counted = _refined(cluster, rule or chosen, Ks, N, hard)
         chosen += refined
         evaluations += counted
     extra = {
@@ -425,15 +439,17 @@ def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: fl
 
 
 def _refined(
-    cluster: _rule.Cluster, rule: list[_Candidate], Ks: list[int], N: int
+    cluster: _rule.Cluster, rule: list[_Candidate], Ks: list[int], N: int, every: bool
 ) -> tuple[list[_Candidate], int]:
-    """Refined loads of the best rule candidate of the (at most two) best structures within 2%
-    of the best: continuous descent, then rounded at every K and the best kept (when better
-    than its start); and the number of rounded loads evaluated."""
+    """Refined loads from the best rule candidate of every structure tried (``every``: bimodal
+    runtimes or coarse loads, where refining reorders structures by several percent), else of
+    the (at most two) best structures within 2% of the best: continuous descent, then rounded
+    at every K and the best kept when better than its start; and the number of rounded loads
+    evaluated."""
     iterations = 40 if N <= 64 else 12 if N <= 300 else 3
     starts: dict[bytes, _Candidate] = {}
     for x in rule:
-        if len(starts) == 2 or x.result.value > rule[0].result.value * 1.02:
+        if not every and (len(starts) == 2 or x.result.value > rule[0].result.value * 1.02):
             break
         starts.setdefault(x.result.structure.key(), x)
     out = []
