@@ -57,12 +57,14 @@ Pipeline
    median); for bimodal runtimes (Bernoulli / Markov workers) or coarse loads (fewer than
    :data:`COARSE_PARTITIONS_PER_WORKER` partitions per worker) also at :data:`CANDIDATE_LEVELS`,
    whose rule loads then lead elsewhere (up to :data:`CANDIDATE_LEVEL_WORKERS` workers).
-3. Rule loads of the :data:`TOP_STRUCTURES` best structures at every level and, when K is free
-   (up to :data:`K_CHOICE_WORKERS` workers), at a spread of K candidates (multiples of N and of
-   12, 24, 60, 120), all in one batch.
-4. Refinement: from the best rule loads of the one or two best structures (within 2%),
-   projected gradient descent on the continuous loads with the exact gradient (40 steps up to
-   64 workers, 12 up to 300, else 3; it stops early once steps gain < 1e-6;
+3. Rule loads of the best structure of each level's search and the :data:`TOP_STRUCTURES` best
+   overall, at every level and, when K is free (up to :data:`K_CHOICE_WORKERS` workers), at K
+   candidates (multiples of N and of 12, 24, 60, 120: every one for bimodal or coarse
+   clusters, a spread of them otherwise), all in one batch.
+4. Refinement: from the best rule loads of each of those structures (bimodal or coarse
+   clusters, where refining reorders structures by several percent) or of the one or two best
+   within 2%, projected gradient descent on the continuous loads with the exact gradient (40
+   steps up to 64 workers, 12 up to 300, else 3; it stops early once steps gain < 1e-6;
    :mod:`edgecode.planning._refine`), then rounded at every K candidate at once.
 5. The uniform plans (the paper's; up to :data:`CANDIDATE_UNIFORM_WORKERS` workers) ranked the
    same way; the two best exactly timed.
