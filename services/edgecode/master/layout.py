@@ -414,37 +414,3 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
             for e in plan.edges
         ],
     }
-
-
-def same_structure(a: Plan, b: Plan) -> bool:
-    """Whether two plans place the same data on the same nodes with the same s (their
-    predicted times may differ)."""
-    return _structure(a) == _structure(b)
-
-
-def _structure(plan: Plan) -> tuple[Any, ...]:
-    return (
-        plan.partitions,
-        plan.s_edge,
-        tuple(
-            (
-                e.name,
-                e.s_worker,
-                e.partitions,
-                tuple((w.name, w.selected, w.partitions) for w in e.workers),
-            )
-            for e in plan.edges
-        ),
-    )
-
-
-def worth_replacing(
-    current_seconds: float,
-    candidate_seconds: float,
-    remaining_rounds: int,
-    placement_seconds: float,
-) -> bool:
-    """Re-place only when the predicted saving over the remaining rounds exceeds the measured
-    cost of a placement."""
-    saving = (current_seconds - candidate_seconds) * max(remaining_rounds, 0)
-    return bool(saving > placement_seconds)

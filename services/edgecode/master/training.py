@@ -26,8 +26,9 @@ from edgecode.learning.datasets import Dataset, load_split
 from edgecode.learning.models import Model, get_model
 from edgecode.learning.optimizers import Optimizer, optimizer_from_state
 from edgecode.master.checkpoints import Checkpoint, CheckpointStore, SavedJob, config_hash
-from edgecode.master.layout import Layout, build_layout, same_structure, worth_replacing
+from edgecode.master.layout import Layout, build_layout
 from edgecode.master.ports import ClusterView, MasterMetricsPort, Node, Transport
+from edgecode.planning.replan import same_structure, worth_replacing
 from edgecode.planning.shuffle import shuffle
 from edgecode.planning.spec import Plan
 from edgecode.records import (
