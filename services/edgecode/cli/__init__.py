@@ -20,8 +20,8 @@ import sys
 from collections.abc import Sequence
 
 from edgecode import __version__
+from edgecode.cli import _errors
 from edgecode.cli._args import Parser
-from edgecode.cli._errors import report
 
 #: Subcommand -> (module under edgecode.cli, one-line help), in the order ``--help`` lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        code = report(exc)
+        code = _errors.report(exc)  # not imported by name: edgecode.cli.report is a module
         if code is None:
             raise
         if args.verbose:  # -v: the whole story as well

@@ -6,6 +6,25 @@ from pathlib import Path
 from typing import Any
 
 
+def loss_curves(results: list[dict[str, Any]]) -> list[tuple[str, list[float], list[float]]]:
+    """(label, wall seconds from the job's start, loss) per scheme with rounds: the x values
+    are ``setup_seconds + wall_seconds``, so setup and placement are part of the curve.
+
+    >>> loss_curves([{"scheme": "hgc", "loss": [0.5, 0.4], "wall_seconds": [1.0, 2.0],
+    ...               "setup_seconds": 3.0, "mean_round_seconds": 1.0}])
+    [('hgc (mean 1000.0 ms/round)', [4.0, 5.0], [0.5, 0.4])]
+    """
+    return [
+        (
+            f"{r['scheme']} (mean {r['mean_round_seconds'] * 1e3:.1f} ms/round)",
+            [r["setup_seconds"] + w for w in r["wall_seconds"]],
+            list(r["loss"]),
+        )
+        for r in results
+        if r["loss"]
+    ]
+
+
 def plot_run(
     results: list[dict[str, Any]], latencies: dict[str, dict[str, list[float]]], path: Path
 ) -> None:
@@ -19,16 +38,12 @@ def plot_run(
     import matplotlib.pyplot as plt
 
     fig, (loss_ax, lat_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for r in results:
-        if r["loss"]:
-            setup = r["setup_seconds"]
-            (line,) = loss_ax.plot(
-                [setup + w for w in r["wall_seconds"]],
-                r["loss"],
-                label=f"{r['scheme']} (mean {r['mean_round_seconds'] * 1e3:.1f} ms/round)",
-            )
-            # where the rounds start: everything before is setup (load, plan, placement)
-            loss_ax.axvline(setup, color=line.get_color(), linestyle=":", linewidth=0.8)
+    for (label, wall, loss), r in zip(
+        loss_curves(results), [r for r in results if r["loss"]], strict=True
+    ):
+        (line,) = loss_ax.plot(wall, loss, label=label)
+        # where the rounds start: everything before is setup (load, plan, placement)
+        loss_ax.axvline(r["setup_seconds"], color=line.get_color(), linestyle=":", linewidth=0.8)
     target = next((r.get("target_loss") for r in results if r.get("target_loss")), None)
     if target is not None:
         loss_ax.axhline(target, color="grey", linestyle="--", linewidth=0.8, label="target loss")
