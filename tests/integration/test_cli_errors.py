@@ -163,6 +163,8 @@ CASES: list[tuple[list[str], str]] = [
     (["worker", "--straggle", "bogus"], "--straggle"),
     (["worker", "--port", "70000"], "--port"),
     (["worker", "--coordinator", "nonsense"], "--coordinator"),
+    (["worker", "--host", "999.1.1.1"], "--host: cannot listen on '999.1.1.1'"),
+    (["aggregator", "--metrics-host", "no host"], "--metrics-host: cannot listen"),
     (["coordinator", "--spec", "{link.toml}"], "link.toml: edge 'e0': link_seconds"),
     (["coordinator", "--heartbeat-seconds", "0"], "--heartbeat-seconds"),
     # health, cluster, the top level
@@ -279,3 +281,27 @@ def test_run_as_a_user_fails_before_the_cluster(
     assert names in lines[0] and "Traceback" not in result.stderr
     # no process was spawned: LocalCluster would have written a log per process here
     assert not workdir.exists() or not list(workdir.glob("*.log"))
+
+
+@pytest.mark.usefixtures("nothing_starts")
+def test_errors_still_one_line_once_every_subcommand_module_is_loaded(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A subcommand module (edgecode.cli.report, ...) imported into the package must not
+    shadow what main() needs to print an error."""
+    from edgecode.cli import COMMANDS, build_parser
+
+    build_parser(*COMMANDS)
+    assert main(["plan", files["link.toml"]]) == 2
+    assert "link.toml: edge 'e0': link_seconds" in _one_error_line(capsys)
+
+
+@pytest.mark.usefixtures("nothing_starts")
+@pytest.mark.parametrize("flag", ["--port", "--metrics-port"])
+def test_port_in_use_is_one_line(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["master", flag, str(port)]) == 2
+    assert f"{flag}: cannot listen on 127.0.0.1:{port}" in _one_error_line(capsys)

@@ -84,6 +84,8 @@ def start(role: str, cls: type, args: argparse.Namespace) -> int:
     config: Any
     config, sources = resolve(cls, args, role)
     check_files(config, sources)
+    for host, port in (("host", "port"), ("metrics_host", "metrics_port")):
+        check_listen(config, host, port, sources)
     result: int = role_module(role).run(config)
     return result
 
@@ -106,3 +108,28 @@ def check_files(config: Any, sources: dict[str, str]) -> None:
                 check(getattr(config, name))
             except argparse.ArgumentTypeError as exc:
                 raise UsageError(f"{sources[name]}: {exc}") from None
+
+
+def check_listen(config: Any, host_key: str, port_key: str, sources: dict[str, str]) -> None:
+    """``host:port`` can be listened on (a name that resolves, a port not in use), so that a
+    typo is one line naming the flag, not a bind failure deep in the server."""
+    import socket
+
+    from edgecode.cli._errors import UsageError
+
+    host, port = getattr(config, host_key), getattr(config, port_key)
+    host_source = sources.get(host_key, "--" + host_key.replace("_", "-"))
+    port_source = sources.get(port_key, "--" + port_key.replace("_", "-"))
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"{host_source}: cannot listen on {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            source = port_source if port else host_source
+            raise UsageError(
+                f"{source}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
