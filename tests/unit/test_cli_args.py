@@ -104,7 +104,8 @@ def test_parser_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
         parser.parse_args(["--rounds", "0"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2
-    assert err.count("\n") == 1 and err.startswith("edgecode x: error: argument --rounds: ")
+    assert err.count("\n") == 1 and err.startswith("edgecode: error: argument --rounds: ")
+    assert err.endswith("(see edgecode x --help)\n")
 
 
 # --- the documented --straggle grammar (issue 19.1) ----------------------------------------------

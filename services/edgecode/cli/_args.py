@@ -25,7 +25,10 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line (no usage block) and exit with 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+        """``edgecode: error: MESSAGE (see edgecode SUBCOMMAND --help)``, like every other error
+        a user can cause."""
+        root = self.prog.split()[0] if self.prog else "edgecode"
+        self.exit(USAGE, f"{root}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _bad(message: str) -> NoReturn:

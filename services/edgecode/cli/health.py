@@ -60,15 +60,16 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edgecode.cli.health``: the same check without building the whole ``edgecode``
-    parser (which imports every subcommand), so a HEALTHCHECK every few seconds stays cheap."""
-    parser = _args.Parser(prog="python -m edgecode.cli.health")
+    """``python -m edgecode.cli.health``, what the image's HEALTHCHECK runs: the same check as
+    ``edgecode health`` (which is as cheap now that ``edgecode`` builds only the parser of the
+    subcommand being run)."""
+    parser = _args.Parser(prog="edgecode")  # errors read as those of `edgecode health`
     register(parser.add_subparsers(parser_class=_args.Parser))
     args = parser.parse_args(["health", *(sys.argv[1:] if argv is None else argv)])
     try:
         return _health(args)
     except Exception as exc:
-        code = report(exc, "edgecode health")
+        code = report(exc)
         if code is None:
             raise
         return code
