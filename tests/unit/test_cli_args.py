@@ -338,3 +338,41 @@ def test_cli_copies_of_core_names_agree() -> None:
     assert GRADIENT_SCHEMES == SCHEMES
     assert CLI_MATRIX_SCHEMES == MATRIX_SCHEMES
     assert CLI_JOB_ID.pattern == JOB_ID.pattern
+
+
+# --- job specs -----------------------------------------------------------------------------------
+
+
+def test_check_job_refuses_what_the_master_would() -> None:
+    from edgecode.cli._jobs import check_job
+    from edgecode.records import JobConfig
+
+    check_job(JobConfig())
+    for bad, message in [
+        (JobConfig(rounds=0), "job spec: rounds must be in"),
+        (JobConfig(scheme="magic"), "job spec: scheme must be one of"),
+        (JobConfig(dataset="/no/such/data.csv"), "job spec: dataset: data file not found"),
+        (JobConfig(model="torch:no_such_module_here:f"), "job spec: model: "),
+        (JobConfig(optimizer="nosuch"), "job spec: optimizer: "),
+        (JobConfig(round_deadline_seconds=0.0), "job spec: round_deadline_seconds"),
+    ]:
+        with pytest.raises(UsageError) as error:
+            check_job(bad)
+        assert str(error.value).startswith(message), error.value
+
+
+def test_check_job_for_a_remote_master_leaves_its_files_to_it() -> None:
+    from edgecode.cli._jobs import check_job
+    from edgecode.records import JobConfig
+
+    # on the master's machine: not here, and not refused here
+    check_job(JobConfig(dataset="/data/on/master.csv"), remote=True)
+    check_job(JobConfig(model="torch:their_models:build"), remote=True)
+    for bad, message in [
+        (JobConfig(dataset="synthetic-lsq:n=1"), "job spec: dataset:"),
+        (JobConfig(model="torch:nofunction"), "job spec: model: .* must look like"),
+        (JobConfig(model="nosuch"), "job spec: model:"),
+        (JobConfig(rounds=0, dataset="/data/on/master.csv"), "job spec: rounds"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            check_job(bad, remote=True)

@@ -58,7 +58,10 @@ def check_job(config: JobConfig, remote: bool = False) -> None:
         if config.model.startswith(TORCH_PREFIX):
             from edgecode.learning.references import parse_model_reference
 
-            parse_model_reference(config.model)
+            try:
+                parse_model_reference(config.model)
+            except ValueError as exc:
+                raise UsageError(f"job spec: model: {exc}") from None
             checked = dataclasses.replace(checked, model="")
     try:
         checked.validate()
