@@ -74,7 +74,8 @@ def command_help(name: str) -> str:
 def build_parser(*full: str) -> argparse.ArgumentParser:
     """The ``edgecode`` parser: every subcommand listed, the ones in ``full`` built in full.
 
-    >>> build_parser().parse_args(["--version"])  # doctest: +SKIP
+    >>> build_parser("plan").parse_args(["plan", "spec.toml", "--partitions", "4"]).partitions
+    4
     """
     parser = Parser(prog="edgecode", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"edgecode {__version__}")

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from edgecode.cli._errors import USAGE, one_line
 
@@ -277,7 +277,3 @@ def check(condition: bool, message: str) -> None:
         from edgecode.cli._errors import UsageError
 
         raise UsageError(message)
-
-
-def with_default(value: Any, default: Any) -> Any:
-    return default if value is None else value
