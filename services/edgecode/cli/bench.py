@@ -48,6 +48,14 @@ def register(
         description="Benchmarks. They print ratios measured in one run; the machines are noisy.",
     )
     targets = parser.add_subparsers(title="targets", metavar="TARGET")
+    _codes_target(targets)
+    _train_target(targets)
+    _matmul_target(targets)
+    parser.set_defaults(func=partial(print_help, parser))
+
+
+def _codes_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench codes``: its parser."""
     codes = targets.add_parser(
         "codes",
         help="decode-vector time, combining cost vs numpy, sparse vs dense coded blocks",
@@ -75,6 +83,10 @@ def register(
     )
     codes.add_argument("--repeats", type=_args.integer(1), default=7)
     codes.set_defaults(func=_bench_codes)
+
+
+def _train_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench train``: its parser."""
     train = targets.add_parser(
         "train",
         help="round times of coded vs uncoded training on a local cluster, transport, memory",
@@ -100,6 +112,10 @@ def register(
     )
     train.add_argument("--repeats", type=_args.integer(1), default=15, help="transport repetitions")
     train.set_defaults(func=_bench_train)
+
+
+def _matmul_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench matmul``: its parser."""
     matmul = targets.add_parser(
         "matmul",
         help="coded A^T x as a service: sparse vs dense-MDS vs polynomial vs uncoded",
@@ -145,7 +161,6 @@ def register(
         "measured here",
     )
     matmul.set_defaults(func=_bench_matmul)
-    parser.set_defaults(func=partial(print_help, parser))
 
 
 def _bench_matmul(args: argparse.Namespace) -> int:

@@ -52,119 +52,134 @@ def register(
             "checked before the cluster starts."
         ),
     )
+    _cluster_flags(run)
+    _job_flags(run)
+    _output_flags(run)
+    run.set_defaults(func=_run)
+
+
+def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """The cluster: its shape, stragglers and links (or a spec file), and the straggler counts."""
     d = REPLACED_BY_SPEC
-    run.add_argument(
+    parser.add_argument(
         "--edges", type=_args.integer(1), default=d["edges"], help="edge aggregators (default 2)"
     )
-    run.add_argument(
+    parser.add_argument(
         "--workers-per-edge",
         type=_args.integer(1),
         default=d["workers_per_edge"],
         help="workers per edge (default 4)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--s-edge",
         type=_args.integer(0),
         default=None,
         help="edge stragglers tolerated (default: planner)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--s-worker",
         type=_args.integer(0),
         default=None,
         help="worker stragglers per edge (default: planner)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--s-flat",
         type=_args.integer(0),
         default=1,
         help="stragglers for flat and ignore (default 1)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--plan", action="store_true", help="use the planner's plan (the default unless s is given)"
     )
-    run.add_argument(
-        "--schemes",
-        type=_args.choices_list(GRADIENT_SCHEMES),
-        default=DEFAULT_SCHEMES,
-        help=f"comma list of {DEFAULT_SCHEMES} (default: all of them)",
-    )
-    run.add_argument(
-        "--rounds",
-        type=_args.integer(1, 1_000_000),
-        default=60,
-        help="training rounds per scheme (default 60)",
-    )
-    run.add_argument(
-        "--dataset",
-        type=_args.dataset,
-        default="breast_cancer",
-        help="bundled name, synthetic-...:k=v spec or a file",
-    )
-    run.add_argument(
-        "--model",
-        type=_args.model,
-        default="",
-        help="logistic, softmax, least_squares or torch:MODULE:FUNCTION (default: from the data)",
-    )
-    run.add_argument(
-        "--optimizer",
-        type=_args.optimizer,
-        default="nesterov",
-        help="gd, nesterov, sgd or adam, with options NAME:KEY=VALUE,... (default nesterov)",
-    )
-    run.add_argument(
+    parser.add_argument(
         "--straggle",
         type=_args.straggle,
         default=d["straggle"],
         help="the persistent straggler's model (default slow:factor=5)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--slow-link",
         type=_args.seconds,
         default=d["slow_link"],
         help="link delay of the slow edge, seconds (default 0.02)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--compute-seconds",
         type=_args.seconds,
         default=d["compute_seconds"],
         help="emulated seconds to process the whole data set; a worker spends its fraction (default 0.08)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--spec",
         type=_args.existing_file,
         help="cluster spec TOML (the planner's format) instead of the flags above",
     )
-    run.add_argument("--seed", type=_args.seed, default=0)
-    run.add_argument(
+
+
+def _job_flags(parser: argparse.ArgumentParser) -> None:
+    """The jobs: schemes, rounds, data, model and optimizer."""
+    parser.add_argument(
+        "--schemes",
+        type=_args.choices_list(GRADIENT_SCHEMES),
+        default=DEFAULT_SCHEMES,
+        help=f"comma list of {DEFAULT_SCHEMES} (default: all of them)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_args.integer(1, 1_000_000),
+        default=60,
+        help="training rounds per scheme (default 60)",
+    )
+    parser.add_argument(
+        "--dataset",
+        type=_args.dataset,
+        default="breast_cancer",
+        help="bundled name, synthetic-...:k=v spec or a file",
+    )
+    parser.add_argument(
+        "--model",
+        type=_args.model,
+        default="",
+        help="logistic, softmax, least_squares or torch:MODULE:FUNCTION (default: from the data)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        type=_args.optimizer,
+        default="nesterov",
+        help="gd, nesterov, sgd or adam, with options NAME:KEY=VALUE,... (default nesterov)",
+    )
+    parser.add_argument("--seed", type=_args.seed, default=0)
+    parser.add_argument(
         "--deadline", type=_args.deadline, default=30.0, help="round deadline seconds (default 30)"
     )
-    run.add_argument(
+
+
+def _output_flags(parser: argparse.ArgumentParser) -> None:
+    """Where results, the figure and the cluster's logs go."""
+    parser.add_argument(
         "--json",
         metavar="FILE",
         type=_args.output_file,
         help="write the per-scheme results as JSON",
     )
-    run.add_argument(
+    parser.add_argument(
         "--plot",
         metavar="FILE.png",
         type=_args.figure_file,
         help="loss vs wall time (setup included) and per-worker latency",
     )
-    run.add_argument(
+    parser.add_argument(
         "--no-warmup",
         dest="warmup",
         action="store_false",
         help="skip the 1-round uncoded warm-up job that keeps the master's one-time start-up "
         "(imports, first data load) out of the first scheme's setup time",
     )
-    run.add_argument(
+    parser.add_argument(
         "--workdir",
         type=_args.output_dir,
         help="folder for logs, ready files and checkpoints (default: temporary)",
     )
-    run.set_defaults(func=_run)
 
 
 def _setup(args: argparse.Namespace) -> ClusterSetup:
