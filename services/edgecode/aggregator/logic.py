@@ -22,7 +22,8 @@ from edgecode.codes.combine import Rule
 from edgecode.codes.flat import GradientCode
 from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.records import Timing
-from edgecode.rounds import ExactRule, FutureSource, NoObserver, Pending, Round
+from edgecode.rounds import FutureSource, NoObserver, Pending, Round
+from edgecode.rules import ExactRule
 from edgecode.verification import VerifyingRule
 
 log = logging.getLogger(__name__)

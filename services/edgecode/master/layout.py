@@ -45,7 +45,7 @@ from edgecode.planning.partial import choose_partial_design
 from edgecode.planning.shuffle import Assignment
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.records import JobConfig, Timing
-from edgecode.rounds import ExactRule, FastestRule, all_of
+from edgecode.rules import ExactRule, FastestRule, all_of
 from edgecode.verification import VerifyingRule
 
 DECODE, FORWARD = "decode", "forward"

@@ -10,11 +10,9 @@
   :mod:`.baselines`: uncoded, flat cyclic, ignore-stragglers, the paper's uniform hierarchical
   plan; :mod:`.replan`: re-planning and when it pays.
 
-``bench_planner`` and ``random_cluster`` live in :mod:`edgecode.bench.planner` (loaded on first
-use from here, so the core does not import the benchmarks).
+``bench_planner`` and ``random_cluster`` live in :mod:`edgecode.bench.planner` (the core does not
+import the benchmarks).
 """
-
-from typing import Any
 
 from edgecode.planning.baselines import (
     best_flat_plan,
@@ -63,17 +61,6 @@ from edgecode.planning.timing import (
     simulate_round_times,
 )
 
-_BENCH = ("bench_planner", "random_cluster")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _BENCH:
-        from edgecode.bench import planner
-
-        return getattr(planner, name)
-    raise AttributeError(f"module 'edgecode.planning' has no attribute {name!r}")
-
-
 __all__ = [
     "SCHEMES",
     "Assignment",
@@ -89,7 +76,6 @@ __all__ = [
     "WorkerPlan",
     "WorkerSpec",
     "aware_shuffle",
-    "bench_planner",
     "best_flat_plan",
     "best_uniform_plan",
     "build_plan",
@@ -108,7 +94,6 @@ __all__ = [
     "optimize",
     "partial_expected_round_time",
     "partition_limits",
-    "random_cluster",
     "random_shuffle",
     "replan",
     "round_structure",
