@@ -137,6 +137,9 @@ class JobConfig:
     shuffle_every: int = 0
     shuffle: str = "random"
     shuffle_budget: int = 0
+    verify: bool = False
+    verify_slack_seconds: float = 0.05
+    quarantine_after: int = 3
 
     def optimizer_object(self) -> Any:
         """A fresh optimizer of this job (ValueError naming a bad spec)."""
@@ -241,6 +244,13 @@ class JobConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InvalidInput(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not (0 <= self.verify_slack_seconds <= self.round_deadline_seconds):
+            raise InvalidInput(
+                "verify_slack_seconds must be in [0, round_deadline_seconds], got "
+                f"{self.verify_slack_seconds}"
+            )
+        if self.quarantine_after < 1:
+            raise InvalidInput(f"quarantine_after must be >= 1, got {self.quarantine_after}")
         if self.scheme == "approx-shuffle" and not self.shuffle_every:
             raise InvalidInput("approx-shuffle needs shuffle_every >= 1 (rounds between shuffles)")
 
@@ -308,6 +318,8 @@ class JobStatus:
     partition_usage: tuple[float, ...] = ()
     shuffle_bytes: int = 0
     shuffles: int = 0
+    inconsistent_rounds: int = 0
+    quarantined: tuple[str, ...] = ()
     params: np.ndarray | None = None
     param_history: tuple[np.ndarray, ...] = ()
 

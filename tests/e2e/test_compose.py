@@ -16,7 +16,6 @@ Needs root (debootstrap), dockerd, docker-compose (or the compose plugin).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
@@ -44,20 +43,7 @@ from edgecode.master.client import MasterClient, param_history_of, params_of, st
 from edgecode.records import JobConfig
 from edgecode.runtime.security import Tls
 from edgecode.v1 import master_pb2, master_pb2_grpc
-
-
-def _load_require_infra() -> Any:
-    # tests/ is not a package and the rootdir is not on sys.path: load tests/conftest.py by path.
-    spec = importlib.util.spec_from_file_location(
-        "edgecode_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.require_infra
-
-
-require_infra = _load_require_infra()
+from helpers import require_infra
 
 # Budget (2 CPUs): debootstrap ~1 min, wheels + image ~0.5 min, stack up ~0.5 min, jobs ~1 min.
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(1200)]

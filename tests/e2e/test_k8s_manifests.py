@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import require_infra
+from helpers import require_infra
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(120)]
 
@@ -469,7 +469,7 @@ def config_for(
     """The role's frozen config exactly as ``edgecode ROLE`` builds it inside the pod: the args'
     --config file (from the mounted ConfigMap), then the pod's environment."""
     from edgecode.cli._config import build_config
-    from edgecode.cli.services import ROLES, role_module
+    from edgecode.cli.services import config_class
 
     args = [*container.get("command", []), *container.get("args", [])]
     config_path = args[args.index("--config") + 1] if "--config" in args else None
@@ -481,8 +481,9 @@ def config_for(
         path = Path(_scratch()) / f"{role}.toml"
         path.write_text(text)
         namespace.config = str(path)
-    cls = getattr(role_module(role), ROLES[role][1])
-    return build_config(cls, namespace, role, pod_env(workload, container, pod_names(workload)[0]))
+    return build_config(
+        config_class(role), namespace, role, pod_env(workload, container, pod_names(workload)[0])
+    )
 
 
 def check_role_configs(objects: Objects) -> list[str]:

@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from _pki import Pki
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -44,6 +43,7 @@ from edgecode.v1 import (
 from edgecode.worker.logic import WorkerLogic
 from edgecode.worker.service import WorkerServicer, add_worker_servicer
 from edgecode.worker.transport import GrpcPartitionReader
+from pki import Pki
 
 TIMEOUT = 10.0
 DENIED, UNAUTHENTICATED = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED

@@ -180,6 +180,7 @@ class Stream:
                 sender=result.worker or self._edge,
                 vector=result.vector.copy(),
                 timings=result.timings,
+                suspects=result.suspects,
             )
             if self.cancelled.is_set():
                 raise FakeRpcError("CANCELLED", "cancelled by the master")
@@ -259,6 +260,8 @@ class Transport:
             a.s_worker,
             epoch,
             a.message_rows,
+            a.verify,
+            a.verify_slack,
         )
         self.configured.append((job_id, a))
 
@@ -405,6 +408,9 @@ class RecordingMetrics:
 
     def sent(self, nbytes: int) -> None:
         self._record("sent", nbytes)
+
+    def inconsistent(self, *args: Any) -> None:
+        self._record("inconsistent", *args)
 
     def recovery(self, *args: Any) -> None:
         self._record("recovery", *args)

@@ -34,9 +34,9 @@ from edgecode.master.checkpoints import (
     SavedJob,
     config_hash,
 )
+from edgecode.master.jobs import Job
 from edgecode.master.logic import MasterLogic
 from edgecode.master.ports import Topology
-from edgecode.master.training import Job
 from edgecode.planning.spec import EdgePlan, Plan, WorkerPlan
 from edgecode.records import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobConfig
 

@@ -191,3 +191,70 @@ def test_aware_shuffling_brings_the_slow_nodes_data_back_into_use(harness: Harne
     assert job.shuffles >= 1 and job.shuffle_bytes > 0
     usage = np.array(job.partition_usage)
     assert np.all(np.isfinite(usage)) and np.all(usage > 0), usage
+
+
+# ---- lying workers (issue 15, item 5: verify) --------------------------------------------------
+
+TAMPERS = {
+    "scaled": lambda v, rng: 3.0 * v,
+    "random": lambda v, rng: rng.standard_normal(v.shape),
+    "sign-flipped": lambda v, rng: -v,
+}
+
+
+@pytest.mark.parametrize("scheme", ["hgc", "flat"])
+@pytest.mark.parametrize("kind", list(TAMPERS))
+def test_a_lying_worker_is_caught_never_applied_and_quarantined(scheme: str, kind: str) -> None:
+    """w0 (its edge's first answer, so always among the arrivals a round decodes from)
+    tampers with its answer in random rounds (about 60 %); with verify on, every such round is
+    caught (two spare answers always exist here: hgc with 5 workers per edge and
+    s_worker = 2, flat with 9 workers and s = 2), the lie never reaches the model (the
+    trajectory equals the plain full-gradient one to 1e-9 at every round) and w4 is quarantined
+    after quarantine_after catches (then the rounds go on without it)."""
+    harness = Harness(topology=grid(2, 5) if scheme == "hgc" else grid(3, 3))
+    try:
+        _lying_worker(harness, scheme, kind)
+    finally:
+        harness.close()
+
+
+def _lying_worker(harness: Harness, scheme: str, kind: str) -> None:
+    rng = np.random.default_rng(7)
+    lies: list[int] = []
+
+    def tamper(worker: str, vector: np.ndarray) -> np.ndarray:
+        if worker == "w0" and rng.random() < 0.6:
+            lies.append(1)
+            return TAMPERS[kind](vector, rng)
+        return vector
+
+    harness.transport.workers.tamper = tamper
+    config = job_config(
+        scheme, verify=True, verify_slack_seconds=2.0, quarantine_after=2, rounds=8, s_worker=2
+    )
+    job = harness.run(config)
+    assert job.state == SUCCEEDED, job.message
+    assert_exact(job.param_history, reference(config)[0])
+    assert lies, "the liar never lied"
+    caught = harness.metrics.of("inconsistent")
+    assert caught and all(node == ("w0",) for node in caught)
+    # Every lie told before the quarantine was caught (the 2nd catch quarantines).
+    assert len(caught) == min(len(lies), 2) and job.inconsistent_rounds == len(caught)
+    assert job.quarantined == ("w0",)
+    layout = job.layout
+    assert layout is not None and "w0" not in {w.name for w in layout.workers}
+
+
+def test_without_verify_a_lie_reaches_the_model(harness: Harness) -> None:
+    """The control: the same liar without verify changes the trajectory (so the test above
+    means something)."""
+    harness.transport.workers.tamper = lambda worker, v: -v if worker == "w0" else v
+    config = job_config("flat", rounds=3)
+    job = harness.run(config)
+    assert job.state == SUCCEEDED
+    want = reference(config)[0]
+    errors = [
+        float(np.linalg.norm(a - b) / np.linalg.norm(b))
+        for a, b in zip(job.param_history, want, strict=True)
+    ]
+    assert max(errors) > 1e-3

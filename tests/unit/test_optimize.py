@@ -9,22 +9,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from edgecode.bench.planner import bench_planner, random_cluster
 from edgecode.errors import Infeasible
 from edgecode.planning import _rule
-from edgecode.planning.optimize import (
-    bench_planner,
+from edgecode.planning.baselines import (
     best_flat_plan,
     best_uniform_plan,
-    default_max_partitions,
-    exhaustive_optimum,
     flat_plan,
     ignore_plan,
-    optimize,
-    random_cluster,
-    replan,
     uncoded_plan,
     uniform_plan,
 )
+from edgecode.planning.exhaustive import exhaustive_optimum
+from edgecode.planning.optimize import default_max_partitions, optimize
 from edgecode.planning.plans import build_plan, check_plan
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.planning.timing import expected_round_time
@@ -350,33 +347,8 @@ def test_exhaustive_refuses_large_clusters() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# replan and bench
+# bench
 # --------------------------------------------------------------------------------------------
-
-
-def test_replan_drops_dead_workers_and_uses_new_models() -> None:
-    spec = random_cluster(2, 3, np.random.default_rng(4), partitions=24)
-    first = optimize(spec)
-    dead = ["e0-w0"]
-    new_spec, plan = replan(spec, {"e1-w2": (5.0, 0.1)}, dead=dead)
-    check_plan(plan, new_spec)
-    assert [e.name for e in plan.edges] == [e.name for e in spec.edges]
-    loads = {w.name: w for e in plan.edges for w in e.workers}
-    assert not loads["e0-w0"].selected
-    assert new_spec.edges[1].workers[2].shift == 5.0
-    assert plan.expected_round_seconds == pytest.approx(
-        expected_round_time(new_spec, plan), rel=1e-12
-    )
-    # the much slower e1-w2 gets little or nothing
-    assert loads["e1-w2"].partitions <= min(
-        w.partitions for w in loads.values() if w.selected and w.name != "e1-w2"
-    )
-    # keeping the current plan when the gain is below min_gain
-    _, kept = replan(spec, {}, current=first, min_gain=0.5)
-    assert kept.expected_round_seconds == pytest.approx(first.expected_round_seconds)
-    assert kept.edges == first.edges
-    with pytest.raises(ValueError, match="unknown"):
-        replan(spec, {"nobody": (1.0, 1.0)})
 
 
 def test_bench_planner_rows() -> None:
@@ -393,7 +365,6 @@ def test_never_slower_than_the_papers_uniform_plans_on_bernoulli_clusters(
 ) -> None:
     """Regression: with bimodal (Bernoulli) runtimes the median-quantile rule alone returned
     plans up to 29% slower than the best uniform plan (found by the simulator's report)."""
-    from edgecode.planning.optimize import best_uniform_plan
     from edgecode.sim.compare import cluster_family
 
     spec = cluster_family(p, slowdown)

@@ -16,6 +16,7 @@ from edgecode.runtime.start import (
     membership,
     node_tls,
     prepare,
+    reap_idle_jobs,
     serve,
 )
 from edgecode.v1 import aggregator_pb2_grpc
@@ -57,4 +58,10 @@ def run(config: AggregatorConfig) -> int:
         link_seconds=config.link_seconds,
         tls=tls,
     )
-    return serve(config, service, metrics, "aggregator", member, logic.close)
+    reaper = reap_idle_jobs(config.job_ttl_seconds, logic.expire)
+
+    def stop() -> None:
+        reaper.set()
+        logic.close()
+
+    return serve(config, service, metrics, "aggregator", member, stop)

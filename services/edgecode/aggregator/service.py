@@ -49,6 +49,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             int(request.s_worker),
             int(request.placement_epoch),
             int(request.message_rows),
+            bool(request.verify),
+            float(request.verify_slack_seconds),
         )
         return aggregator_pb2.ConfigureJobResponse(workers=count)
 
@@ -70,6 +72,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                 worker=result.worker,
                 combined=result.combined,
                 timings=[wire.timing_to_proto(t) for t in result.timings],
+                suspects=result.suspects,
             )
             wire.tensor_to_proto(result.vector, out=message.vector)
             yield message

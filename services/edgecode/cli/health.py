@@ -14,8 +14,13 @@ import argparse
 import os
 import sys
 
+from edgecode.cli import _args
+from edgecode.cli._errors import report
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "health"
+) -> None:
     parser = subparsers.add_parser(
         "health",
         help="exit 0 when a service's gRPC health check says SERVING",
@@ -28,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "address",
         nargs="?",
         default=None,
+        type=_args.address,
         help="HOST:PORT (default 127.0.0.1:$EDGECODE_HEALTH_PORT, else 127.0.0.1:$EDGECODE_PORT, "
         "else 127.0.0.1:50051)",
     )
@@ -42,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--service", default="", help="service name to check (default: the whole server)"
     )
-    parser.add_argument("--timeout", type=float, default=3.0, help="deadline in seconds")
+    parser.add_argument(
+        "--timeout", type=_args.deadline, default=3.0, help="deadline in seconds (default 3)"
+    )
     parser.set_defaults(func=_health)
 
 
@@ -51,8 +59,6 @@ def _health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     address = args.address or _default_address(os.environ)
-    if args.timeout <= 0:
-        raise ValueError(f"--timeout must be > 0, got {args.timeout}")
     ca, cert, key, folder = (
         getattr(args, k, "") for k in ("tls_ca", "tls_cert", "tls_key", "tls_dir")
     )
@@ -85,16 +91,19 @@ def _default_address(environ: os._Environ[str] | dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edgecode.cli.health``: the same check without building the whole ``edgecode``
-    parser (which imports every subcommand), so a HEALTHCHECK every few seconds stays cheap."""
-    parser = argparse.ArgumentParser(prog="python -m edgecode.cli.health")
-    register(parser.add_subparsers())
+    """``python -m edgecode.cli.health``, what the image's HEALTHCHECK runs: the same check as
+    ``edgecode health`` (which is as cheap now that ``edgecode`` builds only the parser of the
+    subcommand being run)."""
+    parser = _args.Parser(prog="edgecode")  # errors read as those of `edgecode health`
+    register(parser.add_subparsers(parser_class=_args.Parser))
     args = parser.parse_args(["health", *(sys.argv[1:] if argv is None else argv)])
     try:
         return _health(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"edgecode health: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        code = report(exc)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 MIN_MEASUREMENTS = 3
 #: A node silent for this many dead-after periods is forgotten.
 EXPIRE_FACTOR = 12
+#: Expired registrations are looked for at most this often (seconds).
+EXPIRY_PERIOD = 1.0
 #: Most nodes the coordinator keeps (a registration flood is refused, not stored).
 MAX_MEMBERS = 10_000
 #: Longest name, address or edge name accepted.
@@ -125,6 +127,7 @@ class CoordinatorLogic:
         #: a node silent this long is forgotten (it re-registers when it comes back)
         self._expire_after = max(EXPIRE_FACTOR * dead_after_seconds, dead_after_seconds)
         self._max_members = max_members
+        self._last_expiry = -float("inf")
         # The plan is computed once per change of membership or measurements, one at a time;
         # every other caller gets the cached one (GetPlan is cheap to call repeatedly).
         self._version = 0
@@ -166,7 +169,9 @@ class CoordinatorLogic:
         self._publish()
 
     def heartbeat(self, name: str, caller: Caller = None) -> bool:
+        """Mark ``name`` alive; False when it is not (or no longer) registered."""
         check_caller(caller, name, None, "heartbeat")
+        self._expire()
         with self._lock:
             member = self._members.get(name)
             if member is None:
@@ -212,9 +217,13 @@ class CoordinatorLogic:
         return count
 
     def _expire(self) -> None:
-        """Forget nodes silent for longer than the expiry (registrations do not pile up)."""
+        """Forget nodes silent for longer than the expiry (registrations do not pile up); at
+        most once a second, so heartbeats stay O(1)."""
         now = self._clock()
         with self._lock:
+            if now - self._last_expiry < EXPIRY_PERIOD:
+                return
+            self._last_expiry = now
             gone = [n for n, m in self._members.items() if now - m.last_seen > self._expire_after]
             for name in gone:
                 del self._members[name]

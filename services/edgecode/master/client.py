@@ -134,8 +134,16 @@ def param_history_of(status: master_pb2.JobStatus) -> list[np.ndarray]:
     ]
 
 
-def summary(status: master_pb2.JobStatus) -> dict[str, Any]:
-    """The per-scheme result ``edgecode run --json`` writes."""
+def summary(
+    status: master_pb2.JobStatus, end_to_end_seconds: float | None = None
+) -> dict[str, Any]:
+    """The per-scheme result ``edgecode run --json`` writes.
+
+    ``setup_seconds`` (load, plan, first placement) and ``placement_seconds`` (every placement)
+    are the master's; each round's ``wall_seconds`` counts from the end of setup, so
+    ``setup_seconds + wall_seconds[i]`` is the time from the job's start to the end of round i.
+    ``end_to_end_seconds`` is the caller's own measure, from submit to the final status.
+    """
     seconds = [r.seconds for r in status.history]
     return {
         "scheme": status.spec.scheme,
@@ -154,6 +162,7 @@ def summary(status: master_pb2.JobStatus) -> dict[str, Any]:
         "placements": status.placements,
         "setup_seconds": status.setup_seconds,
         "placement_seconds": status.placement_seconds,
+        "end_to_end_seconds": end_to_end_seconds,
         "plan": status.plan_json or None,
         "config": asdict(JobConfig()) | {f.name: v for f, v in status.spec.ListFields()},
     }

@@ -45,7 +45,8 @@ from edgecode.planning.partial import choose_partial_design
 from edgecode.planning.shuffle import Assignment
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.records import JobConfig, Timing
-from edgecode.rounds import ExactRule, FastestRule, all_of
+from edgecode.rules import ExactRule, FastestRule, all_of
+from edgecode.verification import VerifyingRule
 
 DECODE, FORWARD = "decode", "forward"
 #: A partition counts as used in a round when its weight in the result exceeds this.
@@ -73,6 +74,10 @@ class Layout:
     #: approximate decoding: the least-squares decoder and the answers to wait for (0: all)
     approx: LeastSquaresDecoder | None = None
     wait: int = 0
+    #: check every exact decoding against a spare arrival (hgc, flat), waiting at most
+    #: ``verify_slack`` seconds for it
+    verify: bool = False
+    verify_slack: float = 0.0
     #: approx-shuffle: the base code's B and which of its rows each worker plays
     base_B: np.ndarray | None = None
     assignment: Assignment | None = None
@@ -146,15 +151,16 @@ class Layout:
         if self.approx is not None:
             return self.approx.rule(length, wait=self.wait or None)
         code = self.code
+        exact = VerifyingRule if self.verify else ExactRule
         if isinstance(code, HierarchicalCode):
             needed = len(code.active_edges) - code.s_edge
-            return ExactRule(len(self.topology.edges), code.master_decode_vector, needed)
+            return exact(len(self.topology.edges), code.master_decode_vector, needed)
         if self.scheme == "uncoded":
             return all_of(len(self.participating_edges()))
         if self.scheme == "ignore":
             n = len(self.holding())
             return FastestRule(n, min(self.s_tolerated, n - 1))
-        return ExactRule(len(self.workers), code.decode_vector, len(self.workers) - code.stragglers)
+        return exact(len(self.workers), code.decode_vector, len(self.workers) - code.stragglers)
 
     def uploads(self) -> list[tuple[Node, tuple[int, ...], tuple[float, ...], tuple[int, ...]]]:
         """``(worker, partitions held, their coefficients, their message indices)`` for every
@@ -187,7 +193,16 @@ class Layout:
                 assert code.edge_code is not None
                 targets = np.array(code.edge_code.B[code.active_edges.index(e)])
                 out.append(
-                    EdgeAssignment(edge, workers, DECODE, rows[holding], targets, code.s_workers[e])
+                    EdgeAssignment(
+                        edge,
+                        workers,
+                        DECODE,
+                        rows[holding],
+                        targets,
+                        code.s_workers[e],
+                        verify=self.verify,
+                        verify_slack=self.verify_slack,
+                    )
                 )
             elif self.scheme == "uncoded":
                 code_rows = rows[holding]
@@ -231,7 +246,19 @@ def build_layout(
     plan: tuple[Plan, float] | None = None,
 ) -> Layout:
     """The code of ``config.scheme`` on ``topology`` (the planner's ``plan`` for hgc with a
-    negative s_edge)."""
+    negative s_edge); with ``verify``, exact schemes check every decoding."""
+    layout = _build(config, topology, epoch, plan)
+    if config.verify and config.scheme in ("hgc", "flat"):
+        layout.verify, layout.verify_slack = True, config.verify_slack_seconds
+    return layout
+
+
+def _build(
+    config: JobConfig,
+    topology: Topology,
+    epoch: int,
+    plan: tuple[Plan, float] | None,
+) -> Layout:
     m = [len(w) for w in topology.workers]
     n_workers = sum(m)
     code: HierarchicalCode | GradientCode
@@ -246,12 +273,7 @@ def build_layout(
                     log.warning("%s; using s_edge = s_worker = 1 instead", exc)
             # No usable plan (the coordinator is out of reach): tolerate one of each.
             s_edge, s_worker = FALLBACK_S, FALLBACK_S
-        code = hierarchical(
-            m,
-            min(s_edge, len(m) - 1),
-            [min(s_worker, mi - 1) for mi in m],
-            config.partitions or None,
-        )
+        code = _fixed_hierarchical(m, s_edge, s_worker, config.partitions or None)
         return Layout("hgc", topology, epoch, code, code.s_edge)
     if config.scheme == "flat":
         s = min(config.s_flat, n_workers - 1)
@@ -290,6 +312,26 @@ def build_layout(
     code = placement_code([[j % n_workers] for j in range(K)], n_workers, 0)
     tolerated = min(config.s_flat, n_workers - 1) if config.scheme == "ignore" else 0
     return Layout(config.scheme, topology, epoch, code, tolerated)
+
+
+def _fixed_hierarchical(
+    m: list[int], s_edge: int, s_worker: int, partitions: int | None
+) -> HierarchicalCode:
+    """The hierarchical code with the job's s, or, when the alive workers cannot carry it
+    (edges of unequal size after a failure or a quarantine), the largest s_edge below it that
+    they can (logged): a job keeps running on what is left rather than failing."""
+    s_workers = [min(s_worker, mi - 1) for mi in m]
+    wanted = min(s_edge, len(m) - 1)
+    for s in range(wanted, 0, -1):
+        try:
+            code = hierarchical(m, s, s_workers, partitions)
+        except Infeasible as exc:
+            log.info("s_edge = %d does not fit the alive edges (%s); trying %d", s, exc, s - 1)
+            continue
+        return code
+    if wanted > 0:
+        log.warning("the alive edges %s tolerate no edge straggler (asked: %d)", m, wanted)
+    return hierarchical(m, 0, s_workers, partitions)
 
 
 def _partial_layout(config: JobConfig, topology: Topology, epoch: int) -> Layout:
@@ -372,37 +414,3 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
             for e in plan.edges
         ],
     }
-
-
-def same_structure(a: Plan, b: Plan) -> bool:
-    """Whether two plans place the same data on the same nodes with the same s (their
-    predicted times may differ)."""
-    return _structure(a) == _structure(b)
-
-
-def _structure(plan: Plan) -> tuple[Any, ...]:
-    return (
-        plan.partitions,
-        plan.s_edge,
-        tuple(
-            (
-                e.name,
-                e.s_worker,
-                e.partitions,
-                tuple((w.name, w.selected, w.partitions) for w in e.workers),
-            )
-            for e in plan.edges
-        ),
-    )
-
-
-def worth_replacing(
-    current_seconds: float,
-    candidate_seconds: float,
-    remaining_rounds: int,
-    placement_seconds: float,
-) -> bool:
-    """Re-place only when the predicted saving over the remaining rounds exceeds the measured
-    cost of a placement."""
-    saving = (current_seconds - candidate_seconds) * max(remaining_rounds, 0)
-    return bool(saving > placement_seconds)

@@ -87,6 +87,9 @@ class EdgeAssignment:
     s_worker: int
     #: shape of each worker's answer: 0 = one vector, -1 = several rows
     message_rows: int = 0
+    #: DECODE mode: check against a spare answer, waiting at most ``verify_slack`` seconds
+    verify: bool = False
+    verify_slack: float = 0.0
 
 
 class Transport(Protocol):
@@ -160,6 +163,10 @@ class MasterMetricsPort(Protocol):
         """The partitions a round's result holds, its decoding residual and the vectors used."""
         ...
 
+    def inconsistent(self, node: str) -> None:
+        """``node``'s result contradicted the others (verify)."""
+        ...
+
     def matrix_placed(self, scheme: str, nbytes: int, block_nnz: Sequence[int]) -> None: ...
 
     def matrix_worker(self, worker: str, seconds: float) -> None: ...
@@ -189,6 +196,9 @@ class NoMasterMetrics(NoObserver):
         pass
 
     def recovery(self, job_id: str, fraction: float, residual: float, vectors: int) -> None:
+        pass
+
+    def inconsistent(self, node: str) -> None:
         pass
 
     def matrix_placed(self, scheme: str, nbytes: int, block_nnz: Sequence[int]) -> None:

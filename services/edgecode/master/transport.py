@@ -63,6 +63,7 @@ class _EdgeStream:
                 sender=message.worker or self._edge,
                 vector=vector,
                 timings=tuple(wire.timing_from_proto(t, self._edge) for t in message.timings),
+                suspects=tuple(message.suspects),
             )
 
     def cancel(self) -> bool:
@@ -133,6 +134,8 @@ class GrpcTransport:
             s_worker=a.s_worker,
             worker_deadline_seconds=deadline_seconds,
             message_rows=a.message_rows,
+            verify=a.verify,
+            verify_slack_seconds=a.verify_slack,
         )
         if a.code_rows is not None and a.targets is not None:
             wire.tensor_to_proto(np.ascontiguousarray(a.code_rows), out=request.code)

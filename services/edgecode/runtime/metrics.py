@@ -185,6 +185,12 @@ class AggregatorMetrics(ServiceMetrics):
         self.sent_bytes = Counter(
             "edgecode_edge_sent_bytes_total", "Payload bytes sent", registry=r
         )
+        self.inconsistent_results = Counter(
+            "edgecode_edge_inconsistent_results_total",
+            "Answers that contradicted the other workers' (verify: a lying worker)",
+            ["node"],
+            registry=r,
+        )
 
     # -- what the edge's logic records (aggregator.logic.EdgeMetrics) --
     def response(self, node: str, seconds: float) -> None:
@@ -206,6 +212,10 @@ class AggregatorMetrics(ServiceMetrics):
     def known_workers(self, names: Sequence[str]) -> None:
         for name in names:
             self.peer_latency.labels(name)
+            self.inconsistent_results.labels(name)
+
+    def inconsistent(self, node: str) -> None:
+        self.inconsistent_results.labels(node).inc()
 
 
 class MasterMetrics(ServiceMetrics):
@@ -286,6 +296,12 @@ class MasterMetrics(ServiceMetrics):
             ["job_id"],
             registry=r,
         )
+        self.inconsistent_results = Counter(
+            "edgecode_master_inconsistent_results_total",
+            "Results that contradicted the others (verify: a lying node), by node",
+            ["node"],
+            registry=r,
+        )
         self.vectors_received = Counter(
             "edgecode_master_vectors_received_total",
             "Coded vectors in the results the master used",
@@ -362,6 +378,9 @@ class MasterMetrics(ServiceMetrics):
         self.predicted_round_seconds.set(predicted)
         for t in timings:
             self.worker_latency.labels(t.node, t.edge).observe(t.seconds)
+
+    def inconsistent(self, node: str) -> None:
+        self.inconsistent_results.labels(node).inc()
 
     def recovery(self, job_id: str, fraction: float, residual: float, vectors: int) -> None:
         self.recovered_fraction.labels(job_id).set(fraction)

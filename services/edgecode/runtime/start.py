@@ -9,6 +9,7 @@ imports a role.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -46,6 +47,8 @@ class CommonConfig:
     #: a plaintext port serving only grpc.health.v1, for probes that cannot do TLS (-1 = none)
     health_host: str = "127.0.0.1"
     health_port: int = -1
+    #: a job's data is dropped after this many seconds without use (its master vanished)
+    job_ttl_seconds: float = 3600.0
 
 
 class MetricsEndpoint(Protocol):
@@ -103,6 +106,23 @@ def membership(
         name=name, role=role, address=address, edge=edge, link_seconds=link_seconds
     )
     return Membership(coordinator, node, tls)
+
+
+def reap_idle_jobs(ttl_seconds: float, *expirers: Callable[[float], list[str]]) -> threading.Event:
+    """Every so often, let each ``expire(ttl)`` drop the jobs idle for ``ttl_seconds`` (a
+    master that vanished never sent DropJob). Returns the event that stops the thread."""
+    stop = threading.Event()
+    period = max(0.05, min(ttl_seconds / 4, 60.0))
+
+    def loop() -> None:
+        while not stop.wait(period):
+            for expire in expirers:
+                dropped = expire(ttl_seconds)
+                if dropped:
+                    log.info("dropped jobs idle for %.0f s: %s", ttl_seconds, dropped)
+
+    threading.Thread(target=loop, name="idle-jobs", daemon=True).start()
+    return stop
 
 
 def serve(

@@ -318,6 +318,8 @@ def job_status_to_proto(job: JobStatus, include_params: bool = False) -> master_
         partition_usage=job.partition_usage,
         shuffle_bytes=job.shuffle_bytes,
         shuffles=job.shuffles,
+        inconsistent_rounds=job.inconsistent_rounds,
+        quarantined=job.quarantined,
     )
     if include_params and job.params is not None:
         tensor_to_proto(job.params, out=status.params)

@@ -202,6 +202,8 @@ class WorkerLogic:
         self._jobs: dict[str, dict[int, Placement]] = {}
         self._installs = 0
         self._retired = False
+        #: job id -> when it was last placed or computed on (for the idle TTL)
+        self._used: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def begin_placement(self, header: PlacementHeader) -> PlacementBuilder:
@@ -224,6 +226,7 @@ class WorkerLogic:
             self._installs += 1
             placement.installed = self._installs
             held[epoch] = placement
+            self._used[job_id] = self._clock()
         self._publish()
 
     def _publish(self) -> None:
@@ -237,12 +240,23 @@ class WorkerLogic:
         """Forget a job's data (its running computation is abandoned); True when it was held."""
         with self._lock:
             epochs = self._jobs.pop(job_id, None)
+            self._used.pop(job_id, None)
         if not epochs:
             return False
         for placement in epochs.values():
             placement.newer.set()
         self._publish()
         return True
+
+    def expire(self, ttl_seconds: float) -> list[str]:
+        """Drop the jobs not placed or computed on for ``ttl_seconds`` (their master is gone
+        without a DropJob); returns their ids."""
+        now = self._clock()
+        with self._lock:
+            idle = [j for j, used in self._used.items() if now - used > ttl_seconds]
+        for job_id in idle:
+            self.drop(job_id)
+        return idle
 
     def jobs(self) -> dict[str, Placement]:
         """The newest installed placement of every job (a copy)."""
@@ -339,6 +353,7 @@ class WorkerLogic:
                     f"params must have shape ({placement.n_params},), got {params.shape}"
                 )
             placement = self._current(job_id, epoch)
+            self._used[job_id] = self._clock()
             if round_ < placement.latest_round:
                 raise StaleRound(f"round {round_} is older than round {placement.latest_round}")
             if round_ > placement.latest_round:

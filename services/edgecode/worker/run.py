@@ -14,6 +14,7 @@ from edgecode.runtime.start import (
     membership,
     node_tls,
     prepare,
+    reap_idle_jobs,
     serve,
 )
 from edgecode.worker.logic import WorkerLogic
@@ -73,4 +74,10 @@ def run(config: WorkerConfig) -> int:
         link_seconds=config.link_seconds,
         tls=tls,
     )
-    return serve(config, service, metrics, "worker", member, reader.close)
+    reaper = reap_idle_jobs(config.job_ttl_seconds, logic.expire, matrix.expire)
+
+    def stop() -> None:
+        reaper.set()
+        reader.close()
+
+    return serve(config, service, metrics, "worker", member, stop)
