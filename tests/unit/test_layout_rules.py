@@ -40,6 +40,7 @@ CORE = (
     "rules",
     "verification",
     "records",
+    "datapaths",
     "errors",
 )
 #: where grpc / protobuf / edgecode.v1 may be imported: these folders, and files of these names
