@@ -80,7 +80,7 @@ def test_a_worker_dead_just_before_submit_is_planned_around(cluster: LocalCluste
     the first placement fails on it, the master re-plans around it and the job is exact."""
     cluster.kill("edge-0-w1")
     time.sleep(0.2)
-    client = MasterClient(cluster.master_address)
+    client = cluster.client()
     config = _job(job_id="dead-before")
     try:
         status = client.wait(client.submit(config), timeout=120)
@@ -98,7 +98,7 @@ def test_a_worker_paused_during_placement_costs_one_placement_deadline(
     (byte-sized, seconds) deadline, the health check finds it, and the job re-plans around
     it, well before the old 60 s control timeout."""
     cluster.pause("edge-1-w2")
-    client = MasterClient(cluster.master_address)
+    client = cluster.client()
     config = _job(job_id="paused-placement")
     started = time.monotonic()
     try:
@@ -116,7 +116,7 @@ def test_too_many_dead_workers_fail_the_job_naming_them_in_words(cluster: LocalC
     """Every worker of both edges dies mid-job: the job fails within the round deadline plus a
     health check, names the nodes in words (no raw gRPC text) and keeps the last round's
     parameters."""
-    client = MasterClient(cluster.master_address)
+    client = cluster.client()
     config = _job(job_id="all-dead", rounds=200, round_deadline_seconds=2.0)
     try:
         job_id = client.submit(config)
@@ -156,7 +156,7 @@ def _assert_exact_prefix(history: list[np.ndarray], config: JobConfig) -> None:
 def test_a_paused_coordinator_costs_rounds_nothing(cluster: LocalCluster) -> None:
     """Timing reports are asynchronous and dropped while the coordinator does not answer: with
     it paused from round 3 on, no round waits on it (a synchronous report took 5 s a round)."""
-    client = MasterClient(cluster.master_address)
+    client = cluster.client()
     config = _job(job_id="paused-coordinator", rounds=30)
     try:
         job_id = client.submit(config)
@@ -181,7 +181,7 @@ def test_a_dead_coordinator_and_a_dead_edge_replan_from_the_masters_own_view(
 ) -> None:
     """With the coordinator gone, a fault beyond tolerance (s_edge = 0, an edge dies) is
     planned around from the membership the master saw last; the job stays exact."""
-    client = MasterClient(cluster.master_address)
+    client = cluster.client()
     config = _job(job_id="no-coordinator", rounds=16)
     try:
         job_id = client.submit(config)

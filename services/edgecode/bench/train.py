@@ -7,7 +7,9 @@ Emulated compute of 5 ms per partition, K = 16, 8 workers in 2 edges, real gradi
 - no stragglers (deterministic compute): the planner's plan vs uncoded (target <= 1.15x), and
   fixed s_e = s_w = 1 against what the load bound predicts: uncoded's round time plus the extra
   compute of holding D = K (s_e+1)(s_w+1) / N partitions instead of K / N;
-- peak resident memory of every worker process (target < 150 MB).
+- peak resident memory of every worker process (target < 150 MB);
+- mutual TLS: the same jobs on two identical clusters, one with mTLS (the default) and one
+  plaintext (``--insecure``), interleaved: steady round time with mTLS / plaintext (target <= 1.1).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
             JobConfig(scheme="hgc", s_edge=1, s_worker=1, **base),
         ]
         with LocalCluster(setup) as cluster:
-            client = MasterClient(cluster.master_address)
+            client = cluster.client()
             planned, uncoded, ignore, fixed = _jobs(client, configs, skip)
             client.close()
             memory = {
@@ -114,3 +116,35 @@ def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
             },
         }
     return report
+
+
+def bench_tls(rounds: int = 40, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Round time with mutual TLS vs plaintext: two identical clusters (no stragglers, the
+    planner's hgc), both up at once, the same job run on each in turn ``repeats`` times so that
+    machine noise hits both alike; the ratio of the medians of the steady-state round means."""
+    skip = 5
+    setup = default_setup(
+        straggler="none", slow_link_seconds=0.0, compute_seconds=COMPUTE_SECONDS, seed=seed
+    )
+    config = JobConfig(
+        scheme="hgc", s_edge=-1, rounds=rounds, partitions=PARTITIONS, seed=seed, checkpoint_every=0
+    )
+    means: dict[str, list[float]] = {"mtls": [], "plaintext": []}
+    with LocalCluster(setup) as secure, LocalCluster(setup, insecure=True) as plain:
+        clients = {"mtls": secure.client(), "plaintext": plain.client()}
+        try:
+            for _ in range(repeats):
+                for name, client in clients.items():
+                    (result,) = _jobs(client, [config], skip)
+                    means[name].append(result["steady_round_seconds"])
+        finally:
+            for client in clients.values():
+                client.close()
+    medians = {name: float(np.median(values)) for name, values in means.items()}
+    return {
+        "rounds": rounds,
+        "repeats": repeats,
+        "steady_round_seconds": means,
+        "median_round_seconds": medians,
+        "mtls_over_plaintext": medians["mtls"] / medians["plaintext"],
+    }

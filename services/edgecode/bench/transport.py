@@ -2,7 +2,10 @@
 edgecode RPC (a worker's ComputeGradient, served and parsed exactly as the worker and the edge do,
 through ``wire``'s gradient fast path, validation included),
 the same raw bytes over a bare gRPC call (identity serializers, no protobuf), and over a raw TCP
-socket."""
+socket; and the first two again over mutual TLS (the edgecode server with its authorization
+interceptor, as every service runs by default; the bare gRPC server with the same credentials and
+no interceptor), so ``edgecode_tls_over_bare_tls_grpc`` is the cost of edgecode over TLS gRPC and
+``tls_over_plaintext`` that of TLS itself."""
 
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ import grpc
 import numpy as np
 
 from edgecode import wire
+from edgecode.runtime.certs import CertificateAuthority, Identity
 from edgecode.runtime.memory import tune_allocator
-from edgecode.runtime.server import channel_options, create_server
+from edgecode.runtime.security import Tls
+from edgecode.runtime.server import channel_options, create_server, make_channel
 from edgecode.v1 import worker_pb2
 from edgecode.worker.service import add_worker_servicer
 
@@ -43,15 +48,31 @@ class _GradientServicer:
         raise NotImplementedError
 
 
-def _raw_server(payload: bytes) -> tuple[grpc.Server, int]:
+def _raw_server(payload: bytes, tls: Tls | None = None) -> tuple[grpc.Server, int]:
     handler = grpc.method_handlers_generic_handler(
         "bench.Raw", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: payload)}
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=channel_options())
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    address = "127.0.0.1:0"
+    port = (
+        server.add_secure_port(address, tls.server_credentials())
+        if tls is not None
+        else server.add_insecure_port(address)
+    )
     server.start()
     return server, port
+
+
+def _bench_tls() -> tuple[Tls, Tls]:
+    """(a worker's, an edge's) material from a fresh in-memory CA."""
+    ca = CertificateAuthority.create("bench CA", days=1)
+    made = [
+        ca.issue(Identity(role, f"bench-{role}"), ips=["127.0.0.1"], days=1)
+        for role in ("worker", "edge")
+    ]
+    worker, edge = (Tls.from_pem(ca.cert_pem, m.cert_pem, m.key_pem) for m in made)
+    return worker, edge
 
 
 def _tcp_server(payload: bytes) -> tuple[socket.socket, int, threading.Thread]:
@@ -75,33 +96,46 @@ def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0)
     payload = gradient.tobytes()
     size = len(payload)
 
-    service = create_server(
-        [(add_worker_servicer, _GradientServicer(gradient), "edgecode.v1.Worker")]
+    servicer = _GradientServicer(gradient)
+    worker_tls, edge_tls = _bench_tls()
+    service = create_server([(add_worker_servicer, servicer, "edgecode.v1.Worker")])
+    tls_service = create_server(
+        [(add_worker_servicer, servicer, "edgecode.v1.Worker")], tls=worker_tls
     )
     service.server.start()
+    tls_service.server.start()
     raw_server, raw_port = _raw_server(payload)
+    raw_tls_server, raw_tls_port = _raw_server(payload, worker_tls)
     listener, tcp_port, _ = _tcp_server(payload)
 
-    edge_channel = grpc.insecure_channel(f"127.0.0.1:{service.port}", options=channel_options())
-    compute = edge_channel.unary_unary(  # exactly what an edge aggregator does
-        "/edgecode.v1.Worker/ComputeGradient",
-        request_serializer=worker_pb2.ComputeGradientRequest.SerializeToString,
-        response_deserializer=wire.decode_gradient_response,
-    )
-    raw_channel = grpc.insecure_channel(f"127.0.0.1:{raw_port}", options=channel_options())
-    raw_call = raw_channel.unary_unary(
-        RAW_METHOD, request_serializer=None, response_deserializer=None
-    )
+    def gradient_call(channel: grpc.Channel) -> Any:
+        return channel.unary_unary(  # exactly what an edge aggregator does
+            "/edgecode.v1.Worker/ComputeGradient",
+            request_serializer=worker_pb2.ComputeGradientRequest.SerializeToString,
+            response_deserializer=wire.decode_gradient_response,
+        )
+
+    def raw(channel: grpc.Channel) -> Any:
+        return channel.unary_unary(RAW_METHOD, request_serializer=None, response_deserializer=None)
+
+    channels = [
+        make_channel(f"127.0.0.1:{service.port}"),
+        make_channel(f"127.0.0.1:{tls_service.port}", edge_tls),
+        make_channel(f"127.0.0.1:{raw_port}"),
+        make_channel(f"127.0.0.1:{raw_tls_port}", edge_tls),
+    ]
+    compute, compute_tls = gradient_call(channels[0]), gradient_call(channels[1])
+    raw_call, raw_tls_call = raw(channels[2]), raw(channels[3])
     tcp = socket.create_connection(("127.0.0.1", tcp_port))
     tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buffer = bytearray(size)
 
-    def edgecode_call() -> None:
-        response = compute(worker_pb2.ComputeGradientRequest(job_id="bench", round=1), timeout=30)
+    def edgecode_call(call: Any = compute) -> None:
+        response = call(worker_pb2.ComputeGradientRequest(job_id="bench", round=1), timeout=30)
         assert response.gradient.shape == (n_floats,)
 
-    def raw_grpc_call() -> None:
-        raw_call(b"x", timeout=30)
+    def raw_grpc_call(call: Any = raw_call) -> None:
+        call(b"x", timeout=30)
 
     def tcp_call() -> None:
         tcp.sendall(b"x")
@@ -110,12 +144,18 @@ def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0)
         while received < size:
             received += tcp.recv_into(view[received:], size - received)
 
-    calls = {"edgecode_rpc": edgecode_call, "bare_grpc": raw_grpc_call, "raw_tcp": tcp_call}
+    calls = {
+        "edgecode_rpc": edgecode_call,
+        "bare_grpc": raw_grpc_call,
+        "raw_tcp": tcp_call,
+        "edgecode_rpc_mtls": lambda: edgecode_call(compute_tls),
+        "bare_grpc_mtls": lambda: raw_grpc_call(raw_tls_call),
+    }
     times: dict[str, list[float]] = {name: [] for name in calls}
     try:
         for call in calls.values():
             call()  # warm up connections
-        for _ in range(repeats):  # interleaved so machine noise hits all three alike
+        for _ in range(repeats):  # interleaved so machine noise hits all of them alike
             for name, call in calls.items():
                 start = time.perf_counter()
                 call()
@@ -123,16 +163,20 @@ def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0)
     finally:
         tcp.close()
         listener.close()
-        edge_channel.close()
-        raw_channel.close()
-        raw_server.stop(0)
-        service.server.stop(0)
+        for channel in channels:
+            channel.close()
+        for server in (raw_server, raw_tls_server, service.server, tls_service.server):
+            server.stop(0)
     throughput = {name: size / statistics.median(samples) / 1e9 for name, samples in times.items()}
     return {
         "bytes": size,
         "throughput_gb_per_s": throughput,
         "edgecode_over_bare_grpc": throughput["edgecode_rpc"] / throughput["bare_grpc"],
         "edgecode_over_raw_tcp": throughput["edgecode_rpc"] / throughput["raw_tcp"],
+        "edgecode_tls_over_bare_tls_grpc": (
+            throughput["edgecode_rpc_mtls"] / throughput["bare_grpc_mtls"]
+        ),
+        "tls_over_plaintext": throughput["edgecode_rpc_mtls"] / throughput["edgecode_rpc"],
         "median_ms": {name: 1e3 * statistics.median(samples) for name, samples in times.items()},
     }
 

@@ -342,7 +342,7 @@ def _write(out: Path, report: dict[str, Any]) -> None:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    from edgecode.bench.train import bench_training
+    from edgecode.bench.train import bench_tls, bench_training
     from edgecode.bench.transport import bench_transport
 
     out = Path(args.out)
@@ -359,7 +359,10 @@ def _bench_train(args: argparse.Namespace) -> int:
     )
     console().print(
         f"edgecode / bare gRPC = {transport['edgecode_over_bare_grpc']:.2f} (target >= 0.75); "
-        f"edgecode / raw TCP = {transport['edgecode_over_raw_tcp']:.2f} (target >= 0.25)"
+        f"edgecode / raw TCP = {transport['edgecode_over_raw_tcp']:.2f} (target >= 0.25); "
+        f"over mTLS: edgecode / bare TLS gRPC = "
+        f"{transport['edgecode_tls_over_bare_tls_grpc']:.2f} (target >= 0.75), "
+        f"mTLS / plaintext = {transport['tls_over_plaintext']:.2f}"
     )
     with console().status("training on local clusters (two scenarios) ..."):
         training = bench_training(rounds=args.rounds)
@@ -399,7 +402,14 @@ def _bench_train(args: argparse.Namespace) -> int:
         ],
         rows,
     )
-    report = {"transport": transport, "training": training}
+    with console().status("round time with mutual TLS vs plaintext (two clusters) ..."):
+        tls = bench_tls()
+    console().print(
+        f"round time with mTLS {tls['median_round_seconds']['mtls'] * 1e3:.1f} ms vs plaintext "
+        f"{tls['median_round_seconds']['plaintext'] * 1e3:.1f} ms: "
+        f"{tls['mtls_over_plaintext']:.3f}x (target <= 1.1)"
+    )
+    report = {"transport": transport, "training": training, "tls": tls}
     (out / "train.json").write_text(json.dumps(report, indent=2, default=float))
     _plot_train(training, out / "train.png")
     console().print(f"wrote {out / 'train.json'}, {out / 'train.png'}")
