@@ -13,6 +13,7 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
@@ -144,12 +145,18 @@ def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0)
         while received < size:
             received += tcp.recv_into(view[received:], size - received)
 
-    calls = {
+    def edgecode_tls_call() -> None:
+        edgecode_call(compute_tls)
+
+    def raw_grpc_tls_call() -> None:
+        raw_grpc_call(raw_tls_call)
+
+    calls: dict[str, Callable[[], None]] = {
         "edgecode_rpc": edgecode_call,
         "bare_grpc": raw_grpc_call,
         "raw_tcp": tcp_call,
-        "edgecode_rpc_mtls": lambda: edgecode_call(compute_tls),
-        "bare_grpc_mtls": lambda: raw_grpc_call(raw_tls_call),
+        "edgecode_rpc_mtls": edgecode_tls_call,
+        "bare_grpc_mtls": raw_grpc_tls_call,
     }
     times: dict[str, list[float]] = {name: [] for name in calls}
     try:
