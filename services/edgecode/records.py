@@ -8,8 +8,10 @@ a worker, the matrix-job spec, and the one :class:`Timing` every layer reports.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -217,11 +219,17 @@ class JobConfig:
     def confine_files(self, data_dirs: DataDirs) -> None:
         """NotAllowed unless every file this job names (a data set file, a ``torch:PATH.py``
         model) lies inside ``data_dirs``; bundled, synthetic and installed-module names pass."""
-        from edgecode.learning.datasets import dataset_file
+        from edgecode.learning.datasets import DATASET_NAMES, FILE_SUFFIXES, dataset_file
         from edgecode.learning.references import TORCH_PREFIX, parse_model_reference
 
         path = dataset_file(self.dataset) if self.dataset.strip() else None
         if path is not None:
+            if not (Path(path).suffix.lower() in FILE_SUFFIXES or "/" in path or os.sep in path):
+                # A name, not a path: say so without looking for a file of that name.
+                raise InvalidInput(
+                    f"dataset must be one of {list(DATASET_NAMES)} or a data file path, "
+                    f"got {self.dataset!r}"
+                )
             data_dirs.confine(path, "dataset")
         if self.model.startswith(TORCH_PREFIX):
             try:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from edgecode.cli import main
 from edgecode.datapaths import DataDirs
-from edgecode.errors import NotAllowed
+from edgecode.errors import InvalidInput, NotAllowed
 from edgecode.records import JobConfig
 from edgecode.runtime.certs import (
     CertificateAuthority,
@@ -168,6 +168,10 @@ def test_job_config_confines_dataset_and_model_files(tmp_path: Path) -> None:
     ):
         with pytest.raises(NotAllowed):
             config.validate(dirs)
+    # a name that is no data set and no path is a typo, not a file: INVALID, not refused
+    with pytest.raises(InvalidInput, match="must be one of") as info:
+        JobConfig(dataset="breast_cancr").validate(dirs)
+    assert not isinstance(info.value, NotAllowed)
     # unconfined (in-process use): the old behaviour, a missing file is reported as missing
     with pytest.raises(ValueError, match="not found"):
         JobConfig(dataset=str(tmp_path / "none.csv")).validate()

@@ -91,52 +91,70 @@ def _tcp_server(payload: bytes) -> tuple[socket.socket, int, threading.Thread]:
     return listener, port, thread
 
 
-def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0) -> dict[str, Any]:
-    tune_allocator()  # as every edgecode service does at start
-    gradient = np.random.default_rng(seed).standard_normal(n_floats)
-    payload = gradient.tobytes()
-    size = len(payload)
-
+def _grpc_calls(
+    gradient: np.ndarray, payload: bytes
+) -> tuple[dict[str, Callable[[], None]], Callable[[], None]]:
+    """The four gRPC paths (edgecode and bare, plaintext and mTLS) as calls, and a close."""
     servicer = _GradientServicer(gradient)
     worker_tls, edge_tls = _bench_tls()
-    service = create_server([(add_worker_servicer, servicer, "edgecode.v1.Worker")])
-    tls_service = create_server(
-        [(add_worker_servicer, servicer, "edgecode.v1.Worker")], tls=worker_tls
-    )
-    service.server.start()
-    tls_service.server.start()
-    raw_server, raw_port = _raw_server(payload)
-    raw_tls_server, raw_tls_port = _raw_server(payload, worker_tls)
-    listener, tcp_port, _ = _tcp_server(payload)
+    registration = [(add_worker_servicer, servicer, "edgecode.v1.Worker")]
+    services = [create_server(registration), create_server(registration, tls=worker_tls)]
+    for service in services:
+        service.server.start()
+    raw_servers = [_raw_server(payload), _raw_server(payload, worker_tls)]
+    channels = [
+        make_channel(f"127.0.0.1:{services[0].port}"),
+        make_channel(f"127.0.0.1:{services[1].port}", edge_tls),
+        make_channel(f"127.0.0.1:{raw_servers[0][1]}"),
+        make_channel(f"127.0.0.1:{raw_servers[1][1]}", edge_tls),
+    ]
 
-    def gradient_call(channel: grpc.Channel) -> Any:
-        return channel.unary_unary(  # exactly what an edge aggregator does
+    def gradient_call(channel: grpc.Channel) -> Callable[[], None]:
+        compute = channel.unary_unary(  # exactly what an edge aggregator does
             "/edgecode.v1.Worker/ComputeGradient",
             request_serializer=worker_pb2.ComputeGradientRequest.SerializeToString,
             response_deserializer=wire.decode_gradient_response,
         )
 
-    def raw(channel: grpc.Channel) -> Any:
-        return channel.unary_unary(RAW_METHOD, request_serializer=None, response_deserializer=None)
+        def call() -> None:
+            request = worker_pb2.ComputeGradientRequest(job_id="bench", round=1)
+            assert compute(request, timeout=30).gradient.shape == gradient.shape
 
-    channels = [
-        make_channel(f"127.0.0.1:{service.port}"),
-        make_channel(f"127.0.0.1:{tls_service.port}", edge_tls),
-        make_channel(f"127.0.0.1:{raw_port}"),
-        make_channel(f"127.0.0.1:{raw_tls_port}", edge_tls),
-    ]
-    compute, compute_tls = gradient_call(channels[0]), gradient_call(channels[1])
-    raw_call, raw_tls_call = raw(channels[2]), raw(channels[3])
+        return call
+
+    def raw_call(channel: grpc.Channel) -> Callable[[], None]:
+        echo = channel.unary_unary(RAW_METHOD, request_serializer=None, response_deserializer=None)
+
+        def call() -> None:
+            echo(b"x", timeout=30)
+
+        return call
+
+    def close() -> None:
+        for channel in channels:
+            channel.close()
+        for server in [s.server for s in services] + [r[0] for r in raw_servers]:
+            server.stop(0)
+
+    calls = {
+        "edgecode_rpc": gradient_call(channels[0]),
+        "bare_grpc": raw_call(channels[2]),
+        "edgecode_rpc_mtls": gradient_call(channels[1]),
+        "bare_grpc_mtls": raw_call(channels[3]),
+    }
+    return calls, close
+
+
+def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0) -> dict[str, Any]:
+    tune_allocator()  # as every edgecode service does at start
+    gradient = np.random.default_rng(seed).standard_normal(n_floats)
+    payload = gradient.tobytes()
+    size = len(payload)
+    calls, close = _grpc_calls(gradient, payload)
+    listener, tcp_port, _ = _tcp_server(payload)
     tcp = socket.create_connection(("127.0.0.1", tcp_port))
     tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buffer = bytearray(size)
-
-    def edgecode_call(call: Any = compute) -> None:
-        response = call(worker_pb2.ComputeGradientRequest(job_id="bench", round=1), timeout=30)
-        assert response.gradient.shape == (n_floats,)
-
-    def raw_grpc_call(call: Any = raw_call) -> None:
-        call(b"x", timeout=30)
 
     def tcp_call() -> None:
         tcp.sendall(b"x")
@@ -145,19 +163,7 @@ def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0)
         while received < size:
             received += tcp.recv_into(view[received:], size - received)
 
-    def edgecode_tls_call() -> None:
-        edgecode_call(compute_tls)
-
-    def raw_grpc_tls_call() -> None:
-        raw_grpc_call(raw_tls_call)
-
-    calls: dict[str, Callable[[], None]] = {
-        "edgecode_rpc": edgecode_call,
-        "bare_grpc": raw_grpc_call,
-        "raw_tcp": tcp_call,
-        "edgecode_rpc_mtls": edgecode_tls_call,
-        "bare_grpc_mtls": raw_grpc_tls_call,
-    }
+    calls["raw_tcp"] = tcp_call
     times: dict[str, list[float]] = {name: [] for name in calls}
     try:
         for call in calls.values():
@@ -170,10 +176,7 @@ def bench_transport(n_floats: int = 1_000_000, repeats: int = 15, seed: int = 0)
     finally:
         tcp.close()
         listener.close()
-        for channel in channels:
-            channel.close()
-        for server in (raw_server, raw_tls_server, service.server, tls_service.server):
-            server.stop(0)
+        close()
     throughput = {name: size / statistics.median(samples) / 1e9 for name, samples in times.items()}
     return {
         "bytes": size,
