@@ -17,7 +17,7 @@ import pytest
 from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup
 from edgecode.learning.datasets import load_split
 from edgecode.learning.models import get_model
-from edgecode.master.client import MasterClient, param_history_of, state_name
+from edgecode.master.client import param_history_of, state_name
 from edgecode.records import JobConfig
 
 TOL = 1e-9

@@ -175,3 +175,16 @@ def test_job_config_confines_dataset_and_model_files(tmp_path: Path) -> None:
     # unconfined (in-process use): the old behaviour, a missing file is reported as missing
     with pytest.raises(ValueError, match="not found"):
         JobConfig(dataset=str(tmp_path / "none.csv")).validate()
+
+
+@pytest.mark.parametrize("role", ["coordinator", "master", "aggregator", "worker"])
+def test_a_service_without_certificates_or_insecure_does_not_start(
+    role: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("TLS_CA", "TLS_CERT", "TLS_KEY", "TLS_DIR", "INSECURE"):
+        monkeypatch.delenv(f"EDGECODE_{key}", raising=False)
+    extra = ["--coordinator", "127.0.0.1:1"] if role == "master" else []
+    assert main([role, "--port", "0", "--metrics-port", "0", *extra]) == 2
+    error = capsys.readouterr().err
+    assert "mutual TLS needs ['tls_ca', 'tls_cert', 'tls_key']" in error
+    assert "--insecure" in error
