@@ -37,8 +37,9 @@ from edgecode.codes.flat import (
     placement_code,
 )
 from edgecode.codes.hierarchical import HierarchicalCode, hierarchical, hierarchical_from_counts
+from edgecode.codes.partial import partial_load_lower_bound
 from edgecode.codes.partial_rule import PartialDecoder
-from edgecode.codes.partial_schemes import partial_scheme, worker_encoding
+from edgecode.codes.partial_schemes import design_label, partial_scheme, worker_encoding
 from edgecode.errors import Infeasible, RoundFailed
 from edgecode.master.ports import EdgeAssignment, Node, Topology
 from edgecode.planning.partial import choose_partial_design
@@ -109,6 +110,20 @@ class Layout:
 
     @property
     def plan_json(self) -> str:
+        """The plan in use as JSON (the hgc planner's plan, or the partial design's loads)."""
+        if self.partial is not None:
+            B = self.code.B
+            return json.dumps(
+                {
+                    "design": design_label(self.partial.scheme),
+                    "partitions": int(B.shape[1]),
+                    "computation_load": float(np.count_nonzero(B, axis=1).max() / B.shape[1]),
+                    "lp_bound": partial_load_lower_bound(
+                        B.shape[0], self.partial.scheme.stragglers, self.partial.scheme.alpha
+                    ),
+                    "vectors_per_worker": max((max(g) + 1 for g in self.groups if g), default=1),
+                }
+            )
         return "" if self.plan is None else json.dumps(plan_dict(self.plan))
 
     def edge_layer(self) -> bool:
