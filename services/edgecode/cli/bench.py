@@ -454,11 +454,46 @@ def _bench_train(args: argparse.Namespace) -> int:
         ],
         rows,
     )
+    _print_ideal(training)
     report = {"transport": transport, "training": training}
     (out / "train.json").write_text(json.dumps(report, indent=2, default=float))
     _plot_train(training, out / "train.png")
     console().print(f"wrote {out / 'train.json'}, {out / 'train.png'}")
     return 0
+
+
+def _print_ideal(training: dict[str, Any]) -> None:
+    """Planned hgc beside the ideal floor and the oracle, and where a round's time goes."""
+    rows = []
+    for scenario, r in training.items():
+        oracle = r["oracle_seconds"]
+        rows.append(
+            [
+                scenario,
+                r["planned_hgc_seconds"] * 1e3,
+                r["floor_seconds"] * 1e3,
+                "-" if oracle is None else oracle * 1e3,
+                r["planned_over_floor"],
+                "-" if r["planned_over_oracle"] is None else r["planned_over_oracle"],
+            ]
+        )
+    table(
+        "Planned hgc vs the ideal floor (threads + barrier, one process) and the oracle "
+        "(targets: <= 1.6x the floor without stragglers, <= 1.3x the oracle with one)",
+        ["scenario", "hgc ms", "floor ms", "oracle ms", "hgc/floor", "hgc/oracle"],
+        rows,
+    )
+    for scenario, r in training.items():
+        parts = r["breakdown"]
+        keys = list(parts["hgc"])
+        table(
+            f"Where a round's time goes, {scenario} (ms, steady state)",
+            ["part", *parts],
+            [
+                [key.removesuffix("_ms").replace("_", " "), *(parts[s][key] for s in parts)]
+                for key in keys
+            ],
+        )
 
 
 def _plot_train(training: dict[str, Any], path: Path) -> None:
