@@ -227,7 +227,9 @@ def test_matmul_without_workers_names_workers_not_k(capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize("command", ["train", "matmul"])
 def test_unreachable_master_is_one_line(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     address = f"127.0.0.1:{_free_port()}"
-    argv = [command, "--master", address] + (["--size", "50"] if command == "matmul" else [])
+    # --insecure: no certificates to find, so the connection itself is what fails
+    argv = [command, "--master", address, "--insecure"]
+    argv += ["--size", "50"] if command == "matmul" else []
     assert main(argv) == 2
     line = _one_error_line(capsys)
     assert f"cannot reach the master at {address}" in line
@@ -246,7 +248,7 @@ def test_master_refusing_a_job_is_one_line(
         [(master_pb2_grpc.add_MasterServicer_to_server, _RefusingMaster(), "edgecode.v1.Master")]
     )
     # the file is on the master's machine: not checked here, refused there
-    assert main(["train", "--master", address, "--dataset", "/x.csv"]) == 2
+    assert main(["train", "--master", address, "--insecure", "--dataset", "/x.csv"]) == 2
     line = _one_error_line(capsys)
     assert address in line and "INVALID_ARGUMENT: dataset: data file not found: /x.csv" in line
 

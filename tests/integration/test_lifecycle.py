@@ -13,7 +13,7 @@ import pytest
 from edgecode.aggregator.logic import DECODE, AggregatorLogic
 from edgecode.cluster.local import LocalCluster, default_setup
 from edgecode.coordinator.logic import CoordinatorLogic
-from edgecode.master.client import FINAL_STATES, MasterClient
+from edgecode.master.client import FINAL_STATES
 from edgecode.records import JobConfig, PlacementHeader
 from edgecode.worker.logic import WorkerLogic
 
@@ -27,7 +27,7 @@ MAX_GROWTH_MB = 5.0
 def test_worker_memory_is_flat_over_thirty_jobs() -> None:
     setup = default_setup(edges=2, workers_per_edge=2, straggler="none", compute_seconds=0.0)
     with LocalCluster(setup) as cluster:
-        client = MasterClient(cluster.master_address)
+        client = cluster.client()
         try:
             after_warm_up: dict[str, float] = {}
             for i in range(JOBS):

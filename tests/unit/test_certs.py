@@ -188,3 +188,13 @@ def test_a_service_without_certificates_or_insecure_does_not_start(
     error = capsys.readouterr().err
     assert "mutual TLS needs ['tls_ca', 'tls_cert', 'tls_key']" in error
     assert "--insecure" in error
+
+
+def test_a_client_without_certificates_or_insecure_is_one_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("TLS_CA", "TLS_CERT", "TLS_KEY", "TLS_DIR", "INSECURE"):
+        monkeypatch.delenv(f"EDGECODE_{key}", raising=False)
+    assert main(["train", "--master", "127.0.0.1:5"]) == 2
+    error = capsys.readouterr().err
+    assert "client: mutual TLS needs" in error and "--insecure" in error

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgecode.errors import InvalidInput, NotAllowed, Overloaded
+from edgecode.errors import Infeasible, InvalidInput, NotAllowed, Overloaded
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.stragglers import fit_shifted_exponential
 
@@ -132,7 +132,9 @@ class CoordinatorLogic:
         # every other caller gets the cached one (GetPlan is cheap to call repeatedly).
         self._version = 0
         self._planning = threading.Lock()
-        self._plans: dict[tuple[int, tuple[str, ...], int], tuple[int, Plan, bool]] = {}
+        self._plans: dict[
+            tuple[int, tuple[str, ...], int], tuple[int, Plan, bool, ClusterSpec]
+        ] = {}
 
     def register(
         self,
@@ -278,11 +280,16 @@ class CoordinatorLogic:
         return ClusterSpec(edges=tuple(edges), partitions=partitions or None), fitted
 
     def plan(
-        self, partitions: int = 0, exclude: Sequence[str] = (), max_partitions: int = 0
-    ) -> tuple[Plan, bool]:
+        self,
+        partitions: int = 0,
+        exclude: Sequence[str] = (),
+        max_partitions: int = 0,
+        current: Plan | None = None,
+    ) -> tuple[Plan, bool, float]:
         """The planner's plan for the alive cluster minus ``exclude`` (at most
-        ``max_partitions`` partitions when > 0), and whether every runtime is fitted. Cached
-        until membership or measurements change."""
+        ``max_partitions`` partitions when > 0), whether every runtime is fitted, and the
+        ``current`` plan re-timed on the same fits (0 when none is given or it no longer fits
+        the alive cluster). Cached until membership or measurements change."""
         from edgecode.planning.optimize import optimize
 
         if partitions < 0 or max_partitions < 0 or len(exclude) > self._max_members:
@@ -291,17 +298,33 @@ class CoordinatorLogic:
         with self._planning:
             cached = self._plans.get(key)
             if cached is not None and cached[0] == self._version:
-                return cached[1], cached[2]
-            version = self._version
-            spec, fitted = self.cluster_spec(partitions, key[1])
-            start = self._clock()
-            plan = optimize(spec, partitions or None, max_partitions=max_partitions or None)
-            self.last_plan = plan
-            self._plans = {key: (version, plan, fitted)}
-        self._metrics.planned(
-            self._clock() - start, plan.expected_round_seconds or 0.0, plan.s_edge, plan.partitions
-        )
-        return plan, fitted
+                _, plan, fitted, spec = cached
+            else:
+                version = self._version
+                spec, fitted = self.cluster_spec(partitions, key[1])
+                start = self._clock()
+                plan = optimize(spec, partitions or None, max_partitions=max_partitions or None)
+                self.last_plan = plan
+                self._plans = {key: (version, plan, fitted, spec)}
+                self._metrics.planned(
+                    self._clock() - start,
+                    plan.expected_round_seconds or 0.0,
+                    plan.s_edge,
+                    plan.partitions,
+                )
+        return plan, fitted, self._retime(spec, current)
+
+    @staticmethod
+    def _retime(spec: ClusterSpec, current: Plan | None) -> float:
+        """``current``'s expected round time on ``spec`` (0 when it does not fit it)."""
+        if current is None:
+            return 0.0
+        from edgecode.planning.baselines import timed
+
+        try:
+            return float(timed(spec, current).expected_round_seconds or 0.0)
+        except (ValueError, Infeasible):
+            return 0.0
 
     def _publish(self) -> None:
         listed, _dead = self.members(include_dead=True)

@@ -342,11 +342,17 @@ class CoordinatorView:
         return self._last
 
     def plan(
-        self, partitions: int, exclude: Sequence[str] = (), max_partitions: int = 0
+        self,
+        partitions: int,
+        exclude: Sequence[str] = (),
+        max_partitions: int = 0,
+        current: Plan | None = None,
     ) -> tuple[Plan, float]:
         request = coordinator_pb2.GetPlanRequest(
             partitions=partitions, exclude=list(exclude), max_partitions=max_partitions
         )
+        if current is not None:
+            request.current.CopyFrom(wire.plan_to_proto(current))
         try:
             response = self._stub.GetPlan(request, timeout=PLAN_TIMEOUT)
         except grpc.RpcError as exc:
