@@ -19,7 +19,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -186,9 +186,9 @@ class Tls:
     """One node's TLS material, loaded once: its certificate and key, the CA its peers'
     certificates must chain to, and the identity its certificate names."""
 
-    ca_pem: bytes
-    cert_pem: bytes
-    key_pem: bytes
+    ca_pem: bytes = field(repr=False)
+    cert_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)  # never in a log line
     identity: Identity
 
     @classmethod
