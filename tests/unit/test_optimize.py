@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from collections.abc import Callable
 from dataclasses import replace
@@ -379,11 +380,36 @@ def test_replan_drops_dead_workers_and_uses_new_models() -> None:
         replan(spec, {"nobody": (1.0, 1.0)})
 
 
-def test_bench_planner_rows() -> None:
-    rows = bench_planner([(2, 2), (3, 2)], np.random.default_rng(0))
-    assert [r["workers"] for r in rows] == [4, 6]
-    for row in rows:
-        assert row["seconds"] > 0
+def test_bench_planner_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``seconds`` is the best of ``repeats`` timings of exactly the optimize call (a fake clock
+    moves only inside it), and every other field is what the planner gives on the same
+    clusters (drawn again from the same seed)."""
+    module = importlib.import_module("edgecode.planning.optimize")
+
+    clock = [100.0]
+    durations = iter([0.5, 0.25, 0.75, 0.375, 0.125, 0.625])  # exact in binary
+    real = module.optimize
+
+    def timed(spec: ClusterSpec, *args: object, **kwargs: object) -> Plan:
+        plan = real(spec, *args, **kwargs)  # type: ignore[arg-type]
+        clock[0] += next(durations)
+        return plan
+
+    monkeypatch.setattr(module, "time", type("FakeTime", (), {"perf_counter": lambda: clock[0]}))
+    monkeypatch.setattr(module, "optimize", timed)
+    sizes = [(2, 2), (3, 2)]
+    rows = bench_planner(sizes, np.random.default_rng(0), repeats=3)
+    assert [r["seconds"] for r in rows] == [0.25, 0.125]
+    assert [(r["edges"], r["workers"]) for r in rows] == [(2, 4), (3, 6)]
+    rng = np.random.default_rng(0)
+    for row, (edges, per_edge) in zip(rows, sizes, strict=True):
+        spec = random_cluster(edges, per_edge, rng)
+        plan = real(spec)
+        assert row["expected_round_seconds"] == plan.expected_round_seconds
+        assert row["evaluations"] == plan.extra.get("evaluations")
+        assert row["uncoded_seconds"] == uncoded_plan(spec).expected_round_seconds
+        values = np.array([row["expected_round_seconds"], row["uncoded_seconds"]])
+        assert np.all(np.isfinite(values)) and np.all(values > 0)
         assert row["expected_round_seconds"] <= row["uncoded_seconds"] * (1 + 1e-9)
 
 
