@@ -76,14 +76,14 @@ def parse_straggle(text: str, compute_seconds: float = 0.0) -> StraggleConfig:
         if (
             not sep
             or key not in WorkerSpec.__dataclass_fields__
-            or key in ("name", "model", "shift")
+            or key in ("name", "model")
         ):
             raise ValueError(f"--straggle: bad item {item!r} (expected key=value, e.g. factor=5)")
         try:
             values[key] = bool(int(raw)) if key == "slow" else float(raw)
         except ValueError:
             raise ValueError(f"--straggle: {key} must be a number, got {raw!r}") from None
-    spec = WorkerSpec(name="worker", shift=0.0, **values)  # type: ignore[arg-type]
+    spec = WorkerSpec(name="worker", **{"shift": 0.0, **values})  # type: ignore[arg-type]
     return StraggleConfig(spec=spec, compute_seconds=compute_seconds)
 
 
