@@ -382,29 +382,30 @@ def test_replan_drops_dead_workers_and_uses_new_models() -> None:
 
 def test_bench_planner_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     """``seconds`` is the best of ``repeats`` timings of exactly the optimize call (a fake clock
-    moves only inside it), and every other field is what the planner gives on the same
-    clusters (drawn again from the same seed)."""
+    moves only inside it), and every other field is what the planner returned for that cluster
+    (the clusters drawn again from the same seed)."""
     module = importlib.import_module("edgecode.planning.optimize")
-
     clock = [100.0]
-    durations = iter([0.5, 0.25, 0.75, 0.375, 0.125, 0.625])  # exact in binary
+    durations = iter([0.5, 0.25, 0.375, 0.625])  # exact in binary
     real = module.optimize
+    plans: list[tuple[ClusterSpec, Plan]] = []
 
     def timed(spec: ClusterSpec, *args: object, **kwargs: object) -> Plan:
         plan = real(spec, *args, **kwargs)  # type: ignore[arg-type]
+        plans.append((spec, plan))
         clock[0] += next(durations)
         return plan
 
     monkeypatch.setattr(module, "time", type("FakeTime", (), {"perf_counter": lambda: clock[0]}))
     monkeypatch.setattr(module, "optimize", timed)
     sizes = [(2, 2), (3, 2)]
-    rows = bench_planner(sizes, np.random.default_rng(0), repeats=3)
-    assert [r["seconds"] for r in rows] == [0.25, 0.125]
+    rows = bench_planner(sizes, np.random.default_rng(0), repeats=2)
+    assert [r["seconds"] for r in rows] == [0.25, 0.375]
     assert [(r["edges"], r["workers"]) for r in rows] == [(2, 4), (3, 6)]
     rng = np.random.default_rng(0)
-    for row, (edges, per_edge) in zip(rows, sizes, strict=True):
+    for row, (edges, per_edge), (timed_spec, plan) in zip(rows, sizes, plans[1::2], strict=True):
         spec = random_cluster(edges, per_edge, rng)
-        plan = real(spec)
+        assert timed_spec == spec, "the timed call planned the drawn cluster"
         assert row["expected_round_seconds"] == plan.expected_round_seconds
         assert row["evaluations"] == plan.extra.get("evaluations")
         assert row["uncoded_seconds"] == uncoded_plan(spec).expected_round_seconds
