@@ -639,7 +639,7 @@ CASES = all_cases()
 def _params(where: set[str]) -> list[Any]:
     params = []
     for case in CASES:
-        if case.where not in where:
+        if case.where not in where or case.skip:
             continue
         marks = [pytest.mark.slow] if case.slow else []
         params.append(pytest.param(case, id=case.id[:120], marks=marks))
