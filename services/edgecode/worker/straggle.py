@@ -73,11 +73,7 @@ def parse_straggle(text: str, compute_seconds: float = 0.0) -> StraggleConfig:
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, raw = item.partition("=")
         key = ALIASES.get(key.strip(), key.strip())
-        if (
-            not sep
-            or key not in WorkerSpec.__dataclass_fields__
-            or key in ("name", "model")
-        ):
+        if not sep or key not in WorkerSpec.__dataclass_fields__ or key in ("name", "model"):
             raise ValueError(f"--straggle: bad item {item!r} (expected key=value, e.g. factor=5)")
         try:
             values[key] = bool(int(raw)) if key == "slow" else float(raw)
