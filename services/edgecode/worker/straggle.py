@@ -52,6 +52,7 @@ class StraggleConfig:
     def emulates(self) -> bool:
         return (
             self.compute_seconds > 0
+            or self.spec.shift > 0
             or self.spec.slow_factor > 1
             or self.spec.rate < DETERMINISTIC_RATE
         )
