@@ -26,8 +26,8 @@ def test_documented_strings_parse_and_emulate(text: str) -> None:
 
 def test_exp_shift_adds_to_the_compute_time() -> None:
     """A deterministic shift alone is emulated too: f * (shift + compute_seconds)."""
+    assert parse_straggle("exp:shift=0.1").emulates
     config = parse_straggle("exp:shift=0.1", compute_seconds=0.05)
-    assert config.emulates
     runtime = config.runtime(8)
     samples = np.array([runtime.sample(0.25, np.random.default_rng(i)) for i in range(5)])
     assert np.all(np.isfinite(samples))
