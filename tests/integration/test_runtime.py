@@ -300,7 +300,8 @@ def test_streaming_servicer_maps_every_exception(inproc_servers: Any) -> None:
 # ---- heartbeats ----------------------------------------------------------------------------------
 
 HEARTBEAT = 0.2
-DEAD_AFTER = 1.5
+#: 15 heartbeats: a loaded machine (other suites on the same 2 cores) may delay a few.
+DEAD_AFTER = 3.0
 
 
 @pytest.fixture
@@ -343,7 +344,7 @@ def _dead_gauge(cluster: LocalCluster, role: str) -> float:
 def test_heartbeats_mark_silent_nodes_dead_and_keep_live_ones(small_cluster: LocalCluster) -> None:
     everyone = {"edge-0", "edge-0-w0", "edge-0-w1", "edge-0-w2"}
     # Live nodes stay alive over several dead-after periods: only heartbeats can do that.
-    stop = time.monotonic() + 2 * DEAD_AFTER
+    stop = time.monotonic() + 1.5 * DEAD_AFTER
     while time.monotonic() < stop:
         assert _membership(small_cluster) == (everyone, set())
         time.sleep(0.1)
@@ -351,7 +352,8 @@ def test_heartbeats_mark_silent_nodes_dead_and_keep_live_ones(small_cluster: Loc
     small_cluster.kill("edge-0-w1")
     _until(lambda: "edge-0-w1" in _membership(small_cluster)[1], "never marked dead")
     assert _membership(small_cluster) == (everyone - {"edge-0-w1"}, {"edge-0-w1"})
-    assert _dead_gauge(small_cluster, "worker") == 1
+    # The membership gauge follows within a heartbeat interval (it is refreshed by heartbeats).
+    _until(lambda: _dead_gauge(small_cluster, "worker") == 1, "dead gauge never 1", timeout=10)
     # A frozen node (alive, silent) goes dead too, and comes back when it thaws.
     small_cluster.pause("edge-0")
     try:
