@@ -5,7 +5,8 @@ answers within its deadline: exit 0 when SERVING, 1 otherwise (NOT_SERVING, unre
 
 Services serve mutual TLS; a probe either asks the plaintext health-only port (``health_port``:
 the default address is ``127.0.0.1:$EDGECODE_HEALTH_PORT`` when that is set) or presents a
-certificate of the cluster (``--tls-dir`` or ``--tls-ca/--tls-cert/--tls-key``).
+certificate of the cluster (``--tls-dir`` or ``--tls-ca/--tls-cert/--tls-key``, else the
+``EDGECODE_TLS_*`` variables when the address is not the health-only port).
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def _health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     address = args.address or _default_address(os.environ)
-    ca, cert, key, folder = (
-        getattr(args, k, "") for k in ("tls_ca", "tls_cert", "tls_key", "tls_dir")
-    )
+    keys = ("tls_ca", "tls_cert", "tls_key", "tls_dir")
+    ca, cert, key, folder = (getattr(args, k, "") for k in keys)
+    if not (ca or cert or key or folder) and address != _health_port_address(os.environ):
+        # A service's own port is mutual TLS: the EDGECODE_TLS_* of the environment apply.
+        ca, cert, key, folder = (os.environ.get(f"EDGECODE_{k.upper()}", "") for k in keys)
     if ca or cert or key or folder:
         from edgecode.runtime.security import ANYONE, resolve_tls
         from edgecode.runtime.server import make_channel
@@ -83,11 +86,16 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def _default_address(environ: os._Environ[str] | dict[str, str]) -> str:
+def _health_port_address(environ: os._Environ[str] | dict[str, str]) -> str | None:
+    """The plaintext health-only port of this host's service, when one is configured."""
     health_port = environ.get("EDGECODE_HEALTH_PORT", "")
     if health_port and not health_port.startswith("-"):
         return f"127.0.0.1:{health_port}"
-    return f"127.0.0.1:{environ.get('EDGECODE_PORT', '50051')}"
+    return None
+
+
+def _default_address(environ: os._Environ[str] | dict[str, str]) -> str:
+    return _health_port_address(environ) or f"127.0.0.1:{environ.get('EDGECODE_PORT', '50051')}"
 
 
 def main(argv: list[str] | None = None) -> int:

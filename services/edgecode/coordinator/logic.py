@@ -17,6 +17,7 @@ identity ``(role, name)``, and a node may register, heartbeat and report timings
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -128,6 +129,7 @@ class CoordinatorLogic:
         self._expire_after = max(EXPIRE_FACTOR * dead_after_seconds, dead_after_seconds)
         self._max_members = max_members
         self._last_expiry = -float("inf")
+        self._published = -math.inf
         # The plan is computed once per change of membership or measurements, one at a time;
         # every other caller gets the cached one (GetPlan is cheap to call repeatedly).
         self._version = 0
@@ -178,8 +180,15 @@ class CoordinatorLogic:
             member = self._members.get(name)
             if member is None:
                 return False
-            member.last_seen = self._clock()
-            return True
+            now = member.last_seen = self._clock()
+            # The membership gauges follow liveness, not only registrations: a node that went
+            # silent shows as dead within a heartbeat interval (refreshed at most that often).
+            publish = now - self._published >= self.heartbeat_seconds
+            if publish:
+                self._published = now
+        if publish:
+            self._publish()
+        return True
 
     def report(
         self,

@@ -84,7 +84,17 @@ class GrpcTransport:
         self._tls = tls
         self._is_member = is_member
         self._channels: dict[str, grpc.Channel] = {}
+        self._edge_stubs: dict[str, aggregator_pb2_grpc.AggregatorStub] = {}
         self._lock = threading.Lock()
+
+    def edge_stub(self, address: str) -> aggregator_pb2_grpc.AggregatorStub:
+        """The cached stub of an edge (made once: a round opens one call per edge)."""
+        stub = self._edge_stubs.get(address)
+        if stub is None:
+            stub = self._edge_stubs[address] = aggregator_pb2_grpc.AggregatorStub(
+                self.channel(address)
+            )
+        return stub
 
     def channel(self, address: str) -> grpc.Channel:
         """The cached channel to ``address``."""
@@ -149,9 +159,7 @@ class GrpcTransport:
     ) -> _EdgeStream:
         request = aggregator_pb2.RunRoundRequest(job_id=job_id, round=round_, placement_epoch=epoch)
         wire.tensor_to_proto(params, out=request.params)
-        call = aggregator_pb2_grpc.AggregatorStub(self.channel(edge.address)).RunRound(
-            request, timeout=timeout
-        )
+        call = self.edge_stub(edge.address).RunRound(request, timeout=timeout)
         return _EdgeStream(call, edge.name)
 
     def fetch_placement(
@@ -206,6 +214,7 @@ class GrpcTransport:
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
+            self._edge_stubs.clear()
 
 
 class _MultiplyCall:

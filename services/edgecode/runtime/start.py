@@ -62,6 +62,9 @@ class MetricsEndpoint(Protocol):
 def prepare() -> None:
     """Process-wide settings made before any big buffer is allocated."""
     tune_allocator()
+    import sys
+
+    sys.setswitchinterval(0.0005)
 
 
 def node_tls(config: CommonConfig, role: str, name: str = "") -> Tls | None:

@@ -55,6 +55,7 @@ class StraggleConfig:
     def emulates(self) -> bool:
         return (
             self.compute_seconds > 0
+            or self.spec.shift > 0
             or self.spec.slow_factor > 1
             or self.spec.rate < DETERMINISTIC_RATE
         )
@@ -87,7 +88,7 @@ def parse_straggle(text: str, compute_seconds: float = 0.0) -> StraggleConfig:
         except ValueError:
             raise ValueError(f"--straggle: {key} must be a number, got {raw!r}") from None
     try:
-        spec = WorkerSpec(name="worker", **values)  # type: ignore[arg-type]
+        spec = WorkerSpec(name="worker", **{"shift": 0.0, **values})  # type: ignore[arg-type]
     except ValueError as exc:  # WorkerSpec names the key; the worker's name means nothing here
         raise ValueError(f"--straggle: {str(exc).removeprefix(WORKER_PREFIX)}") from None
     return StraggleConfig(spec=spec, compute_seconds=compute_seconds)
