@@ -211,8 +211,12 @@ def _shared_setup() -> ClusterSetup:
 
 
 @pytest.fixture(scope="module")
-def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(_shared_setup(), tmp_path_factory.mktemp("cluster")) as cluster:
+def shared_cluster(
+    tmp_path_factory: pytest.TempPathFactory, files: Files
+) -> Iterator[LocalCluster]:
+    # The data files the README's train commands name are in the master's data directories.
+    workdir = tmp_path_factory.mktemp("cluster")
+    with LocalCluster(_shared_setup(), workdir, data_dirs=(str(files.folder),)) as cluster:
         yield cluster
 
 
