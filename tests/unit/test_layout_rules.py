@@ -33,6 +33,7 @@ CORE = (
     "codes",
     "stragglers",
     "straggle_classes",
+    "emulation",
     "planning",
     "learning",
     "sim",
