@@ -37,6 +37,8 @@ COMMANDS = (
     "master",
     "aggregator",
     "worker",
+    "peer",
+    "gossip",
     "health",
     "cluster",
 )
