@@ -190,6 +190,10 @@ def plan_gossip_job(spec: GossipJobSpec, peers: Sequence[tuple[str, str]]) -> Go
     model = get_model(model_name, l2=spec.l2)
     if dataset.n_rows < n:
         raise Infeasible(f"the data set has {dataset.n_rows} rows, fewer than {n} partitions")
+    if spec.scheme == "goco" and spec.replication > n:
+        raise InvalidInput(
+            f"replication d must be at most the number of peers {n}, got {spec.replication}"
+        )
     scheme = gossip_scheme(spec.scheme, n, spec.straggle_probability, spec.replication)
     placed = place_partitions(dataset, scheme.code, non_iid=spec.non_iid)
     n_params = model.n_params(dataset.n_features, dataset.n_classes)
