@@ -69,22 +69,31 @@ GOSSIP_JOB_STATES = (STARTING, JOB_RUNNING, SUCCEEDED, JOB_FAILED, STOPPED)
 GOSSIP_FINAL = (SUCCEEDED, JOB_FAILED, STOPPED)
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages never echo unbounded input
+    (a status whose details exceed gRPC's metadata limit would not even reach the caller)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def check_job_id(job_id: object) -> str:
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-        raise InvalidInput(f"job_id must be 1-64 letters, digits, - or _, got {job_id!r}")
+        raise InvalidInput(f"job_id must be 1-64 letters, digits, - or _, got {shown(job_id)}")
     return job_id
 
 
 def _finite(value: float, name: str, low: float = 0.0, high: float = math.inf) -> float:
     number = float(value)
     if not (math.isfinite(number) and low <= number <= high):
-        raise InvalidInput(f"{name} must be a finite number in [{low:g}, {high:g}], got {value!r}")
+        raise InvalidInput(
+            f"{name} must be a finite number in [{low:g}, {high:g}], got {shown(value)}"
+        )
     return number
 
 
 def _count(value: int, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InvalidInput(f"{name} must be an integer, got {value!r}")
+        raise InvalidInput(f"{name} must be an integer, got {shown(value)}")
     if not low <= int(value) <= high:
         raise InvalidInput(f"{name} must be in [{low}, {high}], got {value}")
     return int(value)
@@ -197,7 +206,9 @@ class PeerAssignment:
     def validated(self) -> PeerAssignment:
         check_job_id(self.job_id)
         if self.scheme not in GOSSIP_SCHEMES:
-            raise InvalidInput(f"scheme must be one of {list(GOSSIP_SCHEMES)}, got {self.scheme!r}")
+            raise InvalidInput(
+                f"scheme must be one of {list(GOSSIP_SCHEMES)}, got {shown(self.scheme)}"
+            )
         n = _count(self.n_peers, "n_peers", 2, MAX_PEERS)
         _count(self.peer, "peer", 0, n - 1)
         if not 1 <= len(self.neighbours) <= n - 1:
@@ -211,7 +222,7 @@ class PeerAssignment:
                 raise InvalidInput(f"neighbour {link.index} has no address")
             _finite(link.weight, "neighbour weight", 0.0, 1.0)
         if self.model not in PEER_MODELS:
-            raise InvalidInput(f"model must be one of {list(PEER_MODELS)}, got {self.model!r}")
+            raise InvalidInput(f"model must be one of {list(PEER_MODELS)}, got {shown(self.model)}")
         _count(self.n_features, "n_features", 1, MAX_FEATURES)
         _count(self.n_classes, "n_classes", 1, MAX_CLASSES)
         _finite(self.l2, "l2")
@@ -230,7 +241,9 @@ class PeerAssignment:
         _finite(self.coefficient, "coefficient", 0.0, 1e6)
         _finite(self.step_initial, "step_initial")
         if not (self.step_decay_rounds == math.inf or self.step_decay_rounds >= 0):
-            raise InvalidInput(f"step_decay_rounds must be >= 0, got {self.step_decay_rounds!r}")
+            raise InvalidInput(
+                f"step_decay_rounds must be >= 0, got {shown(self.step_decay_rounds)}"
+            )
         _count(self.rounds, "rounds", 1, MAX_ROUNDS)
         for name in ("compute_deadline_seconds", "gossip_deadline_seconds"):
             if not 0 < _finite(getattr(self, name), name, 0.0, MAX_DEADLINE_SECONDS):
@@ -282,7 +295,9 @@ class GossipJobSpec:
         if self.job_id:
             check_job_id(self.job_id)
         if self.scheme not in GOSSIP_SCHEMES:
-            raise InvalidInput(f"scheme must be one of {list(GOSSIP_SCHEMES)}, got {self.scheme!r}")
+            raise InvalidInput(
+                f"scheme must be one of {list(GOSSIP_SCHEMES)}, got {shown(self.scheme)}"
+            )
         for name in ("graph", "dataset", "model", "straggle"):
             _text(getattr(self, name), name, MAX_SPEC_LENGTH)
         if bool(self.graph) == bool(self.edges):
@@ -290,7 +305,7 @@ class GossipJobSpec:
         if self.graph and not re.fullmatch(r"[a-z]+(:[\w.=,]*)?", self.graph):
             raise InvalidInput(
                 f"graph must be a graph kind (ring, torus, torus:rows=R, er:p=P, geometric:r=R, "
-                f"complete), got {self.graph!r}; send a file's edges as an edge list"
+                f"complete), got {shown(self.graph)}; send a file's edges as an edge list"
             )
         if len(self.edges) > MAX_EDGES:
             raise InvalidInput(f"edges must hold at most {MAX_EDGES} pairs, got {len(self.edges)}")
@@ -303,7 +318,7 @@ class GossipJobSpec:
         _count(self.replication, "replication", 1, MAX_REPLICATION)
         _finite(self.straggle_probability, "straggle_probability", 0.0, 0.99)
         if self.model and self.model not in PEER_MODELS:
-            raise InvalidInput(f"model must be one of {list(PEER_MODELS)}, got {self.model!r}")
+            raise InvalidInput(f"model must be one of {list(PEER_MODELS)}, got {shown(self.model)}")
         _finite(self.l2, "l2")
         _count(self.rounds, "rounds", 1, MAX_ROUNDS)
         _finite(self.learning_rate, "learning_rate", 0.0, 1e3)
@@ -413,4 +428,5 @@ __all__ = [
     "TimedReport",
     "check_job_id",
     "records_as_row",
+    "shown",
 ]

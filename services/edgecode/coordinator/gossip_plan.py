@@ -50,6 +50,7 @@ from edgecode.gossip_records import (
     GossipJobSpec,
     NeighbourLink,
     PeerAssignment,
+    shown,
 )
 from edgecode.learning.datasets import DATASET_NAMES, Dataset, get_dataset
 from edgecode.learning.gossip import (
@@ -164,7 +165,7 @@ def _dataset(spec: GossipJobSpec, rng: np.random.Generator) -> Dataset:
     if spec.dataset.partition(":")[0] not in DATASET_NAMES:
         raise InvalidInput(
             f"dataset must be one of {list(DATASET_NAMES)} (synthetic specs with options); the "
-            f"coordinator reads no file a request names, got {spec.dataset!r}"
+            f"coordinator reads no file a request names, got {shown(spec.dataset)}"
         )
     try:
         return get_dataset(spec.dataset, rng)
@@ -186,7 +187,7 @@ def plan_gossip_job(spec: GossipJobSpec, peers: Sequence[tuple[str, str]]) -> Go
     dataset = _dataset(spec, rng)
     model_name = spec.model or dataset.default_model
     if model_name not in PEER_MODELS:
-        raise InvalidInput(f"model must be one of {list(PEER_MODELS)}, got {model_name!r}")
+        raise InvalidInput(f"model must be one of {list(PEER_MODELS)}, got {shown(model_name)}")
     model = get_model(model_name, l2=spec.l2)
     if dataset.n_rows < n:
         raise Infeasible(f"the data set has {dataset.n_rows} rows, fewer than {n} partitions")

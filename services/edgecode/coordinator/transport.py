@@ -54,8 +54,8 @@ class GrpcPeerClient:
     def stop(self, job_id: str, timeout: float) -> None:
         try:
             self._stub.StopJob(peer_pb2.StopJobRequest(job_id=job_id), timeout=timeout)
-        except grpc.RpcError:
-            pass  # best effort: a dead peer has nothing to stop
+        except (grpc.RpcError, ValueError):
+            pass  # best effort: a dead peer has nothing to stop (ValueError: channel closed)
 
     def close(self) -> None:
         self._channel.close()

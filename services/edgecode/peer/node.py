@@ -301,6 +301,7 @@ class PeerNode:
 
     def start(self, job_id: str) -> int:
         """Run the job's rounds in the background; returns the next round (idempotent)."""
+        check_job_id(job_id)
         with self._lock:
             job = self._job(job_id)
             if job.thread is None:

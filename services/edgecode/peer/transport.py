@@ -83,7 +83,11 @@ class GrpcNeighbours:
             stub = self._stubs.get(neighbour)
             if stub is None or self._closed:
                 continue
-            future = stub.Gossip.future(request, timeout=self._timeout)
+            try:
+                future = stub.Gossip.future(request, timeout=self._timeout)
+            except ValueError:  # the channel was closed: the peer is shutting down
+                self._metrics.send_failed()
+                continue
             with self._lock:
                 self._pending.add(future)
             future.add_done_callback(
