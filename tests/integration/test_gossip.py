@@ -24,6 +24,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from edgecode.bench.goco import run_gossip_scheme
 from edgecode.cluster.local import LocalGossipCluster, gossip_peers
 from edgecode.coordinator.client import GossipClient
 from edgecode.gossip_records import JOB_FAILED, SUCCEEDED, GossipJobSpec, GossipJobStatus
@@ -104,8 +105,16 @@ def run(client: GossipClient, spec: GossipJobSpec, timeout: float = 120.0) -> Go
 
 
 @pytest.mark.parametrize("graph", ["ring", "complete"])
-def test_gossip_converges_over_real_processes(client: GossipClient, graph: str) -> None:
-    final = run(client, replace(BASE, job_id=f"converge-{graph}", graph=graph))
+def test_gossip_converges_over_real_processes(
+    cluster: LocalGossipCluster, client: GossipClient, graph: str
+) -> None:
+    spec = replace(BASE, job_id=f"converge-{graph}", graph=graph)
+    row = run_gossip_scheme(cluster.coordinator_address, spec)  # what `edgecode run` will call
+    final = client.status(spec.job_id)
+    assert row["loss"] == [r.loss for r in final.records]
+    assert row["consensus_distance"] == [r.consensus_distance for r in final.records]
+    assert row["skipped_gradients"] == [r.skipped_gradients for r in final.records]
+    assert row["state"] == "succeeded" and row["wall_seconds_total"] > 0
     assert final.state == SUCCEEDED, final.message
     assert final.n_peers == N_PEERS and final.rounds_done == BASE.rounds
     gaps = np.array([r.gap for r in final.records])

@@ -91,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "measured here",
     )
     matmul.set_defaults(func=_bench_matmul)
+    from edgecode.cli.gossip import add_bench_target  # the gossip subcommand owns its bench
+
+    add_bench_target(targets)
     parser.set_defaults(func=partial(print_help, parser))
 
 

@@ -226,6 +226,9 @@ def add_bench_target(targets: argparse._SubParsersAction[argparse.ArgumentParser
     goco.add_argument(
         "--real-rounds", type=int, default=60, help="rounds of the real-process run (0: skip)"
     )
+    goco.add_argument(
+        "--real-target-gap", type=float, default=0.05, help="target gap of the real-process run"
+    )
     goco.add_argument("--seed", type=int, default=0)
     goco.set_defaults(func=_bench_goco)
 
@@ -242,6 +245,7 @@ def _bench_goco(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             target_gap=args.target_gap,
             real_rounds=args.real_rounds,
+            real_target_gap=args.real_target_gap,
             seed=args.seed,
             workdir=out / "cluster",
             progress=lambda text: status.update(text),
