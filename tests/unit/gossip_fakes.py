@@ -91,6 +91,9 @@ class _Recorder:
         with self.network._lock:
             self.network.recorded.append((self.address, report))
 
+    def known_neighbours(self, names: Sequence[str]) -> None:
+        pass
+
     def jobs_held(self, counts: Mapping[str, int]) -> None:
         pass
 

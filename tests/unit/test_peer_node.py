@@ -36,9 +36,13 @@ class Metrics:
     def __init__(self) -> None:
         self.rounds: list[tuple[str, RoundReport, dict[int, str]]] = []
         self.held: list[dict[str, int]] = []
+        self.neighbours: list[list[str]] = []
 
     def round_done(self, scheme: str, report: RoundReport, names: Any) -> None:
         self.rounds.append((scheme, report, dict(names)))
+
+    def known_neighbours(self, names: Any) -> None:
+        self.neighbours.append(list(names))
 
     def jobs_held(self, counts: Any) -> None:
         self.held.append(dict(counts))
@@ -143,6 +147,7 @@ def test_metrics_see_every_round_with_neighbour_names(hand: Hand) -> None:
         ("goco", r, {1: "peer-1"}) for r in range(3)
     ]
     assert metrics.held[-1] == {"placed": 0, "running": 0, "finished": 1, "failed": 0}
+    assert metrics.neighbours == [["peer-1"]]
 
 
 def test_reports_are_bounded_and_say_what_was_dropped(hand: Hand) -> None:

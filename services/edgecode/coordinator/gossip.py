@@ -204,6 +204,7 @@ class GossipJobs:
             raise
         with job.lock:
             job.state, job.setup_seconds = JOB_RUNNING, self._clock() - started
+        self._metrics.dead_peers(spec.job_id, 0)
         job.thread = threading.Thread(
             target=self._collect, args=(job,), name=f"gossip-{spec.job_id}", daemon=True
         )

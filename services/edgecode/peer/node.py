@@ -107,11 +107,16 @@ class PeerMetricsPort(Protocol):
 
     def round_done(self, scheme: str, report: RoundReport, names: Mapping[int, str]) -> None: ...
 
+    def known_neighbours(self, names: Sequence[str]) -> None: ...
+
     def jobs_held(self, counts: Mapping[str, int]) -> None: ...
 
 
 class NoPeerMetrics:
     def round_done(self, scheme: str, report: RoundReport, names: Mapping[int, str]) -> None:
+        pass
+
+    def known_neighbours(self, names: Sequence[str]) -> None:
         pass
 
     def jobs_held(self, counts: Mapping[str, int]) -> None:
@@ -275,14 +280,15 @@ class PeerNode:
             self._jobs[a.job_id] = entry
         if old is not None:
             self._end(old)
+        self._metrics.known_neighbours([n.name for n in a.neighbours])
         self._publish()
         return len(data), sum(int(X.shape[0]) for X, _ in data)
 
     def _emulation(self, a: PeerAssignment) -> RuntimeStraggle:
         config = self._straggle
-        if a.straggle:
+        if a.straggle or a.compute_seconds > 0:  # the job's emulation replaces the peer's own
             try:
-                config = parse_straggle(a.straggle, a.compute_seconds)
+                config = parse_straggle(a.straggle or "none", a.compute_seconds)
             except ValueError as exc:
                 raise InvalidInput(f"straggle: {exc}") from None
         # One stream per (peer seed, job seed): the same seed gives every scheme of a comparison

@@ -499,6 +499,12 @@ class PeerMetrics(ServiceMetrics):
         if math.isfinite(report.local_consensus):
             self.consensus.set(report.local_consensus)
 
+    def known_neighbours(self, names: Sequence[str]) -> None:
+        """Export a job's neighbours at 0 before its first round (rate() needs a first sample)."""
+        for name in names:
+            self.gossip_seconds.labels(name)
+            self.missing.labels(name)
+
     def jobs_held(self, counts: Mapping[str, int]) -> None:
         for state, count in counts.items():
             self.jobs.labels(state).set(count)

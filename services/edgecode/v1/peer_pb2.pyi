@@ -142,9 +142,11 @@ class PeerJobHeader(_message.Message):
     report_params_every: _builtins.int
     """Attach x_i to every k-th report (0: only to the last one)."""
     straggle: _builtins.str
-    """Straggler emulation for this job (e.g. "bernoulli:p=0.3,factor=5"); empty: the peer's own."""
+    """Straggler emulation for this job (e.g. "bernoulli:p=0.3,factor=5"); with compute_seconds it
+    replaces the peer's own emulation; both empty / 0: the peer's own.
+    """
     compute_seconds: _builtins.float
-    """Emulated seconds to process the WHOLE data set, with `straggle`."""
+    """Emulated seconds to process the WHOLE data set (a peer spends its fraction of it)."""
     emulation_seed: _builtins.int
     """Seed of this job's straggler emulation (the same seed gives the same straggle pattern)."""
     @_builtins.property
