@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,6 +187,47 @@ def test_the_coordinator_is_not_on_the_round_path(
     final = client.wait(spec.job_id, timeout=60)
     assert final.state == SUCCEEDED and final.rounds_done == spec.rounds
     assert all(r.peers == N_PEERS for r in final.records)
+
+
+def test_the_gossip_command(cluster: LocalGossipCluster, tmp_path: Path) -> None:
+    """``edgecode gossip`` launches and follows a job; a graph file is read by the client and
+    sent as an edge list (the coordinator reads no file a request names)."""
+    import json
+
+    from edgecode.cli import main
+
+    graph = tmp_path / "square.txt"
+    graph.write_text("# a 4-cycle with one chord\n0 1\n1 2\n2 3\n3 0\n0 2\n")
+    out = tmp_path / "job.json"
+    code = main(
+        [
+            "gossip",
+            "--coordinator",
+            cluster.coordinator_address,
+            "--graph",
+            str(graph),
+            "--peers",
+            "4",
+            "--scheme",
+            "gossip-wait",
+            "--rounds",
+            "15",
+            "--dataset",
+            DATASET,
+            "--lr",
+            "0.5",
+            "--job-id",
+            "from-the-cli",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    row = json.loads(out.read_text())
+    assert row["state"] == "succeeded" and row["graph"] == "edges" and row["n_peers"] == 4
+    assert len(row["loss"]) == 15 and all(v is not None for v in row["loss"])
+    assert row["loss"][-1] < row["loss"][0]
+    assert row["skipped_gradients"] == [0] * 15  # gossip-wait never skips
 
 
 def test_killed_peers_the_job_goes_on_then_stops_when_disconnected(
