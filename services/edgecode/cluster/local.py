@@ -368,6 +368,10 @@ class LocalGossipCluster(LocalCluster):
         super().__init__(setup, workdir, python)
         self.peers = peers
 
+    def __enter__(self) -> LocalGossipCluster:
+        self.start()
+        return self
+
     def start(self) -> None:
         s = self.setup
         try:
