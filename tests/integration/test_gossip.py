@@ -56,8 +56,9 @@ BASE = GossipJobSpec(
     straggle="bernoulli:p=0.2,factor=10",
     compute_seconds=0.02,
 )
-#: Slack for scheduling on a loaded machine (2 shared cores), on top of the deadlines.
-SLACK_SECONDS = 0.5
+#: Slack for scheduling on a loaded machine (2 cores shared by several sessions), on top of the
+#: deadlines.
+SLACK_SECONDS = 0.4
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -163,10 +164,12 @@ def test_a_paused_peer_delays_the_others_at_most_one_gossip_deadline(
     # some rounds ran without peer 5's value (at its neighbours 4 and 6) ...
     missing = [t for r in final.records for t in r.peer_timings if t.missing and t.peer != 5]
     assert {t.peer for t in missing} >= {4, 6}
-    # ... and no other peer's round lasted longer than its deadlines allow
-    bound = 2 * spec.partition_deadline_seconds + gossip_deadline + SLACK_SECONDS
-    longest = max(t.round_seconds for r in final.records for t in r.peer_timings if t.peer != 5)
-    assert math.isfinite(longest) and longest <= bound
+    # ... and no other peer waited longer than one gossip deadline in any round (from sending
+    # its value to mixing: sending never blocks on the paused peer)
+    waits = np.array(
+        [t.gossip_seconds for r in final.records for t in r.peer_timings if t.peer != 5]
+    )
+    assert np.all(np.isfinite(waits)) and np.all(waits <= gossip_deadline + SLACK_SECONDS)
     gaps = np.array([r.gap for r in final.records])
     assert np.all(np.isfinite(gaps)) and gaps[-1] < 1e-2
 
@@ -253,6 +256,7 @@ def test_killed_peers_the_job_goes_on_then_stops_when_disconnected(
         for neighbour in (2, 4):
             assert timings[neighbour].missing >= 1
             assert timings[neighbour].round_seconds <= bound
+            assert timings[neighbour].gossip_seconds <= gossip_deadline + SLACK_SECONDS
         assert math.isfinite(record.gap)
     cluster.kill("peer-7")
     wait_until(lambda: client.status(spec.job_id).state == JOB_FAILED, timeout=30)
