@@ -43,6 +43,8 @@ PEER_MODELS = ("least_squares", "logistic", "softmax")
 #: Bounds of every request field (a request beyond them is refused with INVALID_ARGUMENT).
 MAX_PEERS = 1024
 MAX_ROUNDS = 1_000_000
+#: Rounds a gossip job may ask for (the coordinator keeps one record per round).
+MAX_JOB_ROUNDS = 100_000
 MAX_PARTITIONS = 10_000
 MAX_NAME_LENGTH = 256
 MAX_SPEC_LENGTH = 512
@@ -320,7 +322,7 @@ class GossipJobSpec:
         if self.model and self.model not in PEER_MODELS:
             raise InvalidInput(f"model must be one of {list(PEER_MODELS)}, got {shown(self.model)}")
         _finite(self.l2, "l2")
-        _count(self.rounds, "rounds", 1, MAX_ROUNDS)
+        _count(self.rounds, "rounds", 1, MAX_JOB_ROUNDS)
         _finite(self.learning_rate, "learning_rate", 0.0, 1e3)
         _finite(self.decay_rounds, "decay_rounds", 0.0, 1e12)
         for name in ("partition_deadline_seconds", "gossip_deadline_seconds"):
@@ -415,6 +417,7 @@ __all__ = [
     "GOSSIP_FINAL",
     "GOSSIP_JOB_STATES",
     "GOSSIP_SCHEMES",
+    "MAX_JOB_ROUNDS",
     "PEER_MODELS",
     "PEER_STATES",
     "GossipJobSpec",

@@ -437,12 +437,27 @@ def start_coordinator(servers: Any) -> CoordinatorUnderTest:
     )
 
 
+def coordinator_addresses(servers: Any) -> list[str]:
+    """Addresses of the coordinators the fixture started."""
+    return [
+        f"127.0.0.1:{service.port}"
+        for service in servers.services
+        if "edgecode.v1.Coordinator" in service.names
+    ]
+
+
 def start_gossip(stub: Any, **values: Any) -> Any:
     request = coordinator_pb2.StartGossipJobRequest(spec=coordinator_pb2.GossipJobSpec(**values))
     return stub.StartGossipJob(request, timeout=60.0)
 
 
-def test_a_gossip_job_over_grpc_in_one_process(inproc_servers: Any) -> None:
+def test_a_gossip_job_over_grpc_in_one_process(
+    inproc_servers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edgecode.coordinator.gossip as gossip_module
+    from edgecode.coordinator.client import GossipClient
+
+    monkeypatch.setattr(gossip_module, "MAX_RECORDS_PER_ANSWER", 7)  # the client pages
     coordinator = start_coordinator(inproc_servers)
     peers = [start_peer(inproc_servers) for _ in range(4)]
     for i, p in enumerate(reversed(peers)):
@@ -470,6 +485,12 @@ def test_a_gossip_job_over_grpc_in_one_process(inproc_servers: Any) -> None:
             time.sleep(0.05)
             final = coordinator.jobs.status("g")
         assert final.state == "succeeded", final.message
+        client = GossipClient(coordinator_addresses(inproc_servers)[0])
+        try:
+            final = client.complete("g")  # every record, over 5 pages of 7
+        finally:
+            client.close()
+        assert [r.round for r in final.records] == list(range(30))
         gaps = np.array([r.gap for r in final.records])
         assert np.all(np.isfinite(gaps)) and gaps[-1] <= 1e-3 and gaps[-1] < gaps[0]
         assert all(r.peers == 4 and r.missing_values == 0 for r in final.records)
@@ -485,6 +506,10 @@ def test_a_gossip_job_over_grpc_in_one_process(inproc_servers: Any) -> None:
         )
         assert [r.round for r in reply.records] == [25, 26, 27, 28, 29]
         assert all(len(r.peer_timings) == 4 for r in reply.records)
+        reply = coordinator.stub.GetGossipJob(
+            coordinator_pb2.GetGossipJobRequest(job_id="g"), timeout=CALL_TIMEOUT
+        )
+        assert [r.round for r in reply.records] == list(range(7))
     finally:
         coordinator.jobs.close()
         for p in peers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from edgecode import wire
 from edgecode.gossip_records import GOSSIP_FINAL, GossipJobSpec, GossipJobStatus
@@ -54,12 +55,24 @@ class GossipClient:
             status = self.status(job_id, from_round=seen)
             if progress is not None:
                 progress(status)
-            seen = status.rounds_done
-            if status.state in GOSSIP_FINAL:
-                return self.status(job_id, include_peer_timings=True)
+            seen = status.records[-1].round + 1 if status.records else seen
+            if status.state in GOSSIP_FINAL and seen >= status.rounds_done:
+                return self.complete(job_id)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gossip job {job_id} still {status.state} after {timeout} s")
-            time.sleep(poll_seconds)
+            if seen >= status.rounds_done:
+                time.sleep(poll_seconds)
+
+    def complete(self, job_id: str) -> GossipJobStatus:
+        """The status with every record (paged) and the per-peer timings the coordinator kept."""
+        first = self.status(job_id, include_peer_timings=True)
+        records = list(first.records)
+        while records and records[-1].round + 1 < first.rounds_done:
+            page = self.status(job_id, records[-1].round + 1, include_peer_timings=True)
+            if not page.records:
+                break
+            records.extend(page.records)
+        return replace(first, records=tuple(records))
 
     def close(self) -> None:
         self._channel.close()

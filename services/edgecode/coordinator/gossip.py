@@ -63,8 +63,11 @@ log = logging.getLogger(__name__)
 
 #: Gossip jobs kept (finished ones are forgotten oldest first beyond this).
 MAX_GOSSIP_JOBS = 64
-#: Records that keep their per-peer timings (older records keep only the aggregates).
-MAX_TIMED_RECORDS = 2_000
+#: Per-peer timings kept over a job's records (the newest records keep theirs; older ones keep
+#: only the aggregates): at most this many PeerRoundTiming objects per job.
+MAX_TIMINGS = 200_000
+#: Records in one status answer (a client pages with from_round).
+MAX_RECORDS_PER_ANSWER = 10_000
 
 
 class PeerUnreachable(EdgecodeError):
@@ -314,9 +317,10 @@ class GossipJobs:
             record = self._record(job, r, got)
             job.pending.pop(r, None)
             job.records.append(record)
-            if len(job.records) > MAX_TIMED_RECORDS:
-                old = job.records[-MAX_TIMED_RECORDS - 1]
-                job.records[-MAX_TIMED_RECORDS - 1] = replace(old, peer_timings=())
+            timed = max(10, MAX_TIMINGS // job.n)
+            if len(job.records) > timed:
+                old = job.records[-timed - 1]
+                job.records[-timed - 1] = replace(old, peer_timings=())
             self._metrics.recorded(
                 job.job_id,
                 job.plan.spec.scheme,
@@ -382,6 +386,8 @@ class GossipJobs:
 
     # ---- status and stop ----------------------------------------------------------------------
     def status(self, job_id: str, from_round: int = 0) -> GossipJobStatus:
+        """The job's state and its records of rounds ``from_round`` onwards (at most
+        ``MAX_RECORDS_PER_ANSWER`` of them)."""
         check_job_id(job_id)
         with self._lock:
             job = self._jobs.get(job_id)
@@ -402,7 +408,9 @@ class GossipJobs:
                 dead=tuple(sorted(job.dead)),
                 unresponsive=tuple(sorted(job.unresponsive)),
                 rounds_done=len(job.records),
-                records=tuple(job.records[max(0, from_round) :]),
+                records=tuple(
+                    job.records[max(0, from_round) : max(0, from_round) + MAX_RECORDS_PER_ANSWER]
+                ),
                 initial_loss=plan.evaluator.loss(plan.evaluator.initial),
                 setup_seconds=job.setup_seconds,
             )
