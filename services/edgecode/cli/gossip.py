@@ -250,6 +250,7 @@ def _bench_goco(args: argparse.Namespace) -> int:
             workdir=out / "cluster",
             progress=lambda text: status.update(text),
         )
+    console.print(report["note"])
     columns = ["source", "graph", "p", "scheme", "d", "gap", "rounds to target", "wall to target"]
     table(
         f"GOCO vs baselines: 12 peers, non-iid, gap after {args.rounds} rounds",
