@@ -27,7 +27,22 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import require_infra
+
+def _load_require_infra() -> Any:
+    # "from conftest import ..." picks up whichever conftest module was imported first (the
+    # integration tests' when the whole suite runs): load tests/conftest.py by path instead.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "edgecode_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.require_infra
+
+
+require_infra = _load_require_infra()
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(120)]
 

@@ -10,6 +10,8 @@ own OS process on loopback (port 0), started once for the module.
   over the remaining connected graph; killing a second one that disconnects the ring stops the
   job with a message naming the groups left;
 - SIGTERM stops a peer cleanly (exit code 0).
+
+The tests run in any order (pytest-randomly): the ones that kill or stop peers start them again.
 """
 
 from __future__ import annotations
@@ -236,6 +238,14 @@ def test_the_gossip_command(cluster: LocalGossipCluster, tmp_path: Path) -> None
 def test_killed_peers_the_job_goes_on_then_stops_when_disconnected(
     cluster: LocalGossipCluster, client: GossipClient
 ) -> None:
+    try:
+        _kill_two_peers(cluster, client)
+    finally:  # the other tests of the module need all 8 peers again
+        for name in ("peer-3", "peer-7"):
+            cluster.restart_peer(name)
+
+
+def _kill_two_peers(cluster: LocalGossipCluster, client: GossipClient) -> None:
     gossip_deadline = 0.2
     spec = replace(BASE, job_id="kill", rounds=100_000, gossip_deadline_seconds=gossip_deadline)
     client.start(spec)
@@ -284,5 +294,8 @@ def test_sigterm_stops_a_peer_cleanly(cluster: LocalGossipCluster) -> None:
     assert process is not None and process.poll() is None
     started = time.monotonic()
     os.kill(process.pid, signal.SIGTERM)
-    assert process.wait(15) == 0
-    assert time.monotonic() - started < 10
+    try:
+        assert process.wait(15) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        cluster.restart_peer("peer-0")

@@ -410,6 +410,29 @@ class LocalGossipCluster(LocalCluster):
             ],
         )
 
+    def restart_peer(self, name: str, timeout: float = START_TIMEOUT) -> Process:
+        """Kill a peer if it runs, start it again under the same name and wait until the
+        coordinator lists it at its new address."""
+        self.kill(name)
+        process = self.spawn_peer(next(p for p in self.peers if p.name == name))
+        self._wait_ready([process], timeout)
+        channel = make_channel(self.coordinator_address)
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    nodes = stub.GetCluster(coordinator_pb2.GetClusterRequest(), timeout=5).nodes
+                    if any(n.name == name and n.address == process.address for n in nodes):
+                        return process
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} did not register again within {timeout} s")
+                time.sleep(0.05)
+        finally:
+            channel.close()
+
     @property
     def coordinator_address(self) -> str:
         return self.processes["coordinator"].address
