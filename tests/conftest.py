@@ -1,15 +1,2 @@
-"""Shared test helpers."""
-
-from __future__ import annotations
-
-import os
-
-import pytest
-
-
-def require_infra(reason: str) -> None:
-    """Skip when infrastructure is missing on a user's machine; fail in CI
-    (``EDGECODE_REQUIRE_INFRA=1``), where .ci/run installs it."""
-    if os.environ.get("EDGECODE_REQUIRE_INFRA") == "1":
-        pytest.fail(f"required infrastructure missing: {reason}")
-    pytest.skip(reason)
+"""Fixtures for every test. Plain helper functions shared across folders live in
+``tests/helpers.py`` (``from helpers import ...``): a conftest is never imported by name."""

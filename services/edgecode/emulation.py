@@ -39,6 +39,9 @@ MODELS = {
     "markov": "markov",
     "slow": "markov",
 }
+#: WorkerSpec fields a --straggle spec does not set (the model is its name; links are flags).
+NOT_KEYS = ("name", "model", "link_seconds")
+WORKER_PREFIX = "worker 'worker': "
 #: Rate used when no random part is wanted (mean 1e-9 s for the whole data set).
 DETERMINISTIC_RATE = 1e9
 
@@ -54,6 +57,7 @@ class StraggleConfig:
     def emulates(self) -> bool:
         return (
             self.compute_seconds > 0
+            or self.spec.shift > 0
             or self.spec.slow_factor > 1
             or self.spec.rate < DETERMINISTIC_RATE
         )
@@ -69,23 +73,26 @@ def parse_straggle(text: str, compute_seconds: float = 0.0) -> StraggleConfig:
     name, _, rest = text.strip().partition(":")
     if name not in MODELS:
         raise ValueError(f"--straggle: model must be one of {sorted(MODELS)}, got {name!r}")
-    values: dict[str, float | bool | str] = {"model": MODELS[name], "rate": DETERMINISTIC_RATE}
+    values: dict[str, float | bool | str] = {
+        "model": MODELS[name],
+        "rate": DETERMINISTIC_RATE,
+        "shift": 0.0,
+    }
     if name == "slow":
         values.update(slow=True, p_slow=1.0, q_as=0.0, q_sa=0.0, slow_factor=5.0)
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, raw = item.partition("=")
         key = ALIASES.get(key.strip(), key.strip())
-        if (
-            not sep
-            or key not in WorkerSpec.__dataclass_fields__
-            or key in ("name", "model", "shift")
-        ):
+        if not sep or key not in WorkerSpec.__dataclass_fields__ or key in NOT_KEYS:
             raise ValueError(f"--straggle: bad item {item!r} (expected key=value, e.g. factor=5)")
         try:
             values[key] = bool(int(raw)) if key == "slow" else float(raw)
         except ValueError:
             raise ValueError(f"--straggle: {key} must be a number, got {raw!r}") from None
-    spec = WorkerSpec(name="worker", shift=0.0, **values)  # type: ignore[arg-type]
+    try:
+        spec = WorkerSpec(name="worker", **{"shift": 0.0, **values})  # type: ignore[arg-type]
+    except ValueError as exc:  # WorkerSpec names the key; the worker's name means nothing here
+        raise ValueError(f"--straggle: {str(exc).removeprefix(WORKER_PREFIX)}") from None
     return StraggleConfig(spec=spec, compute_seconds=compute_seconds)
 
 

@@ -70,6 +70,8 @@ class PlacementHeader:
     epoch: int
     #: rows of each partition, in the order of ``partitions``
     rows: tuple[int, ...] = ()
+    #: several vectors per answer: the message index of each partition (empty: one vector)
+    groups: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,15 @@ class RoundRecord:
     loss: float
     stragglers: int
     wall_seconds: float
+    #: fraction of the partitions the round's result holds (1 for exact schemes)
+    recovered_fraction: float = 1.0
+    #: approximate schemes: ||B_A^T a - 1||^2 / K (0 when exact)
+    residual: float = 0.0
+    #: where the round's time went at the master (the bench's breakdown)
+    send_seconds: float = 0.0
+    wait_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    step_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,18 @@ class JobConfig:
     profile_rounds: int = 3
     replan_every: int = 0
     lr_schedule: str = ""
+    alpha: float = 1.0
+    partial_design: str = "auto"
+    vectors: int = 0
+    partial_scale: str = "rescale"
+    base_code: str = "crc"
+    wait: int = 0
+    shuffle_every: int = 0
+    shuffle: str = "random"
+    shuffle_budget: int = 0
+    verify: bool = False
+    verify_slack_seconds: float = 0.05
+    quarantine_after: int = 3
 
     def optimizer_object(self) -> Any:
         """A fresh optimizer of this job (ValueError naming a bad spec)."""
@@ -131,10 +154,9 @@ class JobConfig:
         """Refuse at submission what could only fail later (INVALID_ARGUMENT, nothing started)."""
         from edgecode.learning.datasets import check_dataset_spec
         from edgecode.learning.references import check_model_reference
-        from edgecode.planning.plans import SCHEMES
 
-        if self.scheme not in SCHEMES:
-            raise InvalidInput(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if self.scheme not in JOB_SCHEMES:
+            raise InvalidInput(f"scheme must be one of {JOB_SCHEMES}, got {self.scheme!r}")
         for name in ("dataset", "model", "optimizer", "lr_schedule", "job_id"):
             if len(getattr(self, name)) > MAX_SPEC_LENGTH:
                 raise InvalidInput(f"{name} is longer than {MAX_SPEC_LENGTH} characters")
@@ -169,6 +191,7 @@ class JobConfig:
                 f"partitions must be at most {MAX_PARTITIONS} (0 = chosen from the code), got "
                 f"{self.partitions}"
             )
+        self._validate_scheme_options()
         counts = (
             "partitions",
             "checkpoint_every",
@@ -177,6 +200,10 @@ class JobConfig:
             "seed",
             "profile_rounds",
             "replan_every",
+            "vectors",
+            "wait",
+            "shuffle_every",
+            "shuffle_budget",
         )
         negative = [name for name in counts if getattr(self, name) < 0]
         if negative:
@@ -184,7 +211,32 @@ class JobConfig:
         if self.job_id and not JOB_ID.match(self.job_id):
             raise InvalidInput(f"job_id must be 1-64 letters, digits, - or _, got {self.job_id!r}")
 
+    def _validate_scheme_options(self) -> None:
+        """The options of partial recovery and approximate decoding."""
+        if not (0 < self.alpha <= 1):  # NaN fails too
+            raise InvalidInput(f"alpha must satisfy 0 < alpha <= 1, got {self.alpha}")
+        choices = {
+            "partial_design": ("auto", "cyclic", "subset"),
+            "partial_scale": ("rescale", "none", "inverse-probability"),
+            "base_code": ("frc", "crc"),
+            "shuffle": ("random", "aware"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InvalidInput(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not (0 <= self.verify_slack_seconds <= self.round_deadline_seconds):
+            raise InvalidInput(
+                "verify_slack_seconds must be in [0, round_deadline_seconds], got "
+                f"{self.verify_slack_seconds}"
+            )
+        if self.quarantine_after < 1:
+            raise InvalidInput(f"quarantine_after must be >= 1, got {self.quarantine_after}")
+        if self.scheme == "approx-shuffle" and not self.shuffle_every:
+            raise InvalidInput("approx-shuffle needs shuffle_every >= 1 (rounds between shuffles)")
 
+
+#: The schemes of a training job (see master/layout.py).
+JOB_SCHEMES = ("hgc", "flat", "uncoded", "ignore", "partial", "approx", "approx-shuffle")
 MATRIX_SCHEMES = ("sparse", "dense", "poly", "uncoded")
 #: Largest n a matrix job may use (the condition scan enumerates k-subsets up to a limit).
 MAX_MATRIX_WORKERS = 256
@@ -243,6 +295,11 @@ class JobStatus:
     placements: int = 0
     setup_seconds: float = 0.0
     placement_seconds: float = 0.0
+    partition_usage: tuple[float, ...] = ()
+    shuffle_bytes: int = 0
+    shuffles: int = 0
+    inconsistent_rounds: int = 0
+    quarantined: tuple[str, ...] = ()
     params: np.ndarray | None = None
     param_history: tuple[np.ndarray, ...] = ()
 

@@ -10,10 +10,10 @@ At the first "complete" the collector cancels every source still running; when t
 passes first (or every source ended), the rule gets one last word (:meth:`Rule.at_deadline`:
 the best approximate combination, or None and the round fails with the rule's reason).
 
-Rules here: exact decoding from any decodable set (flat and hierarchical codes, both layers,
-with cached decoding vectors), all-of-n (uncoded), fastest n - s rescaled (ignore stragglers)
-and first-k of a matrix code. Other papers' rules (partial recovery, least squares by a
-deadline) implement the same protocol next to their codes.
+The rules live in :mod:`edgecode.rules` (exact decoding from any decodable set, all-of-n,
+fastest n - s rescaled, first-k of a matrix code), :mod:`edgecode.verification` (exact decoding
+checked against spare arrivals) and next to their codes (partial recovery, least squares by a
+deadline).
 
 A straggler cut-off is a deadline or a first-k completion, never a sleep (STYLE.md, 10).
 
@@ -27,6 +27,7 @@ Example
 >>> collector = Round(senders={"w0": 0, "w1": 1, "w2": 2}, shape=(3,), deadline_seconds=1.0)
 >>> for name in ("w2", "w0"):
 ...     collector.add(Ready(name, Message(name, messages[int(name[1])])))
+>>> from edgecode.rules import ExactRule
 >>> outcome = collector.decide(ExactRule(3, code.decode_vector))
 >>> np.round(outcome.decoded.value, 12).tolist(), outcome.decoded.used
 ([1.0, 1.0, 1.0], (2, 0))
@@ -45,11 +46,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgecode.codes.combine import Decoded, MessageBuffer, Rule
-from edgecode.errors import InvalidInput, NotDecodable, RoundFailed
+from edgecode.codes.combine import Decoded, Rule
+from edgecode.errors import InvalidInput, RoundFailed
 from edgecode.records import Timing
 
 log = logging.getLogger(__name__)
+
+#: The queue entry that ends a round's arrivals at once (:meth:`Round.interrupt`).
+_INTERRUPT = "\x00interrupt"
 
 FloatArray = np.ndarray
 
@@ -70,6 +74,8 @@ class Message:
     vector: FloatArray
     compute_seconds: float = 0.0
     timings: tuple[Timing, ...] = ()
+    #: nodes the source caught lying (an edge's verifying rule), left out of the vector
+    suspects: tuple[str, ...] = ()
 
 
 class Pending(Protocol):
@@ -215,6 +221,8 @@ class Outcome:
     #: sources cancelled or failed: the stragglers of this layer
     stragglers: tuple[str, ...]
     seconds: float
+    #: nodes caught lying this round: by this layer's rule, or reported by the sources
+    suspects: tuple[str, ...] = ()
 
     @property
     def timings(self) -> tuple[Timing, ...]:
@@ -259,6 +267,7 @@ class Round:
         self._reported: dict[str, Timing] = {}
         self._errors: dict[str, str] = {}
         self._stragglers: tuple[str, ...] = ()
+        self._suspects: set[str] = set()
         #: sources cut off by close() before they delivered anything (named by failure())
         self._silent: tuple[str, ...] = ()
 
@@ -289,6 +298,8 @@ class Round:
                 name, message, error, stamp = self._queue.get(timeout=remaining)
             except queue.Empty:
                 return
+            if name is _INTERRUPT:
+                return
             seconds = stamp - self.started
             if message is None:
                 self._end(name, error, seconds)
@@ -297,6 +308,10 @@ class Round:
             self._note(name, message, seconds, problem)
             if problem is None and index is not None:
                 yield index, message, seconds
+
+    def interrupt(self) -> None:
+        """End :meth:`arrivals` now (the caller of the round went away); safe from any thread."""
+        self._queue.put((_INTERRUPT, None, None, self._clock()))
 
     def _check(self, message: Message) -> tuple[int | None, str | None]:
         index = self._senders.get(message.sender)
@@ -317,6 +332,7 @@ class Round:
         self._observer.received(int(message.vector.nbytes))
         for timing in message.timings:
             self._reported[timing.node] = timing
+        self._suspects.update(message.suspects)
         if problem is not None:
             log.debug("round: %s from %s: %s", message.sender, name, problem)
             self._errors[message.sender] = problem
@@ -337,16 +353,23 @@ class Round:
                 self._first[name] = Timing(name, seconds, False, error=text)
 
     # -- deciding -----------------------------------------------------------------------------
-    def decide(self, rule: Rule) -> Outcome:
+    def decide(self, rule: Rule, slack: float = 0.0) -> Outcome:
         """Offer every arrival to ``rule`` until it is complete (then cancel the rest) or the
-        deadline passes; raises :class:`RoundFailed` when the rule has no result."""
+        deadline passes; raises :class:`RoundFailed` when the rule has no result.
+
+        ``slack`` > 0: once the rule reports a provisional result (``rule.provisional()``, a
+        verifying rule waiting for a spare arrival), the round waits at most ``slack`` more
+        seconds before the rule's :meth:`~Rule.at_deadline` decides."""
         decoded: Decoded | None = None
         spent = 0.0
+        provisional = getattr(rule, "provisional", None)
         try:
             for index, message, _seconds in self.arrivals():
                 start = self._clock()
                 complete = rule.offer(index, message.vector)
                 spent += self._clock() - start
+                if not complete and slack > 0 and provisional is not None and provisional():
+                    self.deadline = min(self.deadline, self._clock() + slack)
                 if complete:
                     start = self._clock()
                     decoded = rule.result()
@@ -359,12 +382,15 @@ class Round:
         self._observer.decoded(spent)
         if decoded is None:
             raise RoundFailed(self.failure(rule.failure()))
+        names = {index: name for name, index in self._senders.items()}
+        liars = {names[i] for i in decoded.suspects if i in names} | self._suspects
         return Outcome(
             decoded=decoded,
             sources=tuple(self._first.values()),
             reported=tuple(self._reported.values()),
             stragglers=stragglers,
             seconds=self._clock() - self.started,
+            suspects=tuple(sorted(liars)),
         )
 
     def failure(self, reason: str) -> str:
@@ -429,166 +455,9 @@ def describe(error: BaseException) -> str:
             name = code().name
             said = details() or ""
         except Exception:  # a cancelled future's error may not carry a status
-            return type(error).__name__
+            return str(error) or type(error).__name__
         words = _IN_WORDS.get(name)
         if words is None:
             return said or name.lower().replace("_", " ")
         return words
     return str(error) or type(error).__name__
-
-
-# ---- rules -------------------------------------------------------------------------------------
-
-
-class ExactRule:
-    """Exact decoding from the first decodable set of senders.
-
-    ``decode_vector(alive)`` returns a vector over all senders (zero outside ``alive``) whose
-    combination of the messages is the exact target, or raises :class:`NotDecodable`; codes
-    cache it per alive set (``GradientCode.decode_vector`` for flat codes and the edge layer,
-    ``HierarchicalCode.master_decode_vector`` for the master of a hierarchical code).
-    """
-
-    def __init__(
-        self,
-        n_senders: int,
-        decode_vector: Callable[[Sequence[int]], FloatArray],
-        needed: int = 1,
-    ) -> None:
-        self.n_senders = n_senders
-        self._decode_vector = decode_vector
-        #: no decoding is attempted below this many arrivals (n - s for a code tolerating s)
-        self._needed = max(1, needed)
-        self._buffer: MessageBuffer | None = None
-        self._weights: FloatArray | None = None
-
-    def offer(self, sender: int, message: FloatArray) -> bool:
-        if self._buffer is None:
-            self._buffer = MessageBuffer(self.n_senders, int(message.shape[0]))
-        self._buffer.add(sender, message)
-        if len(self._buffer.senders) < self._needed:
-            return False
-        try:
-            self._weights = self._decode_vector(self._buffer.senders)
-        except NotDecodable:
-            return False
-        return True
-
-    def result(self) -> Decoded:
-        if self._buffer is None or self._weights is None:
-            raise NotDecodable("the round is not decodable yet")
-        weights = self._weights
-        used = tuple(i for i in self._buffer.senders if weights[i] != 0)
-        return Decoded(self._buffer.combine(weights), used, weights)
-
-    def at_deadline(self) -> Decoded | None:
-        return None
-
-    def failure(self) -> str:
-        arrived = 0 if self._buffer is None else len(self._buffer.senders)
-        return (
-            f"{arrived} of {self.n_senders} usable results arrived and they do not determine the "
-            f"exact answer (at least {self._needed} needed)"
-        )
-
-
-def all_of(n_senders: int) -> ExactRule:
-    """Uncoded: every sender's plain sum is needed; the result is their sum."""
-    ones = np.ones(n_senders)
-
-    def decode_vector(alive: Sequence[int]) -> FloatArray:
-        if len(set(alive)) < n_senders:
-            raise NotDecodable(f"uncoded: {len(set(alive))} of {n_senders} results arrived")
-        return ones
-
-    return ExactRule(n_senders, decode_vector, needed=n_senders)
-
-
-class FastestRule:
-    """Ignore stragglers: the first ``n - s`` senders' plain sums, rescaled by ``n / (n - s)``
-    (fast, and biased: the baseline that is NOT exact)."""
-
-    def __init__(self, n_senders: int, stragglers: int) -> None:
-        if not 0 <= stragglers < n_senders:
-            raise InvalidInput(f"stragglers must be in [0, {n_senders - 1}], got {stragglers}")
-        self.n_senders = n_senders
-        self._needed = n_senders - stragglers
-        self._scale = n_senders / self._needed
-        self._buffer: MessageBuffer | None = None
-
-    def offer(self, sender: int, message: FloatArray) -> bool:
-        if self._buffer is None:
-            self._buffer = MessageBuffer(self.n_senders, int(message.shape[0]))
-        self._buffer.add(sender, message)
-        return len(self._buffer.senders) >= self._needed
-
-    def result(self) -> Decoded:
-        if self._buffer is None or len(self._buffer.senders) < self._needed:
-            raise NotDecodable("fewer than n - s results arrived")
-        weights = np.zeros(self.n_senders)
-        weights[list(self._buffer.senders)] = self._scale
-        return Decoded(
-            self._buffer.combine(weights),
-            self._buffer.senders,
-            weights,
-            exact=False,
-            scale=self._scale,
-        )
-
-    def at_deadline(self) -> Decoded | None:
-        return None
-
-    def failure(self) -> str:
-        arrived = 0 if self._buffer is None else len(self._buffer.senders)
-        return f"{arrived} of the {self._needed} fastest results needed arrived"
-
-
-class MatrixCode(Protocol):
-    """What :class:`FirstKRule` needs of a k-of-n matrix code (``codes.matrix``)."""
-
-    @property
-    def k(self) -> int: ...
-
-    @property
-    def n_workers(self) -> int: ...
-
-    def decode(self, results: Mapping[int, Any]) -> list[FloatArray]: ...
-
-    def select_workers(self, available: Iterable[int]) -> tuple[int, ...]: ...
-
-
-class FirstKRule:
-    """First k results of a k-of-n matrix code that give a non-singular decoding matrix.
-
-    Worker i's result is divided by ``scale[i]`` (a product code's B-side coefficient) before
-    decoding; :attr:`Decoded.value` holds the k block results stacked along axis 0.
-    """
-
-    def __init__(self, code: MatrixCode, scale: FloatArray | None = None) -> None:
-        self.n_senders = code.n_workers
-        self._code = code
-        self._scale = np.ones(code.n_workers) if scale is None else np.asarray(scale)
-        self._results: dict[int, FloatArray] = {}
-        self._blocks: list[FloatArray] | None = None
-
-    def offer(self, sender: int, message: FloatArray) -> bool:
-        self._results[sender] = np.asarray(message) / self._scale[sender]
-        if len(self._results) < self._code.k:
-            return False
-        try:
-            self._blocks = self._code.decode(self._results)
-        except NotDecodable:
-            return False  # a singular subset: wait for one more result
-        return True
-
-    def result(self) -> Decoded:
-        if self._blocks is None:
-            raise NotDecodable("fewer than k usable results")
-        used = self._code.select_workers(self._results.keys())
-        return Decoded(np.stack(self._blocks), tuple(used))
-
-    def at_deadline(self) -> Decoded | None:
-        return None
-
-    def failure(self) -> str:
-        return f"{len(self._results)} of the {self._code.k} results needed arrived"

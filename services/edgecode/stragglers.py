@@ -429,27 +429,43 @@ def runtime_for(worker: WorkerSpec) -> WorkerRuntime:
 
 
 def fit_shifted_exponential(times: ArrayLike, fractions: ArrayLike) -> tuple[float, float]:
-    """Fit ``(shift, rate)`` of ``Y = shift + X``, ``X ~ Exponential(rate)``, from measurements.
+    """Fit ``(shift, rate)`` of ``Y = shift + X``, ``X ~ Exponential(rate)``, from measurements,
+    robustly to a few slow outlier rounds.
 
     ``times[j]`` is a measured compute time of a round in which the worker held the fraction
     ``fractions[j]`` of the data, so ``y_j = times[j] / fractions[j]`` are samples of ``Y``
     (seconds for the whole data set).
 
-    Maximum likelihood gives ``shift = min(y)`` and ``1 / rate = mean(y) - min(y)``, both biased
-    for small ``n``: ``min(y) - shift ~ Exponential(n rate)`` and
-    ``E[mean(y) - min(y)] = (n - 1) / (n rate)``. We return the unbiased (UMVU) versions::
+    A busy profiling round (another process on the device, a page-in) makes one ``y`` many
+    times too large; the plain maximum-likelihood fit (``1 / rate = mean(y) - min(y)``) then
+    follows it. Here the ``t = ceil(n / 5)`` largest of ``n >= 3`` samples are *censored*: only
+    known to be at least ``y_(r)``, ``r = n - t`` (the model's own view of the slowest rounds),
+    and the estimator is the unbiased (UMVU) one of a type-II censored exponential sample
+    (Epstein and Sobel, 1954)::
 
-        1 / rate = n (mean(y) - min(y)) / (n - 1)
-        shift    = min(y) - (1 / rate) / n           (clipped at 0)
+        1 / rate = [sum_{i <= r} (y_(i) - y_(1)) + t (y_(r) - y_(1))] / (r - 1)
+        shift    = y_(1) - (1 / rate) / n                   (clipped at 0)
+
+    The bracket is the sum of the ``r - 1`` normalised spacings ``(n - i + 1)(y_(i) - y_(i-1))``,
+    i.i.d. ``Exponential(rate)``, and ``y_(1) - shift ~ Exponential(n rate)``: both estimates are
+    exactly unbiased for clean samples at every ``n`` (the small-sample correction), with
+    ``Var(1 / rate) = 1 / (rate^2 (r - 1))``, and up to ``t`` slow outliers (one for
+    ``n <= 5``, two for ``n <= 10``) do not enter them at all. A fast outlier (below the true
+    shift) is not guarded against: compute cannot beat its deterministic part.
 
     Degenerate inputs give sane values instead of infinities:
 
     - one sample ``y``: shift and spread cannot be told apart; return ``shift = y / 2`` and
-      ``rate = 2 / y`` (the mean ``y`` is kept, half of it random);
-    - no spread (all ``y`` equal): ``1 / rate`` is floored at ``MIN_RELATIVE_SPREAD * mean(y)``
-      and the shift lowered to keep ``shift + 1 / rate = mean(y)``; all zeros give ``(0, 1e12)``.
+      ``rate = 2 / y`` (the mean ``y`` is kept, half of it random); two samples: no censoring;
+    - when the shift is clipped at 0, ``1 / rate`` becomes the fitted mean ``shift + 1 / rate``;
+    - no spread (all ``y`` equal): ``1 / rate`` is floored at ``MIN_RELATIVE_SPREAD`` times the
+      fitted mean and the shift lowered to keep it; all zeros give ``(0, 1e12)``.
 
-    The fitted mean ``shift + 1 / rate`` always equals ``mean(y)``.
+    Example
+    -------
+    >>> shift, rate = fit_shifted_exponential([1.1, 1.3, 1.2, 12.0], [1.0, 1.0, 1.0, 1.0])
+    >>> round(shift + 1 / rate, 2)  # the 12 s round counts as "at least 1.3 s"; mean(y) is 3.9
+    1.29
     """
     t = np.asarray(times, dtype=np.float64)
     f = np.asarray(fractions, dtype=np.float64)
@@ -461,22 +477,31 @@ def fit_shifted_exponential(times: ArrayLike, fractions: ArrayLike) -> tuple[flo
         raise ValueError("times must be finite and >= 0")
     if not np.all(np.isfinite(f)) or np.any(f <= 0) or np.any(f > 1):
         raise ValueError("fractions must be in (0, 1]")
-    y = t / f
+    y = np.sort(t / f)
     n = y.size
-    mean = float(y.mean())
-    if mean == 0.0:
+    if float(y[-1]) == 0.0:
         return 0.0, 1e12
     if n == 1:
-        return 0.5 * mean, 2.0 / mean
-    low = float(y.min())
-    spread = n * (mean - low) / (n - 1)
-    shift = max(0.0, low - spread / n)
-    # Keep the fitted mean equal to the sample mean when the shift was clipped at 0.
-    spread = mean - shift
+        return 0.5 * float(y[0]), 2.0 / float(y[0])
+    censored = censored_count(n)
+    r = n - censored
+    low = float(y[0])
+    spacings = float(np.sum(y[:r] - low)) + censored * (float(y[r - 1]) - low)
+    spread = spacings / (r - 1)
+    shift = low - spread / n
+    mean = shift + spread
+    if shift < 0.0:
+        shift, spread = 0.0, mean
     if spread < MIN_RELATIVE_SPREAD * mean:
         spread = MIN_RELATIVE_SPREAD * mean
         shift = max(0.0, mean - spread)
     return shift, 1.0 / spread
+
+
+def censored_count(n: int) -> int:
+    """How many of ``n`` samples :func:`fit_shifted_exponential` censors: ``ceil(n / 5)`` from
+    three samples on (at least two stay uncensored), none below."""
+    return 0 if n < 3 else -(-n // 5)
 
 
 def fit_worker(worker: WorkerSpec, times: ArrayLike, fractions: ArrayLike) -> WorkerSpec:
@@ -493,6 +518,7 @@ __all__ = [
     "StraggleClasses",
     "TraceRuntime",
     "WorkerRuntime",
+    "censored_count",
     "fit_shifted_exponential",
     "fit_worker",
     "lateness",

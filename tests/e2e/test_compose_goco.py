@@ -8,7 +8,6 @@ processes as ``tests/integration/test_gossip.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -19,19 +18,8 @@ import yaml
 
 from edgecode.cluster.docker import compose_program
 from edgecode.coordinator.gossip_plan import peer_index
+from helpers import require_infra
 
-
-def _load_require_infra() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "edgecode_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.require_infra
-
-
-require_infra = _load_require_infra()
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(120)]
 
 REPO = Path(__file__).resolve().parents[2]

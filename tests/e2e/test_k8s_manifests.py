@@ -27,22 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-
-def _load_require_infra() -> Any:
-    # "from conftest import ..." picks up whichever conftest module was imported first (the
-    # integration tests' when the whole suite runs): load tests/conftest.py by path instead.
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "edgecode_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.require_infra
-
-
-require_infra = _load_require_infra()
+from helpers import require_infra
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(120)]
 
@@ -493,23 +478,22 @@ def config_for(
         path.write_text(text)
         namespace.config = str(path)
     return build_config(
-        config_class(role), namespace, role, pod_env(workload, container, pod_names(workload)[0])
+        role_config_class(role),
+        namespace,
+        role,
+        pod_env(workload, container, pod_names(workload)[0]),
     )
 
 
-def config_class(role: str) -> type:
-    """The frozen config dataclass ``edgecode ROLE`` builds."""
-    import importlib
-
-    from edgecode.cli.services import ROLES
+def role_config_class(role: str) -> type:
+    """The frozen config dataclass ``edgecode ROLE`` builds (the peer's too)."""
+    from edgecode.cli.services import config_class
 
     if role == "peer":
         from edgecode.peer.run import PeerConfig
 
         return PeerConfig
-    module, class_name = ROLES[role][0], ROLES[role][1]
-    cls: type = getattr(importlib.import_module(f"edgecode.{module}"), class_name)
-    return cls
+    return config_class(role)
 
 
 def check_role_configs(objects: Objects) -> list[str]:

@@ -13,7 +13,6 @@ No Grafana server runs here, so the dashboards are checked through their queries
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -38,21 +37,7 @@ from edgecode.gossip_records import GossipJobSpec
 from edgecode.master.client import MasterClient
 from edgecode.records import JobConfig
 from edgecode.v1 import master_pb2
-
-
-def _load_require_infra() -> Any:
-    # tests/ is not a package and the rootdir is not on sys.path, so "from tests.conftest import"
-    # fails and "from conftest import" can pick up another directory's conftest: load it by path.
-    spec = importlib.util.spec_from_file_location(
-        "edgecode_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.require_infra
-
-
-require_infra = _load_require_infra()
+from helpers import require_infra
 
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(240)]
 

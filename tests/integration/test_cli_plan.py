@@ -128,9 +128,15 @@ def test_report_writes_markdown_png_and_csv(tmp_path: Path) -> None:
         (["plan", "{bad}"], "not valid TOML"),
         (["plan", "{negative}"], "rate must be > 0"),
         (["plan", "{unknown}"], "unknown keys ['speed']"),
-        (["simulate", str(EXAMPLES / "homogeneous.toml"), "--rounds", "0"], "--rounds must be"),
-        (["report", "--probabilities", "0,2"], "--probabilities: values must be in"),
-        (["report", "--slowdowns", "x"], "--slowdowns: expected comma-separated numbers"),
+        (
+            ["simulate", str(EXAMPLES / "homogeneous.toml"), "--rounds", "0"],
+            "argument --rounds: must be >= 2",
+        ),
+        (["report", "--probabilities", "0,2"], "argument --probabilities: values must be in"),
+        (
+            ["report", "--slowdowns", "x"],
+            "argument --slowdowns: expected comma-separated numbers",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(tmp_path: Path, args: list[str], message: str) -> None:

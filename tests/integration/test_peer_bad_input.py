@@ -29,7 +29,7 @@ from edgecode.learning.models import LeastSquares
 from edgecode.peer.node import PeerNode
 from edgecode.peer.service import PeerServicer
 from edgecode.peer.transport import ChannelPool, GrpcNeighbours
-from edgecode.runtime.metrics import PeerMetrics
+from edgecode.runtime.peer_metrics import PeerMetrics
 from edgecode.v1 import (
     common_pb2,
     coordinator_pb2,

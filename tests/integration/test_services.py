@@ -73,7 +73,7 @@ def test_bad_config_value_names_the_key(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert "--port: expected a int, got 'many'" in result.stderr
+    assert "--port: expected an integer, got 'many'" in result.stderr
 
 
 def test_train_command_submits_and_follows(tmp_path: Path) -> None:
@@ -149,15 +149,24 @@ def test_run_command_writes_json_and_plot(tmp_path: Path) -> None:
             "loss",
             "accuracy",
             "stragglers",
+            "setup_seconds",
+            "placement_seconds",
+            "end_to_end_seconds",
+            "time_to_target_seconds",
+            "target_loss",
         ):
             assert key in s
+        # end to end (client) covers the master's setup and every round's wall time
+        assert s["end_to_end_seconds"] >= s["setup_seconds"] + s["wall_seconds"][-1] > 0
         assert s["rounds"] == 10 and len(s["loss"]) == 10 and len(s["stragglers"]) == 10
     assert (
         abs(schemes["hgc"]["loss"][-1] - schemes["uncoded"]["loss"][-1])
         <= 1e-9 * schemes["uncoded"]["loss"][-1]
     )
+    # hgc reaches uncoded's final loss, so it has a time to target; it includes its setup
+    assert schemes["hgc"]["time_to_target_seconds"] >= schemes["hgc"]["setup_seconds"]
     assert plot.stat().st_size > 10_000 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "speed-up vs uncoded" in result.stdout
+    assert "vs uncoded" in result.stdout and "to target" in result.stdout
 
 
 def test_run_rejects_unknown_scheme() -> None:
@@ -167,4 +176,4 @@ def test_run_rejects_unknown_scheme() -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2 and "--schemes must be a comma list" in result.stderr
+    assert result.returncode == 2 and "argument --schemes: expected a comma list" in result.stderr

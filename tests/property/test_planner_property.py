@@ -8,13 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgecode.errors import Infeasible
-from edgecode.planning.optimize import (
-    flat_plan,
-    ignore_plan,
-    optimize,
-    uncoded_plan,
-    uniform_plan,
-)
+from edgecode.planning.baselines import flat_plan, ignore_plan, uncoded_plan, uniform_plan
+from edgecode.planning.optimize import optimize
 from edgecode.planning.plans import check_plan
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, WorkerSpec
 from edgecode.planning.timing import expected_round_time, round_structure, sample_round_times

@@ -180,6 +180,7 @@ class Stream:
                 sender=result.worker or self._edge,
                 vector=result.vector.copy(),
                 timings=result.timings,
+                suspects=result.suspects,
             )
             if self.cancelled.is_set():
                 raise FakeRpcError("CANCELLED", "cancelled by the master")
@@ -218,6 +219,7 @@ class Transport:
         self.configured: list[tuple[str, EdgeAssignment]] = []
         self.streams: list[tuple[str, int, Stream]] = []
         self.dropped: list[Dropped] = []
+        self.fetched: list[tuple[str, int, int]] = []
         self.unreachable_calls: list[tuple[str, ...]] = []
         self._rounds_seen: set[int] = set()
         self._changed = threading.Condition()
@@ -257,6 +259,9 @@ class Transport:
             None if a.targets is None else np.array(a.targets),
             a.s_worker,
             epoch,
+            a.message_rows,
+            a.verify,
+            a.verify_slack,
         )
         self.configured.append((job_id, a))
 
@@ -275,6 +280,32 @@ class Transport:
         stream = Stream(make, edge.name, self.hang(edge.name, round_), edge.name in self.dead)
         self.streams.append((edge.name, round_, stream))
         return stream
+
+    def fetch_placement(
+        self,
+        worker: Node,
+        header: PlacementHeader,
+        from_epoch: int,
+        sources: dict[int, str],
+        timeout: float,
+    ) -> tuple[int, float]:
+        if worker.name in self.dead:
+            raise FakeRpcError("UNAVAILABLE", f"{worker.name}: connection refused")
+        workers = self.workers
+
+        class Reader:
+            def read(self, address: str, job_id: str, epoch: int, partitions: Any) -> Any:
+                if address in workers.dead:
+                    raise FakeRpcError("UNAVAILABLE", f"{address}: connection refused")
+                for j, X, y in workers.logic[address].partition_data(job_id, epoch, partitions):
+                    yield j, X, y, int(X.nbytes + y.nbytes)
+
+        _, fetched, seconds = self.workers.logic[worker.address].fetch_placement(
+            header, from_epoch, sources, Reader()
+        )
+        with self._changed:
+            self.fetched.append((worker.name, header.epoch, fetched))
+        return fetched, seconds
 
     def drop_job(self, node: Node, job_id: str, is_edge: bool) -> None:
         with self._changed:
@@ -334,7 +365,11 @@ class Cluster:
         return self._topology
 
     def plan(
-        self, partitions: int, exclude: Sequence[str] = (), max_partitions: int = 0
+        self,
+        partitions: int,
+        exclude: Sequence[str] = (),
+        max_partitions: int = 0,
+        current: Plan | None = None,
     ) -> tuple[Plan, float]:
         self.plan_calls += 1
         assert self._plans is not None, "this test's cluster has no planner"
@@ -377,6 +412,12 @@ class RecordingMetrics:
 
     def sent(self, nbytes: int) -> None:
         self._record("sent", nbytes)
+
+    def inconsistent(self, *args: Any) -> None:
+        self._record("inconsistent", *args)
+
+    def recovery(self, *args: Any) -> None:
+        self._record("recovery", *args)
 
     def round_done(self, *args: Any) -> None:
         self._record("round_done", *args)

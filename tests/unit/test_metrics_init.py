@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from edgecode.aggregator.logic import DECODE, AggregatorLogic
-from edgecode.planning.plans import SCHEMES
+from edgecode.records import JOB_SCHEMES as SCHEMES
 from edgecode.runtime.metrics import AggregatorMetrics, MasterMetrics
 
 
@@ -38,7 +38,7 @@ def test_edge_worker_series_start_at_zero_when_configured() -> None:
 
 
 def test_peer_series_start_at_zero() -> None:
-    from edgecode.runtime.metrics import GOSSIP_SCHEMES, PEER_REFUSALS, PeerMetrics
+    from edgecode.runtime.peer_metrics import GOSSIP_SCHEMES, PEER_REFUSALS, PeerMetrics
 
     metrics = PeerMetrics()
     metrics.known_neighbours(["peer-1", "peer-7"])

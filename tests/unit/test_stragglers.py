@@ -216,4 +216,8 @@ def test_fit_worker_replaces_model() -> None:
     worker = WorkerSpec("w", 9.0, 9.0, link_seconds=0.01)
     fitted = fit_worker(worker, [0.3, 0.5, 0.4], [1.0, 1.0, 1.0])
     assert fitted.name == "w" and fitted.link_seconds == 0.01
-    assert fitted.shift + 1 / fitted.rate == pytest.approx(0.4)
+    assert (fitted.shift, fitted.rate) == fit_shifted_exponential([0.3, 0.5, 0.4], [1.0] * 3)
+    # three samples: the slowest is censored at the middle one (0.4 s)
+    spread = ((0.4 - 0.3) + 1 * (0.4 - 0.3)) / 1
+    assert fitted.rate == pytest.approx(1 / spread)
+    assert fitted.shift == pytest.approx(0.3 - spread / 3)

@@ -18,10 +18,13 @@ from typing import Protocol
 
 import numpy as np
 
+from edgecode.codes.combine import Rule
 from edgecode.codes.flat import GradientCode
 from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.records import Timing
-from edgecode.rounds import ExactRule, FutureSource, NoObserver, Pending, Round
+from edgecode.rounds import FutureSource, NoObserver, Pending, Round
+from edgecode.rules import ExactRule
+from edgecode.verification import VerifyingRule
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ class EdgeMetrics(Protocol):
         """Export these workers' series from the first scrape."""
         ...
 
+    def inconsistent(self, node: str) -> None:
+        """``node``'s answer contradicted the others (verify)."""
+        ...
+
 
 class NoEdgeMetrics(NoObserver):
     """Records nothing."""
@@ -77,6 +84,9 @@ class NoEdgeMetrics(NoObserver):
     def known_workers(self, names: Sequence[str]) -> None:
         pass
 
+    def inconsistent(self, node: str) -> None:
+        pass
+
 
 @dataclass
 class EdgeResult:
@@ -86,6 +96,7 @@ class EdgeResult:
     worker: str = ""
     combined: tuple[str, ...] = ()
     timings: tuple[Timing, ...] = ()
+    suspects: tuple[str, ...] = ()
 
 
 @dataclass
@@ -100,16 +111,20 @@ class EdgeJob:
     code: GradientCode | None
     load_fractions: dict[str, float]
     epoch: int = 0
+    #: shape of each worker's answer: 0 = one vector [d], -1 = [V, d] with any V
+    message_rows: int = 0
+    #: check each decoding against a spare answer, waiting at most this long for it (0: off)
+    verify_slack: float = 0.0
+    verify: bool = False
     #: configuration order (a newer configuration of the same job has a larger number)
     installed: int = 0
 
-    def rule(self) -> ExactRule:
+    def rule(self) -> Rule:
         assert self.code is not None
-        return ExactRule(
-            len(self.workers),
-            self.code.decode_vector,
-            needed=len(self.workers) - self.code.stragglers,
-        )
+        needed = len(self.workers) - self.code.stragglers
+        if self.verify:
+            return VerifyingRule(len(self.workers), self.code.decode_vector, needed)
+        return ExactRule(len(self.workers), self.code.decode_vector, needed)
 
 
 def edge_code(
@@ -159,6 +174,10 @@ class AggregatorLogic:
         #: job id -> placement epoch -> configuration
         self._jobs: dict[str, dict[int, EdgeJob]] = {}
         self._installs = 0
+        #: job id -> when it was last configured or run (for the idle TTL)
+        self._used: dict[str, float] = {}
+        #: job id -> the epoch rounds use now (the last one a round named)
+        self._in_use: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def configure(
@@ -172,6 +191,9 @@ class AggregatorLogic:
         targets: np.ndarray | None = None,
         s_worker: int = 0,
         epoch: int = 0,
+        message_rows: int = 0,
+        verify: bool = False,
+        verify_slack: float = 0.0,
     ) -> int:
         """Set a job's workers and, in DECODE mode, their code rows and targets, for one
         placement epoch. The configuration rounds use now stays until the first round of a
@@ -195,6 +217,17 @@ class AggregatorLogic:
             }
         elif mode != FORWARD:
             raise InvalidInput(f"mode must be decode or forward, got {mode!r}")
+        if verify and mode != DECODE:
+            raise InvalidInput("verify needs DECODE mode (the master verifies forwarded answers)")
+        if not (0 <= verify_slack <= deadline_seconds):
+            raise InvalidInput(
+                f"verify_slack_seconds must be in [0, the worker deadline], got {verify_slack}"
+            )
+        if message_rows not in (0, -1) or (message_rows and mode == DECODE):
+            raise InvalidInput(
+                f"message_rows must be 0 (one vector) or -1 (several, FORWARD mode only), got "
+                f"{message_rows}"
+            )
         job = EdgeJob(
             job_id=job_id,
             workers=tuple(names),
@@ -204,6 +237,9 @@ class AggregatorLogic:
             code=code,
             load_fractions=fractions,
             epoch=epoch,
+            message_rows=message_rows,
+            verify=verify,
+            verify_slack=verify_slack,
         )
         self._metrics.known_workers(names)
         retired = []
@@ -211,11 +247,14 @@ class AggregatorLogic:
             held = self._jobs.setdefault(job_id, {})
             if epoch in held:
                 retired.append(held.pop(epoch))
-            while len(held) >= MAX_EPOCHS_HELD:
-                retired.append(held.pop(min(held, key=lambda e: held[e].installed)))
+            in_use = self._in_use.get(job_id)
+            while len(held) >= MAX_EPOCHS_HELD:  # never the configuration rounds use now
+                spare = [e for e in held if e != in_use] or list(held)
+                retired.append(held.pop(min(spare, key=lambda e: held[e].installed)))
             self._installs += 1
             job.installed = self._installs
             held[epoch] = job
+            self._used[job_id] = self._clock()
         for old in retired:
             old.client.close()
         return len(names)
@@ -224,9 +263,21 @@ class AggregatorLogic:
         """Forget a job (its workers' clients are closed); True when it was known."""
         with self._lock:
             held = self._jobs.pop(job_id, {})
+            self._used.pop(job_id, None)
+            self._in_use.pop(job_id, None)
         for job in held.values():
             job.client.close()
         return bool(held)
+
+    def expire(self, ttl_seconds: float) -> list[str]:
+        """Drop the jobs not configured or run for ``ttl_seconds`` (their master is gone
+        without a DropJob); returns their ids."""
+        now = self._clock()
+        with self._lock:
+            idle = [j for j, used in self._used.items() if now - used > ttl_seconds]
+        for job_id in idle:
+            self.drop(job_id)
+        return idle
 
     def _current(self, job_id: str, epoch: int) -> EdgeJob:
         """The configuration of ``epoch``; those configured before it are retired."""
@@ -236,6 +287,7 @@ class AggregatorLogic:
             if not held:
                 raise UnknownJob(f"edge {self.name} has no job {job_id!r}")
             job = held.get(epoch)
+            self._used[job_id] = self._clock()
             if job is None:
                 raise StaleRound(
                     f"edge {self.name} has no configuration of placement epoch {epoch} "
@@ -243,6 +295,7 @@ class AggregatorLogic:
                 )
             for other in [e for e, j in held.items() if j.installed < job.installed]:
                 retired.append(held.pop(other))
+            self._in_use[job_id] = epoch
         for old in retired:
             old.client.close()
         return job
@@ -254,20 +307,25 @@ class AggregatorLogic:
         params: np.ndarray,
         epoch: int,
         is_active: Callable[[], bool],
+        on_cancel: Callable[[Callable[[], None]], object] | None = None,
     ) -> Iterator[EdgeResult]:
         """Fan out; yield the decoded vector (DECODE) or every arrival (FORWARD).
 
         Every worker's vector must have the parameters' length; a wrong one counts as a
-        failed worker.
+        failed worker. ``on_cancel(callback)`` registers a callback for when the caller goes
+        away (gRPC's ``context.add_callback``): the round stops waiting for its workers at once
+        and cancels them.
         """
         job = self._current(job_id, epoch)
         collector = Round(
             {name: i for i, name in enumerate(job.workers)},
-            (params.size,),
+            (params.size,) if job.message_rows == 0 else (None, params.size),
             job.deadline_seconds,
             self._clock,
             self._metrics,
         )
+        if on_cancel is not None:
+            on_cancel(collector.interrupt)
         calls = job.client.compute(job_id, round_, params, epoch, job.deadline_seconds)
         for name, call in zip(job.workers, calls, strict=True):
             collector.add(FutureSource(name, call))
@@ -284,15 +342,18 @@ class AggregatorLogic:
 
     def _decode(self, job: EdgeJob, collector: Round) -> EdgeResult:
         try:
-            outcome = collector.decide(job.rule())
+            outcome = collector.decide(job.rule(), slack=job.verify_slack)
         finally:
             self._metrics.round_done(self._clock() - collector.started, len(collector.close()))
         self._emulate_link()
         self._metrics.sent(outcome.decoded.value.nbytes)
+        for liar in outcome.suspects:
+            self._metrics.inconsistent(liar)
         return EdgeResult(
             vector=outcome.decoded.value,
             combined=tuple(job.workers[i] for i in outcome.decoded.used),
             timings=self._timings(job, outcome.sources),
+            suspects=outcome.suspects,
         )
 
     def _forward(

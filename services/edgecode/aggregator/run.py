@@ -9,7 +9,14 @@ from edgecode.aggregator.service import AggregatorServicer
 from edgecode.aggregator.transport import GrpcWorkerClient
 from edgecode.runtime.metrics import AggregatorMetrics
 from edgecode.runtime.server import create_server
-from edgecode.runtime.start import CommonConfig, advertised, membership, prepare, serve
+from edgecode.runtime.start import (
+    CommonConfig,
+    advertised,
+    membership,
+    prepare,
+    reap_idle_jobs,
+    serve,
+)
 from edgecode.v1 import aggregator_pb2_grpc
 
 
@@ -45,4 +52,10 @@ def run(config: AggregatorConfig) -> int:
         advertised(config, service.port),
         link_seconds=config.link_seconds,
     )
-    return serve(config, service, metrics, "aggregator", member, logic.close)
+    reaper = reap_idle_jobs(config.job_ttl_seconds, logic.expire)
+
+    def stop() -> None:
+        reaper.set()
+        logic.close()
+
+    return serve(config, service, metrics, "aggregator", member, stop)

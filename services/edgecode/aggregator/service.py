@@ -48,6 +48,9 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             targets,
             int(request.s_worker),
             int(request.placement_epoch),
+            int(request.message_rows),
+            bool(request.verify),
+            float(request.verify_slack_seconds),
         )
         return aggregator_pb2.ConfigureJobResponse(workers=count)
 
@@ -60,7 +63,12 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         active.set()
         context.add_callback(active.clear)
         for result in self.logic.run_round(
-            request.job_id, request.round, params, request.placement_epoch, active.is_set
+            request.job_id,
+            request.round,
+            params,
+            request.placement_epoch,
+            active.is_set,
+            context.add_callback,
         ):
             message = aggregator_pb2.EdgeMessage(
                 job_id=request.job_id,
@@ -69,6 +77,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                 worker=result.worker,
                 combined=result.combined,
                 timings=[wire.timing_to_proto(t) for t in result.timings],
+                suspects=result.suspects,
             )
             wire.tensor_to_proto(result.vector, out=message.vector)
             yield message

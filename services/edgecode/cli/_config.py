@@ -1,5 +1,6 @@
 """Build a role's frozen config: command-line flags, then ``EDGECODE_*`` environment variables,
-then a TOML file (``--config``), then the defaults. A bad value raises an error naming the key.
+then a TOML file (``--config``), then the defaults. A bad value raises an error naming where it
+came from: the flag, the variable, or the file and its key.
 
 Only the CLI reads the environment."""
 
@@ -7,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
+
+from edgecode.cli import _args
+from edgecode.cli._errors import UsageError
 
 T = TypeVar("T")
 
@@ -32,56 +37,120 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, help_text: dict
         )
 
 
-def build_config(
+def _read_file(path: Path, section: str) -> tuple[dict[str, Any], str]:
+    """The keys of ``section`` in a TOML file (its ``[section]`` table, else the whole file),
+    and how an error names a key of it."""
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise UsageError(f"config file {path} is a folder")
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not a text file: {exc}") from None
+    if section in data:
+        if not isinstance(data[section], dict):
+            raise UsageError(f"{path}: {section} must be a [{section}] table")
+        return data[section], f"{path}: [{section}] "
+    return data, f"{path}: "
+
+
+def resolve(
     cls: type[T], args: argparse.Namespace, section: str, environ: dict[str, str] | None = None
-) -> T:
+) -> tuple[T, dict[str, str]]:
+    """The config and, for every field not left at its default, where its value came from."""
     environ = dict(os.environ) if environ is None else environ
     from_file: dict[str, Any] = {}
+    prefix = ""
     if getattr(args, "config", None):
-        path = Path(args.config)
-        if not path.exists():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        with path.open("rb") as handle:
-            try:
-                data = tomllib.load(handle)
-            except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"{path}: not valid TOML: {exc}") from exc
-        from_file = data.get(section, data)
+        from_file, prefix = _read_file(Path(args.config), section)
     names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(from_file) - set(names)
     if unknown:
-        raise ValueError(f"config file: unknown keys {sorted(unknown)} for {section}")
+        raise UsageError(
+            f"{prefix}unknown keys {sorted(unknown)} for {section} (expected some of {sorted(names)})"
+        )
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for name, field in names.items():
         raw: Any = getattr(args, name, None)
         source = f"--{name.replace('_', '-')}"
         if raw is None and f"EDGECODE_{name.upper()}" in environ:
             raw, source = environ[f"EDGECODE_{name.upper()}"], f"EDGECODE_{name.upper()}"
         if raw is None and name in from_file:
-            raw, source = from_file[name], f"{section}.{name} in the config file"
+            raw, source = from_file[name], f"{prefix}{name}"
         if raw is None:
             continue
-        values[name] = _convert(raw, type(field.default), source)
-    return cls(**values)
+        value = _convert(raw, type(field.default), source)
+        check_value(name, value, source)
+        values[name], sources[name] = value, source
+    return cls(**values), sources
+
+
+def build_config(
+    cls: type[T], args: argparse.Namespace, section: str, environ: dict[str, str] | None = None
+) -> T:
+    """The role's config (see :func:`resolve`)."""
+    return resolve(cls, args, section, environ)[0]
 
 
 def _convert(raw: Any, kind: type, source: str) -> Any:
+    """A flag or environment value is text; a TOML value must already have the field's type."""
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    typed = not isinstance(raw, str)
     try:
         if kind is bool:
             if isinstance(raw, bool):
                 return raw
-            if str(raw).lower() in ("1", "true", "yes", "on"):
+            if not typed and raw.lower() in ("1", "true", "yes", "on"):
                 return True
-            if str(raw).lower() in ("0", "false", "no", "off"):
+            if not typed and raw.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError
         if kind is int:
+            if isinstance(raw, bool) or (typed and not isinstance(raw, int)):
+                raise ValueError
             return int(raw)
         if kind is float:
+            if isinstance(raw, bool) or (typed and not isinstance(raw, int | float)):
+                raise ValueError
             value = float(raw)
-            if value != value:
+            if not math.isfinite(value):
                 raise ValueError
             return value
+        if typed:
+            raise ValueError
         return str(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{source}: expected a {kind.__name__}, got {raw!r}") from None
+        raise UsageError(
+            f"{source}: expected {words.get(kind, kind.__name__)}, got {raw!r}"
+        ) from None
+
+
+#: Checks by field name, for every role (the values must be usable anywhere: no file checks).
+CHECKS = {
+    "port": _args.integer(0, 65535),
+    "metrics_port": _args.integer(0, 65535),
+    "seed": _args.seed,
+    "heartbeat_seconds": _args.number(above=0.0),
+    "dead_after_seconds": _args.number(above=0.0),
+    "straggle": _args.straggle,
+}
+
+
+def check_value(name: str, value: Any, source: str) -> None:
+    """Refuse a value no role can use, naming ``source``."""
+    check = CHECKS.get(name)
+    if check is None and name.endswith("_seconds"):
+        check = _args.seconds
+    if check is None and name == "coordinator" and value:
+        check = _args.address
+    if check is None:
+        return
+    try:
+        check(str(value))
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"{source}: {exc}") from None

@@ -1,31 +1,54 @@
-"""Figures the CLI writes (matplotlib, Agg backend: no display needed)."""
+"""Figures the CLI writes (matplotlib, Agg backend: no display needed; imported on use)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+def loss_curves(results: list[dict[str, Any]]) -> list[tuple[str, list[float], list[float]]]:
+    """(label, wall seconds from the job's start, loss) per scheme with rounds: the x values
+    are ``setup_seconds + wall_seconds``, so setup and placement are part of the curve.
+
+    >>> loss_curves([{"scheme": "hgc", "loss": [0.5, 0.4], "wall_seconds": [1.0, 2.0],
+    ...               "setup_seconds": 3.0, "mean_round_seconds": 1.0}])
+    [('hgc (mean 1000.0 ms/round)', [4.0, 5.0], [0.5, 0.4])]
+    """
+    return [
+        (
+            f"{r['scheme']} (mean {r['mean_round_seconds'] * 1e3:.1f} ms/round)",
+            [r["setup_seconds"] + w for w in r["wall_seconds"]],
+            list(r["loss"]),
+        )
+        for r in results
+        if r["loss"]
+    ]
 
 
 def plot_run(
     results: list[dict[str, Any]], latencies: dict[str, dict[str, list[float]]], path: Path
 ) -> None:
-    """Left: training loss vs wall time per scheme. Right: per-worker response latency (the
-    straggler latency) in the first scheme, as box plots."""
+    """Left: training loss vs wall time per scheme, counted from the job's start on the master
+    (setup and placement included: ``setup_seconds + wall_seconds``), with the target loss.
+    Right: per-worker response latency (the straggler latency) in uncoded (else the first
+    scheme), as box plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, (loss_ax, lat_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for r in results:
-        if r["loss"]:
-            loss_ax.plot(
-                r["wall_seconds"],
-                r["loss"],
-                label=f"{r['scheme']} ({r['mean_round_seconds'] * 1e3:.1f} ms/round)",
-            )
+    for (label, wall, loss), r in zip(
+        loss_curves(results), [r for r in results if r["loss"]], strict=True
+    ):
+        (line,) = loss_ax.plot(wall, loss, label=label)
+        # where the rounds start: everything before is setup (load, plan, placement)
+        loss_ax.axvline(r["setup_seconds"], color=line.get_color(), linestyle=":", linewidth=0.8)
+    target = next((r.get("target_loss") for r in results if r.get("target_loss")), None)
+    if target is not None:
+        loss_ax.axhline(target, color="grey", linestyle="--", linewidth=0.8, label="target loss")
     loss_ax.set(
-        xlabel="wall time (s)",
+        xlabel="wall time from the job's start (s; setup included, dotted: rounds begin)",
         ylabel="training loss (mean per row)",
         yscale="log",
         title="Loss vs wall time",

@@ -4,24 +4,116 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import json
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from edgecode.cli import _args, command_help
 from edgecode.cli._render import console, print_help, table
 
+#: The sparse random matrices below this size have too few non-zeros to time.
+MIN_MATRIX_SIZE = 100
+#: bench train compares steady-state rounds after 5 profiling / warm-up rounds.
+MIN_TRAIN_ROUNDS = 6
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def matrix_sources(text: str) -> list[str]:
+    """``--matrices``: a comma list of random, tfidf or existing .npz/.mtx files."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma list of random, tfidf or files")
+    for name in names:
+        if name not in ("random", "tfidf"):
+            matrix_file(name)
+    return names
+
+
+def matrix_file(text: str) -> str:
+    """A matrix file the loaders read: an existing .npz or .mtx."""
+    if text in ("random", "tfidf"):
+        return text
+    path = _args.existing_file(text)
+    if path.suffix.lower() not in (".npz", ".mtx"):
+        raise argparse.ArgumentTypeError(f"expected a .npz or .mtx file, got {text!r}")
+    return text
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "bench"
+) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmarks, each measured side by side with its baseline in one run",
+        help=command_help("bench"),
         description="Benchmarks. They print ratios measured in one run; the machines are noisy.",
     )
     targets = parser.add_subparsers(title="targets", metavar="TARGET")
+    _codes_target(targets)
+    _train_target(targets)
+    _matmul_target(targets)
+    _papers_targets(targets)
+    from edgecode.cli.gossip import add_bench_target  # bench goco lives with edgecode gossip
+
+    add_bench_target(targets)
+    parser.set_defaults(func=partial(print_help, parser))
+
+
+def _papers_targets(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench partial`` and ``bench shuffle``: papers 3 and 2 on a real local cluster."""
+    for name, summary, default_rounds in (
+        (
+            "partial",
+            "partial recovery (alpha = 1, 0.9, 0.8) vs full coding vs ignore, 10 workers, s = 3",
+            60,
+        ),
+        (
+            "shuffle",
+            "approximate decoding without / with random / with aware shuffling vs hgc vs ignore",
+            120,
+        ),
+    ):
+        target = targets.add_parser(
+            name,
+            help=summary,
+            description=(
+                f"{summary}; on a real local cluster (separate processes), side by side in one "
+                "run; writes JSON, CSV and a PNG. See edgecode.bench.papers for the targets."
+            ),
+        )
+        target.add_argument(
+            "--out",
+            type=_args.output_dir,
+            default=f"out/bench-{name}",
+            help=f"output folder (default out/bench-{name})",
+        )
+        target.add_argument(
+            "--rounds",
+            type=_args.integer(30),
+            default=default_rounds,
+            help=f"rounds per job (default {default_rounds})",
+        )
+        target.add_argument("--seed", type=_args.seed, default=0)
+        target.set_defaults(func=partial(_bench_paper, name))
+
+
+def _bench_paper(name: str, args: argparse.Namespace) -> int:
+    from edgecode.bench.papers import bench_partial, bench_shuffle, plot_rows, write_rows
+
+    out = Path(args.out)
+    with console().status(f"bench {name}: jobs on a local cluster ..."):
+        rows = (bench_partial if name == "partial" else bench_shuffle)(args.rounds, args.seed)
+    keys = list(rows[0])
+    shown = [k for k in keys if k not in ("slow_nodes", "state")]
+    table(f"bench {name}", shown, [[row[k] for k in shown] for row in rows])
+    json_path, csv_path = write_rows(rows, out, name)
+    value = "mean_round_ms" if name == "partial" else "loss_at_equal_wall"
+    figure = plot_rows(rows, out / f"{name}.png", value, f"bench {name}: {value}")
+    console().print(f"wrote {json_path}, {csv_path}, {figure}")
+    return 0 if all(row["state"] == "succeeded" for row in rows) else 1
+
+
+def _codes_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench codes``: its parser."""
     codes = targets.add_parser(
         "codes",
         help="decode-vector time, combining cost vs numpy, sparse vs dense coded blocks",
@@ -33,14 +125,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     codes.add_argument(
-        "--out", default="out/bench-codes", help="output folder (default out/bench-codes)"
+        "--out",
+        type=_args.output_dir,
+        default="out/bench-codes",
+        help="output folder (default out/bench-codes)",
     )
-    codes.add_argument("--length", type=int, default=1_000_000, help="gradient length (default 1M)")
     codes.add_argument(
-        "--matrix-size", type=int, default=20_000, help="sparse matrix size (default 20000)"
+        "--length", type=_args.integer(1), default=1_000_000, help="gradient length (default 1M)"
     )
-    codes.add_argument("--repeats", type=int, default=7)
+    codes.add_argument(
+        "--matrix-size",
+        type=_args.integer(MIN_MATRIX_SIZE),
+        default=20_000,
+        help=f"sparse matrix size, at least {MIN_MATRIX_SIZE} (default 20000)",
+    )
+    codes.add_argument("--repeats", type=_args.integer(1), default=7)
     codes.set_defaults(func=_bench_codes)
+
+
+def _train_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench train``: its parser."""
     train = targets.add_parser(
         "train",
         help="round times of coded vs uncoded training on a local cluster, transport, memory",
@@ -53,11 +157,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     train.add_argument(
-        "--out", default="out/bench-train", help="output folder (default out/bench-train)"
+        "--out",
+        type=_args.output_dir,
+        default="out/bench-train",
+        help="output folder (default out/bench-train)",
     )
-    train.add_argument("--rounds", type=int, default=60)
-    train.add_argument("--repeats", type=int, default=15, help="transport repetitions")
+    train.add_argument(
+        "--rounds",
+        type=_args.integer(MIN_TRAIN_ROUNDS),
+        default=60,
+        help=f"rounds per scheme, at least {MIN_TRAIN_ROUNDS} (default 60)",
+    )
+    train.add_argument("--repeats", type=_args.integer(1), default=15, help="transport repetitions")
     train.set_defaults(func=_bench_train)
+
+
+def _matmul_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench matmul``: its parser."""
     matmul = targets.add_parser(
         "matmul",
         help="coded A^T x as a service: sparse vs dense-MDS vs polynomial vs uncoded",
@@ -72,38 +188,48 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     matmul.add_argument(
-        "--out", default="out/bench-matmul", help="output folder (default out/bench-matmul)"
+        "--out",
+        type=_args.output_dir,
+        default="out/bench-matmul",
+        help="output folder (default out/bench-matmul)",
     )
     matmul.add_argument(
-        "--size", type=int, default=20_000, help="random matrix size (default 20000)"
+        "--size",
+        type=_args.integer(MIN_MATRIX_SIZE),
+        default=20_000,
+        help=f"random matrix size, at least {MIN_MATRIX_SIZE} (default 20000)",
     )
     matmul.add_argument(
-        "--matrices", default="random,tfidf", help="comma list of random, tfidf or file paths"
+        "--matrices",
+        type=matrix_sources,
+        default="random,tfidf",
+        help="comma list of random, tfidf or .npz/.mtx files",
     )
-    matmul.add_argument("--workers", type=int, default=20, help="n (default 20)")
-    matmul.add_argument("--k", type=int, default=16, help="k (default 16)")
-    matmul.add_argument("--repeats", type=int, default=5, help="products per scheme (default 5)")
+    matmul.add_argument("--workers", type=_args.integer(2), default=20, help="n (default 20)")
+    matmul.add_argument("--k", type=_args.integer(1), default=16, help="k (default 16)")
+    matmul.add_argument(
+        "--repeats", type=_args.integer(1), default=5, help="products per scheme (default 5)"
+    )
     matmul.add_argument(
         "--compute-seconds",
-        type=float,
+        type=_args.seconds,
         default=0.0,
         help="emulated seconds of the whole A^T x on one worker (a worker holding a fraction f "
         "of the non-zeros takes f times that, a slow one 10x more); default 0 = the real time "
         "measured here",
     )
     matmul.set_defaults(func=_bench_matmul)
-    importlib.import_module("edgecode.cli.gossip").add_bench_target(targets)  # bench goco
-    parser.set_defaults(func=partial(print_help, parser))
 
 
 def _bench_matmul(args: argparse.Namespace) -> int:
     from edgecode.bench.matmul import bench_matrix, load_source, targets
 
+    _args.check(args.k <= args.workers, f"--k must be <= --workers ({args.workers}), got {args.k}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    for spec in filter(None, (m.strip() for m in args.matrices.split(","))):
-        with console.status(f"loading {spec} ...") as status:
+    for spec in args.matrices:
+        with console().status(f"loading {spec} ...") as status:
             label, matrix = load_source(spec, size=args.size)
             rows += bench_matrix(
                 label,
@@ -155,12 +281,13 @@ def _bench_matmul(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     _plot_matmul(out, rows)
-    console.print(f"wrote {out / 'matmul.json'}, {out / 'matmul.csv'}, {out / 'matmul.png'}")
+    console().print(f"wrote {out / 'matmul.json'}, {out / 'matmul.csv'}, {out / 'matmul.png'}")
     return 0
 
 
 def _plot_matmul(out: Path, rows: list[dict[str, Any]]) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -196,7 +323,7 @@ def _bench_codes(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with console.status("decode vectors and combining ..."):
+    with console().status("decode vectors and combining ..."):
         decode_rows = bench_decode(vector_length=args.length, repeats=args.repeats)
     table(
         "Decoding: decode vector and combining n - s vectors",
@@ -226,9 +353,9 @@ def _bench_codes(args: argparse.Namespace) -> int:
     try:
         from edgecode.bench.matrix_codes import bench_sparse_vs_dense
     except ImportError:
-        console.print("matrix codes not available in this build; skipping sparse vs dense")
+        console().print("matrix codes not available in this build; skipping sparse vs dense")
     else:
-        with console.status("sparse vs dense coded blocks ..."):
+        with console().status("sparse vs dense coded blocks ..."):
             matrix = bench_sparse_vs_dense(size=args.matrix_size, repeats=args.repeats)
         report["sparse_vs_dense"] = matrix
         table(
@@ -237,7 +364,7 @@ def _bench_codes(args: argparse.Namespace) -> int:
             [[k, v] for k, v in matrix.items() if isinstance(v, int | float | str)],
         )
     _write(out, report)
-    console.print(f"wrote {out / 'codes.json'}, {out / 'decode.csv'}, {out / 'codes.png'}")
+    console().print(f"wrote {out / 'codes.json'}, {out / 'decode.csv'}, {out / 'codes.png'}")
     return 0
 
 
@@ -278,7 +405,7 @@ def _bench_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with console.status("transport: edgecode RPC vs bare gRPC vs raw TCP ..."):
+    with console().status("transport: edgecode RPC vs bare gRPC vs raw TCP ..."):
         transport = bench_transport(repeats=args.repeats)
     table(
         "8 MB float64 gradient on loopback (median of interleaved repeats)",
@@ -288,11 +415,11 @@ def _bench_train(args: argparse.Namespace) -> int:
             for name, gbps in transport["throughput_gb_per_s"].items()
         ],
     )
-    console.print(
+    console().print(
         f"edgecode / bare gRPC = {transport['edgecode_over_bare_grpc']:.2f} (target >= 0.75); "
         f"edgecode / raw TCP = {transport['edgecode_over_raw_tcp']:.2f} (target >= 0.25)"
     )
-    with console.status("training on local clusters (two scenarios) ..."):
+    with console().status("training on local clusters (two scenarios) ..."):
         training = bench_training(rounds=args.rounds)
     rows = []
     for scenario, r in training.items():
@@ -330,11 +457,46 @@ def _bench_train(args: argparse.Namespace) -> int:
         ],
         rows,
     )
+    _print_ideal(training)
     report = {"transport": transport, "training": training}
     (out / "train.json").write_text(json.dumps(report, indent=2, default=float))
     _plot_train(training, out / "train.png")
-    console.print(f"wrote {out / 'train.json'}, {out / 'train.png'}")
+    console().print(f"wrote {out / 'train.json'}, {out / 'train.png'}")
     return 0
+
+
+def _print_ideal(training: dict[str, Any]) -> None:
+    """Planned hgc beside the ideal floor and the oracle, and where a round's time goes."""
+    rows = []
+    for scenario, r in training.items():
+        oracle = r["oracle_seconds"]
+        rows.append(
+            [
+                scenario,
+                r["planned_hgc_seconds"] * 1e3,
+                r["floor_seconds"] * 1e3,
+                "-" if oracle is None else oracle * 1e3,
+                r["planned_over_floor"],
+                "-" if r["planned_over_oracle"] is None else r["planned_over_oracle"],
+            ]
+        )
+    table(
+        "Planned hgc vs the ideal floor (threads + barrier, one process) and the oracle "
+        "(targets: <= 1.6x the floor without stragglers, <= 1.3x the oracle with one)",
+        ["scenario", "hgc ms", "floor ms", "oracle ms", "hgc/floor", "hgc/oracle"],
+        rows,
+    )
+    for scenario, r in training.items():
+        parts = r["breakdown"]
+        keys = list(parts["hgc"])
+        table(
+            f"Where a round's time goes, {scenario} (ms, steady state)",
+            ["part", *parts],
+            [
+                [key.removesuffix("_ms").replace("_", " "), *(parts[s][key] for s in parts)]
+                for key in keys
+            ],
+        )
 
 
 def _plot_train(training: dict[str, Any], path: Path) -> None:

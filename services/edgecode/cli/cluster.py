@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from edgecode.cli import _args, command_help
+from edgecode.cli._errors import UsageError
 from edgecode.cli._render import print_help, table
 
 if TYPE_CHECKING:
@@ -26,10 +28,12 @@ NODE_ACTIONS = {
 }
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "cluster"
+) -> None:
     parser = subparsers.add_parser(
         "cluster",
-        help="drive the docker compose cluster: up, down, status, pause/unpause/kill/logs NODE",
+        help=command_help("cluster"),
         description=(
             "Bring the docker compose cluster up or down, show its nodes, and inject stragglers "
             "(pause) and failures (kill) on purpose. Uses the local engine, or the one in "
@@ -52,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--file",
         action="append",
         default=[],
+        type=_args.existing_file,
         help="compose file (repeatable; default: compose's own lookup, docker-compose.yml)",
     )
     up.add_argument("--build", action="store_true", help="rebuild the image first")
@@ -59,7 +64,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.set_defaults(func=_compose_action("up"))
 
     down = actions.add_parser("down", help="docker compose down -v: stop and remove everything")
-    down.add_argument("-f", "--file", action="append", default=[], help="compose file")
+    down.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        default=[],
+        type=_args.existing_file,
+        help="compose file (repeatable)",
+    )
     down.set_defaults(func=_compose_action("down"))
 
     status = actions.add_parser("status", help="every node: role, state, health, ports")
@@ -72,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     logs = actions.add_parser("logs", help="a node's log (stdout and stderr)")
     logs.add_argument("node", help="service name, container name or id prefix")
-    logs.add_argument("--tail", type=int, default=None, help="only the last N lines")
+    logs.add_argument("--tail", type=_args.integer(0), default=None, help="only the last N lines")
     logs.set_defaults(func=_logs)
 
 
@@ -83,7 +95,7 @@ def _compose_action(action: str) -> Callable[[argparse.Namespace], int]:
         command = compose_command(
             compose_program(),
             action,
-            files=args.file,
+            files=[str(f) for f in args.file],
             project=args.project,
             services=getattr(args, "services", ()),
             build=True if getattr(args, "build", False) else None,
@@ -95,13 +107,25 @@ def _compose_action(action: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _cluster(args: argparse.Namespace) -> DockerCluster:
+    """The compose project on the engine; an unreachable engine is a one-line error."""
+    from docker.errors import DockerException
+
     from edgecode.cluster.docker import DockerCluster, connect
 
-    return DockerCluster(connect(), args.project)
+    try:
+        return DockerCluster(connect(), args.project)
+    except DockerException as exc:
+        host = os.environ.get("DOCKER_HOST", "the local socket")
+        raise UsageError(f"cannot reach the Docker engine at {host} (DOCKER_HOST): {exc}") from None
 
 
 def _status(args: argparse.Namespace) -> int:
-    nodes = _cluster(args).status()
+    from docker.errors import DockerException
+
+    try:
+        nodes = _cluster(args).status()
+    except DockerException as exc:
+        raise UsageError(f"docker: {exc}") from None
     if not nodes:
         print("no edgecode containers (is the stack up? `edgecode cluster up`)", file=sys.stderr)
         return 1
@@ -132,8 +156,6 @@ def _logs(args: argparse.Namespace) -> int:
 
     from edgecode.cluster.docker import NodeNotFound
 
-    if args.tail is not None and args.tail < 0:
-        raise ValueError(f"--tail must be >= 0, got {args.tail}")
     try:
         sys.stdout.write(_cluster(args).logs(args.node, args.tail))
     except (NodeNotFound, DockerException) as exc:

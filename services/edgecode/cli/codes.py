@@ -6,15 +6,16 @@ import argparse
 import json
 from functools import partial
 
-import numpy as np
-
+from edgecode.cli import _args, command_help
 from edgecode.cli._render import console, print_help, progress, table
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "codes"
+) -> None:
     parser = subparsers.add_parser(
         "codes",
-        help="inspect and verify the gradient and matrix codes",
+        help=command_help("codes"),
         description=(
             "Inspect a code's coefficients and load, or verify that every code decodes the exact "
             "result from every straggler pattern it claims to tolerate."
@@ -31,9 +32,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Exit code 1 if any pattern fails to decode."
         ),
     )
-    verify.add_argument("--max-n", type=int, default=64, help="largest flat code size (default 64)")
-    verify.add_argument("--seed", type=int, default=0, help="seed of the random gradients")
-    verify.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    verify.add_argument(
+        "--max-n",
+        type=_args.integer(8),
+        default=64,
+        help="largest flat code size, at least 8 (default 64; sizes 8, 16, 32, 64)",
+    )
+    verify.add_argument("--seed", type=_args.seed, default=0, help="seed of the random gradients")
+    verify.add_argument(
+        "--json", metavar="FILE", type=_args.output_file, help="also write the report as JSON"
+    )
     verify.set_defaults(func=_verify)
 
     show = actions.add_parser(
@@ -45,9 +53,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     show.add_argument("kind", choices=["cyclic", "fractional", "hierarchical", "partial"])
-    show.add_argument("-n", "--n", type=int, default=6, help="workers (flat and partial codes)")
     show.add_argument(
-        "-s", "--s", type=int, default=1, help="stragglers tolerated (flat and partial codes)"
+        "-n", "--n", type=_args.integer(1), default=6, help="workers (flat and partial codes)"
+    )
+    show.add_argument(
+        "-s",
+        "--s",
+        type=_args.integer(0),
+        default=1,
+        help="stragglers tolerated (flat and partial codes)",
     )
     show.add_argument(
         "--alpha",
@@ -57,18 +71,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     show.add_argument(
         "--max-partitions",
-        type=int,
+        type=_args.integer(1),
         default=None,
         help="partial: largest k a subset design may use (default 200000)",
     )
-    show.add_argument("--workers-per-edge", default="3,3", help="m_i list (hierarchical), e.g. 3,3")
-    show.add_argument("--s-edge", type=int, default=1)
-    show.add_argument("--s-worker", type=int, default=1)
+    show.add_argument(
+        "--workers-per-edge",
+        type=_args.integer_list(1),
+        default="3,3",
+        help="m_i list (hierarchical), e.g. 3,3",
+    )
+    show.add_argument("--s-edge", type=_args.integer(0), default=1)
+    show.add_argument("--s-worker", type=_args.integer(0), default=1)
     show.set_defaults(func=_show)
     parser.set_defaults(func=partial(print_help, parser))
 
 
 def _verify(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from edgecode.codes.verify import default_suite
 
     rng = np.random.default_rng(args.seed)
@@ -106,9 +127,10 @@ def _verify(args: argparse.Namespace) -> int:
     )
     failed = [r for r in results if not r.ok]
     if args.json:
-        with open(args.json, "w") as handle:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        with args.json.open("w") as handle:
             json.dump([r.__dict__ for r in results], handle, indent=2)
-    console.print(
+    console().print(
         f"{len(results) - len(failed)} of {len(results)} codes decode every pattern checked"
         + (
             ""
@@ -120,18 +142,29 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from edgecode.codes import cyclic_repetition, fractional_repetition, hierarchical
 
     np.set_printoptions(precision=3, suppress=True, linewidth=160)
     if args.kind == "partial":
         return _show_partial(args)
     if args.kind == "hierarchical":
-        m = [int(x) for x in args.workers_per_edge.split(",")]
+        m = args.workers_per_edge
+        _args.check(
+            args.s_edge < len(m),
+            f"--s-edge must be < the {len(m)} edges of --workers-per-edge, got {args.s_edge}",
+        )
+        _args.check(
+            args.s_worker < min(m),
+            f"--s-worker must be < the smallest edge of --workers-per-edge ({min(m)}), "
+            f"got {args.s_worker}",
+        )
         code = hierarchical(m, args.s_edge, args.s_worker)
-        console.print(
+        console().print(
             f"hierarchical m={m} s_e={args.s_edge} s_w={args.s_worker} K={code.n_partitions}"
         )
-        console.print(f"load D/K = {code.load:.4f}, bound = {code.load_bound:.4f}")
+        console().print(f"load D/K = {code.load:.4f}, bound = {code.load_bound:.4f}")
         print(code.B)
         return 0
     code_f = (
@@ -139,7 +172,7 @@ def _show(args: argparse.Namespace) -> int:
         if args.kind == "cyclic"
         else fractional_repetition(args.n, args.s)
     )
-    console.print(
+    console().print(
         f"{code_f.name} n={args.n} s={args.s}: "
         f"load {code_f.load:.4f} (bound {code_f.load_bound:.4f})"
     )
@@ -148,6 +181,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _show_partial(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from edgecode.codes.partial import MAX_PARTITIONS, CyclicPartial, partial_load_optimum
     from edgecode.codes.partial_rule import MASK_LIMIT, PartialDecoder
     from edgecode.codes.partial_schemes import check_alpha, design_label, partial_designs
@@ -158,7 +193,7 @@ def _show_partial(args: argparse.Namespace) -> int:
     designs = partial_designs(args.n, args.s, alpha, max_partitions=cap)
     optimum = partial_load_optimum(args.n, args.s, alpha)
     mix = ", ".join(f"w_{r}={w}" for r, w in zip(optimum.sizes, optimum.weights, strict=True))
-    console.print(
+    console().print(
         f"partial recovery n={args.n} s={args.s} alpha={alpha}: every n - s workers give at "
         f"least ceil(alpha k) partial gradients, each with coefficient 1. LP bound on the "
         f"computation load L* = {float(optimum.load):.4f} (n L* = {optimum.n_load} = "
@@ -208,7 +243,7 @@ def _show_partial(args: argparse.Namespace) -> int:
         ],
         rows,
     )
-    console.print(
+    console().print(
         "comp. load: fraction of the data a worker processes; worst rec.: fewest partitions "
         "recovered from any n - s workers (need = ceil(alpha k)); ends by: the arrival at which "
         "recovery is guaranteed; mean end: the mean arrival that ends a round (identical "

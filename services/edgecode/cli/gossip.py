@@ -121,7 +121,7 @@ def _gossip(args: argparse.Namespace) -> int:
     client = GossipClient(args.coordinator)
     try:
         status = client.start(spec)
-        console.print(
+        console().print(
             f"job {status.job_id}: {status.spec.scheme} on {status.n_peers} peers, graph "
             f"{status.graph} (spectral gap {status.spectral_gap:.3g}), {spec.rounds} rounds; "
             f"set up in {status.setup_seconds:.2f} s"
@@ -135,7 +135,7 @@ def _gossip(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(records_as_row(final), indent=2))
-        console.print(f"wrote {args.json}")
+        console().print(f"wrote {args.json}")
     return 0 if final.state == SUCCEEDED else 1
 
 
@@ -151,7 +151,7 @@ def follow(client: Any, job_id: str, rounds: int, timeout: float) -> Any:
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
-        console=console,
+        console=console(),
     ) as bar:
         task = bar.add_task("rounds", total=rounds, info="")
 
@@ -199,7 +199,7 @@ def _summary(status: Any) -> None:
         ],
     )
     if status.message:
-        console.print(status.message)
+        console().print(status.message)
 
 
 # ---- edgecode bench goco ------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def _bench_goco(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with console.status("GOCO benchmark (simulated table, then real peers) ...") as status:
+    with console().status("GOCO benchmark (simulated table, then real peers) ...") as status:
         report = bench_goco(
             rounds=args.rounds,
             repeats=args.repeats,
@@ -250,7 +250,7 @@ def _bench_goco(args: argparse.Namespace) -> int:
             workdir=out / "cluster",
             progress=lambda text: status.update(text),
         )
-    console.print(report["note"])
+    console().print(report["note"])
     columns = ["source", "graph", "p", "scheme", "d", "gap", "rounds to target", "wall to target"]
     table(
         f"GOCO vs baselines: 12 peers, non-iid, gap after {args.rounds} rounds",
@@ -263,5 +263,5 @@ def _bench_goco(args: argparse.Namespace) -> int:
         [[t["target"], t["measured"], t["met"]] for t in report["targets"]],
     )
     paths = write_outputs(report, out)
-    console.print("wrote " + ", ".join(str(p) for p in paths))
+    console().print("wrote " + ", ".join(str(p) for p in paths))
     return 0 if all(t["met"] for t in report["targets"]) else 1

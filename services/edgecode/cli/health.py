@@ -10,8 +10,13 @@ import argparse
 import os
 import sys
 
+from edgecode.cli import _args
+from edgecode.cli._errors import report
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "health"
+) -> None:
     parser = subparsers.add_parser(
         "health",
         help="exit 0 when a service's gRPC health check says SERVING",
@@ -24,12 +29,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "address",
         nargs="?",
         default=None,
+        type=_args.address,
         help="HOST:PORT (default 127.0.0.1:$EDGECODE_PORT, or 127.0.0.1:50051)",
     )
     parser.add_argument(
         "--service", default="", help="service name to check (default: the whole server)"
     )
-    parser.add_argument("--timeout", type=float, default=3.0, help="deadline in seconds")
+    parser.add_argument(
+        "--timeout", type=_args.deadline, default=3.0, help="deadline in seconds (default 3)"
+    )
     parser.set_defaults(func=_health)
 
 
@@ -38,8 +46,6 @@ def _health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     address = args.address or f"127.0.0.1:{os.environ.get('EDGECODE_PORT', '50051')}"
-    if args.timeout <= 0:
-        raise ValueError(f"--timeout must be > 0, got {args.timeout}")
     with grpc.insecure_channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -54,16 +60,19 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edgecode.cli.health``: the same check without building the whole ``edgecode``
-    parser (which imports every subcommand), so a HEALTHCHECK every few seconds stays cheap."""
-    parser = argparse.ArgumentParser(prog="python -m edgecode.cli.health")
-    register(parser.add_subparsers())
+    """``python -m edgecode.cli.health``, what the image's HEALTHCHECK runs: the same check as
+    ``edgecode health`` (which is as cheap now that ``edgecode`` builds only the parser of the
+    subcommand being run)."""
+    parser = _args.Parser(prog="edgecode")  # errors read as those of `edgecode health`
+    register(parser.add_subparsers(parser_class=_args.Parser))
     args = parser.parse_args(["health", *(sys.argv[1:] if argv is None else argv)])
     try:
         return _health(args)
-    except ValueError as exc:
-        print(f"edgecode health: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        code = report(exc)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

@@ -5,19 +5,34 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from edgecode.cli import _args, command_help
+from edgecode.cli._errors import UsageError, remote
 from edgecode.cli._render import console, table
+from edgecode.cli.bench import matrix_file
 
+if TYPE_CHECKING:
+    import numpy as np
+
+#: The matrix schemes (edgecode.records.MATRIX_SCHEMES; a unit test keeps the two equal).
 SCHEMES = ("sparse", "dense", "poly", "uncoded")
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def operand_file(text: str) -> Path:
+    """``--vector`` / ``--rhs``: an existing .npy (or .npz for a sparse B)."""
+    path = _args.existing_file(text)
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise argparse.ArgumentTypeError(f"expected a .npy or .npz file, got {text!r}")
+    return path
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "matmul"
+) -> None:
     parser = subparsers.add_parser(
         "matmul",
-        help="A^T x or A^T B on a coded cluster: any k of n workers give the exact product",
+        help=command_help("matmul"),
         description=(
             "Encode a sparse A into n coded blocks (the weight-optimal sparse code keeps them "
             "sparse), place one on each worker, then compute A^T x (--vector), A^T B (--rhs) or "
@@ -28,78 +43,125 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--matrix",
+        type=matrix_file,
         default="random",
         help="A: a .npz (scipy.sparse.save_npz) or .mtx file, 'random' (seeded 1%%-dense "
         "--size x --size, the default) or 'tfidf' (TF-IDF of scikit-learn's bundled text)",
     )
-    parser.add_argument("--size", type=int, default=2000, help="size of 'random' (default 2000)")
+    parser.add_argument(
+        "--size", type=_args.integer(1), default=2000, help="size of 'random' (default 2000)"
+    )
     operand = parser.add_mutually_exclusive_group()
-    operand.add_argument("--vector", help="x as .npy (length t); default: seeded random")
-    operand.add_argument("--rhs", help="B as .npz (sparse) or .npy (dense, t x p)")
+    operand.add_argument(
+        "--vector", type=operand_file, help="x as .npy (length t); default: seeded random"
+    )
+    operand.add_argument(
+        "--rhs", type=operand_file, help="B as .npz (sparse) or .npy (dense, t x p)"
+    )
     parser.add_argument("--scheme", choices=SCHEMES, default="sparse")
-    parser.add_argument("--workers", type=int, default=6, help="n (default 6)")
-    parser.add_argument("--k", type=int, default=4, help="k: any k results decode (default 4)")
-    parser.add_argument("--out", default="", help="write the result here (.npy)")
-    parser.add_argument("--master", default="", help="HOST:PORT of a running master")
+    parser.add_argument("--workers", type=_args.integer(1), default=6, help="n (default 6)")
+    parser.add_argument(
+        "--k", type=_args.integer(1), default=4, help="k: any k results decode (default 4)"
+    )
+    parser.add_argument(
+        "--out", type=_args.output_file, default=None, help="write the result here (.npy)"
+    )
+    parser.add_argument(
+        "--master", type=_args.address, default=None, help="HOST:PORT of a running master"
+    )
     parser.add_argument(
         "--power-iterations",
-        type=int,
+        type=_args.integer(0),
         default=0,
         help="run T iterations of the power method on A^T A (two coded jobs: A and A^T)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_args.seed, default=0)
     parser.add_argument(
         "--straggle",
+        type=_args.straggle,
         default="none",
         help="local cluster only: the --straggle spec of the first worker (e.g. slow:factor=10)",
     )
     parser.add_argument(
         "--compute-seconds",
-        type=float,
+        type=_args.seconds,
         default=0.0,
         help="local cluster only: emulated seconds for the whole A^T x (scaled by each "
         "block's share of the non-zeros; what --straggle slows down)",
     )
     parser.add_argument(
-        "--deadline", type=float, default=60.0, help="seconds per product (default 60)"
+        "--deadline", type=_args.deadline, default=60.0, help="seconds per product (default 60)"
     )
     parser.set_defaults(func=_matmul)
 
 
-def _load_operand(args: argparse.Namespace, rows: int) -> np.ndarray:
-    if args.rhs:
-        path = Path(args.rhs)
-        if path.suffix == ".npz":
+def _read_array(path: Path, flag: str) -> np.ndarray:
+    """A finite float64 array from a .npy, or a dense one from a scipy.sparse .npz."""
+    import numpy as np
+
+    try:
+        if path.suffix.lower() == ".npz":
             import scipy.sparse as sp
 
-            return np.asarray(sp.load_npz(path).toarray(), dtype=np.float64)
-        return np.asarray(np.load(path), dtype=np.float64)
-    if args.vector:
-        return np.asarray(np.load(args.vector), dtype=np.float64)
+            array = np.asarray(sp.load_npz(path).toarray(), dtype=np.float64)
+        else:
+            array = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+    except (ValueError, OSError, TypeError) as exc:
+        raise UsageError(f"{flag}: cannot read {path}: {exc}") from None
+    if not np.all(np.isfinite(array)):
+        raise UsageError(f"{flag}: {path} holds NaN or infinite values")
+    return array
+
+
+def _load_operand(args: argparse.Namespace, rows: int) -> np.ndarray:
+    """x (or B) for A^T x; its first dimension must be A's rows."""
+    import numpy as np
+
+    if args.rhs or args.vector:
+        flag, path = ("--rhs", args.rhs) if args.rhs else ("--vector", args.vector)
+        operand = _read_array(path, flag)
+        wanted = f"a vector of length {rows}" if flag == "--vector" else f"a {rows} x p matrix"
+        ndim = 1 if flag == "--vector" else 2
+        if operand.ndim != ndim or operand.shape[0] != rows:
+            raise UsageError(
+                f"{flag}: {path} has shape {operand.shape}, expected {wanted} (A has {rows} rows)"
+            )
+        return operand
     return np.random.default_rng(args.seed).standard_normal(rows)
 
 
 def _matmul(args: argparse.Namespace) -> int:
     from edgecode.bench.matmul import load_source
 
-    if args.workers < 1 or not 1 <= args.k <= args.workers:
-        raise ValueError(f"--k must be in [1, --workers], got k={args.k}, n={args.workers}")
+    _args.check(args.k <= args.workers, f"--k must be <= --workers ({args.workers}), got {args.k}")
+    _args.check(
+        not (args.power_iterations and (args.vector or args.rhs)),
+        "--power-iterations starts from a random vector: leave out --vector and --rhs",
+    )
     if args.scheme == "uncoded":
         args.k = args.workers
-    label, matrix = load_source(args.matrix, size=args.size, seed=args.seed)
-    console.print(
+    label, matrix = load_source(str(args.matrix), size=args.size, seed=args.seed)
+    _args.check(
+        matrix.shape[1] >= args.k,
+        f"--k must be <= A's {matrix.shape[1]} columns (--matrix {args.matrix}, --size), got "
+        f"{args.k}",
+    )
+    _args.check(matrix.nnz > 0, f"--matrix {args.matrix}: A has no non-zeros")
+    operand = None if args.power_iterations > 0 else _load_operand(args, matrix.shape[0])
+    console().print(
         f"A: {label}, {matrix.shape[0]} x {matrix.shape[1]}, {matrix.nnz} non-zeros; "
         f"{args.scheme} code, n={args.workers}, k={args.k}"
     )
     if args.master:
-        return _on_master(args, args.master, matrix)
+        with remote(args.master, "the master"):
+            return _on_master(args, args.master, matrix, operand)
     from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup
 
     workers = tuple(
         WorkerSetup(f"w{i:02d}", "edge-0", args.straggle if i == 0 else "none")
         for i in range(args.workers)
     )
-    with console.status(f"starting a local cluster of {args.workers} workers ..."):
+    with console().status(f"starting a local cluster of {args.workers} workers ..."):
         cluster = LocalCluster(
             ClusterSetup(
                 (EdgeSetup("edge-0"),),
@@ -110,7 +172,8 @@ def _matmul(args: argparse.Namespace) -> int:
         )
         cluster.start()
     try:
-        return _on_master(args, cluster.master_address, matrix)
+        with remote(cluster.master_address, "the local master"):
+            return _on_master(args, cluster.master_address, matrix, operand)
     finally:
         cluster.stop()
 
@@ -126,11 +189,15 @@ def _submit(client: Any, args: argparse.Namespace, matrix: Any, job_id: str) -> 
         seed=args.seed,
         deadline_seconds=args.deadline,
     )
-    with console.status(f"encoding and placing {job_id} ..."):
+    with console().status(f"encoding and placing {job_id} ..."):
         return client.submit_matmul(spec, matrix)
 
 
-def _on_master(args: argparse.Namespace, address: str, matrix: Any) -> int:
+def _on_master(
+    args: argparse.Namespace, address: str, matrix: Any, operand: np.ndarray | None
+) -> int:
+    import numpy as np
+
     from edgecode.master.client import MasterClient, product_of
 
     client = MasterClient(address)
@@ -154,20 +221,21 @@ def _on_master(args: argparse.Namespace, address: str, matrix: Any) -> int:
             _submit(client, args, matrix.T.tocsr(), jobs[1])
             result = _power(client, jobs, matrix, args)
         else:
-            operand = _load_operand(args, matrix.shape[0])
+            assert operand is not None
             response = client.matmul(job_id, operand, timeout=args.deadline + 30)
             result = product_of(response)
             direct = np.asarray(matrix.T @ operand)
             error = np.linalg.norm(result - direct) / max(float(np.linalg.norm(direct)), 1e-300)
             stragglers = [t.node for t in response.timings if not t.arrived]
-            console.print(
+            console().print(
                 f"A^T x in {response.seconds * 1e3:.1f} ms from workers "
                 f"{list(response.decoded_from)} (stragglers {stragglers}); "
                 f"relative error vs the direct product {error:.2e}"
             )
         if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
             np.save(args.out, result)
-            console.print(f"wrote {args.out}")
+            console().print(f"wrote {args.out}")
     finally:
         for name in jobs:
             try:
@@ -180,6 +248,7 @@ def _on_master(args: argparse.Namespace, address: str, matrix: Any) -> int:
 
 def _power(client: Any, jobs: list[str], matrix: Any, args: argparse.Namespace) -> np.ndarray:
     """v <- A^T (A v) / norm: A v from the job on A^T, A^T y from the job on A."""
+    import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from edgecode.master.client import product_of
@@ -192,7 +261,7 @@ def _power(client: Any, jobs: list[str], matrix: Any, args: argparse.Namespace) 
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
-        console=console,
+        console=console(),
     ) as bar:
         task = bar.add_task("power", total=args.power_iterations, info="")
         for _ in range(args.power_iterations):
@@ -204,7 +273,7 @@ def _power(client: Any, jobs: list[str], matrix: Any, args: argparse.Namespace) 
     direct = np.asarray(matrix.T @ (matrix @ v))
     coded = product_of(client.matmul(jobs[0], product_of(client.matmul(jobs[1], v))))
     error = np.linalg.norm(coded - direct) / max(float(np.linalg.norm(direct)), 1e-300)
-    console.print(
+    console().print(
         f"top eigenvalue of A^T A ~ {eigenvalue:.8g}; last product's relative error vs the "
         f"direct A^T A v: {error:.2e}"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgecode.cli._config import add_config_flags, build_config
+from edgecode.cli._config import add_config_flags
 
 SUMMARY = "start a gossip peer: runs GOCO rounds with its graph neighbours"
 
@@ -27,7 +27,7 @@ HELP = {
 def register(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str | None = None
 ) -> None:
-    from edgecode.peer.run import PeerConfig, run
+    from edgecode.peer.run import PeerConfig
 
     parser = subparsers.add_parser(
         "peer",
@@ -40,4 +40,26 @@ def register(
         ),
     )
     add_config_flags(parser, PeerConfig, HELP)
-    parser.set_defaults(func=lambda args: run(build_config(PeerConfig, args, "peer")))
+    parser.set_defaults(func=_start)
+
+
+def _start(args: argparse.Namespace) -> int:
+    """Like every role (``cli/services.py``): build the config, check what it names, run."""
+    import logging
+    import os
+    import sys
+
+    from edgecode.cli._config import resolve
+    from edgecode.cli.services import check_files, check_listen
+    from edgecode.peer.run import PeerConfig, run
+
+    config, sources = resolve(PeerConfig, args, "peer")
+    check_files(config, sources)
+    for host, port in (("host", "port"), ("metrics_host", "metrics_port")):
+        check_listen(config, host, port, sources)
+    result = run(config)
+    # As the other roles: leave without the interpreter's slow gRPC teardown once stopped.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(result)

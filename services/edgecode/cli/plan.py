@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from edgecode.cli._render import console, table
+from edgecode.cli import _args, command_help
+from edgecode.cli._render import console, err_console, table
 
 if TYPE_CHECKING:  # the planner is imported inside the command, so other subcommands start fast
     from edgecode.planning.partial import PartialChoice
@@ -33,10 +32,12 @@ their per-round straggling probability (stationary class).
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "plan"
+) -> None:
     parser = subparsers.add_parser(
         "plan",
-        help="choose the plan with the smallest expected round time for a cluster spec",
+        help=command_help("plan"),
         description=(
             "Optimize the hierarchical gradient code for a cluster spec (which edges and workers "
             "take part, s_edge, s_worker per edge, K and per-worker loads) and print it with the "
@@ -55,13 +56,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--partitions",
-        type=int,
+        type=_args.integer(1),
         metavar="K",
         help="number of data partitions (default: the spec's [job] partitions, else chosen)",
     )
     parser.add_argument(
         "--ignore-stragglers",
-        type=int,
+        type=_args.integer(0),
         metavar="S",
         help="workers the ignore-stragglers baseline drops (default: a tenth, at least 1)",
     )
@@ -104,14 +105,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgecode.cli._spec import load_cluster_spec
     from edgecode.planning.optimize import optimize
-    from edgecode.planning.spec import load_spec
     from edgecode.sim.compare import compare_schemes
 
-    spec = load_spec(args.spec)
-    if args.partitions is not None and args.partitions < 1:
-        raise ValueError(f"--partitions must be >= 1, got {args.partitions}")
-    with Console(stderr=True).status(f"planning {spec.n_workers} workers ..."):
+    spec = load_cluster_spec(args.spec)
+    check_ignore_stragglers(args.ignore_stragglers, spec.n_workers)
+    with err_console().status(f"planning {spec.n_workers} workers ..."):
         best = optimize(spec, args.partitions)
         schemes = compare_schemes(spec, ignore_stragglers=args.ignore_stragglers, optimized=best)
     warn_if_beaten(schemes)
@@ -137,7 +137,7 @@ def partial_choice(spec: ClusterSpec, args: argparse.Namespace) -> PartialChoice
 
     s = default_ignored(spec.n_workers) if args.stragglers is None else args.stragglers
     vector_seconds = None if args.vector_ms is None else args.vector_ms / 1e3
-    with Console(stderr=True).status("planning partial recovery ..."):
+    with err_console().status("planning partial recovery ..."):
         return choose_partial_design(
             spec,
             s,
@@ -215,10 +215,18 @@ def show_partial(choice: PartialChoice) -> None:
         ],
         rows,
     )
-    console.print(
+    console().print(
         "auto = the lowest expected round time; a partial round ends at the first arrival set "
         "that recovers ceil(alpha k) partitions, possibly before n - s arrivals.",
         style="dim",
+    )
+
+
+def check_ignore_stragglers(value: int | None, n_workers: int) -> None:
+    """``--ignore-stragglers`` must leave at least one worker of the spec."""
+    _args.check(
+        value is None or value < n_workers,
+        f"--ignore-stragglers must be < the spec's {n_workers} workers, got {value}",
     )
 
 
@@ -340,7 +348,7 @@ def show_plan(spec: ClusterSpec, plan: Plan, schemes: list[Scheme], workers: str
             for s in schemes
         ],
     )
-    console.print(
+    console().print(
         "ignore-stragglers is fast but biased: its gradient misses the dropped workers' data.",
         style="dim",
     )

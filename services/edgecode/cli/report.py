@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from edgecode import __version__
-from edgecode.cli._render import console, table
+from edgecode.cli import _args, command_help
+from edgecode.cli._render import console, err_console, table
 
 if TYPE_CHECKING:  # heavy imports happen inside the command, so other subcommands start fast
     from edgecode.sim.compare import SweepPoint
@@ -33,10 +31,12 @@ outputs (in --out):
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "report"
+) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="speed-up of the optimized plan over uncoded as stragglers worsen (PNG + Markdown)",
+        help=command_help("report"),
         description=(
             "Reproduce the paper-1 style comparison on a generated heterogeneous cluster family "
             "(edges x workers of mixed Raspberry Pis). Every worker straggles with probability p "
@@ -49,79 +49,84 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--out",
-        type=Path,
-        default=Path("out/report"),
+        type=_args.output_dir,
+        default="out/report",
         metavar="DIR",
         help="output directory, created if needed (default out/report)",
     )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=_args.integer(2),
         default=2000,
         metavar="R",
         help="simulated rounds per scheme and point (default 2000)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+    parser.add_argument("--seed", type=_args.seed, default=0, help="simulation seed (default 0)")
     parser.add_argument(
         "--probabilities",
+        type=_floats(0.0, 1.0),
         default=DEFAULT_PROBABILITIES,
         metavar="P,P,...",
         help=f"straggler probabilities of the first sweep (default {DEFAULT_PROBABILITIES})",
     )
     parser.add_argument(
         "--slowdown",
-        type=float,
+        type=_args.number(1.0, 1e6),
         default=5.0,
         help="slowdown of a straggling round in the first sweep (default 5)",
     )
     parser.add_argument(
         "--slowdowns",
+        type=_floats(1.0, 1e6),
         default=DEFAULT_SLOWDOWNS,
         metavar="X,X,...",
         help=f"slowdowns of the second sweep (default {DEFAULT_SLOWDOWNS})",
     )
     parser.add_argument(
         "--probability",
-        type=float,
+        type=_args.number(0.0, 1.0),
         default=0.1,
         help="straggler probability in the second sweep (default 0.1)",
     )
-    parser.add_argument("--edges", type=int, default=4, help="edges of the cluster (default 4)")
     parser.add_argument(
-        "--workers-per-edge", type=int, default=5, help="workers per edge (default 5)"
+        "--edges", type=_args.integer(1), default=4, help="edges of the cluster (default 4)"
+    )
+    parser.add_argument(
+        "--workers-per-edge", type=_args.integer(1), default=5, help="workers per edge (default 5)"
     )
     parser.add_argument(
         "--cluster-seed",
-        type=int,
+        type=_args.seed,
         default=2024,
         help="seed that draws the cluster's boards and links (default 2024)",
     )
     parser.set_defaults(func=run)
 
 
-def _floats(text: str, name: str, low: float, high: float) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{name}: expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise ValueError(f"{name}: give at least one value")
-    bad = [v for v in values if not low <= v <= high]
-    if bad:
-        raise ValueError(f"{name}: values must be in [{low}, {high}], got {bad}")
-    return values
+def _floats(low: float, high: float) -> Callable[[str], list[float]]:
+    """A comma list of numbers in ``[low, high]``, at least one."""
+
+    def convert(text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated numbers, got {text!r}"
+            ) from None
+        if not values:
+            raise argparse.ArgumentTypeError("give at least one value")
+        bad = [v for v in values if not low <= v <= high]  # NaN is never in range
+        if bad:
+            raise argparse.ArgumentTypeError(f"values must be in [{low:g}, {high:g}], got {bad}")
+        return values
+
+    return convert
 
 
 def run(args: argparse.Namespace) -> int:
-    probabilities = _floats(args.probabilities, "--probabilities", 0.0, 1.0)
-    slowdowns = _floats(args.slowdowns, "--slowdowns", 1.0, 1e6)
-    _floats(str(args.probability), "--probability", 0.0, 1.0)
-    _floats(str(args.slowdown), "--slowdown", 1.0, 1e6)
-    if args.rounds < 2:
-        raise ValueError(f"--rounds must be >= 2, got {args.rounds}")
-    if args.edges < 1 or args.workers_per_edge < 1:
-        raise ValueError("--edges and --workers-per-edge must be >= 1")
+    probabilities, slowdowns = args.probabilities, args.slowdowns
     import numpy as np
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgecode.sim.compare import LABELS, cluster_family, speedup_sweep
     from edgecode.sim.figures import SpeedupPanel, plot_speedup
@@ -142,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=err_console(),
         transient=True,
     ) as bar:
         task = bar.add_task(
@@ -213,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
                 for pt in subset
             ],
         )
-    console.print(
+    console().print(
         f"wrote {args.out / 'report.md'}, {args.out / 'speedup.png'}, {args.out / 'sweep.csv'}"
     )
     return 0
@@ -232,6 +237,9 @@ def _command(args: argparse.Namespace) -> str:
     }
     for key, default in defaults.items():
         value = getattr(args, key)
+        if isinstance(value, list):  # the parsed comma lists, written back as given
+            value = ",".join(f"{v:g}" for v in value)
+            default = ",".join(f"{float(v):g}" for v in str(default).split(","))
         if value != default:
             parts.append(f"--{key.replace('_', '-')} {value}")
     return " ".join(parts)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
+import sys
 from typing import Any
 
-from edgecode.cli._config import add_config_flags, build_config
+from edgecode.cli._config import add_config_flags, resolve
 
 HELP = {
     "host": "address to bind the gRPC server to",
@@ -55,10 +58,20 @@ def role_module(role: str) -> Any:
     return importlib.import_module(f"edgecode.{ROLES[role][0]}")
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for role, (_module, class_name, summary) in ROLES.items():
-        module = role_module(role)
-        cls, run = getattr(module, class_name), module.run
+def config_class(role: str) -> type:
+    """The role's frozen config dataclass."""
+    cls: type = getattr(role_module(role), ROLES[role][1])
+    return cls
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str | None = None
+) -> None:
+    """Add the parser of role ``name`` (every role when None)."""
+    for role, (_module, _class_name, summary) in ROLES.items():
+        if name is not None and role != name:
+            continue
+        cls = config_class(role)
         parser = subparsers.add_parser(
             role,
             help=f"start {'an' if role[0] in 'aeiou' else 'a'} {role}: {summary}",
@@ -66,6 +79,66 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "graceful server stop.",
         )
         add_config_flags(parser, cls, HELP)
-        parser.set_defaults(
-            func=lambda args, role=role, cls=cls, run=run: run(build_config(cls, args, role))
-        )
+        parser.set_defaults(func=lambda args, role=role, cls=cls: start(role, cls, args))
+
+
+def start(role: str, cls: type, args: argparse.Namespace) -> int:
+    """Build the role's config, check the files it names, then run the role."""
+    config: Any
+    config, sources = resolve(cls, args, role)
+    check_files(config, sources)
+    for host, port in (("host", "port"), ("metrics_host", "metrics_port")):
+        check_listen(config, host, port, sources)
+    result: int = role_module(role).run(config)
+    # The server stopped gracefully (in-flight calls done, health NOT_SERVING, files flushed):
+    # leave without the interpreter's teardown, which can spend tens of seconds collecting
+    # gRPC's C-core objects when many services stop at once (SIGTERM must stop a node fast).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(result)
+
+
+def check_files(config: Any, sources: dict[str, str]) -> None:
+    """The files a config names, checked on this machine before anything is bound: a spec
+    that loads, a ready file and a checkpoint folder that can be written."""
+    from edgecode.cli import _args
+    from edgecode.cli._errors import UsageError
+    from edgecode.cli._spec import load_cluster_spec
+
+    if getattr(config, "spec", ""):
+        try:
+            load_cluster_spec(config.spec)
+        except (UsageError, FileNotFoundError) as exc:
+            raise UsageError(f"{sources['spec']}: {exc}") from None
+    for name, check in (("ready_file", _args.output_file), ("checkpoint_dir", _args.output_dir)):
+        if getattr(config, name, ""):
+            try:
+                check(getattr(config, name))
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"{sources[name]}: {exc}") from None
+
+
+def check_listen(config: Any, host_key: str, port_key: str, sources: dict[str, str]) -> None:
+    """``host:port`` can be listened on (a name that resolves, a port not in use), so that a
+    typo is one line naming the flag, not a bind failure deep in the server."""
+    import socket
+
+    from edgecode.cli._errors import UsageError
+
+    host, port = getattr(config, host_key), getattr(config, port_key)
+    host_source = sources.get(host_key, "--" + host_key.replace("_", "-"))
+    port_source = sources.get(port_key, "--" + port_key.replace("_", "-"))
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"{host_source}: cannot listen on {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            source = port_source if port else host_source
+            raise UsageError(
+                f"{source}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None

@@ -9,11 +9,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from edgecode.cli._render import console, table
-from edgecode.cli.plan import warn_if_beaten
+from edgecode.cli import _args, command_help
+from edgecode.cli._render import console, err_console, table
+from edgecode.cli.plan import check_ignore_stragglers, warn_if_beaten
 
 if TYPE_CHECKING:  # heavy imports happen inside the command, so other subcommands start fast
     from edgecode.sim.compare import Scheme
@@ -35,10 +33,12 @@ assume the stationary class, while the simulation starts in the spec's class.
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "simulate"
+) -> None:
     parser = subparsers.add_parser(
         "simulate",
-        help="simulate rounds of every scheme on a cluster spec (CSV + PNG)",
+        help=command_help("simulate"),
         description=(
             "Plan every scheme (uncoded, ignore-stragglers, flat cyclic, the paper's uniform "
             "hierarchical code, the optimized plan) on a cluster spec, then play R consecutive "
@@ -52,25 +52,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("spec", type=Path, metavar="SPEC.toml", help="cluster spec (TOML)")
     parser.add_argument(
-        "--rounds", type=int, default=1000, metavar="R", help="rounds per scheme (default 1000)"
+        "--rounds",
+        type=_args.integer(2),
+        default=1000,
+        metavar="R",
+        help="rounds per scheme (default 1000)",
     )
     parser.add_argument(
         "--out",
-        type=Path,
-        default=Path("out/simulate"),
+        type=_args.output_dir,
+        default="out/simulate",
         metavar="DIR",
         help="output directory, created if needed (default out/simulate)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=_args.seed, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--partitions",
-        type=int,
+        type=_args.integer(1),
         metavar="K",
         help="partitions of the optimized plan (default: the spec's, else chosen)",
     )
     parser.add_argument(
         "--ignore-stragglers",
-        type=int,
+        type=_args.integer(0),
         metavar="S",
         help="workers the ignore-stragglers baseline drops (default: a tenth, at least 1)",
     )
@@ -79,19 +83,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from edgecode.cli._spec import load_cluster_spec
     from edgecode.planning.optimize import optimize
-    from edgecode.planning.spec import load_spec
     from edgecode.sim.compare import compare_schemes
     from edgecode.sim.engine import simulate
     from edgecode.sim.figures import plot_round_times
 
-    if args.rounds < 2:
-        raise ValueError(f"--rounds must be >= 2, got {args.rounds}")
-    if args.partitions is not None and args.partitions < 1:
-        raise ValueError(f"--partitions must be >= 1, got {args.partitions}")
-    spec = load_spec(args.spec)
-    err = Console(stderr=True)
+    spec = load_cluster_spec(args.spec)
+    check_ignore_stragglers(args.ignore_stragglers, spec.n_workers)
+    err = err_console()
     with err.status(f"planning {spec.n_workers} workers ..."):
         schemes = compare_schemes(
             spec,
@@ -128,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         title=f"{args.spec.name}: {args.rounds} simulated rounds per scheme (seed {args.seed})",
     )
     show_summary(summary, args.rounds)
-    console.print(
+    console().print(
         f"wrote {args.out / 'rounds.csv'}, {args.out / 'round_times.png'}, "
         f"{args.out / 'summary.json'}"
     )

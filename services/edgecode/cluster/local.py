@@ -284,8 +284,15 @@ class LocalCluster:
         self._wait_ready([master])
         return master
 
+    def rss_mb(self, role: str | None = None) -> dict[str, float]:
+        """Resident memory now (VmRSS) of each live process, in MB (Linux /proc)."""
+        return self._status_mb("VmRSS:", role)
+
     def peak_rss_mb(self, role: str | None = None) -> dict[str, float]:
         """Peak resident memory (VmHWM) of each live process, in MB (Linux /proc)."""
+        return self._status_mb("VmHWM:", role)
+
+    def _status_mb(self, key: str, role: str | None) -> dict[str, float]:
         peaks = {}
         for name, process in self.processes.items():
             if (
@@ -299,7 +306,7 @@ class LocalCluster:
             except OSError:
                 continue
             for line in status.splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(key):
                     peaks[name] = int(line.split()[1]) / 1024
         return peaks
 

@@ -83,6 +83,11 @@ class Decoded:
     scale: float = 1.0
     #: per-partition weight a_A^T B_A (approximate rules: which partitions were used, and how much)
     partition_weights: FloatArray | None = field(default=None, repr=False)
+    #: verifying rules: senders whose messages contradicted the others (excluded from ``value``)
+    suspects: tuple[int, ...] = ()
+    #: verifying rules: True when a spare arrival confirmed the result, False when accepted
+    #: unchecked (no spare in time); None for rules that do not verify
+    verified: bool | None = None
 
 
 class Rule(Protocol):

@@ -9,7 +9,8 @@ from edgecode.coordinator.logic import CoordinatorLogic
 from edgecode.coordinator.service import CoordinatorServicer
 from edgecode.coordinator.transport import GrpcPeerClient
 from edgecode.planning.spec import load_spec
-from edgecode.runtime.metrics import CoordinatorMetrics, GossipJobMetrics
+from edgecode.runtime.metrics import CoordinatorMetrics
+from edgecode.runtime.peer_metrics import GossipJobMetrics
 from edgecode.runtime.server import create_server
 from edgecode.runtime.start import CommonConfig, prepare, serve
 from edgecode.v1 import coordinator_pb2_grpc

@@ -78,10 +78,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     def GetPlan(
         self, request: coordinator_pb2.GetPlanRequest, context: grpc.ServicerContext
     ) -> Any:
-        plan, fitted = self.logic.plan(
-            int(request.partitions), list(request.exclude), int(request.max_partitions)
+        current = wire.plan_from_proto(request.current) if request.HasField("current") else None
+        plan, fitted, current_seconds = self.logic.plan(
+            int(request.partitions), list(request.exclude), int(request.max_partitions), current
         )
-        return wire.plan_to_proto(plan, fitted)
+        return wire.plan_to_proto(plan, fitted, current_seconds)
 
     @translate_errors
     def StartGossipJob(

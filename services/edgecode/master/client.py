@@ -132,8 +132,16 @@ def param_history_of(status: master_pb2.JobStatus) -> list[np.ndarray]:
     ]
 
 
-def summary(status: master_pb2.JobStatus) -> dict[str, Any]:
-    """The per-scheme result ``edgecode run --json`` writes."""
+def summary(
+    status: master_pb2.JobStatus, end_to_end_seconds: float | None = None
+) -> dict[str, Any]:
+    """The per-scheme result ``edgecode run --json`` writes.
+
+    ``setup_seconds`` (load, plan, first placement) and ``placement_seconds`` (every placement)
+    are the master's; each round's ``wall_seconds`` counts from the end of setup, so
+    ``setup_seconds + wall_seconds[i]`` is the time from the job's start to the end of round i.
+    ``end_to_end_seconds`` is the caller's own measure, from submit to the final status.
+    """
     seconds = [r.seconds for r in status.history]
     return {
         "scheme": status.spec.scheme,
@@ -152,6 +160,20 @@ def summary(status: master_pb2.JobStatus) -> dict[str, Any]:
         "placements": status.placements,
         "setup_seconds": status.setup_seconds,
         "placement_seconds": status.placement_seconds,
+        "end_to_end_seconds": end_to_end_seconds,
         "plan": status.plan_json or None,
+        # partial and approximate schemes (papers 3 and 2), shuffles, verify
+        "recovered_fraction": [r.recovered_fraction for r in status.history],
+        "decoding_residual": [r.residual for r in status.history],
+        "partition_usage": list(status.partition_usage),
+        "shuffle_bytes": status.shuffle_bytes,
+        "shuffles": status.shuffles,
+        "inconsistent_rounds": status.inconsistent_rounds,
+        "quarantined": list(status.quarantined),
+        # where each round's time went at the master
+        "send_seconds": [r.send_seconds for r in status.history],
+        "wait_seconds": [r.wait_seconds for r in status.history],
+        "decode_seconds": [r.decode_seconds for r in status.history],
+        "step_seconds": [r.step_seconds for r in status.history],
         "config": asdict(JobConfig()) | {f.name: v for f, v in status.spec.ListFields()},
     }

@@ -22,8 +22,9 @@ from edgecode.master.checkpoints import (
     NoCheckpoints,
     SavedJob,
 )
+from edgecode.master.jobs import Job
 from edgecode.master.ports import ClusterView, MasterMetricsPort, NoMasterMetrics, Transport
-from edgecode.master.training import Job, Trainer
+from edgecode.master.training import Trainer
 from edgecode.records import CANCELLED, FAILED, PENDING, JobConfig
 
 log = logging.getLogger(__name__)

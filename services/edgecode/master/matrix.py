@@ -58,7 +58,8 @@ from edgecode.records import (
     MatmulSpec,
     Timing,
 )
-from edgecode.rounds import FirstKRule, FutureSource, Pending, Round, describe
+from edgecode.rounds import FutureSource, Pending, Round, describe
+from edgecode.rules import FirstKRule
 
 log = logging.getLogger(__name__)
 

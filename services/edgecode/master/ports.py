@@ -55,10 +55,15 @@ class ClusterView(Protocol):
     def topology(self) -> Topology: ...
 
     def plan(
-        self, partitions: int, exclude: Sequence[str] = (), max_partitions: int = 0
+        self,
+        partitions: int,
+        exclude: Sequence[str] = (),
+        max_partitions: int = 0,
+        current: Plan | None = None,
     ) -> tuple[Plan, float]:
         """The planner's plan and its expected round seconds, without the ``exclude``d nodes
-        and with at most ``max_partitions`` partitions (0: no limit)."""
+        and with at most ``max_partitions`` partitions (0: no limit). With ``current``, the
+        plan's ``extra["current_seconds"]`` is the current plan re-timed on the same fits."""
         ...
 
     def report(self, timings: Sequence[Timing], round_seconds: float, predicted: float) -> None:
@@ -85,6 +90,11 @@ class EdgeAssignment:
     code_rows: np.ndarray | None
     targets: np.ndarray | None
     s_worker: int
+    #: shape of each worker's answer: 0 = one vector, -1 = several rows
+    message_rows: int = 0
+    #: DECODE mode: check against a spare answer, waiting at most ``verify_slack`` seconds
+    verify: bool = False
+    verify_slack: float = 0.0
 
 
 class Transport(Protocol):
@@ -108,6 +118,18 @@ class Transport(Protocol):
     def run_round(
         self, edge: Node, job_id: str, round_: int, params: np.ndarray, epoch: int, timeout: float
     ) -> RoundStream: ...
+
+    def fetch_placement(
+        self,
+        worker: Node,
+        header: PlacementHeader,
+        from_epoch: int,
+        sources: dict[int, str],
+        timeout: float,
+    ) -> tuple[int, float]:
+        """Have ``worker`` assemble a new placement from its own ``from_epoch`` data (source
+        "") and other workers (their addresses); returns (bytes fetched, seconds)."""
+        ...
 
     def drop_job(self, node: Node, job_id: str, is_edge: bool) -> None:
         """Tell a node a job ended (best effort)."""
@@ -142,6 +164,14 @@ class MasterMetricsPort(Protocol):
         timings: Sequence[Timing],
     ) -> None: ...
 
+    def recovery(self, job_id: str, fraction: float, residual: float, vectors: int) -> None:
+        """The partitions a round's result holds, its decoding residual and the vectors used."""
+        ...
+
+    def inconsistent(self, node: str) -> None:
+        """``node``'s result contradicted the others (verify)."""
+        ...
+
     def matrix_placed(self, scheme: str, nbytes: int, block_nnz: Sequence[int]) -> None: ...
 
     def matrix_worker(self, worker: str, seconds: float) -> None: ...
@@ -168,6 +198,12 @@ class NoMasterMetrics(NoObserver):
         predicted: float,
         timings: Sequence[Timing],
     ) -> None:
+        pass
+
+    def recovery(self, job_id: str, fraction: float, residual: float, vectors: int) -> None:
+        pass
+
+    def inconsistent(self, node: str) -> None:
         pass
 
     def matrix_placed(self, scheme: str, nbytes: int, block_nnz: Sequence[int]) -> None:

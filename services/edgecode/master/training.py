@@ -16,115 +16,33 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from edgecode.errors import EdgecodeError, Infeasible, InvalidInput, RoundFailed
-from edgecode.learning.datasets import Dataset, load_split
-from edgecode.learning.models import Model, get_model
+from edgecode.learning.datasets import load_split
+from edgecode.learning.models import get_model
 from edgecode.learning.optimizers import Optimizer, optimizer_from_state
 from edgecode.master.checkpoints import Checkpoint, CheckpointStore, SavedJob, config_hash
-from edgecode.master.layout import Layout, build_layout, same_structure, worth_replacing
-from edgecode.master.ports import ClusterView, MasterMetricsPort, Node, Transport
-from edgecode.planning.spec import Plan
+from edgecode.master.epochs import FILTER_MODEL, Epochs
+from edgecode.master.jobs import Job, JobCancelled, Problem
+from edgecode.master.layout import Layout
+from edgecode.master.ports import ClusterView, MasterMetricsPort, Transport
 from edgecode.records import (
     CANCELLED,
     FAILED,
-    FINAL,
-    PENDING,
     RUNNING,
     SUCCEEDED,
-    JobConfig,
-    JobStatus,
-    PlacementHeader,
     RoundRecord,
     Timing,
 )
-from edgecode.rounds import Outcome, Round, StreamSource, describe
+from edgecode.rounds import Outcome, Round, StreamSource
+from edgecode.straggle_classes import ClassFilter
 
 log = logging.getLogger(__name__)
 
-#: A plan and its expected round seconds.
-PlanChoice = tuple[Plan, float]
-#: Placement attempts around failing nodes before the job fails.
-PLACEMENT_ATTEMPTS = 3
-#: Placement deadline: this base plus the bytes at this (slow edge link) rate.
-PLACE_BASE_SECONDS = 5.0
-PLACE_MIN_BYTES_PER_SECOND = 1e6
 #: Fewest rows a partition should hold to be worth a message of its own.
 MIN_ROWS_PER_PARTITION = 4
-#: Recent rounds whose median time a new plan must beat.
-REPLAN_WINDOW = 5
-
-
-@dataclass
-class Job:
-    """A training job's live state; :meth:`status` is the snapshot the API returns."""
-
-    job_id: str
-    config: JobConfig
-    state: str = PENDING
-    message: str = ""
-    round: int = 0
-    history: list[RoundRecord] = field(default_factory=list)
-    params: np.ndarray | None = None
-    accuracy: float = float("nan")
-    last_timings: tuple[Timing, ...] = ()
-    layout: Layout | None = None
-    param_history: list[np.ndarray] = field(default_factory=list)
-    placements: int = 0
-    setup_seconds: float = 0.0
-    placement_seconds: float = 0.0
-    cancel: threading.Event = field(default_factory=threading.Event)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    started: float = field(default_factory=time.monotonic)
-
-    def status(self, include_params: bool = False) -> JobStatus:
-        with self.changed:
-            layout = self.layout
-            return JobStatus(
-                job_id=self.job_id,
-                state=self.state,
-                config=self.config,
-                round=self.round,
-                message=self.message,
-                history=tuple(self.history),
-                accuracy=self.accuracy,
-                predicted_round_seconds=layout.predicted_round_seconds if layout else 0.0,
-                plan_json=layout.plan_json if layout else "",
-                last_timings=self.last_timings,
-                placements=self.placements,
-                setup_seconds=self.setup_seconds,
-                placement_seconds=self.placement_seconds,
-                params=self.params if include_params else None,
-                param_history=tuple(self.param_history) if include_params else (),
-            )
-
-    def update(self, **changes: Any) -> None:
-        """Change fields and wake the watchers."""
-        with self.changed:
-            for key, value in changes.items():
-                setattr(self, key, value)
-            self.changed.notify_all()
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINAL
-
-
-@dataclass
-class _Problem:
-    """The data, model and optimizer of a job."""
-
-    train: Dataset
-    test: Dataset
-    model_name: str
-    model: Model
-    n_params: int
-    #: most partitions the data allows (enough rows in each to be worth a message)
-    max_partitions: int
 
 
 class Trainer:
@@ -148,10 +66,13 @@ class Trainer:
         self._pool = pool
         self._clock = clock
         self._reporting = threading.Lock()
-        self._epoch = 0
-        self._placement_seconds = 0.0
-        #: every node any placement epoch of this job used, by name, and whether it is an edge
-        self._used: dict[str, tuple[Node, bool]] = {}
+        self._usage: np.ndarray = np.zeros(0)
+        self._usage_rounds = 0
+        self._caught: dict[str, int] = {}
+        self._quarantine_pending = False
+        self._epochs = Epochs(job, transport, cluster, metrics, pool, clock)
+        #: where the current round's time went (send, wait, decode, step)
+        self._phases: dict[str, float] = {}
 
     # ---- the job ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -173,8 +94,11 @@ class Trainer:
         job, cfg = self.job, self.job.config
         problem, params, optimizer, start_round = self._prepare()
         job.update(state=RUNNING, round=start_round, params=params)
-        self._epoch = len(job.history)
-        layout = self._lay_out(problem)
+        epochs = self._epochs
+        epochs.epoch = len(job.history)
+        layout = epochs.lay_out(problem)
+        if cfg.scheme == "approx-shuffle" and cfg.shuffle == "aware":
+            epochs.filter = ClassFilter(len(layout.workers), **FILTER_MODEL)
         job.update(layout=layout, placements=job.placements + 1)
         job.setup_seconds = self._clock() - job.started
         job.started = self._clock()  # wall time of the rounds, without the one-time setup
@@ -185,8 +109,10 @@ class Trainer:
                 self._checkpoint(optimizer, round_)
                 job.update(state=CANCELLED, message=f"cancelled after round {round_}")
                 return
-            if pending is None and self._replan_due(round_):
-                pending = self._pool.submit(self._replan, problem, layout, round_)
+            if pending is None and epochs.replan_due(round_):
+                pending = self._pool.submit(epochs.replan, problem, layout, round_)
+            elif pending is None and epochs.shuffle_due(round_):
+                pending = self._pool.submit(epochs.shuffle, problem, layout)
             if pending is not None and pending.done():  # swap in at a round boundary
                 adopted, predicted = pending.result()
                 pending = None
@@ -195,15 +121,22 @@ class Trainer:
                     job.update(layout=layout, placements=job.placements + 1)
                 elif predicted is not None:
                     layout.predicted_round_seconds = predicted
+            if self._quarantine_pending:  # leave the nodes caught lying out of the code
+                self._quarantine_pending = False
+                layout = epochs.lay_out(problem)
+                job.update(layout=layout, placements=job.placements + 1)
             started = self._clock()
             outcome, layout = self._round_or_recover(problem, layout, round_, params)
+            self._catch(outcome.suspects)
             gradient = outcome.decoded.value
             if gradient.shape != (problem.n_params,) or not np.all(np.isfinite(gradient)):
                 raise RoundFailed(
                     f"round {round_}: the decoded gradient is not finite; the model keeps the "
                     f"parameters of round {round_}"
                 )
+            stepping = self._clock()
             stepped = optimizer.step(params, gradient, problem.train.n_rows)
+            self._phases["step"] = self._clock() - stepping
             if not np.all(np.isfinite(stepped)):
                 raise RoundFailed(
                     f"round {round_}: the optimizer step gave non-finite parameters (learning "
@@ -219,7 +152,7 @@ class Trainer:
         self._checkpoint(optimizer, cfg.rounds)
         job.update(state=SUCCEEDED, message=f"{cfg.rounds} rounds")
 
-    def _prepare(self) -> tuple[_Problem, np.ndarray, Optimizer, int]:
+    def _prepare(self) -> tuple[Problem, np.ndarray, Optimizer, int]:
         job, cfg = self.job, self.job.config
         rng = np.random.default_rng(cfg.seed)
         train, test = load_split(cfg.dataset, rng)
@@ -234,7 +167,7 @@ class Trainer:
                 f"of {cfg.dataset!r}"
             )
         max_partitions = max(1, train.n_rows // MIN_ROWS_PER_PARTITION)
-        problem = _Problem(train, test, model_name, model, n_params, max_partitions)
+        problem = Problem(train, test, model_name, model, n_params, max_partitions)
         restored = self._store.load(job.job_id)
         if restored is not None and restored.config_hash not in ("", config_hash(cfg)):
             # A finished job's id submitted again with another config: a new job.
@@ -252,166 +185,9 @@ class Trainer:
         log.info("job %s resumes at round %d from its checkpoint", job.job_id, restored.round)
         return problem, restored.params, optimizer_from_state(restored.optimizer), restored.round
 
-    # ---- placement ----------------------------------------------------------------------------
-    def _next_epoch(self) -> int:
-        self._epoch += 1
-        return self._epoch
-
-    def _lay_out(
-        self, problem: _Problem, dead: set[str] | None = None, plan: PlanChoice | None = None
-    ) -> Layout:
-        """Build the code on the alive nodes and place it (a new placement epoch). A node that
-        fails during placement is health-checked and planned around, up to
-        ``PLACEMENT_ATTEMPTS`` times; the message of the final failure names every node and
-        what went wrong with it."""
-        cfg = self.job.config
-        dead = set(dead or ())
-        failures: dict[str, str] = {}
-        for _attempt in range(PLACEMENT_ATTEMPTS):
-            if self.job.cancel.is_set():
-                raise JobCancelled("cancelled during placement")
-            topology = self._cluster.topology().without(dead)
-            self._used.update({n.name: (n, n in topology.edges) for n in topology.nodes})
-            if not topology.edges:
-                raise RoundFailed(
-                    "no alive edge with alive workers is left"
-                    + (f" (out of reach: {_in_words(failures, dead)})" if dead else "")
-                )
-            chosen = plan if plan is not None else self._plan(problem, dead)
-            plan = None  # a plan is used once: after a failure, ask again without the dead
-            layout = build_layout(cfg, topology, self._next_epoch(), chosen)
-            started = self._clock()
-            failed = self._install(problem, layout)
-            if not failed:
-                self._placement_seconds = self._clock() - started
-                with self.job.changed:
-                    self.job.placement_seconds += self._placement_seconds
-                return layout
-            failures.update(failed)
-            dead |= set(failed) | set(self._transport.unreachable(topology.nodes))
-            log.warning(
-                "job %s: placement of epoch %d failed on %s; re-planning without %s",
-                self.job.job_id,
-                layout.epoch,
-                sorted(failed),
-                sorted(dead),
-            )
-        raise RoundFailed(f"the data could not be placed: {_in_words(failures, dead)}")
-
-    def _plan(self, problem: _Problem, dead: set[str]) -> PlanChoice | None:
-        """The planner's plan for hgc jobs with s_edge < 0 (None: not needed, or the
-        coordinator is out of reach and the layout falls back to fixed s)."""
-        cfg = self.job.config
-        if cfg.scheme != "hgc" or cfg.s_edge >= 0:
-            return None
-        try:
-            return self._cluster.plan(cfg.partitions, sorted(dead), problem.max_partitions)
-        except Exception as exc:  # the coordinator being away must not stop the job
-            log.warning(
-                "job %s: no plan from the coordinator (%s); using fixed s",
-                self.job.job_id,
-                describe(exc),
-            )
-            return None
-
-    def _install(self, problem: _Problem, layout: Layout) -> dict[str, str]:
-        """Place every worker's partitions, then configure the edges; returns the nodes that
-        failed, with what went wrong (empty: the epoch is ready)."""
-        train, cfg = problem.train, self.job.config
-        blocks = train.partition(layout.n_partitions)
-        uploads = {}
-        for worker, held, coefficients in layout.uploads():
-            header = PlacementHeader(
-                job_id=self.job.job_id,
-                model=problem.model_name,
-                n_features=train.n_features,
-                n_classes=train.n_classes,
-                partitions=held,
-                coefficients=coefficients,
-                l2=cfg.l2,
-                n_partitions=layout.n_partitions,
-                epoch=layout.epoch,
-                rows=tuple(int(blocks[j][0].shape[0]) for j in held),
-            )
-            chunks = [(j, blocks[j][0], blocks[j][1]) for j in held]
-            timeout = placement_timeout(sum(_nbytes(blocks[j][0]) for j in held))
-            uploads[worker.name] = self._pool.submit(
-                self._transport.place, worker, header, chunks, timeout
-            )
-        failed = _failures(uploads)
-        self._metrics.placed(sum(f.result() for n, f in uploads.items() if n not in failed))
-        if failed:
-            return failed
-        configured = {
-            a.edge.name: self._pool.submit(
-                self._transport.configure_edge,
-                self.job.job_id,
-                layout.epoch,
-                a,
-                cfg.round_deadline_seconds,
-            )
-            for a in layout.assignments()
-        }
-        return _failures(configured)
-
-    def _replan_due(self, round_: int) -> bool:
-        cfg = self.job.config
-        if cfg.scheme != "hgc" or cfg.s_edge >= 0 or round_ == 0:
-            return False
-        if round_ == cfg.profile_rounds:
-            return True
-        return (
-            bool(cfg.replan_every)
-            and round_ > cfg.profile_rounds
-            and (round_ - cfg.profile_rounds) % cfg.replan_every == 0
-        )
-
-    def _replan(
-        self, problem: _Problem, layout: Layout, round_: int
-    ) -> tuple[Layout | None, float | None]:
-        """Ask the planner again (with the runtimes fitted from the rounds so far); lay out and
-        place a new epoch only when the plan's structure changed AND the predicted saving over
-        the remaining rounds exceeds what the last placement cost. Runs off the round path:
-        rounds go on with the old epoch until the new one is ready. Returns the new layout (or
-        None to keep the current one) and the current plan's new prediction."""
-        cfg = self.job.config
-        try:
-            plan, predicted = self._cluster.plan(cfg.partitions, [], problem.max_partitions)
-        except Exception as exc:
-            log.warning("job %s: re-planning skipped: %s", self.job.job_id, describe(exc))
-            return None, None
-        if layout.plan is not None and same_structure(plan, layout.plan):
-            return None, predicted
-        recent = [r.seconds for r in self.job.history[-REPLAN_WINDOW:]]
-        current = float(np.median(recent)) if recent else layout.predicted_round_seconds
-        remaining = cfg.rounds - round_
-        if not worth_replacing(current, predicted, remaining, self._placement_seconds):
-            log.info(
-                "job %s: a new plan would save %.4f s/round over %d rounds, less than the "
-                "%.3f s a placement costs; keeping the current one",
-                self.job.job_id,
-                current - predicted,
-                remaining,
-                self._placement_seconds,
-            )
-            return None, None
-        log.info(
-            "job %s: re-placing for the new plan (%.4f -> %.4f s/round)",
-            self.job.job_id,
-            current,
-            predicted,
-        )
-        try:
-            return self._lay_out(problem, plan=(plan, predicted)), None
-        except Exception as exc:  # the old epoch keeps serving
-            log.warning(
-                "job %s: re-placement failed, keeping the current plan: %s", self.job.job_id, exc
-            )
-            return None, None
-
     # ---- one round ----------------------------------------------------------------------------
     def _round_or_recover(
-        self, problem: _Problem, layout: Layout, round_: int, params: np.ndarray
+        self, problem: Problem, layout: Layout, round_: int, params: np.ndarray
     ) -> tuple[Outcome, Layout]:
         try:
             return self._round(layout, round_, params), layout
@@ -421,7 +197,7 @@ class Trainer:
                 "job %s round %d: %s; unreachable: %s", self.job.job_id, round_, exc, sorted(dead)
             )
             try:
-                layout = self._lay_out(problem, dead=dead)
+                layout = self._epochs.lay_out(problem, dead=dead)
                 self.job.update(layout=layout, placements=self.job.placements + 1)
                 return self._round(layout, round_, params), layout
             except (RoundFailed, Infeasible) as again:
@@ -437,18 +213,25 @@ class Trainer:
 
     def _round(self, layout: Layout, round_: int, params: np.ndarray) -> Outcome:
         deadline = self.job.config.round_deadline_seconds
-        collector = Round(layout.senders(), (params.size,), deadline, self._clock, self._metrics)
+        started = self._clock()
+        observer = _Phases(self._metrics, self._phases)
+        collector = Round(
+            layout.senders(), layout.message_shape(params.size), deadline, self._clock, observer
+        )
         for edge in layout.participating_edges():
             stream = self._transport.run_round(
                 edge, self.job.job_id, round_, params, layout.epoch, deadline
             )
             self._metrics.sent(params.nbytes)
             collector.add(StreamSource(edge.name, stream, stream.cancel, self._pool))
-        return collector.decide(layout.rule())
+        sent = self._clock()
+        outcome = collector.decide(layout.rule(round_, params.size), slack=layout.verify_slack)
+        self._phases.update(send=sent - started, wait=self._clock() - sent)
+        return outcome
 
     def _finish_round(
         self,
-        problem: _Problem,
+        problem: Problem,
         layout: Layout,
         round_: int,
         params: np.ndarray,
@@ -460,9 +243,25 @@ class Trainer:
         loss = problem.model.loss(params, train.X, train.y) / train.n_rows
         timings = outcome.timings
         stragglers = layout.stragglers(timings)
-        record = RoundRecord(round_, seconds, loss, stragglers, self._clock() - job.started)
+        used = layout.partitions_used(outcome.decoded)
+        self._count_usage(used)
+        self._epochs.observe(layout, timings)
+        record = RoundRecord(
+            round_,
+            seconds,
+            loss,
+            stragglers,
+            self._clock() - job.started,
+            recovered_fraction=float(np.mean(used)),
+            residual=float(outcome.decoded.residual),
+            send_seconds=self._phases.get("send", 0.0),
+            wait_seconds=self._phases.get("wait", 0.0),
+            decode_seconds=self._phases.get("decode", 0.0),
+            step_seconds=self._phases.get("step", 0.0),
+        )
         with job.changed:
             job.params = params
+            job.partition_usage = tuple(float(u) for u in self._usage / self._usage_rounds)
             job.history.append(record)
             if job.config.record_params:
                 job.param_history.append(params.copy())
@@ -470,10 +269,42 @@ class Trainer:
             job.last_timings = timings
             job.changed.notify_all()
         predicted = layout.predicted_round_seconds
+        vectors = layout.vectors(outcome.decoded.used)
+        self._metrics.recovery(job.job_id, record.recovered_fraction, record.residual, vectors)
         self._metrics.round_done(
             job.config.scheme, job.job_id, seconds, stragglers, loss, predicted, timings
         )
         self._report(timings, seconds, predicted)
+
+    def _catch(self, suspects: tuple[str, ...]) -> None:
+        """Count the nodes caught lying (verify); quarantine a node caught quarantine_after
+        times: it is left out of the next epoch (and reported in the job status)."""
+        if not suspects:
+            return
+        job = self.job
+        for node in suspects:
+            self._metrics.inconsistent(node)
+            self._caught[node] = self._caught.get(node, 0) + 1
+            quarantined = self._epochs.quarantined
+            if self._caught[node] >= job.config.quarantine_after and node not in quarantined:
+                quarantined.add(node)
+                self._quarantine_pending = True
+                log.warning(
+                    "job %s: %s quarantined after %d inconsistent results",
+                    job.job_id,
+                    node,
+                    self._caught[node],
+                )
+        with job.changed:
+            job.inconsistent_rounds += 1
+            job.quarantined = tuple(sorted(self._epochs.quarantined))
+
+    def _count_usage(self, used: np.ndarray) -> None:
+        """Per partition, in how many rounds it had weight (restarts when K changes)."""
+        if self._usage.shape != used.shape:
+            self._usage, self._usage_rounds = np.zeros(used.shape), 0
+        self._usage += used
+        self._usage_rounds += 1
 
     def _report(self, timings: tuple[Timing, ...], seconds: float, predicted: float) -> None:
         """Tell the coordinator, off the round path: a report still in flight (a slow or paused
@@ -513,40 +344,26 @@ class Trainer:
     def _drop_everywhere(self) -> None:
         """The job ended: every node any of its placement epochs used forgets it (best effort;
         a node left out of a later epoch may still hold the data of an earlier one)."""
-        for node, is_edge in list(self._used.values()):
+        for node, is_edge in list(self._epochs.used.values()):
             try:
                 self._pool.submit(self._transport.drop_job, node, self.job.job_id, is_edge)
             except RuntimeError:  # shutting down
                 return
 
 
-def placement_timeout(nbytes: int) -> float:
-    """Deadline of one worker's placement: a base plus what its bytes cost at a slow link, so
-    a paused worker costs seconds, not minutes, and a big placement is not cut short."""
-    return PLACE_BASE_SECONDS + nbytes / PLACE_MIN_BYTES_PER_SECOND
+class _Phases:
+    """The round's observer: passes everything to the metrics and keeps the decode time."""
 
+    def __init__(self, metrics: MasterMetricsPort, phases: dict[str, float]) -> None:
+        self._metrics = metrics
+        self._phases = phases
 
-def _nbytes(features: Any) -> int:
-    if hasattr(features, "nnz"):
-        return int(features.nnz) * 16
-    return int(features.size) * 8
+    def response(self, node: str, seconds: float) -> None:
+        self._metrics.response(node, seconds)
 
+    def received(self, nbytes: int) -> None:
+        self._metrics.received(nbytes)
 
-def _failures(calls: dict[str, Future[Any]]) -> dict[str, str]:
-    """The calls that failed, by node name, with what went wrong in words."""
-    failed: dict[str, str] = {}
-    for name, future in calls.items():
-        error = future.exception()
-        if error is not None:
-            failed[name] = describe(error)
-    return failed
-
-
-def _in_words(failures: dict[str, str], dead: set[str]) -> str:
-    parts = [f"{name}: {why}" for name, why in sorted(failures.items())]
-    parts += [f"{name}: does not answer a health check" for name in sorted(dead - set(failures))]
-    return "; ".join(parts) or "no node answered"
-
-
-class JobCancelled(RoundFailed):
-    """The job was cancelled while it was being set up."""
+    def decoded(self, seconds: float) -> None:
+        self._phases["decode"] = seconds
+        self._metrics.decoded(seconds)

@@ -55,13 +55,14 @@ class _EdgeStream:
     def __iter__(self) -> Iterator[Message]:
         for message in self._call:
             vector = wire.tensor_from_proto(
-                message.vector, f"vector from edge {self._edge}", dtype="float64", shape=[None]
+                message.vector, f"vector from edge {self._edge}", dtype="float64"
             )
             yield Message(
                 # DECODE mode: the edge's own vector; FORWARD mode: the worker's.
                 sender=message.worker or self._edge,
                 vector=vector,
                 timings=tuple(wire.timing_from_proto(t, self._edge) for t in message.timings),
+                suspects=tuple(message.suspects),
             )
 
     def cancel(self) -> bool:
@@ -73,7 +74,17 @@ class GrpcTransport:
 
     def __init__(self) -> None:
         self._channels: dict[str, grpc.Channel] = {}
+        self._edge_stubs: dict[str, aggregator_pb2_grpc.AggregatorStub] = {}
         self._lock = threading.Lock()
+
+    def edge_stub(self, address: str) -> aggregator_pb2_grpc.AggregatorStub:
+        """The cached stub of an edge (made once: a round opens one call per edge)."""
+        stub = self._edge_stubs.get(address)
+        if stub is None:
+            stub = self._edge_stubs[address] = aggregator_pb2_grpc.AggregatorStub(
+                self.channel(address)
+            )
+        return stub
 
     def channel(self, address: str) -> grpc.Channel:
         """The cached channel to ``address``."""
@@ -113,6 +124,9 @@ class GrpcTransport:
             else aggregator_pb2.EDGE_MODE_FORWARD,
             s_worker=a.s_worker,
             worker_deadline_seconds=deadline_seconds,
+            message_rows=a.message_rows,
+            verify=a.verify,
+            verify_slack_seconds=a.verify_slack,
         )
         if a.code_rows is not None and a.targets is not None:
             wire.tensor_to_proto(np.ascontiguousarray(a.code_rows), out=request.code)
@@ -126,10 +140,28 @@ class GrpcTransport:
     ) -> _EdgeStream:
         request = aggregator_pb2.RunRoundRequest(job_id=job_id, round=round_, placement_epoch=epoch)
         wire.tensor_to_proto(params, out=request.params)
-        call = aggregator_pb2_grpc.AggregatorStub(self.channel(edge.address)).RunRound(
-            request, timeout=timeout
-        )
+        call = self.edge_stub(edge.address).RunRound(request, timeout=timeout)
         return _EdgeStream(call, edge.name)
+
+    def fetch_placement(
+        self,
+        worker: Node,
+        header: PlacementHeader,
+        from_epoch: int,
+        sources: dict[int, str],
+        timeout: float,
+    ) -> tuple[int, float]:
+        request = worker_pb2.FetchPlacementRequest(
+            header=wire.placement_header_to_proto(header),
+            from_epoch=from_epoch,
+            sources=[
+                worker_pb2.PartitionSource(partition=j, address=address)
+                for j, address in sorted(sources.items())
+            ],
+        )
+        stub = worker_pb2_grpc.WorkerStub(self.channel(worker.address))
+        response = stub.FetchPlacement(request, timeout=timeout)
+        return int(response.fetched_bytes), float(response.seconds)
 
     def drop_job(self, node: Node, job_id: str, is_edge: bool) -> None:
         try:
@@ -163,6 +195,7 @@ class GrpcTransport:
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
+            self._edge_stubs.clear()
 
 
 class _MultiplyCall:
@@ -285,11 +318,17 @@ class CoordinatorView:
         return self._last
 
     def plan(
-        self, partitions: int, exclude: Sequence[str] = (), max_partitions: int = 0
+        self,
+        partitions: int,
+        exclude: Sequence[str] = (),
+        max_partitions: int = 0,
+        current: Plan | None = None,
     ) -> tuple[Plan, float]:
         request = coordinator_pb2.GetPlanRequest(
             partitions=partitions, exclude=list(exclude), max_partitions=max_partitions
         )
+        if current is not None:
+            request.current.CopyFrom(wire.plan_to_proto(current))
         try:
             response = self._stub.GetPlan(request, timeout=PLAN_TIMEOUT)
         except grpc.RpcError as exc:

@@ -13,7 +13,7 @@ from edgecode.emulation import parse_straggle
 from edgecode.peer.node import PeerNode
 from edgecode.peer.service import PeerServicer
 from edgecode.peer.transport import ChannelPool, GrpcNeighbours
-from edgecode.runtime.metrics import PeerMetrics
+from edgecode.runtime.peer_metrics import PeerMetrics
 from edgecode.runtime.server import create_server
 from edgecode.runtime.start import CommonConfig, advertised, membership, prepare, serve
 from edgecode.v1 import peer_pb2_grpc

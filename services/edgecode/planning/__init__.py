@@ -6,32 +6,38 @@
 - :mod:`.timing`: the round-time model, exact ``E[T]`` by numerical integration, its CDF,
   Monte Carlo, and the "first k of n, twice" rule applied to sampled compute times (for the
   simulator);
-- :mod:`.optimize`: the planner (:func:`optimize`), the exhaustive reference, the baselines
-  (uncoded, flat cyclic, ignore-stragglers, the paper's uniform hierarchical plan), re-planning
-  and a benchmark.
+- :mod:`.optimize`: the planner (:func:`optimize`); :mod:`.exhaustive`: the exhaustive reference;
+  :mod:`.baselines`: uncoded, flat cyclic, ignore-stragglers, the paper's uniform hierarchical
+  plan; :mod:`.replan`: re-planning and when it pays.
+
+``bench_planner`` and ``random_cluster`` live in :mod:`edgecode.bench.planner` (the core does not
+import the benchmarks).
 """
 
-from edgecode.planning.optimize import (
-    bench_planner,
+from edgecode.planning.baselines import (
     best_flat_plan,
     best_uniform_plan,
-    default_max_partitions,
-    exhaustive_optimum,
     flat_plan,
     ignore_plan,
-    optimize,
-    random_cluster,
-    replan,
     uncoded_plan,
     uniform_plan,
-    updated_spec,
 )
+from edgecode.planning.exhaustive import exhaustive_optimum
+from edgecode.planning.optimize import default_max_partitions, optimize, partition_limits
 from edgecode.planning.partial import (
     choose_partial_design,
     monte_carlo_partial_round_time,
     partial_expected_round_time,
 )
 from edgecode.planning.plans import SCHEMES, build_plan, check_plan, one_layer_plan
+from edgecode.planning.replan import (
+    Decision,
+    decide,
+    replan,
+    same_structure,
+    updated_spec,
+    worth_replacing,
+)
 from edgecode.planning.shuffle import Assignment, Shuffle, Transfer, aware_shuffle, random_shuffle
 from edgecode.planning.spec import (
     ClusterSpec,
@@ -59,6 +65,7 @@ __all__ = [
     "SCHEMES",
     "Assignment",
     "ClusterSpec",
+    "Decision",
     "EdgePlan",
     "EdgeSpec",
     "MonteCarloEstimate",
@@ -69,12 +76,12 @@ __all__ = [
     "WorkerPlan",
     "WorkerSpec",
     "aware_shuffle",
-    "bench_planner",
     "best_flat_plan",
     "best_uniform_plan",
     "build_plan",
     "check_plan",
     "choose_partial_design",
+    "decide",
     "default_max_partitions",
     "exhaustive_optimum",
     "expected_round_time",
@@ -86,16 +93,18 @@ __all__ = [
     "one_layer_plan",
     "optimize",
     "partial_expected_round_time",
-    "random_cluster",
+    "partition_limits",
     "random_shuffle",
     "replan",
     "round_structure",
     "round_time_cdf",
     "round_times",
+    "same_structure",
     "sample_round_times",
     "simulate_round_times",
     "spec_from_dict",
     "uncoded_plan",
     "uniform_plan",
     "updated_spec",
+    "worth_replacing",
 ]

@@ -29,6 +29,7 @@ Steps (maths in :mod:`edgecode.planning.optimize`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,8 +105,11 @@ def cluster_arrays(spec: ClusterSpec) -> Cluster:
     )
 
 
-def levels(wmask: BoolArray, s_w: IntArray, s_e: IntArray, level: float = 0.5) -> FloatArray:
-    """Quantile level ``p_i`` of every edge's workers, shape (B, n) (step 1)."""
+def levels(
+    wmask: BoolArray, s_w: IntArray, s_e: IntArray, level: float | FloatArray = 0.5
+) -> FloatArray:
+    """Quantile level ``p_i`` of every edge's workers, shape (B, n) (step 1); ``level`` is the
+    master's quantile level, one for the batch or one per structure (B,)."""
     m_sel = wmask.sum(axis=-1)
     emask = m_sel > 0
     n_sel = emask.sum(axis=-1)
@@ -123,7 +127,7 @@ def unit_costs(cluster: Cluster, p: FloatArray) -> FloatArray:
         return np.asarray(fast)
     pi = cluster.straggle
     slow = cluster.slow
-    lo = fast
+    lo = np.broadcast_to(fast, np.broadcast_shapes(fast.shape, slow.shape))
     hi = slow * fast
     target = p[..., None]
 
@@ -132,12 +136,8 @@ def unit_costs(cluster: Cluster, p: FloatArray) -> FloatArray:
         second = -np.expm1(-cluster.rate * np.maximum(y / slow - cluster.shift, 0.0))
         return np.asarray((1.0 - pi) * first + pi * second)
 
-    for _ in range(_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        below = cdf(mid) < target
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    return np.asarray(hi)
+    goal = np.broadcast_to(target, np.broadcast_shapes(target.shape, lo.shape))
+    return increasing_root(cdf, lo, np.broadcast_to(hi, goal.shape), goal)
 
 
 def edge_capacity(
@@ -161,17 +161,41 @@ def coverages(
     v = cluster.link
     start = np.where(wmask, cluster.edge_link[:, None] + v, np.inf).min(axis=(-1, -2))
     stop = np.where(wmask, cluster.edge_link[:, None] + v + a, -np.inf).max(axis=(-1, -2))
-    lo, hi = start, stop
-    goal = s_e + 1
-    for _ in range(_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        cap = edge_capacity(a, v, wmask, s_w, mid[:, None] - cluster.edge_link)
-        served = np.where(emask, np.minimum(cap, 1.0), 0.0).sum(axis=-1)
-        short = served < goal
-        lo = np.where(short, mid, lo)
-        hi = np.where(short, hi, mid)
-    cap = edge_capacity(a, v, wmask, s_w, hi[:, None] - cluster.edge_link)
-    return np.where(emask, np.minimum(cap, 1.0), 0.0), hi
+
+    def served(theta: FloatArray) -> FloatArray:
+        cap = edge_capacity(a, v, wmask, s_w, theta[:, None] - cluster.edge_link)
+        return np.asarray(np.where(emask, np.minimum(cap, 1.0), 0.0).sum(axis=-1))
+
+    theta = increasing_root(served, start, stop, (s_e + 1).astype(np.float64))
+    cap = edge_capacity(a, v, wmask, s_w, theta[:, None] - cluster.edge_link)
+    # Where served is flat at the goal (every selected edge covers all of its data or none),
+    # Theta is the left end of that stretch: when the last edge to cover everything reaches 1.
+    whole = emask & (cap >= 1.0)
+    flat = np.all(~emask | whole | (cap <= 0.0), axis=-1) & whole.any(axis=-1)
+    if flat.any():
+        reach = _full_coverage_levels(a[flat], v, wmask[flat], s_w[flat])
+        left = np.where(whole[flat], reach + cluster.edge_link, -np.inf).max(axis=-1)
+        theta[flat] = np.minimum(theta[flat], left)
+        cap = edge_capacity(a, v, wmask, s_w, theta[:, None] - cluster.edge_link)
+    return np.where(emask, np.minimum(cap, 1.0), 0.0), theta
+
+
+def _full_coverage_levels(
+    a: FloatArray, v: FloatArray, wmask: BoolArray, s_w: IntArray
+) -> FloatArray:
+    """The collector time L where ``cap_i(L) = 1`` for every edge (B, n); strictly increasing
+    there, so the root is unique. Edges without selected workers give ``-inf``."""
+    selected = wmask.any(axis=-1)
+    lo = np.where(wmask, v, np.inf).min(axis=-1)
+    hi = np.where(wmask, v + a, -np.inf).max(axis=-1)
+    lo = np.where(selected, lo, 0.0)
+    hi = np.where(selected, hi, 1.0)
+
+    def capacity(level: FloatArray) -> FloatArray:
+        return edge_capacity(a, v, wmask, s_w, level)
+
+    reach = increasing_root(capacity, lo, hi, np.where(selected, 1.0, 0.0))
+    return np.where(selected, reach, -np.inf)
 
 
 def integer_coverages(
@@ -181,23 +205,25 @@ def integer_coverages(
     wmask: BoolArray,
     s_w: IntArray,
     s_e: IntArray,
-    K: int,
+    K: int | IntArray,
 ) -> tuple[IntArray, BoolArray]:
-    """Integer ``c`` (B, n) and whether the structure is feasible for this K (step 4)."""
+    """Integer ``c`` (B, n) and whether the structure is feasible for its K (step 4); ``K`` is
+    one number or one per structure (B,)."""
     emask = wmask.any(axis=-1)
     m_sel = wmask.sum(axis=-1)
     lower = np.where(emask, -(-m_sel // (s_w + 1)), 0)
-    total = K * (s_e + 1)
+    K_b = np.broadcast_to(np.asarray(K, dtype=np.int64), s_e.shape)
+    total = K_b * (s_e + 1)
     feasible = lower.sum(axis=-1) <= total
-    target = K * g
+    target = K_b[:, None] * g
     beta = np.maximum(theta[:, None] - cluster.edge_link, 1e-300) / np.maximum(target, 1.0)
-    c = np.where(emask, np.clip(np.floor(target + 1e-9).astype(np.int64), lower, K), 0)
+    c = np.where(emask, np.clip(np.floor(target + 1e-9).astype(np.int64), lower, K_b[:, None]), 0)
     rows = np.arange(c.shape[0])
-    for _ in range(int(c.shape[1] * (K + 1)) + 1):
+    for _ in range(int(c.shape[1] * (K_b.max(initial=0) + 1)) + 1):
         rest = np.where(feasible, total - c.sum(axis=-1), 0)
         if not rest.any():
             break
-        grow = np.where(emask & (c < K), beta * (c + 1 - target), np.inf).argmin(axis=-1)
+        grow = np.where(emask & (c < K_b[:, None]), beta * (c + 1 - target), np.inf).argmin(axis=-1)
         shrink = np.where(emask & (c > lower), beta * (c - target), -np.inf).argmax(axis=-1)
         c[rows, grow] += rest > 0
         c[rows, shrink] -= rest < 0
@@ -205,34 +231,39 @@ def integer_coverages(
 
 
 def worker_loads(
-    cluster: Cluster, a: FloatArray, wmask: BoolArray, s_w: IntArray, c: IntArray, K: int
+    cluster: Cluster, a: FloatArray, wmask: BoolArray, s_w: IntArray, c: IntArray, K: int | IntArray
 ) -> IntArray:
-    """Integer loads ``l`` (B, n, m) for the coverages ``c`` (step 5)."""
+    """Integer loads ``l`` (B, n, m) for the coverages ``c`` (step 5).
+
+    The level theta where the continuous counts ``clip((theta - link_w) K / a_w, 1, c_i)`` add
+    up to the edge's ``c_i (s_w + 1)`` units is solved first; every worker then holds the units
+    cheaper than theta (the integer part, never more than the units) and the few units left go
+    one by one to the cheapest next unit.
+    """
     v = cluster.link
-    unit = a / K
-    units = (c * (s_w + 1))[..., None]
+    K_b = np.asarray(K, dtype=np.float64)
+    unit = a / (K_b[..., None, None] if K_b.ndim else K_b)
+    units = (c * (s_w + 1)).astype(np.float64)
     cap = c[..., None]
-    lo = np.where(wmask, v + unit, np.inf).min(axis=-1)[..., None]
-    hi = np.where(wmask, v + unit * cap, -np.inf).max(axis=-1)[..., None]
-    lo = np.where(np.isfinite(lo), lo, 0.0)
-    hi = np.where(np.isfinite(hi), hi, 0.0)
+    selected = wmask.any(axis=-1)
+    lo = np.where(wmask, v + unit, np.inf).min(axis=-1)
+    hi = np.where(wmask, v + unit * cap, -np.inf).max(axis=-1)
+    lo = np.where(selected, lo, 0.0)
+    hi = np.where(selected, hi, 1.0)
 
-    def counts(theta: FloatArray) -> IntArray:
-        take = np.clip(np.floor((theta - v) / unit), 1, cap).astype(np.int64)
-        return np.asarray(np.where(wmask, take, 0))
+    def continuous(theta: FloatArray) -> FloatArray:
+        share = np.clip((theta[..., None] - v) / unit, 1.0, cap)
+        return np.asarray(np.where(wmask, share, 0.0).sum(axis=-1))
 
-    for _ in range(_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        under = counts(mid).sum(axis=-1, keepdims=True) <= units
-        lo = np.where(under, mid, lo)
-        hi = np.where(under, hi, mid)
-    loads = counts(lo)
+    theta = increasing_root(continuous, lo, hi, np.where(selected, units, 0.0))
+    loads = np.where(wmask, np.clip(np.floor((theta[..., None] - v) / unit), 1, cap), 0)
+    loads = loads.astype(np.int64)
     shape = loads.shape
     unit_b = np.broadcast_to(unit, shape)
     v_b = np.broadcast_to(v, shape)
     cap_b = np.broadcast_to(cap, shape)
     mask_b = np.broadcast_to(wmask, shape)
-    rest = np.where(wmask.any(axis=-1), units[..., 0] - loads.sum(axis=-1), 0)
+    rest = np.where(selected, c * (s_w + 1) - loads.sum(axis=-1), 0)
     while (rest > 0).any():
         cost = np.where(mask_b & (loads < cap_b), unit_b * (loads + 1) + v_b, np.inf)
         pick = cost.argmin(axis=-1)[..., None]
@@ -242,10 +273,69 @@ def worker_loads(
     return loads
 
 
+def increasing_root(
+    func: Callable[[FloatArray], FloatArray],
+    lo: FloatArray,
+    hi: FloatArray,
+    goal: FloatArray,
+    rtol: float = 1e-14,
+) -> FloatArray:
+    """Elementwise ``x`` in ``[lo, hi]`` with ``func(x) = goal`` for a continuous non-decreasing
+    piecewise-linear ``func`` (the smallest ``x`` with ``func(x) >= goal`` up to ``rtol``).
+
+    Regula falsi with the Illinois modification (the retained end's value is halved when the same
+    end is kept twice), so that the iterate lands on the root as soon as it brackets a single
+    linear piece; the trial point is kept at least the tolerance inside the bracket (a root at
+    one end is then confirmed in one step) and every eighth step bisects, which bounds the count
+    by that of bisection. An exact hit ends the search; where ``func`` is flat at ``goal`` it may
+    lie anywhere on that stretch (callers that need its left end find it themselves). At most
+    ``_BISECTIONS`` steps.
+    """
+    lo = np.array(lo, dtype=np.float64)
+    hi = np.array(hi, dtype=np.float64)
+    f_lo = func(lo) - goal
+    f_hi = func(hi) - goal
+    done = (f_lo >= 0) | (f_hi <= 0)
+    hi = np.where(f_lo >= 0, lo, hi)
+    kept = np.zeros(lo.shape, dtype=np.int8)  # +1: lo kept last time, -1: hi kept
+    for step in range(_BISECTIONS):
+        width = hi - lo
+        tol = rtol * np.maximum(np.abs(hi), np.abs(lo))
+        done |= width <= 2.0 * tol
+        if done.all():
+            break
+        if step % 8 == 7:
+            x = lo + 0.5 * width
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = lo - f_lo * width / (f_hi - f_lo)
+            x = np.clip(np.where(np.isfinite(x), x, lo + 0.5 * width), lo + tol, hi - tol)
+        x = np.where(done, hi, x)
+        f_x = func(x) - goal
+        below = (f_x < 0) & ~done
+        above = (f_x >= 0) & ~done
+        f_hi = np.where(below & (kept == -1), 0.5 * f_hi, f_hi)
+        f_lo = np.where(above & (kept == 1), 0.5 * f_lo, f_lo)
+        lo = np.where(below, x, lo)
+        f_lo = np.where(below, f_x, f_lo)
+        hi = np.where(above, x, hi)
+        f_hi = np.where(above, f_x, f_hi)
+        kept = np.where(below, -1, np.where(above, 1, kept)).astype(np.int8)
+        done |= f_x == 0
+    return hi
+
+
 def apply(
-    cluster: Cluster, wmask: BoolArray, s_w: IntArray, s_e: IntArray, K: int, level: float = 0.5
+    cluster: Cluster,
+    wmask: BoolArray,
+    s_w: IntArray,
+    s_e: IntArray,
+    K: int | IntArray,
+    level: float | FloatArray = 0.5,
 ) -> tuple[IntArray, IntArray, BoolArray, FloatArray]:
-    """The whole rule for a batch: ``(c (B, n), l (B, n, m), feasible (B,), Theta (B,))``."""
+    """The whole rule for a batch: ``(c (B, n), l (B, n, m), feasible (B,), Theta (B,))``.
+
+    ``K`` and ``level`` are one value for the batch or one per structure (B,)."""
     p = levels(wmask, s_w, s_e, level)
     a = unit_costs(cluster, p)
     g, theta = coverages(cluster, a, wmask, s_w, s_e)
@@ -255,7 +345,7 @@ def apply(
 
 
 def model(
-    cluster: Cluster, wmask: BoolArray, s_w: IntArray, s_e: int, l: IntArray, K: int
+    cluster: Cluster, wmask: BoolArray, s_w: IntArray, s_e: int, l: IntArray, K: float
 ) -> _GroupModel:
     """Timing model of one structure with loads ``l`` (n, m): selected edges become groups."""
     emask = wmask.any(axis=-1)

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from edgecode.planning.spec import ClusterSpec, EdgePlan, Plan, WorkerPlan
+from edgecode.planning.spec import ClusterSpec, EdgePlan, EdgeSpec, Plan, WorkerPlan
 
 SCHEMES = ("hgc", "flat", "uncoded", "ignore")
 
@@ -63,68 +63,12 @@ def check_plan(plan: Plan, spec: ClusterSpec) -> None:
     edge_total = 0
     worker_total = 0
     for edge_plan, edge_spec in zip(plan.edges, spec.edges, strict=True):
-        where = f"edge {edge_spec.name!r}"
-        if edge_plan.name != edge_spec.name:
-            _fail(f"edge {edge_plan.name!r} where the spec has {edge_spec.name!r}")
-        if len(edge_plan.workers) != len(edge_spec.workers):
-            _fail(
-                f"{where} has {len(edge_plan.workers)} workers, the spec {len(edge_spec.workers)}"
-            )
-        if not isinstance(edge_plan.s_worker, int) or edge_plan.s_worker < 0:
-            _fail(f"{where}: s_worker must be an integer >= 0, got {edge_plan.s_worker!r}")
-        if not isinstance(edge_plan.partitions, int) or edge_plan.partitions < 0:
-            _fail(f"{where}: partitions must be an integer >= 0, got {edge_plan.partitions!r}")
-        loads = []
-        for worker_plan, worker_spec in zip(edge_plan.workers, edge_spec.workers, strict=True):
-            if worker_plan.name != worker_spec.name:
-                _fail(
-                    f"{where}: worker {worker_plan.name!r} where the spec has {worker_spec.name!r}"
-                )
-            l = worker_plan.partitions
-            if not isinstance(l, int) or l < 0:
-                _fail(f"worker {worker_spec.name!r}: partitions must be an integer >= 0, got {l!r}")
-            if worker_plan.selected and l < 1:
-                _fail(f"worker {worker_spec.name!r} is selected but holds {l} partitions")
-            if not worker_plan.selected and l != 0:
-                _fail(f"worker {worker_spec.name!r} is not selected but holds {l} partitions")
-            if l > K:
-                _fail(f"worker {worker_spec.name!r} holds {l} > K = {K} partitions")
-            if worker_plan.selected:
-                loads.append(l)
-        m = len(loads)
-        c = edge_plan.partitions
-        selected_workers += m
+        loads = _check_edge(plan, edge_plan, edge_spec)
+        selected_workers += len(loads)
         worker_total += sum(loads)
-        if (c > 0) != (m > 0):
-            _fail(
-                f"{where}: partitions = {c} but {m} selected workers (an edge takes part "
-                "exactly when some of its workers do)"
-            )
-        if c > K:
-            _fail(f"{where}: partitions c_i = {c} > K = {K}")
-        if m == 0:
-            continue
-        selected_edges += 1
-        edge_total += c
-        if plan.scheme == "hgc":
-            s_w = edge_plan.s_worker
-            if s_w >= m:
-                _fail(f"{where}: s_worker = {s_w} must be < its {m} selected workers")
-            if sum(loads) != c * (s_w + 1):
-                _fail(
-                    f"{where}: selected workers' partitions sum to {sum(loads)}, expected "
-                    f"c_i (s_worker + 1) = {c} * {s_w + 1} = {c * (s_w + 1)}"
-                )
-            if max(loads) > c:
-                _fail(f"{where}: a worker holds {max(loads)} > c_i = {c} partitions")
-        else:
-            if edge_plan.s_worker != 0:
-                _fail(f"{where}: s_worker must be 0 in a {plan.scheme!r} plan")
-            if c != min(K, sum(loads)):
-                _fail(
-                    f"{where}: partitions must be min(K, sum of its workers' partitions) = "
-                    f"{min(K, sum(loads))} in a {plan.scheme!r} plan, got {c}"
-                )
+        if loads:
+            selected_edges += 1
+            edge_total += edge_plan.partitions
     s_e = plan.s_edge
     if plan.scheme == "hgc":
         if selected_edges == 0:
@@ -149,6 +93,66 @@ def check_plan(plan: Plan, spec: ClusterSpec) -> None:
             f"selected workers' partitions sum to {worker_total}, expected "
             f"K * {copies} = {K * copies} in a {plan.scheme!r} plan"
         )
+
+
+def _check_edge(plan: Plan, edge_plan: EdgePlan, edge_spec: EdgeSpec) -> list[int]:
+    """Check one edge of ``plan`` (names, counts, its own sums); its selected workers' loads."""
+    K = plan.partitions
+    where = f"edge {edge_spec.name!r}"
+    if edge_plan.name != edge_spec.name:
+        _fail(f"edge {edge_plan.name!r} where the spec has {edge_spec.name!r}")
+    if len(edge_plan.workers) != len(edge_spec.workers):
+        _fail(f"{where} has {len(edge_plan.workers)} workers, the spec {len(edge_spec.workers)}")
+    if not isinstance(edge_plan.s_worker, int) or edge_plan.s_worker < 0:
+        _fail(f"{where}: s_worker must be an integer >= 0, got {edge_plan.s_worker!r}")
+    if not isinstance(edge_plan.partitions, int) or edge_plan.partitions < 0:
+        _fail(f"{where}: partitions must be an integer >= 0, got {edge_plan.partitions!r}")
+    loads = []
+    for worker_plan, worker_spec in zip(edge_plan.workers, edge_spec.workers, strict=True):
+        if worker_plan.name != worker_spec.name:
+            _fail(f"{where}: worker {worker_plan.name!r} where the spec has {worker_spec.name!r}")
+        l = worker_plan.partitions
+        if not isinstance(l, int) or l < 0:
+            _fail(f"worker {worker_spec.name!r}: partitions must be an integer >= 0, got {l!r}")
+        if worker_plan.selected and l < 1:
+            _fail(f"worker {worker_spec.name!r} is selected but holds {l} partitions")
+        if not worker_plan.selected and l != 0:
+            _fail(f"worker {worker_spec.name!r} is not selected but holds {l} partitions")
+        if l > K:
+            _fail(f"worker {worker_spec.name!r} holds {l} > K = {K} partitions")
+        if worker_plan.selected:
+            loads.append(l)
+    m = len(loads)
+    c = edge_plan.partitions
+    if (c > 0) != (m > 0):
+        _fail(
+            f"{where}: partitions = {c} but {m} selected workers (an edge takes part "
+            "exactly when some of its workers do)"
+        )
+    if c > K:
+        _fail(f"{where}: partitions c_i = {c} > K = {K}")
+    if m == 0:
+        return loads
+    if plan.scheme == "hgc":
+        s_w = edge_plan.s_worker
+        if s_w >= m:
+            _fail(f"{where}: s_worker = {s_w} must be < its {m} selected workers")
+        if sum(loads) != c * (s_w + 1):
+            _fail(
+                f"{where}: selected workers' partitions sum to {sum(loads)}, expected "
+                f"c_i (s_worker + 1) = {c} * {s_w + 1} = {c * (s_w + 1)}"
+            )
+        if max(loads) > c:
+            _fail(f"{where}: a worker holds {max(loads)} > c_i = {c} partitions")
+    else:
+        if edge_plan.s_worker != 0:
+            _fail(f"{where}: s_worker must be 0 in a {plan.scheme!r} plan")
+        if c != min(K, sum(loads)):
+            _fail(
+                f"{where}: partitions must be min(K, sum of its workers' partitions) = "
+                f"{min(K, sum(loads))} in a {plan.scheme!r} plan, got {c}"
+            )
+    return loads
 
 
 def build_plan(

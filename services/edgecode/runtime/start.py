@@ -8,6 +8,7 @@ imports a role.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,6 +33,8 @@ class CommonConfig:
     advertise_host: str = ""
     ready_file: str = ""
     grace_seconds: float = 2.0
+    #: a job's data is dropped after this many seconds without use (its master vanished)
+    job_ttl_seconds: float = 3600.0
 
 
 class MetricsEndpoint(Protocol):
@@ -45,6 +48,9 @@ class MetricsEndpoint(Protocol):
 def prepare() -> None:
     """Process-wide settings made before any big buffer is allocated."""
     tune_allocator()
+    import sys
+
+    sys.setswitchinterval(0.0005)
 
 
 def advertised(config: CommonConfig, port: int) -> str:
@@ -67,6 +73,23 @@ def membership(
         name=name, role=role, address=address, edge=edge, link_seconds=link_seconds
     )
     return Membership(coordinator, node)
+
+
+def reap_idle_jobs(ttl_seconds: float, *expirers: Callable[[float], list[str]]) -> threading.Event:
+    """Every so often, let each ``expire(ttl)`` drop the jobs idle for ``ttl_seconds`` (a
+    master that vanished never sent DropJob). Returns the event that stops the thread."""
+    stop = threading.Event()
+    period = max(0.05, min(ttl_seconds / 4, 60.0))
+
+    def loop() -> None:
+        while not stop.wait(period):
+            for expire in expirers:
+                dropped = expire(ttl_seconds)
+                if dropped:
+                    log.info("dropped jobs idle for %.0f s: %s", ttl_seconds, dropped)
+
+    threading.Thread(target=loop, name="idle-jobs", daemon=True).start()
+    return stop
 
 
 def serve(

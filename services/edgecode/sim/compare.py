@@ -33,13 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgecode.errors import Infeasible
-from edgecode.planning.optimize import (
-    flat_plan,
-    ignore_plan,
-    optimize,
-    uncoded_plan,
-    uniform_plan,
-)
+from edgecode.planning.baselines import flat_plan, ignore_plan, uncoded_plan, uniform_plan
+from edgecode.planning.optimize import optimize
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.sim.engine import SimResult, simulate
 

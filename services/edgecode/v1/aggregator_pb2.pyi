@@ -71,6 +71,9 @@ class ConfigureJobRequest(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     WORKER_DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
     PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
+    MESSAGE_ROWS_FIELD_NUMBER: _builtins.int
+    VERIFY_FIELD_NUMBER: _builtins.int
+    VERIFY_SLACK_SECONDS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     s_worker: _builtins.int
     mode: Global___EdgeMode.ValueType
@@ -80,6 +83,13 @@ class ConfigureJobRequest(_message.Message):
     """The placement epoch this configuration belongs to: rounds name it. The edge keeps the
     configuration rounds use now until the first round of a newer epoch arrives.
     """
+    message_rows: _builtins.int
+    """Shape of each worker's answer: 0 = one vector [d]; -1 = [V, d] with any V >= 1."""
+    verify: _builtins.bool
+    """DECODE mode: check the edge's decoding against a spare worker's answer, waiting at most
+    verify_slack_seconds for it once the answers are decodable.
+    """
+    verify_slack_seconds: _builtins.float
     @_builtins.property
     def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdgeWorker]: ...
     @_builtins.property
@@ -101,10 +111,13 @@ class ConfigureJobRequest(_message.Message):
         mode: Global___EdgeMode.ValueType = ...,
         worker_deadline_seconds: _builtins.float = ...,
         placement_epoch: _builtins.int = ...,
+        message_rows: _builtins.int = ...,
+        verify: _builtins.bool = ...,
+        verify_slack_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "targets", b"targets"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "job_id", b"job_id", "mode", b"mode", "placement_epoch", b"placement_epoch", "s_worker", b"s_worker", "targets", b"targets", "worker_deadline_seconds", b"worker_deadline_seconds", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "job_id", b"job_id", "message_rows", b"message_rows", "mode", b"mode", "placement_epoch", b"placement_epoch", "s_worker", b"s_worker", "targets", b"targets", "verify", b"verify", "verify_slack_seconds", b"verify_slack_seconds", "worker_deadline_seconds", b"worker_deadline_seconds", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -169,6 +182,7 @@ class EdgeMessage(_message.Message):
     WORKER_FIELD_NUMBER: _builtins.int
     COMBINED_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
+    SUSPECTS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     edge: _builtins.str
@@ -184,6 +198,10 @@ class EdgeMessage(_message.Message):
     def timings(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeTiming]:
         """Per-worker response times as seen by this edge."""
 
+    @_builtins.property
+    def suspects(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """verify: workers whose answers contradicted the others (left out of the vector)."""
+
     def __init__(
         self,
         *,
@@ -194,10 +212,11 @@ class EdgeMessage(_message.Message):
         worker: _builtins.str = ...,
         combined: _abc.Iterable[_builtins.str] | None = ...,
         timings: _abc.Iterable[_common_pb2.NodeTiming] | None = ...,
+        suspects: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["vector", b"vector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["combined", b"combined", "edge", b"edge", "job_id", b"job_id", "round", b"round", "timings", b"timings", "vector", b"vector", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["combined", b"combined", "edge", b"edge", "job_id", b"job_id", "round", b"round", "suspects", b"suspects", "timings", b"timings", "vector", b"vector", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

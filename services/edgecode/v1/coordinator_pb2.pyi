@@ -281,6 +281,7 @@ class GetPlanRequest(_message.Message):
     PARTITIONS_FIELD_NUMBER: _builtins.int
     EXCLUDE_FIELD_NUMBER: _builtins.int
     MAX_PARTITIONS_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
     partitions: _builtins.int
     """0 = the planner chooses."""
     max_partitions: _builtins.int
@@ -293,16 +294,23 @@ class GetPlanRequest(_message.Message):
         counts them alive (their heartbeats have not yet timed out).
         """
 
+    @_builtins.property
+    def current(self) -> Global___PlanResponse:
+        """The plan in use: re-timed on the same runtime fits as the new plan, so that a re-plan
+        compares prediction with prediction.
+        """
+
     def __init__(
         self,
         *,
         partitions: _builtins.int = ...,
         exclude: _abc.Iterable[_builtins.str] | None = ...,
         max_partitions: _builtins.int = ...,
+        current: Global___PlanResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude", b"exclude", "max_partitions", b"max_partitions", "partitions", b"partitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "exclude", b"exclude", "max_partitions", b"max_partitions", "partitions", b"partitions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -374,11 +382,16 @@ class PlanResponse(_message.Message):
     EXPECTED_ROUND_SECONDS_FIELD_NUMBER: _builtins.int
     EDGES_FIELD_NUMBER: _builtins.int
     FITTED_FIELD_NUMBER: _builtins.int
+    CURRENT_EXPECTED_ROUND_SECONDS_FIELD_NUMBER: _builtins.int
     s_edge: _builtins.int
     partitions: _builtins.int
     expected_round_seconds: _builtins.float
     fitted: _builtins.bool
     """False while some worker has no measurements yet (the plan assumes defaults for it)."""
+    current_expected_round_seconds: _builtins.float
+    """The request's current plan re-timed on the same fits (0 = none given, or it no longer fits
+    the alive cluster).
+    """
     @_builtins.property
     def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdgeAssignment]: ...
     def __init__(
@@ -389,10 +402,11 @@ class PlanResponse(_message.Message):
         expected_round_seconds: _builtins.float = ...,
         edges: _abc.Iterable[Global___EdgeAssignment] | None = ...,
         fitted: _builtins.bool = ...,
+        current_expected_round_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "expected_round_seconds", b"expected_round_seconds", "fitted", b"fitted", "partitions", b"partitions", "s_edge", b"s_edge"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_expected_round_seconds", b"current_expected_round_seconds", "edges", b"edges", "expected_round_seconds", b"expected_round_seconds", "fitted", b"fitted", "partitions", b"partitions", "s_edge", b"s_edge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -72,6 +72,18 @@ class JobSpec(_message.Message):
     PROFILE_ROUNDS_FIELD_NUMBER: _builtins.int
     REPLAN_EVERY_FIELD_NUMBER: _builtins.int
     LR_SCHEDULE_FIELD_NUMBER: _builtins.int
+    ALPHA_FIELD_NUMBER: _builtins.int
+    PARTIAL_DESIGN_FIELD_NUMBER: _builtins.int
+    VECTORS_FIELD_NUMBER: _builtins.int
+    PARTIAL_SCALE_FIELD_NUMBER: _builtins.int
+    BASE_CODE_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    SHUFFLE_EVERY_FIELD_NUMBER: _builtins.int
+    SHUFFLE_FIELD_NUMBER: _builtins.int
+    SHUFFLE_BUDGET_FIELD_NUMBER: _builtins.int
+    VERIFY_FIELD_NUMBER: _builtins.int
+    VERIFY_SLACK_SECONDS_FIELD_NUMBER: _builtins.int
+    QUARANTINE_AFTER_FIELD_NUMBER: _builtins.int
     scheme: _builtins.str
     """"hgc", "flat", "uncoded" or "ignore"."""
     dataset: _builtins.str
@@ -110,6 +122,30 @@ class JobSpec(_message.Message):
     replan_every: _builtins.int
     lr_schedule: _builtins.str
     """Learning-rate schedule, e.g. "cosine:total=200,warmup=5" (empty = constant)."""
+    alpha: _builtins.float
+    """partial: recover at least this fraction of the partitions each round (0 < alpha <= 1)."""
+    partial_design: _builtins.str
+    """partial: "cyclic", "subset" or "auto"."""
+    vectors: _builtins.int
+    """partial: vectors each worker sends (0 = the design's choice)."""
+    partial_scale: _builtins.str
+    """partial: "rescale" (by K / |recovered|), "none" or "inverse-probability"."""
+    base_code: _builtins.str
+    """approx / approx-shuffle: the base code, "frc" or "crc"."""
+    wait: _builtins.int
+    """approx / approx-shuffle: answers to wait for (0 = until the round deadline)."""
+    shuffle_every: _builtins.int
+    """approx-shuffle: re-assign the data every this many rounds; "random" or "aware"; a bound on
+    the bytes one shuffle may move (0 = none).
+    """
+    shuffle: _builtins.str
+    shuffle_budget: _builtins.int
+    verify: _builtins.bool
+    """hgc / flat: check every round against a spare arrival (a lying worker is caught, never
+    applied, and quarantined after quarantine_after catches).
+    """
+    verify_slack_seconds: _builtins.float
+    quarantine_after: _builtins.int
     def __init__(
         self,
         *,
@@ -132,11 +168,25 @@ class JobSpec(_message.Message):
         profile_rounds: _builtins.int | None = ...,
         replan_every: _builtins.int | None = ...,
         lr_schedule: _builtins.str = ...,
+        alpha: _builtins.float | None = ...,
+        partial_design: _builtins.str = ...,
+        vectors: _builtins.int | None = ...,
+        partial_scale: _builtins.str = ...,
+        base_code: _builtins.str = ...,
+        wait: _builtins.int | None = ...,
+        shuffle_every: _builtins.int | None = ...,
+        shuffle: _builtins.str = ...,
+        shuffle_budget: _builtins.int | None = ...,
+        verify: _builtins.bool | None = ...,
+        verify_slack_seconds: _builtins.float | None = ...,
+        quarantine_after: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_partitions", b"_partitions", "_profile_rounds", b"_profile_rounds", "_record_params", b"_record_params", "_replan_every", b"_replan_every", "_round_deadline_seconds", b"_round_deadline_seconds", "_rounds", b"_rounds", "_s_edge", b"_s_edge", "_s_flat", b"_s_flat", "_s_worker", b"_s_worker", "_seed", b"_seed", "checkpoint_every", b"checkpoint_every", "l2", b"l2", "learning_rate", b"learning_rate", "partitions", b"partitions", "profile_rounds", b"profile_rounds", "record_params", b"record_params", "replan_every", b"replan_every", "round_deadline_seconds", b"round_deadline_seconds", "rounds", b"rounds", "s_edge", b"s_edge", "s_flat", b"s_flat", "s_worker", b"s_worker", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_checkpoint_every", b"_checkpoint_every", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_partitions", b"_partitions", "_profile_rounds", b"_profile_rounds", "_quarantine_after", b"_quarantine_after", "_record_params", b"_record_params", "_replan_every", b"_replan_every", "_round_deadline_seconds", b"_round_deadline_seconds", "_rounds", b"_rounds", "_s_edge", b"_s_edge", "_s_flat", b"_s_flat", "_s_worker", b"_s_worker", "_seed", b"_seed", "_shuffle_budget", b"_shuffle_budget", "_shuffle_every", b"_shuffle_every", "_vectors", b"_vectors", "_verify", b"_verify", "_verify_slack_seconds", b"_verify_slack_seconds", "_wait", b"_wait", "alpha", b"alpha", "checkpoint_every", b"checkpoint_every", "l2", b"l2", "learning_rate", b"learning_rate", "partitions", b"partitions", "profile_rounds", b"profile_rounds", "quarantine_after", b"quarantine_after", "record_params", b"record_params", "replan_every", b"replan_every", "round_deadline_seconds", b"round_deadline_seconds", "rounds", b"rounds", "s_edge", b"s_edge", "s_flat", b"s_flat", "s_worker", b"s_worker", "seed", b"seed", "shuffle_budget", b"shuffle_budget", "shuffle_every", b"shuffle_every", "vectors", b"vectors", "verify", b"verify", "verify_slack_seconds", b"verify_slack_seconds", "wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_partitions", b"_partitions", "_profile_rounds", b"_profile_rounds", "_record_params", b"_record_params", "_replan_every", b"_replan_every", "_round_deadline_seconds", b"_round_deadline_seconds", "_rounds", b"_rounds", "_s_edge", b"_s_edge", "_s_flat", b"_s_flat", "_s_worker", b"_s_worker", "_seed", b"_seed", "checkpoint_every", b"checkpoint_every", "dataset", b"dataset", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "lr_schedule", b"lr_schedule", "model", b"model", "optimizer", b"optimizer", "partitions", b"partitions", "profile_rounds", b"profile_rounds", "record_params", b"record_params", "replan_every", b"replan_every", "round_deadline_seconds", b"round_deadline_seconds", "rounds", b"rounds", "s_edge", b"s_edge", "s_flat", b"s_flat", "s_worker", b"s_worker", "scheme", b"scheme", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_checkpoint_every", b"_checkpoint_every", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_partitions", b"_partitions", "_profile_rounds", b"_profile_rounds", "_quarantine_after", b"_quarantine_after", "_record_params", b"_record_params", "_replan_every", b"_replan_every", "_round_deadline_seconds", b"_round_deadline_seconds", "_rounds", b"_rounds", "_s_edge", b"_s_edge", "_s_flat", b"_s_flat", "_s_worker", b"_s_worker", "_seed", b"_seed", "_shuffle_budget", b"_shuffle_budget", "_shuffle_every", b"_shuffle_every", "_vectors", b"_vectors", "_verify", b"_verify", "_verify_slack_seconds", b"_verify_slack_seconds", "_wait", b"_wait", "alpha", b"alpha", "base_code", b"base_code", "checkpoint_every", b"checkpoint_every", "dataset", b"dataset", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "lr_schedule", b"lr_schedule", "model", b"model", "optimizer", b"optimizer", "partial_design", b"partial_design", "partial_scale", b"partial_scale", "partitions", b"partitions", "profile_rounds", b"profile_rounds", "quarantine_after", b"quarantine_after", "record_params", b"record_params", "replan_every", b"replan_every", "round_deadline_seconds", b"round_deadline_seconds", "rounds", b"rounds", "s_edge", b"s_edge", "s_flat", b"s_flat", "s_worker", b"s_worker", "scheme", b"scheme", "seed", b"seed", "shuffle", b"shuffle", "shuffle_budget", b"shuffle_budget", "shuffle_every", b"shuffle_every", "vectors", b"vectors", "verify", b"verify", "verify_slack_seconds", b"verify_slack_seconds", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__alpha: _TypeAlias = _typing.Literal["alpha"]  # noqa: Y015
+    _WhichOneofArgType__alpha: _TypeAlias = _typing.Literal["_alpha", b"_alpha"]  # noqa: Y015
     _WhichOneofReturnType__checkpoint_every: _TypeAlias = _typing.Literal["checkpoint_every"]  # noqa: Y015
     _WhichOneofArgType__checkpoint_every: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every"]  # noqa: Y015
     _WhichOneofReturnType__l2: _TypeAlias = _typing.Literal["l2"]  # noqa: Y015
@@ -147,6 +197,8 @@ class JobSpec(_message.Message):
     _WhichOneofArgType__partitions: _TypeAlias = _typing.Literal["_partitions", b"_partitions"]  # noqa: Y015
     _WhichOneofReturnType__profile_rounds: _TypeAlias = _typing.Literal["profile_rounds"]  # noqa: Y015
     _WhichOneofArgType__profile_rounds: _TypeAlias = _typing.Literal["_profile_rounds", b"_profile_rounds"]  # noqa: Y015
+    _WhichOneofReturnType__quarantine_after: _TypeAlias = _typing.Literal["quarantine_after"]  # noqa: Y015
+    _WhichOneofArgType__quarantine_after: _TypeAlias = _typing.Literal["_quarantine_after", b"_quarantine_after"]  # noqa: Y015
     _WhichOneofReturnType__record_params: _TypeAlias = _typing.Literal["record_params"]  # noqa: Y015
     _WhichOneofArgType__record_params: _TypeAlias = _typing.Literal["_record_params", b"_record_params"]  # noqa: Y015
     _WhichOneofReturnType__replan_every: _TypeAlias = _typing.Literal["replan_every"]  # noqa: Y015
@@ -163,6 +215,20 @@ class JobSpec(_message.Message):
     _WhichOneofArgType__s_worker: _TypeAlias = _typing.Literal["_s_worker", b"_s_worker"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__shuffle_budget: _TypeAlias = _typing.Literal["shuffle_budget"]  # noqa: Y015
+    _WhichOneofArgType__shuffle_budget: _TypeAlias = _typing.Literal["_shuffle_budget", b"_shuffle_budget"]  # noqa: Y015
+    _WhichOneofReturnType__shuffle_every: _TypeAlias = _typing.Literal["shuffle_every"]  # noqa: Y015
+    _WhichOneofArgType__shuffle_every: _TypeAlias = _typing.Literal["_shuffle_every", b"_shuffle_every"]  # noqa: Y015
+    _WhichOneofReturnType__vectors: _TypeAlias = _typing.Literal["vectors"]  # noqa: Y015
+    _WhichOneofArgType__vectors: _TypeAlias = _typing.Literal["_vectors", b"_vectors"]  # noqa: Y015
+    _WhichOneofReturnType__verify: _TypeAlias = _typing.Literal["verify"]  # noqa: Y015
+    _WhichOneofArgType__verify: _TypeAlias = _typing.Literal["_verify", b"_verify"]  # noqa: Y015
+    _WhichOneofReturnType__verify_slack_seconds: _TypeAlias = _typing.Literal["verify_slack_seconds"]  # noqa: Y015
+    _WhichOneofArgType__verify_slack_seconds: _TypeAlias = _typing.Literal["_verify_slack_seconds", b"_verify_slack_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__wait: _TypeAlias = _typing.Literal["wait"]  # noqa: Y015
+    _WhichOneofArgType__wait: _TypeAlias = _typing.Literal["_wait", b"_wait"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__alpha) -> _WhichOneofReturnType__alpha | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__checkpoint_every) -> _WhichOneofReturnType__checkpoint_every | None: ...
     @_typing.overload
@@ -173,6 +239,8 @@ class JobSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__partitions) -> _WhichOneofReturnType__partitions | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__profile_rounds) -> _WhichOneofReturnType__profile_rounds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__quarantine_after) -> _WhichOneofReturnType__quarantine_after | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__record_params) -> _WhichOneofReturnType__record_params | None: ...
     @_typing.overload
@@ -189,6 +257,18 @@ class JobSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__s_worker) -> _WhichOneofReturnType__s_worker | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__shuffle_budget) -> _WhichOneofReturnType__shuffle_budget | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__shuffle_every) -> _WhichOneofReturnType__shuffle_every | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__vectors) -> _WhichOneofReturnType__vectors | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__verify) -> _WhichOneofReturnType__verify | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__verify_slack_seconds) -> _WhichOneofReturnType__verify_slack_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__wait) -> _WhichOneofReturnType__wait | None: ...
 
 Global___JobSpec: _TypeAlias = JobSpec  # noqa: Y015
 
@@ -281,11 +361,28 @@ class RoundRecord(_message.Message):
     LOSS_FIELD_NUMBER: _builtins.int
     STRAGGLERS_FIELD_NUMBER: _builtins.int
     WALL_SECONDS_FIELD_NUMBER: _builtins.int
+    RECOVERED_FRACTION_FIELD_NUMBER: _builtins.int
+    RESIDUAL_FIELD_NUMBER: _builtins.int
+    SEND_SECONDS_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    DECODE_SECONDS_FIELD_NUMBER: _builtins.int
+    STEP_SECONDS_FIELD_NUMBER: _builtins.int
     round: _builtins.int
     seconds: _builtins.float
     loss: _builtins.float
     stragglers: _builtins.int
     wall_seconds: _builtins.float
+    recovered_fraction: _builtins.float
+    """Fraction of the partitions whose gradients the round's result holds (1 for exact schemes)."""
+    residual: _builtins.float
+    """Approximate schemes: the decoding residual ||B_A^T a - 1||^2 / K (0 when exact)."""
+    send_seconds: _builtins.float
+    """Where the round's time went at the master: sending the parameters to the edges, waiting
+    for a decodable set (decoding included), decoding, and the optimizer step.
+    """
+    wait_seconds: _builtins.float
+    decode_seconds: _builtins.float
+    step_seconds: _builtins.float
     def __init__(
         self,
         *,
@@ -294,10 +391,16 @@ class RoundRecord(_message.Message):
         loss: _builtins.float = ...,
         stragglers: _builtins.int = ...,
         wall_seconds: _builtins.float = ...,
+        recovered_fraction: _builtins.float = ...,
+        residual: _builtins.float = ...,
+        send_seconds: _builtins.float = ...,
+        wait_seconds: _builtins.float = ...,
+        decode_seconds: _builtins.float = ...,
+        step_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss", b"loss", "round", b"round", "seconds", b"seconds", "stragglers", b"stragglers", "wall_seconds", b"wall_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_seconds", b"decode_seconds", "loss", b"loss", "recovered_fraction", b"recovered_fraction", "residual", b"residual", "round", b"round", "seconds", b"seconds", "send_seconds", b"send_seconds", "step_seconds", b"step_seconds", "stragglers", b"stragglers", "wait_seconds", b"wait_seconds", "wall_seconds", b"wall_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -323,6 +426,11 @@ class JobStatus(_message.Message):
     PLACEMENTS_FIELD_NUMBER: _builtins.int
     SETUP_SECONDS_FIELD_NUMBER: _builtins.int
     PLACEMENT_SECONDS_FIELD_NUMBER: _builtins.int
+    PARTITION_USAGE_FIELD_NUMBER: _builtins.int
+    SHUFFLE_BYTES_FIELD_NUMBER: _builtins.int
+    SHUFFLES_FIELD_NUMBER: _builtins.int
+    INCONSISTENT_ROUNDS_FIELD_NUMBER: _builtins.int
+    QUARANTINED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___JobState.ValueType
     round: _builtins.int
@@ -341,6 +449,11 @@ class JobStatus(_message.Message):
     """Seconds spent placing data in all (first placement, re-placements and recoveries; a
     re-placement for a new plan runs beside the rounds, a recovery stalls them).
     """
+    shuffle_bytes: _builtins.int
+    """approx-shuffle: bytes moved between workers by shuffles, and the shuffles done."""
+    shuffles: _builtins.int
+    inconsistent_rounds: _builtins.int
+    """verify: rounds in which results disagreed, and the nodes quarantined for lying."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoundRecord]: ...
     @_builtins.property
@@ -353,6 +466,12 @@ class JobStatus(_message.Message):
     def param_history(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Tensor]:
         """With record_params and include_params: the parameters after each round."""
 
+    @_builtins.property
+    def partition_usage(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per partition, the fraction of rounds in which it had weight in the result."""
+
+    @_builtins.property
+    def quarantined(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -372,10 +491,15 @@ class JobStatus(_message.Message):
         placements: _builtins.int = ...,
         setup_seconds: _builtins.float = ...,
         placement_seconds: _builtins.float = ...,
+        partition_usage: _abc.Iterable[_builtins.float] | None = ...,
+        shuffle_bytes: _builtins.int = ...,
+        shuffles: _builtins.int = ...,
+        inconsistent_rounds: _builtins.int = ...,
+        quarantined: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "history", b"history", "job_id", b"job_id", "last_timings", b"last_timings", "message", b"message", "param_history", b"param_history", "params", b"params", "placement_seconds", b"placement_seconds", "placements", b"placements", "plan_json", b"plan_json", "predicted_round_seconds", b"predicted_round_seconds", "round", b"round", "rounds", b"rounds", "setup_seconds", b"setup_seconds", "spec", b"spec", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "history", b"history", "inconsistent_rounds", b"inconsistent_rounds", "job_id", b"job_id", "last_timings", b"last_timings", "message", b"message", "param_history", b"param_history", "params", b"params", "partition_usage", b"partition_usage", "placement_seconds", b"placement_seconds", "placements", b"placements", "plan_json", b"plan_json", "predicted_round_seconds", b"predicted_round_seconds", "quarantined", b"quarantined", "round", b"round", "rounds", b"rounds", "setup_seconds", b"setup_seconds", "shuffle_bytes", b"shuffle_bytes", "shuffles", b"shuffles", "spec", b"spec", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -35,6 +35,7 @@ class PlacementHeader(_message.Message):
     N_PARTITIONS_FIELD_NUMBER: _builtins.int
     PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     model: _builtins.str
     """Model name: "logistic", "softmax" or "least_squares"."""
@@ -58,6 +59,13 @@ class PlacementHeader(_message.Message):
         row arrived, so a stream cut short never leaves partial data behind.
         """
 
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Several vectors per answer (partial recovery): the message index of each partition (same
+        order as partitions); the answer is [V, d] with row m the plain sum of message m's
+        partitions. Empty = one vector, sum_j coefficient_j g_j.
+        """
+
     def __init__(
         self,
         *,
@@ -71,10 +79,11 @@ class PlacementHeader(_message.Message):
         n_partitions: _builtins.int = ...,
         placement_epoch: _builtins.int = ...,
         rows: _abc.Iterable[_builtins.int] | None = ...,
+        groups: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coefficients", b"coefficients", "job_id", b"job_id", "l2", b"l2", "model", b"model", "n_classes", b"n_classes", "n_features", b"n_features", "n_partitions", b"n_partitions", "partitions", b"partitions", "placement_epoch", b"placement_epoch", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coefficients", b"coefficients", "groups", b"groups", "job_id", b"job_id", "l2", b"l2", "model", b"model", "n_classes", b"n_classes", "n_features", b"n_features", "n_partitions", b"n_partitions", "partitions", b"partitions", "placement_epoch", b"placement_epoch", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -461,3 +470,114 @@ class MultiplyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MultiplyResponse: _TypeAlias = MultiplyResponse  # noqa: Y015
+
+@_typing.final
+class PartitionSource(_message.Message):
+    """Where one partition of a new placement comes from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    partition: _builtins.int
+    address: _builtins.str
+    """Another worker's address (from the master's authenticated membership); empty = this
+    worker's own data of from_epoch.
+    """
+    def __init__(
+        self,
+        *,
+        partition: _builtins.int = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "partition", b"partition"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionSource: _TypeAlias = PartitionSource  # noqa: Y015
+
+@_typing.final
+class FetchPlacementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    FROM_EPOCH_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    from_epoch: _builtins.int
+    """The epoch whose data this worker and the sources read from."""
+    @_builtins.property
+    def header(self) -> Global___PlacementHeader:
+        """The new placement (epoch included), as PlaceData's header."""
+
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionSource]:
+        """One entry per partition of the header."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___PlacementHeader | None = ...,
+        from_epoch: _builtins.int = ...,
+        sources: _abc.Iterable[Global___PartitionSource] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_epoch", b"from_epoch", "header", b"header", "sources", b"sources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchPlacementRequest: _TypeAlias = FetchPlacementRequest  # noqa: Y015
+
+@_typing.final
+class FetchPlacementResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    FETCHED_BYTES_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    partitions: _builtins.int
+    fetched_bytes: _builtins.int
+    """Bytes fetched from other workers, and the seconds the whole assembly took."""
+    seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        partitions: _builtins.int = ...,
+        fetched_bytes: _builtins.int = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fetched_bytes", b"fetched_bytes", "partitions", b"partitions", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchPlacementResponse: _TypeAlias = FetchPlacementResponse  # noqa: Y015
+
+@_typing.final
+class ReadPartitionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    placement_epoch: _builtins.int
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        placement_epoch: _builtins.int = ...,
+        partitions: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "partitions", b"partitions", "placement_epoch", b"placement_epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadPartitionsRequest: _TypeAlias = ReadPartitionsRequest  # noqa: Y015

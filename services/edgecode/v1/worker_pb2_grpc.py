@@ -59,6 +59,16 @@ class WorkerStub:
                 request_serializer=edgecode_dot_v1_dot_worker__pb2.MultiplyRequest.SerializeToString,
                 response_deserializer=edgecode_dot_v1_dot_worker__pb2.MultiplyResponse.FromString,
                 _registered_method=True)
+        self.FetchPlacement = channel.unary_unary(
+                '/edgecode.v1.Worker/FetchPlacement',
+                request_serializer=edgecode_dot_v1_dot_worker__pb2.FetchPlacementRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_worker__pb2.FetchPlacementResponse.FromString,
+                _registered_method=True)
+        self.ReadPartitions = channel.unary_stream(
+                '/edgecode.v1.Worker/ReadPartitions',
+                request_serializer=edgecode_dot_v1_dot_worker__pb2.ReadPartitionsRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_worker__pb2.PartitionChunk.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -101,6 +111,23 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchPlacement(self, request, context):
+        """Master -> worker (shuffling): assemble a new placement epoch from the partitions this worker
+        already holds and the ones it fetches straight from other workers (ReadPartitions): the
+        master orchestrates and never relays the data. Installed only when complete; rounds of the
+        current epoch go on meanwhile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadPartitions(self, request, context):
+        """Worker -> worker: stream the named partitions of one placement epoch of a job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +155,16 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Multiply,
                     request_deserializer=edgecode_dot_v1_dot_worker__pb2.MultiplyRequest.FromString,
                     response_serializer=edgecode_dot_v1_dot_worker__pb2.MultiplyResponse.SerializeToString,
+            ),
+            'FetchPlacement': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchPlacement,
+                    request_deserializer=edgecode_dot_v1_dot_worker__pb2.FetchPlacementRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_worker__pb2.FetchPlacementResponse.SerializeToString,
+            ),
+            'ReadPartitions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadPartitions,
+                    request_deserializer=edgecode_dot_v1_dot_worker__pb2.ReadPartitionsRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_worker__pb2.PartitionChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +302,60 @@ class Worker:
             '/edgecode.v1.Worker/Multiply',
             edgecode_dot_v1_dot_worker__pb2.MultiplyRequest.SerializeToString,
             edgecode_dot_v1_dot_worker__pb2.MultiplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchPlacement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecode.v1.Worker/FetchPlacement',
+            edgecode_dot_v1_dot_worker__pb2.FetchPlacementRequest.SerializeToString,
+            edgecode_dot_v1_dot_worker__pb2.FetchPlacementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadPartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgecode.v1.Worker/ReadPartitions',
+            edgecode_dot_v1_dot_worker__pb2.ReadPartitionsRequest.SerializeToString,
+            edgecode_dot_v1_dot_worker__pb2.PartitionChunk.FromString,
             options,
             channel_credentials,
             insecure,

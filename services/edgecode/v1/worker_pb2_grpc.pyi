@@ -47,6 +47,14 @@ class WorkerStub:
     """
     Multiply: _grpc.UnaryUnaryMultiCallable[_worker_pb2.MultiplyRequest, _worker_pb2.MultiplyResponse]
     """Master -> worker: this worker's coded product C_i^T x (x a vector, or a dense t x p block B)."""
+    FetchPlacement: _grpc.UnaryUnaryMultiCallable[_worker_pb2.FetchPlacementRequest, _worker_pb2.FetchPlacementResponse]
+    """Master -> worker (shuffling): assemble a new placement epoch from the partitions this worker
+    already holds and the ones it fetches straight from other workers (ReadPartitions): the
+    master orchestrates and never relays the data. Installed only when complete; rounds of the
+    current epoch go on meanwhile.
+    """
+    ReadPartitions: _grpc.UnaryStreamMultiCallable[_worker_pb2.ReadPartitionsRequest, _worker_pb2.PartitionChunk]
+    """Worker -> worker: stream the named partitions of one placement epoch of a job."""
 
 @_typing.type_check_only
 class WorkerAsyncStub(WorkerStub):
@@ -65,6 +73,14 @@ class WorkerAsyncStub(WorkerStub):
     """
     Multiply: _aio.UnaryUnaryMultiCallable[_worker_pb2.MultiplyRequest, _worker_pb2.MultiplyResponse]  # type: ignore[assignment]
     """Master -> worker: this worker's coded product C_i^T x (x a vector, or a dense t x p block B)."""
+    FetchPlacement: _aio.UnaryUnaryMultiCallable[_worker_pb2.FetchPlacementRequest, _worker_pb2.FetchPlacementResponse]  # type: ignore[assignment]
+    """Master -> worker (shuffling): assemble a new placement epoch from the partitions this worker
+    already holds and the ones it fetches straight from other workers (ReadPartitions): the
+    master orchestrates and never relays the data. Installed only when complete; rounds of the
+    current epoch go on meanwhile.
+    """
+    ReadPartitions: _aio.UnaryStreamMultiCallable[_worker_pb2.ReadPartitionsRequest, _worker_pb2.PartitionChunk]  # type: ignore[assignment]
+    """Worker -> worker: stream the named partitions of one placement epoch of a job."""
 
 class WorkerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -110,5 +126,25 @@ class WorkerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.MultiplyResponse, _abc.Awaitable[_worker_pb2.MultiplyResponse]]:
         """Master -> worker: this worker's coded product C_i^T x (x a vector, or a dense t x p block B)."""
+
+    @_abc_1.abstractmethod
+    def FetchPlacement(
+        self,
+        request: _worker_pb2.FetchPlacementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.FetchPlacementResponse, _abc.Awaitable[_worker_pb2.FetchPlacementResponse]]:
+        """Master -> worker (shuffling): assemble a new placement epoch from the partitions this worker
+        already holds and the ones it fetches straight from other workers (ReadPartitions): the
+        master orchestrates and never relays the data. Installed only when complete; rounds of the
+        current epoch go on meanwhile.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadPartitions(
+        self,
+        request: _worker_pb2.ReadPartitionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_worker_pb2.PartitionChunk], _abc.AsyncIterator[_worker_pb2.PartitionChunk]]:
+        """Worker -> worker: stream the named partitions of one placement epoch of a job."""
 
 def add_WorkerServicer_to_server(servicer: WorkerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -120,7 +120,8 @@ def _fields(buffer: memoryview, field: str) -> list[tuple[int, int, Any]]:
 
 def decode_gradient_response(data: bytes) -> GradientResponse:
     """Parse a serialized ``ComputeGradientResponse`` without copying its tensor; validates like
-    :func:`tensor_from_proto` (dtype float64, byte length, finite values)."""
+    :func:`tensor_from_proto` (dtype float64, 1-D, or 2-D for several vectors per answer, byte
+    length, finite values)."""
     buffer = memoryview(data)
     job_id = worker = ""
     round_, seconds = 0, 0.0
@@ -153,13 +154,14 @@ def decode_gradient_response(data: bytes) -> GradientResponse:
             payload = value
     if dtype != "float64":
         raise InvalidInput(f"gradient: expected dtype float64, got {dtype!r}")
-    if len(dims) != 1:
-        raise InvalidInput(f"gradient: expected a 1-D tensor, got shape {dims}")
-    if len(payload) != dims[0] * 8:
+    if len(dims) not in (1, 2):
+        raise InvalidInput(f"gradient: expected a 1-D or 2-D tensor, got shape {dims}")
+    size = dims[0] if len(dims) == 1 else dims[0] * dims[1]
+    if len(payload) != size * 8:
         raise InvalidInput(
-            f"gradient: shape {dims} of float64 needs {dims[0] * 8} bytes, got {len(payload)}"
+            f"gradient: shape {dims} of float64 needs {size * 8} bytes, got {len(payload)}"
         )
-    array: np.ndarray = np.frombuffer(payload, dtype="<f8")
+    array: np.ndarray = np.frombuffer(payload, dtype="<f8").reshape(dims)
     if not _all_finite(array):
         raise InvalidInput("gradient: contains NaN or infinite values")
     return GradientResponse(job_id, int(round_), worker, seconds, array)

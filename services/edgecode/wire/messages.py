@@ -97,12 +97,15 @@ def read_stream(
 # ---- plans and timings ---------------------------------------------------------------------------
 
 
-def plan_to_proto(plan: Plan, fitted: bool = True) -> coordinator_pb2.PlanResponse:
+def plan_to_proto(
+    plan: Plan, fitted: bool = True, current_seconds: float = 0.0
+) -> coordinator_pb2.PlanResponse:
     return coordinator_pb2.PlanResponse(
         s_edge=plan.s_edge,
         partitions=plan.partitions,
         expected_round_seconds=plan.expected_round_seconds or 0.0,
         fitted=fitted,
+        current_expected_round_seconds=current_seconds,
         edges=[
             coordinator_pb2.EdgeAssignment(
                 name=e.name,
@@ -144,6 +147,9 @@ def plan_from_proto(message: coordinator_pb2.PlanResponse) -> Plan:
             )
             for e in message.edges
         ),
+        extra={"current_seconds": float(message.current_expected_round_seconds)}
+        if message.current_expected_round_seconds > 0
+        else {},
     )
 
 
@@ -194,6 +200,7 @@ def placement_header_to_proto(header: PlacementHeader) -> worker_pb2.PlacementHe
         n_partitions=header.n_partitions,
         placement_epoch=header.epoch,
         rows=header.rows,
+        groups=header.groups,
     )
 
 
@@ -209,6 +216,7 @@ def placement_header_from_proto(message: worker_pb2.PlacementHeader) -> Placemen
         n_partitions=int(message.n_partitions),
         epoch=int(message.placement_epoch),
         rows=tuple(int(r) for r in message.rows),
+        groups=tuple(int(g) for g in message.groups),
     )
 
 
@@ -313,6 +321,11 @@ def job_status_to_proto(job: JobStatus, include_params: bool = False) -> master_
         placements=job.placements,
         setup_seconds=job.setup_seconds,
         placement_seconds=job.placement_seconds,
+        partition_usage=job.partition_usage,
+        shuffle_bytes=job.shuffle_bytes,
+        shuffles=job.shuffles,
+        inconsistent_rounds=job.inconsistent_rounds,
+        quarantined=job.quarantined,
     )
     if include_params and job.params is not None:
         tensor_to_proto(job.params, out=status.params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,9 +39,26 @@ class WorkerMetricsPort(Protocol):
 
     def holding(self, partitions: int) -> None: ...
 
+    def shuffled(self, nbytes: int, seconds: float) -> None:
+        """A shuffle brought ``nbytes`` from other workers in ``seconds``."""
+        ...
+
+
+class PartitionReader(Protocol):
+    """How a worker reads partitions from another worker (gRPC in worker/transport.py)."""
+
+    def read(
+        self, address: str, job_id: str, epoch: int, partitions: Sequence[int]
+    ) -> Iterator[tuple[int, Any, np.ndarray, int]]:
+        """``(partition, features, labels, bytes)`` row ranges of the named partitions."""
+        ...
+
 
 class NoWorkerMetrics:
     """Records nothing."""
+
+    def shuffled(self, nbytes: int, seconds: float) -> None:
+        pass
 
     def computed(self, seconds: float, nbytes: int) -> None:
         pass
@@ -87,6 +104,13 @@ class PlacementBuilder:
         if not 0 < len(h.partitions) <= MAX_PARTITIONS or h.n_partitions < 1:
             raise InvalidInput(
                 f"placement: holds {len(h.partitions)} partitions of {h.n_partitions}"
+            )
+        if h.groups and (
+            len(h.groups) != len(h.partitions) or set(h.groups) != set(range(max(h.groups) + 1))
+        ):
+            raise InvalidInput(
+                "placement: groups must give each partition its message index, every index in "
+                "0..V-1 used"
             )
         if len(h.rows) != len(h.partitions) or any(r < 1 for r in h.rows):
             raise InvalidInput(
@@ -178,6 +202,10 @@ class WorkerLogic:
         self._jobs: dict[str, dict[int, Placement]] = {}
         self._installs = 0
         self._retired = False
+        #: job id -> when it was last placed or computed on (for the idle TTL)
+        self._used: dict[str, float] = {}
+        #: job id -> the epoch rounds use now (the last one a round named)
+        self._in_use: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def begin_placement(self, header: PlacementHeader) -> PlacementBuilder:
@@ -194,12 +222,17 @@ class WorkerLogic:
             old = held.pop(epoch, None)
             if old is not None:
                 old.newer.set()  # computations on the replaced data are stale
+            in_use = self._in_use.get(job_id)
+            # Make room by dropping the oldest epoch that rounds do not use now (an abandoned
+            # shuffle's, say): the epoch in use is never dropped by a new placement.
             while len(held) >= MAX_EPOCHS_HELD:
-                oldest = min(held, key=lambda e: held[e].installed)
+                spare = [e for e in held if e != in_use] or list(held)
+                oldest = min(spare, key=lambda e: held[e].installed)
                 held.pop(oldest).newer.set()
             self._installs += 1
             placement.installed = self._installs
             held[epoch] = placement
+            self._used[job_id] = self._clock()
         self._publish()
 
     def _publish(self) -> None:
@@ -213,12 +246,24 @@ class WorkerLogic:
         """Forget a job's data (its running computation is abandoned); True when it was held."""
         with self._lock:
             epochs = self._jobs.pop(job_id, None)
+            self._used.pop(job_id, None)
+            self._in_use.pop(job_id, None)
         if not epochs:
             return False
         for placement in epochs.values():
             placement.newer.set()
         self._publish()
         return True
+
+    def expire(self, ttl_seconds: float) -> list[str]:
+        """Drop the jobs not placed or computed on for ``ttl_seconds`` (their master is gone
+        without a DropJob); returns their ids."""
+        now = self._clock()
+        with self._lock:
+            idle = [j for j, used in self._used.items() if now - used > ttl_seconds]
+        for job_id in idle:
+            self.drop(job_id)
+        return idle
 
     def jobs(self) -> dict[str, Placement]:
         """The newest installed placement of every job (a copy)."""
@@ -235,6 +280,58 @@ class WorkerLogic:
             held = self._jobs.get(job_id, {})
             return tuple(sorted(held, key=lambda e: held[e].installed))
 
+    def partition_data(
+        self, job_id: str, epoch: int, partitions: Sequence[int]
+    ) -> list[tuple[int, Any, np.ndarray]]:
+        """``(partition, features, labels)`` of partitions held in ``epoch`` (for a shuffle)."""
+        with self._lock:
+            held = self._jobs.get(job_id)
+            if not held:
+                raise UnknownJob(f"worker {self.name} holds no data for job {job_id!r}")
+            placement = held.get(epoch)
+        if placement is None:
+            raise StaleRound(f"placement epoch {epoch} of job {job_id!r} is not held")
+        index = {j: i for i, j in enumerate(placement.header.partitions)}
+        missing = [j for j in partitions if j not in index]
+        if missing:
+            raise InvalidInput(f"worker {self.name} does not hold partitions {missing}")
+        return [(j, placement.features[index[j]], placement.labels[index[j]]) for j in partitions]
+
+    def fetch_placement(
+        self,
+        header: PlacementHeader,
+        from_epoch: int,
+        sources: dict[int, str],
+        reader: PartitionReader,
+    ) -> tuple[Placement, int, float]:
+        """Assemble a new placement from this worker's own ``from_epoch`` data (partitions whose
+        source is empty) and partitions read from other workers; install it only when complete.
+        Returns the placement, the bytes fetched and the seconds taken."""
+        start = self._clock()
+        if set(sources) != set(header.partitions):
+            raise InvalidInput("fetch: every partition of the header needs exactly one source")
+        builder = self.begin_placement(header)
+        kept = [j for j in header.partitions if not sources[j]]
+        for j, features, labels in self.partition_data(header.job_id, from_epoch, kept):
+            builder.add(j, features, labels)
+        fetched = 0
+        by_address: dict[str, list[int]] = {}
+        for j, address in sources.items():
+            if address:
+                by_address.setdefault(address, []).append(j)
+        for address, wanted in sorted(by_address.items()):
+            for j, features, labels, nbytes in reader.read(
+                address, header.job_id, from_epoch, sorted(wanted)
+            ):
+                if j not in wanted:
+                    raise InvalidInput(f"fetch: {address} sent partition {j}, not asked for")
+                builder.add(j, features, labels)
+                fetched += nbytes
+        placement = builder.finish()
+        seconds = self._clock() - start
+        self._metrics.shuffled(fetched, seconds)
+        return placement, fetched, seconds
+
     def _current(self, job_id: str, epoch: int) -> Placement:
         """The placement of ``epoch``; installs made before it are dropped (superseded)."""
         held = self._jobs.get(job_id)
@@ -246,6 +343,7 @@ class WorkerLogic:
         for other in [e for e, p in held.items() if p.installed < placement.installed]:
             held.pop(other).newer.set()
             self._retired = True
+        self._in_use[job_id] = epoch
         return placement
 
     def compute(
@@ -263,6 +361,7 @@ class WorkerLogic:
                     f"params must have shape ({placement.n_params},), got {params.shape}"
                 )
             placement = self._current(job_id, epoch)
+            self._used[job_id] = self._clock()
             if round_ < placement.latest_round:
                 raise StaleRound(f"round {round_} is older than round {placement.latest_round}")
             if round_ > placement.latest_round:
@@ -276,7 +375,17 @@ class WorkerLogic:
         h = placement.header
         share = 1.0 / h.n_partitions
         parts = list(zip(h.coefficients, placement.features, placement.labels, strict=True))
-        gradient = placement.model.coded_gradient(params, parts, reg_share=share)
+        if h.groups:  # several vectors: row m sums the partitions of message m
+            gradient = np.stack(
+                [
+                    placement.model.coded_gradient(
+                        params, [p for p, g in zip(parts, h.groups, strict=True) if g == m], share
+                    )
+                    for m in range(max(h.groups) + 1)
+                ]
+            )
+        else:
+            gradient = placement.model.coded_gradient(params, parts, reg_share=share)
         if self.straggle.emulates:
             fraction = len(h.partitions) / h.n_partitions
             extra = placement.runtime.sample(fraction, self._rng)

@@ -139,6 +139,8 @@ class MatrixWorker:
         self._clock = clock
         self._max_jobs = max_jobs
         self._blocks: dict[str, Block] = {}
+        #: job id -> when its block was last placed or multiplied (for the idle TTL)
+        self._used: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def begin(self, header: BlockHeader) -> BlockBuilder:
@@ -152,10 +154,21 @@ class MatrixWorker:
             if old is not None:
                 old.newer.set()
             self._blocks[block.header.job_id] = block
+            self._used[block.header.job_id] = self._clock()
         self._metrics.block_held(block.header.job_id, int(block.matrix.nnz))
+
+    def expire(self, ttl_seconds: float) -> list[str]:
+        """Drop the blocks not placed or used for ``ttl_seconds``; returns their job ids."""
+        now = self._clock()
+        with self._lock:
+            idle = [j for j, used in self._used.items() if now - used > ttl_seconds]
+        for job_id in idle:
+            self.drop(job_id)
+        return idle
 
     def drop(self, job_id: str) -> bool:
         with self._lock:
+            self._used.pop(job_id, None)
             block = self._blocks.pop(job_id, None)
         if block is not None:
             block.newer.set()
@@ -181,6 +194,7 @@ class MatrixWorker:
             block = self._blocks.get(job_id)
             if block is None:
                 raise UnknownJob(f"worker {self.name} holds no block for matrix job {job_id!r}")
+            self._used[job_id] = self._clock()
             if epoch != block.header.epoch:
                 raise StaleRound(f"placement epoch {epoch} is not the current {block.header.epoch}")
             if sequence < block.latest_sequence:

@@ -9,10 +9,18 @@ import numpy as np
 from edgecode.emulation import parse_straggle
 from edgecode.runtime.metrics import WorkerMetrics
 from edgecode.runtime.server import create_server
-from edgecode.runtime.start import CommonConfig, advertised, membership, prepare, serve
+from edgecode.runtime.start import (
+    CommonConfig,
+    advertised,
+    membership,
+    prepare,
+    reap_idle_jobs,
+    serve,
+)
 from edgecode.worker.logic import WorkerLogic
 from edgecode.worker.matrix import MatrixWorker
 from edgecode.worker.service import WorkerServicer, add_worker_servicer
+from edgecode.worker.transport import GrpcPartitionReader
 
 
 @dataclass(frozen=True)
@@ -42,8 +50,15 @@ def run(config: WorkerConfig) -> int:
     matrix = MatrixWorker(
         config.name, logic.straggle, np.random.default_rng([config.seed, 1]), metrics
     )
+    reader = GrpcPartitionReader()
     service = create_server(
-        [(add_worker_servicer, WorkerServicer(logic, metrics, matrix), "edgecode.v1.Worker")],
+        [
+            (
+                add_worker_servicer,
+                WorkerServicer(logic, metrics, matrix, reader),
+                "edgecode.v1.Worker",
+            )
+        ],
         config.host,
         config.port,
     )
@@ -55,4 +70,10 @@ def run(config: WorkerConfig) -> int:
         edge=config.edge,
         link_seconds=config.link_seconds,
     )
-    return serve(config, service, metrics, "worker", member)
+    reaper = reap_idle_jobs(config.job_ttl_seconds, logic.expire, matrix.expire)
+
+    def stop() -> None:
+        reaper.set()
+        reader.close()
+
+    return serve(config, service, metrics, "worker", member, stop)

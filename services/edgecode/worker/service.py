@@ -11,10 +11,14 @@ import grpc
 import numpy as np
 
 from edgecode import wire
-from edgecode.runtime.errors import translate_errors
+from edgecode.errors import InvalidInput
+from edgecode.runtime.errors import translate_errors, translate_stream_errors
 from edgecode.v1 import worker_pb2, worker_pb2_grpc
-from edgecode.worker.logic import PlacementBuilder, WorkerLogic
+from edgecode.worker.logic import PartitionReader, PlacementBuilder, WorkerLogic
 from edgecode.worker.matrix import BlockBuilder, MatrixWorker
+
+#: Most partitions one ReadPartitions call may ask for.
+MAX_READ_PARTITIONS = 100_000
 
 
 class ServicerMetrics(Protocol):
@@ -51,6 +55,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     metrics: ServicerMetrics = field(default_factory=_NoMetrics)
     #: matrix jobs (coded sparse blocks); a default one shares the worker's straggle config
     matrix: MatrixWorker | None = None
+    #: reads partitions from other workers (shuffles); None = this worker cannot fetch
+    reader: PartitionReader | None = None
 
     def __post_init__(self) -> None:
         if self.matrix is None:
@@ -101,6 +107,34 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     ) -> worker_pb2.DropJobResponse:
         dropped_block = self._matrix().drop(request.job_id)
         return worker_pb2.DropJobResponse(dropped=self.logic.drop(request.job_id) or dropped_block)
+
+    @translate_errors
+    def FetchPlacement(
+        self, request: worker_pb2.FetchPlacementRequest, context: grpc.ServicerContext
+    ) -> worker_pb2.FetchPlacementResponse:
+        if self.reader is None:
+            raise InvalidInput("this worker cannot fetch partitions from other workers")
+        header = wire.placement_header_from_proto(request.header)
+        sources = {int(s.partition): s.address for s in request.sources}
+        if len(sources) != len(request.sources):
+            raise InvalidInput("fetch: a partition is named twice")
+        placement, fetched, seconds = self.logic.fetch_placement(
+            header, int(request.from_epoch), sources, self.reader
+        )
+        return worker_pb2.FetchPlacementResponse(
+            partitions=len(placement.header.partitions), fetched_bytes=fetched, seconds=seconds
+        )
+
+    @translate_stream_errors
+    def ReadPartitions(
+        self, request: worker_pb2.ReadPartitionsRequest, context: grpc.ServicerContext
+    ) -> Iterator[worker_pb2.PartitionChunk]:
+        if len(request.partitions) > MAX_READ_PARTITIONS:
+            raise InvalidInput(f"read: at most {MAX_READ_PARTITIONS} partitions per call")
+        for j, features, labels in self.logic.partition_data(
+            request.job_id, int(request.placement_epoch), [int(j) for j in request.partitions]
+        ):
+            yield from wire.partition_chunks(j, features, labels)
 
     @translate_errors
     def PlaceBlock(
@@ -169,6 +203,17 @@ def add_worker_servicer(servicer: Any, server: grpc.Server) -> None:
             response_serializer=_serialize,
         ),
     }
+    if hasattr(servicer, "FetchPlacement"):  # shuffles (test doubles may serve gradients only)
+        handlers["FetchPlacement"] = grpc.unary_unary_rpc_method_handler(
+            servicer.FetchPlacement,
+            request_deserializer=worker_pb2.FetchPlacementRequest.FromString,
+            response_serializer=_serialize,
+        )
+        handlers["ReadPartitions"] = grpc.unary_stream_rpc_method_handler(
+            servicer.ReadPartitions,
+            request_deserializer=worker_pb2.ReadPartitionsRequest.FromString,
+            response_serializer=_serialize,
+        )
     if hasattr(servicer, "PlaceBlock"):  # matrix jobs (test doubles may serve gradients only)
         handlers["PlaceBlock"] = grpc.stream_unary_rpc_method_handler(
             servicer.PlaceBlock,

@@ -1,0 +1,215 @@
+"""Structures of a hierarchical plan and their evaluation (private; used by the planner modules).
+
+A *structure* fixes which edges and workers take part, ``s_edge`` and every ``s_worker_i``; the load
+rule (:mod:`edgecode.planning._rule`) turns it, for a number of partitions K and a quantile level,
+into integer counts, and :class:`Evaluator` returns their expected round time (a fast fixed
+quadrature during the search, the adaptive one for final plans), caching by structure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgecode.planning import _batch, _rule
+from edgecode.planning.plans import build_plan, check_plan
+from edgecode.planning.spec import ClusterSpec, Plan
+from edgecode.planning.timing import _expected_time, expected_round_time
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+#: Integration tolerance of the search's evaluations (the returned plan is evaluated at 1e-10).
+SEARCH_RTOL = 1e-6
+#: Search evaluations use one Gauss-Legendre panel per interval between at most this many
+#: breakpoints (no error control); final plans are evaluated adaptively with all of them.
+SEARCH_BREAKS = 64
+
+
+def default_max_partitions(n_workers: int) -> int:
+    """``K_max = 240 * ceil(N / 20)``: at least 12 partitions per worker at zero redundancy."""
+    return 240 * max(1, math.ceil(n_workers / 20))
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Which workers take part (``wmask``), their edges' ``s_w`` and ``s_edge``; its cache key
+    is computed once."""
+
+    s_edge: int
+    wmask: BoolArray  # (n, m)
+    s_w: IntArray  # (n,)
+    _key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = (
+            int(self.s_edge).to_bytes(4, "little", signed=True)
+            + self.wmask.tobytes()
+            + self.s_w.astype(np.int64).tobytes()
+        )
+        object.__setattr__(self, "_key", key)
+
+    def key(self) -> bytes:
+        return self._key
+
+    @property
+    def emask(self) -> BoolArray:
+        return np.asarray(self.wmask.any(axis=1))
+
+
+@dataclass
+class Result:
+    value: float
+    structure: Structure
+    c: IntArray
+    l: IntArray
+    theta: float = math.nan
+
+
+@dataclass
+class Evaluator:
+    """The load rule and the expected time of structures at one K and quantile level, cached.
+
+    Search evaluations (``max_breaks`` set) integrate all new structures of a call at once on
+    the fixed rule of :mod:`edgecode.planning._batch`; ``max_breaks=None`` evaluates each
+    adaptively to ``rtol`` (final plans, exhaustive finalists).
+    """
+
+    cluster: _rule.Cluster
+    K: int
+    level: float = 0.5
+    rtol: float = SEARCH_RTOL
+    max_breaks: int | None = SEARCH_BREAKS
+    cache: dict[bytes, Result | None] = field(default_factory=dict)
+    #: the rule's counts and lower bound of structures whose time is not known yet
+    pending: dict[bytes, tuple[Result, float]] = field(default_factory=dict)
+    evaluations: int = 0
+    #: the search stops starting new descent rounds beyond this many evaluations
+    budget: int = 10**9
+
+    @property
+    def exhausted(self) -> bool:
+        return self.evaluations >= self.budget
+
+    def evaluate(
+        self, structures: Sequence[Structure], bound: float = math.inf
+    ) -> list[Result | None]:
+        """Rule + expected time for each structure; None when infeasible at this K, or when
+        its lower bound ``t_lo`` (:func:`edgecode.planning._batch.lower_bounds`) is at least
+        ``bound`` (it cannot have a smaller expected time; it is integrated when asked again
+        with a larger bound)."""
+        keys = [s.key() for s in structures]
+        self._apply_rule({k: s for k, s in zip(keys, structures, strict=True)})
+        todo = [k for k in dict.fromkeys(keys) if k in self.pending and self.pending[k][1] < bound]
+        if todo:
+            self._integrate(todo)
+        return [self.cache.get(k) for k in keys]
+
+    def best(self, structures: Sequence[Structure], bound: float = math.inf) -> Result | None:
+        results = [r for r in self.evaluate(structures, bound) if r is not None]
+        return min(results, key=lambda r: r.value) if results else None
+
+    def _apply_rule(self, structures: dict[bytes, Structure]) -> None:
+        new = [s for k, s in structures.items() if k not in self.cache and k not in self.pending]
+        if not new:
+            return
+        wmask = np.stack([s.wmask for s in new])
+        s_w = np.stack([s.s_w for s in new])
+        s_e = np.array([s.s_edge for s in new], dtype=np.int64)
+        c, l, feasible, theta = _rule.apply(self.cluster, wmask, s_w, s_e, self.K, self.level)
+        lower = _batch.lower_bounds(self.cluster, wmask, s_w, s_e, l, self.K)
+        for b, structure in enumerate(new):
+            if feasible[b]:
+                result = Result(math.nan, structure, c[b], l[b], float(theta[b]))
+                self.pending[structure.key()] = (result, float(lower[b]))
+            else:
+                self.cache[structure.key()] = None
+
+    def _integrate(self, keys: list[bytes]) -> None:
+        results = [self.pending.pop(k)[0] for k in keys]
+        if self.max_breaks is None:
+            values = [
+                _expected_time(
+                    _rule.model(
+                        self.cluster,
+                        r.structure.wmask,
+                        r.structure.s_w,
+                        r.structure.s_edge,
+                        r.l,
+                        self.K,
+                    ),
+                    self.rtol,
+                )
+                for r in results
+            ]
+        else:
+            values = list(
+                _batch.expected_times(
+                    self.cluster,
+                    np.stack([r.structure.wmask for r in results]),
+                    np.stack([r.structure.s_w for r in results]),
+                    np.array([r.structure.s_edge for r in results], dtype=np.int64),
+                    np.stack([r.l for r in results]),
+                    self.K,
+                    self.max_breaks,
+                )
+            )
+        for key, result, value in zip(keys, results, values, strict=True):
+            result.value = float(value)
+            self.cache[key] = result
+        self.evaluations += len(results)
+
+
+def valid(structure: Structure) -> bool:
+    return bool(
+        valid_rows(structure.wmask[None], structure.s_w[None], np.array([structure.s_edge]))[0]
+    )
+
+
+def valid_rows(wmask: BoolArray, s_w: IntArray, s_e: IntArray) -> BoolArray:
+    """Which of a batch of structures (B, n, m), (B, n), (B,) are valid: some edge selected,
+    ``0 <= s_edge <`` selected edges, ``0 <= s_worker_i <`` edge i's selected workers (0 when
+    the edge is out)."""
+    m_sel = wmask.sum(axis=-1)
+    emask = m_sel > 0
+    n_sel = emask.sum(axis=-1)
+    inner = np.all((s_w >= 0) & np.where(emask, s_w < m_sel, s_w == 0), axis=-1)
+    return np.asarray((n_sel > 0) & (s_e >= 0) & (s_e < n_sel) & inner)
+
+
+def structures(wmask: BoolArray, s_w: IntArray, s_e: IntArray) -> list[Structure]:
+    """The valid structures of a batch, in batch order."""
+    keep = np.nonzero(valid_rows(wmask, s_w, s_e))[0]
+    return [Structure(int(s_e[b]), wmask[b], s_w[b]) for b in keep]
+
+
+def partitions_argument(spec: ClusterSpec, partitions: int | None) -> int | None:
+    K = partitions if partitions is not None else spec.partitions
+    if K is not None and (int(K) != K or K < 1):
+        raise ValueError(f"partitions must be an integer >= 1, got {K!r}")
+    return None if K is None else int(K)
+
+
+def to_plan(cluster: _rule.Cluster, K: int, result: Result, extra: dict[str, Any]) -> Plan:
+    """The checked plan of ``result``'s counts out of ``K``, with its exact expected time."""
+    spec = cluster.spec
+    st = result.structure
+    loads = [[int(result.l[i, j]) for j in range(len(e.workers))] for i, e in enumerate(spec.edges)]
+    plan = build_plan(
+        spec,
+        "hgc",
+        K,
+        st.s_edge,
+        [int(x) if st.emask[i] else 0 for i, x in enumerate(st.s_w)],
+        [int(x) for x in result.c],
+        loads,
+        extra=extra,
+    )
+    check_plan(plan, spec)
+    return replace(plan, expected_round_seconds=expected_round_time(spec, plan))

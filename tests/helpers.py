@@ -1,0 +1,21 @@
+"""Helpers shared by test modules in several folders: ``from helpers import require_infra``.
+
+Importable from any test file because pyproject's ``[tool.pytest.ini_options] pythonpath``
+puts ``tests/`` on ``sys.path`` before collection. (It used to live in ``tests/conftest.py``, but
+every folder's ``conftest.py`` is the same top-level module name ``conftest``, so ``from conftest
+import ...`` got whichever one pytest had imported last: it depended on collection order.)
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def require_infra(reason: str) -> None:
+    """Skip when infrastructure is missing on a user's machine; fail in CI
+    (``EDGECODE_REQUIRE_INFRA=1``), where .ci/run installs it."""
+    if os.environ.get("EDGECODE_REQUIRE_INFRA") == "1":
+        pytest.fail(f"required infrastructure missing: {reason}")
+    pytest.skip(reason)
