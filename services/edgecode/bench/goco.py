@@ -366,7 +366,8 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     )
     for ax in (gap_ax, wall_ax, real_ax):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:  # the real panel is empty with --real-rounds 0
+            ax.legend(fontsize="small")
     fig.suptitle(f"GOCO (d = {REPLICATION}) vs gossip vs gossip-wait, {N_PEERS} peers, non-iid")
     fig.savefig(path, dpi=110)
 
