@@ -80,7 +80,7 @@ def test_straggle_models_parse() -> None:
     example spec, are accepted by a worker (quickly, before the runs below)."""
     from edgecode.cli import build_parser
     from edgecode.cli.run import _setup
-    from edgecode.worker.straggle import parse_straggle
+    from edgecode.emulation import parse_straggle
 
     for model in STRAGGLE_MODELS:
         assert parse_straggle(model, 0.01).emulates, model

@@ -53,6 +53,9 @@ def register(
     _matmul_target(targets)
     _papers_targets(targets)
     _scale_target(targets)
+    from edgecode.cli.gossip import add_bench_target  # bench goco lives with edgecode gossip
+
+    add_bench_target(targets)
     parser.set_defaults(func=partial(print_help, parser))
 
 

@@ -39,7 +39,8 @@ MAX_MEMBERS = 10_000
 MAX_FIELD_LENGTH = 256
 #: Measurements kept per worker (a sliding window, so the model follows drift).
 WINDOW = 50
-ROLES = ("worker", "edge")
+#: Roles that register; peers (gossip jobs) are listed, never planned.
+ROLES = ("worker", "edge", "peer")
 
 
 class CoordinatorMetricsPort(Protocol):
