@@ -235,6 +235,57 @@ def test_the_gossip_command(cluster: LocalGossipCluster, tmp_path: Path) -> None
     assert row["skipped_gradients"] == [0] * 15  # gossip-wait never skips
 
 
+def test_edgecode_run_gossip_schemes_rows(tmp_path: Path) -> None:
+    """``edgecode run --schemes goco,gossip`` starts its own coordinator and peers; every JSON
+    row carries per-round loss (falling), gap, consensus distance and skipped gradients, and
+    --straggle applies to every peer (goco skips gradients under Bernoulli stragglers)."""
+    import json
+
+    from edgecode.cli import main
+
+    out = tmp_path / "run.json"
+    rounds = 12
+    code = main(
+        [
+            "run",
+            "--schemes",
+            "goco,gossip-wait",
+            "--peers",
+            "4",
+            "--graph",
+            "complete",
+            "--rounds",
+            str(rounds),
+            "--dataset",
+            DATASET,
+            "--straggle",
+            "bernoulli:p=0.5,factor=20",
+            "--compute-seconds",
+            "0.04",
+            "--gossip-lr",
+            "0.5",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    rows = {r["scheme"]: r for r in json.loads(out.read_text())["schemes"]}
+    assert set(rows) == {"goco", "gossip-wait"}
+    for scheme, row in rows.items():
+        assert row["state"] == "succeeded" and row["n_peers"] == 4, row
+        for key in ("loss", "gap", "consensus_distance", "skipped_gradients"):
+            assert len(row[key]) == rounds, (scheme, key)
+        losses = row["loss"]
+        assert all(v is not None and np.isfinite(v) for v in losses), losses
+        assert losses[-1] < losses[0], (scheme, losses)
+    assert rows["goco"]["replication"] == 3 and rows["gossip-wait"]["replication"] == 1
+    assert rows["gossip-wait"]["skipped_gradients"] == [0] * rounds
+    # p = 0.5 over 4 peers and 12 rounds: P(no straggler ever skips) = 2^-48
+    assert sum(rows["goco"]["skipped_gradients"]) > 0
+
+
 def test_killed_peers_the_job_goes_on_then_stops_when_disconnected(
     cluster: LocalGossipCluster, client: GossipClient
 ) -> None:
