@@ -8,25 +8,27 @@
 #   -n NAMESPACE      namespace of the Secrets and of the pods' DNS names (default edgecode)
 #   -d DIR            where the CA and every certificate are kept (default ./edgecode-certs)
 #   -w N,N,...        workers of edge-0, edge-1, ... (one number per edge; default 3,3)
+#   -p N              gossip peers peers-0 .. peers-(N-1) (k8s/components/peers; default 0)
 #   -D DAYS           validity of the node certificates (default 365)
 #   -E COMMAND        the edgecode command (default edgecode)
 #
 # Secrets: edgecode-tls-coordinator and edgecode-tls-master (keys tls.crt, tls.key, ca.crt: the
-# layout of a cert-manager Certificate's Secret), edgecode-tls-edges and edgecode-tls-workers (one
-# POD.crt and POD.key per pod, plus ca.crt). DIR/user holds a certificate for you
+# layout of a cert-manager Certificate's Secret), edgecode-tls-edges, edgecode-tls-workers and,
+# with -p, edgecode-tls-peers (one POD.crt and POD.key per pod, plus ca.crt). DIR/user holds a certificate for you
 # (edgecode://user/user): `edgecode train --master localhost:50051 --tls-dir DIR/user`. Keep DIR/ca
 # secret; re-running reuses the CA and issues fresh certificates. With cert-manager, issue the same
 # identities (uris: ["edgecode://worker/POD"]) instead; see docs/notes/security.md.
 set -eu
-ns=edgecode dir=./edgecode-certs workers=3,3 days=365 edgecode=edgecode
-while getopts n:d:w:D:E: opt; do
+ns=edgecode dir=./edgecode-certs workers=3,3 peers=0 days=365 edgecode=edgecode
+while getopts n:d:w:p:D:E: opt; do
   case "$opt" in
     n) ns=$OPTARG ;;
     d) dir=$OPTARG ;;
     w) workers=$OPTARG ;;
+    p) peers=$OPTARG ;;
     D) days=$OPTARG ;;
     E) edgecode=$OPTARG ;;
-    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,21p' "$0" >&2; exit 2 ;;
   esac
 done
 umask 077
@@ -75,3 +77,15 @@ done
 secret edgecode-tls-edges $edge_files --from-file="$dir/ca/ca.crt"
 # shellcheck disable=SC2086
 secret edgecode-tls-workers $worker_files --from-file="$dir/ca/ca.crt"
+
+if [ "$peers" -gt 0 ]; then
+  peer_files="" i=0
+  while [ "$i" -lt "$peers" ]; do
+    pod="peers-$i"
+    issue peer "$pod" "$pod.peers.$ns.svc"
+    peer_files="$peer_files --from-file=$pod.crt=$dir/$pod/tls.crt --from-file=$pod.key=$dir/$pod/tls.key"
+    i=$((i + 1))
+  done
+  # shellcheck disable=SC2086
+  secret edgecode-tls-peers $peer_files --from-file="$dir/ca/ca.crt"
+fi

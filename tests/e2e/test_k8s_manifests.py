@@ -42,13 +42,14 @@ SERVICE_MONITOR = K8S / "optional" / "servicemonitor.yaml"
 # currently ship 1.28-1.33.
 KUBERNETES_VERSIONS = ("1.28.0", "1.33.0")
 # The architecture each overlay pins its pods to.
-OVERLAY_ARCH = {"k3s-raspberrypi": "arm64", "aws": "amd64"}
+OVERLAY_ARCH = {"k3s-raspberrypi": "arm64", "aws": "amd64", "goco": "arm64"}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 ROLE_OF_COMPONENT = {
     "coordinator": "coordinator",
     "master": "master",
     "edge": "aggregator",
     "worker": "worker",
+    "peer": "peer",
 }
 PART_OF = "app.kubernetes.io/part-of"
 
@@ -396,7 +397,10 @@ def check_addresses(objects: Objects) -> list[str]:
                         f"{where}: coordinator {env.get('EDGECODE_COORDINATOR')!r} is not "
                         f"one of {coordinators}"
                     )
-                if component(workload) in ("edge", "worker") and env.get("EDGECODE_NAME") != pod:
+                if (
+                    component(workload) in ("edge", "worker", "peer")
+                    and env.get("EDGECODE_NAME") != pod
+                ):
                     problems.append(
                         f"{where}: EDGECODE_NAME {env.get('EDGECODE_NAME')!r} != pod name"
                     )
@@ -469,7 +473,6 @@ def config_for(
     """The role's frozen config exactly as ``edgecode ROLE`` builds it inside the pod: the args'
     --config file (from the mounted ConfigMap), then the pod's environment."""
     from edgecode.cli._config import build_config
-    from edgecode.cli.services import config_class
 
     args = [*container.get("command", []), *container.get("args", [])]
     config_path = args[args.index("--config") + 1] if "--config" in args else None
@@ -482,8 +485,22 @@ def config_for(
         path.write_text(text)
         namespace.config = str(path)
     return build_config(
-        config_class(role), namespace, role, pod_env(workload, container, pod_names(workload)[0])
+        role_config_class(role),
+        namespace,
+        role,
+        pod_env(workload, container, pod_names(workload)[0]),
     )
+
+
+def role_config_class(role: str) -> type:
+    """The frozen config dataclass ``edgecode ROLE`` builds (the peer's too)."""
+    from edgecode.cli.services import config_class
+
+    if role == "peer":
+        from edgecode.peer.run import PeerConfig
+
+        return PeerConfig
+    return config_class(role)
 
 
 def check_role_configs(objects: Objects) -> list[str]:
@@ -525,6 +542,28 @@ def _on_persistent_volume(objects: Objects, workload: dict[str, Any], path: str)
         for container in spec["containers"]
         for mount in container.get("volumeMounts", [])
     )
+
+
+def check_peers(objects: Objects) -> list[str]:
+    """Gossip peers (when deployed): the coordinator orders peers by the number their name ends in
+    (edgecode.coordinator.gossip_plan.peer_index), so every pod's index must be its ordinal; they
+    register under their pod name and run with the coordinator in the same namespace."""
+    from edgecode.coordinator.gossip_plan import order_peers, peer_index
+
+    problems = []
+    for sts in of_kind(objects, "StatefulSet"):
+        if component(sts) != "peer":
+            continue
+        pods = pod_names(sts)
+        if [peer_index(pod) for pod in pods] != list(range(len(pods))):
+            problems.append(
+                f"StatefulSet/{sts['metadata']['name']}: pod names do not end in 0..N-1"
+            )
+        if [name for name, _ in order_peers([(pod, "") for pod in reversed(pods)])] != pods:
+            problems.append(f"StatefulSet/{sts['metadata']['name']}: peers would not be ordered")
+        if sts["spec"].get("replicas", 1) < 2:
+            problems.append(f"StatefulSet/{sts['metadata']['name']}: gossip needs >= 2 peers")
+    return problems
 
 
 def check_node_arch(objects: Objects, arch: str) -> list[str]:
@@ -586,12 +625,13 @@ def check_tls(objects: Objects) -> list[str]:
 #: the master's job API from anywhere (their certificate decides); the coordinator's admin views
 #: are reached through `kubectl port-forward`, which network policies do not see.
 GRPC_CALLERS = {
-    "coordinator": {"master", "edge", "worker"},
-    "master": {"master", "edge", "worker", "coordinator", "prometheus", "outsider"},
+    "coordinator": {"master", "edge", "worker", "peer"},
+    "master": {"master", "edge", "worker", "peer", "coordinator", "prometheus", "outsider"},
     "edge": {"master"},
     "worker": {"master", "edge", "worker"},
+    "peer": {"coordinator", "peer"},
 }
-SOURCES = ("coordinator", "master", "edge", "worker", "prometheus", "outsider")
+SOURCES = ("coordinator", "master", "edge", "worker", "peer", "prometheus", "outsider")
 
 
 def _source_labels(source: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -662,7 +702,10 @@ def check_network_policies(objects: Objects) -> list[str]:
     """Exactly the flows of the RPC table reach the gRPC port; only Prometheus the metrics
     port; the health port (plaintext, health only) is open for probes."""
     problems = []
+    deployed = {component(w) for w in of_kind(objects, *WORKLOAD_KINDS)}
     for destination, callers in GRPC_CALLERS.items():
+        if destination not in deployed:
+            continue
         for source in SOURCES:
             for port, expected in (
                 (50051, source in callers),
@@ -689,6 +732,7 @@ CHECKS: dict[str, Callable[[Objects], list[str]]] = {
     "workers_have_edges": check_workers_have_edges,
     "cluster_spec": check_cluster_spec,
     "role_configs": check_role_configs,
+    "peers": check_peers,
 }
 
 _SCRATCH: list[str] = []
@@ -856,7 +900,11 @@ def _breakages() -> dict[str, Callable[[Objects], None]]:
         assert policy is not None
         del policy["spec"]["ingress"][0]["from"]
 
+    def too_few_peers(objects: Objects) -> None:
+        first(objects, "StatefulSet", "peer")["spec"]["replicas"] = 1
+
     return {
+        "peers": too_few_peers,
         "tls": plaintext,
         "network_policies": open_edges,
         "labels": unlabel,
@@ -875,7 +923,7 @@ def _breakages() -> dict[str, Callable[[Objects], None]]:
 
 @pytest.mark.parametrize("check", sorted(CHECKS))
 def test_checks_catch_breakage(rendered: dict[str, str], check: str) -> None:
-    objects = load(rendered["overlays/k3s-raspberrypi"])
+    objects = load(rendered["overlays/goco" if check == "peers" else "overlays/k3s-raspberrypi"])
     assert CHECKS[check](objects) == []
     broken = copy.deepcopy(objects)
     _breakages()[check](broken)
@@ -899,6 +947,27 @@ def test_toml_files_parse() -> None:
             tomllib.load(handle)
 
 
+def test_the_goco_overlay_adds_the_peers_to_the_pi_overlay(rendered: dict[str, str]) -> None:
+    """k8s/overlays/goco = k3s-raspberrypi + components/peers: the same objects plus the peers'
+    StatefulSet, headless Service and NetworkPolicy, and peer.toml merged into the shared
+    ConfigMap."""
+    pi, goco = load(rendered["overlays/k3s-raspberrypi"]), load(rendered["overlays/goco"])
+    names = {(o["kind"], o["metadata"]["name"]) for o in goco}
+    pi_names = {(o["kind"], o["metadata"]["name"]) for o in pi}
+    changed = {n for n in names - pi_names if n[0] != "ConfigMap"}
+    assert changed == {
+        ("StatefulSet", "peers"),
+        ("Service", "peers"),
+        ("NetworkPolicy", "edgecode-peers"),
+    }
+    peers = named(goco, "StatefulSet", "peers")
+    assert peers is not None and peers["spec"]["replicas"] == 8
+    assert not any(component(o) == "peer" for o in load(rendered["base"]))
+    config = of_kind(goco, "ConfigMap")[0]["data"]
+    assert {"edgecode.toml", "cluster.toml", "peer.toml"} <= set(config)
+    assert "[peer]" in config["peer.toml"]
+
+
 # --- the TLS Secrets ----------------------------------------------------------------------------
 
 IDENTITY_ROLE = {
@@ -906,6 +975,7 @@ IDENTITY_ROLE = {
     "master": "master",
     "edge": "edge",
     "worker": "worker",
+    "peer": "peer",
 }
 
 
@@ -914,7 +984,7 @@ IDENTITY_ROLE = {
 def test_make_tls_secrets_gives_every_pod_its_identity(
     rendered: dict[str, str], tmp_path: Path
 ) -> None:
-    """k8s/make-tls-secrets.sh for the Raspberry Pi overlay: every file a pod's TLS settings name
+    """k8s/make-tls-secrets.sh for the gossip overlay (the Raspberry Pi one plus peers): every file a pod's TLS settings name
     is a key of a Secret it makes; every certificate names its pod (role and name) and the DNS
     name other nodes dial (the advertised host), and its key belongs to it. (slow: one
     `edgecode certs` process per certificate)"""
@@ -925,7 +995,7 @@ def test_make_tls_secrets_gives_every_pod_its_identity(
     from edgecode.runtime.certs import identity_of_certificate
     from edgecode.runtime.security import Tls
 
-    objects = load(rendered["overlays/k3s-raspberrypi"])
+    objects = load(rendered["overlays/goco"])  # the Pi overlay and the peers
     workers = [
         w["spec"]["replicas"]
         for w in sorted(of_kind(objects, "StatefulSet"), key=lambda w: w["metadata"]["name"])
@@ -940,6 +1010,14 @@ def test_make_tls_secrets_gives_every_pod_its_identity(
             str(tmp_path / "certs"),
             "-w",
             ",".join(map(str, workers)),
+            "-p",
+            str(
+                sum(
+                    len(pod_names(w))
+                    for w in of_kind(objects, "StatefulSet")
+                    if component(w) == "peer"
+                )
+            ),
             "-E",
             f"{sys.executable} -m edgecode",
         ],

@@ -495,6 +495,9 @@ def _python_case(example: Example) -> Case:
         return Case(example.text, tuple(words[2:]), "cluster", env=(("EDGECODE_PORT", "{port}"),))
     if words[:3] == ["python", "-m", "edgecode.bench.transport"]:
         return Case(example.text, tuple(words[2:]), slow=True)
+    if words[:3] == ["python", "-m", "edgecode.bench.shuffle_sim"]:
+        small = ("--workers", "20", "--rounds", "20", "--seeds", "1", "--out", "{out}/sim")
+        return Case(example.text, (words[2], *small), slow=True)
     if words[:2] == ["python", "examples/make_thousand_workers.py"]:
         # rewriting the committed file is what it does; --check proves it would write the same
         return Case(example.text, (str(ROOT / words[1]), "--check"))

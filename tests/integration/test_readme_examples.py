@@ -65,12 +65,12 @@ def test_the_readme_yields_what_it_documents() -> None:
 def test_every_command_parses_and_every_subcommand_has_help() -> None:
     from edgecode.cli import COMMANDS, build_parser
 
-    parser = build_parser()
     for case in CASES:
         if case.skip or case.argv[:1] != ("edgecode",):
             continue
         argv = [re.sub(r"^\{data:(\w+)\}$", r"data.\1", a) for a in case.argv]
         argv = [a.format(master="127.0.0.1:1", out="out", files="in", port="1") for a in argv]
+        parser = build_parser(argv[1])  # subcommands are built in full only when run
         try:
             parser.parse_args(argv[1:])
         except SystemExit as exc:  # argparse's way of refusing
@@ -78,22 +78,21 @@ def test_every_command_parses_and_every_subcommand_has_help() -> None:
     for command in COMMANDS:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as caught:
-            parser.parse_args([command, "--help"])
+            build_parser(command).parse_args([command, "--help"])
         assert caught.value.code == 0 and "usage:" in out.getvalue(), command
 
 
 def test_straggle_models_parse() -> None:
     """The README's model strings, and those ``edgecode run --spec`` gives the workers of every
     example spec, are accepted by a worker (quickly, before the runs below)."""
-    import argparse
-
+    from edgecode.cli import build_parser
     from edgecode.cli.run import _setup
-    from edgecode.worker.straggle import parse_straggle
+    from edgecode.emulation import parse_straggle
 
     for model in STRAGGLE_MODELS:
         assert parse_straggle(model, 0.01).emulates, model
     for spec in EXAMPLE_SPECS:
-        setup = _setup(argparse.Namespace(spec=spec, seed=0))
+        setup = _setup(build_parser("run").parse_args(["run", "--spec", str(spec)]))
         for worker in setup.workers:
             assert parse_straggle(worker.straggle).emulates, (spec, worker.straggle)
 

@@ -14,12 +14,12 @@ import pytest
 import scipy.sparse as sp
 from inprocess import RecordingMetrics, place
 
+from edgecode.emulation import StraggleConfig
 from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.learning.datasets import synthetic_least_squares, synthetic_sparse
 from edgecode.learning.models import get_model
 from edgecode.records import PlacementHeader
 from edgecode.worker.logic import WorkerLogic
-from edgecode.worker.straggle import StraggleConfig
 
 JOB = "job-w"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecode.worker.straggle import parse_straggle
+from edgecode.emulation import parse_straggle
 
 
 @pytest.mark.parametrize(

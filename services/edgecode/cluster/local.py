@@ -29,6 +29,7 @@ from edgecode.runtime.server import make_channel
 from edgecode.v1 import coordinator_pb2, coordinator_pb2_grpc
 
 if TYPE_CHECKING:
+    from edgecode.coordinator.client import GossipClient
     from edgecode.master.client import MasterClient
 
 log = logging.getLogger(__name__)
@@ -142,14 +143,16 @@ class LocalCluster:
         if self.insecure:
             return
         ca = CertificateAuthority.create("edgecode local cluster CA", days=CERT_DAYS)
-        identities = [Identity("coordinator", "coordinator"), Identity("master", "master")]
-        identities += [Identity("edge", e.name) for e in self.setup.edges]
-        identities += [Identity("worker", w.name) for w in self.setup.workers]
-        identities.append(Identity("admin", CLIENT_NAME))
-        for identity in identities:
+        for identity in self._identities():
             issued = ca.issue(identity, dns=["localhost"], ips=["127.0.0.1"], days=CERT_DAYS)
             issued.write(self.tls_dir / identity.name, ca.cert_pem)
         self.client_tls = Tls.from_dir(self.tls_dir / CLIENT_NAME)
+
+    def _identities(self) -> list[Identity]:
+        identities = [Identity("coordinator", "coordinator"), Identity("master", "master")]
+        identities += [Identity("edge", e.name) for e in self.setup.edges]
+        identities += [Identity("worker", w.name) for w in self.setup.workers]
+        return [*identities, Identity("admin", CLIENT_NAME)]
 
     def _security_args(self, name: str) -> list[str]:
         if self.insecure:
@@ -388,3 +391,137 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 process.popen.kill()
                 process.popen.wait(5)
+
+
+# ---- gossip learning: a coordinator and peers only ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerSetup:
+    """One peer process: its name (ending in its index), straggler emulation and seed."""
+
+    name: str
+    straggle: str = "none"
+    compute_seconds: float = 0.0
+    seed: int = 0
+
+
+def gossip_peers(
+    n_peers: int, straggle: str = "none", compute_seconds: float = 0.0, seed: int = 0
+) -> tuple[PeerSetup, ...]:
+    """``n_peers`` peers ``peer-0`` .. ``peer-{n-1}`` with the same emulation, seeds seed + i."""
+    return tuple(
+        PeerSetup(f"peer-{i}", straggle, compute_seconds, seed + i) for i in range(n_peers)
+    )
+
+
+class LocalGossipCluster(LocalCluster):
+    """A coordinator and gossip peers as separate processes (no master, edges or workers).
+
+    >>> with LocalGossipCluster(gossip_peers(4)) as cluster:  # doctest: +SKIP
+    ...     cluster.gossip_client().start(GossipJobSpec(rounds=20))
+    """
+
+    def __init__(
+        self,
+        peers: tuple[PeerSetup, ...],
+        workdir: Path | None = None,
+        python: str = sys.executable,
+        heartbeat_seconds: float = 0.5,
+        dead_after_seconds: float = 3.0,
+        insecure: bool = False,
+    ) -> None:
+        setup = ClusterSetup(
+            edges=(),
+            workers=(),
+            heartbeat_seconds=heartbeat_seconds,
+            dead_after_seconds=dead_after_seconds,
+        )
+        self.peers = peers
+        super().__init__(setup, workdir, python, insecure=insecure)
+
+    def __enter__(self) -> LocalGossipCluster:
+        self.start()
+        return self
+
+    def start(self) -> None:
+        s = self.setup
+        try:
+            self._issue_certificates()
+            coordinator = self._spawn(
+                "coordinator",
+                "coordinator",
+                [
+                    "--heartbeat-seconds",
+                    str(s.heartbeat_seconds),
+                    "--dead-after-seconds",
+                    str(s.dead_after_seconds),
+                ],
+            )
+            self._wait_ready([coordinator])
+            self._wait_ready([self.spawn_peer(p) for p in self.peers])
+            self.wait_registered(len(self.peers))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _identities(self) -> list[Identity]:
+        return [
+            Identity("coordinator", "coordinator"),
+            *(Identity("peer", p.name) for p in self.peers),
+            Identity("admin", CLIENT_NAME),
+        ]
+
+    def gossip_client(self) -> GossipClient:
+        """A client of the coordinator's gossip job API with the launcher's certificate."""
+        from edgecode.coordinator.client import GossipClient
+
+        return GossipClient(self.coordinator_address, self.client_tls)
+
+    def spawn_peer(self, peer: PeerSetup) -> Process:
+        return self._spawn(
+            peer.name,
+            "peer",
+            [
+                "--name",
+                peer.name,
+                "--coordinator",
+                self.processes["coordinator"].address,
+                "--straggle",
+                peer.straggle,
+                "--compute-seconds",
+                str(peer.compute_seconds),
+                "--seed",
+                str(peer.seed),
+            ],
+        )
+
+    def restart_peer(self, name: str, timeout: float = START_TIMEOUT) -> Process:
+        """Kill a peer if it runs, start it again under the same name and wait until the
+        coordinator lists it at its new address."""
+        self.kill(name)
+        process = self.spawn_peer(next(p for p in self.peers if p.name == name))
+        self._wait_ready([process], timeout)
+        channel = self.channel(self.coordinator_address)
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    nodes = stub.GetCluster(coordinator_pb2.GetClusterRequest(), timeout=5).nodes
+                    if any(n.name == name and n.address == process.address for n in nodes):
+                        return process
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} did not register again within {timeout} s")
+                time.sleep(0.05)
+        finally:
+            channel.close()
+
+    @property
+    def coordinator_address(self) -> str:
+        return self.processes["coordinator"].address
+
+    def peer_address(self, index: int) -> str:
+        return self.processes[self.peers[index].name].address

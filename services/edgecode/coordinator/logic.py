@@ -44,7 +44,8 @@ MAX_MEMBERS = 10_000
 MAX_FIELD_LENGTH = 256
 #: Measurements kept per worker (a sliding window, so the model follows drift).
 WINDOW = 50
-ROLES = ("worker", "edge")
+#: Roles that register; peers (gossip jobs) are listed, never planned.
+ROLES = ("worker", "edge", "peer")
 #: A caller's certificate identity: (role, name); None on a plaintext server.
 Caller = tuple[str, str] | None
 #: Roles that may report timings measured for other nodes.

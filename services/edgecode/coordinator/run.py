@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+from edgecode.coordinator.gossip import GossipJobs
 from edgecode.coordinator.logic import CoordinatorLogic
 from edgecode.coordinator.service import CoordinatorServicer
+from edgecode.coordinator.transport import GrpcPeerClient
 from edgecode.planning.spec import load_spec
 from edgecode.runtime.metrics import CoordinatorMetrics
+from edgecode.runtime.peer_metrics import GossipJobMetrics
 from edgecode.runtime.server import create_server
 from edgecode.runtime.start import CommonConfig, node_tls, prepare, serve
 from edgecode.v1 import coordinator_pb2_grpc
@@ -31,11 +35,17 @@ def run(config: CoordinatorConfig) -> int:
     logic = CoordinatorLogic(
         config.heartbeat_seconds, config.dead_after_seconds, spec, metrics=metrics
     )
+    gossip = GossipJobs(
+        lambda: [(m.name, m.address) for m in logic.members()[0] if m.role == "peer"],
+        functools.partial(GrpcPeerClient, tls=tls),
+        metrics=GossipJobMetrics(metrics.registry),
+        dead_after_seconds=config.dead_after_seconds,
+    )
     service = create_server(
         [
             (
                 coordinator_pb2_grpc.add_CoordinatorServicer_to_server,
-                CoordinatorServicer(logic),
+                CoordinatorServicer(logic, gossip),
                 "edgecode.v1.Coordinator",
             )
         ],
@@ -43,4 +53,4 @@ def run(config: CoordinatorConfig) -> int:
         config.port,
         tls=tls,
     )
-    return serve(config, service, metrics, "coordinator")
+    return serve(config, service, metrics, "coordinator", on_stop=gossip.close)

@@ -71,11 +71,11 @@ RPC_ROLES: Mapping[str, frozenset[str]] = {
     "/edgecode.v1.Worker/ReadPartitions": frozenset({"worker"}),
     "/edgecode.v1.Worker/PlaceBlock": frozenset({"master"}),
     "/edgecode.v1.Worker/Multiply": frozenset({"master"}),
-    # Peer (GOCO gossip): jobs placed, started, watched and stopped by the coordinator; Gossip
-    # between peers.
+    # Peer (GOCO gossip): jobs placed, started, watched and stopped by the coordinator (an admin
+    # may read a peer's reports too); Gossip between peers.
     "/edgecode.v1.Peer/PlaceJob": frozenset({"coordinator"}),
     "/edgecode.v1.Peer/StartJob": frozenset({"coordinator"}),
-    "/edgecode.v1.Peer/GetReports": frozenset({"coordinator"}),
+    "/edgecode.v1.Peer/GetReports": frozenset({"coordinator", "admin"}),
     "/edgecode.v1.Peer/StopJob": frozenset({"coordinator"}),
     "/edgecode.v1.Peer/Gossip": frozenset({"peer"}),
     # Standard services: anyone with a certificate of the cluster (probes without TLS use the

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from edgecode.emulation import StraggleConfig, emulate
 from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.learning.models import Model, get_model
 from edgecode.records import PlacementHeader
-from edgecode.worker.straggle import StraggleConfig, emulate
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Straggler emulation for a worker started with ``--straggle MODEL``.
+"""Straggler emulation for a worker or a peer started with ``--straggle MODEL``.
+
+Shared by the roles that emulate slow compute (worker, peer), so it lives below them.
 
 The emulated compute of a round is ``f * (shift + X) * M`` seconds on top of the real compute
 (see :mod:`edgecode.stragglers`), where f is the worker's fraction of the data and
