@@ -1,6 +1,6 @@
 """Mutual TLS and authorization over real TLS on real loopback sockets (issue 15, items 1-4).
 
-Every service (coordinator, master, edge aggregator, worker) is served by the one server factory
+Every service (coordinator, master, edge aggregator, worker, peer) is served by the one server factory
 with a certificate of the test CA. For every service: no certificate, a plaintext client, a
 certificate of another CA, an expired and a not-yet-valid certificate fail the handshake
 (UNAVAILABLE); a certificate of the right CA naming no edgecode identity is UNAUTHENTICATED; for
@@ -28,7 +28,11 @@ from edgecode.coordinator.logic import CoordinatorLogic
 from edgecode.coordinator.service import CoordinatorServicer
 from edgecode.master.logic import MasterLogic
 from edgecode.master.service import MasterServicer
+from edgecode.peer.node import PeerNode
+from edgecode.peer.service import PeerServicer
+from edgecode.peer.transport import ChannelPool, GrpcNeighbours
 from edgecode.runtime.certs import ROLES
+from edgecode.runtime.peer_metrics import PeerMetrics
 from edgecode.runtime.security import RPC_ROLES, Tls
 from edgecode.runtime.server import Service, create_server, make_channel
 from edgecode.v1 import (
@@ -38,6 +42,8 @@ from edgecode.v1 import (
     coordinator_pb2_grpc,
     master_pb2,
     master_pb2_grpc,
+    peer_pb2,
+    peer_pb2_grpc,
     worker_pb2,
 )
 from edgecode.worker.logic import WorkerLogic
@@ -54,6 +60,7 @@ DESCRIPTORS = {
     "edgecode.v1.Master": master_pb2.DESCRIPTOR.services_by_name["Master"],
     "edgecode.v1.Aggregator": aggregator_pb2.DESCRIPTOR.services_by_name["Aggregator"],
     "edgecode.v1.Worker": worker_pb2.DESCRIPTOR.services_by_name["Worker"],
+    "edgecode.v1.Peer": peer_pb2.DESCRIPTOR.services_by_name["Peer"],
 }
 
 
@@ -75,6 +82,15 @@ def _servicer(name: str, tls: Tls) -> tuple[Callable[[Any, grpc.Server], None], 
     if name == "edgecode.v1.Aggregator":
         logic = AggregatorLogic("edge-0", GrpcWorkerClient)
         return aggregator_pb2_grpc.add_AggregatorServicer_to_server, AggregatorServicer(logic)
+    if name == "edgecode.v1.Peer":
+        metrics = PeerMetrics()
+        pool = ChannelPool(tls)
+        node = PeerNode(
+            "peer-0",
+            lambda links, timeout: GrpcNeighbours(pool, links, timeout, metrics),
+            metrics=metrics,
+        )
+        return peer_pb2_grpc.add_PeerServicer_to_server, PeerServicer(node, metrics)
     servicer = WorkerServicer(WorkerLogic("worker-0"), reader=GrpcPartitionReader(tls))
     return add_worker_servicer, servicer
 
@@ -94,6 +110,7 @@ def served(pki: Pki) -> Iterator[dict[str, Served]]:
         "edgecode.v1.Master": "master",
         "edgecode.v1.Aggregator": "edge",
         "edgecode.v1.Worker": "worker",
+        "edgecode.v1.Peer": "peer",
     }
     services = {}
     for name, role in role_of.items():
