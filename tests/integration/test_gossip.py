@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from edgecode.bench.goco import run_gossip_scheme
-from edgecode.cluster.local import LocalGossipCluster, gossip_peers
+from edgecode.cluster.local import CLIENT_NAME, LocalGossipCluster, gossip_peers
 from edgecode.coordinator.client import GossipClient
 from edgecode.gossip_records import JOB_FAILED, SUCCEEDED, GossipJobSpec, GossipJobStatus
 from edgecode.learning.datasets import get_dataset
@@ -112,7 +112,8 @@ def test_gossip_converges_over_real_processes(
     cluster: LocalGossipCluster, client: GossipClient, graph: str
 ) -> None:
     spec = replace(BASE, job_id=f"converge-{graph}", graph=graph)
-    row = run_gossip_scheme(cluster.coordinator_address, spec)  # what `edgecode run` will call
+    # what `edgecode run` calls
+    row = run_gossip_scheme(cluster.coordinator_address, spec, tls=cluster.client_tls)
     final = client.status(spec.job_id)
     assert row["loss"] == [r.loss for r in final.records]
     assert row["consensus_distance"] == [r.consensus_distance for r in final.records]
@@ -208,6 +209,8 @@ def test_the_gossip_command(cluster: LocalGossipCluster, tmp_path: Path) -> None
             "gossip",
             "--coordinator",
             cluster.coordinator_address,
+            "--tls-dir",
+            str(cluster.tls_dir / CLIENT_NAME),
             "--graph",
             str(graph),
             "--peers",

@@ -160,7 +160,7 @@ def _run_service(argv: list[str], out: Path, case: Case) -> None:
     # Mutual TLS as every service needs it: a certificate naming the service's role and name,
     # through the environment (a flag in the README's command would win over it).
     role = {"aggregator": "edge"}.get(argv[1], argv[1])
-    default_name = {"worker": "worker-0", "edge": "edge-0"}.get(role, role)
+    default_name = {"worker": "worker-0", "edge": "edge-0", "peer": "peer-0"}.get(role, role)
     name = argv[argv.index("--name") + 1] if "--name" in argv else default_name
     env["EDGECODE_TLS_DIR"] = str(Pki().write(role, name, out / "tls"))
     with subprocess.Popen(
