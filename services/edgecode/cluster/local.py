@@ -23,6 +23,8 @@ from edgecode.v1 import coordinator_pb2, coordinator_pb2_grpc
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
+#: Thread-count variables set to 1 for local workers and peers (OpenMP: torch, OpenBLAS, MKL).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,11 @@ class LocalCluster:
             *extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECODE_")}
+        if role in ("worker", "peer"):
+            # many of them share this machine's cores: one BLAS/torch thread each, unless the
+            # user set it (torch's default is a thread per core in EVERY worker)
+            for key in THREAD_VARIABLES:
+                env.setdefault(key, "1")
         with log_file.open("ab") as handle:
             popen = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
         process = Process(name, role, args, ready, log_file, popen)
