@@ -194,6 +194,18 @@ def optimizer(text: str) -> str:
     return text
 
 
+def lr_schedule(text: str) -> str:
+    """A learning-rate schedule (``constant``, ``step:every=E``, ``exponential:gamma=G``,
+    ``cosine:total=T``, each with an optional ``,warmup=W``)."""
+    from edgecode.learning.schedules import parse_schedule
+
+    try:
+        parse_schedule(text)
+    except (ValueError, TypeError) as exc:
+        _bad(str(exc))
+    return text
+
+
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(?P<port>\d{1,5})$")
 
 

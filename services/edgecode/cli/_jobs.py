@@ -43,6 +43,20 @@ def add_scheme_flags(parser: Any) -> None:
     """The options of paper 3 (partial), paper 2 (approx, approx-shuffle) and verify."""
     from edgecode.cli import _args
 
+    group = parser.add_argument_group("the optimizer's step (with --optimizer)")
+    group.add_argument(
+        "--lr",
+        type=_args.number(low=0.0, high=1e6),
+        default=0.0,
+        help="learning rate (default 0: the optimizer's own, 1e-3 for adam, 0.25 otherwise)",
+    )
+    group.add_argument(
+        "--lr-schedule",
+        type=_args.lr_schedule,
+        default="",
+        help="constant | step:every=E[,gamma=G] | exponential:gamma=G | cosine:total=T[,floor=F], "
+        "each with an optional ,warmup=W (default constant)",
+    )
     group = parser.add_argument_group("partial recovery (--schemes partial)")
     group.add_argument(
         "--alpha",
@@ -123,6 +137,8 @@ def add_scheme_flags(parser: Any) -> None:
 def scheme_options(args: Any) -> dict[str, Any]:
     """The JobConfig fields of :func:`add_scheme_flags`."""
     return {
+        "learning_rate": args.lr,
+        "lr_schedule": args.lr_schedule,
         "alpha": args.alpha,
         "partial_design": args.partial_design,
         "vectors": args.vectors,

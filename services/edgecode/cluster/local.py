@@ -39,6 +39,8 @@ START_TIMEOUT = 60.0
 CLIENT_NAME = "local-admin"
 #: Validity of the ephemeral certificates (a local cluster lives minutes to days).
 CERT_DAYS = 30
+#: Thread-count variables set to 1 for local workers and peers (OpenMP: torch, OpenBLAS, MKL).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,11 @@ class LocalCluster:
             *extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECODE_")}
+        if role in ("worker", "peer"):
+            # many of them share this machine's cores: one BLAS/torch thread each, unless the
+            # user set it (torch's default is a thread per core in EVERY worker)
+            for key in THREAD_VARIABLES:
+                env.setdefault(key, "1")
         with log_file.open("ab") as handle:
             popen = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
         process = Process(name, role, args, ready, log_file, popen)

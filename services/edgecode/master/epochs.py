@@ -37,6 +37,9 @@ PLACEMENT_ATTEMPTS = 3
 #: Placement deadline: this base plus the bytes at this (slow edge link) rate.
 PLACE_BASE_SECONDS = 5.0
 PLACE_MIN_BYTES_PER_SECOND = 1e6
+#: Extra placement seconds for a ``torch:`` model: a worker's first one imports torch and the
+#: user's module (seconds on a Raspberry Pi or a loaded machine, before any byte is counted).
+PLACE_TORCH_SECONDS = 60.0
 #: The two-class straggler model the aware shuffle's filter assumes (papers.md, section 2).
 FILTER_MODEL = {"p_slow": 0.8, "p_active": 0.05, "q_as": 0.02, "q_sa": 0.05}
 #: Recent rounds whose median time a new plan must beat.
@@ -143,7 +146,7 @@ class Epochs:
         for worker, held, coefficients, groups in layout.uploads():
             header = self.header(problem, layout, blocks, held, coefficients, groups)
             chunks = [(j, blocks[j][0], blocks[j][1]) for j in held]
-            timeout = placement_timeout(sum(_nbytes(blocks[j][0]) for j in held))
+            timeout = placement_timeout(sum(_nbytes(blocks[j][0]) for j in held), cfg.model)
             uploads[worker.name] = self._pool.submit(
                 self._transport.place, worker, header, chunks, timeout
             )
@@ -228,7 +231,7 @@ class Epochs:
             index = index_of[worker.name]
             header = self.header(problem, new, blocks, held, coefficients)
             sources = {j: source_of.get((index, j), "") for j in held}
-            timeout = placement_timeout(int(sum(sizes[j] for j in held)))
+            timeout = placement_timeout(int(sum(sizes[j] for j in held)), self.job.config.model)
             calls[worker.name] = self._pool.submit(
                 self._transport.fetch_placement, worker, header, layout.epoch, sources, timeout
             )
@@ -342,10 +345,16 @@ class Epochs:
             return None, None
 
 
-def placement_timeout(nbytes: int) -> float:
+def placement_timeout(nbytes: int, model: str = "") -> float:
     """Deadline of one worker's placement: a base plus what its bytes cost at a slow link, so
-    a paused worker costs seconds, not minutes, and a big placement is not cut short."""
-    return PLACE_BASE_SECONDS + nbytes / PLACE_MIN_BYTES_PER_SECOND
+    a paused worker costs seconds, not minutes, and a big placement is not cut short; a
+    ``torch:`` model adds the time a worker may need to import torch and build the module.
+
+    >>> placement_timeout(2_000_000), placement_timeout(0, "torch:m.py:net")
+    (7.0, 65.0)
+    """
+    extra = PLACE_TORCH_SECONDS if model.startswith("torch:") else 0.0
+    return PLACE_BASE_SECONDS + extra + nbytes / PLACE_MIN_BYTES_PER_SECOND
 
 
 def _nbytes(features: Any) -> int:
