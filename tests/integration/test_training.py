@@ -75,8 +75,11 @@ def _run(client: MasterClient, config: JobConfig) -> tuple[list[np.ndarray], obj
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(_come_and_go_setup()) as running:
+def cluster(data_files):
+    # The master reads the test's data files and the example torch models: its data directories.
+    folders = {str(Path(path).parent) for path in data_files.values()}
+    folders.add(str(Path(__file__).resolve().parents[2] / "examples" / "torch"))
+    with LocalCluster(_come_and_go_setup(), data_dirs=tuple(sorted(folders))) as running:
         yield running
 
 
