@@ -221,6 +221,13 @@ def _train_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help=f"rounds per scheme, at least {MIN_TRAIN_ROUNDS} (default 60)",
     )
     train.add_argument("--repeats", type=_args.integer(1), default=15, help="transport repetitions")
+    train.add_argument(
+        "--model",
+        type=_args.model,
+        default="",
+        help="a torch:MODULE:FUNCTION model instead: hgc vs uncoded vs ignore on digits with one "
+        "persistent straggler, round time and time to 95%% test accuracy, worker memory",
+    )
     train.set_defaults(func=_bench_train)
 
 
@@ -452,6 +459,10 @@ def _write(out: Path, report: dict[str, Any]) -> None:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
+    if args.model:
+        from edgecode.cli.bench_torch import bench_train_torch
+
+        return bench_train_torch(args)
     from edgecode.bench.train import bench_training
     from edgecode.bench.transport import bench_transport
 
