@@ -52,6 +52,9 @@ from edgecode.records import Timing
 
 log = logging.getLogger(__name__)
 
+#: The queue entry that ends a round's arrivals at once (:meth:`Round.interrupt`).
+_INTERRUPT = "\x00interrupt"
+
 FloatArray = np.ndarray
 
 
@@ -295,6 +298,8 @@ class Round:
                 name, message, error, stamp = self._queue.get(timeout=remaining)
             except queue.Empty:
                 return
+            if name is _INTERRUPT:
+                return
             seconds = stamp - self.started
             if message is None:
                 self._end(name, error, seconds)
@@ -303,6 +308,10 @@ class Round:
             self._note(name, message, seconds, problem)
             if problem is None and index is not None:
                 yield index, message, seconds
+
+    def interrupt(self) -> None:
+        """End :meth:`arrivals` now (the caller of the round went away); safe from any thread."""
+        self._queue.put((_INTERRUPT, None, None, self._clock()))
 
     def _check(self, message: Message) -> tuple[int | None, str | None]:
         index = self._senders.get(message.sender)

@@ -330,12 +330,14 @@ def test_one_line() -> None:
 
 def test_cli_copies_of_core_names_agree() -> None:
     from edgecode.cli._jobs import GRADIENT_SCHEMES
+    from edgecode.cli._jobs import JOB_SCHEMES as CLI_JOB_SCHEMES
     from edgecode.cli.matmul import SCHEMES as CLI_MATRIX_SCHEMES
     from edgecode.cli.train import JOB_ID as CLI_JOB_ID
     from edgecode.planning.plans import SCHEMES
-    from edgecode.records import JOB_ID, MATRIX_SCHEMES
+    from edgecode.records import JOB_ID, JOB_SCHEMES, MATRIX_SCHEMES
 
     assert GRADIENT_SCHEMES == SCHEMES
+    assert CLI_JOB_SCHEMES == JOB_SCHEMES
     assert CLI_MATRIX_SCHEMES == MATRIX_SCHEMES
     assert CLI_JOB_ID.pattern == JOB_ID.pattern
 

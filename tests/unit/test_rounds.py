@@ -787,3 +787,28 @@ def test_first_k_fails_below_k() -> None:
         collector.add(Ready(f"w{i}", error=RuntimeError("gone")))
     with pytest.raises(RoundFailed, match="2 of the 3 results needed arrived"):
         collector.decide(FirstKRule(code))
+
+
+def test_interrupt_ends_the_arrivals_at_once_and_cancels_the_rest() -> None:
+    """The caller of a round went away (an edge's RunRound was cancelled by the master): the
+    round stops waiting for its slow sources at once and cancels them."""
+
+    class Slow:
+        name = "slow"
+        cancelled = False
+
+        def start(self, deliver) -> None:  # type: ignore[no-untyped-def]
+            pass  # never delivers
+
+        def cancel(self) -> None:
+            Slow.cancelled = True
+
+    collector = Round(names(2), (LENGTH,), 60.0)
+    collector.add(Ready("w0", Message("w0", np.ones(LENGTH))))
+    collector.add(Slow())
+    seen = []
+    for index, _message, _seconds in collector.arrivals():
+        seen.append(index)
+        collector.interrupt()
+    assert seen == [0]
+    assert collector.close() == ("slow",) and Slow.cancelled

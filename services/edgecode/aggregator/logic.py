@@ -301,11 +301,14 @@ class AggregatorLogic:
         params: np.ndarray,
         epoch: int,
         is_active: Callable[[], bool],
+        on_cancel: Callable[[Callable[[], None]], object] | None = None,
     ) -> Iterator[EdgeResult]:
         """Fan out; yield the decoded vector (DECODE) or every arrival (FORWARD).
 
         Every worker's vector must have the parameters' length; a wrong one counts as a
-        failed worker.
+        failed worker. ``on_cancel(callback)`` registers a callback for when the caller goes
+        away (gRPC's ``context.add_callback``): the round stops waiting for its workers at once
+        and cancels them.
         """
         job = self._current(job_id, epoch)
         collector = Round(
@@ -315,6 +318,8 @@ class AggregatorLogic:
             self._clock,
             self._metrics,
         )
+        if on_cancel is not None:
+            on_cancel(collector.interrupt)
         calls = job.client.compute(job_id, round_, params, epoch, job.deadline_seconds)
         for name, call in zip(job.workers, calls, strict=True):
             collector.add(FutureSource(name, call))

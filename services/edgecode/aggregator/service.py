@@ -63,7 +63,12 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         active.set()
         context.add_callback(active.clear)
         for result in self.logic.run_round(
-            request.job_id, request.round, params, request.placement_epoch, active.is_set
+            request.job_id,
+            request.round,
+            params,
+            request.placement_epoch,
+            active.is_set,
+            context.add_callback,
         ):
             message = aggregator_pb2.EdgeMessage(
                 job_id=request.job_id,

@@ -271,6 +271,28 @@ def output_dir(text: str) -> Path:
     return path
 
 
+def fraction_open_closed(text: str) -> float:
+    """A number in (0, 1] (``--alpha``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        _bad(f"expected a number, got {text!r}")
+    if not 0 < value <= 1:
+        _bad(f"must satisfy 0 < alpha <= 1, got {text}")
+    return value
+
+
+def straggle_classes(text: str) -> str:
+    """Paper 2's two straggler classes (``--straggle-classes``), checked by their parser."""
+    from edgecode.straggle_classes import parse_straggle_classes
+
+    try:
+        parse_straggle_classes(text)
+    except ValueError as exc:
+        _bad(str(exc).removeprefix("--straggle-classes: "))
+    return text
+
+
 def check(condition: bool, message: str) -> None:
     """A check across several flags, after parsing: a one-line error naming them."""
     if not condition:

@@ -33,8 +33,111 @@ if TYPE_CHECKING:
     from edgecode.master.client import MasterClient
     from edgecode.records import JobConfig
 
-#: The training schemes (edgecode.planning.plans.SCHEMES; a unit test keeps the two equal).
+#: The main job's schemes (edgecode.planning.plans.SCHEMES; a unit test keeps the two equal).
 GRADIENT_SCHEMES = ("hgc", "flat", "uncoded", "ignore")
+#: Every training scheme (edgecode.records.JOB_SCHEMES; a unit test keeps the two equal).
+JOB_SCHEMES = ("hgc", "flat", "uncoded", "ignore", "partial", "approx", "approx-shuffle")
+
+
+def add_scheme_flags(parser: Any) -> None:
+    """The options of paper 3 (partial), paper 2 (approx, approx-shuffle) and verify."""
+    from edgecode.cli import _args
+
+    group = parser.add_argument_group("partial recovery (--schemes partial)")
+    group.add_argument(
+        "--alpha",
+        type=_args.fraction_open_closed,
+        default=1.0,
+        help="recover at least this fraction of the partitions each round (0 < alpha <= 1)",
+    )
+    group.add_argument(
+        "--partial-design",
+        choices=("auto", "cyclic", "subset"),
+        default="auto",
+        help="the partial-recovery design (auto: lowest expected round time)",
+    )
+    group.add_argument(
+        "--vectors",
+        type=_args.integer(0),
+        default=0,
+        help="vectors each worker sends (0 = the design's choice)",
+    )
+    group.add_argument(
+        "--partial-scale",
+        choices=("rescale", "none", "inverse-probability"),
+        default="rescale",
+        help="scale the recovered sum by K/|recovered| (default), not at all, or by inverse "
+        "inclusion probabilities (unbiased for every design)",
+    )
+    group = parser.add_argument_group("approximate decoding (--schemes approx,approx-shuffle)")
+    group.add_argument(
+        "--base-code",
+        choices=("frc", "crc"),
+        default="crc",
+        help="fractional or cyclic repetition (default crc)",
+    )
+    group.add_argument(
+        "--wait",
+        type=_args.integer(0),
+        default=0,
+        help="answers to wait for before decoding what arrived (0 = until the round deadline)",
+    )
+    group.add_argument(
+        "--shuffle-every",
+        type=_args.integer(0),
+        default=10,
+        help="approx-shuffle: rounds between shuffles (default 10)",
+    )
+    group.add_argument(
+        "--shuffle",
+        choices=("random", "aware"),
+        default="aware",
+        help="approx-shuffle: the policy (default aware)",
+    )
+    group.add_argument(
+        "--shuffle-budget",
+        type=_args.integer(0),
+        default=0,
+        help="approx-shuffle: most bytes one shuffle may move (0 = no limit)",
+    )
+    group = parser.add_argument_group("lying workers (hgc, flat)")
+    group.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every decoding against a spare answer; quarantine a node caught lying",
+    )
+    group.add_argument(
+        "--verify-slack",
+        type=_args.seconds,
+        default=0.05,
+        help="seconds to wait for a spare answer once a round is decodable (default 0.05)",
+    )
+    group.add_argument(
+        "--quarantine-after",
+        type=_args.integer(1),
+        default=3,
+        help="catches before a node is quarantined (default 3)",
+    )
+
+
+def scheme_options(args: Any) -> dict[str, Any]:
+    """The JobConfig fields of :func:`add_scheme_flags`."""
+    return {
+        "alpha": args.alpha,
+        "partial_design": args.partial_design,
+        "vectors": args.vectors,
+        "partial_scale": args.partial_scale,
+        "base_code": args.base_code,
+        "wait": args.wait,
+        "shuffle_every": args.shuffle_every,
+        "shuffle": args.shuffle,
+        "shuffle_budget": args.shuffle_budget,
+        "verify": args.verify,
+        "verify_slack_seconds": args.verify_slack,
+        "quarantine_after": args.quarantine_after,
+    }
+
+
 #: The target loss is the reference's final loss plus this (absolute, mean loss per row).
 TARGET_TOLERANCE = 1e-4
 

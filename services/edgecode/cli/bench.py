@@ -51,7 +51,62 @@ def register(
     _codes_target(targets)
     _train_target(targets)
     _matmul_target(targets)
+    _papers_targets(targets)
     parser.set_defaults(func=partial(print_help, parser))
+
+
+def _papers_targets(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench partial`` and ``bench shuffle``: papers 3 and 2 on a real local cluster."""
+    for name, summary, default_rounds in (
+        (
+            "partial",
+            "partial recovery (alpha = 1, 0.9, 0.8) vs full coding vs ignore, 10 workers, s = 3",
+            60,
+        ),
+        (
+            "shuffle",
+            "approximate decoding without / with random / with aware shuffling vs hgc vs ignore",
+            120,
+        ),
+    ):
+        target = targets.add_parser(
+            name,
+            help=summary,
+            description=(
+                f"{summary}; on a real local cluster (separate processes), side by side in one "
+                "run; writes JSON, CSV and a PNG. See edgecode.bench.papers for the targets."
+            ),
+        )
+        target.add_argument(
+            "--out",
+            type=_args.output_dir,
+            default=f"out/bench-{name}",
+            help=f"output folder (default out/bench-{name})",
+        )
+        target.add_argument(
+            "--rounds",
+            type=_args.integer(30),
+            default=default_rounds,
+            help=f"rounds per job (default {default_rounds})",
+        )
+        target.add_argument("--seed", type=_args.seed, default=0)
+        target.set_defaults(func=partial(_bench_paper, name))
+
+
+def _bench_paper(name: str, args: argparse.Namespace) -> int:
+    from edgecode.bench.papers import bench_partial, bench_shuffle, plot_rows, write_rows
+
+    out = Path(args.out)
+    with console().status(f"bench {name}: jobs on a local cluster ..."):
+        rows = (bench_partial if name == "partial" else bench_shuffle)(args.rounds, args.seed)
+    keys = list(rows[0])
+    shown = [k for k in keys if k not in ("slow_nodes", "state")]
+    table(f"bench {name}", shown, [[row[k] for k in shown] for row in rows])
+    json_path, csv_path = write_rows(rows, out, name)
+    value = "mean_round_ms" if name == "partial" else "loss_at_equal_wall"
+    figure = plot_rows(rows, out / f"{name}.png", value, f"bench {name}: {value}")
+    console().print(f"wrote {json_path}, {csv_path}, {figure}")
+    return 0 if all(row["state"] == "succeeded" for row in rows) else 1
 
 
 def _codes_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

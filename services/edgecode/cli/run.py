@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from edgecode.cli import _args, command_help
 from edgecode.cli._errors import remote
-from edgecode.cli._jobs import GRADIENT_SCHEMES, add_targets, check_job, report, submit_and_follow
+from edgecode.cli._jobs import (
+    GRADIENT_SCHEMES,
+    JOB_SCHEMES,
+    add_scheme_flags,
+    add_targets,
+    check_job,
+    report,
+    scheme_options,
+    submit_and_follow,
+)
 from edgecode.cli._render import console
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands, so other subcommands start fast
@@ -114,15 +123,23 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
         type=_args.existing_file,
         help="cluster spec TOML (the planner's format) instead of the flags above",
     )
+    parser.add_argument(
+        "--straggle-classes",
+        type=_args.straggle_classes,
+        default=None,
+        help="paper 2's two classes on every worker, e.g. "
+        "'slow=3:p=0.8,active:p=0.05,q_as=0.02,q_sa=0.05' (slow nodes drawn from --seed unless "
+        "named: slow=edge-0-w1+edge-1-w2); replaces --straggle",
+    )
 
 
 def _job_flags(parser: argparse.ArgumentParser) -> None:
     """The jobs: schemes, rounds, data, model and optimizer."""
     parser.add_argument(
         "--schemes",
-        type=_args.choices_list(GRADIENT_SCHEMES),
+        type=_args.choices_list(JOB_SCHEMES),
         default=DEFAULT_SCHEMES,
-        help=f"comma list of {DEFAULT_SCHEMES} (default: all of them)",
+        help=f"comma list of {', '.join(JOB_SCHEMES)} (default: {DEFAULT_SCHEMES})",
     )
     parser.add_argument(
         "--rounds",
@@ -150,8 +167,13 @@ def _job_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=_args.seed, default=0)
     parser.add_argument(
-        "--deadline", type=_args.deadline, default=30.0, help="round deadline seconds (default 30)"
+        "--deadline",
+        "--round-deadline",
+        type=_args.deadline,
+        default=30.0,
+        help="round deadline seconds (default 30); approx decodes what arrived by then",
     )
+    add_scheme_flags(parser)
 
 
 def _output_flags(parser: argparse.ArgumentParser) -> None:
@@ -201,7 +223,7 @@ def _setup(args: argparse.Namespace) -> ClusterSetup:
             for w in e.workers
         )
         return ClusterSetup(edges, workers, 0.0, args.seed, spec_file=str(args.spec))
-    return default_setup(
+    setup = default_setup(
         args.edges,
         args.workers_per_edge,
         args.straggle,
@@ -209,6 +231,24 @@ def _setup(args: argparse.Namespace) -> ClusterSetup:
         args.compute_seconds,
         args.seed,
     )
+    if args.straggle_classes is None:
+        return setup
+    import numpy as np
+
+    from edgecode.straggle_classes import parse_straggle_classes
+
+    classes = parse_straggle_classes(args.straggle_classes)
+    names = [w.name for w in setup.workers]
+    try:
+        slow = set(classes.pick_slow(names, np.random.default_rng([args.seed, 0xC1A5])))
+    except ValueError as exc:
+        _args.check(False, f"argument --straggle-classes: {exc}")
+        raise
+    workers = tuple(
+        dataclasses.replace(w, straggle=classes.straggle_spec(w.name in slow))
+        for w in setup.workers
+    )
+    return dataclasses.replace(setup, workers=workers)
 
 
 def _straggle_of(worker: WorkerSpec) -> str:
@@ -247,6 +287,7 @@ def _config(args: argparse.Namespace, scheme: str) -> JobConfig:
         seed=args.seed,
         round_deadline_seconds=args.deadline,
         checkpoint_every=0,
+        **scheme_options(args),
     )
 
 
@@ -315,7 +356,12 @@ def _run(args: argparse.Namespace) -> int:
             f"peak worker memory: {max(memory.values()):.0f} MB (max over {len(memory)} workers)"
         )
     if args.json:
-        write_json(args.json, {"schemes": results, "worker_peak_rss_mb": memory})
+        document: dict[str, Any] = {"schemes": results, "worker_peak_rss_mb": memory}
+        if args.straggle_classes is not None:
+            document["slow_nodes"] = sorted(
+                w.name for w in setup.workers if w.straggle.endswith("slow=1")
+            )
+        write_json(args.json, document)
         console().print(f"wrote {args.json}")
     if args.plot:
         from edgecode.cli._plots import plot_run

@@ -11,7 +11,15 @@ import re
 
 from edgecode.cli import _args, command_help
 from edgecode.cli._errors import remote
-from edgecode.cli._jobs import GRADIENT_SCHEMES, add_targets, check_job, report, submit_and_follow
+from edgecode.cli._jobs import (
+    JOB_SCHEMES,
+    add_scheme_flags,
+    add_targets,
+    check_job,
+    report,
+    scheme_options,
+    submit_and_follow,
+)
 from edgecode.cli._render import console
 
 #: edgecode.records.JOB_ID (a unit test keeps the two equal).
@@ -38,7 +46,7 @@ def register(
     train.add_argument(
         "--master", required=True, type=_args.address, help="master address HOST:PORT"
     )
-    train.add_argument("--scheme", default="hgc", choices=GRADIENT_SCHEMES)
+    train.add_argument("--scheme", default="hgc", choices=JOB_SCHEMES)
     train.add_argument("--rounds", type=_args.integer(1, 1_000_000), default=60)
     train.add_argument(
         "--dataset",
@@ -68,6 +76,7 @@ def register(
     train.add_argument("--checkpoint-every", type=_args.integer(0), default=10)
     train.add_argument("--job-id", type=job_id, default="")
     train.add_argument("--json", metavar="FILE", type=_args.output_file)
+    add_scheme_flags(train)
     train.set_defaults(func=_train)
 
 
@@ -89,6 +98,7 @@ def _train(args: argparse.Namespace) -> int:
         round_deadline_seconds=args.deadline,
         checkpoint_every=args.checkpoint_every,
         job_id=args.job_id,
+        **scheme_options(args),
     )
     check_job(config, remote=True)
     client = MasterClient(args.master)

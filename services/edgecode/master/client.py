@@ -189,5 +189,13 @@ def summary(
         "placement_seconds": status.placement_seconds,
         "end_to_end_seconds": end_to_end_seconds,
         "plan": status.plan_json or None,
+        # partial and approximate schemes (papers 3 and 2), shuffles, verify
+        "recovered_fraction": [r.recovered_fraction for r in status.history],
+        "decoding_residual": [r.residual for r in status.history],
+        "partition_usage": list(status.partition_usage),
+        "shuffle_bytes": status.shuffle_bytes,
+        "shuffles": status.shuffles,
+        "inconsistent_rounds": status.inconsistent_rounds,
+        "quarantined": list(status.quarantined),
         "config": asdict(JobConfig()) | {f.name: v for f, v in status.spec.ListFields()},
     }

@@ -99,7 +99,7 @@ class Epochs:
                 )
             chosen = plan if plan is not None else self._plan(problem, dead)
             plan = None  # a plan is used once: after a failure, ask again without the dead
-            layout = build_layout(cfg, topology, self.next_epoch(), chosen)
+            layout = build_layout(cfg, topology, self.next_epoch(), chosen, problem.max_partitions)
             started = self._clock()
             failed = self._install(problem, layout)
             if not failed:

@@ -37,8 +37,9 @@ from edgecode.codes.flat import (
     placement_code,
 )
 from edgecode.codes.hierarchical import HierarchicalCode, hierarchical, hierarchical_from_counts
+from edgecode.codes.partial import partial_load_lower_bound
 from edgecode.codes.partial_rule import PartialDecoder
-from edgecode.codes.partial_schemes import partial_scheme, worker_encoding
+from edgecode.codes.partial_schemes import design_label, partial_scheme, worker_encoding
 from edgecode.errors import Infeasible, RoundFailed
 from edgecode.master.ports import EdgeAssignment, Node, Topology
 from edgecode.planning.partial import choose_partial_design
@@ -109,6 +110,20 @@ class Layout:
 
     @property
     def plan_json(self) -> str:
+        """The plan in use as JSON (the hgc planner's plan, or the partial design's loads)."""
+        if self.partial is not None:
+            B = self.code.B
+            return json.dumps(
+                {
+                    "design": design_label(self.partial.scheme),
+                    "partitions": int(B.shape[1]),
+                    "computation_load": float(np.count_nonzero(B, axis=1).max() / B.shape[1]),
+                    "lp_bound": partial_load_lower_bound(
+                        B.shape[0], self.partial.scheme.stragglers, self.partial.scheme.alpha
+                    ),
+                    "vectors_per_worker": max((max(g) + 1 for g in self.groups if g), default=1),
+                }
+            )
         return "" if self.plan is None else json.dumps(plan_dict(self.plan))
 
     def edge_layer(self) -> bool:
@@ -244,10 +259,11 @@ def build_layout(
     topology: Topology,
     epoch: int,
     plan: tuple[Plan, float] | None = None,
+    max_partitions: int | None = None,
 ) -> Layout:
     """The code of ``config.scheme`` on ``topology`` (the planner's ``plan`` for hgc with a
     negative s_edge); with ``verify``, exact schemes check every decoding."""
-    layout = _build(config, topology, epoch, plan)
+    layout = _build(config, topology, epoch, plan, max_partitions)
     if config.verify and config.scheme in ("hgc", "flat"):
         layout.verify, layout.verify_slack = True, config.verify_slack_seconds
     return layout
@@ -258,6 +274,7 @@ def _build(
     topology: Topology,
     epoch: int,
     plan: tuple[Plan, float] | None,
+    max_partitions: int | None,
 ) -> Layout:
     m = [len(w) for w in topology.workers]
     n_workers = sum(m)
@@ -284,7 +301,7 @@ def _build(
         )
         return Layout("flat", topology, epoch, code, s)
     if config.scheme == "partial":
-        return _partial_layout(config, topology, epoch)
+        return _partial_layout(config, topology, epoch, max_partitions)
     if config.scheme in ("approx", "approx-shuffle"):
         s = min(config.s_flat, n_workers - 1)
         try:
@@ -334,7 +351,9 @@ def _fixed_hierarchical(
     return hierarchical(m, 0, s_workers, partitions)
 
 
-def _partial_layout(config: JobConfig, topology: Topology, epoch: int) -> Layout:
+def _partial_layout(
+    config: JobConfig, topology: Topology, epoch: int, max_partitions: int | None
+) -> Layout:
     """Paper 3's layout: the design's partitions on every worker, its messages as groups."""
     n = sum(len(w) for w in topology.workers)
     s = min(config.s_flat, n - 1)
@@ -350,12 +369,19 @@ def _partial_layout(config: JobConfig, topology: Topology, epoch: int) -> Layout
                 ),
             )
         )
+        cap = {} if max_partitions is None else {"max_partitions": max_partitions}
         choice = choose_partial_design(
-            spec, s, config.alpha, max_vectors=vectors, rng=np.random.default_rng(config.seed)
+            spec,
+            s,
+            config.alpha,
+            max_vectors=vectors,
+            rng=np.random.default_rng(config.seed),
+            **cap,
         )
         scheme = choice.best.scheme
     else:
-        scheme = partial_scheme(n, s, config.alpha, config.partial_design, vectors=vectors)
+        cap = {} if max_partitions is None else {"max_partitions": max_partitions}
+        scheme = partial_scheme(n, s, config.alpha, config.partial_design, vectors=vectors, **cap)
     B = np.zeros((n, scheme.n_partitions))
     groups = []
     for i in range(n):

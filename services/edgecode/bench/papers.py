@@ -1,0 +1,229 @@
+"""``edgecode bench partial`` and ``edgecode bench shuffle``: papers 3 and 2 on a real local
+cluster (separate processes, real gRPC), every scheme side by side in one run.
+
+partial (paper 3). 10 workers in 2 edges, s = 3, stragglers on EVERY worker drawn per round
+(``bernoulli:p=0.2,factor=5``, or a shifted exponential ``exp:rate=...``): partial recovery at
+alpha in {1, 0.9, 0.8} (the auto design) beside full gradient coding (flat, same s) and ignore
+(the first n - s, rescaled), all with the same data, seed and step sizes. Rows: the design's
+computation load beside the LP bound, vectors per worker, mean round time, time to reach
+uncoded's round-30 loss, final accuracy. Targets: mean round time at alpha = 0.8 <= 0.8x full
+coding's; time-to-loss better than full coding and than ignore in at least one straggler model.
+
+shuffle (paper 2). 10 workers, 3 persistently slow (fixed classes: slow nodes straggle with
+p_slow, active ones with p_active), frc and crc with s = 1, the master waiting for 7 answers:
+approximate decoding without shuffling, with random and with aware shuffling, beside exact hgc
+and ignore. Rows: min and mean partition usage, mean decoding residual, bytes moved (and per
+shuffle), mean round time, loss and accuracy, and the loss at equal wall time (the smallest
+wall time any scheme reached). Targets: aware beats no shuffling in loss at equal wall time and
+in min usage.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup
+from edgecode.master.client import MasterClient, summary
+from edgecode.records import JobConfig
+
+#: Emulated seconds to process the whole data set on one worker (a worker spends its share).
+COMPUTE_SECONDS = 0.12
+N_WORKERS = 10
+STRAGGLE_MODELS = {
+    "bernoulli": "bernoulli:p=0.2,factor=5",
+    # a shifted exponential whose random part has mean 1/rate of the whole data set's time
+    "exponential": "exp:rate=12",
+}
+
+
+def _setup(straggles: Sequence[str], seed: int) -> ClusterSetup:
+    half = len(straggles) // 2
+    workers = tuple(
+        WorkerSetup(f"edge-{0 if i < half else 1}-w{i}", f"edge-{0 if i < half else 1}", s)
+        for i, s in enumerate(straggles)
+    )
+    return ClusterSetup(
+        (EdgeSetup("edge-0"), EdgeSetup("edge-1")), workers, COMPUTE_SECONDS, seed=seed
+    )
+
+
+def _run(client: MasterClient, config: JobConfig) -> dict[str, Any]:
+    status = client.wait(client.submit(config), timeout=900)
+    return summary(status)
+
+
+def _time_to(row: dict[str, Any], target: float) -> float | None:
+    for loss, wall in zip(row["loss"], row["wall_seconds"], strict=True):
+        if loss <= target:
+            return float(row["setup_seconds"] + wall)
+    return None
+
+
+def bench_partial(rounds: int = 60, seed: int = 0) -> list[dict[str, Any]]:
+    """Every row of the partial benchmark (see the module docstring)."""
+    base = JobConfig(
+        dataset="synthetic-logistic:n=2000,d=20",
+        rounds=rounds,
+        seed=seed,
+        s_flat=3,
+        optimizer="gd",
+        learning_rate=1.0,
+        checkpoint_every=0,
+        round_deadline_seconds=30.0,
+    )
+    rows: list[dict[str, Any]] = []
+    for model, straggle in STRAGGLE_MODELS.items():
+        with LocalCluster(_setup([straggle] * N_WORKERS, seed)) as cluster:
+            client = MasterClient(cluster.master_address)
+            try:
+                reference = _run(client, dataclasses.replace(base, scheme="uncoded"))
+                target = reference["loss"][min(29, rounds - 1)]
+                jobs: list[tuple[str, float | None, dict[str, Any]]] = [
+                    ("uncoded", None, reference)
+                ]
+                for alpha in (1.0, 0.9, 0.8):
+                    config = dataclasses.replace(base, scheme="partial", alpha=alpha)
+                    jobs.append(("partial", alpha, _run(client, config)))
+                for scheme in ("flat", "ignore"):
+                    jobs.append(
+                        (scheme, None, _run(client, dataclasses.replace(base, scheme=scheme)))
+                    )
+            finally:
+                client.close()
+        flat_mean = next(r["mean_round_seconds"] for s, _, r in jobs if s == "flat")
+        for scheme, level, row in jobs:
+            design = json.loads(row["plan"]) if scheme == "partial" and row["plan"] else {}
+            rows.append(
+                {
+                    "straggle_model": model,
+                    "scheme": scheme if level is None else f"partial alpha={level:g}",
+                    "state": row["state"],
+                    "mean_round_ms": row["mean_round_seconds"] * 1e3,
+                    "vs_full_coding": row["mean_round_seconds"] / flat_mean,
+                    "time_to_uncoded_round30_loss_s": _time_to(row, target),
+                    "final_loss": row["loss"][-1] if row["loss"] else None,
+                    "accuracy": row["accuracy"],
+                    "mean_recovered_fraction": float(np.mean(row["recovered_fraction"]))
+                    if row["recovered_fraction"]
+                    else None,
+                    "design": design.get("design"),
+                    "computation_load": design.get("computation_load"),
+                    "lp_bound": design.get("lp_bound"),
+                    "vectors_per_worker": design.get("vectors_per_worker"),
+                }
+            )
+    return rows
+
+
+def bench_shuffle(rounds: int = 120, seed: int = 0, slow: int = 3) -> list[dict[str, Any]]:
+    """Every row of the shuffle benchmark (see the module docstring)."""
+    from edgecode.straggle_classes import parse_straggle_classes
+
+    classes = parse_straggle_classes(f"slow={slow}:p=0.9,active:p=0.05")
+    names = [f"edge-{0 if i < N_WORKERS // 2 else 1}-w{i}" for i in range(N_WORKERS)]
+    slow_nodes = set(classes.pick_slow(names, np.random.default_rng([seed, 0xC1A5])))
+    straggles = [classes.straggle_spec(name in slow_nodes) for name in names]
+    base = JobConfig(
+        dataset="synthetic-logistic:n=2000,d=20",
+        rounds=rounds,
+        seed=seed,
+        s_flat=1,
+        wait=7,
+        optimizer="gd",
+        learning_rate=1.0,
+        checkpoint_every=0,
+        round_deadline_seconds=30.0,
+        shuffle_every=10,
+    )
+    rows: list[dict[str, Any]] = []
+    with LocalCluster(_setup(straggles, seed)) as cluster:
+        client = MasterClient(cluster.master_address)
+        try:
+            results = []
+            for code in ("frc", "crc"):
+                for scheme, policy in (
+                    ("approx", ""),
+                    ("approx-shuffle", "random"),
+                    ("approx-shuffle", "aware"),
+                ):
+                    config = dataclasses.replace(
+                        base, scheme=scheme, base_code=code, shuffle=policy or "random"
+                    )
+                    label = f"{scheme}{'-' + policy if policy else ''} ({code})"
+                    results.append((label, _run(client, config)))
+            hgc = dataclasses.replace(base, scheme="hgc", s_edge=0, s_worker=1)
+            results.append(("hgc (exact, s_w=1)", _run(client, hgc)))
+            ignore = dataclasses.replace(base, scheme="ignore", s_flat=3)
+            results.append(("ignore (first 7)", _run(client, ignore)))
+        finally:
+            client.close()
+    equal_wall = min(r["setup_seconds"] + r["wall_seconds"][-1] for _, r in results if r["loss"])
+    for label, row in results:
+        usage = np.array(row["partition_usage"] or [1.0])
+        at_wall = [
+            loss
+            for loss, wall in zip(row["loss"], row["wall_seconds"], strict=True)
+            if row["setup_seconds"] + wall <= equal_wall
+        ]
+        rows.append(
+            {
+                "scheme": label,
+                "state": row["state"],
+                "slow_nodes": sorted(slow_nodes),
+                "min_usage": float(usage.min()),
+                "mean_usage": float(usage.mean()),
+                "mean_residual": float(np.mean(row["decoding_residual"]))
+                if row["decoding_residual"]
+                else 0.0,
+                "shuffles": row["shuffles"],
+                "bytes_moved": row["shuffle_bytes"],
+                "bytes_per_shuffle": row["shuffle_bytes"] / row["shuffles"]
+                if row["shuffles"]
+                else 0,
+                "mean_round_ms": row["mean_round_seconds"] * 1e3,
+                "final_loss": row["loss"][-1] if row["loss"] else None,
+                "loss_at_equal_wall": at_wall[-1] if at_wall else None,
+                "equal_wall_seconds": equal_wall,
+                "accuracy": row["accuracy"],
+            }
+        )
+    return rows
+
+
+def write_rows(rows: list[dict[str, Any]], out: Path, name: str) -> tuple[Path, Path]:
+    """``name.json`` and ``name.csv`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = out / f"{name}.json", out / f"{name}.csv"
+    json_path.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return json_path, csv_path
+
+
+def plot_rows(rows: list[dict[str, Any]], path: Path, value: str, title: str) -> Path:
+    """A bar chart of ``value`` per row (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.get('straggle_model', '')} {r['scheme']}".strip() for r in rows]
+    values = [float(r[value]) if r[value] is not None else np.nan for r in rows]
+    figure, axis = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5))
+    axis.barh(labels, values, color="#4477aa")
+    axis.invert_yaxis()
+    axis.set_xlabel(value.replace("_", " "))
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
