@@ -127,20 +127,31 @@ class MatrixTransport(HealthPort, Protocol):
 
 class _Named:
     """A started call whose message is renamed to its source's name (a node holding two code
-    indices of a job is two sources, ``address#i``)."""
+    indices of a job is two sources, ``address#i``). A call that fails before the master
+    cancels it adds its name to ``failed``, even when the round was decided without it (a dead
+    worker cut off as a straggler is still found and healed)."""
 
-    def __init__(self, call: Pending, name: str) -> None:
+    def __init__(self, call: Pending, name: str, failed: set[str]) -> None:
         self._call = call
         self._name = name
+        self._failed = failed
+        self._cancelled = False
 
     def add_done_callback(self, fn: Callable[[Any], None]) -> None:
         self._call.add_done_callback(lambda _call: fn(self))
 
     def cancel(self) -> bool:
+        self._cancelled = True
         return self._call.cancel()
 
     def result(self, timeout: float | None = None) -> Message:
-        return dataclasses.replace(self._call.result(timeout=timeout), sender=self._name)
+        try:
+            message = self._call.result(timeout=timeout)
+        except BaseException:
+            if not self._cancelled:
+                self._failed.add(self._name)
+            raise
+        return dataclasses.replace(message, sender=self._name)
 
 
 def source_names(workers: Sequence[str]) -> list[str]:
@@ -394,17 +405,18 @@ class MatrixMaster:
             assert x is not None
             shape = (job.width, *x.shape[1:])
         collector = Round(index_of, shape, deadline_seconds, self._clock, self._metrics)
+        errored: set[str] = set()
         for i, address in enumerate(job.workers):
             call = self._transport.multiply(
                 i, address, job.job_id, sequence, job.epochs[i], x, deadline_seconds
             )
-            collector.add(FutureSource(names[i], _Named(call, names[i])))
+            collector.add(FutureSource(names[i], _Named(call, names[i], errored)))
         try:
             outcome = collector.decide(FirstKRule(job.code, job.scale))
         finally:
             for name, why in collector.failed.items():
                 log.warning("matrix job %s product %d: %s: %s", job.job_id, sequence, name, why)
-        failed = {name.split("#")[0] for name in collector.failed}
+        failed = {name.split("#")[0] for name in (*collector.failed, *errored.copy())}
         for timing in outcome.sources:
             if timing.arrived:
                 self._metrics.matrix_worker(timing.node, timing.compute_seconds)
