@@ -36,7 +36,6 @@ from edgecode.worker.service import WorkerServicer, add_worker_servicer
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 CALL_TIMEOUT = 20.0
 N, K = 6, 4
 TOLERANCE = 1e-8

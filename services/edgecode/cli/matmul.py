@@ -37,10 +37,20 @@ def register(
             "Encode a sparse A into n coded blocks (the weight-optimal sparse code keeps them "
             "sparse), place one on each worker, then compute A^T x (--vector), A^T B (--rhs) or "
             "run the power method on A^T A (--power-iterations) from the first k workers to "
-            "answer. Uses a running master (--master) or starts a local cluster of --workers "
-            "worker processes. Prints the relative error against the direct product."
+            "answer. A sparse B (.npz, CSR) is coded too (--k-b blocks; any k_a k_b workers "
+            "decode) and placed once; a dense B (.npy, or --columns) goes column by column "
+            "through A's code. Uses a running master (--master) or starts a local cluster of "
+            "--workers worker processes. Prints the weight of the code beside its counting "
+            "bound and the relative error against the direct product."
         ),
     )
+    _operand_flags(parser)
+    _code_flags(parser)
+    _run_flags(parser)
+    parser.set_defaults(func=_matmul)
+
+
+def _operand_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--matrix",
         type=matrix_file,
@@ -56,15 +66,49 @@ def register(
         "--vector", type=operand_file, help="x as .npy (length t); default: seeded random"
     )
     operand.add_argument(
-        "--rhs", type=operand_file, help="B as .npz (sparse) or .npy (dense, t x p)"
+        "--rhs",
+        type=operand_file,
+        help="B as .npz (sparse CSR: coded and placed once) or .npy (dense, t x p: sent "
+        "column by column through A's code)",
     )
+    parser.add_argument(
+        "--columns",
+        action="store_true",
+        help="send a sparse --rhs densely, column by column through A's code (the A-only "
+        "baseline), instead of coding it",
+    )
+
+
+def _code_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheme", choices=SCHEMES, default="sparse")
     parser.add_argument("--workers", type=_args.integer(1), default=6, help="n (default 6)")
     parser.add_argument(
-        "--k", type=_args.integer(1), default=4, help="k: any k results decode (default 4)"
+        "--k",
+        "--k-a",
+        dest="k",
+        type=_args.integer(1),
+        default=4,
+        help="k_a: A's block-columns; any k_a (k_a k_b with a coded B) results decode (default 4)",
     )
     parser.add_argument(
+        "--k-b",
+        dest="k_b",
+        type=_args.integer(1),
+        default=1,
+        help="k_b: a sparse --rhs B's block-columns (default 1)",
+    )
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--out", type=_args.output_file, default=None, help="write the result here (.npy)"
+    )
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        type=_args.output_file,
+        default=None,
+        help="write the job (weights, counting bound, bytes, tolerance) and the products as JSON",
     )
     parser.add_argument(
         "--master", type=_args.address, default=None, help="HOST:PORT of a running master"
@@ -87,12 +131,11 @@ def register(
         type=_args.seconds,
         default=0.0,
         help="local cluster only: emulated seconds for the whole A^T x (scaled by each "
-        "block's share of the non-zeros; what --straggle slows down)",
+        "block's share of the work; what --straggle slows down)",
     )
     parser.add_argument(
         "--deadline", type=_args.deadline, default=60.0, help="seconds per product (default 60)"
     )
-    parser.set_defaults(func=_matmul)
 
 
 def _read_array(path: Path, flag: str) -> np.ndarray:
@@ -113,8 +156,29 @@ def _read_array(path: Path, flag: str) -> np.ndarray:
     return array
 
 
+def _read_sparse_rhs(path: Path, rows: int) -> Any:
+    """B for a coded A^T B: a finite CSR matrix with A's rows, from a scipy.sparse .npz."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    try:
+        matrix = sp.load_npz(path)
+    except (ValueError, OSError, TypeError) as exc:
+        raise UsageError(f"--rhs: cannot read {path}: {exc}") from None
+    if matrix.format != "csr":
+        raise UsageError(
+            f"--rhs: {path} holds a {matrix.format.upper()} matrix; the coded A^T B places B as "
+            "CSR blocks: save scipy.sparse.csr_matrix(B) (or pass --columns)"
+        )
+    if not np.all(np.isfinite(matrix.data)):
+        raise UsageError(f"--rhs: {path} holds NaN or infinite values")
+    if matrix.shape[0] != rows:
+        raise UsageError(f"--rhs: {path} has shape {matrix.shape}, expected A's {rows} rows")
+    return sp.csr_matrix(matrix, dtype=np.float64)
+
+
 def _load_operand(args: argparse.Namespace, rows: int) -> np.ndarray:
-    """x (or B) for A^T x; its first dimension must be A's rows."""
+    """x (or a dense B) for A^T x; its first dimension must be A's rows."""
     import numpy as np
 
     if args.rhs or args.vector:
@@ -130,16 +194,43 @@ def _load_operand(args: argparse.Namespace, rows: int) -> np.ndarray:
     return np.random.default_rng(args.seed).standard_normal(rows)
 
 
-def _matmul(args: argparse.Namespace) -> int:
-    from edgecode.bench.matmul import load_source
+def _coded_rhs(args: argparse.Namespace) -> bool:
+    """Whether B is coded and placed (a sparse .npz --rhs without --columns)."""
+    return bool(args.rhs) and args.rhs.suffix.lower() == ".npz" and not args.columns
 
+
+def _check_args(args: argparse.Namespace) -> None:
     _args.check(args.k <= args.workers, f"--k must be <= --workers ({args.workers}), got {args.k}")
     _args.check(
         not (args.power_iterations and (args.vector or args.rhs)),
         "--power-iterations starts from a random vector: leave out --vector and --rhs",
     )
+    _args.check(not args.columns or bool(args.rhs), "--columns needs --rhs")
+    coded = _coded_rhs(args)
+    _args.check(
+        args.k_b == 1 or coded, "--k-b needs a sparse --rhs B.npz to code (without --columns)"
+    )
+    if coded:
+        _args.check(
+            args.scheme != "dense",
+            "--scheme dense codes A only; use sparse or poly for A^T B with a coded B",
+        )
+        _args.check(
+            args.k * args.k_b <= args.workers,
+            f"--k-a x --k-b must be <= --workers ({args.workers}), got {args.k} x {args.k_b}",
+        )
     if args.scheme == "uncoded":
-        args.k = args.workers
+        _args.check(
+            args.workers % args.k_b == 0,
+            f"--scheme uncoded needs --k-b to divide --workers ({args.workers})",
+        )
+        args.k = args.workers // args.k_b
+
+
+def _matmul(args: argparse.Namespace) -> int:
+    from edgecode.bench.matmul import load_source
+
+    _check_args(args)
     label, matrix = load_source(str(args.matrix), size=args.size, seed=args.seed)
     _args.check(
         matrix.shape[1] >= args.k,
@@ -147,14 +238,18 @@ def _matmul(args: argparse.Namespace) -> int:
         f"{args.k}",
     )
     _args.check(matrix.nnz > 0, f"--matrix {args.matrix}: A has no non-zeros")
-    operand = None if args.power_iterations > 0 else _load_operand(args, matrix.shape[0])
+    rhs = _read_sparse_rhs(args.rhs, matrix.shape[0]) if _coded_rhs(args) else None
+    operand = None
+    if args.power_iterations == 0 and rhs is None:
+        operand = _load_operand(args, matrix.shape[0])
+    k_b = f", k_b={args.k_b}, B {rhs.shape[0]} x {rhs.shape[1]} coded" if rhs is not None else ""
     console().print(
         f"A: {label}, {matrix.shape[0]} x {matrix.shape[1]}, {matrix.nnz} non-zeros; "
-        f"{args.scheme} code, n={args.workers}, k={args.k}"
+        f"{args.scheme} code, n={args.workers}, k={args.k}{k_b}"
     )
     if args.master:
         with remote(args.master, "the master"):
-            return _on_master(args, args.master, matrix, operand)
+            return _on_master(args, args.master, matrix, operand, rhs)
     from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup
 
     workers = tuple(
@@ -173,12 +268,14 @@ def _matmul(args: argparse.Namespace) -> int:
         cluster.start()
     try:
         with remote(cluster.master_address, "the local master"):
-            return _on_master(args, cluster.master_address, matrix, operand)
+            return _on_master(args, cluster.master_address, matrix, operand, rhs)
     finally:
         cluster.stop()
 
 
-def _submit(client: Any, args: argparse.Namespace, matrix: Any, job_id: str) -> Any:
+def _submit(
+    client: Any, args: argparse.Namespace, matrix: Any, job_id: str, rhs: Any = None
+) -> Any:
     from edgecode.v1 import master_pb2
 
     spec = master_pb2.MatmulSpec(
@@ -186,56 +283,87 @@ def _submit(client: Any, args: argparse.Namespace, matrix: Any, job_id: str) -> 
         scheme=args.scheme,
         n=args.workers,
         k=args.k,
+        k_b=args.k_b if rhs is not None else 1,
         seed=args.seed,
         deadline_seconds=args.deadline,
     )
     with console().status(f"encoding and placing {job_id} ..."):
-        return client.submit_matmul(spec, matrix)
+        return client.submit_matmul(spec, matrix, rhs=rhs)
 
 
-def _on_master(
-    args: argparse.Namespace, address: str, matrix: Any, operand: np.ndarray | None
-) -> int:
+def job_summary(job: Any) -> dict[str, Any]:
+    """A placed job as the table and the JSON show it."""
     import numpy as np
 
-    from edgecode.master.client import MasterClient, product_of
+    return {
+        "job_id": job.job_id,
+        "scheme": job.scheme,
+        "n": job.n,
+        "k_a": job.k,
+        "k_b": job.k_b,
+        "weight_a": job.weight_a,
+        "weight_b": job.weight_b,
+        "weight": job.weight_a * job.weight_b,
+        "counting_bound": job.weight_bound,
+        "worst_condition": job.worst_condition,
+        "tolerance": job.tolerance,
+        "nnz_per_block": float(np.mean(job.block_nnz)),
+        "rhs_nnz_per_block": float(np.mean(job.rhs_block_nnz)) if job.rhs_block_nnz else 0.0,
+        "bytes_placed": int(sum(job.block_bytes) + sum(job.rhs_block_bytes)),
+        "encode_seconds": job.encode_seconds,
+        "place_seconds": job.place_seconds,
+    }
+
+
+def _show_job(job: Any) -> dict[str, Any]:
+    summary = job_summary(job)
+    weight = f"({job.weight_a}, {job.weight_b})" if job.k_b > 1 or job.rhs_cols else ""
+    table(
+        f"Matrix job {job.job_id}",
+        ["measure", "value"],
+        [
+            [
+                "weight achieved" + (" (omega_A, omega_B)" if weight else ""),
+                weight or job.weight_a,
+            ],
+            ["counting bound" + (" on omega_A omega_B" if weight else ""), job.weight_bound],
+            ["stragglers tolerated (n - k)", job.tolerance],
+            ["worst condition number", job.worst_condition],
+            ["non-zeros per block (mean)", summary["nnz_per_block"]],
+            ["bytes placed", summary["bytes_placed"]],
+            ["encode seconds", job.encode_seconds],
+            ["place seconds", job.place_seconds],
+        ],
+    )
+    return summary
+
+
+def _on_master(args: argparse.Namespace, address: str, matrix: Any, operand: Any, rhs: Any) -> int:
+    import numpy as np
+
+    from edgecode.master.client import MasterClient
 
     client = MasterClient(address)
     job_id = f"cli-{int(time.time() * 1000) % 10**9}"
     jobs = [job_id]
+    document: dict[str, Any] = {}
     try:
-        job = _submit(client, args, matrix, job_id)
-        table(
-            f"Matrix job {job.job_id}",
-            ["measure", "value"],
-            [
-                ["worst condition number", job.worst_condition],
-                ["non-zeros per block (mean)", float(np.mean(job.block_nnz))],
-                ["bytes placed", int(sum(job.block_bytes))],
-                ["encode seconds", job.encode_seconds],
-                ["place seconds", job.place_seconds],
-            ],
-        )
+        document["job"] = _show_job(_submit(client, args, matrix, job_id, rhs))
         if args.power_iterations > 0:
             jobs.append(job_id + "-T")
             _submit(client, args, matrix.T.tocsr(), jobs[1])
             result = _power(client, jobs, matrix, args)
         else:
-            assert operand is not None
-            response = client.matmul(job_id, operand, timeout=args.deadline + 30)
-            result = product_of(response)
-            direct = np.asarray(matrix.T @ operand)
-            error = np.linalg.norm(result - direct) / max(float(np.linalg.norm(direct)), 1e-300)
-            stragglers = [t.node for t in response.timings if not t.arrived]
-            console().print(
-                f"A^T x in {response.seconds * 1e3:.1f} ms from workers "
-                f"{list(response.decoded_from)} (stragglers {stragglers}); "
-                f"relative error vs the direct product {error:.2e}"
-            )
+            result, document["product"] = _one_product(client, args, job_id, matrix, operand, rhs)
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             np.save(args.out, result)
             console().print(f"wrote {args.out}")
+        if args.json:
+            from edgecode.cli.run import write_json
+
+            write_json(args.json, document)
+            console().print(f"wrote {args.json}")
     finally:
         for name in jobs:
             try:
@@ -244,6 +372,36 @@ def _on_master(
                 pass
         client.close()
     return 0
+
+
+def _one_product(
+    client: Any, args: argparse.Namespace, job_id: str, matrix: Any, operand: Any, rhs: Any
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One A^T x (or A^T B) with its error against the direct product."""
+    import numpy as np
+
+    from edgecode.master.client import product_of
+
+    response = client.matmul(job_id, operand, timeout=args.deadline + 30)
+    result = product_of(response)
+    right = rhs if rhs is not None else operand
+    direct = matrix.T @ right
+    direct = np.asarray(direct.toarray() if hasattr(direct, "toarray") else direct)
+    error = np.linalg.norm(result - direct) / max(float(np.linalg.norm(direct)), 1e-300)
+    stragglers = [t.node for t in response.timings if not t.arrived]
+    what = "A^T B" if result.ndim == 2 else "A^T x"
+    console().print(
+        f"{what} in {response.seconds * 1e3:.1f} ms from workers "
+        f"{list(response.decoded_from)} (stragglers {stragglers}); "
+        f"relative error vs the direct product {error:.2e}"
+    )
+    return result, {
+        "seconds": response.seconds,
+        "decoded_from": list(response.decoded_from),
+        "stragglers": stragglers,
+        "relative_error": float(error),
+        "shape": list(result.shape),
+    }
 
 
 def _power(client: Any, jobs: list[str], matrix: Any, args: argparse.Namespace) -> np.ndarray:
