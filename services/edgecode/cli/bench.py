@@ -215,15 +215,46 @@ def _matmul_target(targets: argparse._SubParsersAction[argparse.ArgumentParser])
         "of the non-zeros takes f times that, a slow one 10x more); default 0 = the real time "
         "measured here",
     )
+    _matmul_rhs_flags(matmul)
     matmul.set_defaults(func=_bench_matmul)
+
+
+def _matmul_rhs_flags(matmul: argparse.ArgumentParser) -> None:
+    """``bench matmul``: the A^T B rows (sparse B, both operands coded)."""
+    matmul.add_argument(
+        "--parts",
+        type=_args.choices_list(("matvec", "atb")),
+        default="matvec,atb",
+        help="comma list: matvec (A^T x rows), atb (A^T B rows with a sparse B: both operands "
+        "coded vs A only column by column vs polynomial vs uncoded); default both",
+    )
+    matmul.add_argument(
+        "--rhs-cols",
+        type=_args.integer(1),
+        default=200,
+        help="columns of B for the A^T B rows (random: 1%% dense; tfidf: a block of X^T)",
+    )
+    matmul.add_argument("--k-a", type=_args.integer(1), default=8, help="A^T B: k_a (default 8)")
+    matmul.add_argument("--k-b", type=_args.integer(1), default=2, help="A^T B: k_b (default 2)")
 
 
 def _bench_matmul(args: argparse.Namespace) -> int:
     from edgecode.bench.matmul import bench_matrix, load_source, targets
 
-    _args.check(args.k <= args.workers, f"--k must be <= --workers ({args.workers}), got {args.k}")
+    _args.check(
+        "matvec" not in args.parts or args.k <= args.workers,
+        f"--k must be <= --workers ({args.workers}), got {args.k}",
+    )
+    _args.check(
+        "atb" not in args.parts or args.k_a * args.k_b <= args.workers,
+        f"--k-a x --k-b must be <= --workers ({args.workers}), got {args.k_a} x {args.k_b}",
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if "atb" in args.parts:
+        _bench_matmul_rhs(args, out)
+    if "matvec" not in args.parts:
+        return 0
     rows: list[dict[str, Any]] = []
     for spec in args.matrices:
         with console().status(f"loading {spec} ...") as status:
@@ -282,7 +313,71 @@ def _bench_matmul(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot_matmul(out: Path, rows: list[dict[str, Any]]) -> None:
+def _bench_matmul_rhs(args: argparse.Namespace, out: Path) -> None:
+    """The A^T B rows: run, print, write matmul_atb.{json,csv,png}."""
+    from edgecode.bench.matmul import bench_rhs, rhs_source, rhs_targets
+
+    rows: list[dict[str, Any]] = []
+    for spec in args.matrices:
+        with console().status(f"loading {spec} (A^T B) ...") as status:
+            label, a, b = rhs_source(spec, size=args.size, rhs_cols=args.rhs_cols)
+            rows += bench_rhs(
+                label,
+                a,
+                b,
+                n=args.workers,
+                k_a=args.k_a,
+                k_b=args.k_b,
+                repeats=args.repeats,
+                workdir=out / "clusters",
+                compute_seconds=args.compute_seconds,
+                progress=lambda text: status.update(text),
+            )
+    columns = ["worker_multiply_ms", "placed_mb", "per_product_mb", "end_to_end_ms"]
+    table(
+        f"Coded A^T B, sparse B, n={args.workers}, k_a={args.k_a}, k_b={args.k_b} (medians)",
+        [
+            "matrix",
+            "scenario",
+            "scheme",
+            "weight",
+            "bound",
+            "worker ms",
+            "placed MB",
+            "MB/product",
+            "end-to-end ms",
+            "worst cond",
+            "max rel err",
+        ],
+        [
+            [
+                r["matrix"],
+                r["scenario"],
+                r["scheme"],
+                f"({r['weight_a']}, {r['weight_b']})",
+                r["counting_bound"],
+                *(r[c] for c in columns),
+                r["worst_condition"],
+                r["max_relative_error"],
+            ]
+            for r in rows
+        ],
+    )
+    table(
+        "Targets (A^T B, sparse code on both operands)",
+        ["matrix", "target", "measured", "limit", "met"],
+        [[m, t, v, lim, "yes" if ok else "NO"] for m, t, v, lim, ok in rhs_targets(rows)],
+    )
+    (out / "matmul_atb.json").write_text(json.dumps({"rows": rows}, indent=2, default=float))
+    with (out / "matmul_atb.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=sorted({key for r in rows for key in r}))
+        writer.writeheader()
+        writer.writerows(rows)
+    _plot_matmul(out, rows, "matmul_atb.png")
+    console().print(f"wrote {out / 'matmul_atb.json'}, .csv, .png")
+
+
+def _plot_matmul(out: Path, rows: list[dict[str, Any]], name: str = "matmul.png") -> None:
     import matplotlib
     import numpy as np
 
@@ -311,7 +406,7 @@ def _plot_matmul(out: Path, rows: list[dict[str, Any]]) -> None:
         )
         line[2].legend()
     fig.tight_layout()
-    fig.savefig(out / "matmul.png", dpi=110)
+    fig.savefig(out / name, dpi=110)
     plt.close(fig)
 
 
