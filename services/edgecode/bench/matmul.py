@@ -254,25 +254,44 @@ def _rhs_spec(scheme: str, n: int, k_a: int, k_b: int, workers: tuple[str, ...])
     return MatmulSpec(scheme, n, k_a, workers=workers, job_id=scheme, k_b=k_b), True
 
 
-def _rhs_worker_seconds(spec: Any, placed_b: bool, a: Any, b: Any, repeats: int) -> float:
-    """Median real, uncontended product time of a sample of coded blocks, as workers do it:
-    ``C_i^T B_i`` (two CSR blocks, result densified) or ``C_i^T B`` (B dense)."""
+def _seconds(fn: Callable[[], Any], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _rhs_worker_work(spec: Any, placed_b: bool, a: Any, b: Any, repeats: int) -> dict[str, float]:
+    """Real product time of a sample of coded blocks, computed as the workers do it
+    (``(B_i^T C_i)^T`` for two CSR blocks, result densified; ``C_i^T B`` for a dense B):
+    the fastest of ``repeats`` runs (the uncontended time; this machine is shared) and the
+    median, medians over the blocks; and the multiply-adds of one block (machine-free)."""
     from edgecode.master.matrix import balanced_split, build_code
+    from edgecode.master.matrix_jobs import row_products
 
     code = build_code(spec.scheme, spec.n, spec.k, spec.seed, spec.k_b, rhs=placed_b)
     sample = list(range(0, spec.n, max(1, spec.n // 5)))
-    left = [c.T.tocsr() for c in code.encode(balanced_split(a, spec.k, spec.seed)[1], sample)]
+    coded_a = code.encode(balanced_split(a, spec.k, spec.seed)[1], sample)
     if placed_b:
         b_blocks = balanced_split(b, spec.k_b, spec.seed, stream=1)[1]
-        right = code.encode_b(b_blocks, sample)  # type: ignore[union-attr]
-        work: Callable[[Any, Any], Any] = lambda l_, r_: (l_ @ r_).toarray()  # noqa: E731
+        coded_b = code.encode_b(b_blocks, sample)  # type: ignore[union-attr]
+        runs = [
+            _seconds(partial(lambda c, d: (d.T @ c).toarray().T, c, d), repeats)
+            for c, d in zip(coded_a, coded_b, strict=True)
+        ]
+        adds = [row_products(c, d) for c, d in zip(coded_a, coded_b, strict=True)]
     else:
         dense = b.toarray()
-        right = [dense] * len(sample)
-        work = lambda l_, r_: l_ @ r_  # noqa: E731
-    return statistics.median(
-        _median_seconds(partial(work, l_, r_), repeats) for l_, r_ in zip(left, right, strict=True)
-    )
+        left = [c.T.tocsr() for c in coded_a]
+        runs = [_seconds(partial(lambda c: c @ dense, c), repeats) for c in left]
+        adds = [int(c.nnz) * b.shape[1] for c in coded_a]
+    return {
+        "worker_multiply_ms": statistics.median(min(r) for r in runs) * 1e3,
+        "worker_multiply_median_ms": statistics.median(statistics.median(r) for r in runs) * 1e3,
+        "worker_multiply_adds": float(statistics.median(adds)),
+    }
 
 
 def _rhs_row(
@@ -346,10 +365,10 @@ def bench_rhs(
     from edgecode.master.transport import GrpcMatrixTransport, GrpcTransport
 
     reference = np.asarray((a.T @ b).toarray())
-    full_seconds = compute_seconds or _median_seconds(lambda: (a.T.tocsr() @ b).toarray(), 3)
+    full_seconds = compute_seconds or _median_seconds(lambda: (b.T @ a).toarray(), 3)
     names = tuple(f"w{i:02d}" for i in range(n))
-    worker_seconds = {
-        scheme: _rhs_worker_seconds(*_rhs_spec(scheme, n, k_a, k_b, names), a, b, repeats)
+    work = {
+        scheme: _rhs_worker_work(*_rhs_spec(scheme, n, k_a, k_b, names), a, b, max(repeats, 7))
         for scheme in schemes
     }
     rows: list[dict[str, Any]] = []
@@ -378,7 +397,7 @@ def bench_rhs(
                     row |= {
                         "matrix": label,
                         "scenario": scenario,
-                        "worker_multiply_ms": worker_seconds[scheme] * 1e3,
+                        **work[scheme],
                         "emulated_full_product_seconds": full_seconds,
                     }
                     rows.append(row)
@@ -398,6 +417,7 @@ def _rhs_ratios(rows: list[dict[str, Any]]) -> None:
         if "poly" in same:
             poly = same["poly"]
             row["worker_over_poly"] = row["worker_multiply_ms"] / poly["worker_multiply_ms"]
+            row["adds_over_poly"] = row["worker_multiply_adds"] / poly["worker_multiply_adds"]
             row["placed_over_poly"] = row["placed_mb"] / poly["placed_mb"]
             row["bytes_over_poly"] = (row["placed_mb"] + row["per_product_mb"]) / (
                 poly["placed_mb"] + poly["per_product_mb"]

@@ -470,13 +470,14 @@ class MatrixMaster:
         if not pending:
             return ()
         job.lost.update(pending)
+        job.gone.update(gone)
         candidates = self._candidates(job, gone)
         epoch = self._next_epoch()
         workers = list(job.workers)
         replaced: list[int] = []
         while pending:
             if len(candidates) < job.code.k:
-                self._fail(job, gone, candidates)
+                self._fail(job, candidates)
                 break
             index = pending.popleft()
             target = pick_target(workers, job.lost, candidates)
@@ -491,6 +492,7 @@ class MatrixMaster:
                     describe(exc),
                 )
                 gone.add(target)
+                job.gone.add(target)
                 candidates.remove(target)
                 pending.appendleft(index)
                 more = [i for i, a in enumerate(workers) if a == target and i not in job.lost]
@@ -515,23 +517,29 @@ class MatrixMaster:
         return tuple(replaced)
 
     def _candidates(self, job: MatrixJob, gone: set[str]) -> list[str]:
-        """Live workers a lost index may go to: the job's own (index order), then spares."""
+        """Live workers a lost index may go to: the job's own (index order), then the spares
+        of the cluster view that pass a health check (a paused spare would hold a placement
+        up to its deadline; a dead one the view still lists would be tried first)."""
         candidates = list(dict.fromkeys(a for a in job.workers if a not in gone))
-        if self._cluster_workers is not None:
-            try:
-                known = list(self._cluster_workers())
-            except Exception as exc:  # no cluster view: the job's own workers only
-                log.info("matrix job %s: no cluster view for spares: %s", job.job_id, exc)
-                known = []
-            candidates += [a for a in known if a not in gone and a not in candidates]
+        if self._cluster_workers is None:
+            return candidates
+        try:
+            known = list(self._cluster_workers())
+        except Exception as exc:  # no cluster view: the job's own workers only
+            log.info("matrix job %s: no cluster view for spares: %s", job.job_id, exc)
+            return candidates
+        spares = [a for a in dict.fromkeys(known) if a not in gone and a not in candidates]
+        if spares:
+            down = set(self._transport.unreachable(spares))
+            candidates += [a for a in spares if a not in down]
         return candidates
 
     @staticmethod
-    def _fail(job: MatrixJob, gone: set[str], live: Sequence[str]) -> None:
+    def _fail(job: MatrixJob, live: Sequence[str]) -> None:
         job.state = FAILED
         job.message = (
             f"fewer than k={job.code.k} workers remain: {len(live)} live "
-            f"({', '.join(live) or 'none'}); gone: {', '.join(sorted(gone))}"
+            f"({', '.join(live) or 'none'}); gone: {', '.join(sorted(job.gone))}"
         )
         log.error("matrix job %s failed: %s", job.job_id, job.message)
 

@@ -207,6 +207,8 @@ class MatrixJob:
     epochs: list[int] = field(default_factory=list)
     #: code indices whose worker is gone and that could not be re-placed
     lost: set[int] = field(default_factory=set)
+    #: every worker of the job found gone so far (its indices were re-placed, or lost)
+    gone: set[str] = field(default_factory=set)
     state: str = RUNNING
     message: str = ""
     replacements: int = 0
