@@ -462,3 +462,14 @@ def test_a_worker_holding_two_indices_needs_the_index_named() -> None:
         b.add(0, sp.csr_matrix((5, 2)))
         b.finish()
     assert worker.drop("j") and worker.blocks() == {}
+
+
+def test_matrix_master_docstring_examples_run() -> None:
+    import doctest
+
+    from edgecode.master import matrix as master_module
+    from edgecode.master import matrix_jobs
+
+    for module in (master_module, matrix_jobs):
+        failures, attempted = doctest.testmod(module, raise_on_error=False)
+        assert attempted >= 1 and failures == 0
