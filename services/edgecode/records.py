@@ -106,6 +106,11 @@ class RoundRecord:
     recovered_fraction: float = 1.0
     #: approximate schemes: ||B_A^T a - 1||^2 / K (0 when exact)
     residual: float = 0.0
+    #: where the round's time went at the master (the bench's breakdown)
+    send_seconds: float = 0.0
+    wait_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    step_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

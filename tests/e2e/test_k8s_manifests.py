@@ -42,13 +42,14 @@ SERVICE_MONITOR = K8S / "optional" / "servicemonitor.yaml"
 # currently ship 1.28-1.33.
 KUBERNETES_VERSIONS = ("1.28.0", "1.33.0")
 # The architecture each overlay pins its pods to.
-OVERLAY_ARCH = {"k3s-raspberrypi": "arm64", "aws": "amd64"}
+OVERLAY_ARCH = {"k3s-raspberrypi": "arm64", "aws": "amd64", "goco": "arm64"}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 ROLE_OF_COMPONENT = {
     "coordinator": "coordinator",
     "master": "master",
     "edge": "aggregator",
     "worker": "worker",
+    "peer": "peer",
 }
 PART_OF = "app.kubernetes.io/part-of"
 
@@ -389,7 +390,10 @@ def check_addresses(objects: Objects) -> list[str]:
                         f"{where}: coordinator {env.get('EDGECODE_COORDINATOR')!r} is not "
                         f"one of {coordinators}"
                     )
-                if component(workload) in ("edge", "worker") and env.get("EDGECODE_NAME") != pod:
+                if (
+                    component(workload) in ("edge", "worker", "peer")
+                    and env.get("EDGECODE_NAME") != pod
+                ):
                     problems.append(
                         f"{where}: EDGECODE_NAME {env.get('EDGECODE_NAME')!r} != pod name"
                     )
@@ -462,7 +466,6 @@ def config_for(
     """The role's frozen config exactly as ``edgecode ROLE`` builds it inside the pod: the args'
     --config file (from the mounted ConfigMap), then the pod's environment."""
     from edgecode.cli._config import build_config
-    from edgecode.cli.services import config_class
 
     args = [*container.get("command", []), *container.get("args", [])]
     config_path = args[args.index("--config") + 1] if "--config" in args else None
@@ -475,8 +478,22 @@ def config_for(
         path.write_text(text)
         namespace.config = str(path)
     return build_config(
-        config_class(role), namespace, role, pod_env(workload, container, pod_names(workload)[0])
+        role_config_class(role),
+        namespace,
+        role,
+        pod_env(workload, container, pod_names(workload)[0]),
     )
+
+
+def role_config_class(role: str) -> type:
+    """The frozen config dataclass ``edgecode ROLE`` builds (the peer's too)."""
+    from edgecode.cli.services import config_class
+
+    if role == "peer":
+        from edgecode.peer.run import PeerConfig
+
+        return PeerConfig
+    return config_class(role)
 
 
 def check_role_configs(objects: Objects) -> list[str]:
@@ -520,6 +537,28 @@ def _on_persistent_volume(objects: Objects, workload: dict[str, Any], path: str)
     )
 
 
+def check_peers(objects: Objects) -> list[str]:
+    """Gossip peers (when deployed): the coordinator orders peers by the number their name ends in
+    (edgecode.coordinator.gossip_plan.peer_index), so every pod's index must be its ordinal; they
+    register under their pod name and run with the coordinator in the same namespace."""
+    from edgecode.coordinator.gossip_plan import order_peers, peer_index
+
+    problems = []
+    for sts in of_kind(objects, "StatefulSet"):
+        if component(sts) != "peer":
+            continue
+        pods = pod_names(sts)
+        if [peer_index(pod) for pod in pods] != list(range(len(pods))):
+            problems.append(
+                f"StatefulSet/{sts['metadata']['name']}: pod names do not end in 0..N-1"
+            )
+        if [name for name, _ in order_peers([(pod, "") for pod in reversed(pods)])] != pods:
+            problems.append(f"StatefulSet/{sts['metadata']['name']}: peers would not be ordered")
+        if sts["spec"].get("replicas", 1) < 2:
+            problems.append(f"StatefulSet/{sts['metadata']['name']}: gossip needs >= 2 peers")
+    return problems
+
+
 def check_node_arch(objects: Objects, arch: str) -> list[str]:
     return [
         f"{w['kind']}/{w['metadata']['name']}: nodeSelector kubernetes.io/arch is not {arch}"
@@ -540,6 +579,7 @@ CHECKS: dict[str, Callable[[Objects], list[str]]] = {
     "workers_have_edges": check_workers_have_edges,
     "cluster_spec": check_cluster_spec,
     "role_configs": check_role_configs,
+    "peers": check_peers,
 }
 
 _SCRATCH: list[str] = []
@@ -697,7 +737,11 @@ def _breakages() -> dict[str, Callable[[Objects], None]]:
     def bad_config(objects: Objects) -> None:
         set_env(worker_container(objects), "EDGECODE_COMPUTE_SECONDS", "fast")
 
+    def too_few_peers(objects: Objects) -> None:
+        first(objects, "StatefulSet", "peer")["spec"]["replicas"] = 1
+
     return {
+        "peers": too_few_peers,
         "labels": unlabel,
         "namespace": wrong_namespace,
         "service_selectors": selector_typo,
@@ -714,7 +758,7 @@ def _breakages() -> dict[str, Callable[[Objects], None]]:
 
 @pytest.mark.parametrize("check", sorted(CHECKS))
 def test_checks_catch_breakage(rendered: dict[str, str], check: str) -> None:
-    objects = load(rendered["overlays/k3s-raspberrypi"])
+    objects = load(rendered["overlays/goco" if check == "peers" else "overlays/k3s-raspberrypi"])
     assert CHECKS[check](objects) == []
     broken = copy.deepcopy(objects)
     _breakages()[check](broken)
@@ -736,3 +780,19 @@ def test_toml_files_parse() -> None:
     for path in sorted(K8S.rglob("*.toml")):
         with path.open("rb") as handle:
             tomllib.load(handle)
+
+
+def test_the_goco_overlay_adds_the_peers_to_the_pi_overlay(rendered: dict[str, str]) -> None:
+    """k8s/overlays/goco = k3s-raspberrypi + components/peers: the same objects plus the peers'
+    StatefulSet and headless Service, and peer.toml merged into the shared ConfigMap."""
+    pi, goco = load(rendered["overlays/k3s-raspberrypi"]), load(rendered["overlays/goco"])
+    names = {(o["kind"], o["metadata"]["name"]) for o in goco}
+    pi_names = {(o["kind"], o["metadata"]["name"]) for o in pi}
+    changed = {n for n in names - pi_names if n[0] != "ConfigMap"}
+    assert changed == {("StatefulSet", "peers"), ("Service", "peers")}
+    peers = named(goco, "StatefulSet", "peers")
+    assert peers is not None and peers["spec"]["replicas"] == 8
+    assert not any(component(o) == "peer" for o in load(rendered["base"]))
+    config = of_kind(goco, "ConfigMap")[0]["data"]
+    assert {"edgecode.toml", "cluster.toml", "peer.toml"} <= set(config)
+    assert "[peer]" in config["peer.toml"]

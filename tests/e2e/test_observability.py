@@ -4,6 +4,10 @@ the docker compose stack (2 edges x 3 workers) with the scrape jobs and labels o
 Then every query of every Grafana panel must return data, ``promtool`` must accept every service's
 metrics and the deploy config, and the dashboards must refer to the provisioned data source.
 
+The gossip dashboard is checked the same way against a second stack shaped like the compose
+profile ``goco``: a coordinator and 8 peers scraped with ``deploy/prometheus/goco.yml``, after a
+GOCO job with emulated stragglers.
+
 No Grafana server runs here, so the dashboards are checked through their queries.
 """
 
@@ -20,13 +24,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edgecode.cluster.local import LocalCluster, default_setup
+from edgecode.cluster.local import LocalCluster, LocalGossipCluster, default_setup, gossip_peers
+from edgecode.coordinator.client import GossipClient
+from edgecode.gossip_records import GossipJobSpec
 from edgecode.master.client import MasterClient
 from edgecode.records import JobConfig
 from edgecode.v1 import master_pb2
@@ -36,6 +43,7 @@ pytestmark = [pytest.mark.infra, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GOCO_CONFIG = ROOT / "deploy" / "prometheus" / "goco.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCE_FILE = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
@@ -49,7 +57,11 @@ DASHBOARD_UIDS = {
     "edgecode-training-loss",
     "edgecode-bytes",
     "edgecode-health",
+    "edgecode-gossip",
 }
+#: Dashboards of gossip jobs: checked against the gossip stack (compose profile goco).
+GOSSIP_DASHBOARDS = ("gossip",)
+GOSSIP_PEERS = 8
 ROUNDS = 20
 EDGES, WORKERS_PER_EDGE = 2, 3
 #: Grafana's built-in interval variables, as Grafana would expand them for a short time range.
@@ -82,7 +94,8 @@ class Query:
     instant: bool = True
 
 
-def dashboard_queries() -> list[Query]:
+def dashboard_queries(gossip: bool = False) -> list[Query]:
+    """Every panel query of the worker-stack dashboards (or, with ``gossip``, the gossip ones)."""
     return [
         Query(
             path.stem,
@@ -92,16 +105,19 @@ def dashboard_queries() -> list[Query]:
             bool(target.get("instant", False)),
         )
         for path in DASHBOARDS
+        if (path.stem in GOSSIP_DASHBOARDS) == gossip
         for panel in panels_of(load_dashboard(path))
         for target in panel.get("targets", [])
     ]
 
 
-def variable_queries() -> list[Query]:
+def variable_queries(gossip: bool = False) -> list[Query]:
     """Template variables' ``label_values(selector, label)``, as the PromQL that has to return
     series for the variable to offer any value."""
     queries = []
     for path in DASHBOARDS:
+        if (path.stem in GOSSIP_DASHBOARDS) != gossip:
+            continue
         for variable in load_dashboard(path)["templating"]["list"]:
             match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable["definition"])
             assert match, f"{path.name}: variable {variable['name']} is not label_values(...)"
@@ -167,13 +183,14 @@ def test_dashboard_provider_loads_the_dashboard_directory() -> None:
     assert re.search(r"^\s*path:\s*/var/lib/grafana/dashboards\s*$", text, re.MULTILINE)
 
 
-def test_promtool_accepts_the_deploy_config() -> None:
+@pytest.mark.parametrize("config", [PROMETHEUS_CONFIG, GOCO_CONFIG], ids=lambda p: p.name)
+def test_promtool_accepts_the_deploy_config(config: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         require_infra("promtool (Debian package prometheus) is not installed")
         return
     result = subprocess.run(
-        [promtool, "check", "config", str(PROMETHEUS_CONFIG)],
+        [promtool, "check", "config", str(config)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -198,10 +215,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def local_config(cluster: LocalCluster, prometheus_address: str) -> str:
+def local_config(
+    cluster: LocalCluster, prometheus_address: str, config: Path = PROMETHEUS_CONFIG
+) -> str:
     """The deploy config with each compose target swapped for the matching local process
     (``worker-i`` is the i-th worker of the setup, edge by edge) and a faster scrape."""
-    text = PROMETHEUS_CONFIG.read_text()
+    text = config.read_text()
     workers = [w.name for w in cluster.setup.workers]
     targets = {"localhost:9090": prometheus_address}
     for name, process in cluster.processes.items():
@@ -253,74 +272,123 @@ def run_job(client: MasterClient, config: JobConfig) -> None:
     assert status.state == master_pb2.JOB_STATE_SUCCEEDED, status.message
 
 
+@contextmanager
+def prometheus_for(cluster: LocalCluster, config: Path, tmp: Path) -> Iterator[str]:
+    """A Prometheus scraping ``cluster`` with the deploy ``config`` (targets swapped), every
+    target up; yields its base URL."""
+    prometheus = shutil.which("prometheus")
+    assert prometheus is not None
+    address = f"127.0.0.1:{free_port()}"
+    local = tmp / "prometheus.yml"
+    local.write_text(local_config(cluster, address, config))
+    log = (tmp / "prometheus.log").open("wb")
+    server = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={local}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address={address}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://{address}"
+    try:
+        wait_for(
+            "prometheus ready",
+            lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2).status == 200,
+        )
+        targets = len(re.findall(r'"[\w.-]+:\d+"', config.read_text()))
+        wait_for("every target scraped up", lambda: scalar(base, "sum(up)") == targets)
+        yield base
+    except TimeoutError as error:
+        log.flush()
+        tail = (tmp / "prometheus.log").read_text(errors="replace")[-2000:]
+        raise TimeoutError(f"{error}; prometheus log:\n{tail}") from error
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+        log.close()
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus = shutil.which("prometheus")
-    if prometheus is None:
+    if shutil.which("prometheus") is None:
         require_infra("prometheus (Debian package prometheus) is not installed")
         return
     tmp = tmp_path_factory.mktemp("observability")
     setup = default_setup(edges=EDGES, workers_per_edge=WORKERS_PER_EDGE, compute_seconds=0.02)
-    with LocalCluster(setup, workdir=tmp / "cluster") as cluster:
-        address = f"127.0.0.1:{free_port()}"
-        config = tmp / "prometheus.yml"
-        config.write_text(local_config(cluster, address))
-        log = (tmp / "prometheus.log").open("wb")
-        server = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp / 'tsdb'}",
-                f"--web.listen-address={address}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://{address}"
+    with (
+        LocalCluster(setup, workdir=tmp / "cluster") as cluster,
+        prometheus_for(cluster, PROMETHEUS_CONFIG, tmp) as base,
+    ):
+        start = time.time()
+        client = MasterClient(cluster.master_address)
         try:
-            wait_for(
-                "prometheus ready",
-                lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=2).status == 200,
+            run_job(
+                client,
+                JobConfig(scheme="hgc", s_edge=-1, s_worker=1, rounds=ROUNDS, checkpoint_every=0),
             )
-            targets = len(re.findall(r'"[\w.-]+:\d+"', PROMETHEUS_CONFIG.read_text()))
-            wait_for(
-                "every target scraped up",
-                lambda: scalar(base, "sum(up)") == targets,
-            )
-            start = time.time()
-            client = MasterClient(cluster.master_address)
-            try:
-                run_job(
-                    client,
-                    JobConfig(
-                        scheme="hgc", s_edge=-1, s_worker=1, rounds=ROUNDS, checkpoint_every=0
-                    ),
-                )
-                run_job(client, JobConfig(scheme="uncoded", rounds=ROUNDS, checkpoint_every=0))
-            finally:
-                client.close()
-            # Each round is recorded at the master and the edges within milliseconds of each
-            # other: once Prometheus has seen every round at the master, a few more scrapes
-            # take in the rest, and give every rate a sample past the last round.
-            wait_for(
-                "both jobs scraped",
-                lambda: scalar(base, "sum(edgecode_master_rounds_total)") >= 2 * ROUNDS,
-            )
-            time.sleep(3 * float(SCRAPE_INTERVAL.rstrip("s")))
-            yield Stack(cluster, base, start, time.time())
-        except TimeoutError as error:
-            log.flush()
-            tail = (tmp / "prometheus.log").read_text(errors="replace")[-2000:]
-            raise TimeoutError(f"{error}; prometheus log:\n{tail}") from error
+            run_job(client, JobConfig(scheme="uncoded", rounds=ROUNDS, checkpoint_every=0))
         finally:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(5)
-            log.close()
+            client.close()
+        # Each round is recorded at the master and the edges within milliseconds of each
+        # other: once Prometheus has seen every round at the master, a few more scrapes
+        # take in the rest, and give every rate a sample past the last round.
+        wait_for(
+            "both jobs scraped",
+            lambda: scalar(base, "sum(edgecode_master_rounds_total)") >= 2 * ROUNDS,
+        )
+        time.sleep(3 * float(SCRAPE_INTERVAL.rstrip("s")))
+        yield Stack(cluster, base, start, time.time())
+
+
+@pytest.fixture(scope="module")
+def gossip_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The compose profile goco's shape: a coordinator and 8 peers, after a GOCO job with
+    emulated Bernoulli stragglers (so gradients are really skipped)."""
+    if shutil.which("prometheus") is None:
+        require_infra("prometheus (Debian package prometheus) is not installed")
+        return
+    tmp = tmp_path_factory.mktemp("gossip-observability")
+    with (
+        LocalGossipCluster(gossip_peers(GOSSIP_PEERS), workdir=tmp / "cluster") as cluster,
+        prometheus_for(cluster, GOCO_CONFIG, tmp) as base,
+    ):
+        start = time.time()
+        client = GossipClient(cluster.coordinator_address)
+        try:
+            spec = GossipJobSpec(
+                job_id="observed",
+                graph="torus",
+                replication=3,
+                straggle_probability=0.3,
+                dataset="synthetic-lsq:n=400,d=5,noise=0.5",
+                rounds=ROUNDS,
+                partition_deadline_seconds=0.01,
+                gossip_deadline_seconds=0.5,
+                straggle="bernoulli:p=0.3,factor=5",
+                compute_seconds=0.04,
+            )
+            client.start(spec)
+            status = client.wait(spec.job_id, timeout=120)
+            assert status.state == "succeeded", status.message
+        finally:
+            client.close()
+        wait_for(
+            "the gossip job scraped",
+            lambda: (
+                scalar(base, "sum(edgecode_peer_rounds_total)") >= GOSSIP_PEERS * ROUNDS
+                and scalar(base, "sum(edgecode_coordinator_gossip_rounds_total)") >= ROUNDS
+            ),
+        )
+        time.sleep(3 * float(SCRAPE_INTERVAL.rstrip("s")))
+        yield Stack(cluster, base, start, time.time())
 
 
 @pytest.mark.parametrize(
@@ -331,6 +399,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_every_dashboard_query_returns_data(stack: Stack, query: Query) -> None:
     """Each query, as Grafana would send it over the test's time range, returns at least one
     finite number (NaN alone would draw an empty panel); it must also be a valid instant query."""
+    returns_data(stack, query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    dashboard_queries(gossip=True) + variable_queries(gossip=True),
+    ids=lambda q: f"{q.dashboard}:{q.panel}:{q.ref_id}",
+)
+def test_every_gossip_dashboard_query_returns_data(gossip_stack: Stack, query: Query) -> None:
+    returns_data(gossip_stack, query)
+
+
+def test_the_gossip_dashboard_is_checked() -> None:
+    queries = dashboard_queries(gossip=True)
+    assert {q.dashboard for q in queries} == set(GOSSIP_DASHBOARDS)
+    assert any("edgecode_peer_" in q.expr for q in queries)
+    assert not any(q.dashboard in GOSSIP_DASHBOARDS for q in dashboard_queries())
+
+
+def returns_data(stack: Stack, query: Query) -> None:
     expr = expand(query.expr)
     instant = api(stack.prometheus_url, "/api/v1/query", query=expr, time=f"{stack.at:.3f}")
     if query.instant:
@@ -378,3 +466,18 @@ def test_every_service_is_scraped_with_its_role_and_edge(stack: Stack) -> None:
         stack.prometheus_url, "/api/v1/labels", **{"match[]": "edgecode_master_training_loss"}
     )
     assert "job_id" in loss_labels and "exported_job" not in loss_labels
+
+
+def test_promtool_accepts_every_peer_metrics(gossip_stack: Stack) -> None:
+    test_promtool_accepts_every_service_metrics(gossip_stack)
+
+
+def test_every_peer_is_scraped_with_its_name(gossip_stack: Stack) -> None:
+    data = api(gossip_stack.prometheus_url, "/api/v1/targets", state="active")
+    seen = {
+        (t["labels"]["job"], t["labels"].get("peer", ""), t["health"])
+        for t in data["activeTargets"]
+    }
+    expected = {("coordinator", "", "up"), ("prometheus", "", "up")}
+    expected |= {("peer", f"peer-{i}", "up") for i in range(GOSSIP_PEERS)}
+    assert seen == expected

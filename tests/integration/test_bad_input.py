@@ -713,7 +713,10 @@ def test_edge_rejects_workers_without_address(edge: EdgeUnderTest) -> None:
 
 
 def test_edge_rejects_nan_deadline(edge: EdgeUnderTest) -> None:
+    # Same job id as the configured job: the refused configuration must not replace it.
     expect_status(INVALID, lambda: edge.configure(worker_deadline_seconds=math.nan))
+    edge.assert_exact(2)
+    expect_status(PRECONDITION, lambda: edge.run_round(3, job_id="other-job"))
 
 
 def test_edge_unknown_job_is_failed_precondition(edge: EdgeUnderTest) -> None:

@@ -106,6 +106,12 @@ CASES: list[tuple[list[str], str]] = [
     (["run", "--json", "{plain}/out.json"], "--json"),
     (["run", "--plot", "{tmp}/out.txt"], "--plot"),
     (["run", "--workdir", "{plain}"], "--workdir"),
+    # the gossip schemes (paper 4): checked before either cluster starts
+    (["run", "--schemes", "goco", "--peers", "1"], "--peers"),
+    (["run", "--schemes", "goco,gossip", "--graph", "{tmp}/none.txt"], "--graph"),
+    (["run", "--schemes", "goco", "--gossip-p", "1"], "--gossip-p"),
+    (["run", "--schemes", "goco", "--gossip-lr", "0"], "--gossip-lr"),
+    (["run", "--schemes", "goco", "--straggle", "bogus"], "--straggle"),
     # train: everything but the master's own files is checked here
     (["train", "--master", "nonsense"], "--master"),
     (["train", "--master", "127.0.0.1:99999"], "--master"),

@@ -30,7 +30,7 @@ HEAVY = (
     "edgecode.planning",
     "edgecode.learning",
 )
-ROLES = ("coordinator", "master", "aggregator", "worker")
+ROLES = ("coordinator", "master", "aggregator", "worker", "peer")
 #: A flag each subcommand's --help must list (its full parser was built).
 FLAGS = {
     "run": "--no-warmup",
@@ -47,6 +47,8 @@ FLAGS = {
     "master": "--checkpoint-dir",
     "aggregator": "--link-seconds",
     "worker": "--straggle",
+    "peer": "--compute-seconds",
+    "gossip": "--replication",
 }
 
 

@@ -365,7 +365,11 @@ class Cluster:
         return self._topology
 
     def plan(
-        self, partitions: int, exclude: Sequence[str] = (), max_partitions: int = 0
+        self,
+        partitions: int,
+        exclude: Sequence[str] = (),
+        max_partitions: int = 0,
+        current: Plan | None = None,
     ) -> tuple[Plan, float]:
         self.plan_calls += 1
         assert self._plans is not None, "this test's cluster has no planner"

@@ -112,7 +112,7 @@ def test_parser_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_straggle_shift_as_documented() -> None:
-    from edgecode.worker.straggle import parse_straggle
+    from edgecode.emulation import parse_straggle
 
     config = parse_straggle("exp:shift=0.1,rate=20", compute_seconds=0.05)
     assert (config.spec.shift, config.spec.rate) == (0.1, 20.0)
@@ -134,7 +134,7 @@ def test_straggle_shift_as_documented() -> None:
     ],
 )
 def test_straggle_refuses_what_it_cannot_use(text: str, message: str) -> None:
-    from edgecode.worker.straggle import parse_straggle
+    from edgecode.emulation import parse_straggle
 
     with pytest.raises(ValueError) as error:
         parse_straggle(text)
@@ -144,7 +144,7 @@ def test_straggle_refuses_what_it_cannot_use(text: str, message: str) -> None:
 
 def test_readme_straggle_models_parse() -> None:
     """Every --straggle example the README's "Using edgecode" section gives is accepted."""
-    from edgecode.worker.straggle import parse_straggle
+    from edgecode.emulation import parse_straggle
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme[readme.index("## Using edgecode") : readme.index("## How it works")]

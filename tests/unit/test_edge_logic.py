@@ -294,3 +294,12 @@ def test_configure_refuses_bad_input(edge: Edge, changes: dict, match: str) -> N
             args["s_worker"],
         )
     assert edge.workers.clients == []  # nothing was started for a refused job
+
+
+def test_a_new_configuration_never_drops_the_epoch_rounds_use(edge: Edge) -> None:
+    edge.configure(epoch=1)
+    list(edge.logic.run_round(JOB, 0, np.zeros(5), 1, lambda: True))
+    edge.configure(epoch=2)
+    edge.configure(epoch=3)  # epoch 2 (never used) makes room, not epoch 1
+    (result,) = list(edge.logic.run_round(JOB, 1, np.zeros(5), 1, lambda: True))
+    assert result.vector.shape == (5,)

@@ -564,3 +564,30 @@ def test_watch_yields_progress_until_the_job_ends(harness: Harness) -> None:
     seen = [(job.round, job.state) for job in harness.logic.watch(job_id, lambda: True)]
     rounds = [r for r, _ in seen]
     assert rounds == sorted(rounds) and seen[-1] == (4, SUCCEEDED)
+
+
+def test_a_new_structure_predicted_no_faster_than_the_current_plan_is_not_placed() -> None:
+    """The planner re-times the plan in use on the same fits (``current_seconds``): a new
+    structure whose prediction does not beat it by more than a placement costs is not placed,
+    however slow the measured rounds are (prediction is compared with prediction)."""
+
+    def plan(call: int) -> tuple[Plan, float]:
+        if call == 1:
+            return grid_plan(0.05), 0.05
+        new = grid_plan(0.10, 2)
+        new.extra["current_seconds"] = 0.09  # the plan in use is predicted faster: keep it
+        return new, 0.10
+
+    h = Harness(plans=plan)
+    # Measured rounds of 0.3 s would make the new plan look like a 0.2 s/round saving.
+    h.transport.on_round = lambda r: time.sleep(0.3)
+    config = job_config("hgc", s_edge=-1, rounds=5, profile_rounds=2)
+    try:
+        job = h.run(config)
+        assert job.state == SUCCEEDED, job.message
+        assert h.cluster.plan_calls >= 2
+        assert job.placements == 1
+        assert {p.header.epoch for p in h.transport.placed} == {1}
+        assert_exact(job.param_history, reference(config)[0])
+    finally:
+        h.close()

@@ -35,3 +35,19 @@ def test_edge_worker_series_start_at_zero_when_configured() -> None:
     page = generate_latest(metrics.registry).decode()
     for worker in ("w-a", "w-b"):
         assert f'edgecode_edge_worker_response_seconds_count{{worker="{worker}"}} 0.0' in page
+
+
+def test_peer_series_start_at_zero() -> None:
+    from edgecode.runtime.peer_metrics import GOSSIP_SCHEMES, PEER_REFUSALS, PeerMetrics
+
+    metrics = PeerMetrics()
+    metrics.known_neighbours(["peer-1", "peer-7"])
+    page = generate_latest(metrics.registry).decode()
+    for scheme in GOSSIP_SCHEMES:
+        assert f'edgecode_peer_rounds_total{{scheme="{scheme}"}} 0.0' in page
+        assert f'edgecode_peer_skipped_gradients_total{{scheme="{scheme}"}} 0.0' in page
+    for reason in PEER_REFUSALS:
+        assert f'edgecode_peer_refused_messages_total{{reason="{reason}"}} 0.0' in page
+    for name in ("peer-1", "peer-7"):
+        assert f'edgecode_peer_missing_values_total{{neighbour="{name}"}} 0.0' in page
+        assert f'edgecode_peer_gossip_seconds_count{{neighbour="{name}"}} 0.0' in page

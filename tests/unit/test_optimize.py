@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from collections.abc import Callable
 from dataclasses import replace
@@ -9,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from edgecode.bench.planner import bench_planner, random_cluster
+from edgecode.bench.planner import random_cluster
 from edgecode.errors import Infeasible
 from edgecode.planning import _rule
 from edgecode.planning.baselines import (
@@ -351,11 +352,41 @@ def test_exhaustive_refuses_large_clusters() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_bench_planner_rows() -> None:
-    rows = bench_planner([(2, 2), (3, 2)], np.random.default_rng(0))
-    assert [r["workers"] for r in rows] == [4, 6]
-    for row in rows:
-        assert row["seconds"] > 0
+def test_bench_planner_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``seconds`` is the median of ``repeats`` timings of exactly the optimize call (a fake
+    clock moves only inside it), and every other field is what the planner returned for that
+    cluster (the clusters drawn again from the same seed)."""
+    module = importlib.import_module("edgecode.bench.planner")
+    clock = [100.0]
+    durations = iter([0.5, 0.25, 0.375, 0.625])  # exact in binary
+    real = module.optimize
+    plans: list[tuple[ClusterSpec, Plan]] = []
+
+    def timed(spec: ClusterSpec, *args: object, **kwargs: object) -> Plan:
+        plan = real(spec, *args, **kwargs)
+        plans.append((spec, plan))
+        clock[0] += next(durations)
+        return plan
+
+    fake = type(
+        "FakeTime", (), {"perf_counter": lambda: clock[0], "process_time": lambda: clock[0]}
+    )
+    monkeypatch.setattr(module, "time", fake)
+    monkeypatch.setattr(module, "optimize", timed)
+    sizes = [(2, 2), (3, 2)]
+    rows = module.bench_planner(sizes, np.random.default_rng(0), repeats=2)
+    assert [r["seconds"] for r in rows] == [0.375, 0.5]
+    assert [r["cpu_seconds"] for r in rows] == [0.375, 0.5]
+    assert [(r["edges"], r["workers"]) for r in rows] == [(2, 4), (3, 6)]
+    rng = np.random.default_rng(0)
+    for row, (edges, per_edge), (timed_spec, plan) in zip(rows, sizes, plans[1::2], strict=True):
+        spec = random_cluster(edges, per_edge, rng)
+        assert timed_spec == spec, "the timed call planned the drawn cluster"
+        assert row["expected_round_seconds"] == plan.expected_round_seconds
+        assert row["evaluations"] == plan.extra.get("evaluations")
+        assert row["uncoded_seconds"] == uncoded_plan(spec).expected_round_seconds
+        values = np.array([row["expected_round_seconds"], row["uncoded_seconds"]])
+        assert np.all(np.isfinite(values)) and np.all(values > 0)
         assert row["expected_round_seconds"] <= row["uncoded_seconds"] * (1 + 1e-9)
 
 

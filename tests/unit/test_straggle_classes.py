@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgecode.emulation import parse_straggle
 from edgecode.planning.spec import WorkerSpec
 from edgecode.stragglers import (
     ClassFilter,
@@ -14,7 +15,6 @@ from edgecode.stragglers import (
     sample_markov,
     sample_markov_classes,
 )
-from edgecode.worker.straggle import parse_straggle
 
 
 def test_parse_the_issue_example() -> None:

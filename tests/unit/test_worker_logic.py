@@ -14,12 +14,12 @@ import pytest
 import scipy.sparse as sp
 from inprocess import RecordingMetrics, place
 
+from edgecode.emulation import StraggleConfig
 from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.learning.datasets import synthetic_least_squares, synthetic_sparse
 from edgecode.learning.models import get_model
 from edgecode.records import PlacementHeader
 from edgecode.worker.logic import WorkerLogic
-from edgecode.worker.straggle import StraggleConfig
 
 JOB = "job-w"
 
@@ -315,3 +315,17 @@ def test_jobs_is_a_copy(worker: WorkerLogic) -> None:
     jobs = worker.jobs()
     jobs.clear()
     assert JOB in worker.jobs()
+
+
+def test_a_new_placement_never_drops_the_epoch_rounds_use(worker: WorkerLogic) -> None:
+    """Rounds use epoch 1; an abandoned shuffle left epoch 2 beside it; a later shuffle places
+    epoch 3: the epoch to make room for is 2 (unused), never 1 (rounds still name it). Dropping
+    the oldest install instead failed every round at once (found by a real-process test)."""
+    data = synthetic_least_squares(30, 4, np.random.default_rng(3))
+    blocks = data.partition(6)
+    before, _ = worker.compute(JOB, 0, np.zeros(5), 1, threading.Event())
+    for epoch in (2, 3):
+        place(worker, header((5,), (1.0,), (5,), epoch=epoch), [(5, *blocks[5])])
+    assert worker.epochs(JOB) == (1, 3)
+    again, _ = worker.compute(JOB, 1, np.zeros(5), 1, threading.Event())
+    assert relative(again, before) <= 1e-12

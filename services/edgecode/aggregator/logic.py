@@ -176,6 +176,8 @@ class AggregatorLogic:
         self._installs = 0
         #: job id -> when it was last configured or run (for the idle TTL)
         self._used: dict[str, float] = {}
+        #: job id -> the epoch rounds use now (the last one a round named)
+        self._in_use: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def configure(
@@ -245,8 +247,10 @@ class AggregatorLogic:
             held = self._jobs.setdefault(job_id, {})
             if epoch in held:
                 retired.append(held.pop(epoch))
-            while len(held) >= MAX_EPOCHS_HELD:
-                retired.append(held.pop(min(held, key=lambda e: held[e].installed)))
+            in_use = self._in_use.get(job_id)
+            while len(held) >= MAX_EPOCHS_HELD:  # never the configuration rounds use now
+                spare = [e for e in held if e != in_use] or list(held)
+                retired.append(held.pop(min(spare, key=lambda e: held[e].installed)))
             self._installs += 1
             job.installed = self._installs
             held[epoch] = job
@@ -260,6 +264,7 @@ class AggregatorLogic:
         with self._lock:
             held = self._jobs.pop(job_id, {})
             self._used.pop(job_id, None)
+            self._in_use.pop(job_id, None)
         for job in held.values():
             job.client.close()
         return bool(held)
@@ -290,6 +295,7 @@ class AggregatorLogic:
                 )
             for other in [e for e, j in held.items() if j.installed < job.installed]:
                 retired.append(held.pop(other))
+            self._in_use[job_id] = epoch
         for old in retired:
             old.client.close()
         return job

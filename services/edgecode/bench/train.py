@@ -7,7 +7,11 @@ Emulated compute of 5 ms per partition, K = 16, 8 workers in 2 edges, real gradi
 - no stragglers (deterministic compute): the planner's plan vs uncoded (target <= 1.15x), and
   fixed s_e = s_w = 1 against what the load bound predicts: uncoded's round time plus the extra
   compute of holding D = K (s_e+1)(s_w+1) / N partitions instead of K / N;
-- peak resident memory of every worker process (target < 150 MB).
+- peak resident memory of every worker process (target < 150 MB);
+- beside them, in the same run, the ideal floor (8 threads and a barrier in one process, the
+  same emulated and real compute) and the oracle (the straggler dropped and its work spread):
+  targets planned hgc <= 1.6x the floor without stragglers, <= 1.3x the oracle with the
+  straggler; and a per-round breakdown of where hgc's and uncoded's time goes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecode.bench.floor import measure
 from edgecode.cluster.local import LocalCluster, default_setup
 from edgecode.master.client import MasterClient, summary
 from edgecode.records import JobConfig
@@ -37,11 +42,43 @@ def _peak_rss_mb(pid: int) -> float:
 def _jobs(client: MasterClient, configs: list[JobConfig], skip: int) -> list[dict[str, Any]]:
     results = []
     for config in configs:
-        result = summary(client.wait(client.submit(config), timeout=600))
-        seconds = result["round_seconds"][skip:]
+        status = client.wait(client.submit(config), timeout=600)
+        result = summary(status)
+        # Steady state: the second half of the rounds (a re-plan is adopted in the background
+        # once ready, a few rounds after profiling).
+        seconds = result["round_seconds"][max(skip, len(result["round_seconds"]) // 2) :]
         result["steady_round_seconds"] = float(np.mean(seconds)) if seconds else float("nan")
+        result["breakdown"] = _breakdown(result, status)
         results.append(result)
     return results
+
+
+def _breakdown(result: dict[str, Any], status: Any) -> dict[str, float]:
+    """Where a steady-state round's time goes (ms): at the master (sending the parameters,
+    waiting, decoding, the optimizer step) and, for the workers that answered in the last round,
+    their compute and what their answer cost beyond it (serialization, transfer, the edge)."""
+    half = len(result["round_seconds"]) // 2
+
+    def mean_ms(key: str) -> float:
+        values = result[key][half:]
+        return float(np.mean(values)) * 1e3 if values else float("nan")
+
+    arrived = [t for t in status.last_timings if t.arrived]
+    compute = float(np.max([t.compute_seconds for t in arrived])) * 1e3 if arrived else float("nan")
+    response = float(np.max([t.seconds for t in arrived])) * 1e3 if arrived else float("nan")
+    round_ms = float(np.mean(result["round_seconds"][half:])) * 1e3
+    wait = mean_ms("wait_seconds")
+    return {
+        "round_ms": round_ms,
+        "master_send_ms": mean_ms("send_seconds"),
+        "master_wait_ms": wait,
+        "master_decode_ms": mean_ms("decode_seconds"),
+        "optimizer_step_ms": mean_ms("step_seconds"),
+        "worker_compute_ms": compute,
+        "worker_answer_beyond_compute_ms": response - compute,
+        "edge_and_master_beyond_workers_ms": wait - response,
+        "master_other_ms": round_ms - mean_ms("send_seconds") - wait - mean_ms("step_seconds"),
+    }
 
 
 def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
@@ -80,11 +117,20 @@ def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
                 if p.role == "worker" and p.popen is not None
             }
         n_workers = len(setup.workers)
+        factors = [5.0 if w.straggle != "none" else 1.0 for w in setup.workers]
+        ideal = measure(factors, COMPUTE_SECONDS, rounds=max(20, rounds // 2), seed=seed)
         load_fixed = PARTITIONS * 2 * 2 // n_workers
         predicted_fixed = (
             uncoded["steady_round_seconds"] + (load_fixed - PARTITIONS // n_workers) * PER_PARTITION
         )
         report[scenario] = {
+            "floor_seconds": ideal["floor_seconds"],
+            "oracle_seconds": ideal["oracle_seconds"] if straggle != "none" else None,
+            "planned_over_floor": planned["steady_round_seconds"] / ideal["floor_seconds"],
+            "planned_over_oracle": planned["steady_round_seconds"] / ideal["oracle_seconds"]
+            if straggle != "none"
+            else None,
+            "breakdown": {"hgc": planned["breakdown"], "uncoded": uncoded["breakdown"]},
             "planned_hgc_seconds": planned["steady_round_seconds"],
             "planned_predicted_seconds": planned["predicted_round_seconds"],
             "uncoded_seconds": uncoded["steady_round_seconds"],

@@ -52,6 +52,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "start an aggregator: edge aggregator: fan-out, first decodable set",
     ),
     "worker": ("services", "start a worker: holds partitions, computes coded gradients"),
+    "peer": ("peer", "start a gossip peer: runs GOCO rounds with its graph neighbours"),
+    "gossip": (
+        "gossip",
+        "launch a gossip learning job (GOCO, gossip, gossip-wait) on the peers and follow it",
+    ),
     "health": ("health", "exit 0 when a service's gRPC health check says SERVING"),
     "cluster": (
         "cluster",

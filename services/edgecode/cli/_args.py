@@ -119,7 +119,7 @@ def integer_list(low: int) -> Callable[[str], list[int]]:
 
 def straggle(text: str) -> str:
     """A worker's straggler emulation (``--straggle``), checked by the worker's own parser."""
-    from edgecode.worker.straggle import parse_straggle
+    from edgecode.emulation import parse_straggle
 
     try:
         parse_straggle(text)

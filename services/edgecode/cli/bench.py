@@ -52,7 +52,62 @@ def register(
     _train_target(targets)
     _matmul_target(targets)
     _papers_targets(targets)
+    _scale_target(targets)
+    from edgecode.cli.gossip import add_bench_target  # bench goco lives with edgecode gossip
+
+    add_bench_target(targets)
     parser.set_defaults(func=partial(print_help, parser))
+
+
+def _scale_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench scale``: its parser."""
+    scale = targets.add_parser(
+        "scale",
+        help="round time, master and edge CPU, bytes and memory for 8..64 workers; planner time",
+        description=(
+            "Real local clusters of 8, 16, 32 and 64 worker processes (about sqrt(N) edges, the "
+            "same total emulated compute): hgc (planner) vs flat vs uncoded; mean round time, "
+            "master and edge CPU per round, bytes the master receives per round, peak worker "
+            "memory; and the planner's time up to 1,000 workers (targets < 50 ms at 16, < 1 s "
+            "at 200). The master's cost per round should follow the edges, not the workers."
+        ),
+    )
+    scale.add_argument(
+        "--out", type=_args.output_dir, default="out/bench-scale", help="output folder"
+    )
+    scale.add_argument(
+        "--sizes",
+        type=_args.integer_list(2),
+        default="8,16,32,64",
+        help="worker counts (default 8,16,32,64)",
+    )
+    scale.add_argument("--rounds", type=_args.integer(4), default=20, help="rounds per job")
+    scale.set_defaults(func=_bench_scale)
+
+
+def _bench_scale(args: argparse.Namespace) -> int:
+    from edgecode.bench.papers import write_rows
+    from edgecode.bench.scale import bench_planner_sizes, bench_scale
+
+    out = Path(args.out)
+    with console().status("local clusters of growing size ..."):
+        rows = bench_scale(args.sizes, args.rounds)
+    keys = [k for k in rows[0] if k != "state"]
+    table("bench scale: the round path", keys, [[r[k] for k in keys] for r in rows])
+    with console().status("the planner up to 1,000 workers ..."):
+        planner = bench_planner_sizes()
+    table(
+        "the planner (one run each; targets < 0.05 s at 16 workers, < 1 s at 200)",
+        ["workers", "edges", "seconds", "cpu seconds", "target"],
+        [
+            [p["workers"], p["edges"], p["seconds"], p["cpu_seconds"], p["target_seconds"]]
+            for p in planner
+        ],
+    )
+    json_path, csv_path = write_rows(rows, out, "scale")
+    (out / "planner.json").write_text(json.dumps(planner, indent=2, default=float) + "\n")
+    console().print(f"wrote {json_path}, {csv_path}, {out / 'planner.json'}")
+    return 0 if all(r["state"] == "succeeded" for r in rows) else 1
 
 
 def _papers_targets(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -550,11 +605,46 @@ def _bench_train(args: argparse.Namespace) -> int:
         ],
         rows,
     )
+    _print_ideal(training)
     report = {"transport": transport, "training": training}
     (out / "train.json").write_text(json.dumps(report, indent=2, default=float))
     _plot_train(training, out / "train.png")
     console().print(f"wrote {out / 'train.json'}, {out / 'train.png'}")
     return 0
+
+
+def _print_ideal(training: dict[str, Any]) -> None:
+    """Planned hgc beside the ideal floor and the oracle, and where a round's time goes."""
+    rows = []
+    for scenario, r in training.items():
+        oracle = r["oracle_seconds"]
+        rows.append(
+            [
+                scenario,
+                r["planned_hgc_seconds"] * 1e3,
+                r["floor_seconds"] * 1e3,
+                "-" if oracle is None else oracle * 1e3,
+                r["planned_over_floor"],
+                "-" if r["planned_over_oracle"] is None else r["planned_over_oracle"],
+            ]
+        )
+    table(
+        "Planned hgc vs the ideal floor (threads + barrier, one process) and the oracle "
+        "(targets: <= 1.6x the floor without stragglers, <= 1.3x the oracle with one)",
+        ["scenario", "hgc ms", "floor ms", "oracle ms", "hgc/floor", "hgc/oracle"],
+        rows,
+    )
+    for scenario, r in training.items():
+        parts = r["breakdown"]
+        keys = list(parts["hgc"])
+        table(
+            f"Where a round's time goes, {scenario} (ms, steady state)",
+            ["part", *parts],
+            [
+                [key.removesuffix("_ms").replace("_", " "), *(parts[s][key] for s in parts)]
+                for key in keys
+            ],
+        )
 
 
 def _plot_train(training: dict[str, Any], path: Path) -> None:

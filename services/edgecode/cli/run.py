@@ -16,6 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from edgecode.cli import _args, command_help
 from edgecode.cli._errors import remote
+from edgecode.cli._gossip_run import (
+    GOSSIP_SCHEMES,
+    add_gossip_flags,
+    gossip_schemes,
+    gossip_specs,
+    report_gossip,
+    run_gossip,
+)
 from edgecode.cli._jobs import (
     GRADIENT_SCHEMES,
     JOB_SCHEMES,
@@ -137,9 +145,11 @@ def _job_flags(parser: argparse.ArgumentParser) -> None:
     """The jobs: schemes, rounds, data, model and optimizer."""
     parser.add_argument(
         "--schemes",
-        type=_args.choices_list(JOB_SCHEMES),
+        type=_args.choices_list(JOB_SCHEMES + GOSSIP_SCHEMES),
         default=DEFAULT_SCHEMES,
-        help=f"comma list of {', '.join(JOB_SCHEMES)} (default: {DEFAULT_SCHEMES})",
+        help=f"comma list of {', '.join(JOB_SCHEMES + GOSSIP_SCHEMES)} (default: "
+        f"{DEFAULT_SCHEMES}); goco, gossip and gossip-wait run on their own cluster of --peers "
+        "peers after the others",
     )
     parser.add_argument(
         "--rounds",
@@ -174,6 +184,7 @@ def _job_flags(parser: argparse.ArgumentParser) -> None:
         help="round deadline seconds (default 30); approx decodes what arrived by then",
     )
     add_scheme_flags(parser)
+    add_gossip_flags(parser)
 
 
 def _output_flags(parser: argparse.ArgumentParser) -> None:
@@ -314,13 +325,58 @@ def check_shape(args: argparse.Namespace, setup: ClusterSetup) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    master_schemes, gossip = gossip_schemes(args.schemes)
+    setup = _setup(args)
+    check_shape(args, setup)
+    for scheme in master_schemes:
+        check_job(_config(args, scheme))
+    try:
+        specs = gossip_specs(args, gossip, str(REPLACED_BY_SPEC["straggle"])) if gossip else []
+    except ValueError as exc:  # InvalidInput is a ValueError: a bad gossip flag
+        _args.check(False, f"gossip schemes: {exc}")
+        raise
+    results: list[dict[str, Any]] = []
+    latencies: dict[str, dict[str, list[float]]] = {}
+    memory: dict[str, float] = {}
+    if master_schemes:
+        results, latencies, memory = _run_master(args, setup, master_schemes)
+    gossip_rows = run_gossip(args, specs) if specs else []
+    reference = add_targets(results)
+    if results:
+        report(results, reference)
+    if gossip_rows:
+        report_gossip(gossip_rows)
+    if memory:
+        console().print(
+            f"peak worker memory: {max(memory.values()):.0f} MB (max over {len(memory)} workers)"
+        )
+    if args.json:
+        document: dict[str, Any] = {
+            "schemes": results + gossip_rows,
+            "worker_peak_rss_mb": memory,
+        }
+        if args.straggle_classes is not None:
+            document["slow_nodes"] = sorted(
+                w.name for w in setup.workers if w.straggle.endswith("slow=1")
+            )
+        write_json(args.json, document)
+        console().print(f"wrote {args.json}")
+    if args.plot:
+        from edgecode.cli._plots import plot_run
+
+        plot_run(results + gossip_rows, latencies, Path(args.plot))
+        console().print(f"wrote {args.plot}")
+    return 0 if all(r["state"] == "succeeded" for r in results + gossip_rows) else 1
+
+
+def _run_master(
+    args: argparse.Namespace, setup: ClusterSetup, schemes: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[float]]], dict[str, float]]:
+    """The master's schemes on a local cluster: their rows, per-worker latencies and the
+    workers' peak memory."""
     from edgecode.cluster.local import LocalCluster
     from edgecode.master.client import MasterClient, state_name, summary
 
-    setup = _setup(args)
-    check_shape(args, setup)
-    for scheme in args.schemes:
-        check_job(_config(args, scheme))
     with console().status(
         f"starting a local cluster: {len(setup.edges)} edges, {len(setup.workers)} workers ..."
     ):
@@ -338,7 +394,7 @@ def _run(args: argparse.Namespace) -> int:
         with remote(cluster.master_address, "the local master"):
             if args.warmup:
                 _warm_up(client, args)
-            for scheme in args.schemes:
+            for scheme in schemes:
                 followed = submit_and_follow(client, _config(args, scheme), scheme)
                 status = followed.status
                 latencies[scheme] = followed.latencies
@@ -349,26 +405,7 @@ def _run(args: argparse.Namespace) -> int:
         memory = cluster.peak_rss_mb("worker")
     finally:
         cluster.stop()
-    reference = add_targets(results)
-    report(results, reference)
-    if memory:
-        console().print(
-            f"peak worker memory: {max(memory.values()):.0f} MB (max over {len(memory)} workers)"
-        )
-    if args.json:
-        document: dict[str, Any] = {"schemes": results, "worker_peak_rss_mb": memory}
-        if args.straggle_classes is not None:
-            document["slow_nodes"] = sorted(
-                w.name for w in setup.workers if w.straggle.endswith("slow=1")
-            )
-        write_json(args.json, document)
-        console().print(f"wrote {args.json}")
-    if args.plot:
-        from edgecode.cli._plots import plot_run
-
-        plot_run(results, latencies, Path(args.plot))
-        console().print(f"wrote {args.plot}")
-    return 0 if all(r["state"] == "succeeded" for r in results) else 1
+    return results, latencies, memory
 
 
 def _warm_up(client: MasterClient, args: argparse.Namespace) -> None:

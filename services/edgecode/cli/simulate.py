@@ -78,10 +78,86 @@ def register(
         metavar="S",
         help="workers the ignore-stragglers baseline drops (default: a tenth, at least 1)",
     )
+    group = parser.add_argument_group(
+        "paper 2 (approximate decoding with shuffling), instead of the schemes above"
+    )
+    group.add_argument(
+        "--scheme",
+        choices=PAPER2_SCHEMES,
+        help="simulate this scheme beside approx (no shuffle), exact and ignore, with the "
+        "spec's two-class (Markov) workers: partition usage and decoding error over rounds",
+    )
+    group.add_argument("--shuffle-every", type=_args.integer(1), default=10, metavar="TAU")
+    group.add_argument("--shuffle", choices=("random", "aware"), default="aware")
+    group.add_argument("--base-code", choices=("frc", "crc"), default="frc")
+    group.add_argument(
+        "--s-flat", type=_args.integer(0), default=1, help="stragglers the code tolerates"
+    )
     parser.set_defaults(func=run)
 
 
+#: ``--scheme``: paper 2's schemes in the simulator
+PAPER2_SCHEMES = ("approx", "approx-shuffle")
+
+
+def run_paper2(args: argparse.Namespace) -> int:
+    """``--scheme approx|approx-shuffle``: the shuffle simulator on the spec's cluster."""
+    import numpy as np
+
+    from edgecode.cli._spec import load_cluster_spec
+    from edgecode.sim.shuffle import ShuffleScenario, run_schemes
+    from edgecode.sim.shuffle_figures import plot_shuffle
+    from edgecode.straggle_classes import StraggleClasses
+
+    spec = load_cluster_spec(args.spec)
+    workers = [w for e in spec.edges for w in e.workers]
+    markov = [w for w in workers if w.model == "markov"]
+    model = markov[0] if markov else None
+    classes = StraggleClasses(
+        slow_count=sum(1 for w in markov if w.slow),
+        p_slow=model.p_slow if model else 0.0,
+        p_active=model.p_active if model else 0.0,
+        q_as=model.q_as if model else 0.0,
+        q_sa=model.q_sa if model else 0.0,
+        slow_factor=model.slow_factor if model else 5.0,
+    )
+    _args.check(
+        args.s_flat < len(workers),
+        f"--s-flat must be < the spec's {len(workers)} workers, got {args.s_flat}",
+    )
+    scenario = ShuffleScenario(
+        workers=len(workers),
+        code=args.base_code,
+        stragglers=args.s_flat,
+        classes=classes,
+        rounds=args.rounds,
+        tau=args.shuffle_every,
+        shift=float(np.mean([w.shift for w in workers])),
+        rate=float(np.mean([w.rate for w in workers])),
+    )
+    chosen = "approx" if args.scheme == "approx" else f"approx-shuffle-{args.shuffle}"
+    schemes = list(dict.fromkeys([chosen, "approx", "exact", "ignore"]))
+    with err_console().status(f"simulating {len(schemes)} schemes, {args.rounds} rounds ..."):
+        runs = run_schemes(scenario, args.seed, schemes)
+    rows = [run.summary() for run in runs.values()]
+    keys = list(rows[0])
+    table(
+        f"paper 2 on {args.spec.name}: {len(workers)} workers, {classes.slow_count} slow, "
+        f"{args.base_code} s={args.s_flat}, shuffles every {args.shuffle_every} rounds",
+        keys,
+        [[row[k] for k in keys] for row in rows],
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shuffle.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    figure = plot_shuffle(runs, out / "shuffle.png")
+    console().print(f"wrote {out / 'shuffle.json'}, {figure}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.scheme is not None:
+        return run_paper2(args)
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -327,3 +327,122 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 process.popen.kill()
                 process.popen.wait(5)
+
+
+# ---- gossip learning: a coordinator and peers only ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerSetup:
+    """One peer process: its name (ending in its index), straggler emulation and seed."""
+
+    name: str
+    straggle: str = "none"
+    compute_seconds: float = 0.0
+    seed: int = 0
+
+
+def gossip_peers(
+    n_peers: int, straggle: str = "none", compute_seconds: float = 0.0, seed: int = 0
+) -> tuple[PeerSetup, ...]:
+    """``n_peers`` peers ``peer-0`` .. ``peer-{n-1}`` with the same emulation, seeds seed + i."""
+    return tuple(
+        PeerSetup(f"peer-{i}", straggle, compute_seconds, seed + i) for i in range(n_peers)
+    )
+
+
+class LocalGossipCluster(LocalCluster):
+    """A coordinator and gossip peers as separate processes (no master, edges or workers).
+
+    >>> with LocalGossipCluster(gossip_peers(4)) as cluster:  # doctest: +SKIP
+    ...     GossipClient(cluster.coordinator_address).start(GossipJobSpec(rounds=20))
+    """
+
+    def __init__(
+        self,
+        peers: tuple[PeerSetup, ...],
+        workdir: Path | None = None,
+        python: str = sys.executable,
+        heartbeat_seconds: float = 0.5,
+        dead_after_seconds: float = 3.0,
+    ) -> None:
+        setup = ClusterSetup(
+            edges=(),
+            workers=(),
+            heartbeat_seconds=heartbeat_seconds,
+            dead_after_seconds=dead_after_seconds,
+        )
+        super().__init__(setup, workdir, python)
+        self.peers = peers
+
+    def __enter__(self) -> LocalGossipCluster:
+        self.start()
+        return self
+
+    def start(self) -> None:
+        s = self.setup
+        try:
+            coordinator = self._spawn(
+                "coordinator",
+                "coordinator",
+                [
+                    "--heartbeat-seconds",
+                    str(s.heartbeat_seconds),
+                    "--dead-after-seconds",
+                    str(s.dead_after_seconds),
+                ],
+            )
+            self._wait_ready([coordinator])
+            self._wait_ready([self.spawn_peer(p) for p in self.peers])
+            self.wait_registered(len(self.peers))
+        except BaseException:
+            self.stop()
+            raise
+
+    def spawn_peer(self, peer: PeerSetup) -> Process:
+        return self._spawn(
+            peer.name,
+            "peer",
+            [
+                "--name",
+                peer.name,
+                "--coordinator",
+                self.processes["coordinator"].address,
+                "--straggle",
+                peer.straggle,
+                "--compute-seconds",
+                str(peer.compute_seconds),
+                "--seed",
+                str(peer.seed),
+            ],
+        )
+
+    def restart_peer(self, name: str, timeout: float = START_TIMEOUT) -> Process:
+        """Kill a peer if it runs, start it again under the same name and wait until the
+        coordinator lists it at its new address."""
+        self.kill(name)
+        process = self.spawn_peer(next(p for p in self.peers if p.name == name))
+        self._wait_ready([process], timeout)
+        channel = make_channel(self.coordinator_address)
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    nodes = stub.GetCluster(coordinator_pb2.GetClusterRequest(), timeout=5).nodes
+                    if any(n.name == name and n.address == process.address for n in nodes):
+                        return process
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} did not register again within {timeout} s")
+                time.sleep(0.05)
+        finally:
+            channel.close()
+
+    @property
+    def coordinator_address(self) -> str:
+        return self.processes["coordinator"].address
+
+    def peer_address(self, index: int) -> str:
+        return self.processes[self.peers[index].name].address

@@ -12,6 +12,7 @@ given) or a default model is used, and plans are reported as not fitted.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgecode.errors import InvalidInput, Overloaded
+from edgecode.errors import Infeasible, InvalidInput, Overloaded
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.stragglers import fit_shifted_exponential
 
@@ -38,7 +39,8 @@ MAX_MEMBERS = 10_000
 MAX_FIELD_LENGTH = 256
 #: Measurements kept per worker (a sliding window, so the model follows drift).
 WINDOW = 50
-ROLES = ("worker", "edge")
+#: Roles that register; peers (gossip jobs) are listed, never planned.
+ROLES = ("worker", "edge", "peer")
 
 
 class CoordinatorMetricsPort(Protocol):
@@ -109,11 +111,14 @@ class CoordinatorLogic:
         self._expire_after = max(EXPIRE_FACTOR * dead_after_seconds, dead_after_seconds)
         self._max_members = max_members
         self._last_expiry = -float("inf")
+        self._published = -math.inf
         # The plan is computed once per change of membership or measurements, one at a time;
         # every other caller gets the cached one (GetPlan is cheap to call repeatedly).
         self._version = 0
         self._planning = threading.Lock()
-        self._plans: dict[tuple[int, tuple[str, ...], int], tuple[int, Plan, bool]] = {}
+        self._plans: dict[
+            tuple[int, tuple[str, ...], int], tuple[int, Plan, bool, ClusterSpec]
+        ] = {}
 
     def register(
         self,
@@ -154,8 +159,15 @@ class CoordinatorLogic:
             member = self._members.get(name)
             if member is None:
                 return False
-            member.last_seen = self._clock()
-            return True
+            now = member.last_seen = self._clock()
+            # The membership gauges follow liveness, not only registrations: a node that went
+            # silent shows as dead within a heartbeat interval (refreshed at most that often).
+            publish = now - self._published >= self.heartbeat_seconds
+            if publish:
+                self._published = now
+        if publish:
+            self._publish()
+        return True
 
     def report(
         self,
@@ -251,11 +263,16 @@ class CoordinatorLogic:
         return ClusterSpec(edges=tuple(edges), partitions=partitions or None), fitted
 
     def plan(
-        self, partitions: int = 0, exclude: Sequence[str] = (), max_partitions: int = 0
-    ) -> tuple[Plan, bool]:
+        self,
+        partitions: int = 0,
+        exclude: Sequence[str] = (),
+        max_partitions: int = 0,
+        current: Plan | None = None,
+    ) -> tuple[Plan, bool, float]:
         """The planner's plan for the alive cluster minus ``exclude`` (at most
-        ``max_partitions`` partitions when > 0), and whether every runtime is fitted. Cached
-        until membership or measurements change."""
+        ``max_partitions`` partitions when > 0), whether every runtime is fitted, and the
+        ``current`` plan re-timed on the same fits (0 when none is given or it no longer fits
+        the alive cluster). Cached until membership or measurements change."""
         from edgecode.planning.optimize import optimize
 
         if partitions < 0 or max_partitions < 0 or len(exclude) > self._max_members:
@@ -264,17 +281,33 @@ class CoordinatorLogic:
         with self._planning:
             cached = self._plans.get(key)
             if cached is not None and cached[0] == self._version:
-                return cached[1], cached[2]
-            version = self._version
-            spec, fitted = self.cluster_spec(partitions, key[1])
-            start = self._clock()
-            plan = optimize(spec, partitions or None, max_partitions=max_partitions or None)
-            self.last_plan = plan
-            self._plans = {key: (version, plan, fitted)}
-        self._metrics.planned(
-            self._clock() - start, plan.expected_round_seconds or 0.0, plan.s_edge, plan.partitions
-        )
-        return plan, fitted
+                _, plan, fitted, spec = cached
+            else:
+                version = self._version
+                spec, fitted = self.cluster_spec(partitions, key[1])
+                start = self._clock()
+                plan = optimize(spec, partitions or None, max_partitions=max_partitions or None)
+                self.last_plan = plan
+                self._plans = {key: (version, plan, fitted, spec)}
+                self._metrics.planned(
+                    self._clock() - start,
+                    plan.expected_round_seconds or 0.0,
+                    plan.s_edge,
+                    plan.partitions,
+                )
+        return plan, fitted, self._retime(spec, current)
+
+    @staticmethod
+    def _retime(spec: ClusterSpec, current: Plan | None) -> float:
+        """``current``'s expected round time on ``spec`` (0 when it does not fit it)."""
+        if current is None:
+            return 0.0
+        from edgecode.planning.baselines import timed
+
+        try:
+            return float(timed(spec, current).expected_round_seconds or 0.0)
+        except (ValueError, Infeasible):
+            return 0.0
 
     def _publish(self) -> None:
         listed, _dead = self.members(include_dead=True)

@@ -8,7 +8,9 @@ from typing import Any
 import grpc
 
 from edgecode import wire
+from edgecode.coordinator.gossip import GossipJobs
 from edgecode.coordinator.logic import CoordinatorLogic
+from edgecode.errors import Infeasible
 from edgecode.runtime.errors import translate_errors
 from edgecode.v1 import coordinator_pb2, coordinator_pb2_grpc
 
@@ -16,6 +18,13 @@ from edgecode.v1 import coordinator_pb2, coordinator_pb2_grpc
 @dataclass
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     logic: CoordinatorLogic
+    #: gossip jobs (GOCO and its baselines); None: this coordinator runs none
+    gossip: GossipJobs | None = None
+
+    def _gossip(self) -> GossipJobs:
+        if self.gossip is None:
+            raise Infeasible("this coordinator runs no gossip jobs")
+        return self.gossip
 
     @translate_errors
     def Register(
@@ -69,7 +78,29 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     def GetPlan(
         self, request: coordinator_pb2.GetPlanRequest, context: grpc.ServicerContext
     ) -> Any:
-        plan, fitted = self.logic.plan(
-            int(request.partitions), list(request.exclude), int(request.max_partitions)
+        current = wire.plan_from_proto(request.current) if request.HasField("current") else None
+        plan, fitted, current_seconds = self.logic.plan(
+            int(request.partitions), list(request.exclude), int(request.max_partitions), current
         )
-        return wire.plan_to_proto(plan, fitted)
+        return wire.plan_to_proto(plan, fitted, current_seconds)
+
+    @translate_errors
+    def StartGossipJob(
+        self, request: coordinator_pb2.StartGossipJobRequest, context: grpc.ServicerContext
+    ) -> Any:
+        status = self._gossip().launch(wire.gossip_spec_from_proto(request.spec))
+        return wire.gossip_status_to_proto(status)
+
+    @translate_errors
+    def GetGossipJob(
+        self, request: coordinator_pb2.GetGossipJobRequest, context: grpc.ServicerContext
+    ) -> Any:
+        from_round = max(0, int(request.from_round))
+        status = self._gossip().status(request.job_id, from_round)
+        return wire.gossip_status_to_proto(status, from_round, request.include_peer_timings)
+
+    @translate_errors
+    def StopGossipJob(
+        self, request: coordinator_pb2.StopGossipJobRequest, context: grpc.ServicerContext
+    ) -> Any:
+        return wire.gossip_status_to_proto(self._gossip().stop(request.job_id))

@@ -197,5 +197,10 @@ def summary(
         "shuffles": status.shuffles,
         "inconsistent_rounds": status.inconsistent_rounds,
         "quarantined": list(status.quarantined),
+        # where each round's time went at the master
+        "send_seconds": [r.send_seconds for r in status.history],
+        "wait_seconds": [r.wait_seconds for r in status.history],
+        "decode_seconds": [r.decode_seconds for r in status.history],
+        "step_seconds": [r.step_seconds for r in status.history],
         "config": asdict(JobConfig()) | {f.name: v for f, v in status.spec.ListFields()},
     }

@@ -302,14 +302,20 @@ class Epochs:
         None to keep the current one) and the current plan's new prediction."""
         cfg = self.job.config
         try:
-            plan, predicted = self._cluster.plan(cfg.partitions, [], problem.max_partitions)
+            plan, predicted = self._cluster.plan(
+                cfg.partitions, [], problem.max_partitions, layout.plan
+            )
         except Exception as exc:
             log.warning("job %s: re-planning skipped: %s", self.job.job_id, describe(exc))
             return None, None
         if layout.plan is not None and same_structure(plan, layout.plan):
             return None, predicted
-        recent = [r.seconds for r in self.job.history[-REPLAN_WINDOW:]]
-        current = float(np.median(recent)) if recent else layout.predicted_round_seconds
+        # Prediction against prediction: the plan in use re-timed on the same fits. Without it
+        # (a fallback layout, or one that no longer fits), the measured recent rounds.
+        current = float(plan.extra.get("current_seconds", 0.0))
+        if current <= 0:
+            recent = [r.seconds for r in self.job.history[-REPLAN_WINDOW:]]
+            current = float(np.median(recent)) if recent else layout.predicted_round_seconds
         remaining = cfg.rounds - round_
         if not worth_replacing(current, predicted, remaining, self.placement_seconds):
             log.info(

@@ -304,14 +304,17 @@ def _build(
         return _partial_layout(config, topology, epoch, max_partitions)
     if config.scheme in ("approx", "approx-shuffle"):
         s = min(config.s_flat, n_workers - 1)
-        try:
-            code = (
-                fractional_repetition(n_workers, s)
-                if config.base_code == "frc"
-                else cyclic_repetition(n_workers, s)
-            )
-        except ValueError as exc:
-            raise Infeasible(f"{config.base_code} on {n_workers} workers: {exc}") from None
+        if config.base_code == "frc":
+            # Fractional repetition needs groups of s + 1: a worker left over (after a failure,
+            # say) is a spare holding nothing.
+            used = n_workers - n_workers % (s + 1)
+            code = fractional_repetition(used, s)
+            if used < n_workers:
+                log.warning("frc with s = %d uses %d of the %d workers", s, used, n_workers)
+                B = np.vstack([code.B, np.zeros((n_workers - used, code.B.shape[1]))])
+                code = GradientCode(B, s, code.holders, code.name, code.targets)
+        else:
+            code = cyclic_repetition(n_workers, s)
         wait = min(config.wait, n_workers)
         return Layout(
             config.scheme,

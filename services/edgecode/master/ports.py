@@ -55,10 +55,15 @@ class ClusterView(Protocol):
     def topology(self) -> Topology: ...
 
     def plan(
-        self, partitions: int, exclude: Sequence[str] = (), max_partitions: int = 0
+        self,
+        partitions: int,
+        exclude: Sequence[str] = (),
+        max_partitions: int = 0,
+        current: Plan | None = None,
     ) -> tuple[Plan, float]:
         """The planner's plan and its expected round seconds, without the ``exclude``d nodes
-        and with at most ``max_partitions`` partitions (0: no limit)."""
+        and with at most ``max_partitions`` partitions (0: no limit). With ``current``, the
+        plan's ``extra["current_seconds"]`` is the current plan re-timed on the same fits."""
         ...
 
     def report(self, timings: Sequence[Timing], round_seconds: float, predicted: float) -> None:

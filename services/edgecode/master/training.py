@@ -71,6 +71,8 @@ class Trainer:
         self._caught: dict[str, int] = {}
         self._quarantine_pending = False
         self._epochs = Epochs(job, transport, cluster, metrics, pool, clock)
+        #: where the current round's time went (send, wait, decode, step)
+        self._phases: dict[str, float] = {}
 
     # ---- the job ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -132,7 +134,9 @@ class Trainer:
                     f"round {round_}: the decoded gradient is not finite; the model keeps the "
                     f"parameters of round {round_}"
                 )
+            stepping = self._clock()
             stepped = optimizer.step(params, gradient, problem.train.n_rows)
+            self._phases["step"] = self._clock() - stepping
             if not np.all(np.isfinite(stepped)):
                 raise RoundFailed(
                     f"round {round_}: the optimizer step gave non-finite parameters (learning "
@@ -209,12 +213,10 @@ class Trainer:
 
     def _round(self, layout: Layout, round_: int, params: np.ndarray) -> Outcome:
         deadline = self.job.config.round_deadline_seconds
+        started = self._clock()
+        observer = _Phases(self._metrics, self._phases)
         collector = Round(
-            layout.senders(),
-            layout.message_shape(params.size),
-            deadline,
-            self._clock,
-            self._metrics,
+            layout.senders(), layout.message_shape(params.size), deadline, self._clock, observer
         )
         for edge in layout.participating_edges():
             stream = self._transport.run_round(
@@ -222,7 +224,10 @@ class Trainer:
             )
             self._metrics.sent(params.nbytes)
             collector.add(StreamSource(edge.name, stream, stream.cancel, self._pool))
-        return collector.decide(layout.rule(round_, params.size), slack=layout.verify_slack)
+        sent = self._clock()
+        outcome = collector.decide(layout.rule(round_, params.size), slack=layout.verify_slack)
+        self._phases.update(send=sent - started, wait=self._clock() - sent)
+        return outcome
 
     def _finish_round(
         self,
@@ -249,6 +254,10 @@ class Trainer:
             self._clock() - job.started,
             recovered_fraction=float(np.mean(used)),
             residual=float(outcome.decoded.residual),
+            send_seconds=self._phases.get("send", 0.0),
+            wait_seconds=self._phases.get("wait", 0.0),
+            decode_seconds=self._phases.get("decode", 0.0),
+            step_seconds=self._phases.get("step", 0.0),
         )
         with job.changed:
             job.params = params
@@ -340,3 +349,21 @@ class Trainer:
                 self._pool.submit(self._transport.drop_job, node, self.job.job_id, is_edge)
             except RuntimeError:  # shutting down
                 return
+
+
+class _Phases:
+    """The round's observer: passes everything to the metrics and keeps the decode time."""
+
+    def __init__(self, metrics: MasterMetricsPort, phases: dict[str, float]) -> None:
+        self._metrics = metrics
+        self._phases = phases
+
+    def response(self, node: str, seconds: float) -> None:
+        self._metrics.response(node, seconds)
+
+    def received(self, nbytes: int) -> None:
+        self._metrics.received(nbytes)
+
+    def decoded(self, seconds: float) -> None:
+        self._phases["decode"] = seconds
+        self._metrics.decoded(seconds)

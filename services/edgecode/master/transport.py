@@ -74,7 +74,17 @@ class GrpcTransport:
 
     def __init__(self) -> None:
         self._channels: dict[str, grpc.Channel] = {}
+        self._edge_stubs: dict[str, aggregator_pb2_grpc.AggregatorStub] = {}
         self._lock = threading.Lock()
+
+    def edge_stub(self, address: str) -> aggregator_pb2_grpc.AggregatorStub:
+        """The cached stub of an edge (made once: a round opens one call per edge)."""
+        stub = self._edge_stubs.get(address)
+        if stub is None:
+            stub = self._edge_stubs[address] = aggregator_pb2_grpc.AggregatorStub(
+                self.channel(address)
+            )
+        return stub
 
     def channel(self, address: str) -> grpc.Channel:
         """The cached channel to ``address``."""
@@ -130,9 +140,7 @@ class GrpcTransport:
     ) -> _EdgeStream:
         request = aggregator_pb2.RunRoundRequest(job_id=job_id, round=round_, placement_epoch=epoch)
         wire.tensor_to_proto(params, out=request.params)
-        call = aggregator_pb2_grpc.AggregatorStub(self.channel(edge.address)).RunRound(
-            request, timeout=timeout
-        )
+        call = self.edge_stub(edge.address).RunRound(request, timeout=timeout)
         return _EdgeStream(call, edge.name)
 
     def fetch_placement(
@@ -187,6 +195,7 @@ class GrpcTransport:
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
+            self._edge_stubs.clear()
 
 
 class _MultiplyCall:
@@ -323,11 +332,17 @@ class CoordinatorView:
         return self._last
 
     def plan(
-        self, partitions: int, exclude: Sequence[str] = (), max_partitions: int = 0
+        self,
+        partitions: int,
+        exclude: Sequence[str] = (),
+        max_partitions: int = 0,
+        current: Plan | None = None,
     ) -> tuple[Plan, float]:
         request = coordinator_pb2.GetPlanRequest(
             partitions=partitions, exclude=list(exclude), max_partitions=max_partitions
         )
+        if current is not None:
+            request.current.CopyFrom(wire.plan_to_proto(current))
         try:
             response = self._stub.GetPlan(request, timeout=PLAN_TIMEOUT)
         except grpc.RpcError as exc:

@@ -25,8 +25,10 @@ Round r of job J at peer i (:meth:`PeerLogic.run_round` = :meth:`~PeerLogic.star
    peers' mean is preserved;
 5. report (:class:`RoundReport`): round seconds, compute seconds, whether the gradient was
    skipped, per-neighbour gossip seconds (waited after sending; None: missing), the missing
-   neighbours, ``||x_i||`` and, every ``report_params_every`` rounds and after the last one, the
-   vector ``x_i`` itself. The loss is not computed here: whoever holds evaluation data computes
+   neighbours, ``||x_i||``, the local consensus distance (mean squared distance of the mixed
+   values from their mean) and, every ``report_params_every`` rounds and after the last one,
+   the vector ``x_i`` itself (:class:`RoundReport` lives in :mod:`edgecode.gossip_records`, as
+   the coordinator reads it too). The loss is not computed here: whoever holds evaluation data computes
    it at the average of the reported vectors, together with the consensus distance
    ``(1/N) sum_i ||x_i - x_bar||^2``.
 
@@ -79,6 +81,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgecode.errors import InvalidInput, NotAllowed, Overloaded, StaleRound, UnknownJob
+from edgecode.gossip_records import RoundReport
 from edgecode.learning.gossip import GossipScheme, StepSchedule, Topology, mix_row
 from edgecode.learning.models import Model
 from edgecode.stragglers import WorkerRuntime
@@ -132,31 +135,6 @@ class NeighbourTransport(Protocol):
     """
 
     def send(self, message: GossipMessage, neighbours: Sequence[int]) -> None: ...
-
-
-@dataclass(frozen=True, eq=False)
-class RoundReport:
-    """What a peer reports after mixing round ``round`` (seconds from its :class:`Clock`)."""
-
-    job_id: str
-    peer: int
-    round: int
-    #: from the start of the round to the end of mixing
-    round_seconds: float
-    #: from the start of the round to the gradient decision (real + emulated compute)
-    compute_seconds: float
-    #: whether g_i = 0 this round (the gradient missed the compute deadline)
-    skipped_gradient: bool
-    step_size: float
-    #: per neighbour: seconds waited for its value after sending ours (0: it was already here),
-    #: None when it had not arrived by the gossip deadline
-    gossip_seconds: Mapping[int, float | None]
-    #: neighbours whose value was missing (their weight went onto this peer's own value)
-    missing: tuple[int, ...]
-    #: ||x_i|| after mixing
-    params_norm: float
-    #: x_i after mixing, every ``report_params_every`` rounds and after the last round, else None
-    params: FloatArray | None
 
 
 class ReportSink(Protocol):
@@ -522,7 +500,7 @@ class PeerLogic:
             values = {sender: value for sender, (value, _) in received.items()}
             mixed = mix_row(sent, job.self_weight, weights, values)
             state.params, state.round, state.sent = mixed, round_ + 1, None
-            report = self._report(state, round_, received, mixed)
+            report = self._report(state, round_, received, mixed, _spread([sent, *values.values()]))
         self._sink.report(report)
         return report
 
@@ -532,6 +510,7 @@ class PeerLogic:
         round_: int,
         received: Mapping[int, tuple[FloatArray, float]],
         mixed: FloatArray,
+        local_consensus: float,
     ) -> RoundReport:
         job, now = state.job, self._clock.now()
         waited: dict[int, float | None] = {
@@ -552,6 +531,7 @@ class PeerLogic:
             missing=tuple(n for n in job.neighbours if n not in received),
             params_norm=float(np.linalg.norm(mixed)),
             params=mixed.copy() if attach else None,
+            local_consensus=local_consensus,
         )
 
     def run_round(self, job_id: str) -> RoundReport:
@@ -571,6 +551,13 @@ class PeerLogic:
             self.run_round(job_id)
             count += 1
         return count
+
+
+def _spread(values: Sequence[FloatArray]) -> float:
+    """Mean squared distance of ``values`` from their mean (the local consensus distance)."""
+    stacked = np.asarray(values, dtype=np.float64)
+    centred = stacked - stacked.mean(axis=0)
+    return float(np.sum(centred * centred) / stacked.shape[0])
 
 
 def _check_vector(params: Any, size: int) -> FloatArray:

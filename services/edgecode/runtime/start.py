@@ -48,6 +48,9 @@ class MetricsEndpoint(Protocol):
 def prepare() -> None:
     """Process-wide settings made before any big buffer is allocated."""
     tune_allocator()
+    import sys
+
+    sys.setswitchinterval(0.0005)
 
 
 def advertised(config: CommonConfig, port: int) -> str:

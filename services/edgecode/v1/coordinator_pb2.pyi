@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,29 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _GossipJobState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GossipJobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GossipJobState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GOSSIP_JOB_STATE_UNSPECIFIED: _GossipJobState.ValueType  # 0
+    GOSSIP_JOB_STATE_STARTING: _GossipJobState.ValueType  # 1
+    GOSSIP_JOB_STATE_RUNNING: _GossipJobState.ValueType  # 2
+    GOSSIP_JOB_STATE_SUCCEEDED: _GossipJobState.ValueType  # 3
+    GOSSIP_JOB_STATE_FAILED: _GossipJobState.ValueType  # 4
+    GOSSIP_JOB_STATE_STOPPED: _GossipJobState.ValueType  # 5
+
+class GossipJobState(_GossipJobState, metaclass=_GossipJobStateEnumTypeWrapper): ...
+
+GOSSIP_JOB_STATE_UNSPECIFIED: GossipJobState.ValueType  # 0
+GOSSIP_JOB_STATE_STARTING: GossipJobState.ValueType  # 1
+GOSSIP_JOB_STATE_RUNNING: GossipJobState.ValueType  # 2
+GOSSIP_JOB_STATE_SUCCEEDED: GossipJobState.ValueType  # 3
+GOSSIP_JOB_STATE_FAILED: GossipJobState.ValueType  # 4
+GOSSIP_JOB_STATE_STOPPED: GossipJobState.ValueType  # 5
+Global___GossipJobState: _TypeAlias = GossipJobState  # noqa: Y015
 
 @_typing.final
 class Node(_message.Message):
@@ -30,7 +54,7 @@ class Node(_message.Message):
     METRICS_ADDRESS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     role: _builtins.str
-    """"worker" or "edge"."""
+    """"worker", "edge" or "peer"."""
     address: _builtins.str
     edge: _builtins.str
     """For a worker: the name of its edge."""
@@ -257,6 +281,7 @@ class GetPlanRequest(_message.Message):
     PARTITIONS_FIELD_NUMBER: _builtins.int
     EXCLUDE_FIELD_NUMBER: _builtins.int
     MAX_PARTITIONS_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
     partitions: _builtins.int
     """0 = the planner chooses."""
     max_partitions: _builtins.int
@@ -269,16 +294,23 @@ class GetPlanRequest(_message.Message):
         counts them alive (their heartbeats have not yet timed out).
         """
 
+    @_builtins.property
+    def current(self) -> Global___PlanResponse:
+        """The plan in use: re-timed on the same runtime fits as the new plan, so that a re-plan
+        compares prediction with prediction.
+        """
+
     def __init__(
         self,
         *,
         partitions: _builtins.int = ...,
         exclude: _abc.Iterable[_builtins.str] | None = ...,
         max_partitions: _builtins.int = ...,
+        current: Global___PlanResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude", b"exclude", "max_partitions", b"max_partitions", "partitions", b"partitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "exclude", b"exclude", "max_partitions", b"max_partitions", "partitions", b"partitions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -350,11 +382,16 @@ class PlanResponse(_message.Message):
     EXPECTED_ROUND_SECONDS_FIELD_NUMBER: _builtins.int
     EDGES_FIELD_NUMBER: _builtins.int
     FITTED_FIELD_NUMBER: _builtins.int
+    CURRENT_EXPECTED_ROUND_SECONDS_FIELD_NUMBER: _builtins.int
     s_edge: _builtins.int
     partitions: _builtins.int
     expected_round_seconds: _builtins.float
     fitted: _builtins.bool
     """False while some worker has no measurements yet (the plan assumes defaults for it)."""
+    current_expected_round_seconds: _builtins.float
+    """The request's current plan re-timed on the same fits (0 = none given, or it no longer fits
+    the alive cluster).
+    """
     @_builtins.property
     def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdgeAssignment]: ...
     def __init__(
@@ -365,11 +402,394 @@ class PlanResponse(_message.Message):
         expected_round_seconds: _builtins.float = ...,
         edges: _abc.Iterable[Global___EdgeAssignment] | None = ...,
         fitted: _builtins.bool = ...,
+        current_expected_round_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "expected_round_seconds", b"expected_round_seconds", "fitted", b"fitted", "partitions", b"partitions", "s_edge", b"s_edge"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_expected_round_seconds", b"current_expected_round_seconds", "edges", b"edges", "expected_round_seconds", b"expected_round_seconds", "fitted", b"fitted", "partitions", b"partitions", "s_edge", b"s_edge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlanResponse: _TypeAlias = PlanResponse  # noqa: Y015
+
+@_typing.final
+class GossipJobSpec(_message.Message):
+    """A gossip learning job as submitted. Unset numbers take the defaults of
+    edgecode.gossip_records.GossipJobSpec (they are `optional`, so an explicit 0 stays 0).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    GRAPH_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    PEERS_FIELD_NUMBER: _builtins.int
+    SCHEME_FIELD_NUMBER: _builtins.int
+    REPLICATION_FIELD_NUMBER: _builtins.int
+    STRAGGLE_PROBABILITY_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    L2_FIELD_NUMBER: _builtins.int
+    NON_IID_FIELD_NUMBER: _builtins.int
+    ROUNDS_FIELD_NUMBER: _builtins.int
+    LEARNING_RATE_FIELD_NUMBER: _builtins.int
+    DECAY_ROUNDS_FIELD_NUMBER: _builtins.int
+    PARTITION_DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    GOSSIP_DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    REPORT_PARAMS_EVERY_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    STRAGGLE_FIELD_NUMBER: _builtins.int
+    COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """1-64 letters, digits, '-' or '_'; empty: the coordinator picks one."""
+    graph: _builtins.str
+    """ring | torus | torus:rows=R | er:p=P | geometric:r=R | complete (empty with `edges`)."""
+    peers: _builtins.int
+    """Peers taking part (the registered alive peers in index order); 0 = all of them."""
+    scheme: _builtins.str
+    """"goco", "gossip" or "gossip-wait"."""
+    replication: _builtins.int
+    """d, the peers holding each partition (goco only; the baselines use 1)."""
+    straggle_probability: _builtins.float
+    """p in GOCO's coefficient 1 / (d (1 - p)): the straggle probability the job expects."""
+    dataset: _builtins.str
+    """A bundled data set name or a synthetic spec (never a file path)."""
+    model: _builtins.str
+    """Empty: the data set's default model."""
+    l2: _builtins.float
+    non_iid: _builtins.bool
+    """Partitions of the rows sorted by label (each peer sees a narrow label range)."""
+    rounds: _builtins.int
+    learning_rate: _builtins.float
+    """The step on the mean loss in units of 1 / L (L: its smoothness)."""
+    decay_rounds: _builtins.float
+    """eta_t = eta / (1 + t / decay_rounds); 0 = constant."""
+    partition_deadline_seconds: _builtins.float
+    """A peer holding d partitions skips its gradient d times this many seconds into a round."""
+    gossip_deadline_seconds: _builtins.float
+    report_params_every: _builtins.int
+    """Peers attach their parameters to every k-th report (the loss is computed on those rounds)."""
+    seed: _builtins.int
+    """Seeds the data, a random graph and the peers' straggler emulation."""
+    straggle: _builtins.str
+    """Straggler emulation every peer uses for this job (empty: each peer's own)."""
+    compute_seconds: _builtins.float
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """An explicit graph instead: the pairs (i, j) flattened, edges[2k] - edges[2k+1], 0-based."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        graph: _builtins.str = ...,
+        edges: _abc.Iterable[_builtins.int] | None = ...,
+        peers: _builtins.int | None = ...,
+        scheme: _builtins.str = ...,
+        replication: _builtins.int | None = ...,
+        straggle_probability: _builtins.float | None = ...,
+        dataset: _builtins.str = ...,
+        model: _builtins.str = ...,
+        l2: _builtins.float | None = ...,
+        non_iid: _builtins.bool | None = ...,
+        rounds: _builtins.int | None = ...,
+        learning_rate: _builtins.float | None = ...,
+        decay_rounds: _builtins.float | None = ...,
+        partition_deadline_seconds: _builtins.float | None = ...,
+        gossip_deadline_seconds: _builtins.float | None = ...,
+        report_params_every: _builtins.int | None = ...,
+        seed: _builtins.int | None = ...,
+        straggle: _builtins.str = ...,
+        compute_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_compute_seconds", b"_compute_seconds", "_decay_rounds", b"_decay_rounds", "_gossip_deadline_seconds", b"_gossip_deadline_seconds", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_non_iid", b"_non_iid", "_partition_deadline_seconds", b"_partition_deadline_seconds", "_peers", b"_peers", "_replication", b"_replication", "_report_params_every", b"_report_params_every", "_rounds", b"_rounds", "_seed", b"_seed", "_straggle_probability", b"_straggle_probability", "compute_seconds", b"compute_seconds", "decay_rounds", b"decay_rounds", "gossip_deadline_seconds", b"gossip_deadline_seconds", "l2", b"l2", "learning_rate", b"learning_rate", "non_iid", b"non_iid", "partition_deadline_seconds", b"partition_deadline_seconds", "peers", b"peers", "replication", b"replication", "report_params_every", b"report_params_every", "rounds", b"rounds", "seed", b"seed", "straggle_probability", b"straggle_probability"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compute_seconds", b"_compute_seconds", "_decay_rounds", b"_decay_rounds", "_gossip_deadline_seconds", b"_gossip_deadline_seconds", "_l2", b"_l2", "_learning_rate", b"_learning_rate", "_non_iid", b"_non_iid", "_partition_deadline_seconds", b"_partition_deadline_seconds", "_peers", b"_peers", "_replication", b"_replication", "_report_params_every", b"_report_params_every", "_rounds", b"_rounds", "_seed", b"_seed", "_straggle_probability", b"_straggle_probability", "compute_seconds", b"compute_seconds", "dataset", b"dataset", "decay_rounds", b"decay_rounds", "edges", b"edges", "gossip_deadline_seconds", b"gossip_deadline_seconds", "graph", b"graph", "job_id", b"job_id", "l2", b"l2", "learning_rate", b"learning_rate", "model", b"model", "non_iid", b"non_iid", "partition_deadline_seconds", b"partition_deadline_seconds", "peers", b"peers", "replication", b"replication", "report_params_every", b"report_params_every", "rounds", b"rounds", "scheme", b"scheme", "seed", b"seed", "straggle", b"straggle", "straggle_probability", b"straggle_probability"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__compute_seconds: _TypeAlias = _typing.Literal["compute_seconds"]  # noqa: Y015
+    _WhichOneofArgType__compute_seconds: _TypeAlias = _typing.Literal["_compute_seconds", b"_compute_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__decay_rounds: _TypeAlias = _typing.Literal["decay_rounds"]  # noqa: Y015
+    _WhichOneofArgType__decay_rounds: _TypeAlias = _typing.Literal["_decay_rounds", b"_decay_rounds"]  # noqa: Y015
+    _WhichOneofReturnType__gossip_deadline_seconds: _TypeAlias = _typing.Literal["gossip_deadline_seconds"]  # noqa: Y015
+    _WhichOneofArgType__gossip_deadline_seconds: _TypeAlias = _typing.Literal["_gossip_deadline_seconds", b"_gossip_deadline_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__l2: _TypeAlias = _typing.Literal["l2"]  # noqa: Y015
+    _WhichOneofArgType__l2: _TypeAlias = _typing.Literal["_l2", b"_l2"]  # noqa: Y015
+    _WhichOneofReturnType__learning_rate: _TypeAlias = _typing.Literal["learning_rate"]  # noqa: Y015
+    _WhichOneofArgType__learning_rate: _TypeAlias = _typing.Literal["_learning_rate", b"_learning_rate"]  # noqa: Y015
+    _WhichOneofReturnType__non_iid: _TypeAlias = _typing.Literal["non_iid"]  # noqa: Y015
+    _WhichOneofArgType__non_iid: _TypeAlias = _typing.Literal["_non_iid", b"_non_iid"]  # noqa: Y015
+    _WhichOneofReturnType__partition_deadline_seconds: _TypeAlias = _typing.Literal["partition_deadline_seconds"]  # noqa: Y015
+    _WhichOneofArgType__partition_deadline_seconds: _TypeAlias = _typing.Literal["_partition_deadline_seconds", b"_partition_deadline_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__peers: _TypeAlias = _typing.Literal["peers"]  # noqa: Y015
+    _WhichOneofArgType__peers: _TypeAlias = _typing.Literal["_peers", b"_peers"]  # noqa: Y015
+    _WhichOneofReturnType__replication: _TypeAlias = _typing.Literal["replication"]  # noqa: Y015
+    _WhichOneofArgType__replication: _TypeAlias = _typing.Literal["_replication", b"_replication"]  # noqa: Y015
+    _WhichOneofReturnType__report_params_every: _TypeAlias = _typing.Literal["report_params_every"]  # noqa: Y015
+    _WhichOneofArgType__report_params_every: _TypeAlias = _typing.Literal["_report_params_every", b"_report_params_every"]  # noqa: Y015
+    _WhichOneofReturnType__rounds: _TypeAlias = _typing.Literal["rounds"]  # noqa: Y015
+    _WhichOneofArgType__rounds: _TypeAlias = _typing.Literal["_rounds", b"_rounds"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__straggle_probability: _TypeAlias = _typing.Literal["straggle_probability"]  # noqa: Y015
+    _WhichOneofArgType__straggle_probability: _TypeAlias = _typing.Literal["_straggle_probability", b"_straggle_probability"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__compute_seconds) -> _WhichOneofReturnType__compute_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__decay_rounds) -> _WhichOneofReturnType__decay_rounds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__gossip_deadline_seconds) -> _WhichOneofReturnType__gossip_deadline_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__l2) -> _WhichOneofReturnType__l2 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__learning_rate) -> _WhichOneofReturnType__learning_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__non_iid) -> _WhichOneofReturnType__non_iid | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__partition_deadline_seconds) -> _WhichOneofReturnType__partition_deadline_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__peers) -> _WhichOneofReturnType__peers | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__replication) -> _WhichOneofReturnType__replication | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__report_params_every) -> _WhichOneofReturnType__report_params_every | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rounds) -> _WhichOneofReturnType__rounds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__straggle_probability) -> _WhichOneofReturnType__straggle_probability | None: ...
+
+Global___GossipJobSpec: _TypeAlias = GossipJobSpec  # noqa: Y015
+
+@_typing.final
+class StartGossipJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spec(self) -> Global___GossipJobSpec: ...
+    def __init__(
+        self,
+        *,
+        spec: Global___GossipJobSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartGossipJobRequest: _TypeAlias = StartGossipJobRequest  # noqa: Y015
+
+@_typing.final
+class GetGossipJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    FROM_ROUND_FIELD_NUMBER: _builtins.int
+    INCLUDE_PEER_TIMINGS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    from_round: _builtins.int
+    """Records of rounds >= from_round."""
+    include_peer_timings: _builtins.bool
+    """Also each peer's timings in every record."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        from_round: _builtins.int = ...,
+        include_peer_timings: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_round", b"from_round", "include_peer_timings", b"include_peer_timings", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGossipJobRequest: _TypeAlias = GetGossipJobRequest  # noqa: Y015
+
+@_typing.final
+class StopGossipJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopGossipJobRequest: _TypeAlias = StopGossipJobRequest  # noqa: Y015
+
+@_typing.final
+class PeerRoundTiming(_message.Message):
+    """One peer in one round, as it reported."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_FIELD_NUMBER: _builtins.int
+    ROUND_SECONDS_FIELD_NUMBER: _builtins.int
+    COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
+    GOSSIP_SECONDS_FIELD_NUMBER: _builtins.int
+    SKIPPED_GRADIENT_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    peer: _builtins.int
+    round_seconds: _builtins.float
+    compute_seconds: _builtins.float
+    gossip_seconds: _builtins.float
+    """From sending its value to the end of mixing."""
+    skipped_gradient: _builtins.bool
+    missing: _builtins.int
+    """Neighbours whose value had not arrived by the gossip deadline."""
+    def __init__(
+        self,
+        *,
+        peer: _builtins.int = ...,
+        round_seconds: _builtins.float = ...,
+        compute_seconds: _builtins.float = ...,
+        gossip_seconds: _builtins.float = ...,
+        skipped_gradient: _builtins.bool = ...,
+        missing: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_seconds", b"compute_seconds", "gossip_seconds", b"gossip_seconds", "missing", b"missing", "peer", b"peer", "round_seconds", b"round_seconds", "skipped_gradient", b"skipped_gradient"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeerRoundTiming: _TypeAlias = PeerRoundTiming  # noqa: Y015
+
+@_typing.final
+class GossipRoundRecord(_message.Message):
+    """One round of a gossip job, over the peers that reported it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_FIELD_NUMBER: _builtins.int
+    PEERS_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    CONSENSUS_DISTANCE_FIELD_NUMBER: _builtins.int
+    SKIPPED_GRADIENTS_FIELD_NUMBER: _builtins.int
+    MISSING_VALUES_FIELD_NUMBER: _builtins.int
+    WALL_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_ROUND_SECONDS_FIELD_NUMBER: _builtins.int
+    PEER_TIMINGS_FIELD_NUMBER: _builtins.int
+    round: _builtins.int
+    peers: _builtins.int
+    loss: _builtins.float
+    """Mean loss over all the data at the average model x_bar (NaN: no parameters this round)."""
+    gap: _builtins.float
+    """(F(x_bar) - F*) / (F(x_0) - F*) (NaN when F* is unknown or no parameters this round)."""
+    consensus_distance: _builtins.float
+    """(1/N) sum_i ||x_i - x_bar||^2 (NaN: no parameters this round)."""
+    skipped_gradients: _builtins.int
+    missing_values: _builtins.int
+    wall_seconds: _builtins.float
+    """Seconds from the start to the end of this round at its slowest peer."""
+    max_round_seconds: _builtins.float
+    @_builtins.property
+    def peer_timings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerRoundTiming]: ...
+    def __init__(
+        self,
+        *,
+        round: _builtins.int = ...,
+        peers: _builtins.int = ...,
+        loss: _builtins.float = ...,
+        gap: _builtins.float = ...,
+        consensus_distance: _builtins.float = ...,
+        skipped_gradients: _builtins.int = ...,
+        missing_values: _builtins.int = ...,
+        wall_seconds: _builtins.float = ...,
+        max_round_seconds: _builtins.float = ...,
+        peer_timings: _abc.Iterable[Global___PeerRoundTiming] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consensus_distance", b"consensus_distance", "gap", b"gap", "loss", b"loss", "max_round_seconds", b"max_round_seconds", "missing_values", b"missing_values", "peer_timings", b"peer_timings", "peers", b"peers", "round", b"round", "skipped_gradients", b"skipped_gradients", "wall_seconds", b"wall_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GossipRoundRecord: _TypeAlias = GossipRoundRecord  # noqa: Y015
+
+@_typing.final
+class GossipJobStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    GRAPH_FIELD_NUMBER: _builtins.int
+    N_PEERS_FIELD_NUMBER: _builtins.int
+    SLEM_FIELD_NUMBER: _builtins.int
+    SPECTRAL_GAP_FIELD_NUMBER: _builtins.int
+    PEER_NAMES_FIELD_NUMBER: _builtins.int
+    DEAD_FIELD_NUMBER: _builtins.int
+    UNRESPONSIVE_FIELD_NUMBER: _builtins.int
+    ROUNDS_DONE_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    INITIAL_LOSS_FIELD_NUMBER: _builtins.int
+    SETUP_SECONDS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    state: Global___GossipJobState.ValueType
+    message: _builtins.str
+    """Why the job failed or stopped, in words."""
+    graph: _builtins.str
+    """The built graph: its name, size, second largest eigenvalue modulus of W and spectral gap."""
+    n_peers: _builtins.int
+    slem: _builtins.float
+    spectral_gap: _builtins.float
+    rounds_done: _builtins.int
+    """Rounds whose record is complete."""
+    initial_loss: _builtins.float
+    setup_seconds: _builtins.float
+    """Seconds to build the graph, place the data and start every peer."""
+    @_builtins.property
+    def spec(self) -> Global___GossipJobSpec: ...
+    @_builtins.property
+    def peer_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Registered names of the peers by graph index."""
+
+    @_builtins.property
+    def dead(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Peers found unreachable (left out of the records from then on)."""
+
+    @_builtins.property
+    def unresponsive(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Peers that did not answer the last poll in time (paused or overloaded; not dead)."""
+
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___GossipRoundRecord]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        state: Global___GossipJobState.ValueType = ...,
+        message: _builtins.str = ...,
+        spec: Global___GossipJobSpec | None = ...,
+        graph: _builtins.str = ...,
+        n_peers: _builtins.int = ...,
+        slem: _builtins.float = ...,
+        spectral_gap: _builtins.float = ...,
+        peer_names: _abc.Iterable[_builtins.str] | None = ...,
+        dead: _abc.Iterable[_builtins.int] | None = ...,
+        unresponsive: _abc.Iterable[_builtins.int] | None = ...,
+        rounds_done: _builtins.int = ...,
+        records: _abc.Iterable[Global___GossipRoundRecord] | None = ...,
+        initial_loss: _builtins.float = ...,
+        setup_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead", b"dead", "graph", b"graph", "initial_loss", b"initial_loss", "job_id", b"job_id", "message", b"message", "n_peers", b"n_peers", "peer_names", b"peer_names", "records", b"records", "rounds_done", b"rounds_done", "setup_seconds", b"setup_seconds", "slem", b"slem", "spec", b"spec", "spectral_gap", b"spectral_gap", "state", b"state", "unresponsive", b"unresponsive"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GossipJobStatus: _TypeAlias = GossipJobStatus  # noqa: Y015

@@ -59,6 +59,21 @@ class CoordinatorStub:
                 request_serializer=edgecode_dot_v1_dot_coordinator__pb2.GetPlanRequest.SerializeToString,
                 response_deserializer=edgecode_dot_v1_dot_coordinator__pb2.PlanResponse.FromString,
                 _registered_method=True)
+        self.StartGossipJob = channel.unary_unary(
+                '/edgecode.v1.Coordinator/StartGossipJob',
+                request_serializer=edgecode_dot_v1_dot_coordinator__pb2.StartGossipJobRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_coordinator__pb2.GossipJobStatus.FromString,
+                _registered_method=True)
+        self.GetGossipJob = channel.unary_unary(
+                '/edgecode.v1.Coordinator/GetGossipJob',
+                request_serializer=edgecode_dot_v1_dot_coordinator__pb2.GetGossipJobRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_coordinator__pb2.GossipJobStatus.FromString,
+                _registered_method=True)
+        self.StopGossipJob = channel.unary_unary(
+                '/edgecode.v1.Coordinator/StopGossipJob',
+                request_serializer=edgecode_dot_v1_dot_coordinator__pb2.StopGossipJobRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_coordinator__pb2.GossipJobStatus.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -98,6 +113,30 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartGossipJob(self, request, context):
+        """Gossip learning (GOCO and its baselines). The coordinator builds the graph and its mixing
+        matrix (refusing a disconnected graph), places the data on the registered peers, starts them
+        and collects their per-round reports; it is not on the round path.
+        Launch a gossip job; returns once every peer has started.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGossipJob(self, request, context):
+        """A gossip job's state and its round records from a round on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopGossipJob(self, request, context):
+        """Stop a gossip job on every peer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +164,21 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetPlan,
                     request_deserializer=edgecode_dot_v1_dot_coordinator__pb2.GetPlanRequest.FromString,
                     response_serializer=edgecode_dot_v1_dot_coordinator__pb2.PlanResponse.SerializeToString,
+            ),
+            'StartGossipJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartGossipJob,
+                    request_deserializer=edgecode_dot_v1_dot_coordinator__pb2.StartGossipJobRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_coordinator__pb2.GossipJobStatus.SerializeToString,
+            ),
+            'GetGossipJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGossipJob,
+                    request_deserializer=edgecode_dot_v1_dot_coordinator__pb2.GetGossipJobRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_coordinator__pb2.GossipJobStatus.SerializeToString,
+            ),
+            'StopGossipJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopGossipJob,
+                    request_deserializer=edgecode_dot_v1_dot_coordinator__pb2.StopGossipJobRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_coordinator__pb2.GossipJobStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +316,87 @@ class Coordinator:
             '/edgecode.v1.Coordinator/GetPlan',
             edgecode_dot_v1_dot_coordinator__pb2.GetPlanRequest.SerializeToString,
             edgecode_dot_v1_dot_coordinator__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartGossipJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecode.v1.Coordinator/StartGossipJob',
+            edgecode_dot_v1_dot_coordinator__pb2.StartGossipJobRequest.SerializeToString,
+            edgecode_dot_v1_dot_coordinator__pb2.GossipJobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGossipJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecode.v1.Coordinator/GetGossipJob',
+            edgecode_dot_v1_dot_coordinator__pb2.GetGossipJobRequest.SerializeToString,
+            edgecode_dot_v1_dot_coordinator__pb2.GossipJobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopGossipJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecode.v1.Coordinator/StopGossipJob',
+            edgecode_dot_v1_dot_coordinator__pb2.StopGossipJobRequest.SerializeToString,
+            edgecode_dot_v1_dot_coordinator__pb2.GossipJobStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,16 @@ class CoordinatorStub:
     """Members (alive ones unless asked otherwise)."""
     GetPlan: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.GetPlanRequest, _coordinator_pb2.PlanResponse]
     """The planner's plan for the current members and fitted models."""
+    StartGossipJob: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.StartGossipJobRequest, _coordinator_pb2.GossipJobStatus]
+    """Gossip learning (GOCO and its baselines). The coordinator builds the graph and its mixing
+    matrix (refusing a disconnected graph), places the data on the registered peers, starts them
+    and collects their per-round reports; it is not on the round path.
+    Launch a gossip job; returns once every peer has started.
+    """
+    GetGossipJob: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.GetGossipJobRequest, _coordinator_pb2.GossipJobStatus]
+    """A gossip job's state and its round records from a round on."""
+    StopGossipJob: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.StopGossipJobRequest, _coordinator_pb2.GossipJobStatus]
+    """Stop a gossip job on every peer."""
 
 @_typing.type_check_only
 class CoordinatorAsyncStub(CoordinatorStub):
@@ -53,6 +63,16 @@ class CoordinatorAsyncStub(CoordinatorStub):
     """Members (alive ones unless asked otherwise)."""
     GetPlan: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.GetPlanRequest, _coordinator_pb2.PlanResponse]  # type: ignore[assignment]
     """The planner's plan for the current members and fitted models."""
+    StartGossipJob: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.StartGossipJobRequest, _coordinator_pb2.GossipJobStatus]  # type: ignore[assignment]
+    """Gossip learning (GOCO and its baselines). The coordinator builds the graph and its mixing
+    matrix (refusing a disconnected graph), places the data on the registered peers, starts them
+    and collects their per-round reports; it is not on the round path.
+    Launch a gossip job; returns once every peer has started.
+    """
+    GetGossipJob: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.GetGossipJobRequest, _coordinator_pb2.GossipJobStatus]  # type: ignore[assignment]
+    """A gossip job's state and its round records from a round on."""
+    StopGossipJob: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.StopGossipJobRequest, _coordinator_pb2.GossipJobStatus]  # type: ignore[assignment]
+    """Stop a gossip job on every peer."""
 
 class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -93,5 +113,33 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.PlanResponse, _abc.Awaitable[_coordinator_pb2.PlanResponse]]:
         """The planner's plan for the current members and fitted models."""
+
+    @_abc_1.abstractmethod
+    def StartGossipJob(
+        self,
+        request: _coordinator_pb2.StartGossipJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.GossipJobStatus, _abc.Awaitable[_coordinator_pb2.GossipJobStatus]]:
+        """Gossip learning (GOCO and its baselines). The coordinator builds the graph and its mixing
+        matrix (refusing a disconnected graph), places the data on the registered peers, starts them
+        and collects their per-round reports; it is not on the round path.
+        Launch a gossip job; returns once every peer has started.
+        """
+
+    @_abc_1.abstractmethod
+    def GetGossipJob(
+        self,
+        request: _coordinator_pb2.GetGossipJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.GossipJobStatus, _abc.Awaitable[_coordinator_pb2.GossipJobStatus]]:
+        """A gossip job's state and its round records from a round on."""
+
+    @_abc_1.abstractmethod
+    def StopGossipJob(
+        self,
+        request: _coordinator_pb2.StopGossipJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.GossipJobStatus, _abc.Awaitable[_coordinator_pb2.GossipJobStatus]]:
+        """Stop a gossip job on every peer."""
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

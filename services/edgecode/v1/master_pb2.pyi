@@ -363,6 +363,10 @@ class RoundRecord(_message.Message):
     WALL_SECONDS_FIELD_NUMBER: _builtins.int
     RECOVERED_FRACTION_FIELD_NUMBER: _builtins.int
     RESIDUAL_FIELD_NUMBER: _builtins.int
+    SEND_SECONDS_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    DECODE_SECONDS_FIELD_NUMBER: _builtins.int
+    STEP_SECONDS_FIELD_NUMBER: _builtins.int
     round: _builtins.int
     seconds: _builtins.float
     loss: _builtins.float
@@ -372,6 +376,13 @@ class RoundRecord(_message.Message):
     """Fraction of the partitions whose gradients the round's result holds (1 for exact schemes)."""
     residual: _builtins.float
     """Approximate schemes: the decoding residual ||B_A^T a - 1||^2 / K (0 when exact)."""
+    send_seconds: _builtins.float
+    """Where the round's time went at the master: sending the parameters to the edges, waiting
+    for a decodable set (decoding included), decoding, and the optimizer step.
+    """
+    wait_seconds: _builtins.float
+    decode_seconds: _builtins.float
+    step_seconds: _builtins.float
     def __init__(
         self,
         *,
@@ -382,10 +393,14 @@ class RoundRecord(_message.Message):
         wall_seconds: _builtins.float = ...,
         recovered_fraction: _builtins.float = ...,
         residual: _builtins.float = ...,
+        send_seconds: _builtins.float = ...,
+        wait_seconds: _builtins.float = ...,
+        decode_seconds: _builtins.float = ...,
+        step_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["loss", b"loss", "recovered_fraction", b"recovered_fraction", "residual", b"residual", "round", b"round", "seconds", b"seconds", "stragglers", b"stragglers", "wall_seconds", b"wall_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_seconds", b"decode_seconds", "loss", b"loss", "recovered_fraction", b"recovered_fraction", "residual", b"residual", "round", b"round", "seconds", b"seconds", "send_seconds", b"send_seconds", "step_seconds", b"step_seconds", "stragglers", b"stragglers", "wait_seconds", b"wait_seconds", "wall_seconds", b"wall_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -98,12 +98,15 @@ def read_stream(
 # ---- plans and timings ---------------------------------------------------------------------------
 
 
-def plan_to_proto(plan: Plan, fitted: bool = True) -> coordinator_pb2.PlanResponse:
+def plan_to_proto(
+    plan: Plan, fitted: bool = True, current_seconds: float = 0.0
+) -> coordinator_pb2.PlanResponse:
     return coordinator_pb2.PlanResponse(
         s_edge=plan.s_edge,
         partitions=plan.partitions,
         expected_round_seconds=plan.expected_round_seconds or 0.0,
         fitted=fitted,
+        current_expected_round_seconds=current_seconds,
         edges=[
             coordinator_pb2.EdgeAssignment(
                 name=e.name,
@@ -145,6 +148,9 @@ def plan_from_proto(message: coordinator_pb2.PlanResponse) -> Plan:
             )
             for e in message.edges
         ),
+        extra={"current_seconds": float(message.current_expected_round_seconds)}
+        if message.current_expected_round_seconds > 0
+        else {},
     )
 
 

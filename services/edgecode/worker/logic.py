@@ -17,10 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from edgecode.emulation import StraggleConfig, emulate
 from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.learning.models import Model, get_model
 from edgecode.records import PlacementHeader
-from edgecode.worker.straggle import StraggleConfig, emulate
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,8 @@ class WorkerLogic:
         self._retired = False
         #: job id -> when it was last placed or computed on (for the idle TTL)
         self._used: dict[str, float] = {}
+        #: job id -> the epoch rounds use now (the last one a round named)
+        self._in_use: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def begin_placement(self, header: PlacementHeader) -> PlacementBuilder:
@@ -220,8 +222,12 @@ class WorkerLogic:
             old = held.pop(epoch, None)
             if old is not None:
                 old.newer.set()  # computations on the replaced data are stale
+            in_use = self._in_use.get(job_id)
+            # Make room by dropping the oldest epoch that rounds do not use now (an abandoned
+            # shuffle's, say): the epoch in use is never dropped by a new placement.
             while len(held) >= MAX_EPOCHS_HELD:
-                oldest = min(held, key=lambda e: held[e].installed)
+                spare = [e for e in held if e != in_use] or list(held)
+                oldest = min(spare, key=lambda e: held[e].installed)
                 held.pop(oldest).newer.set()
             self._installs += 1
             placement.installed = self._installs
@@ -241,6 +247,7 @@ class WorkerLogic:
         with self._lock:
             epochs = self._jobs.pop(job_id, None)
             self._used.pop(job_id, None)
+            self._in_use.pop(job_id, None)
         if not epochs:
             return False
         for placement in epochs.values():
@@ -336,6 +343,7 @@ class WorkerLogic:
         for other in [e for e, p in held.items() if p.installed < placement.installed]:
             held.pop(other).newer.set()
             self._retired = True
+        self._in_use[job_id] = epoch
         return placement
 
     def compute(

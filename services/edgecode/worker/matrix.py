@@ -25,9 +25,9 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from edgecode.emulation import StraggleConfig, emulate
 from edgecode.errors import InvalidInput, Overloaded, StaleRound, UnknownJob
 from edgecode.records import BLOCK_SIDES, BlockHeader
-from edgecode.worker.straggle import StraggleConfig, emulate
 
 #: Job ids: what the master accepts too (no path separators or control characters in logs).
 JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")

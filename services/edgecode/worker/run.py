@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgecode.emulation import parse_straggle
 from edgecode.runtime.metrics import WorkerMetrics
 from edgecode.runtime.server import create_server
 from edgecode.runtime.start import (
@@ -19,7 +20,6 @@ from edgecode.runtime.start import (
 from edgecode.worker.logic import WorkerLogic
 from edgecode.worker.matrix import MatrixWorker
 from edgecode.worker.service import WorkerServicer, add_worker_servicer
-from edgecode.worker.straggle import parse_straggle
 from edgecode.worker.transport import GrpcPartitionReader
 
 

@@ -1,4 +1,6 @@
-"""Straggler emulation for a worker started with ``--straggle MODEL``.
+"""Straggler emulation for a worker or a peer started with ``--straggle MODEL``.
+
+Shared by the roles that emulate slow compute (worker, peer), so it lives below them.
 
 The emulated compute of a round is ``f * (shift + X) * M`` seconds on top of the real compute
 (see :mod:`edgecode.stragglers`), where f is the worker's fraction of the data and
@@ -55,6 +57,7 @@ class StraggleConfig:
     def emulates(self) -> bool:
         return (
             self.compute_seconds > 0
+            or self.spec.shift > 0
             or self.spec.slow_factor > 1
             or self.spec.rate < DETERMINISTIC_RATE
         )
@@ -87,7 +90,7 @@ def parse_straggle(text: str, compute_seconds: float = 0.0) -> StraggleConfig:
         except ValueError:
             raise ValueError(f"--straggle: {key} must be a number, got {raw!r}") from None
     try:
-        spec = WorkerSpec(name="worker", **values)  # type: ignore[arg-type]
+        spec = WorkerSpec(name="worker", **{"shift": 0.0, **values})  # type: ignore[arg-type]
     except ValueError as exc:  # WorkerSpec names the key; the worker's name means nothing here
         raise ValueError(f"--straggle: {str(exc).removeprefix(WORKER_PREFIX)}") from None
     return StraggleConfig(spec=spec, compute_seconds=compute_seconds)
