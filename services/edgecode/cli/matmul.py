@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,19 @@ def operand_file(text: str) -> Path:
     if path.suffix.lower() not in (".npy", ".npz"):
         raise argparse.ArgumentTypeError(f"expected a .npy or .npz file, got {text!r}")
     return path
+
+
+def kill_schedule(text: str) -> tuple[tuple[int, int], ...]:
+    """``--kill``: comma list of ``iteration:worker`` pairs (iteration >= 1)."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        iteration, _, worker = item.partition(":")
+        if not (iteration.isdigit() and worker.isdigit() and int(iteration) >= 1):
+            raise argparse.ArgumentTypeError(f"expected ITERATION:WORKER pairs, got {item!r}")
+        pairs.append((int(iteration), int(worker)))
+    if not pairs:
+        raise argparse.ArgumentTypeError("expected ITERATION:WORKER pairs, got nothing")
+    return tuple(pairs)
 
 
 def register(
@@ -136,6 +150,21 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--deadline", type=_args.deadline, default=60.0, help="seconds per product (default 60)"
     )
+    parser.add_argument(
+        "--spares",
+        type=_args.integer(0),
+        default=0,
+        help="local cluster only: extra worker processes the job does not use at first (where "
+        "the blocks of a dead worker go)",
+    )
+    parser.add_argument(
+        "--kill",
+        type=kill_schedule,
+        default=(),
+        metavar="T:I[,T:I...]",
+        help="local cluster, --power-iterations only: after iteration T kill worker I (w0I); "
+        "the jobs re-place its blocks and keep answering",
+    )
 
 
 def _read_array(path: Path, flag: str) -> np.ndarray:
@@ -206,6 +235,14 @@ def _check_args(args: argparse.Namespace) -> None:
         "--power-iterations starts from a random vector: leave out --vector and --rhs",
     )
     _args.check(not args.columns or bool(args.rhs), "--columns needs --rhs")
+    _args.check(
+        not args.kill or (args.power_iterations > 0 and not args.master),
+        "--kill needs --power-iterations on a local cluster (no --master)",
+    )
+    bad = [w for _, w in args.kill if w >= args.workers + args.spares]
+    _args.check(
+        not bad, f"--kill: no worker {bad} (workers + spares: {args.workers + args.spares})"
+    )
     coded = _coded_rhs(args)
     _args.check(
         args.k_b == 1 or coded, "--k-b needs a sparse --rhs B.npz to code (without --columns)"
@@ -254,9 +291,9 @@ def _matmul(args: argparse.Namespace) -> int:
 
     workers = tuple(
         WorkerSetup(f"w{i:02d}", "edge-0", args.straggle if i == 0 else "none")
-        for i in range(args.workers)
+        for i in range(args.workers + args.spares)
     )
-    with console().status(f"starting a local cluster of {args.workers} workers ..."):
+    with console().status(f"starting a local cluster of {len(workers)} workers ..."):
         cluster = LocalCluster(
             ClusterSetup(
                 (EdgeSetup("edge-0"),),
@@ -268,7 +305,7 @@ def _matmul(args: argparse.Namespace) -> int:
         cluster.start()
     try:
         with remote(cluster.master_address, "the local master"):
-            return _on_master(args, cluster.master_address, matrix, operand, rhs)
+            return _on_master(args, cluster.master_address, matrix, operand, rhs, cluster.kill)
     finally:
         cluster.stop()
 
@@ -338,7 +375,14 @@ def _show_job(job: Any) -> dict[str, Any]:
     return summary
 
 
-def _on_master(args: argparse.Namespace, address: str, matrix: Any, operand: Any, rhs: Any) -> int:
+def _on_master(
+    args: argparse.Namespace,
+    address: str,
+    matrix: Any,
+    operand: Any,
+    rhs: Any,
+    kill: Callable[[str], None] | None = None,
+) -> int:
     import numpy as np
 
     from edgecode.master.client import MasterClient
@@ -352,7 +396,7 @@ def _on_master(args: argparse.Namespace, address: str, matrix: Any, operand: Any
         if args.power_iterations > 0:
             jobs.append(job_id + "-T")
             _submit(client, args, matrix.T.tocsr(), jobs[1])
-            result = _power(client, jobs, matrix, args)
+            result, document["power"] = _power(client, jobs, matrix, args, kill)
         else:
             result, document["product"] = _one_product(client, args, job_id, matrix, operand, rhs)
         if args.out:
@@ -404,16 +448,22 @@ def _one_product(
     }
 
 
-def _power(client: Any, jobs: list[str], matrix: Any, args: argparse.Namespace) -> np.ndarray:
-    """v <- A^T (A v) / norm: A v from the job on A^T, A^T y from the job on A."""
+def _power(
+    client: Any,
+    jobs: list[str],
+    matrix: Any,
+    args: argparse.Namespace,
+    kill: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """v <- A^T (A v) / norm: A v from the job on A^T, A^T y from the job on A. ``--kill``
+    kills workers between iterations; every iteration's row says what the jobs re-placed."""
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from edgecode.master.client import product_of
-
     v = np.random.default_rng(args.seed).standard_normal(matrix.shape[1])
     v /= np.linalg.norm(v)
-    eigenvalue = 0.0
+    kills = dict(args.kill)
+    rows: list[dict[str, Any]] = []
     with Progress(
         TextColumn("power method"),
         BarColumn(),
@@ -422,17 +472,80 @@ def _power(client: Any, jobs: list[str], matrix: Any, args: argparse.Namespace) 
         console=console(),
     ) as bar:
         task = bar.add_task("power", total=args.power_iterations, info="")
-        for _ in range(args.power_iterations):
-            y = product_of(client.matmul(jobs[1], v, timeout=args.deadline + 30))  # A v
-            w = product_of(client.matmul(jobs[0], y, timeout=args.deadline + 30))  # A^T A v
-            eigenvalue = float(v @ w)
-            v = w / np.linalg.norm(w)
-            bar.update(task, advance=1, info=f"lambda {eigenvalue:.6g}")
-    direct = np.asarray(matrix.T @ (matrix @ v))
-    coded = product_of(client.matmul(jobs[0], product_of(client.matmul(jobs[1], v))))
-    error = np.linalg.norm(coded - direct) / max(float(np.linalg.norm(direct)), 1e-300)
+        for iteration in range(1, args.power_iterations + 1):
+            v, row = _power_step(client, jobs, matrix, v, args.deadline + 30)
+            rows.append({"iteration": iteration, **row})
+            bar.update(task, advance=1, info=f"lambda {row['eigenvalue']:.6g}")
+            if kill is not None and iteration in kills:
+                kill(f"w{kills[iteration]:02d}")
+                rows[-1]["killed_after"] = f"w{kills[iteration]:02d}"
+    if args.kill:
+        _show_healing(rows)
+    worst = max(max(r["error_av"], r["error_atav"]) for r in rows) if rows else 0.0
+    eigenvalue = rows[-1]["eigenvalue"] if rows else 0.0
     console().print(
-        f"top eigenvalue of A^T A ~ {eigenvalue:.8g}; last product's relative error vs the "
-        f"direct A^T A v: {error:.2e}"
+        f"top eigenvalue of A^T A ~ {eigenvalue:.8g}; largest relative error of a product vs "
+        f"the direct one: {worst:.2e}"
     )
-    return np.asarray(v, dtype=np.float64)
+    return np.asarray(v, dtype=np.float64), rows
+
+
+def _power_step(
+    client: Any, jobs: list[str], matrix: Any, v: np.ndarray, timeout: float
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One iteration, checked against the direct products, with what each job re-placed."""
+    import numpy as np
+
+    from edgecode.master.client import product_of
+
+    def error(got: np.ndarray, want: np.ndarray) -> float:
+        return float(np.linalg.norm(got - want) / max(float(np.linalg.norm(want)), 1e-300))
+
+    started = time.perf_counter()
+    first = client.matmul(jobs[1], v, timeout=timeout)  # A v
+    y = product_of(first)
+    second = client.matmul(jobs[0], y, timeout=timeout)  # A^T A v
+    w = product_of(second)
+    wall = time.perf_counter() - started
+    status = client.get_matmul(jobs[0])
+    row = {
+        "eigenvalue": float(v @ w),
+        "error_av": error(y, np.asarray(matrix @ v)),
+        "error_atav": error(w, np.asarray(matrix.T @ y)),
+        "ms": (first.seconds + second.seconds) * 1e3,
+        "wall_ms": wall * 1e3,
+        "replaced": [list(first.replaced), list(second.replaced)],
+        "tolerance": status.tolerance,
+        "node_tolerance": status.node_tolerance,
+        "replacements": status.replacements,
+        "epoch": status.placement_epoch,
+    }
+    return w / np.linalg.norm(w), row
+
+
+HEALING_COLUMNS = (
+    *("iteration", "killed after", "products ms", "calls ms", "re-placed (A^T, A job)"),
+    *("tolerance",),
+    *("nodes tolerated", "epoch", "max rel error"),
+)
+
+
+def _show_healing(rows: list[dict[str, Any]]) -> None:
+    table(
+        "Power iterations (tolerance of the job on A after the iteration)",
+        HEALING_COLUMNS,
+        [
+            [
+                r["iteration"],
+                r.get("killed_after", ""),
+                r["ms"],
+                r["wall_ms"],
+                str(r["replaced"]),
+                r["tolerance"],
+                r["node_tolerance"],
+                r["epoch"],
+                max(r["error_av"], r["error_atav"]),
+            ]
+            for r in rows
+        ],
+    )
