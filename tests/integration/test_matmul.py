@@ -548,10 +548,15 @@ def test_local_cluster_with_killed_and_paused_workers(tmp_path: Any) -> None:
             # a killed worker is found (its call fails, its health check too) and its block
             # re-encoded onto the least loaded live worker (no spare here: w0)
             cluster.kill("edge-0-w1")
-            x = rng.standard_normal(a.shape[0])
-            response = client.matmul("A", x)
-            assert relative_error(product_of(response), a.T @ x) <= TOLERANCE
-            assert list(response.replaced) == [1]
+            replaced: list[int] = []
+            for _ in range(3):  # found by the first product whose call to w1 fails in time
+                x = rng.standard_normal(a.shape[0])
+                response = client.matmul("A", x)
+                assert relative_error(product_of(response), a.T @ x) <= TOLERANCE
+                replaced += list(response.replaced)
+                if replaced:
+                    break
+            assert replaced == [1]
             status = client.get_matmul("A")
             assert status.tolerance == N - K and status.replacements == 1
             assert status.workers[1] == status.workers[0]
