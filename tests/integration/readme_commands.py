@@ -76,6 +76,10 @@ ELSEWHERE = {
     ".venv/bin/pip": "installs packages (network); .ci/run installs the same way",
     ".venv/bin/pytest": "runs a test file itself: it is part of this suite",
     "python3 -m venv": "creates a virtualenv (the Makefile's install step)",
+    "edgecode peer": "a gossip peer needs a coordinator and its neighbours: "
+    "tests/integration/test_gossip.py starts 8 of them",
+    "edgecode gossip": "needs a coordinator with registered peers: "
+    "tests/integration/test_gossip.py::test_the_gossip_command",
     "edgecode cluster": "drives a docker compose stack: tests/unit/test_cluster_docker.py and "
     "tests/e2e/test_compose.py",
     "make test": "runs this suite",
@@ -311,7 +315,7 @@ EXAMPLE_SPECS = sorted(str(p) for p in (ROOT / "examples").glob("*.toml"))
 SMALLEST_SPEC = str(ROOT / "examples/raspberry-pi-fleet.toml")
 #: (subcommand, flag) -> the small value used here (replacing the documented one, or added)
 SMALL: dict[tuple[str, ...], list[tuple[str, str]]] = {
-    ("run",): [("--rounds", "3")],
+    ("run",): [("--rounds", "3"), ("--peers", "4")],
     ("run", "cluster"): [
         ("--edges", "2"),
         ("--workers-per-edge", "2"),
@@ -336,6 +340,10 @@ SMALL: dict[tuple[str, ...], list[tuple[str, str]]] = {
         ("--compute-seconds", "0.01"),
     ],
     ("bench", "train"): [("--rounds", "6"), ("--repeats", "1")],
+    ("bench", "partial"): [("--rounds", "30")],
+    ("bench", "shuffle"): [("--rounds", "30")],
+    ("bench", "goco"): [("--rounds", "20"), ("--repeats", "1"), ("--real-rounds", "3")],
+    ("bench", "scale"): [("--sizes", "8"), ("--rounds", "3")],
     ("matmul",): [("--size", "300")],
 }
 #: Data sets of ``edgecode run`` examples that run through ``edgecode train`` instead.
@@ -345,6 +353,10 @@ SLOW = (
     "bench train",
     "bench matmul",
     "bench codes",  # its sparse-vs-dense part scans every 16-of-20 subset at any size
+    "bench partial",
+    "bench shuffle",
+    "bench goco",
+    "bench scale",
     "codes verify",  # the hierarchical cases have fixed sizes
     "edgecode.bench.transport",  # no size options: 1M floats, 15 repeats
     "run --spec",
@@ -446,6 +458,9 @@ def _edgecode_cases(text: str) -> list[Case]:
         sub = words[0] if words else ""
         if sub == "cluster":
             cases.append(Case(concrete, (), skip=ELSEWHERE["edgecode cluster"]))
+            continue
+        if sub in ("peer", "gossip"):
+            cases.append(Case(concrete, (), skip=ELSEWHERE[f"edgecode {sub}"]))
             continue
         if sub not in SUBCOMMANDS:
             cases.append(Case(concrete, (), skip=f"UNKNOWN subcommand {sub!r}"))
