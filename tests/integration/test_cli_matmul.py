@@ -1,4 +1,4 @@
-"""``edgecode matmul`` with a coded B (--k-a/--k-b), --columns, --spares and --kill: a user
+"""``edgecode matmul`` with a coded B (--k-a/--k-b), --spares and --kill: a user
 error is one line naming the flag, exit code 2, and nothing starts (no cluster, no master)."""
 
 from __future__ import annotations
@@ -44,14 +44,16 @@ def rhs_files(tmp_path: Path) -> dict[str, str]:
 
 CASES = [
     (["--rhs", "{Bcsc}", "--k-b", "2"], "holds a CSC matrix"),
-    (["--rhs", "{Bshort}"], "expected A's 50 rows"),
-    (["--rhs", "{Bnan}"], "NaN or infinite"),
+    (["--rhs", "{Bshort}", "--k-b", "1"], "expected A's 50 rows"),
+    (["--rhs", "{Bnan}", "--k-b", "1"], "NaN or infinite"),
     (["--rhs", "{B}", "--k-a", "3", "--k-b", "3"], "--k-a x --k-b must be <= --workers (6)"),
     (["--rhs", "{B}", "--scheme", "dense", "--k-b", "2"], "--scheme dense codes A only"),
     (["--k-b", "2"], "--k-b needs a sparse --rhs"),
     (["--rhs", "{dense}", "--k-b", "2"], "--k-b needs a sparse --rhs"),
-    (["--rhs", "{B}", "--columns", "--k-b", "2"], "--k-b needs a sparse --rhs"),
-    (["--columns"], "--columns needs --rhs"),
+    (
+        ["--rhs", "{B}", "--scheme", "uncoded", "--k-a", "1", "--k-b", "4"],
+        "--k-b to divide --workers (6)",
+    ),
     (["--kill", "2:1"], "--kill needs --power-iterations"),
     (["--power-iterations", "3", "--kill", "2:9"], "--kill: no worker [9]"),
     (["--power-iterations", "3", "--kill", "x"], "--kill"),

@@ -83,7 +83,12 @@ def _matmul_rhs_flags(matmul: argparse.ArgumentParser) -> None:
         default=200,
         help="columns of B for the A^T B rows (random: 1%% dense; tfidf: a block of X^T)",
     )
-    matmul.add_argument("--k-a", type=_args.integer(1), default=8, help="A^T B: k_a (default 8)")
+    matmul.add_argument(
+        "--k-a",
+        type=_args.integer(1),
+        default=None,
+        help="A^T B: k_a (default --k / --k-b: the same threshold K = k_a k_b as the A^T x rows)",
+    )
     matmul.add_argument("--k-b", type=_args.integer(1), default=2, help="A^T B: k_b (default 2)")
 
 
@@ -94,6 +99,8 @@ def _bench_matmul(args: argparse.Namespace) -> int:
         "matvec" not in args.parts or args.k <= args.workers,
         f"--k must be <= --workers ({args.workers}), got {args.k}",
     )
+    if args.k_a is None:
+        args.k_a = max(1, args.k // args.k_b)
     _args.check(
         "atb" not in args.parts or args.k_a * args.k_b <= args.workers,
         f"--k-a x --k-b must be <= --workers ({args.workers}), got {args.k_a} x {args.k_b}",

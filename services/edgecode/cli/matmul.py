@@ -51,9 +51,9 @@ def register(
             "Encode a sparse A into n coded blocks (the weight-optimal sparse code keeps them "
             "sparse), place one on each worker, then compute A^T x (--vector), A^T B (--rhs) or "
             "run the power method on A^T A (--power-iterations) from the first k workers to "
-            "answer. A sparse B (.npz, CSR) is coded too (--k-b blocks; any k_a k_b workers "
-            "decode) and placed once; a dense B (.npy, or --columns) goes column by column "
-            "through A's code. Uses a running master (--master) or starts a local cluster of "
+            "answer. With --k-b, a sparse B (.npz, CSR) is coded too (k_b blocks; any k_a k_b "
+            "workers decode) and placed once; without it B goes column by column through A's "
+            "code. Uses a running master (--master) or starts a local cluster of "
             "--workers worker processes. Prints the weight of the code beside its counting "
             "bound and the relative error against the direct product."
         ),
@@ -82,14 +82,8 @@ def _operand_flags(parser: argparse.ArgumentParser) -> None:
     operand.add_argument(
         "--rhs",
         type=operand_file,
-        help="B as .npz (sparse CSR: coded and placed once) or .npy (dense, t x p: sent "
-        "column by column through A's code)",
-    )
-    parser.add_argument(
-        "--columns",
-        action="store_true",
-        help="send a sparse --rhs densely, column by column through A's code (the A-only "
-        "baseline), instead of coding it",
+        help="B as .npz (sparse) or .npy (dense, t x p): sent column by column through A's "
+        "code, or, with --k-b, a sparse CSR B coded and placed once",
     )
 
 
@@ -108,8 +102,9 @@ def _code_flags(parser: argparse.ArgumentParser) -> None:
         "--k-b",
         dest="k_b",
         type=_args.integer(1),
-        default=1,
-        help="k_b: a sparse --rhs B's block-columns (default 1)",
+        default=None,
+        help="code a sparse --rhs B.npz too, in k_b block-columns (A^T B with both operands "
+        "coded; default: B column by column through A's code)",
     )
 
 
@@ -197,7 +192,7 @@ def _read_sparse_rhs(path: Path, rows: int) -> Any:
     if matrix.format != "csr":
         raise UsageError(
             f"--rhs: {path} holds a {matrix.format.upper()} matrix; the coded A^T B places B as "
-            "CSR blocks: save scipy.sparse.csr_matrix(B) (or pass --columns)"
+            "CSR blocks: save scipy.sparse.csr_matrix(B) (or leave out --k-b)"
         )
     if not np.all(np.isfinite(matrix.data)):
         raise UsageError(f"--rhs: {path} holds NaN or infinite values")
@@ -224,8 +219,8 @@ def _load_operand(args: argparse.Namespace, rows: int) -> np.ndarray:
 
 
 def _coded_rhs(args: argparse.Namespace) -> bool:
-    """Whether B is coded and placed (a sparse .npz --rhs without --columns)."""
-    return bool(args.rhs) and args.rhs.suffix.lower() == ".npz" and not args.columns
+    """Whether B is coded and placed (--k-b given; read before _check_args defaults it)."""
+    return args.k_b is not None
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -234,7 +229,6 @@ def _check_args(args: argparse.Namespace) -> None:
         not (args.power_iterations and (args.vector or args.rhs)),
         "--power-iterations starts from a random vector: leave out --vector and --rhs",
     )
-    _args.check(not args.columns or bool(args.rhs), "--columns needs --rhs")
     _args.check(
         not args.kill or (args.power_iterations > 0 and not args.master),
         "--kill needs --power-iterations on a local cluster (no --master)",
@@ -243,11 +237,14 @@ def _check_args(args: argparse.Namespace) -> None:
     _args.check(
         not bad, f"--kill: no worker {bad} (workers + spares: {args.workers + args.spares})"
     )
-    coded = _coded_rhs(args)
+    coded = args.coded_rhs = _coded_rhs(args)
     _args.check(
-        args.k_b == 1 or coded, "--k-b needs a sparse --rhs B.npz to code (without --columns)"
+        not coded or (bool(args.rhs) and args.rhs.suffix.lower() == ".npz"),
+        "--k-b needs a sparse --rhs B.npz to code",
     )
-    if coded:
+    if not coded:
+        args.k_b = 1
+    else:
         _args.check(
             args.scheme != "dense",
             "--scheme dense codes A only; use sparse or poly for A^T B with a coded B",
@@ -275,7 +272,7 @@ def _matmul(args: argparse.Namespace) -> int:
         f"{args.k}",
     )
     _args.check(matrix.nnz > 0, f"--matrix {args.matrix}: A has no non-zeros")
-    rhs = _read_sparse_rhs(args.rhs, matrix.shape[0]) if _coded_rhs(args) else None
+    rhs = _read_sparse_rhs(args.rhs, matrix.shape[0]) if args.coded_rhs else None
     operand = None
     if args.power_iterations == 0 and rhs is None:
         operand = _load_operand(args, matrix.shape[0])

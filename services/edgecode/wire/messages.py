@@ -384,6 +384,39 @@ def matmul_job_to_proto(job: MatmulJobStatus) -> master_pb2.MatmulJob:
     )
 
 
+def matmul_job_from_proto(message: master_pb2.MatmulJob) -> MatmulJobStatus:
+    """The inverse of :func:`matmul_job_to_proto` (clients and tests read a job status)."""
+    states = {value: key for key, value in STATES.items()}
+    return MatmulJobStatus(
+        job_id=message.job_id,
+        scheme=message.scheme,
+        n=int(message.n),
+        k=int(message.k),
+        rows=int(message.rows),
+        cols=int(message.cols),
+        worst_condition=float(message.worst_condition),
+        block_nnz=tuple(int(v) for v in message.block_nnz),
+        block_bytes=tuple(int(v) for v in message.block_bytes),
+        encode_seconds=float(message.encode_seconds),
+        place_seconds=float(message.place_seconds),
+        products=int(message.products),
+        k_b=int(message.k_b),
+        rhs_cols=int(message.rhs_cols),
+        weight=(int(message.weight_a), int(message.weight_b)),
+        weight_bound=int(message.weight_bound),
+        rhs_block_nnz=tuple(int(v) for v in message.rhs_block_nnz),
+        rhs_block_bytes=tuple(int(v) for v in message.rhs_block_bytes),
+        state=states.get(message.state, PENDING),
+        message=message.message,
+        tolerance=int(message.tolerance),
+        node_tolerance=int(message.node_tolerance),
+        workers=tuple(message.workers),
+        epoch=int(message.placement_epoch),
+        replacements=int(message.replacements),
+        replaced_bytes=int(message.replaced_bytes),
+    )
+
+
 def matmul_product_to_proto(product: MatmulProduct) -> master_pb2.MatmulResponse:
     response = master_pb2.MatmulResponse(
         job_id=product.job_id,
