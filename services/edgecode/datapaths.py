@@ -58,3 +58,25 @@ class DataDirs:
 
     def __repr__(self) -> str:
         return f"DataDirs({[str(r) for r in self.roots]})"
+
+
+def job_file_dirs(dataset: str, model: str) -> tuple[str, ...]:
+    """The folders of the files a job names (a data set file, a ``torch:PATH.py`` model): what
+    a master that should run the job must have among its data directories (a local cluster's
+    launcher passes them).
+
+    >>> job_file_dirs("breast_cancer", "")
+    ()
+    """
+    from edgecode.learning.datasets import dataset_file
+    from edgecode.learning.references import TORCH_PREFIX, parse_model_reference
+
+    files = []
+    path = dataset_file(dataset) if dataset.strip() else None
+    if path is not None:
+        files.append(path)
+    if model.startswith(TORCH_PREFIX):
+        reference = parse_model_reference(model)
+        if reference.is_file:
+            files.append(reference.source)
+    return tuple(dict.fromkeys(str(Path(f).resolve().parent) for f in files))

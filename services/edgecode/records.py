@@ -90,6 +90,12 @@ class BlockHeader:
     nnz: int
     epoch: int
     work_fraction: float
+    #: "a": the coded A block C_i; "b": the coded B block of an A^T B job
+    side: str = "a"
+
+
+#: The two sides of a coded block.
+BLOCK_SIDES = ("a", "b")
 
 
 @dataclass(frozen=True)
@@ -287,6 +293,13 @@ class MatmulSpec:
     job_id: str = ""
     #: worker addresses by code index; empty = the first n workers of the cluster
     workers: tuple[str, ...] = ()
+    #: A^T B with both operands coded: B's block-columns (any k * k_b workers decode)
+    k_b: int = 1
+
+    @property
+    def threshold(self) -> int:
+        """Results needed to decode: k (A^T x) or k * k_b (A^T B)."""
+        return self.k * self.k_b
 
     def validated(self) -> MatmulSpec:
         """This spec, or InvalidInput naming the first bad field."""
@@ -296,8 +309,19 @@ class MatmulSpec:
             raise InvalidInput(f"n must be in [1, {MAX_MATRIX_WORKERS}], got {self.n}")
         if not 1 <= self.k <= self.n:
             raise InvalidInput(f"k must be in [1, n={self.n}], got {self.k}")
-        if self.scheme == "uncoded" and self.k != self.n:
-            raise InvalidInput(f"uncoded needs k = n (every worker answers), got k={self.k}")
+        if not 1 <= self.k_b <= self.n:
+            raise InvalidInput(f"k_b must be in [1, n={self.n}], got {self.k_b}")
+        if self.threshold > self.n:
+            raise InvalidInput(
+                f"k * k_b must be at most n (any k * k_b of the n workers decode), got "
+                f"{self.k} * {self.k_b} = {self.threshold} > n={self.n}"
+            )
+        if self.scheme == "dense" and self.k_b > 1:
+            raise InvalidInput("scheme dense codes A only (k_b = 1); poly is the dense A^T B code")
+        if self.scheme == "uncoded" and self.threshold != self.n:
+            raise InvalidInput(
+                f"uncoded needs k * k_b = n (every worker answers), got {self.threshold}"
+            )
         if self.seed < 0:
             raise InvalidInput(f"seed must be >= 0, got {self.seed}")
         if not (np.isfinite(self.deadline_seconds) and self.deadline_seconds >= 0):
@@ -353,6 +377,24 @@ class MatmulJobStatus:
     encode_seconds: float
     place_seconds: float
     products: int
+    #: A^T B jobs: B's block-columns and width (1 and 0 for A^T x)
+    k_b: int = 1
+    rhs_cols: int = 0
+    #: (omega_a, omega_b) achieved and the counting bound on omega_a * omega_b
+    weight: tuple[int, int] = (0, 0)
+    weight_bound: int = 0
+    rhs_block_nnz: tuple[int, ...] = ()
+    rhs_block_bytes: tuple[int, ...] = ()
+    state: str = RUNNING
+    message: str = ""
+    #: stragglers tolerated now: code indices on live workers minus k, and whole workers
+    tolerance: int = 0
+    node_tolerance: int = 0
+    #: worker address of each code index
+    workers: tuple[str, ...] = ()
+    epoch: int = 0
+    replacements: int = 0
+    replaced_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -365,3 +407,5 @@ class MatmulProduct:
     seconds: float
     decoded_from: tuple[int, ...]
     timings: tuple[Timing, ...]
+    #: code indices re-placed after this product (their workers were gone)
+    replaced: tuple[int, ...] = ()

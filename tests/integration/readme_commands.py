@@ -425,6 +425,8 @@ def substitute(words: list[str]) -> list[str]:
             word = next(s for s in DATASET_SPECS if s.startswith("synthetic-") and "..." in s)
         if word.endswith(".toml") and word.startswith("examples/"):
             word = str(ROOT / word)
+        if word.startswith("torch:examples/"):  # a model file, wherever the command runs
+            word = "torch:" + str(ROOT / word.removeprefix("torch:"))
         if word.startswith("synthetic-"):
             for hole, value in SPEC_FILLS.items():
                 word = word.replace(hole, value)
@@ -516,6 +518,9 @@ def _python_case(example: Example) -> Case:
     if words[:2] == ["python", "examples/make_thousand_workers.py"]:
         # rewriting the committed file is what it does; --check proves it would write the same
         return Case(example.text, (str(ROOT / words[1]), "--check"))
+    if words[:2] == ["python", "examples/torch/train_digits.py"]:
+        model = "torch:" + str(ROOT / words[2].removeprefix("torch:"))
+        return Case(example.text, (str(ROOT / words[1]), model, "--steps", "5"))
     if words[:3] == ["python3", "-m", "venv"]:
         return Case(example.text, (), skip=ELSEWHERE["python3 -m venv"])
     return Case(example.text, (), skip=f"UNKNOWN python command {example.text!r}")

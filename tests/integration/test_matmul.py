@@ -36,7 +36,6 @@ from edgecode.worker.service import WorkerServicer, add_worker_servicer
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 CALL_TIMEOUT = 20.0
 N, K = 6, 4
 TOLERANCE = 1e-8
@@ -79,8 +78,10 @@ class HeldWorker:
 
 class Fleet:
     def __init__(self, servers: Any, n: int = N) -> None:
+        self.servers = servers
         self.workers: list[HeldWorker] = []
         self.addresses: list[str] = []
+        self.services: list[Any] = []
         for i in range(n):
             metrics = WorkerMetrics()
             logic = WorkerLogic(f"w{i}", metrics=metrics)
@@ -90,11 +91,16 @@ class Fleet:
             self.addresses.append(
                 servers.serve([(add_worker_servicer, held, "edgecode.v1.Worker")])
             )
+            self.services.append(servers.services[-1])
         self.transport = GrpcTransport()
         self.metrics = MasterMetrics()
         self.master = MatrixMaster(
             GrpcMatrixTransport(self.transport), lambda: self.addresses, self.metrics
         )
+
+    def kill(self, worker: int) -> None:
+        """Stop worker ``worker``'s server: its calls and health checks fail (UNAVAILABLE)."""
+        self.services[worker].server.stop(grace=None).wait(10)
 
     def hold_all_but(self, answering: set[int]) -> None:
         for i, worker in enumerate(self.workers):
@@ -104,7 +110,7 @@ class Fleet:
                 worker.held.set()
 
 
-def held_blocks(fleet: Fleet, worker: int) -> dict[str, Any]:
+def held_blocks(fleet: Fleet, worker: int) -> dict[str, dict[int, Any]]:
     matrix = fleet.workers[worker].inner.matrix
     assert matrix is not None
     return matrix.blocks()
@@ -353,6 +359,174 @@ def test_unknown_job_in_logic(fleet: Fleet) -> None:
         fleet.master.drop("missing")
 
 
+# ---- A^T B with both operands coded; jobs that heal ----------------------------------------------
+
+
+def random_rhs(rows: int = 60, cols: int = 30, seed: int = 4) -> Any:
+    return sp.random(rows, cols, density=0.1, format="csr", rng=np.random.default_rng(seed))
+
+
+def nothing_placed(fleet: Fleet) -> bool:
+    return all(held_blocks(fleet, i) == {} for i in range(len(fleet.workers)))
+
+
+@pytest.fixture
+def fleet8(inproc_servers: Any) -> Iterator[Fleet]:
+    fleet = Fleet(inproc_servers, 8)
+    try:
+        yield fleet
+    finally:
+        for worker in fleet.workers:
+            worker.held.clear()
+        fleet.transport.close()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "k_a", "k_b", "weight"),
+    [
+        ("sparse", 2, 2, (2, 2)),
+        ("poly", 2, 2, (2, 2)),
+        ("sparse", 3, 2, (2, 2)),
+        ("poly", 3, 2, (3, 2)),
+    ],
+)
+def test_a_t_b_every_k_a_k_b_subset_decodes_and_b_stays_csr(
+    fleet8: Fleet, scheme: str, k_a: int, k_b: int, weight: tuple[int, int]
+) -> None:
+    a, b = random_matrix(), random_rhs()
+    spec = MatmulSpec(scheme=scheme, n=8, k=k_a, k_b=k_b, deadline_seconds=10, job_id=scheme)
+    job = fleet8.master.submit(spec, a, b)
+    want = (a.T @ b).toarray()
+    errors = []
+    subsets = list(itertools.combinations(range(8), k_a * k_b))
+    for subset in subsets:
+        fleet8.hold_all_but(set(subset))
+        product = fleet8.master.multiply(job.job_id)
+        assert product.decoded_from == subset
+        errors.append(relative_error(product.value, want))
+    errs = np.asarray(errors)
+    assert len(errs) == len(subsets) and np.all(np.isfinite(errs)) and np.all(errs <= TOLERANCE)
+    status = job.status()
+    # the counting bound: ceil(K (n - K + 1) / n) = 3 for K = 4 and for K = 6 (n = 8)
+    assert status.weight == weight and status.weight_bound == 3
+    widest = max(int(block.nnz) for block in job.rhs.blocks)  # type: ignore[union-attr]
+    for i in range(8):
+        # B's coded block: CSR on the worker with the non-zeros the master encoded ...
+        block = held_blocks(fleet8, i)[job.job_id][i]
+        nnz = status.rhs_block_nnz[i]
+        assert sp.isspmatrix_csr(block.rhs) and block.rhs.nnz == nnz <= weight[1] * widest
+        # ... and CSR on the wire: 8 + 8 bytes per non-zero, 8 per row pointer, a small header
+        csr_bytes = 16 * nnz + 8 * (a.shape[0] + 1)
+        assert csr_bytes <= status.rhs_block_bytes[i] <= csr_bytes + 256
+
+
+def test_power_iteration_heals_after_each_death(fleet: Fleet, master_stub: Any) -> None:
+    a = random_matrix(80, 50, seed=9)
+    for job_id, matrix in (("P", a), ("PT", a.T.tocsr())):
+        spec = master_pb2.MatmulSpec(job_id=job_id, scheme="sparse", n=N, k=K, deadline_seconds=5)
+        master_stub.SubmitMatmul(iter(submit_messages(spec, matrix)), timeout=CALL_TIMEOUT)
+    errors: list[float] = []
+
+    def product(job_id: str, x: np.ndarray) -> np.ndarray:
+        response = master_stub.Matmul(matmul_request(job_id, x), timeout=CALL_TIMEOUT)
+        return product_of(response)
+
+    def iterate(v: np.ndarray, times: int) -> np.ndarray:
+        for _ in range(times):
+            y = product("PT", v)  # A v
+            errors.append(relative_error(y, a @ v))
+            w = product("P", y)  # A^T A v
+            errors.append(relative_error(w, a.T @ y))
+            v = w / np.linalg.norm(w)
+        return v
+
+    def status(job_id: str) -> master_pb2.MatmulJob:
+        return master_stub.GetMatmul(master_pb2.GetMatmulRequest(job_id=job_id), timeout=5)
+
+    v = iterate(np.random.default_rng(3).standard_normal(a.shape[1]), 2)
+    for deaths, victim in enumerate((1, 4), start=1):
+        fleet.kill(victim)
+        v = iterate(v, 2)
+        for job_id in ("P", "PT"):
+            job = status(job_id)
+            assert job.state == master_pb2.JOB_STATE_RUNNING
+            assert job.replacements == deaths and fleet.addresses[victim] not in job.workers
+            assert job.tolerance == N - K  # back to full tolerance after re-placement
+    errs = np.asarray(errors)
+    assert len(errs) == 12 and np.all(np.isfinite(errs)) and np.all(errs <= TOLERANCE)
+    # a third death leaves three workers for k = 4: the job fails, naming them
+    fleet.kill(0)
+    for _ in range(2):
+        try:
+            product("P", np.ones(a.shape[0]))
+        except grpc.RpcError as failed:
+            assert failed.code() == PRECONDITION
+            assert "fewer than k=4 workers remain: 3 live" in (failed.details() or "")
+            break
+    job = status("P")
+    assert job.state == master_pb2.JOB_STATE_FAILED
+    for victim in (0, 1, 4):
+        assert fleet.addresses[victim] in job.message
+
+
+def test_a_t_b_bad_input_is_refused_before_anything_is_placed(
+    fleet: Fleet, master_stub: Any, tmp_path: Any
+) -> None:
+    a, b = random_matrix(), random_rhs()
+
+    def submit(spec: master_pb2.MatmulSpec, rhs: Any) -> Any:
+        messages = submit_messages(spec, a)
+        messages[0].spec.rhs_rows, messages[0].spec.rhs_cols = rhs.shape
+        messages[0].spec.rhs_nnz = rhs.nnz
+        rows = wire.csr_to_proto(rhs)
+        messages.append(
+            master_pb2.SubmitMatmulRequest(rhs_chunk=master_pb2.MatrixChunk(first_row=0, rows=rows))
+        )
+        return master_stub.SubmitMatmul(iter(messages), timeout=CALL_TIMEOUT)
+
+    def refused(call: Any, words: str) -> None:
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() == INVALID, caught.value.details()
+        assert words in (caught.value.details() or ""), caught.value.details()
+        assert nothing_placed(fleet)
+
+    spec = master_pb2.MatmulSpec(scheme="sparse", n=N, k=2, k_b=2)
+    refused(lambda: submit(master_pb2.MatmulSpec(n=N, k=3, k_b=3), b), "k * k_b must be at most n")
+    refused(lambda: submit(spec, random_rhs(rows=59)), "must have A's 60 rows")
+    nan = b.copy()
+    nan.data[0] = np.nan
+    refused(lambda: submit(spec, nan), "NaN or infinite")
+    sp.save_npz(tmp_path / "B.npz", b.tocsc())
+    by_path = master_pb2.MatmulSpec(scheme="sparse", n=N, k=2, k_b=2)
+    by_path.rhs_path = str(tmp_path / "B.npz")
+    refused(
+        lambda: master_stub.SubmitMatmul(iter(submit_messages(by_path, a)), timeout=CALL_TIMEOUT),
+        "must be CSR, got CSC",
+    )
+    no_announce = submit_messages(master_pb2.MatmulSpec(n=N, k=2), a)
+    no_announce.append(
+        master_pb2.SubmitMatmulRequest(
+            rhs_chunk=master_pb2.MatrixChunk(first_row=0, rows=wire.csr_to_proto(b))
+        )
+    )
+    refused(
+        lambda: master_stub.SubmitMatmul(iter(no_announce), timeout=CALL_TIMEOUT),
+        "B chunks sent without rhs_cols",
+    )
+    refused(lambda: submit(master_pb2.MatmulSpec(scheme="dense", n=N, k=2, k_b=2), b), "dense")
+    # the good job works, and refuses an operand
+    good = master_pb2.MatmulSpec(job_id="ab", scheme="sparse", n=N, k=2, k_b=2)
+    job = submit(good, b)
+    # n = 6, K = 4: the counting bound is 2; the lightest verified pair is (2, 2)
+    assert (job.weight_a, job.weight_b, job.weight_bound, job.tolerance) == (2, 2, 2, 2)
+    response = master_stub.Matmul(master_pb2.MatmulRequest(job_id="ab"), timeout=CALL_TIMEOUT)
+    assert relative_error(product_of(response), (a.T @ b).toarray()) <= TOLERANCE
+    with pytest.raises(grpc.RpcError) as caught:
+        master_stub.Matmul(matmul_request("ab", np.ones(a.shape[0])), timeout=CALL_TIMEOUT)
+    assert caught.value.code() == INVALID
+
+
 # ---- real processes ----------------------------------------------------------------------------
 
 
@@ -371,26 +545,45 @@ def test_local_cluster_with_killed_and_paused_workers(tmp_path: Any) -> None:
             x = rng.standard_normal(a.shape[0])
             response = client.matmul("A", x)
             assert relative_error(product_of(response), a.T @ x) <= TOLERANCE
+            # a killed worker is found (its call fails, its health check too) and its block
+            # re-encoded onto the least loaded live worker (no spare here: w0)
             cluster.kill("edge-0-w1")
-            cluster.pause("edge-0-w4")
+            replaced: list[int] = []
+            for _ in range(3):  # found by the first product whose call to w1 fails in time
+                x = rng.standard_normal(a.shape[0])
+                response = client.matmul("A", x)
+                assert relative_error(product_of(response), a.T @ x) <= TOLERANCE
+                replaced += list(response.replaced)
+                if replaced:
+                    break
+            assert replaced == [1]
+            status = client.get_matmul("A")
+            assert status.tolerance == N - K and status.replacements == 1
+            assert status.workers[1] == status.workers[0]
+            paused = ("edge-0-w4", "edge-0-w3")
+            for name in paused:
+                cluster.pause(name)
             try:
-                for _ in range(3):
+                # paused workers are stragglers (cut off, not failed): the rest decode exactly
+                for _ in range(2):
                     x = rng.standard_normal(a.shape[0])
                     response = client.matmul("A", x)
                     assert relative_error(product_of(response), a.T @ x) <= TOLERANCE
-                    assert set(response.decoded_from) == {0, 2, 3, 5}
+                    assert set(response.decoded_from) == {0, 1, 2, 5}
                 b = rng.standard_normal((a.shape[0], 2))
                 assert relative_error(product_of(client.matmul("A", b)), a.T @ b) <= TOLERANCE
-                # a third straggler is one too many: a clear UNAVAILABLE within the deadline
-                cluster.pause("edge-0-w3")
+                # one more: the round fails, the health checks find three gone, two workers
+                # remain for k = 4: the job fails naming them
+                cluster.pause("edge-0-w2")
+                paused += ("edge-0-w2",)
                 with pytest.raises(grpc.RpcError) as caught:
                     client.matmul("A", x)
-                assert caught.value.code() == UNAVAILABLE
-                cluster.resume("edge-0-w3")
+                assert caught.value.code() == PRECONDITION
+                assert "fewer than k=4 workers remain: 2 live" in (caught.value.details() or "")
             finally:
-                cluster.resume("edge-0-w4")
-            response = client.matmul("A", x)
-            assert relative_error(product_of(response), a.T @ x) <= TOLERANCE
+                for name in paused:
+                    cluster.resume(name)
+            assert client.get_matmul("A").state == master_pb2.JOB_STATE_FAILED
             url = cluster.processes["edge-0-w0"].metrics_url
             text = urllib.request.urlopen(url, timeout=5).read().decode()
             assert "edgecode_worker_multiply_seconds_count" in text

@@ -407,3 +407,23 @@ def test_bench_smoke() -> None:
     assert report["sparse_decode_rel_error"] <= TOLERANCE
     assert report["dense_decode_rel_error"] <= TOLERANCE
     assert report["speedup"] > 0.0
+
+
+def test_encoding_chosen_workers_matches_encoding_all() -> None:
+    """A lost code index is re-encoded alone: the same block as in the full encoding."""
+    a = sp.random(30, 24, density=0.2, format="csr", random_state=3)
+    b = sp.random(30, 10, density=0.2, format="csr", random_state=4)
+    code = sparse_mm_code(8, 2, 2)
+    a_blocks, b_blocks = split_columns(a, 2), split_columns(b, 2)
+    every_a, every_b = code.encode(a_blocks), code.encode_b(b_blocks)
+    for i in (5, 0, 7):
+        (one_a,) = code.encode(a_blocks, [i])
+        (one_b,) = code.encode_b(b_blocks, [i])
+        assert (one_a != every_a[i]).nnz == 0 and (one_b != every_b[i]).nnz == 0
+    mv = sparse_mv_code(6, 4)
+    blocks = split_columns(a, 4)
+    every = mv.encode(blocks)
+    chosen = mv.encode(blocks, [3, 1])
+    assert (chosen[0] != every[3]).nnz == 0 and (chosen[1] != every[1]).nnz == 0
+    with pytest.raises(ValueError, match="workers"):
+        mv.encode(blocks, [6])

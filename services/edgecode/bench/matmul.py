@@ -213,3 +213,235 @@ def targets(rows: list[dict[str, Any]]) -> list[tuple[str, str, float, float, bo
                         (m, f"slow: sparse/{key[9:]} e2e", row[key], limit, row[key] <= limit)
                     )
     return checks
+
+
+# ---- A^T B: both operands coded vs A only vs polynomial vs uncoded ---------------------------
+
+#: A^T B schemes: ``sparse`` codes A and B (sparse_mm_code), ``columns`` codes A only
+#: (sparse_mv_code with k = k_a k_b, B sent densely with every product), ``poly`` the
+#: polynomial code on both, ``uncoded`` worker i holds A_i and the whole B (k_a = n).
+RHS_SCHEMES = ("sparse", "columns", "poly", "uncoded")
+
+
+def rhs_source(
+    spec: str, size: int = 2000, rhs_cols: int = 200, seed: int = 0
+) -> tuple[str, Any, Any]:
+    """(label, A, B) for the A^T B rows: ``random`` (A ``size`` x ``size`` and B ``size`` x
+    ``rhs_cols``, both 1% dense), ``tfidf`` (A = X^T for the TF-IDF matrix X, B = a block of
+    ``rhs_cols`` consecutive columns of X^T: A^T B = X X^T[:, block], the similarities of every
+    paragraph to a block of paragraphs), or a file for A with a random 1% B."""
+    if spec == "tfidf":
+        x = sklearn_tfidf()
+        start = (x.shape[0] - rhs_cols) // 2
+        a, b = x.T.tocsr(), x[start : start + rhs_cols].T.tocsr()
+        return f"tf-idf X X^T[:, {rhs_cols}] ({a.shape[0]}x{a.shape[1]})", a, b
+    if spec == "random":
+        label, a = f"random {size}x{size} 1% x {rhs_cols} cols", random_sparse(size, 0.01, seed)
+    else:
+        label, a = load_source(spec, size, seed)
+    rng = np.random.default_rng([seed, 1])
+    b = sp.random(a.shape[0], rhs_cols, density=0.01, format="csr", rng=rng)
+    return label, sp.csr_matrix(a), sp.csr_matrix(b)
+
+
+def _rhs_spec(
+    scheme: str, n: int, k_a: int, k_b: int, workers: tuple[str, ...]
+) -> tuple[Any, bool]:
+    """The job of one A^T B scheme, and whether B is placed (coded) with it."""
+    from edgecode.records import MatmulSpec
+
+    if scheme == "columns":
+        return MatmulSpec("sparse", n, k_a * k_b, workers=workers, job_id=scheme), False
+    if scheme == "uncoded":
+        return MatmulSpec("uncoded", n, n, workers=workers, job_id=scheme), True
+    return MatmulSpec(scheme, n, k_a, workers=workers, job_id=scheme, k_b=k_b), True
+
+
+def _seconds(fn: Callable[[], Any], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _rhs_worker_work(spec: Any, placed_b: bool, a: Any, b: Any, repeats: int) -> dict[str, float]:
+    """Real product time of a sample of coded blocks, computed as the workers do it
+    (``(B_i^T C_i)^T`` for two CSR blocks, result densified; ``C_i^T B`` for a dense B):
+    the fastest of ``repeats`` runs (the uncontended time; this machine is shared) and the
+    median, medians over the blocks; and the multiply-adds of one block (machine-free)."""
+    from edgecode.master.matrix import balanced_split, build_code
+    from edgecode.master.matrix_jobs import row_products
+
+    code = build_code(spec.scheme, spec.n, spec.k, spec.seed, spec.k_b, rhs=placed_b)
+    sample = list(range(0, spec.n, max(1, spec.n // 5)))
+    coded_a = code.encode(balanced_split(a, spec.k, spec.seed)[1], sample)
+    if placed_b:
+        b_blocks = balanced_split(b, spec.k_b, spec.seed, stream=1)[1]
+        coded_b = code.encode_b(b_blocks, sample)  # type: ignore[union-attr]
+        runs = [
+            _seconds(partial(lambda c, d: (d.T @ c).toarray().T, c, d), repeats)
+            for c, d in zip(coded_a, coded_b, strict=True)
+        ]
+        adds = [row_products(c, d) for c, d in zip(coded_a, coded_b, strict=True)]
+    else:
+        dense = b.toarray()
+        left = [c.T.tocsr() for c in coded_a]
+        runs = [_seconds(partial(lambda c: c @ dense, c), repeats) for c in left]
+        adds = [int(c.nnz) * b.shape[1] for c in coded_a]
+    return {
+        "worker_multiply_ms": statistics.median(min(r) for r in runs) * 1e3,
+        "worker_multiply_median_ms": statistics.median(statistics.median(r) for r in runs) * 1e3,
+        "worker_multiply_adds": float(statistics.median(adds)),
+    }
+
+
+def _rhs_row(
+    job: Any, scheme: str, products: list[Any], reference: np.ndarray, b: Any
+) -> dict[str, Any]:
+    """One A^T B row from a job and its products (bytes: placed once, and per product)."""
+    weight, bound = _weights(job.code)
+    n = job.spec.n
+    result_bytes = sum(p.value.nbytes for p in products[:1]) * n // max(job.code.k, 1)
+    operand_bytes = 0 if job.rhs is not None else n * b.shape[0] * b.shape[1] * 8
+    placed = sum(job.block_bytes) + (0 if job.rhs is None else sum(job.rhs.block_bytes))
+    errors = [
+        float(np.linalg.norm(p.value - reference) / np.linalg.norm(reference)) for p in products
+    ]
+    return {
+        "part": "A^T B",
+        "scheme": scheme,
+        "n": n,
+        "k_a": job.spec.k,
+        "k_b": job.spec.k_b,
+        "threshold": job.code.k,
+        "weight_a": weight[0],
+        "weight_b": weight[1],
+        "weight": weight[0] * weight[1],
+        "counting_bound": bound,
+        "placed_mb": placed / 1e6,
+        "per_product_mb": (operand_bytes + result_bytes) / 1e6,
+        "nnz_per_block": float(np.mean(job.block_nnz)),
+        "rhs_nnz_per_block": 0.0 if job.rhs is None else float(np.mean(job.rhs.block_nnz)),
+        "end_to_end_ms": statistics.median(p.seconds for p in products) * 1e3,
+        "worst_condition": job.code.condition_number(),
+        "max_relative_error": float(np.max(errors)),  # NaN-propagating
+        "errors_finite": bool(np.all(np.isfinite(errors))),
+        "place_seconds": job.place_seconds,
+    }
+
+
+def _weights(code: Any) -> tuple[tuple[int, int], int]:
+    from edgecode.master.matrix_jobs import weight_of
+
+    return weight_of(code)
+
+
+def _rhs_products(master: Any, job: Any, b: Any, repeats: int) -> list[Any]:
+    operand = None if job.rhs is not None else b.toarray()
+    master.multiply(job.job_id, operand)  # warm-up (channels, allocations)
+    return [master.multiply(job.job_id, operand) for _ in range(repeats)]
+
+
+def bench_rhs(
+    label: str,
+    a: Any,
+    b: Any,
+    n: int = 20,
+    k_a: int = 8,
+    k_b: int = 2,
+    repeats: int = 3,
+    slow: int = 2,
+    slow_factor: float = 10.0,
+    schemes: tuple[str, ...] = RHS_SCHEMES,
+    workdir: Path | None = None,
+    compute_seconds: float = 0.0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """A^T B rows, one per (scenario, scheme): worker time (real, uncontended), bytes placed
+    and per product, end-to-end per product without stragglers and with ``slow`` workers
+    ``slow_factor`` times slower. Workers emulate ``compute_seconds`` (default: the real time
+    of the whole uncoded A^T B here) times each block's share of the multiply-adds."""
+    from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup
+    from edgecode.master.matrix import MatrixMaster
+    from edgecode.master.transport import GrpcMatrixTransport, GrpcTransport
+
+    reference = np.asarray((a.T @ b).toarray())
+    full_seconds = compute_seconds or _median_seconds(lambda: (b.T @ a).toarray(), 3)
+    names = tuple(f"w{i:02d}" for i in range(n))
+    work = {}
+    for scheme in schemes:
+        spec, placed_b = _rhs_spec(scheme, n, k_a, k_b, names)
+        work[scheme] = _rhs_worker_work(spec, placed_b, a, b, max(repeats, 7))
+    rows: list[dict[str, Any]] = []
+    for scenario, slow_count in (
+        ("no stragglers", 0),
+        (f"{slow} workers {slow_factor:g}x slow", slow),
+    ):
+        workers = tuple(
+            WorkerSetup(name, "edge-0", f"slow:factor={slow_factor}" if i < slow_count else "none")
+            for i, name in enumerate(names)
+        )
+        setup = ClusterSetup((EdgeSetup("edge-0"),), workers, compute_seconds=full_seconds)
+        cluster_dir = None if workdir is None else workdir / f"atb-cluster-{slow_count}"
+        # This process is the matrix master and dials the workers itself: plaintext, as said.
+        with LocalCluster(setup, cluster_dir, insecure=True) as cluster:
+            addresses = tuple(cluster.processes[w.name].address for w in workers)
+            transport = GrpcTransport()
+            master = MatrixMaster(GrpcMatrixTransport(transport))
+            try:
+                for scheme in schemes:
+                    if progress is not None:
+                        progress(f"{label}: {scenario}: A^T B {scheme} (placing)")
+                    spec, placed_b = _rhs_spec(scheme, n, k_a, k_b, addresses)
+                    job = master.submit(spec, a, b if placed_b else None)
+                    products = _rhs_products(master, job, b, repeats)
+                    row = _rhs_row(job, scheme, products, reference, b)
+                    row |= {
+                        "matrix": label,
+                        "scenario": scenario,
+                        **work[scheme],
+                        "emulated_full_product_seconds": full_seconds,
+                    }
+                    rows.append(row)
+                    master.drop(job.job_id)
+            finally:
+                transport.close()
+    _rhs_ratios(rows)
+    return rows
+
+
+def _rhs_ratios(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        same = {r["scheme"]: r for r in rows if r["scenario"] == row["scenario"]}
+        for base in ("poly", "columns", "uncoded"):
+            if base in same:
+                row[f"e2e_over_{base}"] = row["end_to_end_ms"] / same[base]["end_to_end_ms"]
+        if "poly" in same:
+            poly = same["poly"]
+            row["worker_over_poly"] = row["worker_multiply_ms"] / poly["worker_multiply_ms"]
+            row["adds_over_poly"] = row["worker_multiply_adds"] / poly["worker_multiply_adds"]
+            row["placed_over_poly"] = row["placed_mb"] / poly["placed_mb"]
+            row["bytes_over_poly"] = (row["placed_mb"] + row["per_product_mb"]) / (
+                poly["placed_mb"] + poly["per_product_mb"]
+            )
+
+
+def rhs_targets(rows: list[dict[str, Any]]) -> list[tuple[str, str, float, float, bool]]:
+    """(matrix, target, measured, limit, met): sparse-both-coded worker time and bytes placed
+    <= 0.5x the polynomial code's (no stragglers)."""
+    checks = []
+    for row in rows:
+        if row["scheme"] != "sparse" or row["scenario"] != "no stragglers":
+            continue
+        for key, name in (
+            ("worker_over_poly", "worker time"),
+            ("placed_over_poly", "bytes placed"),
+        ):
+            if key in row:
+                value = row[key]
+                checks.append(
+                    (row["matrix"], f"A^T B sparse/poly {name}", value, 0.5, value <= 0.5)
+                )
+    return checks

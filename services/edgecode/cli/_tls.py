@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -65,20 +64,3 @@ def client_tls(
         "client",
         roles,
     )
-
-
-def job_file_dirs(dataset: str, model: str) -> tuple[str, ...]:
-    """The folders of the files a job names (a data set file, a torch model file): what a local
-    cluster's master must allow (its data_dirs)."""
-    from edgecode.learning.datasets import dataset_file
-    from edgecode.learning.references import TORCH_PREFIX, parse_model_reference
-
-    files = []
-    path = dataset_file(dataset) if dataset.strip() else None
-    if path is not None:
-        files.append(path)
-    if model.startswith(TORCH_PREFIX):
-        reference = parse_model_reference(model)
-        if reference.is_file:
-            files.append(reference.source)
-    return tuple(dict.fromkeys(str(Path(f).resolve().parent) for f in files))

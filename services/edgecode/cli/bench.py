@@ -50,7 +50,9 @@ def register(
     targets = parser.add_subparsers(title="targets", metavar="TARGET")
     _codes_target(targets)
     _train_target(targets)
-    _matmul_target(targets)
+    from edgecode.cli.bench_matmul import matmul_target
+
+    matmul_target(targets)
     _papers_targets(targets)
     _scale_target(targets)
     from edgecode.cli.gossip import add_bench_target  # bench goco lives with edgecode gossip
@@ -221,153 +223,14 @@ def _train_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help=f"rounds per scheme, at least {MIN_TRAIN_ROUNDS} (default 60)",
     )
     train.add_argument("--repeats", type=_args.integer(1), default=15, help="transport repetitions")
+    train.add_argument(
+        "--model",
+        type=_args.model,
+        default="",
+        help="a torch:MODULE:FUNCTION model instead: hgc vs uncoded vs ignore on digits with one "
+        "persistent straggler, round time and time to 95%% test accuracy, worker memory",
+    )
     train.set_defaults(func=_bench_train)
-
-
-def _matmul_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``bench matmul``: its parser."""
-    matmul = targets.add_parser(
-        "matmul",
-        help="coded A^T x as a service: sparse vs dense-MDS vs polynomial vs uncoded",
-        description=(
-            "On a local cluster of n worker processes (this process is the master), for a "
-            "1%%-dense random SIZE x SIZE matrix and a real sparse one (TF-IDF of scikit-learn's "
-            "own text): per-worker multiply time, bytes placed, end-to-end time per product, "
-            "worst-case condition number of the sparse, dense-MDS, polynomial and uncoded "
-            "schemes, without stragglers and with 2 workers 10x slow. Targets: sparse worker "
-            "time and bytes <= 0.4x dense; with the slow workers, sparse end-to-end <= 0.6x "
-            "uncoded and <= 0.5x dense."
-        ),
-    )
-    matmul.add_argument(
-        "--out",
-        type=_args.output_dir,
-        default="out/bench-matmul",
-        help="output folder (default out/bench-matmul)",
-    )
-    matmul.add_argument(
-        "--size",
-        type=_args.integer(MIN_MATRIX_SIZE),
-        default=20_000,
-        help=f"random matrix size, at least {MIN_MATRIX_SIZE} (default 20000)",
-    )
-    matmul.add_argument(
-        "--matrices",
-        type=matrix_sources,
-        default="random,tfidf",
-        help="comma list of random, tfidf or .npz/.mtx files",
-    )
-    matmul.add_argument("--workers", type=_args.integer(2), default=20, help="n (default 20)")
-    matmul.add_argument("--k", type=_args.integer(1), default=16, help="k (default 16)")
-    matmul.add_argument(
-        "--repeats", type=_args.integer(1), default=5, help="products per scheme (default 5)"
-    )
-    matmul.add_argument(
-        "--compute-seconds",
-        type=_args.seconds,
-        default=0.0,
-        help="emulated seconds of the whole A^T x on one worker (a worker holding a fraction f "
-        "of the non-zeros takes f times that, a slow one 10x more); default 0 = the real time "
-        "measured here",
-    )
-    matmul.set_defaults(func=_bench_matmul)
-
-
-def _bench_matmul(args: argparse.Namespace) -> int:
-    from edgecode.bench.matmul import bench_matrix, load_source, targets
-
-    _args.check(args.k <= args.workers, f"--k must be <= --workers ({args.workers}), got {args.k}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    for spec in args.matrices:
-        with console().status(f"loading {spec} ...") as status:
-            label, matrix = load_source(spec, size=args.size)
-            rows += bench_matrix(
-                label,
-                matrix,
-                n=args.workers,
-                k=args.k,
-                repeats=args.repeats,
-                workdir=out / "clusters",
-                compute_seconds=args.compute_seconds,
-                progress=lambda text: status.update(text),
-            )
-    table(
-        f"Coded A^T x, n={args.workers}, k={args.k} (medians)",
-        [
-            "matrix",
-            "scenario",
-            "scheme",
-            "worker ms",
-            "placed MB",
-            "nnz/block",
-            "end-to-end ms",
-            "worst cond",
-            "max rel err",
-        ],
-        [
-            [
-                r["matrix"],
-                r["scenario"],
-                r["scheme"],
-                r["worker_multiply_ms"],
-                r["placed_mb"],
-                r["nnz_per_block"],
-                r["end_to_end_ms"],
-                r["worst_condition"],
-                r["max_relative_error"],
-            ]
-            for r in rows
-        ],
-    )
-    checks = targets(rows)
-    table(
-        "Targets (sparse code)",
-        ["matrix", "target", "measured", "limit", "met"],
-        [[m, t, v, lim, "yes" if ok else "NO"] for m, t, v, lim, ok in checks],
-    )
-    (out / "matmul.json").write_text(json.dumps({"rows": rows}, indent=2, default=float))
-    with (out / "matmul.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=sorted({key for r in rows for key in r}))
-        writer.writeheader()
-        writer.writerows(rows)
-    _plot_matmul(out, rows)
-    console().print(f"wrote {out / 'matmul.json'}, {out / 'matmul.csv'}, {out / 'matmul.png'}")
-    return 0
-
-
-def _plot_matmul(out: Path, rows: list[dict[str, Any]]) -> None:
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrices = sorted({r["matrix"] for r in rows})
-    fig, axes = plt.subplots(len(matrices), 3, figsize=(13, 3.6 * len(matrices)), squeeze=False)
-    for line, matrix in zip(axes, matrices, strict=True):
-        mine = [r for r in rows if r["matrix"] == matrix]
-        calm = [r for r in mine if r["scenario"] == "no stragglers"]
-        slow = [r for r in mine if r["scenario"] != "no stragglers"]
-        names = [r["scheme"] for r in calm]
-        line[0].bar(names, [r["worker_multiply_ms"] for r in calm])
-        line[0].set(title=f"{matrix}: worker multiply", ylabel="ms")
-        line[1].bar(names, [r["placed_mb"] for r in calm])
-        line[1].set(title="bytes placed", ylabel="MB")
-        width = 0.4
-        positions = np.arange(len(names))
-        line[2].bar(positions - width / 2, [r["end_to_end_ms"] for r in calm], width, label="none")
-        line[2].bar(
-            positions + width / 2, [r["end_to_end_ms"] for r in slow], width, label="2 slow"
-        )
-        line[2].set(
-            xticks=positions, xticklabels=names, title="end-to-end per product", ylabel="ms"
-        )
-        line[2].legend()
-    fig.tight_layout()
-    fig.savefig(out / "matmul.png", dpi=110)
-    plt.close(fig)
 
 
 def _bench_codes(args: argparse.Namespace) -> int:
@@ -452,6 +315,10 @@ def _write(out: Path, report: dict[str, Any]) -> None:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
+    if args.model:
+        from edgecode.cli.bench_torch import bench_train_torch
+
+        return bench_train_torch(args)
     from edgecode.bench.train import bench_tls, bench_training
     from edgecode.bench.transport import bench_transport
 

@@ -35,7 +35,7 @@ from edgecode.cli._jobs import (
     submit_and_follow,
 )
 from edgecode.cli._render import console
-from edgecode.cli._tls import job_file_dirs
+from edgecode.datapaths import job_file_dirs
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands, so other subcommands start fast
     from edgecode.cluster.local import ClusterSetup

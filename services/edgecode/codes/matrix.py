@@ -411,10 +411,19 @@ class _LinearScheme:
 
 
 def _encode(
-    blocks: Sequence[object], coefficients: FloatArray, support: Sequence[Sequence[int]], name: str
+    blocks: Sequence[object],
+    coefficients: FloatArray,
+    support: Sequence[Sequence[int]],
+    name: str,
+    workers: Iterable[int] | None = None,
 ) -> list[Any]:
-    """``C_i = sum_{j in support[i]} coefficients[i, j] blocks[j]`` as csr_matrix, per worker."""
+    """``C_i = sum_{j in support[i]} coefficients[i, j] blocks[j]`` as csr_matrix, for every
+    worker i (or those in ``workers``, in that order: a lost block is re-encoded alone)."""
     expected = coefficients.shape[1]
+    if workers is None:
+        chosen = list(range(len(support)))
+    else:
+        chosen = [_check_int(i, "workers[]", 0, len(support) - 1) for i in workers]
     if isinstance(blocks, str | bytes) or not isinstance(blocks, Sequence):
         raise InvalidInput(f"{name} must be a sequence of {expected} matrices, got {type(blocks)}")
     if len(blocks) != expected:
@@ -427,9 +436,9 @@ def _encode(
                 f"{name}[{j}] must have the shape of {name}[0] {shape}, got {matrix.shape}"
             )
     coded = []
-    for i, items in enumerate(support):
+    for i in chosen:
         total = sp.csr_matrix(shape, dtype=np.float64)
-        for j in items:
+        for j in support[i]:
             total = total + matrices[j] * float(coefficients[i, j])
         total.sum_duplicates()
         total.eliminate_zeros()
@@ -456,9 +465,10 @@ class MatVecCode(_LinearScheme):
         """The n x k encoding matrix (zero outside ``support``)."""
         return self.generator
 
-    def encode(self, blocks: Sequence[object]) -> list[Any]:
-        """Coded blocks ``C_i`` (csr_matrix, one per worker) from the k blocks ``A_j``."""
-        return _encode(blocks, self.generator, self.support, "blocks")
+    def encode(self, blocks: Sequence[object], workers: Iterable[int] | None = None) -> list[Any]:
+        """Coded blocks ``C_i`` (csr_matrix, one per worker, or per index in ``workers``)
+        from the k blocks ``A_j``."""
+        return _encode(blocks, self.generator, self.support, "blocks", workers)
 
 
 @dataclass(frozen=True, eq=False)
@@ -491,13 +501,15 @@ class ProductCode(_LinearScheme):
         """ "exhaustive" when every K-subset was verified decodable, "sampled" otherwise."""
         return self.condition_scope
 
-    def encode(self, blocks: Sequence[object]) -> list[Any]:
-        """Coded A blocks ``Ã_i`` (csr_matrix) from the k_a blocks ``A_j``."""
-        return _encode(blocks, self.coefficients[0], self.support_a, "blocks")
+    def encode(self, blocks: Sequence[object], workers: Iterable[int] | None = None) -> list[Any]:
+        """Coded A blocks ``Ã_i`` (csr_matrix) from the k_a blocks ``A_j`` (every worker, or
+        those in ``workers``)."""
+        return _encode(blocks, self.coefficients[0], self.support_a, "blocks", workers)
 
-    def encode_b(self, blocks: Sequence[object]) -> list[Any]:
-        """Coded B blocks ``B̃_i`` (csr_matrix) from the k_b blocks ``B_l``."""
-        return _encode(blocks, self.coefficients[1], self.support_b, "blocks")
+    def encode_b(self, blocks: Sequence[object], workers: Iterable[int] | None = None) -> list[Any]:
+        """Coded B blocks ``B̃_i`` (csr_matrix) from the k_b blocks ``B_l`` (every worker, or
+        those in ``workers``)."""
+        return _encode(blocks, self.coefficients[1], self.support_b, "blocks", workers)
 
 
 def _freeze(array: FloatArray) -> FloatArray:

@@ -78,9 +78,12 @@ class MasterClient:
         spec: master_pb2.MatmulSpec,
         matrix: Any = None,
         timeout: float = 600.0,
+        rhs: Any = None,
     ) -> master_pb2.MatmulJob:
         """Submit a matrix job; ``matrix`` (scipy.sparse) is streamed in row chunks unless the
-        spec names a ``matrix_path`` the master reads."""
+        spec names a ``matrix_path`` the master reads. ``rhs`` (B, scipy.sparse CSR) makes it an
+        A^T B job with both operands coded: B's row chunks follow A's (or the spec names a
+        ``rhs_path``)."""
 
         def messages() -> Iterator[master_pb2.SubmitMatmulRequest]:
             head = master_pb2.MatmulSpec()
@@ -88,6 +91,9 @@ class MasterClient:
             if matrix is not None:
                 head.rows, head.cols = int(matrix.shape[0]), int(matrix.shape[1])
                 head.nnz = int(matrix.nnz)
+            if rhs is not None:
+                head.rhs_rows, head.rhs_cols = int(rhs.shape[0]), int(rhs.shape[1])
+                head.rhs_nnz = int(rhs.nnz)
             yield master_pb2.SubmitMatmulRequest(spec=head)
             if matrix is not None:
                 for first_row, rows in wire.csr_row_chunks(matrix, wire.CHUNK_BYTES):
@@ -96,18 +102,39 @@ class MasterClient:
                             first_row=first_row, rows=wire.csr_to_proto(rows)
                         )
                     )
+            if rhs is not None:
+                for first_row, rows in wire.csr_row_chunks(rhs, wire.CHUNK_BYTES):
+                    yield master_pb2.SubmitMatmulRequest(
+                        rhs_chunk=master_pb2.MatrixChunk(
+                            first_row=first_row, rows=wire.csr_to_proto(rows)
+                        )
+                    )
 
         job: master_pb2.MatmulJob = self._stub.SubmitMatmul(messages(), timeout=timeout)
         return job
 
     def matmul(
-        self, job_id: str, operand: np.ndarray, timeout: float = 120.0
+        self, job_id: str, operand: np.ndarray | None = None, timeout: float = 120.0
     ) -> master_pb2.MatmulResponse:
-        """``A^T operand`` of a submitted job (see :func:`product_of`)."""
+        """``A^T operand`` of a submitted job, or ``A^T B`` of an A^T B job (no operand); see
+        :func:`product_of`."""
         request = master_pb2.MatmulRequest(job_id=job_id)
-        wire.tensor_to_proto(np.ascontiguousarray(operand, dtype=np.float64), out=request.operand)
+        if operand is not None:
+            array = np.ascontiguousarray(operand, dtype=np.float64)
+            wire.tensor_to_proto(array, out=request.operand)
         response: master_pb2.MatmulResponse = self._stub.Matmul(request, timeout=timeout)
         return response
+
+    def get_matmul(
+        self, job_id: str, check_health: bool = False, timeout: float = 30.0
+    ) -> master_pb2.MatmulJob:
+        """A matrix job's status (weights, tolerance, placement); ``check_health`` first
+        re-places the blocks of gone workers."""
+        job: master_pb2.MatmulJob = self._stub.GetMatmul(
+            master_pb2.GetMatmulRequest(job_id=job_id, check_health=check_health),
+            timeout=timeout,
+        )
+        return job
 
     def drop_matmul(self, job_id: str, timeout: float = 30.0) -> master_pb2.MatmulJob:
         job: master_pb2.MatmulJob = self._stub.DropMatmul(

@@ -271,13 +271,20 @@ class GrpcMatrixTransport:
         job_id: str,
         sequence: int,
         epoch: int,
-        operand: np.ndarray,
+        operand: np.ndarray | None,
         timeout: float,
     ) -> _MultiplyCall:
+        """Code index ``index``'s product: ``C_i^T operand``, or ``C_i^T B_i`` (the placed
+        coded B block) when ``operand`` is None."""
         request = worker_pb2.MultiplyRequest(
-            job_id=job_id, sequence=sequence, placement_epoch=epoch
+            job_id=job_id,
+            sequence=sequence,
+            placement_epoch=epoch,
+            code_index=index,
+            coded_rhs=operand is None,
         )
-        wire.tensor_to_proto(operand, out=request.operand)
+        if operand is not None:
+            wire.tensor_to_proto(operand, out=request.operand)
         future = self._stub(address).Multiply.future(request, timeout=timeout)
         return _MultiplyCall(future, index, address)
 
@@ -285,6 +292,13 @@ class GrpcMatrixTransport:
         self._stub(address).DropJob(
             worker_pb2.DropJobRequest(job_id=job_id), timeout=HEALTH_TIMEOUT
         )
+
+    def unreachable(self, addresses: Sequence[str]) -> list[str]:
+        """The addresses whose health check fails or is not SERVING (the training transport's
+        check, within HEALTH_TIMEOUT)."""
+        if not addresses:
+            return []
+        return self._transport.unreachable([Node(a, a) for a in addresses])
 
 
 class CoordinatorView:

@@ -522,6 +522,11 @@ class MatmulSpec(_message.Message):
     ROWS_FIELD_NUMBER: _builtins.int
     COLS_FIELD_NUMBER: _builtins.int
     NNZ_FIELD_NUMBER: _builtins.int
+    K_B_FIELD_NUMBER: _builtins.int
+    RHS_PATH_FIELD_NUMBER: _builtins.int
+    RHS_ROWS_FIELD_NUMBER: _builtins.int
+    RHS_COLS_FIELD_NUMBER: _builtins.int
+    RHS_NNZ_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Optional id chosen by the client (letters, digits, - and _); empty = the master picks one."""
     scheme: _builtins.str
@@ -541,6 +546,16 @@ class MatmulSpec(_message.Message):
     """Shape and non-zeros of the streamed A (ignored with matrix_path): checked on arrival."""
     cols: _builtins.int
     nnz: _builtins.int
+    k_b: _builtins.int
+    """A^T B with both operands coded (paper 5): B is cut into k_b block-columns (A into k), any
+    k * k_b of the n workers decode; 0 = 1. Needs a B (rhs_path or rhs_* and rhs chunks).
+    """
+    rhs_path: _builtins.str
+    """B (t x p, sparse CSR) as a .npz file the master reads, instead of streaming it."""
+    rhs_rows: _builtins.int
+    """Shape and non-zeros of the streamed B (its chunks follow A's); rhs_cols > 0 announces B."""
+    rhs_cols: _builtins.int
+    rhs_nnz: _builtins.int
     @_builtins.property
     def workers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Worker addresses (host:port), one per code index; empty = the first n workers the
@@ -561,10 +576,15 @@ class MatmulSpec(_message.Message):
         rows: _builtins.int = ...,
         cols: _builtins.int = ...,
         nnz: _builtins.int = ...,
+        k_b: _builtins.int = ...,
+        rhs_path: _builtins.str = ...,
+        rhs_rows: _builtins.int = ...,
+        rhs_cols: _builtins.int = ...,
+        rhs_nnz: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "deadline_seconds", b"deadline_seconds", "job_id", b"job_id", "k", b"k", "matrix_path", b"matrix_path", "n", b"n", "nnz", b"nnz", "rows", b"rows", "scheme", b"scheme", "seed", b"seed", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "deadline_seconds", b"deadline_seconds", "job_id", b"job_id", "k", b"k", "k_b", b"k_b", "matrix_path", b"matrix_path", "n", b"n", "nnz", b"nnz", "rhs_cols", b"rhs_cols", "rhs_nnz", b"rhs_nnz", "rhs_path", b"rhs_path", "rhs_rows", b"rhs_rows", "rows", b"rows", "scheme", b"scheme", "seed", b"seed", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -601,21 +621,29 @@ class SubmitMatmulRequest(_message.Message):
 
     SPEC_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    RHS_CHUNK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def spec(self) -> Global___MatmulSpec: ...
     @_builtins.property
-    def chunk(self) -> Global___MatrixChunk: ...
+    def chunk(self) -> Global___MatrixChunk:
+        """Rows of A."""
+
+    @_builtins.property
+    def rhs_chunk(self) -> Global___MatrixChunk:
+        """Rows of B (A^T B jobs), sent after every chunk of A."""
+
     def __init__(
         self,
         *,
         spec: Global___MatmulSpec | None = ...,
         chunk: Global___MatrixChunk | None = ...,
+        rhs_chunk: Global___MatrixChunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "rhs_chunk", b"rhs_chunk", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "chunk", b"chunk", "rhs_chunk", b"rhs_chunk", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["spec", "chunk"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["spec", "chunk", "rhs_chunk"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -639,6 +667,21 @@ class MatmulJob(_message.Message):
     ENCODE_SECONDS_FIELD_NUMBER: _builtins.int
     PLACE_SECONDS_FIELD_NUMBER: _builtins.int
     PRODUCTS_FIELD_NUMBER: _builtins.int
+    K_B_FIELD_NUMBER: _builtins.int
+    RHS_COLS_FIELD_NUMBER: _builtins.int
+    WEIGHT_A_FIELD_NUMBER: _builtins.int
+    WEIGHT_B_FIELD_NUMBER: _builtins.int
+    WEIGHT_BOUND_FIELD_NUMBER: _builtins.int
+    RHS_BLOCK_NNZ_FIELD_NUMBER: _builtins.int
+    RHS_BLOCK_BYTES_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TOLERANCE_FIELD_NUMBER: _builtins.int
+    NODE_TOLERANCE_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
+    REPLACEMENTS_FIELD_NUMBER: _builtins.int
+    REPLACED_BYTES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     scheme: _builtins.str
     n: _builtins.int
@@ -653,12 +696,43 @@ class MatmulJob(_message.Message):
     place_seconds: _builtins.float
     products: _builtins.int
     """Products computed so far."""
+    k_b: _builtins.int
+    """A^T B jobs: B's block-columns (1 for A^T x) and B's width p (0 for A^T x)."""
+    rhs_cols: _builtins.int
+    weight_a: _builtins.int
+    """Weight achieved (blocks of A and of B combined per worker) and the least weight the
+    counting argument allows (omega_a * omega_b >= bound; A^T x: omega_a >= bound).
+    """
+    weight_b: _builtins.int
+    weight_bound: _builtins.int
+    state: Global___JobState.ValueType
+    """RUNNING while the job answers; FAILED when fewer than k workers remain (message says who)."""
+    message: _builtins.str
+    tolerance: _builtins.int
+    """Stragglers the current placement tolerates: code indices on live workers minus k
+    (n - k when every coded block is placed), and whole workers (a worker may hold several).
+    """
+    node_tolerance: _builtins.int
+    placement_epoch: _builtins.int
+    """The newest placement epoch, coded blocks re-placed so far and the bytes that took."""
+    replacements: _builtins.int
+    replaced_bytes: _builtins.int
     @_builtins.property
     def block_nnz(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Non-zeros and bytes of each worker's coded block (code index order)."""
 
     @_builtins.property
     def block_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def rhs_block_nnz(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Non-zeros and bytes of each worker's coded B block (A^T B jobs; code index order)."""
+
+    @_builtins.property
+    def rhs_block_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def workers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Worker address of each code index (changes when a block is re-placed)."""
+
     def __init__(
         self,
         *,
@@ -674,10 +748,25 @@ class MatmulJob(_message.Message):
         encode_seconds: _builtins.float = ...,
         place_seconds: _builtins.float = ...,
         products: _builtins.int = ...,
+        k_b: _builtins.int = ...,
+        rhs_cols: _builtins.int = ...,
+        weight_a: _builtins.int = ...,
+        weight_b: _builtins.int = ...,
+        weight_bound: _builtins.int = ...,
+        rhs_block_nnz: _abc.Iterable[_builtins.int] | None = ...,
+        rhs_block_bytes: _abc.Iterable[_builtins.int] | None = ...,
+        state: Global___JobState.ValueType = ...,
+        message: _builtins.str = ...,
+        tolerance: _builtins.int = ...,
+        node_tolerance: _builtins.int = ...,
+        workers: _abc.Iterable[_builtins.str] | None = ...,
+        placement_epoch: _builtins.int = ...,
+        replacements: _builtins.int = ...,
+        replaced_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_bytes", b"block_bytes", "block_nnz", b"block_nnz", "cols", b"cols", "encode_seconds", b"encode_seconds", "job_id", b"job_id", "k", b"k", "n", b"n", "place_seconds", b"place_seconds", "products", b"products", "rows", b"rows", "scheme", b"scheme", "worst_condition", b"worst_condition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_bytes", b"block_bytes", "block_nnz", b"block_nnz", "cols", b"cols", "encode_seconds", b"encode_seconds", "job_id", b"job_id", "k", b"k", "k_b", b"k_b", "message", b"message", "n", b"n", "node_tolerance", b"node_tolerance", "place_seconds", b"place_seconds", "placement_epoch", b"placement_epoch", "products", b"products", "replaced_bytes", b"replaced_bytes", "replacements", b"replacements", "rhs_block_bytes", b"rhs_block_bytes", "rhs_block_nnz", b"rhs_block_nnz", "rhs_cols", b"rhs_cols", "rows", b"rows", "scheme", b"scheme", "state", b"state", "tolerance", b"tolerance", "weight_a", b"weight_a", "weight_b", b"weight_b", "weight_bound", b"weight_bound", "workers", b"workers", "worst_condition", b"worst_condition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -692,7 +781,7 @@ class MatmulRequest(_message.Message):
     job_id: _builtins.str
     @_builtins.property
     def operand(self) -> _common_pb2.Tensor:
-        """x (float64, shape [t]) or B (float64, shape [t, p])."""
+        """x (float64, shape [t]) or B (float64, shape [t, p]); unset for an A^T B job (B is placed)."""
 
     def __init__(
         self,
@@ -718,6 +807,7 @@ class MatmulResponse(_message.Message):
     SECONDS_FIELD_NUMBER: _builtins.int
     DECODED_FROM_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
+    REPLACED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     sequence: _builtins.int
     """The product's sequence number within the job."""
@@ -735,6 +825,10 @@ class MatmulResponse(_message.Message):
     def timings(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeTiming]:
         """One timing per worker (node = its code index); arrived = false for stragglers."""
 
+    @_builtins.property
+    def replaced(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Code indices re-placed after this product because their workers were gone."""
+
     def __init__(
         self,
         *,
@@ -744,10 +838,11 @@ class MatmulResponse(_message.Message):
         seconds: _builtins.float = ...,
         decoded_from: _abc.Iterable[_builtins.int] | None = ...,
         timings: _abc.Iterable[_common_pb2.NodeTiming] | None = ...,
+        replaced: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decoded_from", b"decoded_from", "job_id", b"job_id", "product", b"product", "seconds", b"seconds", "sequence", b"sequence", "timings", b"timings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decoded_from", b"decoded_from", "job_id", b"job_id", "product", b"product", "replaced", b"replaced", "seconds", b"seconds", "sequence", b"sequence", "timings", b"timings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -771,3 +866,26 @@ class DropMatmulRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DropMatmulRequest: _TypeAlias = DropMatmulRequest  # noqa: Y015
+
+@_typing.final
+class GetMatmulRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    CHECK_HEALTH_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    check_health: _builtins.bool
+    """Health-check the job's workers first and re-place the blocks of the gone ones."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        check_health: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_health", b"check_health", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMatmulRequest: _TypeAlias = GetMatmulRequest  # noqa: Y015

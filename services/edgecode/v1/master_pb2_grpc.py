@@ -69,6 +69,11 @@ class MasterStub:
                 request_serializer=edgecode_dot_v1_dot_master__pb2.DropMatmulRequest.SerializeToString,
                 response_deserializer=edgecode_dot_v1_dot_master__pb2.MatmulJob.FromString,
                 _registered_method=True)
+        self.GetMatmul = channel.unary_unary(
+                '/edgecode.v1.Master/GetMatmul',
+                request_serializer=edgecode_dot_v1_dot_master__pb2.GetMatmulRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_master__pb2.MatmulJob.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -125,6 +130,14 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMatmul(self, request, context):
+        """A matrix job's status; with check_health, the job's workers are health-checked first and
+        the coded blocks of the gone ones re-encoded and placed on live workers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +174,11 @@ def add_MasterServicer_to_server(servicer, server):
             'DropMatmul': grpc.unary_unary_rpc_method_handler(
                     servicer.DropMatmul,
                     request_deserializer=edgecode_dot_v1_dot_master__pb2.DropMatmulRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_master__pb2.MatmulJob.SerializeToString,
+            ),
+            'GetMatmul': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMatmul,
+                    request_deserializer=edgecode_dot_v1_dot_master__pb2.GetMatmulRequest.FromString,
                     response_serializer=edgecode_dot_v1_dot_master__pb2.MatmulJob.SerializeToString,
             ),
     }
@@ -352,6 +370,33 @@ class Master:
             target,
             '/edgecode.v1.Master/DropMatmul',
             edgecode_dot_v1_dot_master__pb2.DropMatmulRequest.SerializeToString,
+            edgecode_dot_v1_dot_master__pb2.MatmulJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMatmul(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecode.v1.Master/GetMatmul',
+            edgecode_dot_v1_dot_master__pb2.GetMatmulRequest.SerializeToString,
             edgecode_dot_v1_dot_master__pb2.MatmulJob.FromString,
             options,
             channel_credentials,

@@ -51,6 +51,10 @@ class MasterStub:
     """
     DropMatmul: _grpc.UnaryUnaryMultiCallable[_master_pb2.DropMatmulRequest, _master_pb2.MatmulJob]
     """Forget a matrix job (the master's copy and the workers' blocks)."""
+    GetMatmul: _grpc.UnaryUnaryMultiCallable[_master_pb2.GetMatmulRequest, _master_pb2.MatmulJob]
+    """A matrix job's status; with check_health, the job's workers are health-checked first and
+    the coded blocks of the gone ones re-encoded and placed on live workers.
+    """
 
 @_typing.type_check_only
 class MasterAsyncStub(MasterStub):
@@ -73,6 +77,10 @@ class MasterAsyncStub(MasterStub):
     """
     DropMatmul: _aio.UnaryUnaryMultiCallable[_master_pb2.DropMatmulRequest, _master_pb2.MatmulJob]  # type: ignore[assignment]
     """Forget a matrix job (the master's copy and the workers' blocks)."""
+    GetMatmul: _aio.UnaryUnaryMultiCallable[_master_pb2.GetMatmulRequest, _master_pb2.MatmulJob]  # type: ignore[assignment]
+    """A matrix job's status; with check_health, the job's workers are health-checked first and
+    the coded blocks of the gone ones re-encoded and placed on live workers.
+    """
 
 class MasterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -134,5 +142,15 @@ class MasterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_master_pb2.MatmulJob, _abc.Awaitable[_master_pb2.MatmulJob]]:
         """Forget a matrix job (the master's copy and the workers' blocks)."""
+
+    @_abc_1.abstractmethod
+    def GetMatmul(
+        self,
+        request: _master_pb2.GetMatmulRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_master_pb2.MatmulJob, _abc.Awaitable[_master_pb2.MatmulJob]]:
+        """A matrix job's status; with check_health, the job's workers are health-checked first and
+        the coded blocks of the gone ones re-encoded and placed on live workers.
+        """
 
 def add_MasterServicer_to_server(servicer: MasterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

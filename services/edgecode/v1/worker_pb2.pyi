@@ -286,6 +286,7 @@ class BlockHeader(_message.Message):
     NNZ_FIELD_NUMBER: _builtins.int
     PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
     WORK_FRACTION_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The matrix job (letters, digits, - and _)."""
     worker_index: _builtins.int
@@ -301,6 +302,10 @@ class BlockHeader(_message.Message):
     """The block's share of the work of the whole product (nnz(C_i) / nnz(A)): scales the emulated
     compute time of a worker started with --compute-seconds / --straggle.
     """
+    side: _builtins.str
+    """"" or "a": the coded A block C_i; "b": the coded B block of an A^T B job (t rows, B's
+    block width), placed after the A block of the same index and epoch.
+    """
     def __init__(
         self,
         *,
@@ -311,10 +316,11 @@ class BlockHeader(_message.Message):
         nnz: _builtins.int = ...,
         placement_epoch: _builtins.int = ...,
         work_fraction: _builtins.float = ...,
+        side: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "job_id", b"job_id", "nnz", b"nnz", "placement_epoch", b"placement_epoch", "rows", b"rows", "work_fraction", b"work_fraction", "worker_index", b"worker_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "job_id", b"job_id", "nnz", b"nnz", "placement_epoch", b"placement_epoch", "rows", b"rows", "side", b"side", "work_fraction", b"work_fraction", "worker_index", b"worker_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -407,14 +413,20 @@ class MultiplyRequest(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
     OPERAND_FIELD_NUMBER: _builtins.int
+    CODE_INDEX_FIELD_NUMBER: _builtins.int
+    CODED_RHS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     sequence: _builtins.int
     """The master's product counter: a newer sequence number abandons an older product's work."""
     placement_epoch: _builtins.int
     """Must equal the epoch of the placed block (else FAILED_PRECONDITION)."""
+    code_index: _builtins.int
+    """The code index to compute (a worker may hold several of one job); unset: the only one."""
+    coded_rhs: _builtins.bool
+    """A^T B jobs: multiply by the placed coded B block instead of an operand (C_i^T B_i)."""
     @_builtins.property
     def operand(self) -> _common_pb2.Tensor:
-        """x (float64, shape [t]) or a dense block of B (float64, shape [t, p])."""
+        """x (float64, shape [t]) or a dense block of B (float64, shape [t, p]); unset with coded_rhs."""
 
     def __init__(
         self,
@@ -423,12 +435,16 @@ class MultiplyRequest(_message.Message):
         sequence: _builtins.int = ...,
         placement_epoch: _builtins.int = ...,
         operand: _common_pb2.Tensor | None = ...,
+        code_index: _builtins.int | None = ...,
+        coded_rhs: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["operand", b"operand"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_code_index", b"_code_index", "code_index", b"code_index", "operand", b"operand"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "operand", b"operand", "placement_epoch", b"placement_epoch", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_code_index", b"_code_index", "code_index", b"code_index", "coded_rhs", b"coded_rhs", "job_id", b"job_id", "operand", b"operand", "placement_epoch", b"placement_epoch", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__code_index: _TypeAlias = _typing.Literal["code_index"]  # noqa: Y015
+    _WhichOneofArgType__code_index: _TypeAlias = _typing.Literal["_code_index", b"_code_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__code_index) -> _WhichOneofReturnType__code_index | None: ...
 
 Global___MultiplyRequest: _TypeAlias = MultiplyRequest  # noqa: Y015
 
@@ -451,7 +467,7 @@ class MultiplyResponse(_message.Message):
     """Seconds spent computing (the real CSR product plus any emulated straggling)."""
     @_builtins.property
     def product(self) -> _common_pb2.Tensor:
-        """C_i^T x: float64, shape [w] (or [w, p] for a block B)."""
+        """C_i^T x: float64, shape [w] (or [w, p] for a block B, [w, w_b] with coded_rhs)."""
 
     def __init__(
         self,

@@ -67,10 +67,11 @@ def read_stream(
     add: Callable[[B, Any], None],
     is_active: Callable[[], bool],
     header: str = "header",
-    chunk: str = "chunk",
+    chunk: str | None = "chunk",
 ) -> tuple[B, int]:
     """Read a client stream whose first message carries ``header`` and every later one a
-    ``chunk``: ``begin(header)`` makes a builder, ``add(builder, chunk)`` feeds it. Returns the
+    ``chunk``: ``begin(header)`` makes a builder, ``add(builder, chunk)`` feeds it (``chunk``
+    None: ``add`` gets the whole message, for streams with several kinds of chunk). Returns the
     builder and the payload bytes received. A missing or second header, an empty stream, or a
     call that ended before the stream completed (deadline, oversized message, client gone: grpc
     then ends the request stream quietly) raise :class:`InvalidInput`, so nothing half-sent is
@@ -86,7 +87,7 @@ def read_stream(
             continue
         if builder is None:
             raise InvalidInput(f"{what}: the first message must be the {header}")
-        add(builder, getattr(message, chunk))
+        add(builder, message if chunk is None else getattr(message, chunk))
     if builder is None:
         raise InvalidInput(f"{what}: empty stream")
     if not is_active():
@@ -268,6 +269,7 @@ def block_header_to_proto(header: BlockHeader) -> worker_pb2.BlockHeader:
         nnz=header.nnz,
         placement_epoch=header.epoch,
         work_fraction=header.work_fraction,
+        side=header.side,
     )
 
 
@@ -280,6 +282,7 @@ def block_header_from_proto(message: worker_pb2.BlockHeader) -> BlockHeader:
         nnz=int(message.nnz),
         epoch=int(message.placement_epoch),
         work_fraction=float(message.work_fraction),
+        side=message.side or "a",
     )
 
 
@@ -345,6 +348,7 @@ def matmul_spec_from_proto(message: master_pb2.MatmulSpec) -> MatmulSpec:
         deadline_seconds=float(message.deadline_seconds),
         job_id=message.job_id,
         workers=tuple(message.workers),
+        k_b=int(message.k_b) or 1,
     )
 
 
@@ -362,6 +366,54 @@ def matmul_job_to_proto(job: MatmulJobStatus) -> master_pb2.MatmulJob:
         encode_seconds=job.encode_seconds,
         place_seconds=job.place_seconds,
         products=job.products,
+        k_b=job.k_b,
+        rhs_cols=job.rhs_cols,
+        weight_a=job.weight[0],
+        weight_b=job.weight[1],
+        weight_bound=job.weight_bound,
+        rhs_block_nnz=job.rhs_block_nnz,
+        rhs_block_bytes=job.rhs_block_bytes,
+        state=STATES[job.state],
+        message=job.message,
+        tolerance=job.tolerance,
+        node_tolerance=job.node_tolerance,
+        workers=job.workers,
+        placement_epoch=job.epoch,
+        replacements=job.replacements,
+        replaced_bytes=job.replaced_bytes,
+    )
+
+
+def matmul_job_from_proto(message: master_pb2.MatmulJob) -> MatmulJobStatus:
+    """The inverse of :func:`matmul_job_to_proto` (clients and tests read a job status)."""
+    states = {value: key for key, value in STATES.items()}
+    return MatmulJobStatus(
+        job_id=message.job_id,
+        scheme=message.scheme,
+        n=int(message.n),
+        k=int(message.k),
+        rows=int(message.rows),
+        cols=int(message.cols),
+        worst_condition=float(message.worst_condition),
+        block_nnz=tuple(int(v) for v in message.block_nnz),
+        block_bytes=tuple(int(v) for v in message.block_bytes),
+        encode_seconds=float(message.encode_seconds),
+        place_seconds=float(message.place_seconds),
+        products=int(message.products),
+        k_b=int(message.k_b),
+        rhs_cols=int(message.rhs_cols),
+        weight=(int(message.weight_a), int(message.weight_b)),
+        weight_bound=int(message.weight_bound),
+        rhs_block_nnz=tuple(int(v) for v in message.rhs_block_nnz),
+        rhs_block_bytes=tuple(int(v) for v in message.rhs_block_bytes),
+        state=states.get(message.state, PENDING),
+        message=message.message,
+        tolerance=int(message.tolerance),
+        node_tolerance=int(message.node_tolerance),
+        workers=tuple(message.workers),
+        epoch=int(message.placement_epoch),
+        replacements=int(message.replacements),
+        replaced_bytes=int(message.replaced_bytes),
     )
 
 
@@ -372,6 +424,7 @@ def matmul_product_to_proto(product: MatmulProduct) -> master_pb2.MatmulResponse
         seconds=product.seconds,
         decoded_from=product.decoded_from,
         timings=[timing_to_proto(t) for t in product.timings],
+        replaced=product.replaced,
     )
     tensor_to_proto(product.value, out=response.product)
     return response

@@ -149,22 +149,33 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             _add_block_rows,
             context.is_active,
         )
-        block = builder.finish()
+        builder.finish()
         self.metrics.block_received(received)
+        # finish() checked that exactly the header's rows and non-zeros arrived
         return worker_pb2.PlaceBlockResponse(
-            rows=block.header.rows, nnz=int(block.matrix.nnz), bytes=received
+            rows=builder.header.rows, nnz=builder.header.nnz, bytes=received
         )
 
     @translate_errors
     def Multiply(
         self, request: worker_pb2.MultiplyRequest, context: grpc.ServicerContext
     ) -> worker_pb2.MultiplyResponse:
-        operand = wire.tensor_from_proto(request.operand, "operand", dtype="float64")
-        self.metrics.received(operand.nbytes)
+        operand = None
+        if request.coded_rhs:  # A^T B: the placed coded B block is the operand
+            if request.HasField("operand"):
+                raise InvalidInput("multiply: send no operand with coded_rhs")
+        else:
+            operand = wire.tensor_from_proto(request.operand, "operand", dtype="float64")
+            self.metrics.received(operand.nbytes)
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
         index, product, seconds = self._matrix().multiply(
-            request.job_id, request.sequence, request.placement_epoch, operand, cancelled
+            request.job_id,
+            request.sequence,
+            request.placement_epoch,
+            operand,
+            cancelled,
+            int(request.code_index) if request.HasField("code_index") else None,
         )
         response = worker_pb2.MultiplyResponse(
             job_id=request.job_id,
