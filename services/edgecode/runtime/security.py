@@ -58,6 +58,7 @@ RPC_ROLES: Mapping[str, frozenset[str]] = {
     "/edgecode.v1.Master/SubmitMatmul": PEOPLE,
     "/edgecode.v1.Master/Matmul": PEOPLE,
     "/edgecode.v1.Master/DropMatmul": PEOPLE,
+    "/edgecode.v1.Master/GetMatmul": PEOPLE,
     # Edge aggregator: driven by the master.
     "/edgecode.v1.Aggregator/ConfigureJob": frozenset({"master"}),
     "/edgecode.v1.Aggregator/RunRound": frozenset({"master"}),
