@@ -119,6 +119,13 @@ def verify_outputs(argv: list[str], cwd: Path) -> None:
         _all_within(
             [matrix["sparse_decode_rel_error"], matrix["dense_decode_rel_error"]], EXACT, "decode"
         )
+    elif sub == ["bench", "matmul"] and "matvec" not in _flag(argv, "--parts", "matvec,atb"):
+        import json
+
+        rows = json.loads(
+            (cwd / _flag(argv, "--out", "out/bench-matmul") / "matmul_atb.json").read_text()
+        )["rows"]
+        _all_within([r["max_relative_error"] for r in rows], EXACT, "coded A^T B products")
     elif sub == ["bench", "matmul"]:
         import json
 

@@ -62,14 +62,21 @@ def test_the_readme_yields_what_it_documents() -> None:
     assert not unknown, f"README commands this test cannot run yet (add a rule): {unknown}"
 
 
-def test_every_command_parses_and_every_subcommand_has_help() -> None:
+def test_every_command_parses_and_every_subcommand_has_help(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from edgecode.cli import COMMANDS, build_parser
 
+    monkeypatch.chdir(tmp_path)  # input files exist (empty: only parsed here), outputs can go
+    (tmp_path / "in").mkdir()
     for case in CASES:
         if case.skip or case.argv[:1] != ("edgecode",):
             continue
         argv = [re.sub(r"^\{data:(\w+)\}$", r"data.\1", a) for a in case.argv]
         argv = [a.format(master="127.0.0.1:1", out="out", files="in", port="1") for a in argv]
+        for arg in argv:
+            if arg.startswith("in/"):
+                (tmp_path / arg).touch()
         parser = build_parser(argv[1])  # subcommands are built in full only when run
         try:
             parser.parse_args(argv[1:])

@@ -39,8 +39,8 @@ GRADIENT_SCHEMES = ("hgc", "flat", "uncoded", "ignore")
 JOB_SCHEMES = ("hgc", "flat", "uncoded", "ignore", "partial", "approx", "approx-shuffle")
 
 
-def add_scheme_flags(parser: Any) -> None:
-    """The options of paper 3 (partial), paper 2 (approx, approx-shuffle) and verify."""
+def _optimizer_flags(parser: Any) -> None:
+    """--lr and --lr-schedule (the optimizer itself is --optimizer)."""
     from edgecode.cli import _args
 
     group = parser.add_argument_group("the optimizer's step (with --optimizer)")
@@ -57,6 +57,13 @@ def add_scheme_flags(parser: Any) -> None:
         help="constant | step:every=E[,gamma=G] | exponential:gamma=G | cosine:total=T[,floor=F], "
         "each with an optional ,warmup=W (default constant)",
     )
+
+
+def add_scheme_flags(parser: Any) -> None:
+    """The options of paper 3 (partial), paper 2 (approx, approx-shuffle) and verify."""
+    from edgecode.cli import _args
+
+    _optimizer_flags(parser)
     group = parser.add_argument_group("partial recovery (--schemes partial)")
     group.add_argument(
         "--alpha",
