@@ -76,6 +76,8 @@ ELSEWHERE = {
     ".venv/bin/pip": "installs packages (network); .ci/run installs the same way",
     ".venv/bin/pytest": "runs a test file itself: it is part of this suite",
     "python3 -m venv": "creates a virtualenv (the Makefile's install step)",
+    "edgecode certs": "tests/unit/test_certs.py runs certs init, issue and show through the CLI "
+    "and checks what they write",
     "edgecode peer": "a gossip peer needs a coordinator and its neighbours: "
     "tests/integration/test_gossip.py starts 8 of them",
     "edgecode gossip": "needs a coordinator with registered peers: "
@@ -395,6 +397,7 @@ def shrink(argv: list[str]) -> list[str]:
 PLACEHOLDERS = {
     "HOST:PORT": "{master}",
     "localhost:50051": "{master}",
+    "master:50051": "{master}",
     "raspberrypi.local:50051": "{master}",
     "SPEC.toml": "{spec}",
     "FILE": "{out}/result.json",
@@ -426,6 +429,9 @@ def substitute(words: list[str]) -> list[str]:
         previous = words[i - 1] if i else ""
         if word == "KIND" and previous == "show":
             out.append("{kind}")
+            continue
+        if previous == "--tls-dir":  # a client's certificate: the launcher's, against a cluster
+            out.append("{tls}")
             continue
         if previous == "--dataset" and word == "FILE":
             out.append("{data:csv}")
@@ -470,6 +476,9 @@ def _edgecode_cases(text: str) -> list[Case]:
         if sub == "cluster":
             cases.append(Case(concrete, (), skip=ELSEWHERE["edgecode cluster"]))
             continue
+        if sub == "certs":
+            cases.append(Case(concrete, (), skip=ELSEWHERE["edgecode certs"]))
+            continue
         if sub in ("peer", "gossip"):
             cases.append(Case(concrete, (), skip=ELSEWHERE[f"edgecode {sub}"]))
             continue
@@ -507,6 +516,9 @@ def _edgecode_cases(text: str) -> list[Case]:
 
 def _service_argv(argv: list[str]) -> list[str]:
     """A service started as the README shows it, plus what the test needs to stop it."""
+    if "--tls-dir" in argv:  # the harness gives the service a certificate of its role and name
+        at = argv.index("--tls-dir")
+        argv = [*argv[:at], *argv[at + 2 :]]
     if "--config" in argv:
         argv = _set_flag(argv, "--config", "{out}/service.toml")
     argv = _set_flag(argv, "--port", "0")

@@ -73,6 +73,7 @@ def test_every_command_parses_and_every_subcommand_has_help(
         if case.skip or case.argv[:1] != ("edgecode",):
             continue
         argv = [re.sub(r"^\{data:(\w+)\}$", r"data.\1", a) for a in case.argv]
+        argv = [a.replace("{tls}", "in") for a in argv]
         argv = [a.format(master="127.0.0.1:1", out="out", files="in", port="1") for a in argv]
         for arg in argv:
             if arg.startswith("in/"):
@@ -234,10 +235,11 @@ def test_example_runs_against_a_cluster(
         pytest.skip(case.skip)
     master = shared_cluster.master_address
     port = master.rsplit(":", 1)[1]
-    argv = _fill(case, tmp_path, files, master, port)
-    env = {key: value.format(port=port) for key, value in case.env}
     # the cluster runs mutual TLS: clients present the launcher's certificate
-    env.setdefault("EDGECODE_TLS_DIR", str(shared_cluster.tls_dir / CLIENT_NAME))
+    client_tls = str(shared_cluster.tls_dir / CLIENT_NAME)
+    argv = [a.replace("{tls}", client_tls) for a in _fill(case, tmp_path, files, master, port)]
+    env = {key: value.format(port=port) for key, value in case.env}
+    env.setdefault("EDGECODE_TLS_DIR", client_tls)
     _check(_run(argv, tmp_path, env), case)
     verify_outputs(argv, tmp_path)
 
