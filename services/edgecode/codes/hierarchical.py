@@ -316,7 +316,7 @@ def hierarchical_from_counts(
                 len(taking),
                 sw,
                 targets=targets,
-                seed=seed + 1 + i,
+                seed=seed,
                 draws=draws,
             )
             for position, w in enumerate(taking):
