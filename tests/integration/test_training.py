@@ -78,7 +78,7 @@ def test_coded_schemes_follow_uncoded_at_every_round(cluster, uncoded_reference,
     history, status = _run(client, _job(scheme))
     client.close()
     deviations = [_relative(a, b) for a, b in zip(history, uncoded_reference, strict=True)]
-    assert max(deviations) <= 1e-9, deviations
+    assert np.all(np.isfinite(deviations)) and np.all(np.array(deviations) <= 1e-9), deviations
     # Stragglers really came and went: the number skipped varies from round to round.
     assert sum(r.stragglers for r in status.history) > 0
 
@@ -94,7 +94,10 @@ def test_hgc_is_exact_with_more_partitions(cluster, uncoded_reference) -> None:
     client = MasterClient(cluster.master_address)
     history, _ = _run(client, _job("hgc", partitions=24))
     client.close()
-    assert max(_relative(a, b) for a, b in zip(history, uncoded_reference, strict=True)) <= 1e-9
+    deviations = np.array(
+        [_relative(a, b) for a, b in zip(history, uncoded_reference, strict=True)]
+    )
+    assert np.all(np.isfinite(deviations)) and np.all(deviations <= 1e-9), deviations
 
 
 def _wait_for_round(client: MasterClient, job_id: str, round_: int, timeout: float = 60) -> None:
@@ -129,7 +132,8 @@ def test_killing_tolerated_nodes_keeps_the_trajectory() -> None:
         client.close()
     assert state_name(status) == "succeeded", status.message
     history = param_history_of(status)
-    assert max(_relative(a, b) for a, b in zip(history, reference, strict=True)) <= 1e-9
+    deviations = np.array([_relative(a, b) for a, b in zip(history, reference, strict=True)])
+    assert np.all(np.isfinite(deviations)) and np.all(deviations <= 1e-9), deviations
 
 
 def test_more_failures_than_tolerated_replans_and_stays_exact() -> None:
@@ -148,7 +152,8 @@ def test_more_failures_than_tolerated_replans_and_stays_exact() -> None:
     assert state_name(status) == "succeeded", status.message
     assert status.placements >= 2, "the master should have re-placed the data around the dead nodes"
     history = param_history_of(status)
-    assert max(_relative(a, b) for a, b in zip(history, reference, strict=True)) <= 1e-9
+    deviations = np.array([_relative(a, b) for a, b in zip(history, reference, strict=True)])
+    assert np.all(np.isfinite(deviations)) and np.all(deviations <= 1e-9), deviations
 
 
 def test_too_many_failures_fail_the_job_with_a_clear_message() -> None:
