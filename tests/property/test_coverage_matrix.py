@@ -235,3 +235,11 @@ def test_sampled_k_subsets_decode_up_to_n_64(n: int, k: int) -> None:
         assert sweep.subsets >= min(SAMPLES, math.comb(n, k)), (sweep.code, n, k)
         assert np.all(np.isfinite(sweep.conditions)), (sweep.code, n, k)
         assert_within(sweep.errors, sweep.alive_sets, LARGE_N_BOUND)
+
+
+def test_worst_subset_at_n_16_is_well_conditioned() -> None:
+    """Exhaustive scans at n = 16, k = 8 (12,870 subsets). Before the descent on every subset
+    the best of 8 Gaussian draws gave 7.3e4 (sparse) and 8.3e4 (dense); now about 8e3-9e3."""
+    for code in codes(16, 8):
+        assert code.condition_scope == "exhaustive"
+        assert 1.0 <= code.condition_number() <= 2e4, (code.name, code.condition_number())

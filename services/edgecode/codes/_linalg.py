@@ -61,11 +61,17 @@ def conditions(matrices: FloatArray) -> FloatArray:
     """:func:`condition` of every matrix in a stack (N, m, k), from one batched SVD.
 
     Singular values below ``sigma_max * max(m, k) * 16 eps`` count as zero (numerical rank).
+    A matrix with a non-finite entry gets NaN.
     """
     if matrices.shape[0] == 0:
         return np.zeros(0)
     if matrices.shape[1] == 0 or matrices.shape[2] == 0:
         return np.full(matrices.shape[0], math.inf)
+    finite = np.isfinite(matrices).all(axis=(1, 2))
+    if not finite.all():  # NaN for a matrix holding a non-finite entry (an SVD would fail)
+        ratio = np.full(matrices.shape[0], math.nan)
+        ratio[finite] = conditions(matrices[finite])
+        return ratio
     singular = np.linalg.svd(matrices, compute_uv=False)
     top = singular[:, 0]
     cut = top * max(matrices.shape[1:]) * np.finfo(np.float64).eps * 16
@@ -104,6 +110,8 @@ def solve_combination(rows: FloatArray, target: FloatArray, what: str) -> FloatA
     the least-squares problem, the returned ``a`` then meets ``a @ rows == target`` to about
     eps * |target| in exact arithmetic.
     """
+    if not np.all(np.isfinite(rows)):
+        raise NotDecodable(f"{what}: the messages' coefficients are not all finite")
     solve = _pseudo_inverse_solver(rows)
     solution = solve(target)
     if np.all(np.isfinite(solution)):
