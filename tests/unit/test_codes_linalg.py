@@ -38,6 +38,8 @@ def test_normalize_alive_sorts_dedupes_and_names_the_argument() -> None:
         normalize_alive(3, 4)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="iterable of node indices"):
         normalize_alive(["a"], 4)
+    with pytest.raises(ValueError, match=r"got \[0, 1, 5\]"):
+        normalize_alive([5, 0, 1], 4)
 
 
 def test_subsets_enumerate_up_to_the_limit_and_sample_above() -> None:
@@ -50,6 +52,8 @@ def test_subsets_enumerate_up_to_the_limit_and_sample_above() -> None:
     assert len(set(sampled)) > 10
     again = list(subsets(6, 3, limit=19, samples=50))  # no rng: the fixed seed 0
     assert again == list(subsets(6, 3, rng=np.random.default_rng(0), limit=19, samples=50))
+    assert len(list(subsets(30, 15))) == 2_000  # the default sample
+    assert list(subsets(30, 15, rng=np.random.default_rng(1)))[:3] != list(subsets(30, 15))[:3]
     assert is_enumerable(16, 8) and not is_enumerable(30, 15)
     assert is_enumerable(6, 3, limit=20) and not is_enumerable(6, 3, limit=19)
     assert ENUMERATION_LIMIT == 20_000
@@ -66,6 +70,22 @@ def test_condition_counts_only_the_numerical_rank() -> None:
     np.testing.assert_array_equal(conditions(stack), [pytest.approx(3.0), 1.0, math.inf])
     assert conditions(np.zeros((0, 2, 2))).shape == (0,)
     np.testing.assert_array_equal(conditions(np.zeros((2, 0, 3))), [math.inf, math.inf])
+    np.testing.assert_array_equal(conditions(np.ones((2, 3, 1))), [1.0, 1.0])
+    mixed = conditions(np.stack([np.diag([np.nan, 1.0]), np.diag([3.0, 1.0])]))
+    assert math.isnan(mixed[0]) and mixed[1] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    ("small", "expected"),
+    [
+        (9e-15, 1.0),  # below the cut 3 * 16 eps = 1.07e-14: rank 1
+        (48 * 2.0**-52, 1.0),  # exactly at the cut: still rank 1
+        (1.1e-14, 1 / 1.1e-14),  # above it: kept
+    ],
+)
+def test_rank_cut_is_max_dimension_times_16_eps(small: float, expected: float) -> None:
+    matrix = np.array([[1.0, 0.0], [0.0, small], [0.0, 0.0]])  # 3 x 2: the cut uses 3
+    assert conditions(matrix[np.newaxis])[0] == pytest.approx(expected, rel=1e-12)
 
 
 def test_conditions_match_one_by_one_svds() -> None:
@@ -88,6 +108,17 @@ def test_worst_condition_scans_every_subset_in_chunks_and_keeps_nan() -> None:
     assert math.isnan(worst_condition(B, 5, chunk=7))
 
 
+def test_worst_condition_sees_the_first_subset_and_uses_the_given_rng() -> None:
+    rng = np.random.default_rng(6)
+    B = rng.standard_normal((9, 5))
+    B[:5, 4] = 1e-8 * rng.standard_normal(5)  # rows 0..4 nearly in a 4-dim subspace
+    assert worst_condition(B, 5, chunk=7) > 1e6  # only the subset (0, 1, 2, 3, 4) is bad
+    wide = rng.standard_normal((30, 6))
+    sample = np.array(list(subsets(30, 15, rng=np.random.default_rng(7))), dtype=np.intp)
+    direct = float(conditions(wide[sample]).max())
+    assert worst_condition(wide, 15, rng=np.random.default_rng(7)) == direct
+
+
 def test_solve_combination_returns_the_minimum_norm_combination() -> None:
     rows = np.array([[1.0, 2.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])  # two equal messages
     a = solve_combination(rows, np.array([2.0, 4.0, 3.0]), "test")
@@ -95,6 +126,7 @@ def test_solve_combination_returns_the_minimum_norm_combination() -> None:
     assert a.dtype == np.float64 and a.shape == (3,)
     empty = solve_combination(np.zeros((0, 2)), np.zeros(2), "test")
     assert empty.shape == (0,)
+    assert solve_combination(np.array([[2.0]]), np.array([4.0]), "test").tolist() == [2.0]
     with pytest.raises(NotDecodable, match=r"^x: the messages' coefficients are not all finite$"):
         solve_combination(np.array([[1.0, np.nan]]), np.ones(2), "x")
 
@@ -142,6 +174,15 @@ def test_the_threshold_scales_with_the_combination(
     assert a[0] == pytest.approx(1e3 / scale, rel=1e-15)
     with pytest.raises(NotDecodable):
         solve_combination(rows, np.array([1e3, refused]), "test")
+
+
+@pytest.mark.parametrize("small", [1e-16, 2 * 2.0**-52])  # below and exactly at 2 eps
+def test_negligible_singular_values_are_not_inverted(small: float) -> None:
+    """A direction carried only at the rounding level of the largest singular value (cut:
+    sigma_max * max(m, k) * eps) is rank deficiency: inverting it would amplify rounding."""
+    rows = np.array([[1.0, 0.0], [0.0, small]])
+    a = solve_combination(rows, np.array([1.0, small]), "test")
+    assert a.tolist() == [1.0, 0.0]
 
 
 def test_rank_deficient_messages_still_decode_exactly() -> None:

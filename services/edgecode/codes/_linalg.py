@@ -69,35 +69,27 @@ def conditions(matrices: FloatArray) -> FloatArray:
         return np.full(matrices.shape[0], math.inf)
     finite = np.isfinite(matrices).all(axis=(1, 2))
     if not finite.all():  # NaN for a matrix holding a non-finite entry (an SVD would fail)
-        ratio = np.full(matrices.shape[0], math.nan)
-        ratio[finite] = conditions(matrices[finite])
-        return ratio
+        partial = np.full(matrices.shape[0], math.nan)
+        partial[finite] = conditions(matrices[finite])
+        return partial
     singular = np.linalg.svd(matrices, compute_uv=False)
     top = singular[:, 0]
     cut = top * max(matrices.shape[1:]) * np.finfo(np.float64).eps * 16
     kept = np.where(singular > cut[:, None], singular, np.inf).min(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(top > 0.0, top / kept, math.inf)
-    return np.asarray(ratio, dtype=np.float64)
+    # top == 0 leaves kept = inf (no division by zero); then the matrix has no rank at all.
+    ratio: FloatArray = np.where(top > 0.0, top / kept, math.inf)
+    return ratio
 
 
 def worst_condition(
     B: FloatArray, size: int, rng: np.random.Generator | None = None, chunk: int = 4096
 ) -> float:
     """Largest :func:`condition` of ``B[A]`` over the ``size``-subsets A of its rows (every one
-    up to ``ENUMERATION_LIMIT``, else the sample of :func:`subsets`), batched."""
-    worst = 0.0
-    pending: list[tuple[int, ...]] = []
-    for alive in itertools.chain(subsets(B.shape[0], size, rng), [None]):
-        if alive is not None:
-            pending.append(alive)
-        if pending and (alive is None or len(pending) == chunk):
-            values = conditions(B[np.array(pending, dtype=np.intp)])
-            if not np.all(values == values):  # NaN: a non-finite coefficient
-                return math.nan
-            worst = max(worst, float(values.max()))
-            pending = []
-    return worst
+    up to ``ENUMERATION_LIMIT``, else the sample of :func:`subsets`), batched ``chunk`` at a
+    time; NaN when a coefficient is not finite."""
+    index = np.array(list(subsets(B.shape[0], size, rng)), dtype=np.intp).reshape(-1, size)
+    values = [conditions(B[index[start : start + chunk]]) for start in range(0, len(index), chunk)]
+    return float(np.max(np.concatenate(values)))  # np.max keeps a NaN
 
 
 def solve_combination(rows: FloatArray, target: FloatArray, what: str) -> FloatArray:
@@ -114,15 +106,14 @@ def solve_combination(rows: FloatArray, target: FloatArray, what: str) -> FloatA
         raise NotDecodable(f"{what}: the messages' coefficients are not all finite")
     solve = _pseudo_inverse_solver(rows)
     solution = solve(target)
-    if np.all(np.isfinite(solution)):
-        solution = solution + solve(accurate_residual(rows, solution, target))
+    solution = solution + solve(accurate_residual(rows, solution, target))
     residual = float(np.linalg.norm(solution @ rows - target))
-    scale = float(np.linalg.norm(target)) or 1.0
-    if not np.all(np.isfinite(solution)) or not residual <= DECODE_TOLERANCE * scale * max(
+    # A non-finite target makes the residual NaN, which fails the test too.
+    if not residual <= DECODE_TOLERANCE * float(np.linalg.norm(target)) * max(
         1.0, float(np.linalg.norm(solution)) * float(np.abs(rows).max(initial=1.0))
     ):
         raise NotDecodable(f"{what}: the target is not a combination of the messages that arrived")
-    return np.asarray(solution, dtype=np.float64)
+    return solution
 
 
 def _pseudo_inverse_solver(rows: FloatArray) -> Callable[[FloatArray], FloatArray]:
@@ -131,11 +122,15 @@ def _pseudo_inverse_solver(rows: FloatArray) -> Callable[[FloatArray], FloatArra
     if rows.size == 0:
         return lambda y: np.zeros(rows.shape[0])
     u, singular, vt = np.linalg.svd(rows, full_matrices=False)  # rows = u diag(singular) vt
-    cut = singular[0] * max(rows.shape) * np.finfo(np.float64).eps
-    inverse = np.divide(1.0, singular, out=np.zeros_like(singular), where=singular > cut)
+    # Singular values below the rounding level of the largest are rank deficiency, not signal:
+    # inverting them would blow rounding errors up.
+    keep = singular > singular[0] * max(rows.shape) * np.finfo(np.float64).eps
+    inverse = np.zeros_like(singular)
+    inverse[keep] = 1.0 / singular[keep]
 
     def solve(y: FloatArray) -> FloatArray:
-        return np.asarray(u @ (inverse * (vt @ y)), dtype=np.float64)
+        result: FloatArray = u @ (inverse * (vt @ y))
+        return result
 
     return solve
 
@@ -154,14 +149,14 @@ def accurate_residual(rows: FloatArray, solution: FloatArray, target: FloatArray
     ``eps |result| + m eps^2 sum_i |a_i rows[i, j]|``. Plain elementwise numpy arithmetic (no
     BLAS, no fused multiply-add), so every machine gives the same bits.
     """
-    a = np.asarray(solution, dtype=np.float64)[:, np.newaxis]
+    a = solution[:, np.newaxis]
     products = a * rows
     a_hi, a_lo = _split(a)
     rows_hi, rows_lo = _split(rows)
     errors = (((a_hi * rows_hi - products) + a_hi * rows_lo + a_lo * rows_hi) + a_lo * rows_lo).sum(
         axis=0
     )
-    terms = np.vstack([-np.asarray(target, dtype=np.float64)[np.newaxis], products])
+    terms = np.vstack([-target[np.newaxis], products])
     while terms.shape[0] > 1:
         if terms.shape[0] % 2:
             terms = np.vstack([terms, np.zeros((1, terms.shape[1]))])
@@ -170,13 +165,14 @@ def accurate_residual(rows: FloatArray, solution: FloatArray, target: FloatArray
         virtual = sums - left
         errors = errors + ((left - (sums - virtual)) + (right - virtual)).sum(axis=0)
         terms = sums
-    return np.asarray(-(terms[0] + errors), dtype=np.float64)
+    result: FloatArray = -(terms[0] + errors)
+    return result
 
 
 def _split(x: FloatArray) -> tuple[FloatArray, FloatArray]:
     scaled = _SPLIT * x
     high = scaled - (scaled - x)
-    return np.asarray(high), np.asarray(x - high)
+    return high, x - high
 
 
 def cyclic_fill(slot_counts: Sequence[int], n_items: int) -> list[list[int]]:
