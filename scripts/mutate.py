@@ -47,6 +47,20 @@ import sys as _mutate_sys
 
 _mutate_sys.path_importer_cache.clear()
 _mutate_importlib.invalidate_caches()
+
+import pytest as _mutate_pytest
+
+
+@_mutate_pytest.fixture(autouse=True)
+def _mutate_fresh_caches():
+    # Module-level caches (functools.lru_cache) filled while mutmut collected its statistics
+    # would hand every mutant the original results: clear them before each test.
+    for module in list(_mutate_sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("edgecode"):
+            for value in list(vars(module).values()):
+                if callable(getattr(value, "cache_clear", None)):
+                    value.cache_clear()
+    yield
 """
 KILLED = {1, 3, 36, -24, 24, 152, 255}  # test failure, pytest internal error, timeouts
 TIMEOUTS = {36, -24, 24, 152, 255}

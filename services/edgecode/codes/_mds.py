@@ -93,8 +93,7 @@ def subset_index(
     return np.unique(np.sort(rows, axis=1), axis=0).astype(np.intp), False
 
 
-@functools.lru_cache(maxsize=128)
-def _combinations(n: int, size: int) -> NDArray[np.intp]:
+def _build_combinations(n: int, size: int) -> NDArray[np.intp]:
     """All ``size``-subsets of range(n), lexicographic, one per row (read-only)."""
     index = np.array(list(itertools.combinations(range(n), size)), dtype=np.intp)
     index = index.reshape(-1, size)
@@ -102,8 +101,7 @@ def _combinations(n: int, size: int) -> NDArray[np.intp]:
     return index
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_bases(n: int, s: int, seed: int) -> tuple[FloatArray, FloatArray]:
+def _build_bases(n: int, s: int, seed: int) -> tuple[FloatArray, FloatArray]:
     d = n - s
     r = min(d, s)
     rng = np.random.default_rng([seed, n, s])
@@ -119,6 +117,11 @@ def _cached_bases(n: int, s: int, seed: int) -> tuple[FloatArray, FloatArray]:
     for array in (basis, dual):
         array.setflags(write=False)
     return basis, dual
+
+
+# Cached wrappers (kept apart from the builders, which stay plain functions).
+_combinations = functools.lru_cache(maxsize=128)(_build_combinations)
+_cached_bases = functools.lru_cache(maxsize=256)(_build_bases)
 
 
 def _complement(frame: FloatArray) -> FloatArray:
