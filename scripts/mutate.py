@@ -134,34 +134,48 @@ def collect(workdir: Path, module: str, equivalent: dict[str, str]) -> dict[str,
     counted = {name: code for name, code in codes.items() if name not in equivalent}
     killed = sorted(name for name, code in counted.items() if code in KILLED)
     survivors = sorted(name for name in counted if name not in killed)
+    diffs = describe(workdir, module, survivors)
     return {
         "module": module,
         "mutants": len(codes),
         "equivalent": accepted,
         "killed": len(killed),
         "timeouts": sum(1 for name in killed if counted[name] in TIMEOUTS),
-        "survivors": {name: describe(workdir, name, counted[name]) for name in survivors},
+        "survivors": {
+            name: f"[{STATUS.get(counted[name], str(counted[name]))}] {diffs.get(name, '')}"
+            for name in survivors
+        },
         "score": len(killed) / len(counted) if counted else 1.0,
     }
 
 
-def describe(workdir: Path, name: str, code: int | None) -> str:
-    status = {0: "survived", 5: "no tests", 33: "no tests", None: "not checked"}.get(
-        code, str(code)
-    )
+STATUS = {0: "survived", 5: "no tests", 33: "no tests", None: "not checked"}
+DIFFS = """
+import json, sys
+from pathlib import Path
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+path = Path(sys.argv[1])
+for name in json.loads(sys.stdin.read()):
+    lines = get_diff_for_mutant(name, path=path).splitlines()
+    changed = [l for l in lines if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+    print(json.dumps([name, " | ".join(changed)]))
+"""
+
+
+def describe(workdir: Path, module: str, names: list[str]) -> dict[str, str]:
+    """The changed lines of each mutant, from one process (``mutmut show`` per mutant would
+    rescan every file each time)."""
+    if not names:
+        return {}
     shown = subprocess.run(
-        [sys.executable, "-m", "mutmut", "show", name],
+        [sys.executable, "-c", DIFFS, f"src/{module}"],
+        input=json.dumps(names),
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=120,
-    ).stdout
-    changed = [
-        line
-        for line in shown.splitlines()
-        if line[:1] in "+-" and not line.startswith(("+++", "---"))
-    ]
-    return f"[{status}] " + " | ".join(changed)
+        timeout=600,
+    )
+    return dict(json.loads(line) for line in shown.stdout.splitlines() if line.startswith("["))
 
 
 def main() -> int:

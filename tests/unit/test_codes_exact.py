@@ -16,7 +16,16 @@ import pytest
 
 from edgecode.codes import cyclic_repetition, hierarchical, placement_code
 from edgecode.codes._linalg import accurate_residual, conditions, solve_combination
-from edgecode.codes._mds import mds_bases
+from edgecode.codes._mds import (
+    SAMPLED_SUBSETS,
+    _complement,
+    _scatter_rows,
+    descend_worst_case,
+    inverse_scores,
+    mds_bases,
+    orthonormalize,
+    subset_index,
+)
 
 EPS = 2.0**-53
 
@@ -144,3 +153,76 @@ def test_hierarchical_layers_are_well_conditioned(m: list[int], s_e: int, s_w: i
     layers = code.condition_numbers()
     values = np.array([layers["edge"], layers["worker"]])
     assert np.all(np.isfinite(values)) and np.all(values <= 1e3), layers
+
+
+def test_inverse_scores_are_squared_frobenius_norms_of_the_inverses() -> None:
+    matrix = np.array([[2.0, 0.0], [0.0, 4.0], [1.0, 1.0]])
+    index = np.array([[0, 1], [1, 2]], dtype=np.intp)
+    inverses, scores = inverse_scores(matrix, index)
+    np.testing.assert_allclose(inverses[0], np.diag([0.5, 0.25]))
+    np.testing.assert_allclose(scores, [0.25 + 0.0625, np.sum(np.linalg.inv(matrix[[1, 2]]) ** 2)])
+    singular = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    assert inverse_scores(singular, index)[1].tolist() == [math.inf, math.inf]
+
+
+def test_subset_index_enumerates_or_samples() -> None:
+    rng = np.random.default_rng(0)
+    index, exhaustive = subset_index(6, 3, rng)
+    assert exhaustive and index.tolist() == [list(c) for c in itertools.combinations(range(6), 3)]
+    sampled, exhaustive = subset_index(30, 15, rng)
+    assert not exhaustive and sampled.shape == (SAMPLED_SUBSETS, 15)  # no repeats in 1.5e8
+    assert np.all(np.diff(sampled, axis=1) > 0) and sampled.max() < 30
+    assert subset_index(6, 3, rng, limit=19)[1] is False
+
+
+def test_scatter_and_complement() -> None:
+    values = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    np.testing.assert_array_equal(
+        _scatter_rows(np.array([2, 0, 2]), values, 4), [[3, 4], [0, 0], [6, 8], [0, 0]]
+    )
+    frame = orthonormalize(np.random.default_rng(1).standard_normal((7, 3)))
+    np.testing.assert_allclose(frame.T @ frame, np.eye(3), atol=1e-14)
+    rest = _complement(frame)
+    assert rest.shape == (7, 4)
+    np.testing.assert_allclose(rest.T @ rest, np.eye(4), atol=1e-14)
+    np.testing.assert_allclose(frame.T @ rest, 0.0, atol=1e-14)
+
+
+def bad_frame(n: int, r: int, seed: int) -> np.ndarray:
+    """An orthonormal frame with one nearly singular r x r block (rows 0 .. r-1)."""
+    values = np.random.default_rng(seed).standard_normal((n, r))
+    values[r - 1] = values[0] + 1e-7 * values[r - 1]
+    return orthonormalize(values)
+
+
+def test_descent_repairs_a_bad_frame_and_never_worsens() -> None:
+    n, r = 9, 4
+    index, _ = subset_index(n, r, np.random.default_rng(0))
+    start = bad_frame(n, r, 2)
+    before = inverse_scores(start, index)[1].max()
+    after_frame = descend_worst_case(start, index)
+    after = inverse_scores(after_frame, index)[1]
+    assert before > 1e12 and np.all(np.isfinite(after)) and after.max() < 1e4
+    np.testing.assert_allclose(after_frame.T @ after_frame, np.eye(r), atol=1e-12)
+    # a frame that is already good stays at least as good
+    again = inverse_scores(descend_worst_case(after_frame, index), index)[1].max()
+    assert again <= after.max()
+
+
+def test_descent_keeps_a_sparsity_mask_and_unit_rows() -> None:
+    n, k = 8, 4
+    mask = np.zeros((n, k))
+    for i in range(n):
+        mask[i, [i % k, (i + 1) % k, (i + 2) % k]] = 1.0
+
+    def unit_rows(values: np.ndarray) -> np.ndarray:
+        masked = values * mask
+        return masked / np.linalg.norm(masked, axis=1, keepdims=True)
+
+    start = unit_rows(np.random.default_rng(3).standard_normal((n, k)))
+    index, _ = subset_index(n, k, np.random.default_rng(0))
+    result = descend_worst_case(start, index, retract=unit_rows)
+    assert np.all(result[mask == 0.0] == 0.0)
+    np.testing.assert_allclose(np.linalg.norm(result, axis=1), 1.0, rtol=1e-14)
+    before, after = inverse_scores(start, index)[1], inverse_scores(result, index)[1]
+    assert np.all(np.isfinite(after)) and after.max() < before.max()
