@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgecode.codes import GradientCode, cyclic_repetition, fractional_repetition, placement_code
-from edgecode.codes._linalg import conditions
+from edgecode.codes._linalg import conditions, subsets
 from edgecode.codes._mds import mds_bases
 from edgecode.codes.flat import (
     _balanced_functional,
@@ -101,7 +101,7 @@ def test_all_zero_targets_give_the_zero_code() -> None:
 
 def test_uncoded_placement() -> None:
     code = placement_code([[2], [0], [2]], 3, 0, targets=[1.0, 2.0, 3.0])
-    assert code.name == "uncoded"
+    assert code.name == "uncoded" and code.holders == ((2,), (0,), (2,))
     assert np.array_equal(code.B, [[0.0, 2.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 3.0]])
 
 
@@ -127,15 +127,28 @@ def test_null_vectors() -> None:
     assert _null_vectors(np.zeros((3, 0, 1))).tolist() == [[1.0], [1.0], [1.0]]
 
 
-def test_balanced_functional_maximises_the_smallest_value() -> None:
-    # Columns at angles 0, 60 and 120 degrees: the best |psi . y_j| is attained by psi along
-    # 60 degrees (values cos 60, 1, cos 60), normalised so that the largest is 1.
-    angles = np.radians([0.0, 60.0, 120.0])
+@pytest.mark.parametrize("degrees", [(0.0, 60.0, 120.0), (0.0, 10.0, 100.0), (20.0, 75.0, 170.0)])
+def test_balanced_functional_solves_its_linear_programme(degrees: tuple[float, ...]) -> None:
+    """psi maximises min_j sign_j psi . y_j over the box |psi_i| <= 1 (signs from the top
+    singular vector); checked against a dense search of the box's boundary, where the
+    optimum of this scale-increasing objective lies."""
+    angles = np.radians(degrees)
     directions = np.vstack([np.cos(angles), np.sin(angles)])
     psi = _balanced_functional(directions)
-    values = np.abs(psi @ directions)
-    assert values.max() == pytest.approx(1.0, rel=1e-12)
-    assert values.min() / np.linalg.norm(psi) == pytest.approx(0.5, rel=1e-6)
+    assert np.abs(psi @ directions).max() == pytest.approx(1.0, rel=1e-12)
+    start = np.linalg.svd(directions)[0][:, 0]
+    signs = np.where(start @ directions >= 0.0, 1.0, -1.0)
+    t = np.linspace(-1.0, 1.0, 20_001)
+    ones = np.ones_like(t)
+    boundary = np.concatenate(
+        [np.stack([t, ones]), np.stack([t, -ones]), np.stack([ones, t]), np.stack([-ones, t])],
+        axis=1,
+    )
+    values = ((directions * signs).T @ boundary).min(axis=0)
+    best = boundary[:, int(np.argmax(values))]
+    cosine = abs(psi @ best) / (np.linalg.norm(psi) * np.linalg.norm(best))
+    assert cosine == pytest.approx(1.0, abs=1e-6), (psi, best)
+    assert np.all(signs * (psi @ directions) > 0.0)
 
 
 def test_decode_vector_cache_and_errors() -> None:
@@ -146,6 +159,15 @@ def test_decode_vector_cache_and_errors() -> None:
         code.decode_vector([0, 1, 2])
     with pytest.raises(ValueError, match=r"indices in \[0, 6\)"):
         code.decode_vector([0, 1, 2, 6])
+    broken = GradientCode(
+        B=np.zeros((3, 2)),
+        stragglers=1,
+        holders=((0, 1), (1, 2)),
+        name="broken",
+        targets=np.ones(2),
+    )
+    with pytest.raises(NotDecodable, match=r"^broken code: the target is not a combination"):
+        broken.decode_vector([0, 1])
 
 
 def test_condition_number_is_the_worst_alive_set() -> None:
@@ -156,11 +178,21 @@ def test_condition_number_is_the_worst_alive_set() -> None:
     assert code.condition_number() == pytest.approx(float(direct.max()), rel=1e-12)
     assert code.condition_is_exact() and not cyclic_repetition(36, 18).condition_is_exact()
     assert 1.0 <= code.condition_number() <= 100.0
+    wide = cyclic_repetition(24, 12)  # C(24, 12) = 2.7e6 alive sets: sampled with the rng
+    sample = np.array(list(subsets(24, 12, rng=np.random.default_rng(3))), dtype=np.intp)
+    direct = float(conditions(wide.B[sample]).max())
+    assert wide.condition_number(np.random.default_rng(3)) == pytest.approx(direct, rel=1e-12)
 
 
 def test_seed_and_draws_change_the_code_not_its_exactness() -> None:
     base = cyclic_repetition(7, 3)
     assert np.array_equal(base.B, cyclic_repetition(7, 3).B)
+    assert np.array_equal(base.B, cyclic_repetition(7, 3, seed=0).B)  # the default seed is 0
+    holders = cyclic_holders(7, 3)
+    assert np.array_equal(placement_code(holders, 7, 3).B, placement_code(holders, 7, 3, seed=0).B)
+    # with one draw (the identity assignment) only the subspace can differ: the seed picks it
+    one, other = cyclic_repetition(7, 3, draws=1), cyclic_repetition(7, 3, seed=1, draws=1)
+    assert not np.array_equal(one.B, other.B)
     for other in (cyclic_repetition(7, 3, seed=1), cyclic_repetition(7, 3, draws=1)):
         assert not np.array_equal(base.B, other.B)
         check_all_alive_sets(other)
@@ -169,14 +201,17 @@ def test_seed_and_draws_change_the_code_not_its_exactness() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: cyclic_repetition(4, 4), r"^s \(stragglers\) must be an integer in \[0, n-1\]"),
+        (lambda: cyclic_repetition(4, 4), r"^s \(stragglers\) must be .* \[0, 3\], got 4$"),
         (lambda: cyclic_repetition(3, -1), r"s \(stragglers\)"),
         (lambda: cyclic_repetition(0, 0), r"^n \(workers\) must be a positive integer, got 0$"),
         (lambda: cyclic_repetition(2.0, 1), r"n \(workers\)"),
         (lambda: fractional_repetition(6, 3), r"^fractional repetition needs \(s \+ 1\) \| n"),
         (lambda: placement_code([], 3, 1), r"^holders must name the holders of at least one"),
         (lambda: placement_code([[0, 1], [1, 1]], 3, 1), r"holders\[1\] must list exactly"),
-        (lambda: placement_code([[0, 1, 2]], 3, 1), r"holders\[0\] must list exactly s \+ 1"),
+        (
+            lambda: placement_code([[0, 1, 2]], 3, 1),
+            r"^holders\[0\] must list exactly s \+ 1 = 2 distinct workers, got \[0, 1, 2\]$",
+        ),
         (lambda: placement_code([[0, 3]], 3, 1), r"holders\[0\] must hold indices"),
         (lambda: placement_code([[0, 1]], 3, 1, targets=[1.0, 2.0]), r"^targets must be 1 finite"),
         (lambda: placement_code([[0, 1]], 3, 1, targets=[np.inf]), "targets must be 1 finite"),

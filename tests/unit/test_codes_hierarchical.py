@@ -190,3 +190,98 @@ def test_bad_parameters_name_the_condition(args, message: str) -> None:
 def test_bad_counts_name_the_condition(args, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         hierarchical_from_counts(*args)
+
+
+def test_load_bound_is_the_water_level() -> None:
+    """The least L with sum_i min(1, L m_i / (s_w_i + 1)) >= s_e + 1, found here by bisection."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 8))
+        m = [int(x) for x in rng.integers(1, 20, n)]
+        s_w = [int(rng.integers(0, mi)) for mi in m]
+        s_e = int(rng.integers(0, n))
+        capacity = np.array(m) / (np.array(s_w) + 1.0)
+        low, high = 0.0, 1e3
+        for _ in range(200):
+            middle = (low + high) / 2
+            if np.minimum(1.0, middle * capacity).sum() >= s_e + 1 - 1e-15:
+                high = middle
+            else:
+                low = middle
+        assert hierarchical_load_bound(m, s_e, s_w) == pytest.approx(high, rel=1e-9), (m, s_e, s_w)
+
+
+def test_apportion_moves_a_capped_remainder_on() -> None:
+    # shares 4.55 and 0.45: the first is capped at 3; the two copies left go to the second
+    assert _apportion(5, [10.0, 1.0], cap=3) == [3, 2]
+    assert _apportion(6, [1.0, 1.0, 4.0], cap=3) == [2, 1, 3]  # whole shares; ties in order
+
+
+def test_argument_names_in_decoding_errors() -> None:
+    code = hierarchical([3, 3], 1, 1)
+    with pytest.raises(ValueError, match=r"^alive_workers must hold indices in \[0, 3\)"):
+        code.edge_decode_vector(0, [5])
+    with pytest.raises(ValueError, match=r"^alive_edges must hold indices in \[0, 2\)"):
+        code.master_decode_vector([7])
+    with pytest.raises(ValueError, match=r"^alive_workers must hold indices in \[0, 6\)"):
+        code.decode_vector([99])
+
+
+def test_small_edges_and_one_partition_are_allowed() -> None:
+    check_every_alive_set(hierarchical([1, 2], 0, 0))
+    check_every_alive_set(hierarchical([2, 2], 0, 0, n_partitions=1))
+    check_every_alive_set(hierarchical_from_counts(2, 1, [2, 1, 1], [0, 0, 0], [[2], [1], [1]]))
+
+
+def test_seed_reaches_both_layers() -> None:
+    # (Layers whose subspace is 1- or (N-1)-dimensional are the same for every seed.)
+    base = hierarchical([4] * 5, 2, 2)
+    assert np.array_equal(base.B, hierarchical([4] * 5, 2, 2, seed=0).B)
+    one = hierarchical([4] * 5, 2, 2, draws=1)
+    other = hierarchical([4] * 5, 2, 2, seed=1, draws=1)
+    assert one.edge_code is not None and other.edge_code is not None
+    assert not np.array_equal(one.edge_code.B, other.edge_code.B)
+    inner_one, inner_other = one.inner_codes[0], other.inner_codes[0]
+    assert inner_one is not None and inner_other is not None
+    assert not np.array_equal(inner_one.B, inner_other.B)
+    counts = ([2, 2, 2], [1, 1, 1], [[2, 2], [2, 2], [2, 2]])
+    assert np.array_equal(
+        hierarchical_from_counts(3, 1, *counts).B, hierarchical_from_counts(3, 1, *counts, seed=0).B
+    )
+
+
+def test_inner_codes_are_embedded_over_all_partitions() -> None:
+    code = hierarchical([3, 3], 1, 1)
+    inner = code.inner_codes[0]
+    assert inner is not None and inner.name == "placement"
+    assert inner.n_partitions == code.n_partitions and len(inner.holders) == code.n_partitions
+    held = set(np.flatnonzero(np.any(code.B[:3] != 0.0, axis=0)).tolist())
+    assert all((inner.holders[j] != ()) == (j in held) for j in range(code.n_partitions))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            (2, 1, [3, 1, 0], [0, 0, 0], [[3], [1], [0]]),
+            r"\[0, K=2\] and add up to K \(s_edge \+ 1\) = 4$",
+        ),
+        (
+            (2, 1, [2, 2], [1, 0], [[3, 1], [2]]),
+            r"\[0, c_i=2\] and add up to c_i \(s_worker \+ 1\) = 4$",
+        ),
+    ],
+)
+def test_counts_above_the_cap_are_refused(args, message: str) -> None:
+    with pytest.raises(Infeasible, match=message):
+        hierarchical_from_counts(*args)
+
+
+def test_infeasible_share_message_says_what_to_do() -> None:
+    with pytest.raises(Infeasible) as raised:
+        smallest_partitions([6, 2], 1, [1, 1])
+    assert str(raised.value) == (
+        "edge 0 would have to cover 1.500 of the data (m_i / (s_w_i+1) over the sum must be <= "
+        "1 / (s_edge + 1) = 0.500); lower s_edge or give this edge fewer workers, or pass "
+        "n_partitions to round"
+    )

@@ -296,9 +296,10 @@ def _balanced_functional(directions: FloatArray) -> FloatArray:
     y_j of ``directions`` (d x k), normalised so that the largest is 1.
 
     Column j of the code is ``y_j * targets[j] / (psi @ y_j)``, so a small ``psi @ y_j`` makes
-    one column huge and the decoding matrices ill conditioned. Start from the top left
-    singular vector (the most aligned direction) and solve the linear programme
-    ``max tau : sign_j (psi @ y_j) >= tau, -1 <= psi <= 1`` with its sign pattern.
+    one column huge and the decoding matrices ill conditioned. The sign pattern comes from the
+    top left singular vector (the most aligned direction); psi solves the linear programme
+    ``max tau : sign_j (psi @ y_j) >= tau, -1 <= psi_i <= 1``. (Should the solver fail, the
+    singular vector itself is used.)
     """
     d = directions.shape[0]
     start = np.linalg.svd(directions, full_matrices=False)[0][:, 0]
@@ -313,13 +314,6 @@ def _balanced_functional(directions: FloatArray) -> FloatArray:
         bounds=[(-1.0, 1.0)] * d + [(0.0, None)],
         method="highs",
     )
-    candidates = [start]
-    if result.status == 0:
-        candidates.append(np.asarray(result.x[:d], dtype=np.float64))
-    psi = max(candidates, key=lambda v: _balance(v, directions))
-    return np.asarray(psi / np.abs(psi @ directions).max(), dtype=np.float64)
-
-
-def _balance(psi: FloatArray, directions: FloatArray) -> float:
-    norm = float(np.linalg.norm(psi))
-    return float(np.abs(psi @ directions).min()) / norm if norm else 0.0
+    psi: FloatArray = result.x[:d] if result.status == 0 else start
+    normalised: FloatArray = psi / np.abs(psi @ directions).max()
+    return normalised
