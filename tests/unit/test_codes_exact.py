@@ -18,6 +18,7 @@ from edgecode.codes import cyclic_repetition, hierarchical, placement_code
 from edgecode.codes._linalg import accurate_residual, conditions, solve_combination
 from edgecode.codes._mds import (
     SAMPLED_SUBSETS,
+    _cached_bases,
     _complement,
     _scatter_rows,
     descend_worst_case,
@@ -162,7 +163,9 @@ def test_inverse_scores_are_squared_frobenius_norms_of_the_inverses() -> None:
     np.testing.assert_allclose(inverses[0], np.diag([0.5, 0.25]))
     np.testing.assert_allclose(scores, [0.25 + 0.0625, np.sum(np.linalg.inv(matrix[[1, 2]]) ** 2)])
     singular = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
-    assert inverse_scores(singular, index)[1].tolist() == [math.inf, math.inf]
+    three = np.array([[0, 1], [1, 2], [0, 2]], dtype=np.intp)
+    inverses, scores = inverse_scores(singular, three)
+    assert scores.tolist() == [math.inf] * 3 and inverses.shape == (3, 2, 2)
 
 
 def test_subset_index_enumerates_or_samples() -> None:
@@ -172,7 +175,10 @@ def test_subset_index_enumerates_or_samples() -> None:
     sampled, exhaustive = subset_index(30, 15, rng)
     assert not exhaustive and sampled.shape == (SAMPLED_SUBSETS, 15)  # no repeats in 1.5e8
     assert np.all(np.diff(sampled, axis=1) > 0) and sampled.max() < 30
-    assert subset_index(6, 3, rng, limit=19)[1] is False
+    assert subset_index(6, 3, rng, limit=20)[1] is True  # C(6, 3) = 20: at the limit
+    few, exhaustive = subset_index(6, 3, rng, limit=19)  # 2000 draws of 20 subsets
+    assert not exhaustive and few.shape == (20, 3) and few.dtype == np.intp
+    assert not index.flags.writeable and sampled.dtype == np.intp
 
 
 def test_scatter_and_complement() -> None:
@@ -226,3 +232,32 @@ def test_descent_keeps_a_sparsity_mask_and_unit_rows() -> None:
     np.testing.assert_allclose(np.linalg.norm(result, axis=1), 1.0, rtol=1e-14)
     before, after = inverse_scores(start, index)[1], inverse_scores(result, index)[1]
     assert np.all(np.isfinite(after)) and after.max() < before.max()
+
+
+def test_bases_are_deterministic_in_the_seed() -> None:
+    first = mds_bases(8, 3)
+    _cached_bases.cache_clear()
+    again = mds_bases(8, 3, seed=0)
+    assert first is not again and np.array_equal(first[0], again[0])
+    assert not np.array_equal(first[0], mds_bases(8, 3, seed=1)[0])
+
+
+@pytest.mark.parametrize(("n", "s"), [(6, 2), (6, 4), (30, 10)])
+def test_two_dimensional_and_sampled_frames_are_valid(n: int, s: int) -> None:
+    """r = 2 (the smallest descended frame) and a frame too large to enumerate (C(30, 10))."""
+    Q, W = mds_bases(n, s)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(n - s), atol=1e-12)
+    np.testing.assert_allclose(Q.T @ W, 0.0, atol=1e-12)
+    index, _ = subset_index(n, n - s, np.random.default_rng(1))
+    assert np.all(np.isfinite(conditions(Q[index])))
+
+
+def test_frames_between_the_two_limits_are_descended() -> None:
+    """C(55, 3) = 26,235 three-subsets: above ENUMERATION_LIMIT but below
+    FRAME_ENUMERATION_LIMIT, so the frame W (55 x 3) is improved against all of them. A Gaussian
+    frame's worst 3 x 3 block has cond ~4e6 (seed 5); the descended one, measured 7.3e3."""
+    _, W = mds_bases(55, 3)
+    index, exhaustive = subset_index(55, 3, np.random.default_rng(0), limit=50_000)
+    assert exhaustive
+    values = conditions(W[index])
+    assert np.all(np.isfinite(values)) and values.max() <= 1.5e4, values.max()
