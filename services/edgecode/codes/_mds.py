@@ -59,7 +59,7 @@ from numpy.typing import NDArray
 
 from edgecode.codes._linalg import ENUMERATION_LIMIT, FloatArray
 
-#: Gradient steps after the best draw, in rounds that each rescore every subset once.
+#: Gradient steps after the seeded draw, in rounds that each rescore every subset once.
 ASCENT_STEPS = 60
 ASCENT_ROUNDS = 6
 #: A round's steps look at the worst 1 / _ACTIVE_FRACTION of the subsets (at least _ACTIVE_MIN).
