@@ -182,11 +182,17 @@ def test_every_k_subset_decodes_for_other_seeds(params: tuple[int, int, int]) ->
         decoded = solved.reshape(index.shape[0], -1)[:, : a.shape[1]]
         errors = np.linalg.norm(decoded - want, axis=1) / np.linalg.norm(want)
         assert_within(errors, [(code.name, tuple(S)) for S in index.tolist()], SMALL_N_BOUND)
-        # the batched solve is what ``decode`` does for exactly k results
-        worst = tuple(int(i) for i in index[int(errors.argmax())])
+        # The batched solve is what ``decode`` does for exactly k results, up to its one step
+        # of iterative refinement: the two agree to within the rounding the subset's
+        # condition number allows.
+        at = int(errors.argmax())
+        worst = tuple(int(i) for i in index[at])
         direct = join_columns(code.decode({i: results[i] for i in worst}), a.shape[1])
-        np.testing.assert_allclose(direct, decoded[int(errors.argmax())], rtol=0, atol=1e-12)
-        assert np.all(np.isfinite(batched_conditions(code.coefficients, index)))
+        conditions = batched_conditions(code.coefficients, index)
+        assert np.all(np.isfinite(conditions))
+        rounding = 64 * np.finfo(np.float64).eps * conditions[at] * np.abs(decoded[at]).max()
+        np.testing.assert_allclose(direct, decoded[at], rtol=0, atol=rounding)
+        assert relative_error(direct, want) <= SMALL_N_BOUND
 
 
 # --------------------------------------------------------------------- sampled, n = 40..64

@@ -109,10 +109,11 @@ ConditionScope = Literal["exhaustive", "sampled"]
 
 #: Coefficient draws compared when constructing a matrix-matrix code.
 DEFAULT_DRAWS = 8
-#: Draws compared by the matrix-vector codes. With every k-subset enumerable each draw is also
+#: Draws of the matrix-vector codes when every k-subset is enumerated: each draw is then also
 #: improved by a descent on its worst subsets, which matters far more than the number of draws
-#: (n = 16, k = 8: best of 8 plain draws 7.3e4, one descended draw 7.6e3).
-MATVEC_DRAWS = 2
+#: (n = 16, k = 8: best of 8 plain draws 7.3e4, one descended draw 7.6e3). On a sample of
+#: subsets there is no descent and DEFAULT_DRAWS plain draws are compared.
+MATVEC_DRAWS = 1
 #: A matrix-matrix scheme is accepted only if its worst decoding matrix is better conditioned
 #: than this. Far below 1 / (K eps) ~ 1e14, so the check certifies invertibility with a wide
 #: margin over SVD rounding, and decoding loses at most ~8 of float64's ~16 digits.
@@ -413,11 +414,11 @@ class _LinearScheme:
         if values[0] == 0.0 or values[-1] <= values[0] * self.k * np.finfo(np.float64).eps * 16:
             raise NotDecodable(f"{self.name}: workers {chosen} give a singular decoding matrix")
         stacked = np.stack([arrays[worker] for worker in chosen]).reshape(self.k, -1)
-        factors = scipy.linalg.lu_factor(matrix, check_finite=False)
-        solved = scipy.linalg.lu_solve(factors, stacked, check_finite=False)
-        # One step of iterative refinement (the LU factors reused): a safety margin against a
-        # LAPACK that solves less accurately than backward-stably, for about one GEMM more.
-        solved += scipy.linalg.lu_solve(factors, stacked - matrix @ solved, check_finite=False)
+        solved = np.linalg.solve(matrix, stacked)
+        # One step of iterative refinement: a safety margin against a LAPACK that solves less
+        # accurately than backward-stably, for about one more GEMM (refactoring the k x k matrix
+        # costs less than scipy's LU-reuse wrappers at these sizes).
+        solved += np.linalg.solve(matrix, stacked - matrix @ solved)
         return [np.asarray(solved[j].reshape(shape), dtype=np.float64) for j in range(self.k)]
 
 
@@ -529,10 +530,12 @@ def _draw_matvec(
     seed: object,
     draws: object,
 ) -> MatVecCode:
-    n_draws = _check_int(draws, "draws", 1)
     coefficient_rng, subset_rng, _ = _rngs(seed)
     mask = _mask(support, k)
     index, scope = _subset_index(n, k, subset_rng)
+    if draws is None:
+        draws = MATVEC_DRAWS if scope == "exhaustive" else DEFAULT_DRAWS
+    n_draws = _check_int(draws, "draws", 1)
     best: tuple[float, FloatArray] | None = None
     for _ in range(n_draws):
         generator = _unit_rows(coefficient_rng.standard_normal((n, k)) * mask)
@@ -559,7 +562,7 @@ def _draw_matvec(
     )
 
 
-def sparse_mv_code(n: int, k: int, seed: int = 0, draws: int = MATVEC_DRAWS) -> MatVecCode:
+def sparse_mv_code(n: int, k: int, seed: int = 0, draws: int | None = None) -> MatVecCode:
     """The weight-optimal sparse k-of-n code for ``A^T x`` (cyclic windows, random weights).
 
     Worker i stores ``sum_{u < omega} r_{i,u} A_{(floor(i k / n) + u) mod k}`` with
@@ -568,8 +571,9 @@ def sparse_mv_code(n: int, k: int, seed: int = 0, draws: int = MATVEC_DRAWS) -> 
     until it passes, and ``weight > lower_bound`` would show it). The coefficients are the best
     of ``draws`` seeded Gaussian draws (rows scaled to unit norm) on the worst-case condition
     number over every k-subset (a seeded sample of 2000 when there are more than
-    ``ENUMERATION_LIMIT``; see ``condition_scope``). When every k-subset is enumerated, each
-    draw is first improved by :func:`edgecode.codes._mds.descend_worst_case` on them (gradient
+    ``ENUMERATION_LIMIT``; see ``condition_scope``). ``draws=None`` means ``MATVEC_DRAWS`` (1)
+    when every k-subset is enumerated and ``DEFAULT_DRAWS`` (8) otherwise. When every k-subset
+    is enumerated, each draw is first improved by :func:`edgecode.codes._mds.descend_worst_case` on them (gradient
     steps on the worst ``||G[S]^{-1}||_F``, keeping the support and unit rows); on a sample it
     is not, since that would only fit the sample.
 
@@ -587,7 +591,7 @@ def sparse_mv_code(n: int, k: int, seed: int = 0, draws: int = MATVEC_DRAWS) -> 
     return _draw_matvec("sparse_mv_code", n, k, support, bound, True, seed, draws)
 
 
-def dense_mds_code(n: int, k: int, seed: int = 0, draws: int = MATVEC_DRAWS) -> MatVecCode:
+def dense_mds_code(n: int, k: int, seed: int = 0, draws: int | None = None) -> MatVecCode:
     """Baseline: a dense Gaussian n x k generator (weight k), best of ``draws`` draws.
 
     >>> dense_mds_code(6, 4).weight
