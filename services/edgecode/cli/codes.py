@@ -32,30 +32,7 @@ def register(
             "Exit code 1 if any pattern fails to decode."
         ),
     )
-    verify.add_argument(
-        "--max-n",
-        type=_args.integer(8),
-        default=64,
-        help="largest flat code size, at least 8 (default 64; sizes 8, 16, 32, 64)",
-    )
-    verify.add_argument("--seed", type=_args.seed, default=0, help="seed of the random gradients")
-    verify.add_argument(
-        "--json", metavar="FILE", type=_args.output_file, help="also write the report as JSON"
-    )
-    verify.add_argument(
-        "--table",
-        action="store_true",
-        help=(
-            "instead: the exactness table of the cyclic code, worst condition number, residual "
-            "and relative error over every alive set for n <= 16 (sampled above), per (n, s)"
-        ),
-    )
-    verify.add_argument(
-        "--sizes",
-        type=_sizes_arg,
-        default="2-16,24,32,48,64",
-        help="n values of --table, e.g. 2-16,24,32 (default 2-16,24,32,48,64)",
-    )
+    _verify_flags(verify)
     verify.set_defaults(func=_verify)
 
     show = actions.add_parser(
@@ -99,6 +76,34 @@ def register(
     show.add_argument("--s-worker", type=_args.integer(0), default=1)
     show.set_defaults(func=_show)
     parser.set_defaults(func=partial(print_help, parser))
+
+
+def _verify_flags(verify: argparse.ArgumentParser) -> None:
+    """The flags of ``codes verify``."""
+    verify.add_argument(
+        "--max-n",
+        type=_args.integer(8),
+        default=64,
+        help="largest flat code size, at least 8 (default 64; sizes 8, 16, 32, 64)",
+    )
+    verify.add_argument("--seed", type=_args.seed, default=0, help="seed of the random gradients")
+    verify.add_argument(
+        "--json", metavar="FILE", type=_args.output_file, help="also write the report as JSON"
+    )
+    verify.add_argument(
+        "--table",
+        action="store_true",
+        help=(
+            "instead: the exactness table of the cyclic code, worst condition number, residual "
+            "and relative error over every alive set for n <= 16 (sampled above), per (n, s)"
+        ),
+    )
+    verify.add_argument(
+        "--sizes",
+        type=_sizes_arg,
+        default="2-16,24,32,48,64",
+        help="n values of --table, e.g. 2-16,24,32 (default 2-16,24,32,48,64)",
+    )
 
 
 def _sizes_arg(text: str) -> str:
