@@ -35,7 +35,9 @@ def main() -> int:
     code = protoc.main(args)
     if code != 0:
         return int(code)
-    (target / "__init__.py").write_text('"""Generated protobuf/gRPC code. Never edit by hand: run scripts/gen_protos.py."""\n')
+    (target / "__init__.py").write_text(
+        '"""Generated protobuf/gRPC code. Never edit by hand: run scripts/gen_protos.py."""\n'
+    )
     return 0
 
 

@@ -349,6 +349,7 @@ SMALL: dict[tuple[str, ...], list[tuple[str, str]]] = {
         ("--k-a", "2"),
         ("--k-b", "2"),
         ("--rhs-cols", "20"),
+        ("--matrices", "random"),  # TF-IDF has a fixed size: `edgecode matmul --matrix tfidf` runs
     ],
     ("bench", "train"): [("--rounds", "6"), ("--repeats", "1")],
     ("bench", "partial"): [("--rounds", "30")],
@@ -417,6 +418,7 @@ PLACEHOLDERS = {
     "B.npy": "{files}/B.npy",
     "y.npy": "{out}/y.npy",
     "0.08": "0.01",
+    "0.24": "0.01",
     "...": "",
 }
 #: Dataset spec placeholders: ``n=...`` and friends get small values.
@@ -489,7 +491,9 @@ def _edgecode_cases(text: str) -> list[Case]:
         if sub in ("coordinator", "master", "aggregator", "worker"):
             argv = _service_argv(argv)
         argv = shrink(argv)
-        if sub == "run" and "--dataset" in argv:
+        schemes = argv[argv.index("--schemes") + 1].split(",") if "--schemes" in argv else []
+        gossip_only = bool(schemes) and set(schemes) <= {"goco", "gossip", "gossip-wait"}
+        if sub == "run" and "--dataset" in argv and not gossip_only:
             # A data set is the master's business, the same for run and train: the first one
             # runs here, each other one through `edgecode train` on the shared cluster.
             at = argv.index("--dataset") + 1

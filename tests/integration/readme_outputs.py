@@ -140,6 +140,14 @@ def verify_outputs(argv: list[str], cwd: Path) -> None:
                 if (r["matrix"], r["scenario"]) == scenario
             }
             assert nnz["sparse"] < nnz["dense"], nnz
+    elif sub == ["bench", "train"] and "--model" in argv:
+        import json
+
+        report = json.loads(
+            (cwd / _flag(argv, "--out", "out/bench-train") / "torch.json").read_text()
+        )
+        loss = {r["scheme"]: r["loss"][-1] for r in report["rows"]}
+        _all_within([abs(loss["hgc"] - loss["uncoded"]) / abs(loss["uncoded"])], 1e-9, "torch")
     elif sub == ["bench", "train"]:
         import json
 

@@ -49,6 +49,7 @@ FLAGS = {
     "worker": "--straggle",
     "peer": "--compute-seconds",
     "gossip": "--replication",
+    "certs": "issue",
 }
 
 

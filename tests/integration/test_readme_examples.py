@@ -46,7 +46,15 @@ def test_the_readme_yields_what_it_documents() -> None:
     """A README reformat that hides examples from this module fails here."""
     assert STRAGGLE_MODELS[:1] == ["slow:factor=5"] and len(STRAGGLE_MODELS) >= 4
     assert {m.split(":")[0] for m in STRAGGLE_MODELS} >= {"slow", "bernoulli", "markov", "exp"}
-    assert set(SCHEME_NAMES) == {"hgc", "flat", "uncoded", "ignore"}
+    assert set(SCHEME_NAMES) == {
+        "hgc",
+        "flat",
+        "uncoded",
+        "ignore",
+        "partial",
+        "approx",
+        "approx-shuffle",
+    }
     assert {"breast_cancer", "digits", "iris", "wine"} <= set(DATASET_SPECS)
     assert sum(s.startswith("synthetic-") for s in DATASET_SPECS) >= 3
     run = [c for c in CASES if c.argv[:2] == ("edgecode", "run")]

@@ -35,6 +35,7 @@ from edgecode.codes.matrix import (
     split_columns,
     worker_matvec,
 )
+from helpers import assert_within
 
 #: The issue's bounds on the relative decoding error.
 SMALL_N_BOUND = 1e-9
@@ -47,14 +48,23 @@ ENUMERATE_UP_TO = 20_000
 
 @dataclass(frozen=True)
 class Sweep:
-    """Outcome of decoding one code from a list of k-subsets."""
+    """Outcome of decoding one code from a list of k-subsets: one error and one condition
+    number per subset (arrays, so that no running max can drop a NaN)."""
 
     code: str
     n: int
     k: int
-    subsets: int
-    worst_error: float
-    worst_condition: float
+    alive_sets: list[tuple[int, ...]]
+    errors: np.ndarray
+    conditions: np.ndarray
+
+    @property
+    def subsets(self) -> int:
+        return len(self.alive_sets)
+
+    @property
+    def worst_condition(self) -> float:
+        return float(np.max(self.conditions))
 
 
 def random_sparse(rows: int, cols: int, density: float, seed: int) -> Any:
@@ -88,13 +98,13 @@ def decode_sweep(
     want = a.T @ x
     coded = code.encode(split_columns(a, k))
     results = {i: worker_matvec(coded[i], x) for i in range(n)}
-    worst = 0.0
+    errors = []
     for alive in alive_sets:
         assert len(alive) == k == len(set(alive))
         got = join_columns(code.decode({i: results[i] for i in alive}), r)
-        worst = max(worst, relative_error(got, want))
+        errors.append(relative_error(got, want))
     conditions = batched_conditions(code.coefficients, np.array(alive_sets, dtype=np.intp))
-    return Sweep(code.name, n, k, len(alive_sets), worst, float(conditions.max()))
+    return Sweep(code.name, n, k, alive_sets, np.array(errors), conditions)
 
 
 def problem(n: int, k: int, rows: int = 30) -> tuple[Any, np.ndarray]:
@@ -130,8 +140,8 @@ def test_every_k_subset_decodes_for_n_13_to_16(n: int, name: str) -> None:
     assert [s.k for s in sweeps] == list(range(1, n + 1))
     assert sum(s.subsets for s in sweeps) == 2**n - 1
     for sweep in sweeps:
-        assert math.isfinite(sweep.worst_condition), sweep
-        assert sweep.worst_error <= SMALL_N_BOUND, sweep
+        assert np.all(np.isfinite(sweep.conditions)), (sweep.code, sweep.k)
+        assert_within(sweep.errors, sweep.alive_sets, SMALL_N_BOUND, "subsets")
 
 
 @st.composite
@@ -158,12 +168,20 @@ def test_every_k_subset_decodes_for_other_seeds(params: tuple[int, int, int]) ->
         solved = np.linalg.solve(code.coefficients[index], results[index])  # (M, k, width)
         decoded = solved.reshape(index.shape[0], -1)[:, : a.shape[1]]
         errors = np.linalg.norm(decoded - want, axis=1) / np.linalg.norm(want)
-        assert float(errors.max()) <= SMALL_N_BOUND, (code.name, n, k, seed)
-        # the batched solve is what ``decode`` does for exactly k results
-        worst = tuple(int(i) for i in index[int(errors.argmax())])
+        assert_within(
+            errors, [(code.name, tuple(S)) for S in index.tolist()], SMALL_N_BOUND, "subsets"
+        )
+        # The batched solve is what ``decode`` does for exactly k results, up to its one step
+        # of iterative refinement: the two agree to within the rounding the subset's
+        # condition number allows.
+        at = int(errors.argmax())
+        worst = tuple(int(i) for i in index[at])
         direct = join_columns(code.decode({i: results[i] for i in worst}), a.shape[1])
-        np.testing.assert_allclose(direct, decoded[int(errors.argmax())], rtol=0, atol=1e-12)
-        assert np.all(np.isfinite(batched_conditions(code.coefficients, index)))
+        conditions = batched_conditions(code.coefficients, index)
+        assert np.all(np.isfinite(conditions))
+        rounding = 64 * np.finfo(np.float64).eps * conditions[at] * np.abs(decoded[at]).max()
+        np.testing.assert_allclose(direct, decoded[at], rtol=0, atol=rounding)
+        assert relative_error(direct, want) <= SMALL_N_BOUND
 
 
 # --------------------------------------------------------------------- sampled, n = 40..64
@@ -209,6 +227,14 @@ def test_sampled_k_subsets_decode_up_to_n_64(n: int, k: int) -> None:
     assert [s.code for s in sweeps] == ["sparse_mv_code", "dense_mds_code"]
     for sweep in sweeps:
         # at least 2,000 distinct subsets (every one when there are fewer)
-        assert sweep.subsets >= min(SAMPLES, math.comb(n, k)), sweep
-        assert math.isfinite(sweep.worst_condition), sweep
-        assert sweep.worst_error <= LARGE_N_BOUND, sweep
+        assert sweep.subsets >= min(SAMPLES, math.comb(n, k)), (sweep.code, n, k)
+        assert np.all(np.isfinite(sweep.conditions)), (sweep.code, n, k)
+        assert_within(sweep.errors, sweep.alive_sets, LARGE_N_BOUND, "subsets")
+
+
+def test_worst_subset_at_n_16_is_well_conditioned() -> None:
+    """Exhaustive scans at n = 16, k = 8 (12,870 subsets). Before the descent on every subset
+    the best of 8 Gaussian draws gave 7.3e4 (sparse) and 8.3e4 (dense); now about 8e3-9e3."""
+    for code in codes(16, 8):
+        assert code.condition_scope == "exhaustive"
+        assert 1.0 <= code.condition_number() <= 2e4, (code.name, code.condition_number())

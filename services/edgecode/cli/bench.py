@@ -58,6 +58,9 @@ def register(
     from edgecode.cli.gossip import add_bench_target  # bench goco lives with edgecode gossip
 
     add_bench_target(targets)
+    from edgecode.cli.bench_torch import soak_target
+
+    soak_target(targets)
     parser.set_defaults(func=partial(print_help, parser))
 
 

@@ -1,5 +1,5 @@
-"""``edgecode bench train --model torch:...``: its report (the run is
-:mod:`edgecode.bench.torch_train`)."""
+"""``edgecode bench train --model torch:...`` (the run is :mod:`edgecode.bench.torch_train`) and
+``edgecode bench soak`` (:mod:`edgecode.bench.soak`): their parsers and reports."""
 
 from __future__ import annotations
 
@@ -68,3 +68,68 @@ def bench_train_torch(args: argparse.Namespace) -> int:
     plot_torch_training(report, out / "torch.png")
     console().print(f"wrote {out / 'torch.json'}, {out / 'torch.png'}")
     return 0 if all(r["state"] == "succeeded" for r in rows) else 1
+
+
+def soak_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench soak``: its parser."""
+    from edgecode.cli import _args
+
+    soak = targets.add_parser(
+        "soak",
+        help="back-to-back jobs with random faults for an hour; memory of every service",
+        description=(
+            "A local cluster runs jobs back to back (the schemes taking turns, 30 rounds each) "
+            "while most jobs get a random fault: a worker paused 1-3 s, a worker, an edge or the "
+            "master killed and started again. After every job the RSS of every process is "
+            "sampled; the report gives each long-lived process's growth after the warm-up "
+            "(target < 5 %%) and every job's outcome. Not part of CI."
+        ),
+    )
+    soak.add_argument(
+        "--minutes", type=_args.number(above=0.0), default=60.0, help="duration (default 60)"
+    )
+    soak.add_argument(
+        "--warmup",
+        type=_args.number(low=0.0, high=0.9),
+        default=0.1,
+        help="fraction of the time before the memory baseline (default 0.1)",
+    )
+    soak.add_argument("--seed", type=_args.seed, default=0)
+    soak.add_argument(
+        "--out", type=_args.output_dir, default="out/soak", help="output folder (default out/soak)"
+    )
+    soak.set_defaults(func=_soak)
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from edgecode.bench.soak import soak, write_outputs
+
+    with console().status("") as status:
+        report = soak(
+            args.minutes, args.seed, args.warmup, progress=lambda text: status.update(text)
+        )
+    jobs = report["jobs"]
+    by_fault: dict[str, list[str]] = {}
+    for job in jobs:
+        by_fault.setdefault(job["fault"], []).append(job["state"])
+    table(
+        f"{len(jobs)} jobs in {args.minutes:g} minutes",
+        ["fault", "jobs", "succeeded", "failed or error"],
+        [
+            [fault, len(states), states.count("succeeded"), len(states) - states.count("succeeded")]
+            for fault, states in sorted(by_fault.items())
+        ],
+    )
+    growth = report["growth"]
+    table(
+        "RSS growth after the warm-up (processes never restarted; target < 5 %)",
+        ["process", "warm MB", "end MB", "growth"],
+        [[n, g["warm_mb"], g["end_mb"], f"{100 * g['growth']:.2f} %"] for n, g in growth.items()],
+    )
+    for job in jobs:
+        if job["state"] != "succeeded":
+            console().print(f"job {job['job']} ({job['fault']} {job['node']}): {job['message']}")
+    paths = write_outputs(report, Path(args.out))
+    console().print("wrote " + ", ".join(str(p) for p in paths))
+    values = [g["growth"] for g in growth.values()]  # every one checked: NaN fails too
+    return 0 if values and all(math.isfinite(v) and v < 0.05 for v in values) else 1

@@ -43,6 +43,17 @@ CERT_DAYS = 30
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def _environment(role: str) -> dict[str, str]:
+    """A child's environment: ours without EDGECODE_* (flags configure it); workers and peers
+    share this machine's cores, so one BLAS/torch thread each unless the user set it (torch's
+    default is a thread per core in EVERY worker)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECODE_")}
+    if role in ("worker", "peer"):
+        for key in THREAD_VARIABLES:
+            env.setdefault(key, "1")
+    return env
+
+
 @dataclass(frozen=True)
 class WorkerSetup:
     name: str
@@ -272,14 +283,10 @@ class LocalCluster:
             *self._security_args(name),
             *extra,
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECODE_")}
-        if role in ("worker", "peer"):
-            # many of them share this machine's cores: one BLAS/torch thread each, unless the
-            # user set it (torch's default is a thread per core in EVERY worker)
-            for key in THREAD_VARIABLES:
-                env.setdefault(key, "1")
         with log_file.open("ab") as handle:
-            popen = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env)
+            popen = subprocess.Popen(
+                args, stdout=handle, stderr=subprocess.STDOUT, env=_environment(role)
+            )
         process = Process(name, role, args, ready, log_file, popen)
         self.processes[name] = process
         return process
@@ -348,6 +355,20 @@ class LocalCluster:
     def resume(self, name: str) -> None:
         assert self.processes[name].popen is not None
         os.kill(self.processes[name].popen.pid, signal.SIGCONT)  # type: ignore[union-attr]
+
+    def restart(self, name: str, timeout: float = START_TIMEOUT) -> Process:
+        """Kill a process if it runs and start it again with the same arguments (a new port)."""
+        self.kill(name)
+        old = self.processes[name]
+        old.ready_file.unlink(missing_ok=True)
+        with old.log_file.open("ab") as handle:
+            popen = subprocess.Popen(
+                old.args, stdout=handle, stderr=subprocess.STDOUT, env=_environment(old.role)
+            )
+        process = Process(name, old.role, old.args, old.ready_file, old.log_file, popen)
+        self.processes[name] = process
+        self._wait_ready([process], timeout)
+        return process
 
     def restart_master(self) -> Process:
         self.kill("master")

@@ -8,12 +8,25 @@ for every set A of at least n - s workers, some ``a`` supported on A has ``a @ B
 Every worker then holds at least (s + 1) k / n partitions.
 
 The universal construction (papers.md, section 1) works for ANY placement in which each
-partition j is held by exactly s + 1 of the n workers (its holder set T_j): draw a generic
-G in R^{(n-s) x n} and phi in R^{n-s}; the column of partition j is ``c_j = G^T m_j`` for the
-(unique up to scale) m_j that makes c_j vanish outside T_j, scaled so that
-``phi @ m_j == targets_j``. For an alive set A with |A| = n - s, ``G[:, A] a = phi`` gives
-``a @ c_j = (G a) @ m_j = phi @ m_j = targets_j`` for every j. Coefficients are the best of
-several seeded draws on the worst-case condition number over alive sets.
+partition j is held by exactly s + 1 of the n workers (its holder set T_j). Take an [n, n - s]
+real MDS code V (a subspace of R^n of dimension d = n - s whose projection onto any d
+coordinates is one-to-one) and a linear functional psi on V. Column j of B is the codeword
+c_j of V that vanishes outside T_j (an MDS code of minimum distance s + 1 has one, unique up
+to scale), scaled so that ``psi(c_j) = targets_j``. For an alive set A with |A| = d, the
+functional ``v -> a @ v`` with a supported on A equals psi on V for exactly one a (project V
+onto A and invert), so ``a @ c_j = psi(c_j) = targets_j`` for every j. (This is papers.md's
+recipe with V = row space of G and psi = phi in the basis G.)
+
+Numerical quality. With Q an orthonormal basis of V and ``c_j = Q y_j``,
+``B[A] = Q[A] Y`` and ``cond(B[A]) <= cond(Q[A]) cond(Y)``. The first factor depends on V
+only: :func:`edgecode.codes._mds.mds_bases` chooses V to make its WORST alive set well
+conditioned (over every alive set when they can be enumerated, through the smaller dual
+problem). The second depends on the placement: ``draws`` assignments of V's rows to the
+workers are compared on ``cond`` of the unit codewords' coordinates, and psi makes the
+values ``psi(c_j / |c_j|)`` as equal as a linear programme can, so no column is blown up by a
+small ``psi(c_j)``. Decoding vectors are refined once (:func:`~edgecode.codes._linalg.
+solve_combination`) and cached. ``edgecode codes verify --table`` prints the worst condition
+number and decoding error for every (n, s) with n <= 16 over every alive set.
 
 Example
 -------
@@ -30,6 +43,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import linprog
 
 from edgecode.codes._linalg import (
     FloatArray,
@@ -39,14 +53,13 @@ from edgecode.codes._linalg import (
     normalize_alive,
     partitions_of_rows,
     solve_combination,
-    subsets,
+    worst_condition,
 )
+from edgecode.codes._mds import mds_bases
 from edgecode.errors import NotDecodable
 
-#: Coefficient draws compared when constructing a placement code.
+#: Assignments of the subspace's rows to workers compared when constructing a placement code.
 DEFAULT_DRAWS = 8
-#: Alive sets scored per draw while choosing coefficients (all of them when fewer exist).
-SELECTION_SETS = 300
 
 
 @dataclass(eq=False)
@@ -114,8 +127,7 @@ class GradientCode:
         Every set is enumerated when there are at most ``ENUMERATION_LIMIT``; otherwise 2,000
         sets are sampled (with ``rng``, or a fixed seed) and the result is a lower estimate.
         """
-        size = self.n_workers - self.stragglers
-        return max(condition(self.B[list(alive)]) for alive in subsets(self.n_workers, size, rng))
+        return worst_condition(self.B, self.n_workers - self.stragglers, rng)
 
     def condition_is_exact(self) -> bool:
         """Whether :meth:`condition_number` enumerates every alive set."""
@@ -180,7 +192,13 @@ def placement_code(
 
     ``targets`` (default all ones) are the coefficients the decoder must reproduce:
     ``decode_vector(A) @ B == targets`` for every alive set of size >= n - s. The inner codes of
-    a hierarchical code use the edge-layer coefficients as targets.
+    a hierarchical code use the edge-layer coefficients as targets. ``seed`` selects the
+    subspace V (cached per (n, s, seed)); ``draws`` is the number of assignments of its rows to
+    the workers compared (the first is the identity). See the module docstring.
+
+    >>> code = placement_code([[0, 1], [1, 2], [2, 0]], 3, 1, targets=[1.0, 2.0, 3.0])
+    >>> bool(np.allclose(code.decode_vector([0, 2]) @ code.B, [1.0, 2.0, 3.0]))
+    True
     """
     _check_sizes(n, s)
     holder_sets = _validate_holders(holders, n, s)
@@ -196,17 +214,20 @@ def placement_code(
         for j, (holder,) in enumerate(holder_sets):
             B[holder, j] = goal[j]
         return GradientCode(B=B, stragglers=0, holders=holder_sets, name="uncoded", targets=goal)
-    best: tuple[float, FloatArray] | None = None
+    basis, dual = mds_bases(n, s, seed)
+    rng = np.random.default_rng([seed, n, s, k])
+    best: tuple[float, FloatArray, FloatArray] | None = None
     for draw in range(draws):
-        rng = np.random.default_rng([seed, draw])
-        B = _universal_columns(holder_sets, n, s, goal, rng)
-        score = _worst_condition(B, n, s, np.random.default_rng([seed, draw, 1]))
+        # Which worker gets which row of the bases: the worst alive set does not care (it
+        # ranges over all of them), but this placement's codewords do.
+        order = np.arange(n) if draw == 0 else rng.permutation(n)
+        codewords, directions = _unit_codewords(holder_sets, basis[order], dual[order])
+        score = condition(directions)
         if best is None or score < best[0]:
-            best = (score, B)
+            best = (score, codewords, directions)
     assert best is not None
-    return GradientCode(
-        B=best[1], stragglers=s, holders=holder_sets, name="placement", targets=goal
-    )
+    B = _scale_to_targets(best[1], best[2], goal)
+    return GradientCode(B=B, stragglers=s, holders=holder_sets, name="placement", targets=goal)
 
 
 def _validate_holders(
@@ -225,35 +246,74 @@ def _validate_holders(
     return tuple(result)
 
 
-def _universal_columns(
-    holders: tuple[tuple[int, ...], ...],
-    n: int,
-    s: int,
-    targets: FloatArray,
-    rng: np.random.Generator,
+def _unit_codewords(
+    holders: tuple[tuple[int, ...], ...], basis: FloatArray, dual: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Unit codewords ``c_j`` of V = span(basis) vanishing outside ``holders[j]`` (n x k), and
+    their coordinates ``basis^T c_j`` (d x k, unit columns).
+
+    ``basis`` (n x d) and ``dual`` (n x s) are orthonormal bases of V and of its complement.
+    The codeword on T = holders[j] is the null vector of ``basis[outside T]`` (d - 1 rows)
+    mapped by the basis, or directly the null vector of ``dual[T]^T`` (s rows) on T,
+    whichever system is smaller.
+    """
+    n, d = basis.shape
+    support = np.array(holders, dtype=np.intp)  # (k, s + 1)
+    codewords = np.zeros((n, len(holders)))
+    if dual.shape[1] < d:
+        on_support = _null_vectors(dual[support].transpose(0, 2, 1))  # (k, s + 1)
+    else:
+        outside = np.array([np.setdiff1d(np.arange(n), held) for held in holders], dtype=np.intp)
+        inside = _null_vectors(basis[outside]) @ basis.T  # (k, n): zero outside up to rounding
+        on_support = np.take_along_axis(inside, support, axis=1)
+    np.put_along_axis(codewords.T, support, on_support, axis=1)
+    codewords /= np.linalg.norm(codewords, axis=0)
+    return codewords, np.asarray(basis.T @ codewords, dtype=np.float64)
+
+
+def _scale_to_targets(
+    codewords: FloatArray, directions: FloatArray, targets: FloatArray
 ) -> FloatArray:
-    generator = rng.standard_normal((n - s, n))
-    phi = rng.standard_normal(n - s)
-    B = np.zeros((n, len(holders)))
-    for j, held_by in enumerate(holders):
-        if targets[j] == 0.0:
-            continue
-        outside = np.setdiff1d(np.arange(n), held_by)
-        if outside.size:
-            # m_j spans the left null space of G[:, outside]: (G^T m_j) vanishes outside T_j.
-            _, _, vt = np.linalg.svd(generator[:, outside].T)
-            m_j = vt[-1]
-        else:
-            m_j = phi.copy()
-        column = generator.T @ m_j
-        column[outside] = 0.0
-        B[:, j] = column * (targets[j] / (phi @ m_j))
-    return B
+    """Column j of the code: ``codewords[:, j] * targets[j] / (psi @ directions[:, j])`` with
+    one balanced functional psi, so that ``psi(c_j) = targets[j]`` for every j."""
+    used = targets != 0.0
+    psi = _balanced_functional(directions[:, used]) if used.any() else np.ones(len(directions))
+    scale = np.divide(targets, psi @ directions, out=np.zeros(len(targets)), where=used)
+    return np.asarray(codewords * scale, dtype=np.float64)
 
 
-def _worst_condition(B: FloatArray, n: int, s: int, rng: np.random.Generator) -> float:
-    size = n - s
-    worst = 0.0
-    for alive in subsets(n, size, rng, limit=SELECTION_SETS, samples=SELECTION_SETS):
-        worst = max(worst, condition(B[list(alive)]))
-    return worst
+def _null_vectors(blocks: FloatArray) -> FloatArray:
+    """For each block (m x (m + 1), full rank) a unit vector spanning its null space: the
+    last column of the complete QR factor of the block's transpose."""
+    if blocks.shape[1] == 0:
+        return np.ones((blocks.shape[0], 1))
+    q, _ = np.linalg.qr(blocks.transpose(0, 2, 1), mode="complete")
+    return np.asarray(q[:, :, -1], dtype=np.float64)
+
+
+def _balanced_functional(directions: FloatArray) -> FloatArray:
+    """A functional psi with ``|psi @ y_j|`` as large as possible for the worst unit column
+    y_j of ``directions`` (d x k), normalised so that the largest is 1.
+
+    Column j of the code is ``y_j * targets[j] / (psi @ y_j)``, so a small ``psi @ y_j`` makes
+    one column huge and the decoding matrices ill conditioned. The sign pattern comes from the
+    top left singular vector (the most aligned direction); psi solves the linear programme
+    ``max tau : sign_j (psi @ y_j) >= tau, -1 <= psi_i <= 1``. (Should the solver fail, the
+    singular vector itself is used.)
+    """
+    d = directions.shape[0]
+    start = np.linalg.svd(directions, full_matrices=False)[0][:, 0]
+    signs = np.where(start @ directions >= 0.0, 1.0, -1.0)
+    objective = np.zeros(d + 1)
+    objective[-1] = -1.0
+    constraints = np.hstack([-(directions * signs).T, np.ones((directions.shape[1], 1))])
+    result = linprog(
+        objective,
+        A_ub=constraints,
+        b_ub=np.zeros(directions.shape[1]),
+        bounds=[(-1.0, 1.0)] * d + [(0.0, None)],
+        method="highs",
+    )
+    psi: FloatArray = result.x[:d] if result.status == 0 else start
+    normalised: FloatArray = psi / np.abs(psi @ directions).max()
+    return normalised

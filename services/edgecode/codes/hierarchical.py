@@ -161,7 +161,7 @@ class HierarchicalCode:
         """Worst-case condition numbers of the edge layer and of the worst inner code."""
         assert self.edge_code is not None
         inner = [c.condition_number() for c in self.inner_codes if c is not None]
-        return {"edge": self.edge_code.condition_number(), "worker": max(inner)}
+        return {"edge": self.edge_code.condition_number(), "worker": float(np.max(inner))}
 
 
 def hierarchical_load_bound(
@@ -316,7 +316,7 @@ def hierarchical_from_counts(
                 len(taking),
                 sw,
                 targets=targets,
-                seed=seed + 1 + i,
+                seed=seed,
                 draws=draws,
             )
             for position, w in enumerate(taking):

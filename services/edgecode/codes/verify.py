@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
-from edgecode.codes._linalg import condition, subsets
+from edgecode.codes._linalg import conditions, subsets
 from edgecode.codes.flat import GradientCode, cyclic_repetition, fractional_repetition
 from edgecode.codes.hierarchical import HierarchicalCode, hierarchical
 from edgecode.codes.matrix import MatVecCode, dense_mds_code, matvec, sparse_mv_code, split_columns
@@ -53,30 +54,46 @@ def verify_flat(code: GradientCode, rng: np.random.Generator, dim: int = 8) -> V
     gradients = rng.standard_normal((code.n_partitions, dim))
     messages = code.B @ gradients
     true = code.targets @ gradients
-    patterns = failures = 0
-    worst_error = worst_cond = 0.0
-    for alive in subsets(n, n - s, rng, samples=SAMPLED_PATTERNS):
-        rows = list(alive)
-        patterns += 1
+    alive_sets = np.array(list(subsets(n, n - s, rng, samples=SAMPLED_PATTERNS)), dtype=np.intp)
+    errors = []
+    for alive in alive_sets:
         try:
-            decoded = code.decode_vector(alive)[rows] @ messages[rows]
+            decoded = code.decode_vector(alive)[alive] @ messages[alive]
         except NotDecodable:
-            failures += 1
+            errors.append(math.inf)
             continue
-        error = float(np.linalg.norm(decoded - true) / np.linalg.norm(true))
-        worst_error = max(worst_error, error)
-        worst_cond = max(worst_cond, condition(code.B[rows]))
+        errors.append(float(np.linalg.norm(decoded - true) / np.linalg.norm(true)))
+    worst, failures = _worst(errors)
     return Verification(
         code=code.name,
         parameters=f"n={n} s={s}",
-        patterns=patterns,
-        exhaustive=patterns == math.comb(n, n - s),
+        patterns=len(errors),
+        exhaustive=len(errors) == math.comb(n, n - s),
         failures=failures,
-        worst_relative_error=worst_error,
-        worst_condition=worst_cond,
+        worst_relative_error=worst,
+        worst_condition=_worst_condition_of(code.B, alive_sets),
         load=code.load,
         load_bound=code.load_bound,
     )
+
+
+def _worst(errors: list[float]) -> tuple[float, int]:
+    """The largest error and the number of failures: patterns that did not decode (inf) or
+    decoded to something non-finite (NaN). NaN is reported, never dropped: ``max(0.0, nan)``
+    would be 0.0."""
+    values = np.asarray(errors, dtype=np.float64)
+    if values.size == 0:
+        return 0.0, 0
+    failures = int(np.count_nonzero(~np.isfinite(values)))
+    worst = float(np.nan) if np.isnan(values).any() else float(values.max())
+    return worst, failures
+
+
+def _worst_condition_of(B: np.ndarray, alive_sets: np.ndarray) -> float:
+    values = np.concatenate(
+        [conditions(B[alive_sets[i : i + 4096]]) for i in range(0, len(alive_sets), 4096)]
+    )
+    return float(np.nan) if np.isnan(values).any() else float(values.max(initial=0.0))
 
 
 def _hierarchical_patterns(
@@ -113,10 +130,8 @@ def verify_hierarchical(
     messages = code.B @ gradients
     true = gradients.sum(axis=0)
     offsets = code.worker_offsets
-    patterns = failures = 0
-    worst_error = 0.0
+    errors: list[float] = []
     for edges, workers in _hierarchical_patterns(code, rng):
-        patterns += 1
         try:
             results = {}
             for e in edges:
@@ -125,10 +140,12 @@ def verify_hierarchical(
             a = code.master_decode_vector(edges)
             decoded = sum(a[e] * z for e, z in results.items())
         except NotDecodable:
-            failures += 1
+            errors.append(math.inf)
             continue
-        worst_error = max(worst_error, float(np.linalg.norm(decoded - true) / np.linalg.norm(true)))
-    conditions = code.condition_numbers()
+        errors.append(float(np.linalg.norm(decoded - true) / np.linalg.norm(true)))
+    worst_error, failures = _worst(errors)
+    patterns = len(errors)
+    layer_conditions = code.condition_numbers()
     exhaustive = patterns == sum(
         math.prod(math.comb(len(code.active_workers[e]), code.s_workers[e]) for e in edges)
         for edges in itertools.combinations(code.active_edges, len(code.active_edges) - code.s_edge)
@@ -143,7 +160,7 @@ def verify_hierarchical(
         exhaustive=exhaustive,
         failures=failures,
         worst_relative_error=worst_error,
-        worst_condition=max(conditions.values()),
+        worst_condition=float(np.max(list(layer_conditions.values()))),
         load=code.load,
         load_bound=code.load_bound,
     )
@@ -157,22 +174,23 @@ def verify_partial(
     n, s, k = scheme.n_workers, scheme.stragglers, scheme.n_partitions
     gradients = rng.standard_normal((k, dim))
     sent = [scheme.encode(w, gradients) for w in range(n)]
-    patterns = failures = 0
-    worst = 0.0
+    errors: list[float] = []
+    wrong_sets = 0
     for stragglers in subsets(n, s, rng, samples=SAMPLED_PATTERNS):
-        patterns += 1
         try:
             coefficients = scheme.decode(stragglers)
             chosen = scheme.decode_messages(stragglers)
         except NotDecodable:
-            failures += 1
+            errors.append(math.inf)
             continue
         decoded = sum(c * sent[w][m] for (w, m), c in chosen.items())
         true = coefficients @ gradients
         ones = int(np.count_nonzero(coefficients == 1.0))
         if ones < scheme.min_recovered or np.any((coefficients != 0.0) & (coefficients != 1.0)):
-            failures += 1
-        worst = max(worst, float(np.linalg.norm(decoded - true) / np.linalg.norm(true)))
+            wrong_sets += 1
+        errors.append(float(np.linalg.norm(decoded - true) / np.linalg.norm(true)))
+    worst, failures = _worst(errors)
+    patterns, failures = len(errors), failures + wrong_sets
     return Verification(
         code=f"partial {type(scheme).__name__}",
         parameters=f"n={n} s={s} alpha={float(scheme.alpha):g} k={k}",
@@ -202,7 +220,7 @@ def verify_stochastic(code: StochasticCode, rng: np.random.Generator, dim: int =
         parameters=f"n={n} d={code.replication} p={code.straggle_probability:g}",
         patterns=2**n,
         exhaustive=True,
-        failures=int(error > 1e-9),
+        failures=int(not error <= 1e-9),
         worst_relative_error=error,
         worst_condition=1.0,
         load=code.computation_load,
@@ -220,16 +238,16 @@ def verify_matvec(code: MatVecCode, rng: np.random.Generator, size: int = 240) -
     x = rng.standard_normal(size)
     coded = code.encode(split_columns(A, k))
     true = A.T @ x
-    patterns = failures = 0
-    worst = 0.0
+    errors: list[float] = []
     for alive in subsets(n, k, rng, samples=SAMPLED_PATTERNS):
-        patterns += 1
         try:
             result = matvec(code, coded, x, alive, n_cols=size)
         except NotDecodable:
-            failures += 1
+            errors.append(math.inf)
             continue
-        worst = max(worst, float(np.linalg.norm(result - true) / np.linalg.norm(true)))
+        errors.append(float(np.linalg.norm(result - true) / np.linalg.norm(true)))
+    worst, failures = _worst(errors)
+    patterns = len(errors)
     return Verification(
         code="sparse matvec" if code.weight < k else "dense matvec",
         parameters=f"n={n} k={k}",
@@ -242,6 +260,66 @@ def verify_matvec(code: MatVecCode, rng: np.random.Generator, size: int = 240) -
         load_bound=code.lower_bound / k,
         note=f"weight={code.weight}",
     )
+
+
+@dataclass(frozen=True)
+class ExactnessRow:
+    """The worst alive set of ``cyclic_repetition(n, s)``: every one when ``exhaustive``.
+
+    ``worst_residual`` is ``max_A |decode_vector(A) @ B - 1|_inf`` computed in float64 as any
+    caller computes it; ``worst_relative_error`` is ``|decoded - true| / |true|`` for random
+    float64 gradients; ``worst_condition`` is the largest ``cond_2(B[A])``.
+    """
+
+    n: int
+    s: int
+    alive_sets: int
+    exhaustive: bool
+    worst_condition: float
+    worst_residual: float
+    worst_relative_error: float
+    build_seconds: float
+
+
+def exactness_row(n: int, s: int, rng: np.random.Generator, dim: int = 8) -> ExactnessRow:
+    """Build ``cyclic_repetition(n, s)`` (timed) and decode from every alive set of size
+    n - s (a sample of ``SAMPLED_PATTERNS`` above ``ENUMERATION_LIMIT``)."""
+    started = time.perf_counter()
+    code = cyclic_repetition(n, s)
+    build_seconds = time.perf_counter() - started
+    alive_sets = np.array(list(subsets(n, n - s, rng, samples=SAMPLED_PATTERNS)), dtype=np.intp)
+    vectors = np.stack([code.decode_vector(alive) for alive in alive_sets])
+    residuals = np.abs(vectors @ code.B - code.targets).max(axis=1)
+    gradients = rng.standard_normal((code.n_partitions, dim))
+    messages = code.B @ gradients
+    true = code.targets @ gradients
+    decoded = np.einsum(
+        "ai,aid->ad", np.take_along_axis(vectors, alive_sets, 1), messages[alive_sets]
+    )
+    errors = np.linalg.norm(decoded - true, axis=1) / np.linalg.norm(true)
+    return ExactnessRow(
+        n=n,
+        s=s,
+        alive_sets=len(alive_sets),
+        exhaustive=len(alive_sets) == math.comb(n, n - s),
+        worst_condition=_worst_condition_of(code.B, alive_sets),
+        worst_residual=_worst(residuals.tolist())[0],
+        worst_relative_error=_worst(errors.tolist())[0],
+        build_seconds=build_seconds,
+    )
+
+
+def exactness_cases(sizes: Iterable[int]) -> list[tuple[int, int]]:
+    """(n, s) pairs of the exactness table: every s in 1..n-1 for n <= 16; for larger n the
+    extremes and eighths (1, 2, 3, n/8, n/4, ..., 7n/8, n-3, n-2, n-1)."""
+    cases = []
+    for n in sizes:
+        if n <= 16:
+            chosen = set(range(1, n))
+        else:
+            chosen = {1, 2, 3, n - 3, n - 2, n - 1} | {n * e // 8 for e in range(1, 8)}
+        cases += [(n, s) for s in sorted(chosen) if 1 <= s < n]
+    return cases
 
 
 def _check_cyclic(n: int, s: int, rng: np.random.Generator) -> Verification:
