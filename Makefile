@@ -4,10 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test test-fast lint format protos check-protos bench clean
+.PHONY: help install run test test-fast lint format protos check-protos bench image-arm64 clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ check-protos: protos  ## fail if the committed generated code differs from a fre
 bench: $(STAMP)  ## all benchmarks (writes out/bench-*)
 	$(BIN)/edgecode bench codes --out out/bench-codes
 	$(BIN)/edgecode bench train --out out/bench-train
+
+image-arm64: $(STAMP)  ## the arm64 (Raspberry Pi) image edgecode-arm64:local, no registry (root; scripts/arm64_image.py --help)
+	$(BIN)/python scripts/arm64_image.py $(ARM64_FLAGS)
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

@@ -57,6 +57,19 @@ BUILD_ARGS = {"WHEELHOUSE": WHEELHOUSE, "PIP_FROM": "wheelhouse", "COMPILE": "im
 
 Log = Callable[[str], None]
 
+EPILOG = f"""\
+steps: (1) qemu-aarch64 registered with binfmt_misc (F flag); (2) the base {BASE_TAG}:
+debootstrap --arch=arm64 --foreign {SUITE} minbase with python3, its second stage chrooted under
+QEMU, loaded as a one-layer linux/arm64 image (skipped when the base image exists: it is the
+cache; --rebuild-base redoes it); (3) aarch64 CPython {PYTHON_VERSION} wheels of edgecode and its
+dependencies (pip download --only-binary=:all: --platform manylinux2014_aarch64 ...; needs PyPI);
+(4) docker build -f deploy/Dockerfile with {' '.join(f'{k}={v}' for k, v in BUILD_ARGS.items())}.
+
+needs: root, a running dockerd, and the Debian packages docker.io debootstrap
+qemu-user-static binfmt-support (apt-get install -y --no-install-recommends ...).
+run the result: docker run --rm --platform linux/arm64 {IMAGE_TAG} --version
+a mixed amd64/arm64 cluster: docker-compose.arm64.yml; notes: docs/notes/arm64.md"""
+
 
 class BuildError(RuntimeError):
     """A step failed; the message names the step and shows the end of its output."""
@@ -108,7 +121,13 @@ def enable_emulation() -> None:
         run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])
     if (BINFMT / "qemu-aarch64").exists() or shutil.which("update-binfmts") is None:
         return
-    run(["update-binfmts", "--enable", "qemu-aarch64"])
+    try:
+        run(["update-binfmts", "--enable", "qemu-aarch64"])
+    except BuildError as exc:
+        raise BuildError(
+            "could not register qemu-aarch64 with binfmt_misc (apt-get install "
+            f"qemu-user-static binfmt-support): {exc}"
+        ) from exc
 
 
 def build_rootfs(dest: Path, mirror: str = MIRROR, log: Log = print) -> dict[str, float]:
@@ -264,6 +283,43 @@ def build_base(
     return seconds
 
 
+def base_exists(tag: str = BASE_TAG) -> bool:
+    """True when the docker engine has ``tag`` as an arm64 image (the cached base)."""
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Architecture}}", tag],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return result.returncode == 0 and result.stdout.strip() == "arm64"
+
+
+#: What each step needs, and the Debian package that provides it.
+TOOLS = {
+    "docker": "docker.io",
+    "debootstrap": "debootstrap",
+    "chroot": "coreutils",
+    "tar": "tar",
+}
+
+
+def setup_problem(need_debootstrap: bool = True) -> str | None:
+    """What this machine lacks to build the image (None: nothing), with what to install."""
+    if os.geteuid() != 0:
+        return "debootstrap, chroot and binfmt_misc need root: run it with sudo"
+    tools = TOOLS if need_debootstrap else {"docker": TOOLS["docker"]}
+    missing = sorted({package for tool, package in tools.items() if shutil.which(tool) is None})
+    if missing:
+        return f"missing programs: apt-get install {' '.join(missing)}"
+    if shutil.which("update-binfmts") is None and not (BINFMT / "qemu-aarch64").exists():
+        return (
+            "no arm64 emulation: apt-get install qemu-user-static binfmt-support "
+            "(registers qemu-aarch64 with binfmt_misc, F flag)"
+        )
+    return None
+
+
 def build(
     tag: str = IMAGE_TAG,
     base_tag: str = BASE_TAG,
@@ -271,12 +327,25 @@ def build(
     mirror: str = MIRROR,
     cache: Path | None = None,
     log: Log = print,
+    rebuild_base: bool = False,
 ) -> dict[str, float]:
-    """Every step above; the seconds each took."""
+    """Every step above; the seconds each took. The base image is the cache: when ``base_tag``
+    exists (arm64) and not ``rebuild_base``, no debootstrap runs."""
+    reuse = not rebuild_base and base_exists(base_tag)
+    problem = setup_problem(need_debootstrap=not reuse)
+    if problem is not None:
+        raise BuildError(problem)
     enable_emulation()
+    problem = emulation_problem()
+    if problem is not None:
+        raise BuildError(f"arm64 emulation is not available: {problem}")
     with tempfile.TemporaryDirectory(prefix="edgecode-arm64-", dir=work) as scratch:
         folder = Path(scratch)
-        seconds = build_base(folder, base_tag, mirror, cache, log)
+        if reuse:
+            log(f"[arm64] base {base_tag} exists: no debootstrap (--rebuild-base to redo it)")
+            seconds: dict[str, float] = {}
+        else:
+            seconds = build_base(folder, base_tag, mirror, cache, log)
         started = time.monotonic()
         wheels = download_wheels(folder / "context" / WHEELHOUSE)
         seconds["wheels"] = time.monotonic() - started
@@ -289,7 +358,11 @@ def build(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--tag", default=IMAGE_TAG, help=f"the image (default {IMAGE_TAG})")
     parser.add_argument(
         "--base-tag", default=BASE_TAG, help=f"the debootstrap base image (default {BASE_TAG})"
@@ -302,12 +375,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="a tar of the arm64 rootfs: used when it exists, written when it does not",
     )
+    parser.add_argument(
+        "--rebuild-base",
+        action="store_true",
+        help="run debootstrap again even when the base image exists",
+    )
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("arm64_image: debootstrap, chroot and binfmt_misc need root", file=sys.stderr)
-        return 2
     try:
-        seconds = build(args.tag, args.base_tag, args.work, args.mirror, args.rootfs_cache)
+        seconds = build(
+            args.tag,
+            args.base_tag,
+            args.work,
+            args.mirror,
+            args.rootfs_cache,
+            rebuild_base=args.rebuild_base,
+        )
     except BuildError as exc:
         print(f"arm64_image: {exc}", file=sys.stderr)
         return 1
