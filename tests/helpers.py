@@ -9,7 +9,9 @@ import ...`` got whichever one pytest had imported last: it depended on collecti
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,3 +42,18 @@ def assert_within(
             f"{int(bad.sum())} of {values.size} {what} exceed {bound:g} or are not finite; "
             f"worst: {patterns[worst]} with {values[worst]!r}"
         )
+
+
+def run_checked(
+    command: list[str], timeout: float = 600, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure, fail the test with the end of its output."""
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited with {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result

@@ -1,8 +1,7 @@
 """The docker compose deployment end to end, built from nothing as on these machines (no registry,
 no HTTPS from inside containers; DESIGN.md section 7):
 
-1. a base image made with debootstrap (Debian bookworm minbase with python3) and ``docker import``;
-2. the edgecode image from ``deploy/Dockerfile`` on it, installed from wheels built here;
+1-2. the edgecode image on a debootstrap base (the session fixture ``image`` of conftest.py);
 3. ``docker-compose.yml``'s edgecode services (coordinator, master, 2 edges, 6 workers, one a
    persistent straggler) with the master's port published on a free loopback port;
 4. an uncoded reference job, then an hgc job (s_edge = s_worker = 1) during which one worker is
@@ -10,7 +9,6 @@ no HTTPS from inside containers; DESIGN.md section 7):
    cluster``; the hgc trajectory must equal the reference's at every round (exact coding);
 5. SIGTERM stops a container within 2 s; ``down -v`` leaves no container, network or volume.
 
-Both images are built once per session and removed at its end: nothing is cached across runs.
 Needs root (debootstrap), dockerd, docker-compose (or the compose plugin).
 """
 
@@ -43,15 +41,13 @@ from edgecode.master.client import MasterClient, param_history_of, params_of, st
 from edgecode.records import JobConfig
 from edgecode.runtime.security import Tls
 from edgecode.v1 import master_pb2, master_pb2_grpc
-from helpers import require_infra
+from helpers import run_checked as _run
 
 # Budget (2 CPUs): debootstrap ~1 min, wheels + image ~0.5 min, stack up ~0.5 min, jobs ~1 min.
 pytestmark = [pytest.mark.infra, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION = uuid.uuid4().hex[:8]
-BASE_IMAGE = f"edgecode-base:e2e-{SESSION}"
-IMAGE = f"edgecode:e2e-{SESSION}"
 EDGECODE_SERVICES = (
     "coordinator",
     "master",
@@ -63,103 +59,6 @@ ROUNDS = 40
 PAUSED = "worker-4"  # edge-1
 KILLED = "worker-2"  # edge-0, whose worker-1 is the compose file's persistent straggler
 STOP_LIMIT_SECONDS = 2.0
-
-
-def _run(
-    command: list[str], timeout: float = 600, **kwargs: Any
-) -> subprocess.CompletedProcess[str]:
-    """Run a command; on failure, fail the test with its output."""
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"{' '.join(command)} exited with {result.returncode}:\n"
-            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
-
-
-def _docker_client() -> Any:
-    for tool in ("docker", "debootstrap"):
-        if shutil.which(tool) is None:
-            require_infra(f"{tool} is not installed (Debian packages docker.io, debootstrap)")
-    try:
-        compose_program()
-    except FileNotFoundError:
-        require_infra("docker-compose is not installed (Debian package docker-compose)")
-    if os.geteuid() != 0:
-        require_infra("debootstrap and docker need root")
-    import docker
-
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        require_infra(f"dockerd is not running or not reachable: {exc}")
-    return client
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
-    client = _docker_client()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def image(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The edgecode image on a debootstrap base, both built here and removed afterwards."""
-    work = tmp_path_factory.mktemp("images")
-    started = time.monotonic()
-    rootfs = work / "rootfs"
-    _run(
-        [
-            "debootstrap",
-            "--variant=minbase",
-            "--include=python3,python3-venv,python3-pip,ca-certificates",
-            "bookworm",
-            str(rootfs),
-        ],
-        timeout=900,
-    )
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    try:
-        _run(["docker", "import", "-", BASE_IMAGE], stdin=tar.stdout)
-    finally:
-        assert tar.stdout is not None
-        tar.stdout.close()
-        tar.wait(60)
-    shutil.rmtree(rootfs)
-    debootstrapped = time.monotonic()
-
-    # Every dependency as a wheel for this Python (3.11, like bookworm's) and architecture.
-    context = work / "context"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", str(REPO), "-w", str(context / "wheelhouse")])
-    try:
-        _run(
-            [
-                "docker",
-                "build",
-                "-q",
-                "-f",
-                str(REPO / "deploy" / "Dockerfile"),
-                "--build-arg",
-                f"BASE_IMAGE={BASE_IMAGE}",
-                "-t",
-                IMAGE,
-                str(context),
-            ]
-        )
-        shutil.rmtree(context)
-        print(
-            f"\n[compose e2e] debootstrap + import {debootstrapped - started:.0f} s, "
-            f"wheels + image {time.monotonic() - debootstrapped:.0f} s"
-        )
-        yield IMAGE
-    finally:
-        for tag in (IMAGE, BASE_IMAGE):
-            subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
 
 
 def _free_port() -> int:
