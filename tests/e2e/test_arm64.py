@@ -1,0 +1,389 @@
+"""The arm64 (Raspberry Pi) image and a mixed amd64/arm64 cluster on this x86 machine, end to end:
+
+1. ``scripts/arm64_image.py`` (``make image-arm64``) builds ``edgecode-arm64:local`` with no
+   registry: a debootstrap arm64 base (second stage under QEMU), aarch64 wheels, the Dockerfile.
+   The base image is its cache: the first run in CI builds it from nothing, later runs reuse it
+   (the edgecode layer is rebuilt every time). Neither image is removed afterwards;
+2. the image's contract (arm64, user 10001, entrypoint, health check) and ``uname -m`` =
+   ``aarch64`` in its containers;
+3. ``docker-compose.yml`` + ``docker-compose.arm64.yml``: worker-2 and worker-5 arm64 (emulated,
+   genuinely slower), the rest amd64 (the session's image, conftest.py); every service passes
+   the gRPC health check;
+4. an hgc job equals the uncoded reference to 1e-9 at every round with an arm64 worker paused
+   mid-job;
+5. the planner, from live timings alone, gives each arm64 worker fewer partitions than each
+   amd64 worker, and its expected round time beats every uniform plan's, all timed by the
+   coordinator on the same fits in this run.
+
+Needs root, dockerd, docker-compose, debootstrap, qemu-user-static and binfmt-support.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgecode import wire
+from edgecode.cluster.docker import (
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    DockerCluster,
+    compose_command,
+    compose_program,
+)
+from edgecode.errors import Infeasible
+from edgecode.master.client import MasterClient, param_history_of, state_name
+from edgecode.planning.baselines import uniform_plan
+from edgecode.planning.spec import ClusterSpec, EdgeSpec, WorkerSpec
+from edgecode.records import JobConfig
+from edgecode.runtime.security import Tls
+from edgecode.runtime.server import make_channel
+from edgecode.v1 import coordinator_pb2, coordinator_pb2_grpc
+from helpers import require_infra, run_checked
+
+# Budget (2 CPUs), from nothing: arm64 base ~4 min, wheels + image ~4 min; the mixed stack ~2 min
+# to become healthy (Python under QEMU); the jobs ~3 min.
+pytestmark = [pytest.mark.infra, pytest.mark.timeout(2400)]
+
+REPO = Path(__file__).resolve().parents[2]
+SESSION = uuid.uuid4().hex[:8]
+EDGES = {
+    "edge-0": ("worker-0", "worker-1", "worker-2"),
+    "edge-1": ("worker-3", "worker-4", "worker-5"),
+}
+ARM64 = ("worker-2", "worker-5")
+AMD64 = ("worker-0", "worker-1", "worker-3", "worker-4")
+SERVICES = ("coordinator", "master", *EDGES, *AMD64, *ARM64)
+PAUSED = "worker-5"
+RUN_ARM64 = ("docker", "run", "--rm", "--platform", "linux/arm64")
+DATASET = "synthetic-lsq:n=60000,d=50,seed=1"
+
+
+def _script() -> ModuleType:
+    """scripts/arm64_image.py as a module (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location(
+        "arm64_image", REPO / "scripts" / "arm64_image.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def arm64_image(docker_client: Any) -> str:
+    """``edgecode-arm64:local``, built by the script as ``make image-arm64`` builds it."""
+    script = _script()
+    problem = script.setup_problem(need_debootstrap=not script.base_exists())
+    if problem is None:
+        try:
+            script.enable_emulation()
+        except script.BuildError as exc:
+            problem = str(exc)
+    problem = problem or script.emulation_problem()
+    if problem is not None:
+        require_infra(f"the arm64 build cannot run here: {problem}")
+    started = time.monotonic()
+    try:
+        seconds = script.build(log=print)
+    except script.BuildError as exc:
+        pytest.fail(f"the arm64 image did not build: {exc}")
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+    print(f"\n[arm64 e2e] image built in {time.monotonic() - started:.0f} s ({steps})")
+    return str(script.IMAGE_TAG)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    project: str
+    files: list[str]
+    env: dict[str, str]
+    master_port: int
+    coordinator_port: int
+    cluster: DockerCluster
+    up: bool = False
+
+    def compose(self, action: str, services: tuple[str, ...] = ()) -> None:
+        command = compose_command(
+            compose_program(),
+            action,
+            files=self.files,
+            project=self.project,
+            services=services,
+            build=False if action == "up" else None,
+        )
+        run_checked(command, cwd=REPO, env=self.env, timeout=600)
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = self.cluster.status()
+            if len(nodes) == len(SERVICES) and all(n.health == "healthy" for n in nodes):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"the mixed stack did not become healthy within {timeout} s: {nodes}")
+            time.sleep(2)
+
+    def exec(self, node: str, *command: str) -> str:
+        container = self.cluster.find(node)
+        return run_checked(["docker", "exec", container.name, *command], timeout=120).stdout
+
+
+def _iptables_forward(bridge: str, action: str) -> None:
+    """Let traffic across the stack's own bridge through a FORWARD chain set to DROP."""
+    if shutil.which("iptables") is not None:
+        rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+        subprocess.run(["iptables", action, *rule], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    docker_client: Any, image: str, arm64_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    project = f"ecarm{SESSION}"
+    bridge = f"ecarm{SESSION}"[:15]
+    master_port, coordinator_port = _free_port(), _free_port()
+    # The test asks the coordinator for plans: its port published on loopback, this run only.
+    extra = tmp_path_factory.mktemp("compose") / "coordinator-port.yml"
+    extra.write_text(
+        'version: "2.4"\nservices:\n  coordinator:\n'
+        f'    ports: ["127.0.0.1:{coordinator_port}:50051"]\n'
+    )
+    files = [str(REPO / "docker-compose.yml"), str(REPO / "docker-compose.arm64.yml"), str(extra)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGECODE_", "COMPOSE_"))}
+    env |= {
+        "EDGECODE_IMAGE": image,
+        "EDGECODE_ARM64_IMAGE": arm64_image,
+        "EDGECODE_MASTER_PORT": str(master_port),
+        "EDGECODE_BRIDGE": bridge,
+    }
+    running = Stack(
+        project, files, env, master_port, coordinator_port, DockerCluster(docker_client, project)
+    )
+    _iptables_forward(bridge, "-I")
+    try:
+        started = time.monotonic()
+        running.up = True
+        running.compose("up", SERVICES)
+        running.wait_healthy(timeout=600)
+        print(f"\n[arm64 e2e] mixed stack up and healthy in {time.monotonic() - started:.0f} s")
+        yield running
+    finally:
+        try:
+            if running.up:
+                running.compose("down")
+        finally:
+            _iptables_forward(bridge, "-D")
+
+
+def _user_tls(docker_client: Any, stack: Stack, folder: Path) -> Tls:
+    """The user's certificate, copied out of the certs volume as a user gets it."""
+    listed = docker_client.containers.list(
+        all=True,
+        filters={"label": [f"{PROJECT_LABEL}={stack.project}", f"{SERVICE_LABEL}=certs"]},
+    )
+    assert len(listed) == 1, listed
+    run_checked(["docker", "cp", f"{listed[0].name}:/certs/user", str(folder / "user")])
+    return Tls.from_dir(folder / "user")
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b)) / max(float(np.linalg.norm(b)), 1e-300)
+
+
+def test_the_arm64_image_keeps_the_dockerfile_contract(
+    docker_client: Any, arm64_image: str
+) -> None:
+    attrs = docker_client.images.get(arm64_image).attrs
+    config = attrs["Config"]
+    assert (attrs["Os"], attrs["Architecture"]) == ("linux", "arm64")
+    assert config["User"] == "edgecode"
+    assert config["Entrypoint"] == ["edgecode"]
+    assert config["Healthcheck"]["Test"][:4] == ["CMD", "python3", "-m", "edgecode.cli.health"]
+    for entrypoint, args, expected in (
+        ("uname", ["-m"], "aarch64"),
+        ("id", ["-u"], "10001"),
+    ):
+        out = run_checked(
+            [*RUN_ARM64, "--entrypoint", entrypoint, arm64_image, *args],
+            timeout=120,
+        ).stdout
+        assert out.strip() == expected, (entrypoint, out)
+
+
+def test_the_mixed_cluster_runs_arm64_workers_that_pass_the_health_check(stack: Stack) -> None:
+    for node in (*AMD64, *ARM64):
+        machine = stack.exec(node, "uname", "-m").strip()
+        assert machine == ("aarch64" if node in ARM64 else "x86_64"), (node, machine)
+    for node in ARM64:
+        # The same gRPC health check as the image's HEALTHCHECK, asked explicitly.
+        stack.exec(node, "python3", "-m", "edgecode.cli.health", "--timeout", "20")
+        container = stack.cluster.find(node)
+        container.reload()
+        assert container.attrs["State"]["Health"]["Status"] == "healthy", node
+
+
+def _wait_for_round(client: MasterClient, job_id: str, round_: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while client.status(job_id).round < round_:
+        assert time.monotonic() < deadline, f"job {job_id} did not reach round {round_}"
+        time.sleep(0.1)
+
+
+def _exact_job(scheme: str) -> JobConfig:
+    return JobConfig(
+        scheme=scheme,
+        dataset=DATASET,
+        rounds=30,
+        seed=11,
+        s_edge=1,
+        s_worker=1,
+        record_params=True,
+        checkpoint_every=0,
+        round_deadline_seconds=30.0,
+    )
+
+
+def test_hgc_with_a_paused_arm64_worker_equals_uncoded(
+    docker_client: Any, stack: Stack, tmp_path: Path
+) -> None:
+    client = MasterClient(
+        f"127.0.0.1:{stack.master_port}", _user_tls(docker_client, stack, tmp_path)
+    )
+    paused = False
+    try:
+        reference = client.wait(client.submit(_exact_job("uncoded")), timeout=600)
+        assert state_name(reference) == "succeeded", reference.message
+        job_id = client.submit(_exact_job("hgc"))
+        _wait_for_round(client, job_id, 5)
+        stack.cluster.pause(PAUSED)
+        paused = True
+        at = client.status(job_id).round
+        assert at <= 20, f"the pause landed late, at round {at}"
+        status = client.wait(job_id, timeout=600)
+        print(f"\n[arm64 e2e] {PAUSED} paused at round {at} of 30")
+    finally:
+        if paused:
+            stack.cluster.unpause(PAUSED)
+        client.close()
+    assert state_name(status) == "succeeded", status.message
+    history, expected = param_history_of(status), param_history_of(reference)
+    assert len(history) == len(expected) == 30
+    deviations = np.array([_relative(a, b) for a, b in zip(history, expected, strict=True)])
+    assert np.all(np.isfinite(deviations)) and np.all(deviations <= 1e-9), (
+        f"hgc left the uncoded trajectory (relative deviation per round: {deviations})"
+    )
+
+
+def _wait_all_workers_alive(stub: Any, timeout: float = 120) -> None:
+    """Every worker registered and alive at the coordinator (a worker paused by another test
+    comes back within a heartbeat of its unpause)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cluster = stub.GetCluster(coordinator_pb2.GetClusterRequest(), timeout=30)
+        alive = {n.name for n in cluster.nodes if n.role == "worker"}
+        if alive >= {*AMD64, *ARM64}:
+            return
+        assert time.monotonic() < deadline, f"workers alive at the coordinator: {sorted(alive)}"
+        time.sleep(1)
+
+
+def _uniform_plans() -> list[Any]:
+    """Every feasible uniform plan of the paper (one s_worker, equal loads) on this topology;
+    the runtimes here are placeholders: the coordinator re-times each on its live fits."""
+    spec = ClusterSpec(
+        edges=tuple(
+            EdgeSpec(edge, tuple(WorkerSpec(w, 1.0, 1.0) for w in workers))
+            for edge, workers in EDGES.items()
+        )
+    )
+    plans = []
+    for s_edge in range(len(EDGES)):
+        for s_worker in range(3):
+            try:
+                plans.append(uniform_plan(spec, s_edge, s_worker))
+            except Infeasible:
+                continue
+    return plans
+
+
+def _partitions(plan: dict[str, Any]) -> dict[str, int]:
+    return {w["name"]: int(w["partitions"]) for e in plan["edges"] for w in e["workers"]}
+
+
+def test_the_planner_gives_arm64_workers_less_and_beats_uniform(
+    docker_client: Any, stack: Stack, tmp_path: Path
+) -> None:
+    tls = _user_tls(docker_client, stack, tmp_path)
+    channel = make_channel(f"127.0.0.1:{stack.coordinator_port}", tls)
+    client = MasterClient(f"127.0.0.1:{stack.master_port}", tls)
+    try:
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        _wait_all_workers_alive(stub)
+        # The planner chooses (s_edge < 0): a plan from priors, then a re-plan after 3 rounds
+        # on the timings the master reported.
+        job = JobConfig(
+            scheme="hgc",
+            dataset=DATASET,
+            rounds=30,
+            seed=3,
+            s_edge=-1,
+            checkpoint_every=0,
+            round_deadline_seconds=30.0,
+            profile_rounds=3,
+        )
+        status = client.wait(client.submit(job), timeout=900)
+        assert state_name(status) == "succeeded", status.message
+        planned = stub.GetPlan(coordinator_pb2.GetPlanRequest(), timeout=120)
+        uniform = []
+        for plan in _uniform_plans():
+            request = coordinator_pb2.GetPlanRequest(current=wire.plan_to_proto(plan))
+            answer = stub.GetPlan(request, timeout=120)
+            assert answer.expected_round_seconds == planned.expected_round_seconds  # same fits
+            uniform.append(
+                (plan.s_edge, plan.edges[0].s_worker, answer.current_expected_round_seconds)
+            )
+    finally:
+        client.close()
+        channel.close()
+
+    assert planned.fitted, "some worker had no measurements after the job"
+    partitions = {w.name: int(w.partitions) for e in planned.edges for w in e.workers}
+    seconds = np.array([planned.expected_round_seconds] + [t for *_, t in uniform])
+    job_plan = json.loads(status.plan_json)
+    rounds = np.array([r.seconds for r in status.history])
+    print(
+        f"\n[arm64 e2e] planner: s_edge {planned.s_edge}, K {planned.partitions}, partitions "
+        f"{partitions}, expected {planned.expected_round_seconds:.4f} s; uniform (s_edge, "
+        f"s_worker, expected s): {uniform}; the job's plan after {status.placements} placements: "
+        f"{_partitions(job_plan)}, expected {job_plan['expected_round_seconds']}; round seconds "
+        f"median: rounds 0-2 {np.median(rounds[:3]):.4f}, rounds 10-29 {np.median(rounds[10:]):.4f}"
+    )
+    assert np.all(np.isfinite(seconds)) and np.all(seconds > 0), seconds
+    assert len(uniform) >= 2, uniform
+    assert max(partitions[w] for w in ARM64) < min(partitions[w] for w in AMD64), partitions
+    assert np.all(planned.expected_round_seconds < seconds[1:]), (planned, uniform)
+    # The job itself ran on such a plan after its re-plan (from live timings alone).
+    assert status.placements >= 2, "the job was never re-placed for the fitted plan"
+    ran = _partitions(job_plan)
+    assert max(ran[w] for w in ARM64) < min(ran[w] for w in AMD64), ran
