@@ -28,6 +28,7 @@ The test (tests/e2e/test_arm64.py) calls these functions directly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -200,10 +201,12 @@ def load_base(layer: Path, tag: str = BASE_TAG) -> str:
     config_bytes = json.dumps(config, sort_keys=True).encode()
     config_name = f"{hashlib.sha256(config_bytes).hexdigest()}.json"
     manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": ["layer/layer.tar"]}]
+    # One output pipe (stderr into stdout), read after stdin is closed: no deadlock, and no
+    # communicate() on a stdin already closed.
     loader = subprocess.Popen(
-        ["docker", "load"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ["docker", "load"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    assert loader.stdin is not None
+    assert loader.stdin is not None and loader.stdout is not None
     try:
         with tarfile.open(fileobj=loader.stdin, mode="w|") as archive:
             for name, data in (
@@ -214,11 +217,14 @@ def load_base(layer: Path, tag: str = BASE_TAG) -> str:
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
             archive.add(str(layer), arcname="layer/layer.tar")
+    except BrokenPipeError:
+        pass  # docker load gave up: its output below says why
     finally:
-        loader.stdin.close()
-    out, err = loader.communicate(timeout=600)
-    if loader.returncode != 0:
-        raise BuildError(f"docker load of {tag} failed: {out.decode()[-1000:]}{err.decode()[-2000:]}")
+        with contextlib.suppress(BrokenPipeError):
+            loader.stdin.close()
+    output = loader.stdout.read().decode(errors="replace")
+    if loader.wait(timeout=600) != 0:
+        raise BuildError(f"docker load of {tag} failed: {output[-2000:]}")
     return tag
 
 
