@@ -70,6 +70,7 @@ AMD64 = ("worker-0", "worker-1", "worker-3", "worker-4")
 SERVICES = ("coordinator", "master", *EDGES, *AMD64, *ARM64)
 PAUSED = "worker-5"
 RUN_ARM64 = ("docker", "run", "--rm", "--platform", "linux/arm64")
+RUN_AMD64 = ("docker", "run", "--rm", "--network", "none", "--user", "0:0")
 DATASET = "synthetic-lsq:n=60000,d=50,seed=1"
 
 
@@ -116,6 +117,7 @@ def _free_port() -> int:
 @dataclass
 class Stack:
     project: str
+    image: str
     files: list[str]
     env: dict[str, str]
     master_port: int
@@ -178,7 +180,13 @@ def stack(
         "EDGECODE_BRIDGE": bridge,
     }
     running = Stack(
-        project, files, env, master_port, coordinator_port, DockerCluster(docker_client, project)
+        project,
+        image,
+        files,
+        env,
+        master_port,
+        coordinator_port,
+        DockerCluster(docker_client, project),
     )
     _iptables_forward(bridge, "-I")
     try:
@@ -205,6 +213,35 @@ def _user_tls(docker_client: Any, stack: Stack, folder: Path) -> Tls:
     assert len(listed) == 1, listed
     run_checked(["docker", "cp", f"{listed[0].name}:/certs/user", str(folder / "user")])
     return Tls.from_dir(folder / "user")
+
+
+def _admin_tls(docker_client: Any, stack: Stack, folder: Path) -> Tls:
+    """An admin certificate (GetCluster and GetPlan are the master's and admins' RPCs), issued
+    from the stack's CA by the operator as the README's certs section shows."""
+    volumes = [
+        v
+        for v in docker_client.volumes.list(filters={"label": f"{PROJECT_LABEL}={stack.project}"})
+        if v.attrs["Labels"].get("com.docker.compose.volume") == "certs-ca"
+    ]
+    assert len(volumes) == 1, volumes
+    mounts = ["-v", f"{volumes[0].name}:/ca", "-v", f"{folder}:/out"]
+    issue = ["certs", "issue", "admin", "admin", "--dir", "/ca", "--out", "/out/admin"]
+    run_checked([*RUN_AMD64, *mounts, stack.image, *issue, "--days", "1"], timeout=120)
+    return Tls.from_dir(folder / "admin")
+
+
+def _wait_container_healthy(stack: Stack, node: str, timeout: float = 180) -> None:
+    """Docker's health status of ``node`` back to healthy (a paused container's checks time
+    out and mark it unhealthy; one passing check after its unpause marks it healthy again)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        container = stack.cluster.find(node)
+        container.reload()
+        health = container.attrs["State"]["Health"]["Status"]
+        if health == "healthy":
+            return
+        assert time.monotonic() < deadline, f"{node} is {health} after {timeout} s"
+        time.sleep(2)
 
 
 def _relative(a: np.ndarray, b: np.ndarray) -> float:
@@ -238,9 +275,7 @@ def test_the_mixed_cluster_runs_arm64_workers_that_pass_the_health_check(stack: 
     for node in ARM64:
         # The same gRPC health check as the image's HEALTHCHECK, asked explicitly.
         stack.exec(node, "python3", "-m", "edgecode.cli.health", "--timeout", "20")
-        container = stack.cluster.find(node)
-        container.reload()
-        assert container.attrs["State"]["Health"]["Status"] == "healthy", node
+        _wait_container_healthy(stack, node)
 
 
 def _wait_for_round(client: MasterClient, job_id: str, round_: int, timeout: float = 300) -> None:
@@ -286,6 +321,7 @@ def test_hgc_with_a_paused_arm64_worker_equals_uncoded(
         if paused:
             stack.cluster.unpause(PAUSED)
         client.close()
+    _wait_container_healthy(stack, PAUSED)
     assert state_name(status) == "succeeded", status.message
     history, expected = param_history_of(status), param_history_of(reference)
     assert len(history) == len(expected) == 30
@@ -334,9 +370,12 @@ def _partitions(plan: dict[str, Any]) -> dict[str, int]:
 def test_the_planner_gives_arm64_workers_less_and_beats_uniform(
     docker_client: Any, stack: Stack, tmp_path: Path
 ) -> None:
-    tls = _user_tls(docker_client, stack, tmp_path)
-    channel = make_channel(f"127.0.0.1:{stack.coordinator_port}", tls)
-    client = MasterClient(f"127.0.0.1:{stack.master_port}", tls)
+    channel = make_channel(
+        f"127.0.0.1:{stack.coordinator_port}", _admin_tls(docker_client, stack, tmp_path)
+    )
+    client = MasterClient(
+        f"127.0.0.1:{stack.master_port}", _user_tls(docker_client, stack, tmp_path)
+    )
     try:
         stub = coordinator_pb2_grpc.CoordinatorStub(channel)
         _wait_all_workers_alive(stub)
