@@ -9,7 +9,9 @@ import ...`` got whichever one pytest had imported last: it depended on collecti
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
+import numpy as np
 import pytest
 
 
@@ -19,3 +21,22 @@ def require_infra(reason: str) -> None:
     if os.environ.get("EDGECODE_REQUIRE_INFRA") == "1":
         pytest.fail(f"required infrastructure missing: {reason}")
     pytest.skip(reason)
+
+
+def assert_within(
+    errors: Sequence[float] | np.ndarray,
+    patterns: Sequence[object],
+    bound: float,
+    what: str = "patterns",
+) -> None:
+    """Every error (one per pattern) finite and <= ``bound``; the message names the worst
+    pattern, NaN first. Never a running ``max()``, which drops NaN."""
+    values = np.asarray(errors, dtype=np.float64)
+    assert values.shape == (len(patterns),) and values.size > 0
+    bad = ~(np.isfinite(values) & (values <= bound))
+    if bad.any():
+        worst = int(np.argmax(np.where(np.isnan(values), np.inf, values)))
+        raise AssertionError(
+            f"{int(bad.sum())} of {values.size} {what} exceed {bound:g} or are not finite; "
+            f"worst: {patterns[worst]} with {values[worst]!r}"
+        )

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from edgecode.codes import HierarchicalCode, hierarchical
 from edgecode.codes._linalg import condition
 from edgecode.errors import Infeasible, NotDecodable
+from helpers import assert_within
 
 SMALL_BOUND = 1e-9
 LARGE_BOUND = 1e-6
@@ -46,19 +47,6 @@ class Report:
     errors: np.ndarray
     edge_conditions: np.ndarray
     worker_conditions: np.ndarray
-
-
-def assert_within(errors: np.ndarray, patterns: Sequence[object], bound: float) -> None:
-    """Every error finite and <= bound; the message names the worst pattern (NaN first)."""
-    values = np.asarray(errors, dtype=np.float64)
-    assert values.shape == (len(patterns),) and values.size > 0
-    bad = ~(np.isfinite(values) & (values <= bound))
-    if bad.any():
-        worst = int(np.argmax(np.where(np.isnan(values), np.inf, values)))
-        raise AssertionError(
-            f"{int(bad.sum())} of {values.size} patterns exceed {bound:g} or are not finite; "
-            f"worst: {patterns[worst]} with {values[worst]!r}"
-        )
 
 
 def relative_errors(decoded: np.ndarray, true: np.ndarray) -> np.ndarray:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +35,7 @@ from edgecode.codes.matrix import (
     split_columns,
     worker_matvec,
 )
+from helpers import assert_within
 
 #: The issue's bounds on the relative decoding error.
 SMALL_N_BOUND = 1e-9
@@ -65,19 +65,6 @@ class Sweep:
     @property
     def worst_condition(self) -> float:
         return float(np.max(self.conditions))
-
-
-def assert_within(errors: np.ndarray, patterns: Sequence[object], bound: float) -> None:
-    """Every error finite and <= bound; the message names the worst pattern (NaN first)."""
-    values = np.asarray(errors, dtype=np.float64)
-    assert values.shape == (len(patterns),) and values.size > 0
-    bad = ~(np.isfinite(values) & (values <= bound))
-    if bad.any():
-        worst = int(np.argmax(np.where(np.isnan(values), np.inf, values)))
-        raise AssertionError(
-            f"{int(bad.sum())} of {values.size} subsets exceed {bound:g} or are not finite; "
-            f"worst: {patterns[worst]} with {values[worst]!r}"
-        )
 
 
 def random_sparse(rows: int, cols: int, density: float, seed: int) -> Any:
@@ -154,7 +141,7 @@ def test_every_k_subset_decodes_for_n_13_to_16(n: int, name: str) -> None:
     assert sum(s.subsets for s in sweeps) == 2**n - 1
     for sweep in sweeps:
         assert np.all(np.isfinite(sweep.conditions)), (sweep.code, sweep.k)
-        assert_within(sweep.errors, sweep.alive_sets, SMALL_N_BOUND)
+        assert_within(sweep.errors, sweep.alive_sets, SMALL_N_BOUND, "subsets")
 
 
 @st.composite
@@ -181,7 +168,9 @@ def test_every_k_subset_decodes_for_other_seeds(params: tuple[int, int, int]) ->
         solved = np.linalg.solve(code.coefficients[index], results[index])  # (M, k, width)
         decoded = solved.reshape(index.shape[0], -1)[:, : a.shape[1]]
         errors = np.linalg.norm(decoded - want, axis=1) / np.linalg.norm(want)
-        assert_within(errors, [(code.name, tuple(S)) for S in index.tolist()], SMALL_N_BOUND)
+        assert_within(
+            errors, [(code.name, tuple(S)) for S in index.tolist()], SMALL_N_BOUND, "subsets"
+        )
         # The batched solve is what ``decode`` does for exactly k results, up to its one step
         # of iterative refinement: the two agree to within the rounding the subset's
         # condition number allows.
@@ -240,7 +229,7 @@ def test_sampled_k_subsets_decode_up_to_n_64(n: int, k: int) -> None:
         # at least 2,000 distinct subsets (every one when there are fewer)
         assert sweep.subsets >= min(SAMPLES, math.comb(n, k)), (sweep.code, n, k)
         assert np.all(np.isfinite(sweep.conditions)), (sweep.code, n, k)
-        assert_within(sweep.errors, sweep.alive_sets, LARGE_N_BOUND)
+        assert_within(sweep.errors, sweep.alive_sets, LARGE_N_BOUND, "subsets")
 
 
 def test_worst_subset_at_n_16_is_well_conditioned() -> None:

@@ -18,24 +18,12 @@ from hypothesis import strategies as st
 from edgecode.codes import cyclic_repetition, fractional_repetition, placement_code
 from edgecode.codes._linalg import conditions, subsets
 from edgecode.errors import NotDecodable
+from helpers import assert_within
 
 #: Worst-case condition number of any decoding matrix B[A], n <= 16. Decoding loses about
 #: log10(cond) digits, so this keeps every error near 1e-11 on any IEEE machine, far inside the
 #: issue's 1e-9. Measured worst: 3.2e4 (n = 16, s = 6; `edgecode codes verify --table`).
 MAX_CONDITION_N_LE_16 = 1e5
-
-
-def assert_within(errors: Sequence[float], patterns: Sequence[object], bound: float) -> None:
-    """Every error finite and <= bound; the message names the worst pattern (NaN first)."""
-    values = np.asarray(errors, dtype=np.float64)
-    assert values.shape == (len(patterns),)
-    bad = ~(np.isfinite(values) & (values <= bound))
-    if bad.any():
-        worst = int(np.argmax(np.where(np.isnan(values), np.inf, values)))
-        raise AssertionError(
-            f"{int(bad.sum())} of {values.size} patterns exceed {bound:g} or are not finite; "
-            f"worst: {patterns[worst]} with {values[worst]!r}"
-        )
 
 
 def alive_sets(n: int, s: int, include_supersets: bool) -> list[tuple[int, ...]]:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from edgecode.codes import hierarchical, hierarchical_from_counts
 from edgecode.errors import Infeasible, NotDecodable
+from helpers import assert_within
 
 
 def _tolerated(code, alive: set[int]) -> bool:
@@ -23,19 +24,6 @@ def _tolerated(code, alive: set[int]) -> bool:
         if alive_here >= len(taking) - code.s_workers[edge]:
             good_edges += 1
     return good_edges >= len(code.active_edges) - code.s_edge
-
-
-def assert_within(errors, patterns, bound: float) -> None:
-    """Every error finite and <= bound; the message names the worst pattern (NaN first)."""
-    values = np.asarray(errors, dtype=np.float64)
-    assert values.shape == (len(patterns),) and values.size > 0
-    bad = ~(np.isfinite(values) & (values <= bound))
-    if bad.any():
-        worst = int(np.argmax(np.where(np.isnan(values), np.inf, values)))
-        raise AssertionError(
-            f"{int(bad.sum())} of {values.size} patterns exceed {bound:g} or are not finite; "
-            f"worst: alive {patterns[worst]} with {values[worst]!r}"
-        )
 
 
 def _check_all_patterns(code, rng) -> None:
