@@ -30,6 +30,8 @@ True
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -94,6 +96,15 @@ def expected_times(
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _gauss_legendre(order: int) -> tuple[FloatArray, FloatArray]:
+    """Gauss-Legendre nodes and weights on [-1, 1] (computed once per order)."""
+    nodes, weights = np.polynomial.legendre.leggauss(order)
+    nodes.flags.writeable = False
+    weights.flags.writeable = False
+    return nodes, weights
+
+
 def _chunk(
     cluster: _rule.Cluster,
     wmask: BoolArray,
@@ -121,7 +132,7 @@ def _chunk(
     t_lo, boundaries = _boundaries(
         cluster, wmask, emask, need, top_need, offsets, rates, weight, max_breaks
     )
-    nodes_1d, weights_1d = np.polynomial.legendre.leggauss(order)
+    nodes_1d, weights_1d = _gauss_legendre(order)
     half = 0.5 * np.diff(boundaries, axis=-1)
     middle = 0.5 * (boundaries[:, 1:] + boundaries[:, :-1])
     nodes = (middle[..., None] + half[..., None] * nodes_1d).reshape(B, -1)
