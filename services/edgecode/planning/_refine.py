@@ -90,7 +90,7 @@ def _round_counts(
 
 
 #: Descent stops after two steps in a row that each gain less than this (relative).
-SETTLED = 1e-6
+SETTLED = 1e-5
 
 
 @dataclass(frozen=True)
