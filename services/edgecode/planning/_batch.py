@@ -231,18 +231,27 @@ def _survival(
     """P(T > t) at every structure's own nodes (B, T)."""
     B, n, m = wmask.shape
     T = nodes.shape[1]
-    x = nodes[:, None, None, None, :] - cluster.edge_link[None, :, None, None, None]
-    delay = np.maximum(x - offsets[..., None], 0.0) * rates[..., None]
-    w = weight[..., None]
-    q = np.sum(w * np.exp(-delay), axis=3)  # (B, n, m, T)
-    p = np.sum(w * -np.expm1(-delay), axis=3)
+    # Worker slots first (m, B, n, C, T): the order of the count recursion, no transposes.
+    x = nodes[:, None, :] - cluster.edge_link[None, :, None]  # (B, n, T)
+    minus = np.maximum(x[None, :, :, None, :] - np.moveaxis(offsets, 2, 0)[..., None], 0.0)
+    minus *= -np.moveaxis(rates, 2, 0)[..., None]  # -delay
+    selected = np.moveaxis(wmask, 2, 0)[..., None]  # (m, B, n, 1)
+    if offsets.shape[-1] == 1:
+        # one component of weight 1 on selected slots: no mixture products and sums
+        q = np.where(selected, np.exp(minus[..., 0, :]), 1.0)
+        p = np.where(selected, -np.expm1(minus[..., 0, :]), 0.0)
+    else:
+        w = np.moveaxis(weight, 2, 0)[..., None]
+        q = np.where(selected, np.sum(w * np.exp(minus), axis=3), 1.0)
+        p = np.sum(w * -np.expm1(minus), axis=3)
     slot_mask = wmask.copy()
     slot_mask[..., 0] |= ~emask  # an unselected edge: one dummy slot that never arrives
     ge, lt = _count_tail(
-        p.reshape(B * n, m, T),
-        np.where(wmask[..., None], q, 1.0).reshape(B * n, m, T),
+        p.reshape(m, B * n, T),
+        q.reshape(m, B * n, T),
         slot_mask.reshape(B * n, m),
         need.reshape(B * n),
+        slots_first=True,
     )
     ge = np.where(emask[..., None], ge.reshape(B, n, T), 0.0)
     lt = np.where(emask[..., None], lt.reshape(B, n, T), 1.0)
