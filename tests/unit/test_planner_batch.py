@@ -12,11 +12,13 @@ from edgecode.bench.planner import random_cluster
 from edgecode.planning import _batch, _rule
 from edgecode.planning.timing import _deliveries, _quick_expected_time
 
+Found = list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]
 
-def _structures(cluster: _rule.Cluster, rng: np.random.Generator, count: int):  # type: ignore[no-untyped-def]
+
+def _structures(cluster: _rule.Cluster, rng: np.random.Generator, count: int) -> Found:
     """Random valid structures (some workers and edges out) with random loads out of K = 60."""
     n, m = cluster.mask.shape
-    out = []
+    out: Found = []
     while len(out) < count:
         wmask = cluster.mask & (rng.random((n, m)) < 0.75)
         sizes = wmask.sum(axis=-1)
