@@ -70,9 +70,7 @@ def _exactly_others(
     for a in range(R + 1):
         b = r - a  # (g,)
         valid = b >= 0
-        picked = np.take_along_axis(suffix[1:], np.maximum(b, 0)[None, :, None, None], axis=2)[
-            :, :, 0
-        ]  # (m, g, T)
+        picked = suffix[1:, np.arange(g), np.maximum(b, 0)]  # (m, g, T)
         term = prefix[:-1, :, a] * picked
         out += np.where(valid[None, :, None], term, 0.0).transpose(1, 0, 2)
     return out
