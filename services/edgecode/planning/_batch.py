@@ -235,14 +235,15 @@ def _survival(
     x = nodes[:, None, :] - cluster.edge_link[None, :, None]  # (B, n, T)
     minus = np.maximum(x[None, :, :, None, :] - np.moveaxis(offsets, 2, 0)[..., None], 0.0)
     minus *= -np.moveaxis(rates, 2, 0)[..., None]  # -delay
-    selected = np.moveaxis(wmask, 2, 0)[..., None]  # (m, B, n, 1)
+    # Unselected slots need no values: _count_tail masks them (0 arrived, 1 not), and an
+    # unselected edge's tails are overwritten below.
     if offsets.shape[-1] == 1:
-        # one component of weight 1 on selected slots: no mixture products and sums
-        q = np.where(selected, np.exp(minus[..., 0, :]), 1.0)
-        p = np.where(selected, -np.expm1(minus[..., 0, :]), 0.0)
+        # one component of weight 1: no mixture products and sums
+        q = np.exp(minus[..., 0, :])
+        p = -np.expm1(minus[..., 0, :])
     else:
         w = np.moveaxis(weight, 2, 0)[..., None]
-        q = np.where(selected, np.sum(w * np.exp(minus), axis=3), 1.0)
+        q = np.sum(w * np.exp(minus), axis=3)
         p = np.sum(w * -np.expm1(minus), axis=3)
     slot_mask = wmask.copy()
     slot_mask[..., 0] |= ~emask  # an unselected edge: one dummy slot that never arrives
