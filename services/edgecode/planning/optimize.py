@@ -58,7 +58,8 @@ Pipeline
    :data:`COARSE_PARTITIONS_PER_WORKER` partitions per worker) also at :data:`CANDIDATE_LEVELS`,
    whose rule loads then lead elsewhere (up to :data:`CANDIDATE_LEVEL_WORKERS` workers).
 3. Rule loads of the best structure of each level's search and the :data:`TOP_STRUCTURES` best
-   overall, at every level and, when K is free (up to :data:`K_CHOICE_WORKERS` workers), at K
+   overall, at every level (bimodal or coarse clusters; otherwise the other levels for the
+   best structure only) and, when K is free (up to :data:`K_CHOICE_WORKERS` workers), at K
    candidates (multiples of N and of 12, 24, 60, 120: every one for bimodal or coarse
    clusters, a spread of them otherwise), all in one batch.
 4. Refinement: from the best rule loads of each of those structures (bimodal or coarse
@@ -455,7 +456,13 @@ def _rule_plans(
     # Where the rule is a good guide, a spread of K is enough for its loads (all K are tried
     # for the refined ones); bimodal runtimes and coarse loads need every K.
     few = _k_candidates(cluster.spec, limits.largest, few=not hard) if free else [K0]
-    grid = [(st, K, at) for st in top for at in [level, *others] for K in few]
+    # Where the rule is a good guide, the other levels' loads are tried for the best structure.
+    grid = [
+        (st, K, at)
+        for rank, st in enumerate(top)
+        for at in ([level, *others] if hard or rank == 0 else [level])
+        for K in few
+    ]
     rule = _evaluate_loads(
         cluster, [g[0] for g in grid], [g[1] for g in grid], [g[2] for g in grid]
     )
