@@ -151,7 +151,7 @@ class JobConfig:
     shuffle: str = "random"
     shuffle_budget: int = 0
     verify: bool = False
-    verify_slack_seconds: float = 0.05
+    verify_slack_seconds: float = 0.01
     quarantine_after: int = 3
 
     def optimizer_object(self) -> Any:

@@ -97,6 +97,15 @@ class Stack:
             self.up = False
             self.compose("down")
 
+    def heal(self) -> None:
+        """Every service running and healthy again, whatever a test before did to it (the tests
+        run in random order): paused nodes resumed, stopped ones started by ``compose up``."""
+        for node in self.cluster.status():
+            if node.state == "paused":
+                self.cluster.unpause(node.node)
+        self.compose("up", EDGECODE_SERVICES)
+        self.wait_healthy()
+
     def wait_healthy(self, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -147,6 +156,8 @@ def stack(docker_client: Any, image: str) -> Iterator[Stack]:
             running.down()
         finally:
             _iptables_forward(bridge, "-D")
+    # After the module's tests (whatever their order): `down` leaves nothing of the project.
+    _assert_nothing_left(docker_client, running)
 
 
 def _job(scheme: str) -> JobConfig:
@@ -188,6 +199,7 @@ def _user_tls(docker_client: Any, stack: Stack, folder: Path) -> Tls:
 def test_the_stack_runs_mutual_tls(docker_client: Any, stack: Stack, tmp_path: Path) -> None:
     """Plaintext is refused on the master's published port; the user's certificate works, and a
     node certificate is no user's."""
+    stack.heal()
     address = f"127.0.0.1:{stack.master_port}"
     with grpc.insecure_channel(address) as channel:
         with pytest.raises(grpc.RpcError) as info:
@@ -207,6 +219,7 @@ def test_the_stack_runs_mutual_tls(docker_client: Any, stack: Stack, tmp_path: P
 def test_hgc_with_a_paused_and_a_killed_worker_equals_uncoded(
     docker_client: Any, stack: Stack, tmp_path: Path
 ) -> None:
+    stack.heal()
     tls = _user_tls(docker_client, stack, tmp_path)
     client = MasterClient(f"127.0.0.1:{stack.master_port}", tls)
     try:
@@ -261,6 +274,7 @@ def _state(stack: Stack, node: str) -> str:
 def test_sigterm_stops_a_container_within_two_seconds(docker_client: Any, stack: Stack) -> None:
     """``docker stop -t 10`` sends SIGTERM and waits up to 10 s before SIGKILL: the service must
     shut down by itself well before (health NOT_SERVING, graceful stop), exiting 0."""
+    stack.heal()
     container = stack.cluster.find("worker-0")
     elapsed = _stop_seconds(docker_client, container)
     container.reload()
@@ -317,8 +331,9 @@ def _health(container: Any) -> str:
     return str((container.attrs["State"].get("Health") or {}).get("Status", ""))
 
 
-def test_down_removes_every_container_network_and_volume(docker_client: Any, stack: Stack) -> None:
-    stack.down()
+def _assert_nothing_left(docker_client: Any, stack: Stack) -> None:
+    """``compose down`` removed every container, network and volume of the project (checked in
+    the stack fixture's teardown, after every test of the module, in whatever order they ran)."""
     label = {"label": f"{PROJECT_LABEL}={stack.project}"}
     assert docker_client.containers.list(all=True, filters=label) == []
     assert docker_client.networks.list(filters=label) == []

@@ -57,7 +57,11 @@ def test_each_peer_registers_under_its_index(services: dict[str, Any]) -> None:
         assert env["EDGECODE_NAME"] == name == env["EDGECODE_ADVERTISE_HOST"]
         assert peer_index(env["EDGECODE_NAME"]) == i
         assert env["EDGECODE_COORDINATOR"] == "coordinator:50051"
-        assert service["depends_on"] == {"coordinator": {"condition": "service_healthy"}}
+        assert env["EDGECODE_TLS_DIR"] == f"/certs/{name}"  # its own certificate, not another's
+        assert service["depends_on"] == {
+            "certs": {"condition": "service_completed_successfully"},
+            "coordinator": {"condition": "service_healthy"},
+        }
         assert service["healthcheck"]["test"][:4] == ["CMD", "python3", "-m", "edgecode.cli.health"]
         assert service["init"] is True
 
@@ -68,8 +72,10 @@ def test_the_launcher_waits_for_every_peer_and_runs_a_valid_job(services: dict[s
     from edgecode.cli import gossip
 
     launcher = services["gossip"]
-    assert set(launcher["depends_on"]) == {"coordinator", *PEERS}
-    assert all(d["condition"] == "service_healthy" for d in launcher["depends_on"].values())
+    depends = launcher["depends_on"]
+    assert set(depends) == {"certs", "coordinator", *PEERS}
+    assert depends.pop("certs") == {"condition": "service_completed_successfully"}
+    assert all(d["condition"] == "service_healthy" for d in depends.values())
     command = launcher["command"]
     assert command[0] == "gossip"
     parser = argparse.ArgumentParser()

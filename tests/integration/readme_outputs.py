@@ -3,6 +3,7 @@ the examples name, operands fitted to generated matrices, and the outputs' exact
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,6 +158,9 @@ def verify_outputs(argv: list[str], cwd: Path) -> None:
         for scenario, result in report["training"].items():
             loss = result["final_loss"]
             _all_within([abs(loss["hgc"] - loss["uncoded"]) / abs(loss["uncoded"])], 1e-9, scenario)
+        # every ratio printed is a finite, positive measurement
+        ratios = [report["tls"]["mtls_over_plaintext"], report["verify"]["verify_over_plain"]]
+        assert all(math.isfinite(r) and r > 0 for r in ratios), ratios
 
 
 def _verify_matmul(argv: list[str], cwd: Path) -> None:

@@ -22,6 +22,7 @@ from readme_commands import (
     DATASET_SPECS,
     DELEGATED,
     EXAMPLE_SPECS,
+    ROOT,
     RUN_TIMEOUT,
     SCHEME_NAMES,
     STRAGGLE_MODELS,
@@ -144,7 +145,10 @@ def _fill(case: Case, out: Path, files: Files, master: str = "", port: str = "")
         if data:
             filled.append(files.values[data.group(1)])
             continue
-        filled.append(arg.format(master=master, out=out, files=files.folder, port=port))
+        # {tls} is filled by the caller that knows the cluster's certificates
+        filled.append(
+            arg.format(master=master, out=out, files=files.folder, port=port, tls="{tls}")
+        )
     if filled[1:2] == ["matmul"] and "--matrix" in filled:
         filled = fit_operand(filled, out)
     return filled
@@ -229,9 +233,11 @@ def _shared_setup() -> ClusterSetup:
 def shared_cluster(
     tmp_path_factory: pytest.TempPathFactory, files: Files
 ) -> Iterator[LocalCluster]:
-    # The data files the README's train commands name are in the master's data directories.
+    # The data files and model files the README's train commands name are in the master's data
+    # directories, as the README tells an operator to arrange.
     workdir = tmp_path_factory.mktemp("cluster")
-    with LocalCluster(_shared_setup(), workdir, data_dirs=(str(files.folder),)) as cluster:
+    dirs = (str(files.folder), str(ROOT / "examples"))
+    with LocalCluster(_shared_setup(), workdir, data_dirs=dirs) as cluster:
         yield cluster
 
 

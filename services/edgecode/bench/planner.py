@@ -6,6 +6,11 @@ the target beside them (:func:`target_seconds`: under 50 ms up to 16 workers, un
 200). CPU seconds are printed too because a shared machine's wall clock mostly measures the
 other processes. ``--json FILE`` writes the rows.
 
+``--compare DIR`` (another tree's ``services/`` directory, e.g. ``git archive main services``
+unpacked) times both versions side by side: two child processes, one per tree, plan the same
+clusters in turn (base, new, base, new, ...), and the table gives each one's median CPU seconds
+and their ratio, so a busy machine slows both alike.
+
 Example
 -------
 >>> rows = bench_planner([(2, 2)], np.random.default_rng(0))
@@ -17,7 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -100,6 +108,90 @@ def random_cluster(
     return ClusterSpec(tuple(edges), partitions=partitions)
 
 
+def _child() -> None:
+    """Child of ``--compare``: reads ``seed edges per_edge`` lines, plans that cluster once (the
+    size's cluster of :func:`bench_planner` with that seed) and answers with a JSON line."""
+    for line in sys.stdin:
+        seed, n_edges, per_edge = (int(x) for x in line.split())
+        rng = np.random.default_rng(seed)
+        for size in DEFAULT_SIZES:
+            spec = random_cluster(*size, rng)
+            if size == (n_edges, per_edge):
+                break
+        began = time.process_time()
+        plan = optimize(spec)
+        cpu = time.process_time() - began
+        print(json.dumps({"cpu": cpu, "E": plan.expected_round_seconds}), flush=True)
+
+
+def compare(
+    base_services: str, sizes: Sequence[tuple[int, int]], seed: int, repeats: int
+) -> list[dict[str, Any]]:
+    """Median CPU seconds of ``optimize`` in the base tree and in this one, alternating."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # This file runs in both children (the base may not have it); optimize comes from the
+    # child's PYTHONPATH.
+    script = f"import runpy; runpy.run_path({os.path.abspath(__file__)!r})['_child']()"
+    children = []
+    for services in (base_services, here):
+        env = dict(os.environ, PYTHONPATH=services, OMP_NUM_THREADS="1")
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd="/",
+            )
+        )
+    rows = []
+    try:
+        for size in sizes:
+            cpu: list[list[float]] = [[], []]
+            value = [0.0, 0.0]
+            for _ in range(repeats + 1):  # the first run of each warms up
+                for k, child in enumerate(children):
+                    assert child.stdin is not None and child.stdout is not None
+                    child.stdin.write(f"{seed} {size[0]} {size[1]}\n")
+                    child.stdin.flush()
+                    answer = json.loads(child.stdout.readline())
+                    cpu[k].append(answer["cpu"])
+                    value[k] = answer["E"]
+            base, new = (statistics.median(c[1:]) for c in cpu)
+            rows.append(
+                {
+                    "workers": size[0] * size[1],
+                    "edges": size[0],
+                    "base_cpu": base,
+                    "new_cpu": new,
+                    "ratio": base / new,
+                    "base_E": value[0],
+                    "new_E": value[1],
+                }
+            )
+    finally:
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait()
+    return rows
+
+
+def _compare_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| workers | edges x m | base CPU s | new CPU s | base / new | base E[T] s | new E[T] s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workers']} | {r['edges']} x {r['workers'] // r['edges']} | "
+            f"{r['base_cpu']:.4f} | {r['new_cpu']:.4f} | {r['ratio']:.2f} | "
+            f"{r['base_E']:.6f} | {r['new_E']:.6f} |"
+        )
+    return "\n".join(lines)
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"{'workers':>7} {'edges x m':>9} {'wall s':>8} {'cpu s':>8} {'target s':>8}  "
@@ -129,8 +221,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-workers", type=int, default=1000, help="skip larger sizes (default 1000)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument(
+        "--compare", metavar="DIR", help="time this tree against another tree's services/ dir"
+    )
     args = parser.parse_args(argv)
     sizes = [s for s in DEFAULT_SIZES if s[0] * s[1] <= args.max_workers]
+    if args.compare:
+        if not os.path.isdir(os.path.join(args.compare, "edgecode")):
+            parser.error(f"--compare {args.compare}: no edgecode package in that directory")
+        print(_compare_table(compare(args.compare, sizes, args.seed, args.repeats)))
+        return 0
     rows = bench_planner(sizes, np.random.default_rng(args.seed), args.repeats)
     print(_table(rows))
     print("verdict: ok = wall clock within target; cpu = only CPU time within it (busy machine)")
@@ -144,4 +244,11 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["DEFAULT_SIZES", "bench_planner", "main", "random_cluster", "target_seconds"]
+__all__ = [
+    "DEFAULT_SIZES",
+    "bench_planner",
+    "compare",
+    "main",
+    "random_cluster",
+    "target_seconds",
+]

@@ -13,11 +13,13 @@ Emulated compute of 5 ms per partition, K = 16, 8 workers in 2 edges, real gradi
   targets planned hgc <= 1.6x the floor without stragglers, <= 1.3x the oracle with the
   straggler; and a per-round breakdown of where hgc's and uncoded's time goes.
 - mutual TLS: the same jobs on two identical clusters, one with mTLS (the default) and one
-  plaintext (``--insecure``), interleaved: steady round time with mTLS / plaintext (target <= 1.1).
+  plaintext (``--insecure``), interleaved: steady round time with mTLS / plaintext (target <= 1.1);
+- ``--verify``: fixed hgc with and without it on one cluster, interleaved (target <= 1.2).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -195,4 +197,51 @@ def bench_tls(rounds: int = 40, repeats: int = 4, seed: int = 0) -> dict[str, An
         "job_median_round_seconds": per_job,
         "median_round_seconds": medians,
         "mtls_over_plaintext": medians["mtls"] / medians["plaintext"],
+    }
+
+
+def bench_verify(
+    rounds: int = 40, repeats: int = 3, seed: int = 0, slack: float | None = None
+) -> dict[str, Any]:
+    """What ``--verify`` costs: on one cluster with the persistent 5x straggler, fixed hgc
+    (s_e = s_w = 1: every edge has a spare answer to compare) with and without verify, the jobs
+    interleaved ``repeats`` times; the ratio of the median steady-state round times (target
+    <= 1.2). Verify waits up to ``verify_slack_seconds`` for a spare answer once a round is
+    decodable, so its cost is at most that slack per round and layer; ``slack`` None: the
+    default of ``JobConfig``."""
+    skip = 5
+    setup = default_setup(
+        straggler="slow:factor=5", slow_link_seconds=0.0, compute_seconds=COMPUTE_SECONDS, seed=seed
+    )
+    plain = JobConfig(
+        scheme="hgc",
+        s_edge=1,
+        s_worker=1,
+        rounds=rounds,
+        partitions=PARTITIONS,
+        seed=seed,
+        checkpoint_every=0,
+    )
+    checked = replace(plain, verify=True)
+    if slack is not None:
+        checked = replace(checked, verify_slack_seconds=slack)
+    configs = {"plain": plain, "verify": checked}
+    per_job: dict[str, list[float]] = {name: [] for name in configs}
+    with LocalCluster(setup) as cluster:
+        client = cluster.client()
+        try:
+            for _ in range(repeats):
+                for name, config in configs.items():
+                    (result,) = _jobs(client, [config], skip)
+                    per_job[name].append(float(np.median(result["round_seconds"][skip:])))
+        finally:
+            client.close()
+    medians = {name: float(np.median(values)) for name, values in per_job.items()}
+    return {
+        "rounds": rounds,
+        "repeats": repeats,
+        "verify_slack_seconds": configs["verify"].verify_slack_seconds,
+        "job_median_round_seconds": per_job,
+        "median_round_seconds": medians,
+        "verify_over_plain": medians["verify"] / medians["plain"],
     }

@@ -130,8 +130,9 @@ def add_scheme_flags(parser: Any) -> None:
     group.add_argument(
         "--verify-slack",
         type=_args.seconds,
-        default=0.05,
-        help="seconds to wait for a spare answer once a round is decodable (default 0.05)",
+        default=0.01,
+        help="seconds to wait for a spare answer once a round is decodable (default 0.01; "
+        "longer catches more lies on an uneven fleet and costs up to that much per round)",
     )
     group.add_argument(
         "--quarantine-after",

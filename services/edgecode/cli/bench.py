@@ -322,7 +322,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         from edgecode.cli.bench_torch import bench_train_torch
 
         return bench_train_torch(args)
-    from edgecode.bench.train import bench_tls, bench_training
+    from edgecode.bench.train import bench_tls, bench_training, bench_verify
     from edgecode.bench.transport import bench_transport
 
     out = Path(args.out)
@@ -390,7 +390,15 @@ def _bench_train(args: argparse.Namespace) -> int:
         f"{tls['median_round_seconds']['plaintext'] * 1e3:.1f} ms: "
         f"{tls['mtls_over_plaintext']:.3f}x (target <= 1.1)"
     )
-    report = {"transport": transport, "training": training, "tls": tls}
+    with console().status("round time with --verify vs without (one cluster) ..."):
+        # as many rounds as the training jobs (at least 10 after the 5 skipped ones)
+        verify = bench_verify(rounds=max(args.rounds, 15), repeats=3 if args.repeats > 1 else 1)
+    console().print(
+        f"round time with --verify {verify['median_round_seconds']['verify'] * 1e3:.1f} ms vs "
+        f"without {verify['median_round_seconds']['plain'] * 1e3:.1f} ms: "
+        f"{verify['verify_over_plain']:.3f}x (target <= 1.2)"
+    )
+    report = {"transport": transport, "training": training, "tls": tls, "verify": verify}
     (out / "train.json").write_text(json.dumps(report, indent=2, default=float))
     _plot_train(training, out / "train.png")
     console().print(f"wrote {out / 'train.json'}, {out / 'train.png'}")

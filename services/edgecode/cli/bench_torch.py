@@ -82,7 +82,7 @@ def soak_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "while most jobs get a random fault: a worker paused 1-3 s, a worker, an edge or the "
             "master killed and started again. After every job the RSS of every process is "
             "sampled; the report gives each long-lived process's growth after the warm-up "
-            "(target < 5 %%) and every job's outcome. Not part of CI."
+            "(target < 5 %) and every job's outcome. Not part of CI."
         ),
     )
     soak.add_argument(

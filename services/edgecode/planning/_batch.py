@@ -30,6 +30,8 @@ True
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -94,6 +96,15 @@ def expected_times(
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _gauss_legendre(order: int) -> tuple[FloatArray, FloatArray]:
+    """Gauss-Legendre nodes and weights on [-1, 1] (computed once per order)."""
+    nodes, weights = np.polynomial.legendre.leggauss(order)
+    nodes.flags.writeable = False
+    weights.flags.writeable = False
+    return nodes, weights
+
+
 def _chunk(
     cluster: _rule.Cluster,
     wmask: BoolArray,
@@ -121,7 +132,7 @@ def _chunk(
     t_lo, boundaries = _boundaries(
         cluster, wmask, emask, need, top_need, offsets, rates, weight, max_breaks
     )
-    nodes_1d, weights_1d = np.polynomial.legendre.leggauss(order)
+    nodes_1d, weights_1d = _gauss_legendre(order)
     half = 0.5 * np.diff(boundaries, axis=-1)
     middle = 0.5 * (boundaries[:, 1:] + boundaries[:, :-1])
     nodes = (middle[..., None] + half[..., None] * nodes_1d).reshape(B, -1)
@@ -220,18 +231,28 @@ def _survival(
     """P(T > t) at every structure's own nodes (B, T)."""
     B, n, m = wmask.shape
     T = nodes.shape[1]
-    x = nodes[:, None, None, None, :] - cluster.edge_link[None, :, None, None, None]
-    delay = np.maximum(x - offsets[..., None], 0.0) * rates[..., None]
-    w = weight[..., None]
-    q = np.sum(w * np.exp(-delay), axis=3)  # (B, n, m, T)
-    p = np.sum(w * -np.expm1(-delay), axis=3)
+    # Worker slots first (m, B, n, C, T): the order of the count recursion, no transposes.
+    x = nodes[:, None, :] - cluster.edge_link[None, :, None]  # (B, n, T)
+    minus = np.maximum(x[None, :, :, None, :] - np.moveaxis(offsets, 2, 0)[..., None], 0.0)
+    minus *= -np.moveaxis(rates, 2, 0)[..., None]  # -delay
+    # Unselected slots need no values: _count_tail masks them (0 arrived, 1 not), and an
+    # unselected edge's tails are overwritten below.
+    if offsets.shape[-1] == 1:
+        # one component of weight 1: no mixture products and sums
+        q = np.exp(minus[..., 0, :])
+        p = -np.expm1(minus[..., 0, :])
+    else:
+        w = np.moveaxis(weight, 2, 0)[..., None]
+        q = np.sum(w * np.exp(minus), axis=3)
+        p = np.sum(w * -np.expm1(minus), axis=3)
     slot_mask = wmask.copy()
     slot_mask[..., 0] |= ~emask  # an unselected edge: one dummy slot that never arrives
     ge, lt = _count_tail(
-        p.reshape(B * n, m, T),
-        np.where(wmask[..., None], q, 1.0).reshape(B * n, m, T),
+        p.reshape(m, B * n, T),
+        q.reshape(m, B * n, T),
         slot_mask.reshape(B * n, m),
         need.reshape(B * n),
+        slots_first=True,
     )
     ge = np.where(emask[..., None], ge.reshape(B, n, T), 0.0)
     lt = np.where(emask[..., None], lt.reshape(B, n, T), 1.0)

@@ -70,35 +70,41 @@ def _exactly_others(
     for a in range(R + 1):
         b = r - a  # (g,)
         valid = b >= 0
-        picked = np.take_along_axis(suffix[1:], np.maximum(b, 0)[None, :, None, None], axis=2)[
-            :, :, 0
-        ]  # (m, g, T)
+        picked = suffix[1:, np.arange(g), np.maximum(b, 0)]  # (m, g, T)
         term = prefix[:-1, :, a] * picked
         out += np.where(valid[None, :, None], term, 0.0).transpose(1, 0, 2)
     return out
 
 
-def _survival_gradient(
+def _survival_and_gradient(
     model: _GroupModel,
     fractions: FloatArray,
     rates: FloatArray,
     links: FloatArray,
     slow: FloatArray,
     t: FloatArray,
-) -> FloatArray:
-    """dP(T > t) / d f_w for every worker slot and time: (g, m, T).
+) -> tuple[FloatArray, FloatArray]:
+    """``P(T > t)`` (T,) and ``dP(T > t) / d f_w`` (g, m, T) for every worker slot, sharing one
+    evaluation of the arrival probabilities and of the groups' delivery tails.
 
     ``dS/df_w = -B_j(t) D_w(t) dF_w/df_w``: B_j = P(exactly k - 1 of the other groups delivered),
     D_w = P(exactly k_j - 1 of the other workers of group j arrived), and for each mixture
     component ``dF/df = -exp(-lambda (x - b)) rate (x - link) / (f^2 M)`` for ``x > b``.
     """
-    g, m, C = model.offsets.shape
+    g, _, C = model.offsets.shape
     x = t[None, None, None, :] - model.links[:, None, None, None]
-    excess = np.maximum(x - model.offsets[..., None], 0.0)
-    decay = np.exp(-model.rates[..., None] * excess)
-    w = model.weights[..., None]
-    q = np.sum(w * decay, axis=2)
-    p = np.sum(w * -np.expm1(-model.rates[..., None] * excess), axis=2)
+    delay = np.maximum(x - model.offsets[..., None], 0.0) * model.rates[..., None]
+    decay = np.exp(-delay)
+    if C == 1:
+        # one component of weight 1 (0 on padding): no mixture sums
+        q = np.where(model.mask[..., None], decay[:, :, 0], 0.0)
+        p = np.where(model.mask[..., None], -np.expm1(-delay[:, :, 0]), 0.0)
+        weighted = decay * model.weights[..., None]
+    else:
+        w = model.weights[..., None]
+        weighted = w * decay
+        q = np.sum(weighted, axis=2)
+        p = np.sum(w * -np.expm1(-delay), axis=2)
     sizes = model.mask.sum(axis=1)
     by_success = model.need - 1 <= sizes - model.need
     r = np.where(by_success, model.need - 1, sizes - model.need)
@@ -108,22 +114,22 @@ def _survival_gradient(
     ge, lt = _count_tail(p, q, model.mask, model.need)
     top_mask = np.ones((1, g), dtype=bool)
     k = model.top_need
+    _, survival = _count_tail(ge[None], lt[None], top_mask, np.array([k]))
     top_by_success = k - 1 <= g - k
     top_r = np.array([k - 1 if top_by_success else g - k])
     top_count = (ge if top_by_success else lt)[None]
     top_other = (lt if top_by_success else ge)[None]
     B = _exactly_others(top_count, top_other, top_mask, top_r)[0]  # (g, T)
-    f = np.where(model.mask, fractions, 1.0)[..., None, None]
-    if C == 1:
-        multiplier = np.ones((g, m, 1, 1))
-    else:
-        multiplier = np.stack([np.ones_like(slow), np.where(model.mask, slow, 1.0)], axis=-1)[
-            ..., None
-        ]
+    f = np.where(model.mask, fractions, 1.0)
     active = x > model.offsets[..., None]
-    numerator = rates[..., None, None] * (x - links[..., None, None])
-    dF = np.sum(np.where(active, -w * decay * numerator / (f * f * multiplier), 0.0), axis=2)
-    return np.asarray(-B[:, None, :] * D * dF)
+    numerator = rates[..., None] * (x[..., 0, :] - links[..., None])  # (g, m, T)
+    if C == 1:
+        dF = np.where(active[:, :, 0], weighted[:, :, 0], 0.0) * (-numerator / (f * f)[..., None])
+    else:
+        multiplier = np.stack([np.ones_like(slow), np.where(model.mask, slow, 1.0)], axis=-1)
+        scale = -numerator[:, :, None, :] / ((f * f)[..., None] * multiplier)[..., None]
+        dF = np.sum(np.where(active, weighted * scale, 0.0), axis=2)
+    return survival[0], np.asarray(-B[:, None, :] * D * dF)
 
 
 def _expected_time_and_gradient(
@@ -141,16 +147,24 @@ def _expected_time_and_gradient(
     ``fractions, rates, links, slow`` are the (g, m) worker arrays the model was built from;
     ``quick`` uses the fixed rule of :func:`_fixed_rule` instead of the adaptive one.
     """
+    g, m, C = model.offsets.shape
+    step = max(64, _CHUNK_ELEMENTS // max(1, 4 * g * m * C))
+    gradient = np.zeros(model.mask.shape)
     if quick:
         t_lo, nodes, weights = _fixed_rule(model, max_breaks or 64)
-        integral = float(_survival(model, nodes) @ weights)
+        integral = 0.0
+        for start in range(0, nodes.size, step):
+            part = slice(start, start + step)
+            survival, slope = _survival_and_gradient(
+                model, fractions, rates, links, slow, nodes[part]
+            )
+            integral += float(survival @ weights[part])
+            gradient += slope @ weights[part]
     else:
         t_lo, atol, boundaries = _boundaries(model, rtol, max_breaks)
         integral, nodes, weights = _integrate(lambda t: _survival(model, t), boundaries, atol / 2)
-    gradient = np.zeros(model.mask.shape)
-    g, m, C = model.offsets.shape
-    step = max(64, _CHUNK_ELEMENTS // max(1, 4 * g * m * C))
-    for start in range(0, nodes.size, step):
-        part = _survival_gradient(model, fractions, rates, links, slow, nodes[start : start + step])
-        gradient += part @ weights[start : start + step]
+        for start in range(0, nodes.size, step):
+            part = slice(start, start + step)
+            slope = _survival_and_gradient(model, fractions, rates, links, slow, nodes[part])[1]
+            gradient += slope @ weights[part]
     return t_lo + integral, np.where(model.mask, gradient, 0.0)

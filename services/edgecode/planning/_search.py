@@ -234,7 +234,8 @@ def _local_search(ev: Evaluator, start: Result, full: bool, max_rounds: int) -> 
     for _ in range(max_rounds):
         if ev.exhausted:
             break
-        improved = _descend(ev, current, full, rounds=max_rounds)
+        # The complete neighbourhood holds every single inner move the screening ranks.
+        improved = current if full else _descend(ev, current, full, rounds=max_rounds)
         coverage_order = np.argsort(improved.c + np.where(improved.structure.emask, 0, 10**9))
         neighbours = _neighbours(improved.structure, full, [int(i) for i in coverage_order[:2]])
         if full:

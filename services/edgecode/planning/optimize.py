@@ -58,7 +58,8 @@ Pipeline
    :data:`COARSE_PARTITIONS_PER_WORKER` partitions per worker) also at :data:`CANDIDATE_LEVELS`,
    whose rule loads then lead elsewhere (up to :data:`CANDIDATE_LEVEL_WORKERS` workers).
 3. Rule loads of the best structure of each level's search and the :data:`TOP_STRUCTURES` best
-   overall, at every level and, when K is free (up to :data:`K_CHOICE_WORKERS` workers), at K
+   overall, at every level (bimodal or coarse clusters; otherwise the other levels for the
+   best structure only) and, when K is free (up to :data:`K_CHOICE_WORKERS` workers), at K
    candidates (multiples of N and of 12, 24, 60, 120: every one for bimodal or coarse
    clusters, a spread of them otherwise), all in one batch.
 4. Refinement: from the best rule loads of each of those structures (bimodal or coarse
@@ -67,8 +68,10 @@ Pipeline
    steps up to 64 workers, 12 up to 300, else 3; it stops early once steps gain < 1e-6;
    :mod:`edgecode.planning._refine`), then rounded at every K candidate at once.
 5. The uniform plans (the paper's; up to :data:`CANDIDATE_UNIFORM_WORKERS` workers) ranked the
-   same way; the two best exactly timed.
-6. The plan with the smallest exact expected time wins.
+   same way; the two best are candidates.
+6. Every candidate within :data:`EXACT_MARGIN` (0.1%) of the best on the search quadrature is
+   timed exactly (all of them beyond :data:`~edgecode.planning._evaluate.SEARCH_BREAKS` kinks,
+   where that quadrature merges panels); the plan with the smallest exact expected time wins.
 
 Exhaustive search and baselines live in :mod:`.exhaustive` and :mod:`.baselines`; re-planning
 in :mod:`.replan`.
@@ -89,8 +92,10 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -146,6 +151,18 @@ COARSE_PARTITIONS_PER_WORKER = 4
 TOP_STRUCTURES = 3
 #: Default least number of data rows per partition (with ``rows``).
 MIN_ROWS_PER_PARTITION = 4
+#: A candidate whose search-quadrature time exceeds the best one's by more than this (relative)
+#: is not timed exactly: it cannot win (see :func:`_finalists`).
+EXACT_MARGIN = 1e-3
+
+
+@dataclass(frozen=True)
+class _Final:
+    """A candidate plan: its expected time on the search quadrature and how to build it
+    (checked and exactly timed)."""
+
+    value: float
+    build: Callable[[], Plan]
 
 
 @dataclass(frozen=True)
@@ -229,7 +246,9 @@ def optimize(
     for each s_edge the s_worker scan stops once the expected time has risen twice in a row).
     The plan with the smallest exact expected time wins, so the result is never slower than
     those candidates. ``plan.extra``: ``candidate`` (which won), ``evaluations``, ``seconds``,
-    ``rule_seconds`` (the best rule loads' exact time).
+    ``rule_seconds`` (the best rule loads' time on the search quadrature, within about 1e-7 of
+    the exact one). Candidates more than :data:`EXACT_MARGIN` slower than the best on the
+    search quadrature are not timed exactly (they cannot win).
     """
     if not (0.0 < level < 1.0):
         raise ValueError(f"level must be in (0, 1), got {level!r}")
@@ -242,16 +261,31 @@ def optimize(
     candidates = _rule_plans(cluster, limits, refine, level)
     if spec.n_workers <= CANDIDATE_UNIFORM_WORKERS:
         candidates.extend(_uniform_candidates(cluster, limits))
-    plan = replace(
-        min(candidates, key=lambda c: c.expected_round_seconds or math.inf), scheme="hgc"
-    )
+    timed = [final.build() for final in _finalists(cluster, candidates)]
+    plan = replace(min(timed, key=lambda c: c.expected_round_seconds or math.inf), scheme="hgc")
     plan.extra["seconds"] = time.perf_counter() - began
     return plan
 
 
-def _uniform_candidates(cluster: _rule.Cluster, limits: _Limits) -> list[Plan]:
+def _finalists(cluster: _rule.Cluster, candidates: list[_Final]) -> list[_Final]:
+    """The candidates that can have the smallest exact expected time.
+
+    When no structure has more kinks (workers x mixture components) than the search
+    quadrature's :data:`~edgecode.planning._evaluate.SEARCH_BREAKS`, that quadrature puts one
+    8-point Gauss-Legendre panel between consecutive kinks (exact up to that rule's error on
+    smooth pieces; measured within 1e-7 of the exact time on the quality script's clusters), so
+    a candidate more than :data:`EXACT_MARGIN` above the best cannot win and is dropped. With
+    more kinks (merged panels) every candidate is timed exactly."""
+    components = 2 if cluster.mixed else 1
+    if int(cluster.mask.sum()) * components > SEARCH_BREAKS:
+        return candidates
+    best = min(final.value for final in candidates)
+    return [final for final in candidates if final.value <= best * (1.0 + EXACT_MARGIN)]
+
+
+def _uniform_candidates(cluster: _rule.Cluster, limits: _Limits) -> list[_Final]:
     """The best uniform plans within the limits (at the fixed K, else at their smallest K), by
-    the search's quadrature; the two best exactly timed.
+    the search's quadrature; the two best as candidates.
 
     For each s_edge the s_worker values are scanned in waves of :data:`UNIFORM_WAVE` (all
     s_edge at once) until the time has risen twice in a row."""
@@ -279,12 +313,16 @@ def _uniform_candidates(cluster: _rule.Cluster, limits: _Limits) -> list[Plan]:
                 open_s_edge.discard(s_edge)
         if not open_s_edge:
             break
-    plans = []
-    for s_edge, s_worker in sorted(values, key=lambda key: values[key])[:2]:
+
+    def build(s_edge: int, s_worker: int) -> Plan:
         plan = uniform_plan(spec, s_edge, s_worker, counts[(s_edge, s_worker)][0])
         plan.extra["candidate"] = f"uniform s_edge={s_edge} s_worker={s_worker}"
-        plans.append(plan)
-    return plans
+        return plan
+
+    return [
+        _Final(values[key], functools.partial(build, *key))
+        for key in sorted(values, key=lambda key: values[key])[:2]
+    ]
 
 
 def _risen_twice(times: list[float]) -> bool:
@@ -390,8 +428,10 @@ def _evaluate_loads(
     return sorted(found, key=lambda x: x.result.value)
 
 
-def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: float) -> list[Plan]:
-    """The best rule loads and (with ``refine``) refined loads as exactly-timed plans."""
+def _rule_plans(
+    cluster: _rule.Cluster, limits: _Limits, refine: bool, level: float
+) -> list[_Final]:
+    """The best rule loads and (with ``refine``) refined loads as candidate plans."""
     began = time.perf_counter()
     N = cluster.spec.n_workers
     K0 = limits.fixed if limits.fixed is not None else limits.largest
@@ -416,7 +456,13 @@ def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: fl
     # Where the rule is a good guide, a spread of K is enough for its loads (all K are tried
     # for the refined ones); bimodal runtimes and coarse loads need every K.
     few = _k_candidates(cluster.spec, limits.largest, few=not hard) if free else [K0]
-    grid = [(st, K, at) for st in top for at in [level, *others] for K in few]
+    # Where the rule is a good guide, the other levels' loads are tried for the best structure.
+    grid = [
+        (st, K, at)
+        for rank, st in enumerate(top)
+        for at in ([level, *others] if hard or rank == 0 else [level])
+        for K in few
+    ]
     rule = _evaluate_loads(
         cluster, [g[0] for g in grid], [g[1] for g in grid], [g[2] for g in grid]
     )
@@ -430,14 +476,18 @@ def _rule_plans(cluster: _rule.Cluster, limits: _Limits, refine: bool, level: fl
         "evaluations": evaluations,
         "method": "rule search + refinement" if refine else "rule search",
     }
-    plans = [to_plan(cluster, x.K, x.result, dict(extra)) for x in chosen]
-    for plan, x in zip(plans, chosen, strict=True):
+
+    def build(x: _Candidate) -> Plan:
+        plan = to_plan(cluster, x.K, x.result, dict(extra))
         plan.extra["candidate"] = (
             f"rule search (level {x.level})" if x.level is not None else "refined loads"
         )
-        plan.extra["rule_seconds"] = plans[0].expected_round_seconds
+        # the best rule loads' time (search quadrature: they may not have been timed exactly)
+        plan.extra["rule_seconds"] = chosen[0].result.value
         plan.extra["seconds"] = time.perf_counter() - began
-    return plans
+        return plan
+
+    return [_Final(x.result.value, functools.partial(build, x)) for x in chosen]
 
 
 def _refined(

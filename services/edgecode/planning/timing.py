@@ -301,7 +301,7 @@ def _group_model(structure: RoundStructure) -> _GroupModel:
 
 
 def _count_tail(
-    p: FloatArray, q: FloatArray, mask: BoolArray, need: IntArray
+    p: FloatArray, q: FloatArray, mask: BoolArray, need: IntArray, slots_first: bool = False
 ) -> tuple[FloatArray, FloatArray]:
     """For each group (axis 0): P(at least need of its items happen) and its complement.
 
@@ -309,9 +309,17 @@ def _count_tail(
     separately, so no ``1 - p`` cancellation); ``mask`` (g, m) marks real items. The recursion
     over items tracks the distribution of the number of successes (when ``need <= m - need + 1``)
     or of failures otherwise, truncated at the threshold: O(m min(need, m - need + 1)) per point.
-    Both returned tails are sums of non-negative terms.
+    Both returned tails are sums of non-negative terms. ``slots_first``: ``p, q`` are given as
+    (m, g, T) (the recursion's order; no transposed copies).
     """
-    g, m_max, T = p.shape
+    if slots_first:
+        m_max, g, T = p.shape
+        group_axis: tuple[slice | None, ...] = (None, slice(None), None)
+        item_mask = mask.T[..., None]
+    else:
+        g, m_max, T = p.shape
+        group_axis = (slice(None), None, None)
+        item_mask = mask[..., None]
     sizes = mask.sum(axis=1)
     need = np.asarray(need)
     by_success = need <= sizes - need + 1
@@ -322,13 +330,14 @@ def _count_tail(
     elif not by_success.any():
         count, other = q, p
     else:
-        pick = by_success[:, None, None]
+        pick = by_success[group_axis]
         count, other = np.where(pick, p, q), np.where(pick, q, p)
     if not mask.all():
-        count = np.where(mask[..., None], count, 0.0)
-        other = np.where(mask[..., None], other, 1.0)
-    count = np.ascontiguousarray(count.transpose(1, 0, 2))
-    other = np.ascontiguousarray(other.transpose(1, 0, 2))
+        count = np.where(item_mask, count, 0.0)
+        other = np.where(item_mask, other, 1.0)
+    if not slots_first:
+        count = np.ascontiguousarray(count.transpose(1, 0, 2))
+        other = np.ascontiguousarray(other.transpose(1, 0, 2))
     dist = np.zeros((C + 1, g, T))
     dist[0] = 1.0
     for j in range(m_max):
@@ -359,9 +368,23 @@ def _arrival_probabilities(model: _GroupModel, t: FloatArray) -> tuple[FloatArra
 
 
 def _deliveries(model: _GroupModel, t: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """(P(group delivered by t), complement) for every group: (g, T)."""
-    p, q = _arrival_probabilities(model, t)
-    return _count_tail(p, q, model.mask, model.need)
+    """(P(group delivered by t), complement) for every group: (g, T).
+
+    The arrival probabilities of :func:`_arrival_probabilities`, laid out slots first (m, g, T)
+    for the count recursion; with one mixture component (weight 1; padding is masked by
+    :func:`_count_tail`) without the mixture products and sums (the same values)."""
+    x = t[None, None, :] - model.links[None, :, None]  # (1, g, T)
+    offsets = np.moveaxis(model.offsets, 1, 0)  # (m, g, C)
+    minus = np.maximum(x[:, :, None, :] - offsets[..., None], 0.0)
+    minus *= -np.moveaxis(model.rates, 1, 0)[..., None]  # -delay (m, g, C, T)
+    if model.offsets.shape[2] == 1:
+        p = -np.expm1(minus[:, :, 0])
+        q = np.exp(minus[:, :, 0])
+    else:
+        w = np.moveaxis(model.weights, 1, 0)[..., None]
+        p = np.sum(w * -np.expm1(minus), axis=2)
+        q = np.sum(w * np.exp(minus), axis=2)
+    return _count_tail(p, q, model.mask, model.need, slots_first=True)
 
 
 def _round_tails(model: _GroupModel, t: FloatArray) -> tuple[FloatArray, FloatArray]:
