@@ -87,6 +87,8 @@ ELSEWHERE = {
     "make test": "runs this suite",
     "make lint": "runs the linters (CI runs it)",
     "make install": "installs the virtualenv (CI runs it)",
+    "make image-arm64": "needs root, docker and QEMU: tests/e2e/test_arm64.py builds the image "
+    "through the same script and checks it",
 }
 
 
@@ -537,6 +539,10 @@ def _python_case(example: Example) -> Case:
         return Case(example.text, tuple(words[2:]), "cluster", env=(("EDGECODE_PORT", "{port}"),))
     if words[:3] == ["python", "-m", "edgecode.bench.transport"]:
         return Case(example.text, tuple(words[2:]), slow=True)
+    if words[:4] == ["python", "-m", "edgecode.bench.planner", "--compare"]:
+        # this tree against itself (OLD is any other version's services/), small clusters only
+        small = ("--compare", str(ROOT / "services"), "--max-workers", "8", "--repeats", "1")
+        return Case(example.text, (words[2], *small))
     if words[:3] == ["python", "-m", "edgecode.bench.shuffle_sim"]:
         small = ("--workers", "20", "--rounds", "20", "--seeds", "1", "--out", "{out}/sim")
         return Case(example.text, (words[2], *small), slow=True)
