@@ -336,3 +336,18 @@ def test_draws_reach_the_construction() -> None:
     counts = ([12] * 5, [2] * 5, [[9] * 4] * 5)
     assert np.array_equal(one.B, hierarchical_from_counts(20, 2, *counts, draws=1).B)
     assert not np.array_equal(one.B, hierarchical([4] * 5, 2, 2).B)
+
+
+def test_seed_and_draws_reach_the_inner_codes_alone() -> None:
+    """Two edges with s_e = 1: the edge layer is one-dimensional, the same for every seed and
+    number of draws, so a change of the inner codes comes from their own seed and draws."""
+    base = hierarchical([5, 5], 1, 2, draws=1)
+    for other in (hierarchical([5, 5], 1, 2, seed=1, draws=1), hierarchical([5, 5], 1, 2)):
+        assert base.edge_code is not None and other.edge_code is not None
+        assert np.array_equal(base.edge_code.B, other.edge_code.B)
+        assert base.inner_codes[0] is not None and other.inner_codes[0] is not None
+        assert not np.array_equal(base.inner_codes[0].B, other.inner_codes[0].B)
+    # and with five edges and s_e = 2 the edge layer itself depends on the draws
+    one, default = hierarchical([4] * 5, 2, 2, draws=1), hierarchical([4] * 5, 2, 2)
+    assert one.edge_code is not None and default.edge_code is not None
+    assert not np.array_equal(one.edge_code.B, default.edge_code.B)
