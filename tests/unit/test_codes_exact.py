@@ -359,3 +359,18 @@ def test_non_finite_blocks_score_infinity() -> None:
 def test_no_subsets_of_a_size_above_n() -> None:
     index, exhaustive = subset_index(3, 4, np.random.default_rng(0))
     assert exhaustive and index.shape == (0, 4) and index.dtype == np.intp
+
+
+def test_single_precision_inputs_come_back_in_double() -> None:
+    """Every helper returns float64 whatever the input's precision (the codes are float64)."""
+    frame = orthonormalize(np.random.default_rng(5).standard_normal((5, 2))).astype(np.float32)
+    index, _ = subset_index(5, 2, np.random.default_rng(0))
+    inverses, scores = inverse_scores(frame, index)
+    assert inverses.dtype == np.float64 and scores.dtype == np.float64
+    assert orthonormalize(frame).dtype == np.float64 and _complement(frame).dtype == np.float64
+    assert _descend_on(frame, index, 0.1, 0, keep)[0].dtype == np.float64
+
+    def refuse(values: np.ndarray) -> np.ndarray:
+        return frame.copy()  # every step refused: the input itself comes back
+
+    assert descend_worst_case(frame, index, retract=refuse).dtype == np.float64
