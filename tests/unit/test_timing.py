@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -18,6 +19,9 @@ from scipy import integrate
 from edgecode.planning.plans import build_plan, one_layer_plan
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.planning.timing import (
+    _fixed_rule,
+    _group_model,
+    _quick_expected_time,
     expected_round_time,
     monte_carlo_round_time,
     round_structure,
@@ -259,3 +263,41 @@ def test_simulated_markov_rounds_match_the_stationary_expectation() -> None:
     times = simulate_round_times(spec, plan, 200_000, rng, stationary=True)
     assert times.shape == (200_000,)
     assert times.mean() == pytest.approx(expected_round_time(spec, plan), rel=0.01)
+
+
+def test_quick_estimate_of_the_search() -> None:
+    """The search's fixed rule (one Gauss-Legendre panel per interval, no error control) is
+    exact to ~1e-9 when no breakpoints are merged; above ``max_breaks`` (default 64) inner
+    breakpoints they are thinned, at a cost in accuracy."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        spec = _cluster(rng, [3, 2, 3], mixed=seed == 1)
+        plan = _hgc(spec, 12, 1, [1, 0, 2], [8, 6, 10], [[6, 5, 5], [3, 3], [10, 10, 10]])
+        model = _group_model(round_structure(spec, plan))
+        exact = expected_round_time(spec, plan)
+        assert abs(_quick_expected_time(model) - exact) <= 1e-8 * exact
+    # the first of 80 workers, half of them Bernoulli stragglers: ~100 inner breakpoints
+    spec = _cluster(np.random.default_rng(9), [40, 40], mixed=True)
+    plan = one_layer_plan(spec, "ignore", 80, 79, [[1] * 40] * 2)
+    model = _group_model(round_structure(spec, plan))
+    exact = expected_round_time(spec, plan)
+    t_lo, nodes, weights = _fixed_rule(model, 16)
+    assert nodes.size == weights.size <= 8 * (16 + 9) and np.all(nodes > t_lo)
+    assert abs(_quick_expected_time(model, 1_000) - exact) <= 1e-9 * exact
+    assert abs(_quick_expected_time(model) - exact) <= 1e-4 * exact
+    assert _quick_expected_time(model) == _quick_expected_time(model, 64)
+
+
+def test_cdf_takes_any_real_times_in_any_shape() -> None:
+    spec = _cluster(np.random.default_rng(0), [3, 3], mixed=True)
+    plan = _hgc(spec, 6, 1, [1, 0], [6, 6], [[4, 4, 4], [2, 2, 2]])
+    t = np.linspace(0.0, 50.0, 2001)
+    cdf = round_time_cdf(spec, plan, t)
+    # the tails are sums of probabilities: rounding may exceed 1 by an ulp, which is clipped
+    assert cdf.min() == 0.0 and cdf.max() == 1.0
+    grid = round_time_cdf(spec, plan, t[:6].reshape(2, 3))
+    assert grid.shape == (2, 3) and np.array_equal(grid.ravel(), cdf[:6])
+    exact = round_time_cdf(spec, plan, [Fraction(1, 4), 1])
+    assert np.array_equal(exact, round_time_cdf(spec, plan, [0.25, 1.0]))
+    with pytest.raises(ValueError, match=r"^t must be finite$"):
+        round_time_cdf(spec, plan, [0.0, math.inf])
