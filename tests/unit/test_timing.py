@@ -301,3 +301,37 @@ def test_cdf_takes_any_real_times_in_any_shape() -> None:
     assert np.array_equal(exact, round_time_cdf(spec, plan, [0.25, 1.0]))
     with pytest.raises(ValueError, match=r"^t must be finite$"):
         round_time_cdf(spec, plan, [0.0, math.inf])
+
+
+def _markov_spec() -> ClusterSpec:
+    workers = tuple(
+        WorkerSpec(f"w{j}", 0.1, 8.0, model="markov", p_slow=0.9, p_active=0.05, q_as=0.2, q_sa=0.4)
+        for j in range(4)
+    )
+    return ClusterSpec((EdgeSpec("e", workers, 0.01),))
+
+
+def test_simulated_rounds_start_in_the_spec_class_unless_stationary() -> None:
+    spec = _markov_spec()
+    plan = _hgc(spec, 4, 0, [1], [4], [[2, 2, 2, 2]])
+    default = simulate_round_times(spec, plan, 50, np.random.default_rng(3))
+    same = simulate_round_times(spec, plan, 50, np.random.default_rng(3), stationary=False)
+    drawn = simulate_round_times(spec, plan, 50, np.random.default_rng(3), stationary=True)
+    assert np.array_equal(default, same) and not np.array_equal(default, drawn)
+
+
+def test_monte_carlo_sample_and_batch_limits() -> None:
+    spec = _single(0.1, 1.0)
+    plan = _hgc(spec, 2, 0, [0], [2], [[2]])
+    assert monte_carlo_round_time(spec, plan, 2, np.random.default_rng(0)).samples == 2
+    assert monte_carlo_round_time(spec, plan, 5, np.random.default_rng(0), batch=1).samples == 5
+    for samples in (1, 2.5):
+        with pytest.raises(ValueError, match=r"^samples must be an integer >= 2, got "):
+            monte_carlo_round_time(spec, plan, samples, np.random.default_rng(0))
+    for batch in (0, 1.5):
+        with pytest.raises(ValueError, match=r"^batch must be an integer >= 1, got "):
+            monte_carlo_round_time(spec, plan, 4, np.random.default_rng(0), batch=batch)
+    # the default batch is 20,000 rounds (the batches decide the order of the draws)
+    default = monte_carlo_round_time(spec, plan, 20_001, np.random.default_rng(1))
+    explicit = monte_carlo_round_time(spec, plan, 20_001, np.random.default_rng(1), batch=20_000)
+    assert default == explicit
