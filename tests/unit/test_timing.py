@@ -335,3 +335,18 @@ def test_monte_carlo_sample_and_batch_limits() -> None:
     default = monte_carlo_round_time(spec, plan, 20_001, np.random.default_rng(1))
     explicit = monte_carlo_round_time(spec, plan, 20_001, np.random.default_rng(1), batch=20_000)
     assert default == explicit
+
+
+def test_monte_carlo_pools_its_batches_exactly() -> None:
+    """Mean and standard error over batches equal those of the same draws in one array."""
+    rng = np.random.default_rng(5)
+    spec = _cluster(rng, [3, 2], mixed=True)
+    plan = one_layer_plan(spec, "flat", 5, 1, [[2, 2, 2], [2, 2]])
+    for batch in (1_000, 300, 7):
+        estimate = monte_carlo_round_time(spec, plan, 1_000, np.random.default_rng(2), batch)
+        draws = np.random.default_rng(2)
+        sizes = [min(batch, 1_000 - start) for start in range(0, 1_000, batch)]
+        values = np.concatenate([sample_round_times(spec, plan, n, draws) for n in sizes])
+        assert estimate.samples == 1_000
+        assert estimate.mean == pytest.approx(values.mean(), rel=1e-12)
+        assert estimate.stderr == pytest.approx(values.std(ddof=1) / math.sqrt(1_000), rel=1e-10)
