@@ -19,6 +19,7 @@ from scipy import integrate
 from edgecode.planning.plans import build_plan, one_layer_plan
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.planning.timing import (
+    _bounds,
     _fixed_rule,
     _group_model,
     _quick_expected_time,
@@ -286,6 +287,15 @@ def test_quick_estimate_of_the_search() -> None:
     assert abs(_quick_expected_time(model, 1_000) - exact) <= 1e-9 * exact
     assert abs(_quick_expected_time(model) - exact) <= 1e-4 * exact
     assert _quick_expected_time(model) == _quick_expected_time(model, 64)
+    assert _quick_expected_time(model, 16) != _quick_expected_time(model, 1_000)
+    # a heavy straggling tail (a third of the rounds 10x slower) is covered too
+    slow = WorkerSpec("w", 0.1, 1.0, model="bernoulli", p_straggle=0.3, slow_factor=10.0)
+    spec = ClusterSpec((EdgeSpec("e", (slow,)),))
+    plan = one_layer_plan(spec, "uncoded", 1, 0, [[1]])
+    exact = expected_round_time(spec, plan)
+    assert exact == pytest.approx(0.7 * 1.1 + 0.3 * 11.0, rel=1e-9)
+    quick = _quick_expected_time(_group_model(round_structure(spec, plan)))
+    assert abs(quick - exact) <= 1e-7 * exact
 
 
 def test_cdf_takes_any_real_times_in_any_shape() -> None:
@@ -350,3 +360,57 @@ def test_monte_carlo_pools_its_batches_exactly() -> None:
         assert estimate.samples == 1_000
         assert estimate.mean == pytest.approx(values.mean(), rel=1e-12)
         assert estimate.stderr == pytest.approx(values.std(ddof=1) / math.sqrt(1_000), rel=1e-10)
+
+
+def test_round_times_take_any_leading_shape() -> None:
+    """``(..., n_workers) -> (...)``, and the k-th arrival is the k-th smallest (checked against a
+    full sort on random times, where a partition at the wrong index would show)."""
+    rng = np.random.default_rng(8)
+    spec = _cluster(rng, [6, 5, 7], mixed=False)
+    plans = [
+        _hgc(spec, 6, 1, [2, 1, 3], [4, 4, 4], [[2] * 6, [2, 2, 2, 1, 1], [3, 3, 2, 2, 2, 2, 2]]),
+        one_layer_plan(spec, "flat", 18, 7, [[8] * 6, [8] * 5, [8] * 7]),
+    ]
+    for plan in plans:
+        st = round_structure(spec, plan)
+        compute = rng.exponential(1.0, (2, 3, st.n_workers))
+        arrivals = compute + st.worker_links
+        deliveries = np.stack(
+            [
+                np.sort(arrivals[..., st.group == j], axis=-1)[..., st.group_need[j] - 1]
+                + st.group_links[j]
+                for j in range(st.n_groups)
+            ],
+            axis=-1,
+        )
+        expected = np.sort(deliveries, axis=-1)[..., st.need - 1]
+        result = round_times(st, compute)
+        assert result.shape == (2, 3) and np.array_equal(result, expected)
+        single = round_times(st, compute[1, 2])
+        assert single.shape == () and single == expected[1, 2]
+        assert np.array_equal(round_times(st, compute[0]), expected[0])
+
+
+def test_integration_starts_at_the_order_statistic_of_the_earliest_arrivals() -> None:
+    """Two workers holding half each, one plain (its slow component has weight 0 and is left
+    out), one Bernoulli: earliest arrivals 0.08 and 0.17, the round needs both."""
+    plain = WorkerSpec("a", 0.1, 0.2, link_seconds=0.01)
+    mixed = WorkerSpec("b", 0.3, 0.25, model="bernoulli", p_straggle=0.5, slow_factor=3.0)
+    spec = ClusterSpec((EdgeSpec("e", (plain, mixed), 0.02),))
+    plan = one_layer_plan(spec, "uncoded", 2, 0, [[1, 1]])
+    t_lo, mean_lo, breaks, rates, weights = _bounds(_group_model(round_structure(spec, plan)))
+    assert t_lo == pytest.approx(0.17, rel=1e-12)
+    # E[T] >= earliest arrival + mean of the first of the fastest components: 1 / (0.4 + 0.5)
+    assert mean_lo == pytest.approx(0.08 + 1 / 0.9, rel=1e-12)
+    order = np.argsort(breaks)
+    np.testing.assert_allclose(breaks[order], [0.08, 0.17, 0.47], rtol=1e-12)
+    np.testing.assert_allclose(rates[order], [0.4, 0.5, 0.25 / 1.5], rtol=1e-12)
+    np.testing.assert_allclose(weights[order], [1.0, 0.5, 0.5], rtol=1e-12)
+
+
+def test_a_practically_deterministic_worker() -> None:
+    """Rate 1e14: the tail bound needs no room beyond the only breakpoint, so the integral runs
+    over no panel at all and E[T] is the shift."""
+    spec = _single(1.0, 1e14)
+    plan = _hgc(spec, 2, 0, [0], [2], [[2]])
+    assert expected_round_time(spec, plan) == pytest.approx(1.0, rel=1e-12)

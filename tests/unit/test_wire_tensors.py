@@ -115,6 +115,8 @@ def test_huge_finite_values_whose_sum_overflows_are_accepted() -> None:
     assert _all_finite(huge) and _all_finite(np.zeros(0)) and _all_finite(np.array([-1e308] * 3))
     assert not _all_finite(np.array([1.5e308, 1.5e308, np.nan]))
     assert not _all_finite(np.array([1.0, np.inf]))
+    # inf - inf is NaN in the sum: no "invalid value" warning (warnings are errors here)
+    assert not _all_finite(np.array([np.inf, -np.inf]))
     assert np.array_equal(tensor_from_proto(tensor_to_proto(huge), "w"), huge)
 
 
@@ -131,6 +133,8 @@ def test_csr_round_trip_and_its_types() -> None:
     assert np.all(csr_from_proto(message, "a").data != 7.0)
     empty = csr_from_proto(csr_to_proto(sp.csr_matrix((0, 4))), "a")
     assert empty.shape == (0, 4) and empty.nnz == 0
+    no_columns = csr_from_proto(csr_to_proto(sp.csr_matrix((3, 0))), "a")
+    assert no_columns.shape == (3, 0) and no_columns.nnz == 0
 
 
 def csr_message(rows: int, cols: int, indptr: list[int], indices: list[int], data: list[float]):
@@ -156,6 +160,57 @@ def csr_message(rows: int, cols: int, indptr: list[int], indices: list[int], dat
         (csr_message(1, 2, [0, 1], [2], [1.0]), r"^a: column index out of range \[0, 2\)$"),
         (csr_message(1, 2, [0, 1], [-1], [1.0]), r"^a: column index out of range \[0, 2\)$"),
         (csr_message(1, 2, [0, 1], [1], [np.nan]), r"^a\.data: contains NaN"),
+        (csr_message(3, 2, [0, 2, 1, 2], [0, 1], [1.0, 2.0]), r"^a: malformed CSR structure"),
+        (
+            common_pb2.CsrMatrix(
+                rows=1,
+                cols=2,
+                indptr=tensor_to_proto(np.array([0.0, 1.0])),
+                indices=tensor_to_proto(np.array([1])),
+                data=tensor_to_proto(np.array([1.0])),
+            ),
+            r"^a\.indptr: expected dtype int64, got float64$",
+        ),
+        (
+            common_pb2.CsrMatrix(
+                rows=1,
+                cols=2,
+                indptr=tensor_to_proto(np.array([0, 1])),
+                indices=tensor_to_proto(np.array([1], dtype=np.int32)),
+                data=tensor_to_proto(np.array([1.0])),
+            ),
+            r"^a\.indices: expected dtype int64, got int32$",
+        ),
+        (
+            common_pb2.CsrMatrix(
+                rows=1,
+                cols=2,
+                indptr=tensor_to_proto(np.array([0, 1])),
+                indices=tensor_to_proto(np.array([[1]])),
+                data=tensor_to_proto(np.array([1.0])),
+            ),
+            r"^a\.indices: expected shape \[None\], got \[1, 1\]$",
+        ),
+        (
+            common_pb2.CsrMatrix(
+                rows=1,
+                cols=2,
+                indptr=tensor_to_proto(np.array([0, 1])),
+                indices=tensor_to_proto(np.array([1])),
+                data=tensor_to_proto(np.array([1.0], dtype=np.float32)),
+            ),
+            r"^a\.data: expected dtype float64, got float32$",
+        ),
+        (
+            common_pb2.CsrMatrix(
+                rows=1,
+                cols=2,
+                indptr=tensor_to_proto(np.array([0, 1])),
+                indices=tensor_to_proto(np.array([1])),
+                data=tensor_to_proto(np.array([[1.0]])),
+            ),
+            r"^a\.data: expected shape \[None\], got \[1, 1\]$",
+        ),
     ],
 )
 def test_malformed_csr_is_refused_naming_the_field(message, error: str) -> None:
