@@ -432,6 +432,47 @@ def test_future_sources_from_other_threads_and_cancel_of_the_rest() -> None:
     assert futures[2].cancelled()  # the one outstanding call was cancelled
     assert not futures[0].cancelled() and futures[3].done() and futures[1].done()
     assert outcome.stragglers == ("w0", "w2")
+    # w0's failure reached the round as such (not as a source cut off at the end)
+    assert collector.failed == {"w0": "no data"}
+    failed = next(t for t in outcome.sources if t.node == "w0")
+    assert not failed.arrived and failed.error == "no data"
+
+
+def test_a_round_whose_sources_all_ended_does_not_wait_for_its_deadline() -> None:
+    """Unary calls end after their one message: once all have, the rule gets its last word at
+    once (the round's seconds stay far below the 20 s deadline, which is the other way out)."""
+    futures: list[Future[Message]] = [Future() for _ in range(2)]
+    collector = Round(names(3), (LENGTH,), 20.0)
+    for i, future in enumerate(futures):
+        collector.add(FutureSource(f"w{i}", future))
+    for i, future in enumerate(futures):
+        future.set_result(message(i, np.full(LENGTH, float(i + 1))))
+    outcome = collector.decide(BestEffort(3))
+    np.testing.assert_array_equal(outcome.decoded.value, np.full(LENGTH, 3.0))
+    assert outcome.seconds < 10.0 and outcome.stragglers == () and collector.failed == {}
+
+
+def test_a_stream_that_ends_normally_is_no_failure() -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        collector = Round(names(2), (LENGTH,), 20.0)
+        collector.add(StreamSource("e0", iter([message(0, np.ones(LENGTH))]), lambda: None, pool))
+        outcome = collector.decide(BestEffort(2))
+    assert collector.failed == {} and outcome.stragglers == ()
+    assert outcome.seconds < 10.0  # ended with its stream, not at the deadline
+
+
+def test_failure_text_says_how_long_and_nothing_more_when_nobody_failed() -> None:
+    clock = FakeClock()
+    collector = Round(names(2), (LENGTH,), 1.0, clock=clock)
+    source = Manual("w0")
+    collector.add(source)
+    source.end()
+    clock.now = 102.5  # past the deadline: the queued end is not even looked at
+    with pytest.raises(RoundFailed) as failed:
+        collector.decide(BestEffort(2))
+    assert str(failed.value) == "nothing arrived; waited 2.5 s; no answer from: w0"
+    quiet = Round(names(1), (LENGTH,), 1.0, clock=FakeClock())
+    assert quiet.failure("why") == "why; waited 0 s"
 
 
 def test_stream_sources_deliver_many_messages_and_are_cancelled_when_done() -> None:
@@ -493,6 +534,7 @@ def test_describe_errors() -> None:
             return "x"
 
     assert describe(Broken("cancelled future")) == "cancelled future"
+    assert describe(Broken()) == "Broken"
 
 
 def test_rules_refuse_result_before_completion() -> None:
