@@ -854,3 +854,23 @@ def test_interrupt_ends_the_arrivals_at_once_and_cancels_the_rest() -> None:
         collector.interrupt()
     assert seen == [0]
     assert collector.close() == ("slow",) and Slow.cancelled
+
+
+def test_a_source_failing_later_is_timed_and_reported_once() -> None:
+    clock = FakeClock()
+    observer = RecordingObserver()
+    collector = Round(names(2), (LENGTH,), 5.0, clock=clock, observer=observer)
+    failing, answering = Manual("w0"), Manual("w1")
+    collector.add(failing)
+    collector.add(answering)
+    clock.now = 100.25
+    failing.end(RuntimeError("disk full"))
+    failing.end()  # a duplicate end changes nothing
+    clock.now = 100.5
+    answering.send(message(1, np.ones(LENGTH)))
+    answering.end()
+    outcome = collector.decide(BestEffort(2))
+    assert observer.responses == [("w0", 0.25), ("w1", 0.5)]
+    failed = next(t for t in outcome.sources if t.node == "w0")
+    assert failed.arrived is False and failed.seconds == 0.25 and failed.error == "disk full"
+    assert collector.failed == {"w0": "disk full"} and outcome.stragglers == ("w0",)

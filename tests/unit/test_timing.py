@@ -22,6 +22,7 @@ from edgecode.planning.timing import (
     _bounds,
     _fixed_rule,
     _group_model,
+    _integrate,
     _quick_expected_time,
     expected_round_time,
     monte_carlo_round_time,
@@ -414,3 +415,21 @@ def test_a_practically_deterministic_worker() -> None:
     spec = _single(1.0, 1e14)
     plan = _hgc(spec, 2, 0, [0], [2], [[2]])
     assert expected_round_time(spec, plan) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_adaptive_integration_meets_its_tolerance_and_returns_its_rule() -> None:
+    """sqrt on [1, 5] (no kink) and |x - 2.3| on [1, 5] (a kink inside a panel): the error is
+    below atol, and the returned nodes and weights reproduce the total; an empty interval
+    integrates to 0 with an empty rule."""
+    cases = [
+        (np.sqrt, (5.0**1.5 - 1.0) * 2.0 / 3.0),
+        (lambda x: np.abs(x - 2.3), (1.3**2 + 2.7**2) / 2.0),
+    ]
+    for func, exact in cases:
+        for atol in (1e-6, 1e-11):
+            total, nodes, weights = _integrate(func, np.array([1.0, 3.0, 5.0]), atol)
+            assert abs(total - exact) <= atol, (atol, total - exact)
+            assert nodes.shape == weights.shape and np.all((nodes > 1.0) & (nodes < 5.0))
+            assert float(func(nodes) @ weights) == pytest.approx(total, rel=1e-14)
+    total, nodes, weights = _integrate(np.sqrt, np.array([2.0, 2.0]), 1e-9)
+    assert total == 0.0 and nodes.shape == (0,) and weights.shape == (0,)
