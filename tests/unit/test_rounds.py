@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -874,3 +875,107 @@ def test_a_source_failing_later_is_timed_and_reported_once() -> None:
     failed = next(t for t in outcome.sources if t.node == "w0")
     assert failed.arrived is False and failed.seconds == 0.25 and failed.error == "disk full"
     assert collector.failed == {"w0": "disk full"} and outcome.stragglers == ("w0",)
+
+
+class Provisional:
+    """A verifying-like rule: never complete; provisional after its first message; at the
+    deadline the sum so far, naming sender 1 as caught lying."""
+
+    def __init__(self, n_senders: int) -> None:
+        self.n_senders = n_senders
+        self.arrived: dict[int, np.ndarray] = {}
+
+    def offer(self, sender: int, message: np.ndarray) -> bool:
+        self.arrived[sender] = np.array(message)
+        return False
+
+    def provisional(self) -> bool:
+        return bool(self.arrived)
+
+    def result(self) -> Decoded:
+        raise AssertionError("never complete")
+
+    def at_deadline(self) -> Decoded | None:
+        return Decoded(sum(self.arrived.values()), tuple(self.arrived), suspects=(1,))
+
+    def failure(self) -> str:
+        return "nothing"
+
+
+def test_slack_after_a_provisional_result_and_suspects_from_both_sides() -> None:
+    clock = FakeClock()
+    collector = Round(names(3), (LENGTH,), 10.0, clock=clock)
+    sources = [Manual(f"w{i}") for i in range(3)]
+    for source in sources:
+        collector.add(source)
+    clock.now = 100.5
+    sources[0].send(message(0, np.ones(LENGTH), suspects=("w2",)))
+    # the provisional result pulls the deadline in to now + slack; the fake clock stands
+    # still, so the round then waits the remaining 0.25 s of real time and gives up
+    outcome = collector.decide(Provisional(3), slack=0.25)
+    assert collector.deadline == 100.75
+    assert outcome.suspects == ("w1", "w2") and outcome.decoded.used == (0,)
+
+
+@pytest.mark.parametrize("slack", [(), (0.0,)])
+def test_without_slack_the_deadline_stays(slack: tuple[float, ...]) -> None:
+    clock = FakeClock()
+    collector = Round(names(2), (LENGTH,), 10.0, clock=clock)
+    collector.add(Ready("w0", message(0, np.ones(LENGTH))))
+    collector.add(Ready("w1"))
+    clock.now = 100.5
+    outcome = collector.decide(Provisional(2), *slack)  # both sources ended: no waiting
+    assert collector.deadline == 110.0 and outcome.suspects == ("w1",)
+
+
+class Ticking:
+    """A clock advancing 1/1024 s at every reading."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        self.now += 1 / 1024
+        return self.now
+
+
+def test_decode_time_counts_the_rules_own_calls_only() -> None:
+    observer = RecordingObserver()
+    collector = Round(names(2), (LENGTH,), 10.0, clock=Ticking(), observer=observer)
+    for i in range(2):
+        collector.add(Ready(f"w{i}", message(i, np.ones(LENGTH))))
+    collector.decide(TakeAll(2))
+    # two offers and one result, each timed between two consecutive readings: 3 ticks
+    assert observer.decode_calls == [3 / 1024]
+
+
+def test_at_the_deadline_exactly_nothing_more_is_taken() -> None:
+    clock = FakeClock()
+    collector = Round(names(2), (LENGTH,), 1.0, clock=clock)
+    source = Manual("w0")
+    collector.add(source)
+    source.send(message(0, np.ones(LENGTH)))
+    clock.now = 101.0  # remaining = 0.0
+    with pytest.raises(RoundFailed):
+        collector.decide(BestEffort(2))
+
+
+def test_a_bad_message_is_timed_logged_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="edgecode.rounds")
+    clock = FakeClock()
+    collector = Round(names(2), (LENGTH,), 1.0, clock=clock)
+    bad, good = Manual("w1"), Manual("w0")
+    collector.add(bad)
+    collector.add(good)
+    clock.now = 100.25
+    bad.send(message(1, np.full(LENGTH, np.nan)))
+    bad.end()
+    good.send(message(0, np.ones(LENGTH)))
+    good.end()
+    outcome = collector.decide(BestEffort(2))
+    timing = next(t for t in outcome.sources if t.node == "w1")
+    assert timing == Timing("w1", 0.25, False, error="sent non-finite values")
+    assert timing.arrived is False
+    assert [r.getMessage() for r in caplog.records if r.name == "edgecode.rounds"] == [
+        "round: w1 from w1: sent non-finite values"
+    ]
