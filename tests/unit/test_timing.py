@@ -433,3 +433,21 @@ def test_adaptive_integration_meets_its_tolerance_and_returns_its_rule() -> None
             assert float(func(nodes) @ weights) == pytest.approx(total, rel=1e-14)
     total, nodes, weights = _integrate(np.sqrt, np.array([2.0, 2.0]), 1e-9)
     assert total == 0.0 and nodes.shape == (0,) and weights.shape == (0,)
+
+
+def test_a_group_needing_more_than_half_of_all_workers() -> None:
+    """Edge 0 needs all 6 of its workers (the count recursion then tracks misses, truncated at
+    one): more than half of the cluster's 7 workers, so a miss cap taken from the cluster's size
+    instead of the group's would show. Checked against the enumeration reference."""
+    rng = np.random.default_rng(21)
+    spec = _cluster(rng, [6, 1], mixed=True)
+    plan = _hgc(spec, 6, 1, [0, 0], [6, 6], [[1] * 6, [6]])
+    assert expected_round_time(spec, plan) == pytest.approx(_reference(spec, plan), rel=1e-8)
+
+
+@pytest.mark.parametrize("rtol", [0.0, 1.0, 1.5, -1e-3])
+def test_rtol_must_be_inside_zero_one(rtol: float) -> None:
+    spec = _single(0.1, 1.0)
+    plan = _hgc(spec, 2, 0, [0], [2], [[2]])
+    with pytest.raises(ValueError, match=r"^rtol must be in \(0, 1\), got "):
+        expected_round_time(spec, plan, rtol=rtol)
