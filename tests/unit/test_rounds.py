@@ -472,6 +472,9 @@ def test_failure_text_says_how_long_and_nothing_more_when_nobody_failed() -> Non
     with pytest.raises(RoundFailed) as failed:
         collector.decide(BestEffort(2))
     assert str(failed.value) == "nothing arrived; waited 2.5 s; no answer from: w0"
+    # closing again changes nothing: the cut-off source stays named
+    assert collector.close() == ("w0",)
+    assert collector.failure("again") == "again; waited 2.5 s; no answer from: w0"
     quiet = Round(names(1), (LENGTH,), 1.0, clock=FakeClock())
     assert quiet.failure("why") == "why; waited 0 s"
 
