@@ -451,3 +451,18 @@ def test_rtol_must_be_inside_zero_one(rtol: float) -> None:
     plan = _hgc(spec, 2, 0, [0], [2], [[2]])
     with pytest.raises(ValueError, match=r"^rtol must be in \(0, 1\), got "):
         expected_round_time(spec, plan, rtol=rtol)
+
+
+def test_round_structure_names_its_groups_and_skips_unselected_edges() -> None:
+    spec = _cluster(np.random.default_rng(2), [3, 2, 3])
+    only_middle = _hgc(spec, 6, 0, [0, 1, 0], [0, 6, 0], [[0, 0, 0], [6, 6], [0, 0, 0]])
+    st = round_structure(spec, only_middle)
+    assert st.group_names == ("e1",) and st.worker_names == ("w10", "w11")
+    assert st.need == 1 and st.group_need.tolist() == [1]
+    flat = one_layer_plan(spec, "flat", 8, 1, [[2, 2, 2], [2, 2], [2, 2, 2]])
+    st = round_structure(spec, flat)
+    assert st.group_names == ("master",) and st.group_links.tolist() == [0.0]
+    hgc = _hgc(spec, 6, 0, [0, 1, 0], [2, 2, 2], [[1, 0, 1], [2, 2], [1, 0, 1]])
+    st = round_structure(spec, hgc)
+    assert st.group_names == ("e0", "e1", "e2")
+    assert st.worker_names == ("w00", "w02", "w10", "w11", "w20", "w22")
