@@ -78,7 +78,13 @@ def toml_value(value: object) -> str:
     return json.dumps(value)  # TOML strings, lists and numbers read like JSON here
 
 
-def stage(workdir: Path, modules: list[str], tests: list[str], pytest_options: dict) -> None:
+def stage(
+    workdir: Path,
+    modules: list[str],
+    tests: list[str],
+    pytest_options: dict,
+    timeout_multiplier: float,
+) -> None:
     """Copy the sources and tests into ``workdir`` in the src/ layout mutmut understands."""
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -99,6 +105,7 @@ def stage(workdir: Path, modules: list[str], tests: list[str], pytest_options: d
         f"only_mutate = {toml_value(['src/' + m for m in modules])}",
         f"pytest_add_cli_args_test_selection = {toml_value(tests)}",
         'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]',
+        f"timeout_multiplier = {timeout_multiplier}",
         "",
     ]
     (workdir / "pyproject.toml").write_text("\n".join(lines))
@@ -189,6 +196,14 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "out" / "mutation")
     parser.add_argument("--children", type=int, default=1, help="parallel mutmut workers")
     parser.add_argument("--minutes", type=float, default=40.0, help="stop everything after this")
+    parser.add_argument(
+        "--timeout-multiplier",
+        type=float,
+        default=5.0,
+        help="a mutant times out (counts as killed) after this many times its tests' CPU seconds"
+        " (mutmut's limit is 2 x multiplier x (estimate + 1 s) of CPU time; mutmut's default 15"
+        " spends minutes on each mutant that loops forever)",
+    )
     args = parser.parse_args()
     tests_by_module: dict[str, list[str]] = mutation["tests"]
     modules = sorted(tests_by_module) if args.all else args.modules
@@ -202,7 +217,7 @@ def main() -> int:
     reports = []
     for module in modules:
         workdir = args.workdir / Path(module).stem
-        stage(workdir, [module], tests_by_module[module], config["pytest"])
+        stage(workdir, [module], tests_by_module[module], config["pytest"], args.timeout_multiplier)
         started = time.monotonic()
         finished = run_mutmut(workdir, args.children, deadline)
         report = collect(workdir, module, equivalent)

@@ -14,12 +14,17 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from edgecode.codes import cyclic_repetition, hierarchical, placement_code
+from edgecode.codes import _mds, cyclic_repetition, hierarchical, placement_code
 from edgecode.codes._linalg import accurate_residual, conditions, solve_combination
 from edgecode.codes._mds import (
+    _SMOOTH_POWER,
+    ASCENT_ROUNDS,
+    ASCENT_STEPS,
     SAMPLED_SUBSETS,
+    _build_bases,
     _cached_bases,
     _complement,
+    _descend_on,
     _scatter_rows,
     descend_worst_case,
     inverse_scores,
@@ -261,3 +266,111 @@ def test_frames_between_the_two_limits_are_descended() -> None:
     assert exhaustive
     values = conditions(W[index])
     assert np.all(np.isfinite(values)) and values.max() <= 1.5e4, values.max()
+
+
+def keep(values: np.ndarray) -> np.ndarray:
+    """A retraction that changes nothing (the steps are then plain arithmetic)."""
+    return np.array(values, dtype=np.float64)
+
+
+def test_one_descent_step_follows_the_normalised_weighted_gradient() -> None:
+    """r = 1, blocks are single rows x_i: h_i = 1 / x_i^2, dh_i / dx_i = -2 / x_i^3, weights
+    (h_i / max h)^(p/2 - 1). One step moves by ``step`` along the negative unit gradient; it
+    lowers the worst score, so it is kept and the step grows by 1.2."""
+    index = np.array([[0], [1]], dtype=np.intp)
+    start = np.array([[1.0], [1.25]])
+    h = 1.0 / start[:, 0] ** 2
+    gradient = -((h / h.max()) ** (_SMOOTH_POWER / 2 - 1)) / start[:, 0] ** 3
+    expected = start[:, 0] - 0.1 * gradient / np.linalg.norm(gradient)
+    moved, step = _descend_on(start, index, 0.1, 1, keep)
+    np.testing.assert_allclose(moved[:, 0], expected, rtol=1e-14)
+    assert step == pytest.approx(0.12, rel=1e-15)
+    # a unit gradient (norm exactly 1) is a step like any other
+    moved, step = _descend_on(np.array([[1.0]]), np.array([[0]], dtype=np.intp), 0.1, 1, keep)
+    assert moved.tolist() == [[1.1]] and step == pytest.approx(0.12, rel=1e-15)
+
+
+def test_a_step_that_does_not_lower_the_worst_score_is_refused_and_halves() -> None:
+    """A step too small to change any entry leaves the worst score equal: refused."""
+    start = np.array([[1.0], [2.0]])
+    moved, step = _descend_on(start, np.array([[0], [1]], dtype=np.intp), 1e-300, 3, keep)
+    assert np.array_equal(moved, start) and step == 1e-300 / 8
+
+
+def test_descent_stops_at_a_non_finite_gradient() -> None:
+    """A block so small that its score overflows gives no direction: the input comes back."""
+    start = np.array([[1e-200], [2.0]])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        moved, step = _descend_on(start, np.array([[0], [1]], dtype=np.intp), 0.1, 3, keep)
+    assert np.array_equal(moved, start) and step == 0.1
+
+
+def test_descent_schedule_when_every_step_succeeds() -> None:
+    """Three equal rows: every step lowers all three scores, so all ASCENT_STEPS steps are
+    kept, the first of length 0.1, each 1.2 times the previous, along (1, 1, 1) / sqrt(3)."""
+    index = np.array([[0], [1], [2]], dtype=np.intp)
+    result = descend_worst_case(np.ones((3, 1)), index, retract=keep)
+    grown = 1.0 + 0.1 / math.sqrt(3) * sum(1.2**k for k in range(ASCENT_STEPS))
+    np.testing.assert_allclose(result[:, 0], grown, rtol=1e-12)
+
+
+def test_descent_schedule_when_no_step_succeeds() -> None:
+    """A retraction that always returns the start: every step is refused and halves, and every
+    round is refused and restarts with half the previous round's first step."""
+    start = orthonormalize(np.random.default_rng(4).standard_normal((6, 2)))
+    lengths: list[float] = []
+
+    def back_to_start(values: np.ndarray) -> np.ndarray:
+        lengths.append(float(np.linalg.norm(values - start)))
+        return start.copy()
+
+    index, _ = subset_index(6, 2, np.random.default_rng(0))
+    result = descend_worst_case(start, index, retract=back_to_start)
+    assert np.array_equal(result, start)
+    per_round = ASCENT_STEPS // ASCENT_ROUNDS
+    expected = [0.1 * 0.5 ** (r + k) for r in range(ASCENT_ROUNDS) for k in range(per_round)]
+    np.testing.assert_allclose(lengths, expected, rtol=1e-9)
+
+
+def test_frames_have_the_smaller_of_the_two_dimensions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frame F is n x min(d, s): its r x r blocks are scored (d = 3 < s = 6 and back)."""
+    sizes: list[int] = []
+    original = _mds.subset_index
+
+    def spy(n: int, size: int, rng: np.random.Generator, limit: int = 0) -> tuple:
+        sizes.append(size)
+        return original(n, size, rng, limit=limit)
+
+    monkeypatch.setattr(_mds, "subset_index", spy)
+    for s in (6, 3):
+        Q, W = _build_bases(9, s, 0)
+        assert Q.shape == (9, 9 - s) and W.shape == (9, s)
+    assert sizes == [3, 3]
+
+
+def test_non_finite_blocks_score_infinity() -> None:
+    """A NaN entry gives a NaN inverse without LinAlgError: its score is inf (a NaN would be
+    dropped by the max over subsets)."""
+    matrix = np.array([[np.nan], [2.0]])
+    _, scores = inverse_scores(matrix, np.array([[0], [1]], dtype=np.intp))
+    assert scores.tolist() == [math.inf, 0.25]
+
+
+def test_no_subsets_of_a_size_above_n() -> None:
+    index, exhaustive = subset_index(3, 4, np.random.default_rng(0))
+    assert exhaustive and index.shape == (0, 4) and index.dtype == np.intp
+
+
+def test_single_precision_inputs_come_back_in_double() -> None:
+    """Every helper returns float64 whatever the input's precision (the codes are float64)."""
+    frame = orthonormalize(np.random.default_rng(5).standard_normal((5, 2))).astype(np.float32)
+    index, _ = subset_index(5, 2, np.random.default_rng(0))
+    inverses, scores = inverse_scores(frame, index)
+    assert inverses.dtype == np.float64 and scores.dtype == np.float64
+    assert orthonormalize(frame).dtype == np.float64 and _complement(frame).dtype == np.float64
+    assert _descend_on(frame, index, 0.1, 0, keep)[0].dtype == np.float64
+
+    def refuse(values: np.ndarray) -> np.ndarray:
+        return frame.copy()  # every step refused: the input itself comes back
+
+    assert descend_worst_case(frame, index, retract=refuse).dtype == np.float64

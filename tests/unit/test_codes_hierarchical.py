@@ -285,3 +285,69 @@ def test_infeasible_share_message_says_what_to_do() -> None:
         "1 / (s_edge + 1) = 0.500); lower s_edge or give this edge fewer workers, or pass "
         "n_partitions to round"
     )
+
+
+def test_apportion_caps_a_later_round_too() -> None:
+    # round 1: shares 11.65, 0.23, 0.12 -> [4, 1, 1]; round 2 splits the 6 left as 4 and 2,
+    # but the second node has room for 3 only, so the last copy needs a third round
+    assert _apportion(12, [100.0, 2.0, 1.0], cap=4) == [4, 4, 4]
+
+
+def test_apportion_breaks_ties_by_position_on_many_nodes() -> None:
+    """Equal remainders go to the lowest indices also above 16 nodes (where numpy's default
+    sort is not stable)."""
+    weights = [1.0, 2.0] * 9  # remainders 1/9 and 2/9 of 3: the three first "2" nodes win
+    assert _apportion(3, weights, cap=5) == [0, 1] * 3 + [0] * 12
+    assert _apportion(3, [2.0, 1.0] * 10, cap=5) == [1, 0] * 3 + [0] * 14
+
+
+def test_apportion_without_room_is_refused() -> None:
+    with pytest.raises(Infeasible, match=r"^cannot place 1 copies with at most 1 per node$"):
+        _apportion(1, [], cap=1)
+    with pytest.raises(Infeasible, match=r"^cannot place 2 copies with at most 0 per node$"):
+        _apportion(2, [1.0, 1.0], cap=0)
+
+
+def test_smallest_partitions_needs_every_denominator() -> None:
+    # shares 1/2 each but worker loads 1/3: K = lcm(2, 3)
+    assert smallest_partitions([3, 3], 0, [1, 1]) == 6
+    code = hierarchical([3, 3], 0, 1)
+    assert code.n_partitions == 6 and code.load == pytest.approx(code.load_bound)
+    with pytest.raises(ValueError, match="zip"):
+        smallest_partitions([3, 3], 0, [1])
+
+
+def test_infeasible_share_names_the_first_edge_above_one() -> None:
+    # shares 1, 1.5, 0.5: edge 0 is exactly at its limit, edge 1 above it
+    with pytest.raises(Infeasible, match=r"^edge 1 would have to cover 1\.500 of the data"):
+        smallest_partitions([2, 3, 1], 2, [0, 0, 0])
+
+
+def test_load_bound_when_every_edge_holds_everything() -> None:
+    # s_e + 1 = n: each edge covers all K partitions, the weakest edge sets the load
+    assert hierarchical_load_bound([6, 2], 1, [1, 0]) == 0.5
+    assert hierarchical_load_bound([2, 6, 3], 2, [1, 2, 0]) == 1.0
+    assert hierarchical_load_bound([5], 0, 1) == 0.4
+
+
+def test_draws_reach_the_construction() -> None:
+    one = hierarchical([4] * 5, 2, 2, draws=1)
+    assert one.n_partitions == 20
+    counts = ([12] * 5, [2] * 5, [[9] * 4] * 5)
+    assert np.array_equal(one.B, hierarchical_from_counts(20, 2, *counts, draws=1).B)
+    assert not np.array_equal(one.B, hierarchical([4] * 5, 2, 2).B)
+
+
+def test_seed_and_draws_reach_the_inner_codes_alone() -> None:
+    """Two edges with s_e = 1: the edge layer is one-dimensional, the same for every seed and
+    number of draws, so a change of the inner codes comes from their own seed and draws."""
+    base = hierarchical([5, 5], 1, 2, draws=1)
+    for other in (hierarchical([5, 5], 1, 2, seed=1, draws=1), hierarchical([5, 5], 1, 2)):
+        assert base.edge_code is not None and other.edge_code is not None
+        assert np.array_equal(base.edge_code.B, other.edge_code.B)
+        assert base.inner_codes[0] is not None and other.inner_codes[0] is not None
+        assert not np.array_equal(base.inner_codes[0].B, other.inner_codes[0].B)
+    # and with five edges and s_e = 2 the edge layer itself depends on the draws
+    one, default = hierarchical([4] * 5, 2, 2, draws=1), hierarchical([4] * 5, 2, 2)
+    assert one.edge_code is not None and default.edge_code is not None
+    assert not np.array_equal(one.edge_code.B, default.edge_code.B)

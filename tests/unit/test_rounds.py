@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -432,6 +433,50 @@ def test_future_sources_from_other_threads_and_cancel_of_the_rest() -> None:
     assert futures[2].cancelled()  # the one outstanding call was cancelled
     assert not futures[0].cancelled() and futures[3].done() and futures[1].done()
     assert outcome.stragglers == ("w0", "w2")
+    # w0's failure reached the round as such (not as a source cut off at the end)
+    assert collector.failed == {"w0": "no data"}
+    failed = next(t for t in outcome.sources if t.node == "w0")
+    assert not failed.arrived and failed.error == "no data"
+
+
+def test_a_round_whose_sources_all_ended_does_not_wait_for_its_deadline() -> None:
+    """Unary calls end after their one message: once all have, the rule gets its last word at
+    once (the round's seconds stay far below the 20 s deadline, which is the other way out)."""
+    futures: list[Future[Message]] = [Future() for _ in range(2)]
+    collector = Round(names(3), (LENGTH,), 20.0)
+    for i, future in enumerate(futures):
+        collector.add(FutureSource(f"w{i}", future))
+    for i, future in enumerate(futures):
+        future.set_result(message(i, np.full(LENGTH, float(i + 1))))
+    outcome = collector.decide(BestEffort(3))
+    np.testing.assert_array_equal(outcome.decoded.value, np.full(LENGTH, 3.0))
+    assert outcome.seconds < 10.0 and outcome.stragglers == () and collector.failed == {}
+
+
+def test_a_stream_that_ends_normally_is_no_failure() -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        collector = Round(names(2), (LENGTH,), 20.0)
+        collector.add(StreamSource("e0", iter([message(0, np.ones(LENGTH))]), lambda: None, pool))
+        outcome = collector.decide(BestEffort(2))
+    assert collector.failed == {} and outcome.stragglers == ()
+    assert outcome.seconds < 10.0  # ended with its stream, not at the deadline
+
+
+def test_failure_text_says_how_long_and_nothing_more_when_nobody_failed() -> None:
+    clock = FakeClock()
+    collector = Round(names(2), (LENGTH,), 1.0, clock=clock)
+    source = Manual("w0")
+    collector.add(source)
+    source.end()
+    clock.now = 102.5  # past the deadline: the queued end is not even looked at
+    with pytest.raises(RoundFailed) as failed:
+        collector.decide(BestEffort(2))
+    assert str(failed.value) == "nothing arrived; waited 2.5 s; no answer from: w0"
+    # closing again changes nothing: the cut-off source stays named
+    assert collector.close() == ("w0",)
+    assert collector.failure("again") == "again; waited 2.5 s; no answer from: w0"
+    quiet = Round(names(1), (LENGTH,), 1.0, clock=FakeClock())
+    assert quiet.failure("why") == "why; waited 0 s"
 
 
 def test_stream_sources_deliver_many_messages_and_are_cancelled_when_done() -> None:
@@ -493,6 +538,7 @@ def test_describe_errors() -> None:
             return "x"
 
     assert describe(Broken("cancelled future")) == "cancelled future"
+    assert describe(Broken()) == "Broken"
 
 
 def test_rules_refuse_result_before_completion() -> None:
@@ -812,3 +858,127 @@ def test_interrupt_ends_the_arrivals_at_once_and_cancels_the_rest() -> None:
         collector.interrupt()
     assert seen == [0]
     assert collector.close() == ("slow",) and Slow.cancelled
+
+
+def test_a_source_failing_later_is_timed_and_reported_once() -> None:
+    clock = FakeClock()
+    observer = RecordingObserver()
+    collector = Round(names(2), (LENGTH,), 5.0, clock=clock, observer=observer)
+    failing, answering = Manual("w0"), Manual("w1")
+    collector.add(failing)
+    collector.add(answering)
+    clock.now = 100.25
+    failing.end(RuntimeError("disk full"))
+    failing.end()  # a duplicate end changes nothing
+    clock.now = 100.5
+    answering.send(message(1, np.ones(LENGTH)))
+    answering.end()
+    outcome = collector.decide(BestEffort(2))
+    assert observer.responses == [("w0", 0.25), ("w1", 0.5)]
+    failed = next(t for t in outcome.sources if t.node == "w0")
+    assert failed.arrived is False and failed.seconds == 0.25 and failed.error == "disk full"
+    assert collector.failed == {"w0": "disk full"} and outcome.stragglers == ("w0",)
+
+
+class Provisional:
+    """A verifying-like rule: never complete; provisional after its first message; at the
+    deadline the sum so far, naming sender 1 as caught lying."""
+
+    def __init__(self, n_senders: int) -> None:
+        self.n_senders = n_senders
+        self.arrived: dict[int, np.ndarray] = {}
+
+    def offer(self, sender: int, message: np.ndarray) -> bool:
+        self.arrived[sender] = np.array(message)
+        return False
+
+    def provisional(self) -> bool:
+        return bool(self.arrived)
+
+    def result(self) -> Decoded:
+        raise AssertionError("never complete")
+
+    def at_deadline(self) -> Decoded | None:
+        return Decoded(sum(self.arrived.values()), tuple(self.arrived), suspects=(1,))
+
+    def failure(self) -> str:
+        return "nothing"
+
+
+def test_slack_after_a_provisional_result_and_suspects_from_both_sides() -> None:
+    clock = FakeClock()
+    collector = Round(names(3), (LENGTH,), 10.0, clock=clock)
+    sources = [Manual(f"w{i}") for i in range(3)]
+    for source in sources:
+        collector.add(source)
+    clock.now = 100.5
+    sources[0].send(message(0, np.ones(LENGTH), suspects=("w2",)))
+    # the provisional result pulls the deadline in to now + slack; the fake clock stands
+    # still, so the round then waits the remaining 0.25 s of real time and gives up
+    outcome = collector.decide(Provisional(3), slack=0.25)
+    assert collector.deadline == 100.75
+    assert outcome.suspects == ("w1", "w2") and outcome.decoded.used == (0,)
+
+
+@pytest.mark.parametrize("slack", [(), (0.0,)])
+def test_without_slack_the_deadline_stays(slack: tuple[float, ...]) -> None:
+    clock = FakeClock()
+    collector = Round(names(2), (LENGTH,), 10.0, clock=clock)
+    collector.add(Ready("w0", message(0, np.ones(LENGTH))))
+    collector.add(Ready("w1"))
+    clock.now = 100.5
+    outcome = collector.decide(Provisional(2), *slack)  # both sources ended: no waiting
+    assert collector.deadline == 110.0 and outcome.suspects == ("w1",)
+
+
+class Ticking:
+    """A clock advancing 1/1024 s at every reading."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        self.now += 1 / 1024
+        return self.now
+
+
+def test_decode_time_counts_the_rules_own_calls_only() -> None:
+    observer = RecordingObserver()
+    collector = Round(names(2), (LENGTH,), 10.0, clock=Ticking(), observer=observer)
+    for i in range(2):
+        collector.add(Ready(f"w{i}", message(i, np.ones(LENGTH))))
+    collector.decide(TakeAll(2))
+    # two offers and one result, each timed between two consecutive readings: 3 ticks
+    assert observer.decode_calls == [3 / 1024]
+
+
+def test_at_the_deadline_exactly_nothing_more_is_taken() -> None:
+    clock = FakeClock()
+    collector = Round(names(2), (LENGTH,), 1.0, clock=clock)
+    source = Manual("w0")
+    collector.add(source)
+    source.send(message(0, np.ones(LENGTH)))
+    clock.now = 101.0  # remaining = 0.0
+    with pytest.raises(RoundFailed):
+        collector.decide(BestEffort(2))
+
+
+def test_a_bad_message_is_timed_logged_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="edgecode.rounds")
+    clock = FakeClock()
+    collector = Round(names(2), (LENGTH,), 1.0, clock=clock)
+    bad, good = Manual("w1"), Manual("w0")
+    collector.add(bad)
+    collector.add(good)
+    clock.now = 100.25
+    bad.send(message(1, np.full(LENGTH, np.nan)))
+    bad.end()
+    good.send(message(0, np.ones(LENGTH)))
+    good.end()
+    outcome = collector.decide(BestEffort(2))
+    timing = next(t for t in outcome.sources if t.node == "w1")
+    assert timing == Timing("w1", 0.25, False, error="sent non-finite values")
+    assert timing.arrived is False
+    assert [r.getMessage() for r in caplog.records if r.name == "edgecode.rounds"] == [
+        "round: w1 from w1: sent non-finite values"
+    ]

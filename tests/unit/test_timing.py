@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -18,6 +19,11 @@ from scipy import integrate
 from edgecode.planning.plans import build_plan, one_layer_plan
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 from edgecode.planning.timing import (
+    _bounds,
+    _fixed_rule,
+    _group_model,
+    _integrate,
+    _quick_expected_time,
     expected_round_time,
     monte_carlo_round_time,
     round_structure,
@@ -259,3 +265,204 @@ def test_simulated_markov_rounds_match_the_stationary_expectation() -> None:
     times = simulate_round_times(spec, plan, 200_000, rng, stationary=True)
     assert times.shape == (200_000,)
     assert times.mean() == pytest.approx(expected_round_time(spec, plan), rel=0.01)
+
+
+def test_quick_estimate_of_the_search() -> None:
+    """The search's fixed rule (one Gauss-Legendre panel per interval, no error control) is
+    exact to ~1e-9 when no breakpoints are merged; above ``max_breaks`` (default 64) inner
+    breakpoints they are thinned, at a cost in accuracy."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        spec = _cluster(rng, [3, 2, 3], mixed=seed == 1)
+        plan = _hgc(spec, 12, 1, [1, 0, 2], [8, 6, 10], [[6, 5, 5], [3, 3], [10, 10, 10]])
+        model = _group_model(round_structure(spec, plan))
+        exact = expected_round_time(spec, plan)
+        assert abs(_quick_expected_time(model) - exact) <= 1e-8 * exact
+    # the first of 80 workers, half of them Bernoulli stragglers: ~100 inner breakpoints
+    spec = _cluster(np.random.default_rng(9), [40, 40], mixed=True)
+    plan = one_layer_plan(spec, "ignore", 80, 79, [[1] * 40] * 2)
+    model = _group_model(round_structure(spec, plan))
+    exact = expected_round_time(spec, plan)
+    t_lo, nodes, weights = _fixed_rule(model, 16)
+    assert nodes.size == weights.size <= 8 * (16 + 9) and np.all(nodes > t_lo)
+    assert abs(_quick_expected_time(model, 1_000) - exact) <= 1e-9 * exact
+    assert abs(_quick_expected_time(model) - exact) <= 1e-4 * exact
+    assert _quick_expected_time(model) == _quick_expected_time(model, 64)
+    assert _quick_expected_time(model, 16) != _quick_expected_time(model, 1_000)
+    # a heavy straggling tail (a third of the rounds 10x slower) is covered too
+    slow = WorkerSpec("w", 0.1, 1.0, model="bernoulli", p_straggle=0.3, slow_factor=10.0)
+    spec = ClusterSpec((EdgeSpec("e", (slow,)),))
+    plan = one_layer_plan(spec, "uncoded", 1, 0, [[1]])
+    exact = expected_round_time(spec, plan)
+    assert exact == pytest.approx(0.7 * 1.1 + 0.3 * 11.0, rel=1e-9)
+    quick = _quick_expected_time(_group_model(round_structure(spec, plan)))
+    assert abs(quick - exact) <= 1e-7 * exact
+
+
+def test_cdf_takes_any_real_times_in_any_shape() -> None:
+    spec = _cluster(np.random.default_rng(0), [3, 3], mixed=True)
+    plan = _hgc(spec, 6, 1, [1, 0], [6, 6], [[4, 4, 4], [2, 2, 2]])
+    t = np.linspace(0.0, 50.0, 2001)
+    cdf = round_time_cdf(spec, plan, t)
+    # the tails are sums of probabilities: rounding may exceed 1 by an ulp, which is clipped
+    assert cdf.min() == 0.0 and cdf.max() == 1.0
+    grid = round_time_cdf(spec, plan, t[:6].reshape(2, 3))
+    assert grid.shape == (2, 3) and np.array_equal(grid.ravel(), cdf[:6])
+    exact = round_time_cdf(spec, plan, [Fraction(1, 4), 1])
+    assert np.array_equal(exact, round_time_cdf(spec, plan, [0.25, 1.0]))
+    with pytest.raises(ValueError, match=r"^t must be finite$"):
+        round_time_cdf(spec, plan, [0.0, math.inf])
+
+
+def _markov_spec() -> ClusterSpec:
+    workers = tuple(
+        WorkerSpec(f"w{j}", 0.1, 8.0, model="markov", p_slow=0.9, p_active=0.05, q_as=0.2, q_sa=0.4)
+        for j in range(4)
+    )
+    return ClusterSpec((EdgeSpec("e", workers, 0.01),))
+
+
+def test_simulated_rounds_start_in_the_spec_class_unless_stationary() -> None:
+    spec = _markov_spec()
+    plan = _hgc(spec, 4, 0, [1], [4], [[2, 2, 2, 2]])
+    default = simulate_round_times(spec, plan, 50, np.random.default_rng(3))
+    same = simulate_round_times(spec, plan, 50, np.random.default_rng(3), stationary=False)
+    drawn = simulate_round_times(spec, plan, 50, np.random.default_rng(3), stationary=True)
+    assert np.array_equal(default, same) and not np.array_equal(default, drawn)
+
+
+def test_monte_carlo_sample_and_batch_limits() -> None:
+    spec = _single(0.1, 1.0)
+    plan = _hgc(spec, 2, 0, [0], [2], [[2]])
+    assert monte_carlo_round_time(spec, plan, 2, np.random.default_rng(0)).samples == 2
+    assert monte_carlo_round_time(spec, plan, 5, np.random.default_rng(0), batch=1).samples == 5
+    for samples in (1, 2.5):
+        with pytest.raises(ValueError, match=r"^samples must be an integer >= 2, got "):
+            monte_carlo_round_time(spec, plan, samples, np.random.default_rng(0))
+    for batch in (0, 1.5):
+        with pytest.raises(ValueError, match=r"^batch must be an integer >= 1, got "):
+            monte_carlo_round_time(spec, plan, 4, np.random.default_rng(0), batch=batch)
+    # the default batch is 20,000 rounds (the batches decide the order of the draws)
+    default = monte_carlo_round_time(spec, plan, 20_001, np.random.default_rng(1))
+    explicit = monte_carlo_round_time(spec, plan, 20_001, np.random.default_rng(1), batch=20_000)
+    assert default == explicit
+
+
+def test_monte_carlo_pools_its_batches_exactly() -> None:
+    """Mean and standard error over batches equal those of the same draws in one array."""
+    rng = np.random.default_rng(5)
+    spec = _cluster(rng, [3, 2], mixed=True)
+    plan = one_layer_plan(spec, "flat", 5, 1, [[2, 2, 2], [2, 2]])
+    for batch in (1_000, 300, 7):
+        estimate = monte_carlo_round_time(spec, plan, 1_000, np.random.default_rng(2), batch)
+        draws = np.random.default_rng(2)
+        sizes = [min(batch, 1_000 - start) for start in range(0, 1_000, batch)]
+        values = np.concatenate([sample_round_times(spec, plan, n, draws) for n in sizes])
+        assert estimate.samples == 1_000
+        assert estimate.mean == pytest.approx(values.mean(), rel=1e-12)
+        assert estimate.stderr == pytest.approx(values.std(ddof=1) / math.sqrt(1_000), rel=1e-10)
+
+
+def test_round_times_take_any_leading_shape() -> None:
+    """``(..., n_workers) -> (...)``, and the k-th arrival is the k-th smallest (checked against a
+    full sort on random times, where a partition at the wrong index would show)."""
+    rng = np.random.default_rng(8)
+    spec = _cluster(rng, [6, 5, 7], mixed=False)
+    plans = [
+        _hgc(spec, 6, 1, [2, 1, 3], [4, 4, 4], [[2] * 6, [2, 2, 2, 1, 1], [3, 3, 2, 2, 2, 2, 2]]),
+        one_layer_plan(spec, "flat", 18, 7, [[8] * 6, [8] * 5, [8] * 7]),
+    ]
+    for plan in plans:
+        st = round_structure(spec, plan)
+        compute = rng.exponential(1.0, (2, 3, st.n_workers))
+        arrivals = compute + st.worker_links
+        deliveries = np.stack(
+            [
+                np.sort(arrivals[..., st.group == j], axis=-1)[..., st.group_need[j] - 1]
+                + st.group_links[j]
+                for j in range(st.n_groups)
+            ],
+            axis=-1,
+        )
+        expected = np.sort(deliveries, axis=-1)[..., st.need - 1]
+        result = round_times(st, compute)
+        assert result.shape == (2, 3) and np.array_equal(result, expected)
+        single = round_times(st, compute[1, 2])
+        assert single.shape == () and single == expected[1, 2]
+        assert np.array_equal(round_times(st, compute[0]), expected[0])
+
+
+def test_integration_starts_at_the_order_statistic_of_the_earliest_arrivals() -> None:
+    """Two workers holding half each, one plain (its slow component has weight 0 and is left
+    out), one Bernoulli: earliest arrivals 0.08 and 0.17, the round needs both."""
+    plain = WorkerSpec("a", 0.1, 0.2, link_seconds=0.01)
+    mixed = WorkerSpec("b", 0.3, 0.25, model="bernoulli", p_straggle=0.5, slow_factor=3.0)
+    spec = ClusterSpec((EdgeSpec("e", (plain, mixed), 0.02),))
+    plan = one_layer_plan(spec, "uncoded", 2, 0, [[1, 1]])
+    t_lo, mean_lo, breaks, rates, weights = _bounds(_group_model(round_structure(spec, plan)))
+    assert t_lo == pytest.approx(0.17, rel=1e-12)
+    # E[T] >= earliest arrival + mean of the first of the fastest components: 1 / (0.4 + 0.5)
+    assert mean_lo == pytest.approx(0.08 + 1 / 0.9, rel=1e-12)
+    order = np.argsort(breaks)
+    np.testing.assert_allclose(breaks[order], [0.08, 0.17, 0.47], rtol=1e-12)
+    np.testing.assert_allclose(rates[order], [0.4, 0.5, 0.25 / 1.5], rtol=1e-12)
+    np.testing.assert_allclose(weights[order], [1.0, 0.5, 0.5], rtol=1e-12)
+
+
+def test_a_practically_deterministic_worker() -> None:
+    """Rate 1e14: the tail bound needs no room beyond the only breakpoint, so the integral runs
+    over no panel at all and E[T] is the shift."""
+    spec = _single(1.0, 1e14)
+    plan = _hgc(spec, 2, 0, [0], [2], [[2]])
+    assert expected_round_time(spec, plan) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_adaptive_integration_meets_its_tolerance_and_returns_its_rule() -> None:
+    """sqrt on [1, 5] (no kink) and |x - 2.3| on [1, 5] (a kink inside a panel): the error is
+    below atol, and the returned nodes and weights reproduce the total; an empty interval
+    integrates to 0 with an empty rule."""
+    cases = [
+        (np.sqrt, (5.0**1.5 - 1.0) * 2.0 / 3.0),
+        (lambda x: np.abs(x - 2.3), (1.3**2 + 2.7**2) / 2.0),
+    ]
+    for func, exact in cases:
+        for atol in (1e-6, 1e-11):
+            total, nodes, weights = _integrate(func, np.array([1.0, 3.0, 5.0]), atol)
+            assert abs(total - exact) <= atol, (atol, total - exact)
+            assert nodes.shape == weights.shape and np.all((nodes > 1.0) & (nodes < 5.0))
+            assert float(func(nodes) @ weights) == pytest.approx(total, rel=1e-14)
+    total, nodes, weights = _integrate(np.sqrt, np.array([2.0, 2.0]), 1e-9)
+    assert total == 0.0 and nodes.shape == (0,) and weights.shape == (0,)
+
+
+def test_a_group_needing_more_than_half_of_all_workers() -> None:
+    """Edge 0 needs all 6 of its workers (the count recursion then tracks misses, truncated at
+    one): more than half of the cluster's 7 workers, so a miss cap taken from the cluster's size
+    instead of the group's would show. Checked against the enumeration reference."""
+    rng = np.random.default_rng(21)
+    spec = _cluster(rng, [6, 1], mixed=True)
+    plan = _hgc(spec, 6, 1, [0, 0], [6, 6], [[1] * 6, [6]])
+    assert expected_round_time(spec, plan) == pytest.approx(_reference(spec, plan), rel=1e-8)
+
+
+@pytest.mark.parametrize("rtol", [0.0, 1.0, 1.5, -1e-3])
+def test_rtol_must_be_inside_zero_one(rtol: float) -> None:
+    spec = _single(0.1, 1.0)
+    plan = _hgc(spec, 2, 0, [0], [2], [[2]])
+    with pytest.raises(ValueError, match=r"^rtol must be in \(0, 1\), got "):
+        expected_round_time(spec, plan, rtol=rtol)
+
+
+def test_round_structure_names_its_groups_and_skips_unselected_edges() -> None:
+    spec = _cluster(np.random.default_rng(2), [3, 2, 3])
+    only_middle = _hgc(spec, 6, 0, [0, 1, 0], [0, 6, 0], [[0, 0, 0], [6, 6], [0, 0, 0]])
+    st = round_structure(spec, only_middle)
+    assert st.group_names == ("e1",) and st.worker_names == ("w10", "w11")
+    assert st.need == 1 and st.group_need.tolist() == [1]
+    flat = one_layer_plan(spec, "flat", 8, 1, [[2, 2, 2], [2, 2], [2, 2, 2]])
+    st = round_structure(spec, flat)
+    assert st.group_names == ("master",) and st.group_links.tolist() == [0.0]
+    hgc = _hgc(spec, 6, 0, [0, 1, 0], [2, 2, 2], [[1, 0, 1], [2, 2], [1, 0, 1]])
+    st = round_structure(spec, hgc)
+    assert st.group_names == ("e0", "e1", "e2")
+    assert st.worker_names == ("w00", "w02", "w10", "w11", "w20", "w22")

@@ -178,8 +178,8 @@ def descend_worst_case(
         trial_scores = inverse_scores(trial, index)[1]
         overtaking = np.argsort(trial_scores)[-size:]
         if float(trial_scores.max()) < worst:
-            matrix, scores, worst, step = trial, trial_scores, float(trial_scores.max()), trial_step
-            active = np.union1d(overtaking, np.argsort(scores)[-size:])
+            matrix, worst, step = trial, float(trial_scores.max()), trial_step
+            active = overtaking  # the worst subsets of the kept matrix
         else:
             active = np.union1d(active, overtaking)
             step *= 0.5

@@ -179,11 +179,14 @@ def hierarchical_load_bound(
     need = float(s_edge + 1)
     if need > len(capacity):
         raise Infeasible(f"s_edge + 1 = {s_edge + 1} copies need more than {len(capacity)} edges")
-    # Smallest L with sum_i min(1, L capacity_i) >= s_e + 1: the t largest edges saturate.
-    for t in range(len(capacity)):
+    # Smallest L with sum_i min(1, L capacity_i) >= s_e + 1: the t largest edges saturate, for
+    # the first t with L_t capacity_t <= 1, L_t = (s_e + 1 - t) / sum_{i >= t} capacity_i.
+    # (Failing at t - 1 means L_t capacity_{t-1} > 1, so the saturated ones stay saturated; at
+    # L_t capacity_t = 1 exactly, t and t + 1 give the same level.) If the first n - 1 edges
+    # all saturate, s_e + 1 = n and every edge holds everything: L = 1 / (smallest capacity).
+    for t in range(len(capacity) - 1):
         load = (need - t) / capacity[t:].sum()
-        saturated_ok = t == 0 or load * capacity[t - 1] >= 1.0 - 1e-12
-        if saturated_ok and load * capacity[t] <= 1.0 + 1e-12:
+        if load * capacity[t] <= 1.0:
             return float(load)
     return float(1.0 / capacity[-1])
 
@@ -245,11 +248,9 @@ def smallest_partitions(
             f"(m_i / (s_w_i+1) over the sum must be <= 1 / (s_edge + 1) = {1 / (s_edge + 1):.3f}); "
             "lower s_edge or give this edge fewer workers, or pass n_partitions to round"
         )
-    K = 1
-    for share, mi, sw in zip(shares, m, s_workers, strict=True):
-        for quantity in (share, share * (sw + 1) / mi):  # c_i / K and D_i / K
-            K = math.lcm(K, quantity.denominator)
-    return K
+    # Every worker's load D_i / K = (c_i / K)(s_w_i + 1) / m_i = (s_e + 1) / sum(w): one value.
+    load = Fraction(s_edge + 1) / total
+    return math.lcm(load.denominator, *(share.denominator for share in shares))
 
 
 def hierarchical_from_counts(
@@ -359,9 +360,9 @@ def _apportion(total: int, weights: Sequence[float], cap: int) -> list[int]:
     (largest remainder; excess above the cap goes to the others)."""
     w = np.asarray(weights, dtype=np.float64)
     counts = np.zeros(len(w), dtype=np.int64)
-    free = np.ones(len(w), dtype=bool)
     remaining = total
     while remaining > 0:
+        free = counts < cap
         if not free.any():
             raise Infeasible(f"cannot place {total} copies with at most {cap} per node")
         share = remaining * w * free / (w * free).sum()
@@ -372,12 +373,9 @@ def _apportion(total: int, weights: Sequence[float], cap: int) -> list[int]:
         for i in order:
             if remaining == 0:
                 break
-            if free[i] and counts[i] < cap:
+            if counts[i] < cap:
                 counts[i] += 1
                 remaining -= 1
-        free &= counts < cap
-        if remaining > 0 and not free.any():
-            raise Infeasible(f"cannot place {total} copies with at most {cap} per node")
     return [int(c) for c in counts]
 
 
