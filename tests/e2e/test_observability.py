@@ -333,6 +333,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 client,
                 JobConfig(scheme="hgc", s_edge=-1, s_worker=1, rounds=ROUNDS, checkpoint_every=0),
             )
+            # The planner's prediction is a gauge of the plan in use: the uncoded job sets it to 0
+            # at its first round. A short hgc job can end between two scrapes (on a busy machine
+            # Prometheus itself is late), so let a scrape see it before the next job starts.
+            wait_for(
+                "the hgc job's prediction scraped",
+                lambda: scalar(base, "edgecode_master_predicted_round_seconds") > 0,
+            )
             run_job(client, JobConfig(scheme="uncoded", rounds=ROUNDS, checkpoint_every=0))
         finally:
             client.close()

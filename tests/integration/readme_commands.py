@@ -358,6 +358,7 @@ SMALL: dict[tuple[str, ...], list[tuple[str, str]]] = {
     ("bench", "shuffle"): [("--rounds", "30")],
     ("bench", "goco"): [("--rounds", "20"), ("--repeats", "1"), ("--real-rounds", "3")],
     ("bench", "scale"): [("--sizes", "8"), ("--rounds", "4")],
+    ("bench", "soak"): [("--minutes", "0.3")],  # a few jobs with faults, the report and figure
     ("matmul",): [("--size", "300")],
 }
 #: Data sets of ``edgecode run`` examples that run through ``edgecode train`` instead.

@@ -121,6 +121,12 @@ def add_scheme_flags(parser: Any) -> None:
         default=0,
         help="approx-shuffle: most bytes one shuffle may move (0 = no limit)",
     )
+    _verify_flags(parser)
+
+
+def _verify_flags(parser: Any) -> None:
+    from edgecode.cli import _args
+
     group = parser.add_argument_group("lying workers (hgc, flat)")
     group.add_argument(
         "--verify",

@@ -322,7 +322,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         from edgecode.cli.bench_torch import bench_train_torch
 
         return bench_train_torch(args)
-    from edgecode.bench.train import bench_tls, bench_training, bench_verify
+    from edgecode.bench.train import bench_training
     from edgecode.bench.transport import bench_transport
 
     out = Path(args.out)
@@ -383,6 +383,18 @@ def _bench_train(args: argparse.Namespace) -> int:
         rows,
     )
     _print_ideal(training)
+    tls, verify = _security_costs(args)
+    report = {"transport": transport, "training": training, "tls": tls, "verify": verify}
+    (out / "train.json").write_text(json.dumps(report, indent=2, default=float))
+    _plot_train(training, out / "train.png")
+    console().print(f"wrote {out / 'train.json'}, {out / 'train.png'}")
+    return 0
+
+
+def _security_costs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Round time with mutual TLS vs plaintext, and with ``--verify`` vs without, printed."""
+    from edgecode.bench.train import bench_tls, bench_verify
+
     with console().status("round time with mutual TLS vs plaintext (two clusters) ..."):
         tls = bench_tls()
     console().print(
@@ -398,11 +410,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         f"without {verify['median_round_seconds']['plain'] * 1e3:.1f} ms: "
         f"{verify['verify_over_plain']:.3f}x (target <= 1.2)"
     )
-    report = {"transport": transport, "training": training, "tls": tls, "verify": verify}
-    (out / "train.json").write_text(json.dumps(report, indent=2, default=float))
-    _plot_train(training, out / "train.png")
-    console().print(f"wrote {out / 'train.json'}, {out / 'train.png'}")
-    return 0
+    return tls, verify
 
 
 def _print_ideal(training: dict[str, Any]) -> None:
