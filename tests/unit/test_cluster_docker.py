@@ -145,3 +145,47 @@ def test_compose_program_prefers_v1_then_the_plugin() -> None:
     assert compose_program(only_docker) == ["docker", "compose"]
     with pytest.raises(FileNotFoundError):
         compose_program(lambda name: None)
+
+
+@dataclass
+class StubbornContainer(FakeContainer):
+    """A container whose first ``refusals`` pauses fail with ``error``."""
+
+    refusals: int = 0
+    error: str = "OCI runtime pause failed: unable to freeze: unknown"
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+        if self.calls.count("pause") <= self.refusals:
+            raise RuntimeError(f'500 Server Error: Internal Server Error ("{self.error}")')
+
+
+def _stubborn(refusals: int, error: str = StubbornContainer.error) -> StubbornContainer:
+    labels = {PROJECT_LABEL: "demo", SERVICE_LABEL: "worker-5", ROLE_LABEL: "worker"}
+    return StubbornContainer("c1", "demo_worker-5_1", labels, refusals=refusals, error=error)
+
+
+def test_a_pause_the_freezer_refused_for_a_moment_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("edgecode.cluster.docker.time.sleep", slept.append)
+    container = _stubborn(refusals=2)
+    assert DockerCluster(FakeClient([container])).pause("worker-5") == "demo_worker-5_1"
+    assert container.calls == ["pause"] * 3 and len(slept) == 2
+
+
+def test_a_pause_refused_every_time_or_for_another_reason_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("edgecode.cluster.docker.time.sleep", lambda seconds: None)
+    stubborn = _stubborn(refusals=10)
+    with pytest.raises(RuntimeError, match="unable to freeze"):
+        DockerCluster(FakeClient([stubborn])).pause("worker-5", attempts=3)
+    assert stubborn.calls == ["pause"] * 3
+    other = _stubborn(refusals=1, error="container is not running")
+    with pytest.raises(RuntimeError, match="not running"):
+        DockerCluster(FakeClient([other])).pause("worker-5")
+    assert other.calls == ["pause"]
+    with pytest.raises(ValueError, match="attempts"):
+        DockerCluster(FakeClient([_stubborn(0)])).pause("worker-5", attempts=0)

@@ -14,6 +14,7 @@ container id prefix.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,6 +23,9 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 ROLE_LABEL = "org.edgecode.role"
 ROLES = ("coordinator", "master", "aggregator", "worker")
+#: Tries of a pause that the cgroup freezer refused for a moment, and the wait between them.
+FREEZE_ATTEMPTS = 5
+FREEZE_RETRY_SECONDS = 1.0
 
 
 class Container(Protocol):
@@ -117,8 +121,22 @@ class DockerCluster:
             for c in self.containers()
         ]
 
-    def pause(self, node: str) -> str:
+    def pause(self, node: str, attempts: int = FREEZE_ATTEMPTS) -> str:
+        """Freeze a node's container. The kernel's cgroup freezer can fail to freeze a busy
+        container for a moment (runc: "unable to freeze"; seen with QEMU-emulated containers on
+        a loaded machine): that failure is tried again, up to ``attempts`` tries in all;
+        anything else is raised at once."""
+        if attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {attempts}")
         container = self.find(node)
+        for _ in range(attempts - 1):
+            try:
+                container.pause()
+                return container.name
+            except Exception as exc:  # docker.errors.APIError (the SDK is imported lazily)
+                if "unable to freeze" not in str(exc):
+                    raise
+                time.sleep(FREEZE_RETRY_SECONDS)
         container.pause()
         return container.name
 
