@@ -9,7 +9,10 @@ other processes. ``--json FILE`` writes the rows.
 ``--compare DIR`` (another tree's ``services/`` directory, e.g. ``git archive main services``
 unpacked) times both versions side by side: two child processes, one per tree, plan the same
 clusters in turn (base, new, base, new, ...), and the table gives each one's median CPU seconds
-and their ratio, so a busy machine slows both alike.
+and their ratio, so a busy machine slows both alike. ``--hard`` adds the clusters of 6-16 workers
+where the planner searches most (:data:`HARD_SIZES`, :func:`hard_cluster`): bimodal runtimes
+(Bernoulli and Markov workers) and a small fixed K (2 partitions per worker), each row with the
+50 ms target and whether the new tree meets it in CPU seconds.
 
 Example
 -------
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +42,11 @@ from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
 
 #: (edges, workers per edge): 4, 8, 16, 32, 64, 200 and 1,000 workers.
 DEFAULT_SIZES = ((2, 2), (2, 4), (4, 4), (4, 8), (8, 8), (20, 10), (40, 25))
+#: (edges, workers per edge) of the ``--hard`` clusters: 6, 8, 12, 12, 16 and 16 workers.
+HARD_SIZES = ((2, 3), (2, 4), (3, 4), (4, 3), (2, 8), (4, 4))
+#: The kinds of cluster: the random one of :func:`random_cluster` and the hard variants of
+#: :func:`hard_cluster`.
+KINDS = ("plain", "bernoulli", "markov", "fixed")
 
 
 def target_seconds(workers: int) -> float:
@@ -108,16 +117,64 @@ def random_cluster(
     return ClusterSpec(tuple(edges), partitions=partitions)
 
 
+def hard_cluster(n_edges: int, per_edge: int, kind: str, rng: np.random.Generator) -> ClusterSpec:
+    """A cluster of :func:`random_cluster` made hard for the planner (``kind`` in :data:`KINDS`).
+
+    ``"bernoulli"``: every worker straggles with probability p ~ {0.05, 0.1, 0.2} per round,
+    ``slow_factor`` ~ {3, 5, 8} times slower (bimodal runtimes); ``"markov"``: the two-class
+    Markov model (straggle probability 0.5 when slow, 0.05 when active, transitions 0.1 / 0.3;
+    same slow factors); ``"fixed"``: K fixed at 2 partitions per worker (coarse loads);
+    ``"plain"``: the random cluster unchanged.
+
+    >>> spec = hard_cluster(2, 3, "fixed", np.random.default_rng(0))
+    >>> spec.partitions, spec.n_workers
+    (12, 6)
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    spec = random_cluster(n_edges, per_edge, rng)
+    if kind == "plain":
+        return spec
+    if kind == "fixed":
+        return replace(spec, partitions=2 * spec.n_workers)
+    p = float(rng.choice([0.05, 0.1, 0.2]))
+    slow = float(rng.choice([3.0, 5.0, 8.0]))
+
+    def straggling(w: WorkerSpec) -> WorkerSpec:
+        if kind == "bernoulli":
+            return replace(w, model="bernoulli", p_straggle=p, slow_factor=slow)
+        return replace(
+            w, model="markov", p_slow=0.5, p_active=0.05, q_as=0.1, q_sa=0.3, slow_factor=slow
+        )
+
+    return replace(
+        spec,
+        edges=tuple(
+            replace(e, workers=tuple(straggling(w) for w in e.workers)) for e in spec.edges
+        ),
+    )
+
+
+def _cluster(seed: int, n_edges: int, per_edge: int, kind: str) -> ClusterSpec:
+    """The cluster a ``--compare`` child plans: for ``plain``, the size's cluster of
+    :func:`bench_planner` with that seed; otherwise :func:`hard_cluster` from its own seed."""
+    if kind != "plain":
+        rng = np.random.default_rng([seed, n_edges, per_edge, KINDS.index(kind)])
+        return hard_cluster(n_edges, per_edge, kind, rng)
+    rng = np.random.default_rng(seed)
+    for size in DEFAULT_SIZES:
+        spec = random_cluster(*size, rng)
+        if size == (n_edges, per_edge):
+            break
+    return spec
+
+
 def _child() -> None:
-    """Child of ``--compare``: reads ``seed edges per_edge`` lines, plans that cluster once (the
-    size's cluster of :func:`bench_planner` with that seed) and answers with a JSON line."""
+    """Child of ``--compare``: reads ``seed edges per_edge kind`` lines, plans that cluster once
+    (:func:`_cluster`) and answers with a JSON line."""
     for line in sys.stdin:
-        seed, n_edges, per_edge = (int(x) for x in line.split())
-        rng = np.random.default_rng(seed)
-        for size in DEFAULT_SIZES:
-            spec = random_cluster(*size, rng)
-            if size == (n_edges, per_edge):
-                break
+        seed, n_edges, per_edge, kind = line.split()
+        spec = _cluster(int(seed), int(n_edges), int(per_edge), kind)
         began = time.process_time()
         plan = optimize(spec)
         cpu = time.process_time() - began
@@ -125,9 +182,14 @@ def _child() -> None:
 
 
 def compare(
-    base_services: str, sizes: Sequence[tuple[int, int]], seed: int, repeats: int
+    base_services: str,
+    sizes: Sequence[tuple[int, int]],
+    seed: int,
+    repeats: int,
+    kinds: Sequence[tuple[tuple[int, int], str]] = (),
 ) -> list[dict[str, Any]]:
-    """Median CPU seconds of ``optimize`` in the base tree and in this one, alternating."""
+    """Median CPU seconds of ``optimize`` in the base tree and in this one, alternating: the
+    plain clusters of ``sizes``, then the ``(size, kind)`` clusters of ``kinds``."""
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     # This file runs in both children (the base may not have it); optimize comes from the
     # child's PYTHONPATH.
@@ -147,13 +209,13 @@ def compare(
         )
     rows = []
     try:
-        for size in sizes:
+        for size, kind in [*((s, "plain") for s in sizes), *kinds]:
             cpu: list[list[float]] = [[], []]
             value = [0.0, 0.0]
             for _ in range(repeats + 1):  # the first run of each warms up
                 for k, child in enumerate(children):
                     assert child.stdin is not None and child.stdout is not None
-                    child.stdin.write(f"{seed} {size[0]} {size[1]}\n")
+                    child.stdin.write(f"{seed} {size[0]} {size[1]} {kind}\n")
                     child.stdin.flush()
                     answer = json.loads(child.stdout.readline())
                     cpu[k].append(answer["cpu"])
@@ -163,6 +225,8 @@ def compare(
                 {
                     "workers": size[0] * size[1],
                     "edges": size[0],
+                    "kind": kind,
+                    "target": target_seconds(size[0] * size[1]),
                     "base_cpu": base,
                     "new_cpu": new,
                     "ratio": base / new,
@@ -180,13 +244,15 @@ def compare(
 
 def _compare_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| workers | edges x m | base CPU s | new CPU s | base / new | base E[T] s | new E[T] s |",
-        "|---|---|---|---|---|---|---|",
+        "| workers | edges x m | kind | base CPU s | new CPU s | base / new | target s | new "
+        "within | base E[T] s | new E[T] s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['workers']} | {r['edges']} x {r['workers'] // r['edges']} | "
+            f"| {r['workers']} | {r['edges']} x {r['workers'] // r['edges']} | {r['kind']} | "
             f"{r['base_cpu']:.4f} | {r['new_cpu']:.4f} | {r['ratio']:.2f} | "
+            f"{r['target']:g} | {'yes' if r['new_cpu'] <= r['target'] else 'NO'} | "
             f"{r['base_E']:.6f} | {r['new_E']:.6f} |"
         )
     return "\n".join(lines)
@@ -224,12 +290,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--compare", metavar="DIR", help="time this tree against another tree's services/ dir"
     )
+    parser.add_argument(
+        "--hard",
+        action="store_true",
+        help="with --compare: also the bimodal and small-fixed-K clusters of 6-16 workers",
+    )
     args = parser.parse_args(argv)
     sizes = [s for s in DEFAULT_SIZES if s[0] * s[1] <= args.max_workers]
+    if args.hard and not args.compare:
+        parser.error("--hard needs --compare")
     if args.compare:
         if not os.path.isdir(os.path.join(args.compare, "edgecode")):
             parser.error(f"--compare {args.compare}: no edgecode package in that directory")
-        print(_compare_table(compare(args.compare, sizes, args.seed, args.repeats)))
+        hard = [
+            (size, kind)
+            for kind in KINDS[1:]
+            for size in HARD_SIZES
+            if args.hard and size[0] * size[1] <= args.max_workers
+        ]
+        print(_compare_table(compare(args.compare, sizes, args.seed, args.repeats, hard)))
         return 0
     rows = bench_planner(sizes, np.random.default_rng(args.seed), args.repeats)
     print(_table(rows))
@@ -246,8 +325,11 @@ if __name__ == "__main__":
 
 __all__ = [
     "DEFAULT_SIZES",
+    "HARD_SIZES",
+    "KINDS",
     "bench_planner",
     "compare",
+    "hard_cluster",
     "main",
     "random_cluster",
     "target_seconds",
