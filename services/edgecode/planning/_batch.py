@@ -115,7 +115,93 @@ def _chunk(
     max_breaks: int | None,
     order: int,
 ) -> FloatArray:
+    B = wmask.shape[0]
+    emask, need, top_need, offsets, rates, weight = _arrivals(cluster, wmask, s_w, s_e, loads, K)
+    t_lo, boundaries = _boundaries(
+        cluster, wmask, emask, need, top_need, offsets, rates, weight, max_breaks
+    )
+    nodes_1d, weights_1d = _gauss_legendre(order)
+    half = 0.5 * np.diff(boundaries, axis=-1)
+    middle = 0.5 * (boundaries[:, 1:] + boundaries[:, :-1])
+    nodes = (middle[..., None] + half[..., None] * nodes_1d).reshape(B, -1)
+    quadrature = (half[..., None] * weights_1d).reshape(B, -1)
+    survival = _survival(cluster, wmask, emask, need, top_need, offsets, rates, weight, nodes)
+    return np.asarray(t_lo + (survival * quadrature).sum(axis=-1))
+
+
+def brackets(
+    cluster: _rule.Cluster,
+    wmask: BoolArray,
+    s_w: IntArray,
+    s_e: IntArray,
+    loads: IntArray,
+    K: ArrayLike,
+    max_breaks: int | None = 64,
+    points: int = 2,
+) -> tuple[FloatArray, FloatArray]:
+    """Guaranteed ``(lower, upper)`` bounds (B,) on ``E[T]`` of B structures (arguments as in
+    :func:`expected_times`), from ``P(T > t)`` at a few points only.
+
+    ``S(t) = P(T > t)`` does not increase, so on a grid ``t_lo = b_0 < ... < b_Q = t_hi``
+    (the quadrature's panel boundaries, each panel cut into ``points`` equal parts)
+    ``sum (b_{j+1} - b_j) S(b_{j+1}) <= integral <= sum (b_{j+1} - b_j) S(b_j)``; the upper
+    bound adds the tail beyond ``t_hi`` (union bound, at most ``1e-8`` of the mean's lower
+    bound, see :func:`_boundaries`). About ``points / order`` of an evaluation's work: the
+    search integrates only the candidates these bounds cannot rule out.
+    """
     B, n, m = wmask.shape
+    K_all = np.broadcast_to(np.asarray(K, dtype=np.float64), (B,))
+    components = 2 if cluster.mixed else 1
+    breaks = n * m * components if max_breaks is None else min(n * m * components, max_breaks)
+    per_structure = n * m * components * (breaks + _TAIL_PANELS + 2) * points
+    step = max(1, _CHUNK_ELEMENTS // per_structure)
+    lower, upper = np.empty(B), np.empty(B)
+    for start in range(0, B, step):
+        part = slice(start, start + step)
+        lower[part], upper[part] = _bracket_chunk(
+            cluster, wmask[part], s_w[part], s_e[part], loads[part], K_all[part], max_breaks, points
+        )
+    return lower, upper
+
+
+def _bracket_chunk(
+    cluster: _rule.Cluster,
+    wmask: BoolArray,
+    s_w: IntArray,
+    s_e: IntArray,
+    loads: IntArray,
+    K: FloatArray,
+    max_breaks: int | None,
+    points: int,
+) -> tuple[FloatArray, FloatArray]:
+    B = wmask.shape[0]
+    emask, need, top_need, offsets, rates, weight = _arrivals(cluster, wmask, s_w, s_e, loads, K)
+    t_lo, boundaries = _boundaries(
+        cluster, wmask, emask, need, top_need, offsets, rates, weight, max_breaks
+    )
+    fractions = np.arange(points, dtype=np.float64) / points
+    width = np.diff(boundaries, axis=-1)
+    grid = (boundaries[:, :-1, None] + width[..., None] * fractions).reshape(B, -1)
+    grid = np.concatenate([grid, boundaries[:, -1:]], axis=-1)
+    survival = _survival(cluster, wmask, emask, need, top_need, offsets, rates, weight, grid)
+    step = np.diff(grid, axis=-1)
+    lower = t_lo + (step * survival[:, 1:]).sum(axis=-1)
+    # the tail beyond t_hi: below 1e-8 of a lower bound of the mean, itself below t_hi
+    upper = t_lo + (step * survival[:, :-1]).sum(axis=-1) + 1e-8 * grid[:, -1]
+    return lower, upper
+
+
+def _arrivals(
+    cluster: _rule.Cluster,
+    wmask: BoolArray,
+    s_w: IntArray,
+    s_e: IntArray,
+    loads: IntArray,
+    K: FloatArray,
+) -> tuple[BoolArray, IntArray, IntArray, FloatArray, FloatArray, FloatArray]:
+    """The arrival model of a batch: ``emask (B, n)``, ``need (B, n)``, ``top_need (B,)`` and
+    per mixture component ``offsets, rates, weight (B, n, m, C)``."""
+    n, m = wmask.shape[1:]
     emask: BoolArray = np.asarray(wmask.any(axis=-1))
     f = np.where(wmask, loads / K[:, None, None], 1.0)
     if cluster.mixed:
@@ -129,16 +215,7 @@ def _chunk(
     rates = cluster.rate[..., None] / (f[..., None] * multiplier)
     need = np.where(emask, wmask.sum(axis=-1) - s_w, 1)
     top_need = emask.sum(axis=-1) - s_e
-    t_lo, boundaries = _boundaries(
-        cluster, wmask, emask, need, top_need, offsets, rates, weight, max_breaks
-    )
-    nodes_1d, weights_1d = _gauss_legendre(order)
-    half = 0.5 * np.diff(boundaries, axis=-1)
-    middle = 0.5 * (boundaries[:, 1:] + boundaries[:, :-1])
-    nodes = (middle[..., None] + half[..., None] * nodes_1d).reshape(B, -1)
-    quadrature = (half[..., None] * weights_1d).reshape(B, -1)
-    survival = _survival(cluster, wmask, emask, need, top_need, offsets, rates, weight, nodes)
-    return np.asarray(t_lo + (survival * quadrature).sum(axis=-1))
+    return emask, need, top_need, offsets, rates, weight
 
 
 def lower_bounds(

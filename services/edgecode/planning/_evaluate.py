@@ -32,6 +32,16 @@ SEARCH_RTOL = 1e-6
 SEARCH_BREAKS = 64
 
 
+#: No evaluation budget (the default of :attr:`Evaluator.budget`).
+_UNBUDGETED = 10**9
+#: :meth:`Evaluator.best` brackets its pending candidates when there are at least this many.
+BRACKET_MIN = 16
+#: Points per quadrature panel of those brackets.
+BRACKET_POINTS = 2
+#: Relative slack between the brackets (of the true integral) and the search quadrature.
+BRACKET_SLACK = 1e-6
+
+
 def default_max_partitions(n_workers: int) -> int:
     """``K_max = 240 * ceil(N / 20)``: at least 12 partitions per worker at zero redundancy."""
     return 240 * max(1, math.ceil(n_workers / 20))
@@ -91,7 +101,11 @@ class Evaluator:
     pending: dict[bytes, tuple[Result, float]] = field(default_factory=dict)
     evaluations: int = 0
     #: the search stops starting new descent rounds beyond this many evaluations
-    budget: int = 10**9
+    budget: int = _UNBUDGETED
+    #: guaranteed (lower, upper) bounds of pending structures' times (see :meth:`best`)
+    brackets: dict[bytes, tuple[float, float]] = field(default_factory=dict)
+    #: pending structures the current :meth:`best` call need not integrate
+    set_aside: set[bytes] = field(default_factory=set)
 
     @property
     def exhausted(self) -> bool:
@@ -106,14 +120,55 @@ class Evaluator:
         with a larger bound)."""
         keys = [s.key() for s in structures]
         self._apply_rule({k: s for k, s in zip(keys, structures, strict=True)})
-        todo = [k for k in dict.fromkeys(keys) if k in self.pending and self.pending[k][1] < bound]
+        todo = [
+            k
+            for k in dict.fromkeys(keys)
+            if k in self.pending and self.pending[k][1] < bound and k not in self.set_aside
+        ]
+        self.set_aside = set()
         if todo:
             self._integrate(todo)
         return [self.cache.get(k) for k in keys]
 
     def best(self, structures: Sequence[Structure], bound: float = math.inf) -> Result | None:
+        """The structure with the smallest expected time (None: none feasible, or none with a
+        lower bound below ``bound``). Without a budget, on the batch path, candidates that
+        guaranteed bounds (:func:`edgecode.planning._batch.brackets`) show to be no better
+        than ``bound``, than a known value or than another candidate's upper bound are not
+        integrated: the answer is the same."""
+        if self.budget >= _UNBUDGETED and self.max_breaks is not None:
+            self._prune(structures, bound)
         results = [r for r in self.evaluate(structures, bound) if r is not None]
         return min(results, key=lambda r: r.value) if results else None
+
+    def _prune(self, structures: Sequence[Structure], bound: float) -> None:
+        """Brackets the pending candidates among ``structures`` (once each) and sets aside,
+        for this call, those that cannot be the best (see :meth:`best`)."""
+        keys = [s.key() for s in structures]
+        self._apply_rule({k: s for k, s in zip(keys, structures, strict=True)})
+        todo = [k for k in dict.fromkeys(keys) if k in self.pending and self.pending[k][1] < bound]
+        cluster = self.cluster
+        if len(todo) < BRACKET_MIN or cluster.n * cluster.m > _batch.BATCH_SLOTS:
+            return
+        new = [k for k in todo if k not in self.brackets]
+        if new:
+            results = [self.pending[k][0] for k in new]
+            lower, upper = _batch.brackets(
+                cluster,
+                np.stack([r.structure.wmask for r in results]),
+                np.stack([r.structure.s_w for r in results]),
+                np.array([r.structure.s_edge for r in results], dtype=np.int64),
+                np.stack([r.l for r in results]),
+                self.K,
+                self.max_breaks,
+                BRACKET_POINTS,
+            )
+            self.brackets.update(zip(new, zip(lower.tolist(), upper.tolist(), strict=True)))
+        known = [r.value for k in keys if (r := self.cache.get(k)) is not None]
+        ceiling = min([bound, *known, *(self.brackets[k][1] for k in todo)])
+        # the search quadrature is within ~1e-7 of the true integral the brackets bound
+        ceiling *= 1.0 + BRACKET_SLACK
+        self.set_aside = {k for k in todo if self.brackets[k][0] > ceiling}
 
     def _apply_rule(self, structures: dict[bytes, Structure]) -> None:
         new = [s for k, s in structures.items() if k not in self.cache and k not in self.pending]
