@@ -125,6 +125,23 @@ def unit_costs(cluster: Cluster, p: FloatArray) -> FloatArray:
     fast = cluster.shift + z / cluster.rate
     if not cluster.mixed:
         return np.asarray(fast)
+    if p.ndim == 2:
+        # A batch repeats few levels (they depend on the edge's size and tolerances only): the
+        # quantiles of each distinct level are found once, for every edge, and picked.
+        distinct, inverse = np.unique(p, return_inverse=True)
+        if distinct.size < p.shape[0]:
+            table = _mixture_quantiles(cluster, distinct[:, None])
+            edge = np.broadcast_to(np.arange(p.shape[1]), p.shape)
+            return np.asarray(table[inverse.reshape(p.shape), edge])
+    return _mixture_quantiles(cluster, p)
+
+
+def _mixture_quantiles(cluster: Cluster, p: FloatArray) -> FloatArray:
+    """The ``p``-quantiles (``p`` (..., n) broadcast with the cluster arrays (n, m)) of
+    ``(shift + X) M`` for a straggling multiplier ``M`` (``slow`` with probability
+    ``straggle``, else 1); elementwise, so a level's quantiles do not depend on the others."""
+    z = -np.log1p(-p)[..., None]
+    fast = cluster.shift + z / cluster.rate
     pi = cluster.straggle
     slow = cluster.slow
     lo = np.broadcast_to(fast, np.broadcast_shapes(fast.shape, slow.shape))
