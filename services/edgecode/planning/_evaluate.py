@@ -106,6 +106,8 @@ class Evaluator:
     brackets: dict[bytes, tuple[float, float]] = field(default_factory=dict)
     #: pending structures the current :meth:`best` call need not integrate
     set_aside: set[bytes] = field(default_factory=set)
+    #: complete-neighbourhood descents: structure -> (where they end, steps) (see _search)
+    paths: dict[bytes, tuple[Result, int]] = field(default_factory=dict)
 
     @property
     def exhausted(self) -> bool:

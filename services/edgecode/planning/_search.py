@@ -230,10 +230,23 @@ def _neighbours(structure: Structure, full: bool, worst_edges: Iterable[int]) ->
 
 
 def _local_search(ev: Evaluator, start: Result, full: bool, max_rounds: int) -> Result:
+    """Steepest descent from ``start`` (at most ``max_rounds`` neighbourhood steps).
+
+    With the complete neighbourhood (``full``) a step depends on the current structure only,
+    so where a descent reaches a structure an earlier one of this evaluator passed through
+    (``ev.paths``: where that one ended and after how many steps), it ends there too."""
     current = start
-    for _ in range(max_rounds):
+    path: list[bytes] = []
+    for done in range(max_rounds):
         if ev.exhausted:
             break
+        if full:
+            key = current.structure.key()
+            known = ev.paths.get(key)
+            if known is not None and known[1] <= max_rounds - done:
+                _remember(ev, path, known[0], known[1])
+                return known[0]
+            path.append(key)
         # The complete neighbourhood holds every single inner move the screening ranks.
         improved = current if full else _descend(ev, current, full, rounds=max_rounds)
         coverage_order = np.argsort(improved.c + np.where(improved.structure.emask, 0, 10**9))
@@ -245,8 +258,17 @@ def _local_search(ev: Evaluator, start: Result, full: bool, max_rounds: int) -> 
             current = best
             continue
         current = improved
+        if full:
+            _remember(ev, path, current, 1)
         break
     return current
+
+
+def _remember(ev: Evaluator, path: list[bytes], end: Result, steps: int) -> None:
+    """Record that descents from each structure of ``path`` (in order) end at ``end``, the
+    last of them after ``steps`` neighbourhood steps."""
+    for back, key in enumerate(reversed(path)):
+        ev.paths[key] = (end, steps + back)
 
 
 def _complete_neighbourhood(structure: Structure, cluster: _rule.Cluster) -> list[Structure]:
