@@ -55,15 +55,17 @@ class Structure:
     s_edge: int
     wmask: BoolArray  # (n, m)
     s_w: IntArray  # (n,)
-    _key: bytes = field(init=False, repr=False, compare=False)
+    #: the cache key, computed here unless given (by :func:`structures`, for a whole batch)
+    _key: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key = (
-            int(self.s_edge).to_bytes(4, "little", signed=True)
-            + self.wmask.tobytes()
-            + self.s_w.astype(np.int64).tobytes()
-        )
-        object.__setattr__(self, "_key", key)
+        if not self._key:
+            key = (
+                int(self.s_edge).to_bytes(4, "little", signed=True)
+                + self.wmask.tobytes()
+                + self.s_w.astype(np.int64).tobytes()
+            )
+            object.__setattr__(self, "_key", key)
 
     def key(self) -> bytes:
         return self._key
@@ -165,7 +167,8 @@ class Evaluator:
                 self.max_breaks,
                 BRACKET_POINTS,
             )
-            self.brackets.update(zip(new, zip(lower.tolist(), upper.tolist(), strict=True)))
+            bounds = zip(lower.tolist(), upper.tolist(), strict=True)
+            self.brackets.update(zip(new, bounds, strict=True))
         known = [r.value for k in keys if (r := self.cache.get(k)) is not None]
         ceiling = min([bound, *known, *(self.brackets[k][1] for k in todo)])
         # the search quadrature is within ~1e-7 of the true integral the brackets bound
@@ -243,7 +246,22 @@ def valid_rows(wmask: BoolArray, s_w: IntArray, s_e: IntArray) -> BoolArray:
 def structures(wmask: BoolArray, s_w: IntArray, s_e: IntArray) -> list[Structure]:
     """The valid structures of a batch, in batch order."""
     keep = np.nonzero(valid_rows(wmask, s_w, s_e))[0]
-    return [Structure(int(s_e[b]), wmask[b], s_w[b]) for b in keep]
+    wmask, s_w, s_e = wmask[keep], s_w[keep], s_e[keep]
+    # the keys of Structure.__post_init__, for the whole batch at once
+    rows = np.concatenate(
+        [
+            s_e.astype("<i4").view(np.uint8).reshape(keep.size, 4),
+            np.ascontiguousarray(wmask).reshape(keep.size, -1).view(np.uint8),
+            np.ascontiguousarray(s_w.astype(np.int64)).view(np.uint8).reshape(keep.size, -1),
+        ],
+        axis=1,
+    )
+    width = rows.shape[1]
+    flat = rows.tobytes()
+    return [
+        Structure(int(e), w, s, flat[b * width : (b + 1) * width])
+        for b, (e, w, s) in enumerate(zip(s_e.tolist(), wmask, s_w, strict=True))
+    ]
 
 
 def partitions_argument(spec: ClusterSpec, partitions: int | None) -> int | None:
