@@ -116,3 +116,143 @@ def test_deliveries_are_the_count_tail_of_the_arrival_probabilities(mixed: bool)
         errs.append(np.abs(lt[i] - (1.0 - expect)))
     all_errs = np.concatenate(errs)
     assert np.all(np.isfinite(all_errs)) and np.all(all_errs <= 1e-12), all_errs.max()
+
+
+def _bernoulli(spec: object) -> object:
+    return replace(
+        spec,
+        edges=tuple(
+            replace(
+                e,
+                workers=tuple(
+                    replace(w, model="bernoulli", p_straggle=0.2, slow_factor=4.0)
+                    for w in e.workers
+                ),
+            )
+            for e in spec.edges  # type: ignore[attr-defined]
+        ),
+    )
+
+
+@pytest.mark.parametrize("points", [1, 2, 3])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_brackets_hold_the_exact_expected_time(mixed: bool, points: int) -> None:
+    """``brackets`` are guaranteed bounds: lower <= E[T] (adaptive, rtol 1e-12) <= upper for
+    every structure, finite, and twice the points per panel (a finer nested grid) never
+    loosen them."""
+    from edgecode.planning.timing import _expected_time
+
+    rng = np.random.default_rng(10 + points)
+    spec = random_cluster(3, 3, rng)
+    cluster = _rule.cluster_arrays(_bernoulli(spec) if mixed else spec)  # type: ignore[arg-type]
+    found = _structures(cluster, rng, 20)
+    args = (
+        cluster,
+        np.stack([f[0] for f in found]),
+        np.stack([f[1] for f in found]),
+        np.array([f[2] for f in found], dtype=np.int64),
+        np.stack([f[3] for f in found]),
+        60,
+        64,
+    )
+    lower, upper = _batch.brackets(*args, points=points)
+    exact = np.array(
+        [
+            _expected_time(_rule.model(cluster, wm, sw, se, ld, 60.0), 1e-12)
+            for wm, sw, se, ld in found
+        ]
+    )
+    below = (exact - lower) / exact  # >= 0
+    above = (upper - exact) / exact  # >= 0
+    assert np.all(np.isfinite(below)) and np.all(below >= -1e-12), below
+    assert np.all(np.isfinite(above)) and np.all(above >= -1e-12), above
+    finer_lower, finer_upper = _batch.brackets(*args, points=2 * points)
+    assert np.all(finer_lower >= lower - 1e-12) and np.all(finer_upper <= upper + 1e-12)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_pruned_best_equals_the_best_of_every_candidate(mixed: bool) -> None:
+    """Evaluator.best (brackets set candidates aside) returns the same structure and value as
+    integrating every candidate, on complete neighbourhoods of random structures, with and
+    without a bound."""
+    from edgecode.planning import _search
+    from edgecode.planning._evaluate import Evaluator, Structure
+
+    rng = np.random.default_rng(3)
+    spec = random_cluster(3, 4, rng)
+    cluster = _rule.cluster_arrays(_bernoulli(spec) if mixed else spec)  # type: ignore[arg-type]
+    checked = 0
+    for wmask, s_w, s_e, _ in _structures(cluster, rng, 6):
+        neighbours = _search._complete_neighbourhood(Structure(s_e, wmask, s_w), cluster)
+        pruned, plain = Evaluator(cluster, 120), Evaluator(cluster, 120)
+        plain.budget = 10**8  # a budget turns the brackets off
+        every = [r for r in plain.evaluate(neighbours) if r is not None]
+        best = min(every, key=lambda r: r.value)
+        values = sorted(r.value for r in every)
+        for bound in (np.inf, values[len(values) // 2], best.value):
+            got = pruned.best(neighbours, bound=bound)
+            if bound <= best.value:
+                assert got is None or got.value >= bound * (1 - 1e-13)
+                continue
+            assert got is not None and got.structure.key() == best.structure.key()
+            # a batch's padding depends on its members: the same value to the last bits
+            assert abs(got.value / best.value - 1) <= 1e-13
+            checked += 1
+        assert pruned.evaluations < plain.evaluations, "the brackets set nothing aside"
+    assert checked >= 6
+
+
+class _Forgetful(dict):  # type: ignore[type-arg]
+    """A paths memo that remembers nothing."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+
+class _Counting(dict):  # type: ignore[type-arg]
+    """A paths memo that counts the lookups it answers."""
+
+    hits = 0
+
+    def get(self, key: object, default: object = None) -> object:
+        found = super().get(key, default)
+        self.hits += found is not None
+        return found
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_descents_that_join_an_earlier_path_end_where_it_ended(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every complete-neighbourhood descent of the search ends at the same structure (same
+    value) with the paths memo as without it (walked to its end), at a few levels and K, and
+    some descents do join an earlier path."""
+    from edgecode.planning import _search
+    from edgecode.planning._evaluate import Evaluator
+
+    ends: list[tuple[bytes, float]] = []
+    walk = _search._local_search
+
+    def recorded(ev: Evaluator, *args: object, **kwargs: object) -> object:
+        result = walk(ev, *args, **kwargs)  # type: ignore[arg-type]
+        ends.append((result.structure.key(), result.value))
+        return result
+
+    monkeypatch.setattr(_search, "_local_search", recorded)
+    rng = np.random.default_rng(seed)
+    spec = random_cluster(3, 3, rng)
+    cluster = _rule.cluster_arrays(_bernoulli(spec) if seed != 1 else spec)  # type: ignore[arg-type]
+    joined = 0
+    for K, level in ((18, 0.5), (90, 0.8), (240, 0.95)):
+        memo, plain = Evaluator(cluster, K, level), Evaluator(cluster, K, level)
+        memo.paths, plain.paths = _Counting(), _Forgetful()
+        ends.clear()
+        _search.search(memo)
+        got = list(ends)
+        ends.clear()
+        _search.search(plain)
+        assert [key for key, _ in got] == [key for key, _ in ends]
+        values = np.array([v for _, v in got]) / np.array([v for _, v in ends]) - 1
+        assert np.all(np.isfinite(values)) and np.all(np.abs(values) <= 1e-13)
+        joined += memo.paths.hits  # type: ignore[attr-defined]
+    assert joined >= 1
