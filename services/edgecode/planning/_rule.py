@@ -125,9 +125,10 @@ def unit_costs(cluster: Cluster, p: FloatArray) -> FloatArray:
     fast = cluster.shift + z / cluster.rate
     if not cluster.mixed:
         return np.asarray(fast)
-    if p.ndim == 2:
+    if p.ndim == 2 and cluster.shift.ndim == 2:
         # A batch repeats few levels (they depend on the edge's size and tolerances only): the
-        # quantiles of each distinct level are found once, for every edge, and picked.
+        # quantiles of each distinct level are found once, for every edge, and picked. (The
+        # search's screening passes clusters of per-move rows (P, 1, m) instead: not here.)
         distinct, inverse = np.unique(p, return_inverse=True)
         if distinct.size < p.shape[0]:
             table = _mixture_quantiles(cluster, distinct[:, None])
