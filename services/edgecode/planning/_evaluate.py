@@ -38,6 +38,9 @@ _UNBUDGETED = 10**9
 BRACKET_MIN = 16
 #: Points per quadrature panel of those brackets.
 BRACKET_POINTS = 2
+#: With more candidates left than twice this, :meth:`Evaluator.best` integrates this many
+#: (smallest upper bounds) first and sets aside the others their values beat.
+BRACKET_FIRST = 3
 #: Relative slack between the brackets (of the true integral) and the search quadrature.
 BRACKET_SLACK = 1e-6
 
@@ -172,8 +175,16 @@ class Evaluator:
         known = [r.value for k in keys if (r := self.cache.get(k)) is not None]
         ceiling = min([bound, *known, *(self.brackets[k][1] for k in todo)])
         # the search quadrature is within ~1e-7 of the true integral the brackets bound
-        ceiling *= 1.0 + BRACKET_SLACK
-        self.set_aside = {k for k in todo if self.brackets[k][0] > ceiling}
+        aside = {k for k in todo if self.brackets[k][0] > ceiling * (1.0 + BRACKET_SLACK)}
+        left = [k for k in todo if k not in aside]
+        if len(left) > 2 * BRACKET_FIRST:
+            # the likeliest best first: their values usually set most of the others aside
+            first = sorted(left, key=lambda k: self.brackets[k][1])[:BRACKET_FIRST]
+            self._integrate(first)
+            values = [r.value for k in first if (r := self.cache[k]) is not None]
+            ceiling = min([ceiling, *values])
+            aside |= {k for k in left if self.brackets[k][0] > ceiling * (1.0 + BRACKET_SLACK)}
+        self.set_aside = aside
 
     def _apply_rule(self, structures: dict[bytes, Structure]) -> None:
         new = [s for k, s in structures.items() if k not in self.cache and k not in self.pending]
