@@ -256,3 +256,24 @@ def test_descents_that_join_an_earlier_path_end_where_it_ended(
         assert np.all(np.isfinite(values)) and np.all(np.abs(values) <= 1e-13)
         joined += memo.paths.hits  # type: ignore[attr-defined]
     assert joined >= 1
+
+
+def test_rule_with_a_quantile_memo_equals_the_rule_without() -> None:
+    """``_rule.apply(..., memo=)`` kept across batches (bimodal workers, random structures, K
+    and levels per structure) gives exactly the counts, feasibility and Theta of the rule
+    without it, and the memo holds every level's quantiles."""
+    rng = np.random.default_rng(7)
+    cluster = _rule.cluster_arrays(_bernoulli(random_cluster(3, 4, rng)))  # type: ignore[arg-type]
+    memo: dict[float, np.ndarray] = {}
+    for _ in range(4):
+        found = _structures(cluster, rng, 40)
+        wmask = np.stack([f[0] for f in found])
+        s_w = np.stack([f[1] for f in found])
+        s_e = np.array([f[2] for f in found], dtype=np.int64)
+        K = rng.choice([12, 24, 60, 240], size=len(found))
+        level = rng.choice([0.5, 0.8, 0.95], size=len(found))
+        plain = _rule.apply(cluster, wmask, s_w, s_e, K, level)
+        kept = _rule.apply(cluster, wmask, s_w, s_e, K, level, memo=memo)
+        for a, b in zip(plain, kept, strict=True):
+            assert np.array_equal(a, b)
+    assert len(memo) >= 3 and all(q.shape == cluster.mask.shape for q in memo.values())

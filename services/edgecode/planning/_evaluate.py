@@ -111,6 +111,8 @@ class Evaluator:
     brackets: dict[bytes, tuple[float, float]] = field(default_factory=dict)
     #: pending structures the current :meth:`best` call need not integrate
     set_aside: set[bytes] = field(default_factory=set)
+    #: the rule's bimodal quantiles by level (see :func:`edgecode.planning._rule.unit_costs`)
+    quantiles: dict[float, FloatArray] = field(default_factory=dict)
     #: complete-neighbourhood descents: structure -> (where they end, steps) (see _search)
     paths: dict[bytes, tuple[Result, int]] = field(default_factory=dict)
 
@@ -193,7 +195,9 @@ class Evaluator:
         wmask = np.stack([s.wmask for s in new])
         s_w = np.stack([s.s_w for s in new])
         s_e = np.array([s.s_edge for s in new], dtype=np.int64)
-        c, l, feasible, theta = _rule.apply(self.cluster, wmask, s_w, s_e, self.K, self.level)
+        c, l, feasible, theta = _rule.apply(
+            self.cluster, wmask, s_w, s_e, self.K, self.level, memo=self.quantiles
+        )
         lower = _batch.lower_bounds(self.cluster, wmask, s_w, s_e, l, self.K)
         for b, structure in enumerate(new):
             if feasible[b]:

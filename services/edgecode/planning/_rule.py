@@ -119,8 +119,13 @@ def levels(
     return np.asarray(betaincinv(k, s_w + 1, p_top[:, None]), dtype=np.float64)
 
 
-def unit_costs(cluster: Cluster, p: FloatArray) -> FloatArray:
-    """``p``-quantile of each worker's per-unit time ``(shift + X) M``, shape (B, n, m) (step 2)."""
+def unit_costs(
+    cluster: Cluster, p: FloatArray, memo: dict[float, FloatArray] | None = None
+) -> FloatArray:
+    """``p``-quantile of each worker's per-unit time ``(shift + X) M``, shape (B, n, m) (step 2).
+
+    ``memo`` (level -> the (n, m) quantiles of every worker at that level, for this cluster)
+    keeps the bimodal quantiles (a root search each) from one call to the next."""
     z = -np.log1p(-p)[..., None]
     fast = cluster.shift + z / cluster.rate
     if not cluster.mixed:
@@ -130,9 +135,16 @@ def unit_costs(cluster: Cluster, p: FloatArray) -> FloatArray:
         # quantiles of each distinct level are found once, for every edge, and picked. (The
         # search's screening passes clusters of per-move rows (P, 1, m) instead: not here.)
         distinct, inverse = np.unique(p, return_inverse=True)
+        edge = np.broadcast_to(np.arange(p.shape[1]), p.shape)
+        if memo is not None:
+            missing = [x for x in distinct.tolist() if x not in memo]
+            if missing:
+                found = _mixture_quantiles(cluster, np.array(missing)[:, None])
+                memo.update(zip(missing, found, strict=True))
+            table = np.stack([memo[x] for x in distinct.tolist()])
+            return np.asarray(table[inverse.reshape(p.shape), edge])
         if distinct.size < p.shape[0]:
             table = _mixture_quantiles(cluster, distinct[:, None])
-            edge = np.broadcast_to(np.arange(p.shape[1]), p.shape)
             return np.asarray(table[inverse.reshape(p.shape), edge])
     return _mixture_quantiles(cluster, p)
 
@@ -350,12 +362,15 @@ def apply(
     s_e: IntArray,
     K: int | IntArray,
     level: float | FloatArray = 0.5,
+    *,
+    memo: dict[float, FloatArray] | None = None,
 ) -> tuple[IntArray, IntArray, BoolArray, FloatArray]:
     """The whole rule for a batch: ``(c (B, n), l (B, n, m), feasible (B,), Theta (B,))``.
 
-    ``K`` and ``level`` are one value for the batch or one per structure (B,)."""
+    ``K`` and ``level`` are one value for the batch or one per structure (B,); ``memo``: see
+    :func:`unit_costs` (one dict per cluster, kept by the caller)."""
     p = levels(wmask, s_w, s_e, level)
-    a = unit_costs(cluster, p)
+    a = unit_costs(cluster, p, memo)
     g, theta = coverages(cluster, a, wmask, s_w, s_e)
     c, feasible = integer_coverages(cluster, g, theta, wmask, s_w, s_e, K)
     l = worker_loads(cluster, a, wmask, s_w, np.where(feasible[:, None], c, 1), K)
