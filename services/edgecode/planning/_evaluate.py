@@ -157,7 +157,14 @@ class Evaluator:
         self._apply_rule({k: s for k, s in zip(keys, structures, strict=True)})
         todo = [k for k in dict.fromkeys(keys) if k in self.pending and self.pending[k][1] < bound]
         cluster = self.cluster
-        if len(todo) < BRACKET_MIN or cluster.n * cluster.m > _batch.BATCH_SLOTS:
+        kinks = int(cluster.mask.sum()) * (2 if cluster.mixed else 1)
+        if (
+            len(todo) < BRACKET_MIN
+            or cluster.n * cluster.m > _batch.BATCH_SLOTS
+            # merged panels: the search quadrature may then be further than the slack from
+            # the integral the brackets bound
+            or kinks > (self.max_breaks or 0)
+        ):
             return
         new = [k for k in todo if k not in self.brackets]
         if new:
