@@ -40,6 +40,9 @@ def test_a_scheme_that_never_reaches_the_target_is_kept_with_no_time() -> None:
     by = {r["scheme"]: r for r in rows}
     assert all(r["target_loss"] == pytest.approx(0.71) and r["data"] == "sorted" for r in rows)
     assert by["ignore"]["time_to_uncoded_round30_loss_s"] is None
+    assert by["ignore"]["rounds_to_target"] is None
+    assert by["uncoded"]["rounds_to_target"] == 30
+    assert by["partial alpha=0.8"]["rounds_to_target"] == 16
     assert by["uncoded"]["time_to_uncoded_round30_loss_s"] == pytest.approx(1.0 + 3.0)
     assert by["flat"]["time_to_uncoded_round30_loss_s"] == pytest.approx(1.0 + 30 * 0.08)
     assert by["partial alpha=0.8"]["time_to_uncoded_round30_loss_s"] == pytest.approx(1.8)

@@ -71,6 +71,11 @@ def _time_to(row: dict[str, Any], target: float) -> float | None:
     return None
 
 
+def _rounds_to(row: dict[str, Any], target: float) -> int | None:
+    """The first round (1-based) whose loss is at most ``target``; None: never."""
+    return next((i + 1 for i, loss in enumerate(row["loss"]) if loss <= target), None)
+
+
 #: Partial benchmark data: the same synthetic rows, split identically, in two row orders.
 PARTIAL_DATASET = "synthetic-logistic:n=2000,d=20"
 DATA_ORDERS = {
@@ -159,6 +164,8 @@ def _partial_rows(
                 "vs_full_coding": row["mean_round_seconds"] / flat_mean,
                 "target_loss": target,
                 "time_to_uncoded_round30_loss_s": time,
+                "rounds_to_target": _rounds_to(row, target),
+                "setup_s": row["setup_seconds"],
                 "beats_full_and_ignore": _beats(time, rivals) if scheme == "partial" else None,
                 "final_loss": row["loss"][-1] if row["loss"] else None,
                 "accuracy": row["accuracy"],

@@ -174,7 +174,7 @@ def _bench_paper(name: str, args: argparse.Namespace) -> int:
     keys = list(rows[0])
     shown = [k for k in keys if k not in ("slow_nodes", "state")]
     # a scheme that never reached uncoded's loss is shown, as "never"
-    never = {"time_to_uncoded_round30_loss_s"}
+    never = {"time_to_uncoded_round30_loss_s", "rounds_to_target"}
     table(
         f"bench {name}",
         shown,
