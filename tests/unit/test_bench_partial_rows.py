@@ -24,13 +24,13 @@ def _summary(losses: list[float], round_seconds: float, setup: float = 1.0) -> d
     }
 
 
-def _jobs(ignore_losses: list[float]) -> list[tuple[str, float | None, dict[str, Any]]]:
+def _jobs(ignore_losses: list[float]) -> list[tuple[str, dict[str, Any]]]:
     uncoded = [1.0 - 0.01 * i for i in range(40)]  # round 30 (index 29): 0.71
     return [
-        ("uncoded", None, _summary(uncoded, 0.10)),
-        ("partial", 0.8, _summary([1.0 - 0.02 * i for i in range(40)], 0.05)),  # 0.70 at i=15
-        ("flat", None, _summary(uncoded, 0.08)),
-        ("ignore", None, _summary(ignore_losses, 0.03)),
+        ("uncoded", _summary(uncoded, 0.10)),
+        ("partial alpha=0.8", _summary([1.0 - 0.02 * i for i in range(40)], 0.05)),  # i=15
+        ("flat", _summary(uncoded, 0.08)),
+        ("ignore", _summary(ignore_losses, 0.03)),
     ]
 
 
