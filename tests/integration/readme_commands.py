@@ -354,7 +354,8 @@ SMALL: dict[tuple[str, ...], list[tuple[str, str]]] = {
         ("--matrices", "random"),  # TF-IDF has a fixed size: `edgecode matmul --matrix tfidf` runs
     ],
     ("bench", "train"): [("--rounds", "6"), ("--repeats", "1")],
-    ("bench", "partial"): [("--rounds", "30")],
+    # one data order (the label-sorted one, the newer path) keeps it to half the jobs
+    ("bench", "partial"): [("--rounds", "30"), ("--data", "sorted")],
     ("bench", "shuffle"): [("--rounds", "30")],
     ("bench", "goco"): [("--rounds", "20"), ("--repeats", "1"), ("--real-rounds", "3")],
     ("bench", "scale"): [("--sizes", "8"), ("--rounds", "4")],
@@ -544,6 +545,8 @@ def _python_case(example: Example) -> Case:
         # this tree against itself (OLD is any other version's services/), small clusters only
         small = ("--compare", str(ROOT / "services"), "--max-workers", "8", "--repeats", "1")
         return Case(example.text, (words[2], *small))
+    if words[:3] == ["python", "-m", "edgecode.bench.partial_error"]:
+        return Case(example.text, tuple(words[2:]), slow=True)
     if words[:3] == ["python", "-m", "edgecode.bench.shuffle_sim"]:
         small = ("--workers", "20", "--rounds", "20", "--seeds", "1", "--out", "{out}/sim")
         return Case(example.text, (words[2], *small), slow=True)

@@ -35,7 +35,9 @@ from edgecode.aggregator.transport import GrpcWorkerClient
 from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup
 from edgecode.coordinator.logic import CoordinatorLogic
 from edgecode.coordinator.service import CoordinatorServicer
+from edgecode.records import JobConfig
 from edgecode.runtime.errors import STATUS
+from edgecode.runtime.membership import machine_id
 from edgecode.runtime.metrics import AggregatorMetrics, WorkerMetrics
 from edgecode.v1 import (
     aggregator_pb2,
@@ -365,3 +367,36 @@ def test_heartbeats_mark_silent_nodes_dead_and_keep_live_ones(small_cluster: Loc
         small_cluster.resume("edge-0")
     _until(lambda: "edge-0" not in _membership(small_cluster)[1], "thawed edge not alive again")
     assert _membership(small_cluster) == (everyone - {"edge-0-w1"}, {"edge-0-w1"})
+
+
+def test_workers_name_their_machine_and_report_their_cpu_cost(small_cluster: LocalCluster) -> None:
+    """Real worker processes register their machine (the boot-id digest every process and
+    container of this machine shares) and its cores; after a job their heartbeats carry the
+    CPU seconds their real compute took per whole data set (the planner's shared-host floor)."""
+    client = small_cluster.client()
+    try:
+        config = JobConfig(
+            scheme="hgc", dataset="digits", rounds=3, s_edge=0, s_worker=1, checkpoint_every=0
+        )
+        status = client.wait(client.submit(config), timeout=120)
+        assert status.message == "3 rounds", status
+    finally:
+        client.close()
+
+    def workers() -> list[coordinator_pb2.Node]:
+        with small_cluster.channel(small_cluster.processes["coordinator"].address) as channel:
+            reply = coordinator_pb2_grpc.CoordinatorStub(channel).GetCluster(
+                coordinator_pb2.GetClusterRequest(), timeout=CALL_TIMEOUT
+            )
+        return [n for n in reply.nodes if n.role == "worker"]
+
+    _until(
+        lambda: len(workers()) == 3 and all(n.cpu_seconds > 0 for n in workers()),
+        "every worker's heartbeat carries its CPU seconds",
+    )
+    nodes = workers()
+    assert {n.host for n in nodes} == {machine_id()}, [n.host for n in nodes]
+    assert {n.host_cpus for n in nodes} == {float(os.cpu_count() or 1)}
+    cpu = np.array([n.cpu_seconds for n in nodes])
+    # digits (1797 x 64, softmax): well under a second of CPU for the whole set, not zero
+    assert np.all(np.isfinite(cpu)) and np.all((cpu > 0) & (cpu < 5.0)), cpu

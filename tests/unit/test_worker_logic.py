@@ -329,3 +329,55 @@ def test_a_new_placement_never_drops_the_epoch_rounds_use(worker: WorkerLogic) -
     assert worker.epochs(JOB) == (1, 3)
     again, _ = worker.compute(JOB, 1, np.zeros(5), 1, threading.Event())
     assert relative(again, before) <= 1e-12
+
+
+class ScriptedCpuClock:
+    """A CPU clock whose every second reading is ``spent[k]`` seconds after the first."""
+
+    def __init__(self, spent: list[float]) -> None:
+        self.spent = list(spent)
+        self.now = 0.0
+        self.start = True
+
+    def __call__(self) -> float:
+        if not self.start:
+            self.now += self.spent.pop(0)
+        self.start = not self.start
+        return self.now
+
+
+def test_the_cpu_estimate_is_the_median_per_whole_data_set_and_announced_when_it_moves() -> None:
+    """Per round: the computing thread's CPU seconds divided by the fraction held (2 of 6
+    partitions); the estimate is their median, announced when it moves by more than 20 %."""
+    clock = ScriptedCpuClock([0.1, 0.1, 0.5, 0.11, 0.3, 0.3, 0.3])
+    w = WorkerLogic("w0", cpu_clock=clock)
+    data = synthetic_least_squares(30, 4, np.random.default_rng(2))
+    blocks = data.partition(6)
+    place(w, header((0, 2), (1.0, -2.0), (5, 5)), [(0, *blocks[0]), (2, *blocks[2])])
+    announced = []
+    w.on_cpu_change = lambda: announced.append(w.cpu_seconds())
+    assert w.cpu_seconds() == 0.0
+    estimates = []
+    for round_ in range(7):
+        w.compute(JOB, round_, np.zeros(5), 1, threading.Event())
+        estimates.append(w.cpu_seconds())
+    want = [
+        np.median(np.array([0.1, 0.1, 0.5, 0.11, 0.3, 0.3, 0.3][: k + 1]) * 3) for k in range(7)
+    ]
+    errors = np.abs(np.array(estimates) - want)
+    assert np.all(np.isfinite(estimates)) and np.all(errors <= 1e-12), (estimates, want)
+    # medians 0.3 (announced), 0.3, 0.3, 0.315 (+5 %), 0.33 (+10 %), 0.615 (+105 %: announced),
+    # 0.9 (+46 % over the last announced: announced)
+    assert announced == pytest.approx([0.3, 0.615, 0.9], rel=1e-12), announced
+
+
+def test_an_emulated_straggle_costs_no_cpu_in_the_estimate() -> None:
+    """The real clock: a worker emulating 0.2 s per whole data set reports far less CPU."""
+    w = WorkerLogic("w0", StraggleConfig(compute_seconds=0.3))
+    data = synthetic_least_squares(30, 4, np.random.default_rng(2))
+    blocks = data.partition(6)
+    place(w, header((0, 2), (1.0, -2.0), (5, 5)), [(0, *blocks[0]), (2, *blocks[2])])
+    seconds = [w.compute(JOB, r, np.zeros(5), 1, threading.Event())[1] for r in range(3)]
+    cpu = w.cpu_seconds()
+    assert np.all(np.array(seconds) >= 0.1 - 1e-3), seconds  # 2/6 of the emulated 0.3 s
+    assert np.isfinite(cpu) and 0 < cpu < 0.1, cpu

@@ -150,6 +150,14 @@ def _papers_targets(targets: argparse._SubParsersAction[argparse.ArgumentParser]
             help=f"rounds per job (default {default_rounds})",
         )
         target.add_argument("--seed", type=_args.seed, default=0)
+        if name == "partial":
+            target.add_argument(
+                "--data",
+                choices=("iid", "sorted", "both"),
+                default="both",
+                help="training rows in random order (iid partitions), sorted by label (each "
+                "worker sees its own labels), or both side by side (default both)",
+            )
         target.set_defaults(func=partial(_bench_paper, name))
 
 
@@ -158,10 +166,20 @@ def _bench_paper(name: str, args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     with console().status(f"bench {name}: jobs on a local cluster ..."):
-        rows = (bench_partial if name == "partial" else bench_shuffle)(args.rounds, args.seed)
+        if name == "partial":
+            data = ("iid", "sorted") if args.data == "both" else (args.data,)
+            rows = bench_partial(args.rounds, args.seed, data)
+        else:
+            rows = bench_shuffle(args.rounds, args.seed)
     keys = list(rows[0])
     shown = [k for k in keys if k not in ("slow_nodes", "state")]
-    table(f"bench {name}", shown, [[row[k] for k in shown] for row in rows])
+    # a scheme that never reached uncoded's loss is shown, as "never"
+    never = {"time_to_uncoded_round30_loss_s", "rounds_to_target"}
+    table(
+        f"bench {name}",
+        shown,
+        [["never" if k in never and row[k] is None else row[k] for k in shown] for row in rows],
+    )
     json_path, csv_path = write_rows(rows, out, name)
     value = "mean_round_ms" if name == "partial" else "loss_at_equal_wall"
     figure = plot_rows(rows, out / f"{name}.png", value, f"bench {name}: {value}")

@@ -50,6 +50,11 @@ ROLES = ("worker", "edge", "peer")
 Caller = tuple[str, str] | None
 #: Roles that may report timings measured for other nodes.
 OBSERVERS = ("master",)
+#: Most cores a host may claim, and most CPU seconds a worker may report for the whole data set.
+MAX_HOST_CPUS = 4096.0
+MAX_CPU_SECONDS = 1e6
+#: A worker's CPU measurement counts as changed (the plan is recomputed) beyond this relative step.
+CPU_CHANGE = 0.2
 
 
 def check_caller(caller: Caller, name: str, role: str | None, action: str) -> None:
@@ -96,6 +101,11 @@ class Member:
     link_seconds: float = 0.0
     metrics_address: str = ""
     last_seen: float = 0.0
+    #: the machine it runs on ("" unknown), its cores (0 unknown) and, for a worker, its CPU
+    #: seconds for the whole data set (0 until it has computed); see planning.hosts
+    host: str = ""
+    host_cpus: float = 0.0
+    cpu_seconds: float = 0.0
     #: (compute seconds, data fraction, response seconds as seen by the edge)
     measurements: deque[tuple[float, float, float]] = field(
         default_factory=lambda: deque(maxlen=WINDOW)
@@ -148,6 +158,8 @@ class CoordinatorLogic:
         link_seconds: float = 0.0,
         metrics_address: str = "",
         caller: Caller = None,
+        host: str = "",
+        host_cpus: float = 0.0,
     ) -> None:
         check_caller(caller, name, role, "register")
         if not name or not address:
@@ -158,7 +170,10 @@ class CoordinatorLogic:
             raise InvalidInput(f"worker {name!r} must name its edge")
         if not (link_seconds >= 0 and np.isfinite(link_seconds)):
             raise InvalidInput(f"link_seconds must be >= 0, got {link_seconds}")
-        for field_name, value in (("name", name), ("address", address), ("edge", edge)):
+        if not (0 <= host_cpus <= MAX_HOST_CPUS):  # NaN fails too
+            raise InvalidInput(f"host_cpus must be in [0, {MAX_HOST_CPUS:g}], got {host_cpus}")
+        fields = (("name", name), ("address", address), ("edge", edge), ("host", host))
+        for field_name, value in fields:
             if len(value) > MAX_FIELD_LENGTH:
                 raise InvalidInput(f"{field_name} is longer than {MAX_FIELD_LENGTH} characters")
         self._expire()
@@ -167,20 +182,31 @@ class CoordinatorLogic:
                 raise Overloaded(f"the coordinator already knows {self._max_members} nodes")
             old = self._members.get(name)
             member = Member(name, role, address, edge, link_seconds, metrics_address, self._clock())
+            member.host, member.host_cpus = host, float(host_cpus)
             if old is not None and old.role == role:
                 member.measurements = old.measurements
+                member.cpu_seconds = old.cpu_seconds if old.host == host else 0.0
             self._members[name] = member
             self._version += 1
         self._publish()
 
-    def heartbeat(self, name: str, caller: Caller = None) -> bool:
-        """Mark ``name`` alive; False when it is not (or no longer) registered."""
+    def heartbeat(self, name: str, caller: Caller = None, cpu_seconds: float = 0.0) -> bool:
+        """Mark ``name`` alive (with a worker's CPU seconds for the whole data set, 0 when it
+        has none yet); False when it is not (or no longer) registered."""
         check_caller(caller, name, None, "heartbeat")
+        if not (0 <= cpu_seconds <= MAX_CPU_SECONDS):  # NaN fails too
+            raise InvalidInput(
+                f"cpu_seconds must be in [0, {MAX_CPU_SECONDS:g}], got {cpu_seconds}"
+            )
         self._expire()
         with self._lock:
             member = self._members.get(name)
             if member is None:
                 return False
+            moved = abs(cpu_seconds - member.cpu_seconds) > CPU_CHANGE * member.cpu_seconds
+            if cpu_seconds > 0 and moved:
+                member.cpu_seconds = float(cpu_seconds)
+                self._version += 1
             now = member.last_seen = self._clock()
             # The membership gauges follow liveness, not only registrations: a node that went
             # silent shows as dead within a heartbeat interval (refreshed at most that often).
@@ -255,7 +281,14 @@ class CoordinatorLogic:
 
     def worker_model(self, member: Member) -> tuple[WorkerSpec, bool]:
         base = self._spec_workers.get(member.name, self._default)
-        base = replace(base, name=member.name, link_seconds=member.link_seconds)
+        base = replace(
+            base,
+            name=member.name,
+            link_seconds=member.link_seconds,
+            host=member.host or base.host,
+            host_cpus=member.host_cpus or base.host_cpus,
+            cpu_seconds=member.cpu_seconds or base.cpu_seconds,
+        )
         if len(member.measurements) < MIN_MEASUREMENTS:
             return base, False
         times, fractions, responses = (np.array(c) for c in zip(*member.measurements, strict=True))

@@ -46,6 +46,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             n.link_seconds,
             n.metrics_address,
             caller=_caller(context),
+            host=n.host,
+            host_cpus=n.host_cpus,
         )
         return coordinator_pb2.RegisterResponse(heartbeat_seconds=self.logic.heartbeat_seconds)
 
@@ -53,7 +55,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     def Heartbeat(
         self, request: coordinator_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> Any:
-        known = self.logic.heartbeat(request.name, caller=_caller(context))
+        known = self.logic.heartbeat(
+            request.name, caller=_caller(context), cpu_seconds=request.cpu_seconds
+        )
         return coordinator_pb2.HeartbeatResponse(known=known)
 
     @translate_errors
@@ -85,6 +89,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
                     edge=m.edge,
                     link_seconds=m.link_seconds,
                     metrics_address=m.metrics_address,
+                    host=m.host,
+                    host_cpus=m.host_cpus,
+                    cpu_seconds=m.cpu_seconds,
                 )
                 for m in members
             ],

@@ -18,6 +18,11 @@ Spec strings (:func:`get_dataset`)::
     synthetic-sparse:n=2000,d=100,density=0.05[,task=regression|binary][,seed=S]
     PATH[:task=binary|multiclass|regression]
 
+Any spec may end with ``order=label`` (``digits:order=label``,
+``synthetic-lsq:n=1000,d=20,order=label``): :func:`load_split` then sorts the training rows by
+label after the split, so contiguous partitions are NOT identically distributed (see
+:mod:`edgecode.learning.data_order`); :func:`get_dataset` returns the whole set in label order.
+
 Standardisation. Real features are rescaled to zero mean and unit variance with statistics fitted
 on the TRAINING rows only (:func:`standardize`, used by :func:`load_split`), so nothing about the
 test rows leaks into training. Sparse data is only scaled (not centred) to stay sparse. Synthetic
@@ -47,6 +52,7 @@ from numpy.typing import NDArray
 from scipy.special import expit
 
 from edgecode.errors import InvalidInput
+from edgecode.learning.data_order import label_order, split_order_option
 from edgecode.learning.models import (
     MODEL_FOR_TASK,
     FloatArray,
@@ -635,7 +641,7 @@ def dataset_file(spec: str) -> str | None:
     >>> dataset_file("breast_cancer") is None, dataset_file("data/train.csv:task=binary")
     (True, 'data/train.csv')
     """
-    spec = spec.strip()
+    spec = split_order_option(spec.strip())[0]
     if spec in BUNDLED or spec.partition(":")[0] in _SYNTHETIC_KEYS:
         return None
     return _split_file_spec(spec)[0]
@@ -646,7 +652,7 @@ def check_dataset_spec(spec: str) -> None:
     loading it: a bundled name, a ``synthetic-...`` spec with known keys, or an existing file."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"spec must be a non-empty string, got {spec!r}")
-    spec = spec.strip()
+    spec = split_order_option(spec.strip())[0]
     if spec in BUNDLED:
         return
     head, _, tail = spec.partition(":")
@@ -685,7 +691,9 @@ def get_dataset(spec: str, rng: np.random.Generator | None = None) -> Dataset:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"spec must be a non-empty string, got {spec!r}")
-    spec = spec.strip()
+    spec, order = split_order_option(spec.strip())
+    if order == "label":
+        return _in_label_order(get_dataset(spec, rng))
     if spec in BUNDLED:
         return load_bundled(spec)
     head, _, tail = spec.partition(":")
@@ -716,15 +724,28 @@ def load_split(
     statistics only. ``standardize_features=None`` means: yes for real (bundled or file) data,
     no for synthetic data (whose optimum must stay valid).
 
-    The synthetic draw and the split both use ``rng``, in that order.
+    The synthetic draw and the split both use ``rng``, in that order. With ``order=label`` the
+    same rows are drawn and split, then each part is sorted by label (stable).
     """
+    if not isinstance(spec, str):
+        raise ValueError(f"spec must be a non-empty string, got {spec!r}")
+    spec, order = split_order_option(spec.strip())
     dataset = get_dataset(spec, rng)
     train, test = dataset.train_test_split(test_fraction, rng)
+    if order == "label":
+        train, test = _in_label_order(train), _in_label_order(test)
     if standardize_features is None:
         standardize_features = not dataset.name.startswith("synthetic-")
     if standardize_features:
         train, test = standardize(train, test)
     return train, test
+
+
+def _in_label_order(dataset: Dataset) -> Dataset:
+    """The same rows sorted by label (stable); a known optimum stays valid (same rows)."""
+    order = label_order(dataset.y)
+    X, y = dataset.X[order], dataset.y[order]
+    return Dataset(X, y, dataset.name, dataset.n_classes, dataset.task, dataset.optimum)
 
 
 def _synthetic_params(head: str, tail: str, spec: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edgecode.planning import _batch, _rule
+from edgecode.planning import _batch, _rule, hosts
 from edgecode.planning.plans import build_plan, check_plan
 from edgecode.planning.spec import ClusterSpec, Plan
 from edgecode.planning.timing import _expected_time, expected_round_time
@@ -242,6 +242,8 @@ class Evaluator:
                     self.max_breaks,
                 )
             )
+        loads = np.stack([r.l for r in results])
+        values = list(np.maximum(values, hosts.floors(self.cluster.hosts, loads, self.K)))
         for key, result, value in zip(keys, results, values, strict=True):
             result.value = float(value)
             self.cache[key] = result
@@ -309,4 +311,5 @@ def to_plan(cluster: _rule.Cluster, K: int, result: Result, extra: dict[str, Any
         extra=extra,
     )
     check_plan(plan, spec)
-    return replace(plan, expected_round_seconds=expected_round_time(spec, plan))
+    seconds = hosts.planned_seconds(spec, plan, expected_round_time(spec, plan))
+    return replace(plan, expected_round_seconds=seconds)

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import betaincinv
 
+from edgecode.planning.hosts import HostArrays, host_arrays
 from edgecode.planning.spec import ClusterSpec
 from edgecode.planning.timing import _GroupModel, _model_from_arrays
 from edgecode.stragglers import straggle_probability
@@ -61,6 +62,8 @@ class Cluster:
     straggle: FloatArray
     slow: FloatArray
     edge_link: FloatArray
+    #: workers sharing a machine (None: none measured); see planning.hosts
+    hosts: HostArrays | None = None
 
     @property
     def n(self) -> int:
@@ -102,6 +105,7 @@ def cluster_arrays(spec: ClusterSpec) -> Cluster:
         straggle=values[3],
         slow=values[4],
         edge_link=np.array([e.link_seconds for e in spec.edges], dtype=np.float64),
+        hosts=host_arrays(spec),
     )
 
 

@@ -17,6 +17,7 @@ import math
 from dataclasses import replace
 
 from edgecode.errors import Infeasible
+from edgecode.planning.hosts import planned_seconds
 from edgecode.planning.plans import build_plan, check_plan, one_layer_plan
 from edgecode.planning.spec import ClusterSpec, Plan
 from edgecode.planning.timing import expected_round_time
@@ -25,7 +26,8 @@ from edgecode.planning.timing import expected_round_time
 def timed(spec: ClusterSpec, plan: Plan) -> Plan:
     """``plan`` checked against ``spec`` and carrying its exact expected round time."""
     check_plan(plan, spec)
-    return replace(plan, expected_round_seconds=expected_round_time(spec, plan))
+    seconds = planned_seconds(spec, plan, expected_round_time(spec, plan))
+    return replace(plan, expected_round_seconds=seconds)
 
 
 def uncoded_plan(spec: ClusterSpec) -> Plan:

@@ -101,7 +101,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edgecode.errors import Infeasible
-from edgecode.planning import _batch, _refine, _rule, _search
+from edgecode.planning import _batch, _refine, _rule, _search, hosts
 from edgecode.planning._evaluate import (
     SEARCH_BREAKS,
     Evaluator,
@@ -350,7 +350,8 @@ def _uniform_values(
     s_e = np.array([e for e, _ in keys], dtype=np.int64)
     loads = np.stack([np.where(cluster.mask, counts[k][2], 0) for k in keys]).astype(np.int64)
     Ks = np.array([counts[k][0] for k in keys], dtype=np.int64)
-    return _batch.expected_times(cluster, wmask, s_w, s_e, loads, Ks, SEARCH_BREAKS)
+    values = _batch.expected_times(cluster, wmask, s_w, s_e, loads, Ks, SEARCH_BREAKS)
+    return np.maximum(values, hosts.floors(cluster.hosts, loads, Ks))
 
 
 @dataclass(frozen=True)
@@ -419,6 +420,7 @@ def _evaluate_loads(
     values = _batch.expected_times(
         cluster, wmask[keep], s_w[keep], s_e[keep], l[keep], K_all[keep], SEARCH_BREAKS
     )
+    values = np.maximum(values, hosts.floors(cluster.hosts, l[keep], K_all[keep]))
     found = [
         _Candidate(
             Result(float(v), structures[b], c[b], l[b], float(theta[b])), int(K_all[b]), levels[b]

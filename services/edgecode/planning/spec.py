@@ -17,6 +17,9 @@ Spec file format::
       rate = 6.0               # random part ~ Exponential(rate) for the whole data set
       link_seconds = 0.001     # worker -> edge delay per round
       model = "shifted_exponential"   # or "markov" or "bernoulli" (simulator only)
+      host = "box-1"           # optional: workers on one host share its cores ...
+      host_cpus = 4            # ... this many (see planning.hosts)
+      cpu_seconds = 0.5        # CPU seconds of real compute for the whole data set
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ class WorkerSpec:
     slow_factor: float = 1.0
     #: initial class of the Markov model
     slow: bool = False
+    #: the machine this worker runs on ("" unknown); workers on one host share its cores
+    host: str = ""
+    #: that machine's cores (0: unknown)
+    host_cpus: float = 0.0
+    #: CPU seconds of real compute for the WHOLE data set (0: not measured); see planning.hosts
+    cpu_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         where = f"worker {self.name!r}"
@@ -61,6 +70,9 @@ class WorkerSpec:
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, f"{where}: {key} must be in [0, 1], got {value}")
         _check(self.slow_factor >= 1.0, f"{where}: slow_factor must be >= 1")
+        for key in ("host_cpus", "cpu_seconds"):
+            value = getattr(self, key)
+            _check(value >= 0 and math.isfinite(value), f"{where}: {key} must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from edgecode.runtime.membership import Membership, write_ready_file
+from edgecode.runtime.membership import Membership, machine_cpus, machine_id, write_ready_file
 from edgecode.runtime.memory import tune_allocator
 from edgecode.runtime.security import Tls, resolve_tls
 from edgecode.runtime.server import Service, create_health_server, serve_until_signal
@@ -101,14 +101,24 @@ def membership(
     edge: str = "",
     link_seconds: float = 0.0,
     tls: Tls | None = None,
+    machine: str = "",
+    cpus: float = 0.0,
+    cpu_seconds: Callable[[], float] | None = None,
 ) -> Membership | None:
-    """Registration and heartbeats with the coordinator, when one is configured."""
+    """Registration and heartbeats with the coordinator, when one is configured; the node
+    names its machine and that machine's cores (see ``membership.machine_id``)."""
     if not coordinator:
         return None
     node = coordinator_pb2.Node(
-        name=name, role=role, address=address, edge=edge, link_seconds=link_seconds
+        name=name,
+        role=role,
+        address=address,
+        edge=edge,
+        link_seconds=link_seconds,
+        host=machine_id(machine),
+        host_cpus=machine_cpus(cpus),
     )
-    return Membership(coordinator, node, tls)
+    return Membership(coordinator, node, tls, cpu_seconds)
 
 
 def reap_idle_jobs(ttl_seconds: float, *expirers: Callable[[float], list[str]]) -> threading.Event:

@@ -52,6 +52,9 @@ class Node(_message.Message):
     EDGE_FIELD_NUMBER: _builtins.int
     LINK_SECONDS_FIELD_NUMBER: _builtins.int
     METRICS_ADDRESS_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    HOST_CPUS_FIELD_NUMBER: _builtins.int
+    CPU_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     role: _builtins.str
     """"worker", "edge" or "peer"."""
@@ -61,6 +64,16 @@ class Node(_message.Message):
     link_seconds: _builtins.float
     """Link delay to the parent, seconds (edge -> master, worker -> edge)."""
     metrics_address: _builtins.str
+    host: _builtins.str
+    """The machine the node runs on (a digest of the kernel's boot id unless configured): workers
+    on one machine share its cores, which the planner takes into account.
+    """
+    host_cpus: _builtins.float
+    """That machine's cores (0: unknown)."""
+    cpu_seconds: _builtins.float
+    """In GetCluster answers: a worker's CPU seconds for the whole data set as it last reported
+    them in a heartbeat (0: none yet). Ignored in Register.
+    """
     def __init__(
         self,
         *,
@@ -70,10 +83,13 @@ class Node(_message.Message):
         edge: _builtins.str = ...,
         link_seconds: _builtins.float = ...,
         metrics_address: _builtins.str = ...,
+        host: _builtins.str = ...,
+        host_cpus: _builtins.float = ...,
+        cpu_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "edge", b"edge", "link_seconds", b"link_seconds", "metrics_address", b"metrics_address", "name", b"name", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cpu_seconds", b"cpu_seconds", "edge", b"edge", "host", b"host", "host_cpus", b"host_cpus", "link_seconds", b"link_seconds", "metrics_address", b"metrics_address", "name", b"name", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -123,15 +139,21 @@ class HeartbeatRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    CPU_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    cpu_seconds: _builtins.float
+    """A worker's CPU seconds of real compute for the WHOLE data set (median of its recent
+    rounds; 0: not measured yet). The planner's shared-host floor uses it.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        cpu_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_seconds", b"cpu_seconds", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

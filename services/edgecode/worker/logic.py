@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 MAX_PARTITIONS = 100_000
 #: Placement epochs kept per job: the one rounds use and the next one (being placed).
 MAX_EPOCHS_HELD = 2
+#: Rounds whose CPU time the worker's estimate is the median of.
+CPU_WINDOW = 20
+#: The estimate is announced again (``on_cpu_change``) when it moved by more than this fraction.
+CPU_ANNOUNCE_CHANGE = 0.2
 
 
 class WorkerMetricsPort(Protocol):
@@ -190,6 +195,7 @@ class WorkerLogic:
         link_seconds: float = 0.0,
         metrics: WorkerMetricsPort | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.name = name
         self.straggle = straggle or StraggleConfig()
@@ -207,6 +213,31 @@ class WorkerLogic:
         #: job id -> the epoch rounds use now (the last one a round named)
         self._in_use: dict[str, int] = {}
         self._lock = threading.Lock()
+        #: CPU seconds of the computing thread per WHOLE data set, one per recent round
+        self._cpu_clock = cpu_clock
+        self._cpu: deque[float] = deque(maxlen=CPU_WINDOW)
+        self._cpu_announced = 0.0
+        #: called (outside the lock) when :meth:`cpu_seconds` moved (the heartbeat's nudge)
+        self.on_cpu_change: Callable[[], None] | None = None
+
+    def cpu_seconds(self) -> float:
+        """This worker's CPU seconds of real compute for the whole data set: the median over
+        its last :data:`CPU_WINDOW` rounds of the computing thread's CPU time divided by the
+        fraction held (emulated straggling sleeps and costs none); 0 before any round."""
+        with self._lock:
+            return float(np.median(self._cpu)) if self._cpu else 0.0
+
+    def _record_cpu(self, seconds: float, fraction: float) -> None:
+        if not (seconds >= 0 and np.isfinite(seconds) and fraction > 0):
+            return
+        with self._lock:
+            self._cpu.append(seconds / fraction)
+            now = float(np.median(self._cpu))
+            moved = abs(now - self._cpu_announced) > CPU_ANNOUNCE_CHANGE * self._cpu_announced
+            if moved:
+                self._cpu_announced = now
+        if moved and self.on_cpu_change is not None:
+            self.on_cpu_change()
 
     def begin_placement(self, header: PlacementHeader) -> PlacementBuilder:
         """Start collecting a streamed placement (validated; installed by ``finish``)."""
@@ -374,6 +405,7 @@ class WorkerLogic:
             self._publish()
         h = placement.header
         share = 1.0 / h.n_partitions
+        cpu_start = self._cpu_clock()
         parts = list(zip(h.coefficients, placement.features, placement.labels, strict=True))
         if h.groups:  # several vectors: row m sums the partitions of message m
             gradient = np.stack(
@@ -386,6 +418,7 @@ class WorkerLogic:
             )
         else:
             gradient = placement.model.coded_gradient(params, parts, reg_share=share)
+        self._record_cpu(self._cpu_clock() - cpu_start, len(h.partitions) / h.n_partitions)
         if self.straggle.emulates:
             fraction = len(h.partitions) / h.n_partitions
             extra = placement.runtime.sample(fraction, self._rng)

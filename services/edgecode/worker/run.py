@@ -35,6 +35,11 @@ class WorkerConfig(CommonConfig):
     straggle: str = "none"
     compute_seconds: float = 0.0
     seed: int = 0
+    #: the machine this worker runs on ("": a digest of the kernel's boot id, shared by every
+    #: container of one machine) and its cores (0: what the OS reports); the planner lets the
+    #: workers of one machine share its cores
+    machine: str = ""
+    machine_cpus: float = 0.0
 
 
 def run(config: WorkerConfig) -> int:
@@ -73,7 +78,12 @@ def run(config: WorkerConfig) -> int:
         edge=config.edge,
         link_seconds=config.link_seconds,
         tls=tls,
+        machine=config.machine,
+        cpus=config.machine_cpus,
+        cpu_seconds=logic.cpu_seconds,
     )
+    if member is not None:
+        logic.on_cpu_change = member.nudge
     reaper = reap_idle_jobs(config.job_ttl_seconds, logic.expire, matrix.expire)
 
     def stop() -> None:
