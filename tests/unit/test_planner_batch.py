@@ -170,17 +170,43 @@ def test_brackets_hold_the_exact_expected_time(mixed: bool, points: int) -> None
     assert np.all(finer_lower >= lower - 1e-12) and np.all(finer_upper <= upper + 1e-12)
 
 
-@pytest.mark.parametrize("mixed", [False, True])
-def test_pruned_best_equals_the_best_of_every_candidate(mixed: bool) -> None:
+def _one_host(spec: object, cores: float, cpu: float) -> object:
+    """Every other worker of each edge on one machine of ``cores`` cores, the j-th of them
+    with ``cpu (1 + j)`` CPU seconds per data set (the others on machines of their own)."""
+    return replace(
+        spec,
+        edges=tuple(
+            replace(
+                e,
+                workers=tuple(
+                    replace(w, host="box", host_cpus=cores, cpu_seconds=cpu * (1 + j))
+                    if j % 2 == 0
+                    else w
+                    for j, w in enumerate(e.workers)
+                ),
+            )
+            for e in spec.edges  # type: ignore[attr-defined]
+        ),
+    )
+
+
+@pytest.mark.parametrize("kind", ["plain", "bernoulli", "hosted"])
+def test_pruned_best_equals_the_best_of_every_candidate(kind: str) -> None:
     """Evaluator.best (brackets set candidates aside) returns the same structure and value as
     integrating every candidate, on complete neighbourhoods of random structures, with and
-    without a bound."""
-    from edgecode.planning import _search
+    without a bound; also where the values are max(E[T], a shared host's floor) and the floor
+    binds for some candidates."""
+    from edgecode.planning import _search, hosts
     from edgecode.planning._evaluate import Evaluator, Structure
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(0 if kind == "hosted" else 3)
     spec = random_cluster(3, 4, rng)
-    cluster = _rule.cluster_arrays(_bernoulli(spec) if mixed else spec)  # type: ignore[arg-type]
+    if kind == "bernoulli":
+        spec = _bernoulli(spec)  # type: ignore[assignment]
+    if kind == "hosted":
+        spec = _one_host(spec, 1.0, 0.1)  # type: ignore[assignment]
+    cluster = _rule.cluster_arrays(spec)
+    binding = 0
     checked = 0
     for wmask, s_w, s_e, _ in _structures(cluster, rng, 6):
         neighbours = _search._complete_neighbourhood(Structure(s_e, wmask, s_w), cluster)
@@ -188,6 +214,8 @@ def test_pruned_best_equals_the_best_of_every_candidate(mixed: bool) -> None:
         plain.budget = 10**8  # a budget turns the brackets off
         every = [r for r in plain.evaluate(neighbours) if r is not None]
         best = min(every, key=lambda r: r.value)
+        floors = hosts.floors(cluster.hosts, np.stack([r.l for r in every]), 120)
+        binding += int(np.sum(floors >= np.array([r.value for r in every])) > 0)
         values = sorted(r.value for r in every)
         for bound in (np.inf, values[len(values) // 2], best.value):
             got = pruned.best(neighbours, bound=bound)
@@ -200,6 +228,7 @@ def test_pruned_best_equals_the_best_of_every_candidate(mixed: bool) -> None:
             checked += 1
         assert pruned.evaluations < plain.evaluations, "the brackets set nothing aside"
     assert checked >= 6
+    assert (binding > 0) == (kind == "hosted"), "the floor binds only on the shared host"
 
 
 class _Forgetful(dict):  # type: ignore[type-arg]

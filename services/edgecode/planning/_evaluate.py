@@ -142,9 +142,9 @@ class Evaluator:
     def best(self, structures: Sequence[Structure], bound: float = math.inf) -> Result | None:
         """The structure with the smallest expected time (None: none feasible, or none with a
         lower bound below ``bound``). Without a budget, on the batch path, candidates that
-        guaranteed bounds (:func:`edgecode.planning._batch.brackets`) show to be no better
-        than ``bound``, than a known value or than another candidate's upper bound are not
-        integrated: the answer is the same."""
+        guaranteed bounds (:func:`edgecode.planning._batch.brackets`, raised to the shared
+        hosts' floor like the values) show to be no better than ``bound``, than a known value
+        or than another candidate's upper bound are not integrated: the answer is the same."""
         if self.budget >= _UNBUDGETED and self.max_breaks is not None:
             self._prune(structures, bound)
         results = [r for r in self.evaluate(structures, bound) if r is not None]
@@ -169,16 +169,21 @@ class Evaluator:
         new = [k for k in todo if k not in self.brackets]
         if new:
             results = [self.pending[k][0] for k in new]
+            loads = np.stack([r.l for r in results])
             lower, upper = _batch.brackets(
                 cluster,
                 np.stack([r.structure.wmask for r in results]),
                 np.stack([r.structure.s_w for r in results]),
                 np.array([r.structure.s_edge for r in results], dtype=np.int64),
-                np.stack([r.l for r in results]),
+                loads,
                 self.K,
                 self.max_breaks,
                 BRACKET_POINTS,
             )
+            # the values are max(E[T], the shared hosts' floor) (see _integrate): so are the
+            # bounds (max is monotone)
+            floor = hosts.floors(cluster.hosts, loads, self.K)
+            lower, upper = np.maximum(lower, floor), np.maximum(upper, floor)
             bounds = zip(lower.tolist(), upper.tolist(), strict=True)
             self.brackets.update(zip(new, bounds, strict=True))
         known = [r.value for k in keys if (r := self.cache.get(k)) is not None]
