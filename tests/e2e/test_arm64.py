@@ -11,9 +11,10 @@
    the gRPC health check;
 4. an hgc job equals the uncoded reference to 1e-9 at every round with an arm64 worker paused
    mid-job;
-5. the planner, from live timings alone, gives each arm64 worker fewer partitions than each
-   amd64 worker, and its expected round time beats every uniform plan's, all timed by the
-   coordinator on the same fits in this run.
+5. the planner, from live timings and the workers' own CPU measurements (all six share this
+   machine's cores: planning/hosts.py), gives each arm64 worker fewer partitions than each
+   amd64 worker; its expected round time beats every uniform plan's, all timed by the
+   coordinator on the same fits in this run (the measured rounds of both plans are printed).
 
 Needs root, dockerd, docker-compose, debootstrap, qemu-user-static and binfmt-support.
 """
@@ -29,7 +30,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -79,6 +80,9 @@ PLAN_DATASET = "synthetic-lsq:n=50000,d=200,seed=1"
 # The coordinator keeps each worker's last 50 measurements: a 50-round job replaces those of
 # earlier jobs (other data sets) before the test asks for the plan.
 PLAN_ROUNDS = 50
+#: jobs of the best uniform plan and of the planner's plan measured alternately
+MEASURED_PAIRS = 2
+MEASURED_ROUNDS = 20
 
 
 def _script() -> ModuleType:
@@ -379,15 +383,6 @@ def _partitions(plan: dict[str, Any]) -> dict[str, int]:
     return {w["name"]: int(w["partitions"]) for e in plan["edges"] for w in e["workers"]}
 
 
-@pytest.mark.xfail(
-    reason=(
-        "issue 18, open: on this 2-core machine the planner picks full replication (K = 1, "
-        "s_edge 1, s_worker 2: every worker holds everything, so arm64 workers get as much as "
-        "amd64 ones), the uniform (1, 2) plan itself, predicting 0.054 s/round where rounds "
-        "take 0.5 s (docs/notes/arm64.md). Not strict: a machine where it passes is no error."
-    ),
-    strict=False,
-)
 def test_the_planner_gives_arm64_workers_less_and_beats_uniform(
     docker_client: Any, stack: Stack, tmp_path: Path
 ) -> None:
@@ -423,6 +418,21 @@ def test_the_planner_gives_arm64_workers_less_and_beats_uniform(
             uniform.append(
                 (plan.s_edge, plan.edges[0].s_worker, answer.current_expected_round_seconds)
             )
+        # Measured as well as modelled (printed for the record, not asserted: other load on
+        # the machine changes which plan is faster, see docs/notes/arm64.md): the uniform plan
+        # the model ranks best and the planner's plan (fitted from round 0 now), alternating.
+        s_edge, s_worker, _ = min(uniform, key=lambda u: u[2])
+        measured: dict[str, list[float]] = {"planner": [], "uniform": []}
+        for _ in range(MEASURED_PAIRS):
+            for kind, config in (
+                ("uniform", replace(job, s_edge=s_edge, s_worker=s_worker)),
+                ("planner", job),
+            ):
+                done = client.wait(
+                    client.submit(replace(config, rounds=MEASURED_ROUNDS)), timeout=900
+                )
+                assert state_name(done) == "succeeded", done.message
+                measured[kind] += [r.seconds for r in done.history][3:]
     finally:
         client.close()
         channel.close()
@@ -443,6 +453,12 @@ def test_the_planner_gives_arm64_workers_less_and_beats_uniform(
     assert len(uniform) >= 2, uniform
     assert max(partitions[w] for w in ARM64) < min(partitions[w] for w in AMD64), partitions
     assert np.all(planned.expected_round_seconds < seconds[1:]), (planned, uniform)
+    print(
+        f"[arm64 e2e] measured median round over rounds 3+ of {MEASURED_PAIRS} alternating "
+        f"pairs of jobs: planner {np.median(measured['planner']):.4f} s, uniform (s_edge "
+        f"{s_edge}, s_worker {s_worker}) {np.median(measured['uniform']):.4f} s; load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     # The job itself ran on the planner's plan (fitted from the start when earlier jobs left
     # timings, else re-placed after its profiling rounds).
     ran = _partitions(job_plan)
