@@ -54,6 +54,7 @@ def test_loss_at_equal_wall_time_is_paired_per_repeat() -> None:
         expected.std(ddof=1) / np.sqrt(2), rel=1e-12
     )
     assert aware["wins_vs_no_shuffle"] == 0.5
+    assert aware["loss_vs_no_shuffle_per_repeat"] == pytest.approx(expected.tolist(), rel=1e-12)
     assert aware["loss_at_equal_wall"] == pytest.approx(0.85, rel=1e-12)
     assert aware["shuffles"] == 1.5 and aware["bytes_per_shuffle"] == 100.0
     assert aware["mean_round_ms"] == pytest.approx(120.0) and aware["repeats"] == 2

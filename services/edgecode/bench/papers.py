@@ -296,7 +296,7 @@ def shuffle_rows(repeats: Sequence[dict[str, dict[str, Any]]]) -> list[dict[str,
     by then. Per label: means over the repeats; for the approx variants also the relative loss
     difference at equal wall time to no shuffling with the same code, per repeat
     (``loss_vs_no_shuffle``: mean; ``_se``: its standard error, None for one repeat;
-    ``wins_vs_no_shuffle``: the fraction of repeats with a lower loss).
+    ``wins_vs_no_shuffle``: the fraction of repeats with a lower loss; ``_per_repeat``: each).
     """
     if not repeats:
         raise ValueError("repeats: need at least one repeat")
@@ -340,6 +340,7 @@ def shuffle_rows(repeats: Sequence[dict[str, dict[str, Any]]]) -> list[dict[str,
                 if finite.size > 1
                 else None,
                 "wins_vs_no_shuffle": float(np.mean(finite < 0)) if finite.size else None,
+                "loss_vs_no_shuffle_per_repeat": [float(x) for x in finite],
                 "equal_wall_seconds": float(np.mean(walls)),
                 "accuracy": float(np.mean([r["accuracy"] for r in runs])),
             }

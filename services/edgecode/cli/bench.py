@@ -180,7 +180,8 @@ def _bench_paper(name: str, args: argparse.Namespace) -> int:
         else:
             rows = bench_shuffle(args.rounds, args.seed, repeats=args.repeats)
     keys = list(rows[0])
-    shown = [k for k in keys if k not in ("slow_nodes", "state")]
+    hidden = ("slow_nodes", "state", "loss_vs_no_shuffle_per_repeat")
+    shown = [k for k in keys if k not in hidden]
     # a scheme that never reached uncoded's loss is shown, as "never"
     never = {"time_to_uncoded_round30_loss_s", "rounds_to_target"}
     table(
