@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -33,9 +34,18 @@ from typing import Any
 
 import numpy as np
 
+from edgecode.codes.approximate import LeastSquaresDecoder
 from edgecode.learning import synthetic_least_squares, synthetic_logistic
 from edgecode.learning.datasets import Dataset
-from edgecode.sim.shuffle import SCHEMES, ShuffleRun, ShuffleScenario, run_schemes, train_runs
+from edgecode.planning.shuffle import Assignment, aware_shuffle
+from edgecode.sim.shuffle import (
+    SCHEMES,
+    ShuffleRun,
+    ShuffleScenario,
+    run_schemes,
+    sample_unit_times,
+    train_runs,
+)
 from edgecode.sim.shuffle_figures import plot_shuffle
 from edgecode.stragglers import StraggleClasses, parse_straggle_classes
 
@@ -145,8 +155,8 @@ CLUSTER_SCHEMES = (*APPROX, "ignore")
 CHASING = "approx-shuffle-aware (min_swap_gain=0)"
 
 
-def _cluster_runs(code: str, seed: int, rounds: int) -> dict[str, ShuffleRun]:
-    scenario = ShuffleScenario(
+def _cluster_scenario(code: str, rounds: int) -> ShuffleScenario:
+    return ShuffleScenario(
         workers=10,
         code=code,
         stragglers=1,
@@ -156,6 +166,10 @@ def _cluster_runs(code: str, seed: int, rounds: int) -> dict[str, ShuffleRun]:
         tau=10,
         filter_model=MASTER_FILTER_MODEL,
     )
+
+
+def _cluster_runs(code: str, seed: int, rounds: int) -> dict[str, ShuffleRun]:
+    scenario = _cluster_scenario(code, rounds)
     runs = run_schemes(scenario, seed, CLUSTER_SCHEMES)
     chasing = replace(scenario, min_swap_gain=0.0)
     runs[CHASING] = run_schemes(chasing, seed, ("approx-shuffle-aware",))["approx-shuffle-aware"]
@@ -199,6 +213,49 @@ def cluster_rows(seeds: Sequence[int], rounds: int = 120) -> list[dict[str, Any]
             row["wins_vs_no_shuffle"] = float(np.mean(relative < 0))
             rows.append(row)
     return rows
+
+
+def placement_errors(code: str = "crc", rounds: int = 4000, seed: int = 0) -> list[dict[str, Any]]:
+    """On the bench-cluster (see the module docstring), every placement of the 3 slow workers
+    on the code's 10 rows (the 7 active ones in order on the rest): the aware policy's risk
+    ``sum_j prod_{h holds j} p_h`` (p = 0.9 slow, 0.05 active) beside the decoding error the
+    least-squares weights really have over ``rounds`` simulated rounds (the alive set: the first
+    7 answers), ``sum_j E[(w_j - 1)^2]`` and the squared bias ``sum_j (E[w_j] - 1)^2``. Rows
+    sorted by error; ``aware``: the placement the aware policy picks from the identity.
+    """
+    scenario = _cluster_scenario(code, rounds)
+    unit_times, slow = sample_unit_times(scenario, np.random.default_rng([seed, 0]))
+    times = unit_times * (scenario.stragglers + 1) / scenario.workers
+    cut = np.sort(times, axis=1)[:, [scenario.resolved_wait - 1]]
+    alive = [np.flatnonzero(row) for row in times <= cut]
+    B = scenario.code_matrix()
+    p = np.where(slow, 0.9, 0.05)
+    slow_workers = [int(w) for w in np.flatnonzero(slow)]
+    active = [int(w) for w in np.flatnonzero(~slow)]
+    aware = aware_shuffle(B, Assignment.identity(scenario.workers), p).after
+    rows = []
+    for slow_rows in itertools.combinations(range(scenario.workers), len(slow_workers)):
+        rest = [r for r in range(scenario.workers) if r not in slow_rows]
+        rows_of = dict(zip(slow_workers, slow_rows, strict=True)) | dict(
+            zip(active, rest, strict=True)
+        )
+        assignment = Assignment(tuple(rows_of[w] for w in range(scenario.workers)))
+        decoder = LeastSquaresDecoder(assignment.sender_matrix(B))
+        weights = np.array([decoder.decode(a).partition_weights for a in alive])
+        risk = sum(float(np.prod(p[list(h)])) for h in assignment.holders(B))
+        picked = tuple(sorted(assignment.rows[w] for w in slow_workers)) == tuple(
+            sorted(aware.rows[w] for w in slow_workers)
+        )
+        rows.append(
+            {
+                "slow_rows": slow_rows,
+                "risk": risk,
+                "error": float(((weights - 1.0) ** 2).mean(axis=0).sum()),
+                "bias": float(((weights.mean(axis=0) - 1.0) ** 2).sum()),
+                "aware": picked,
+            }
+        )
+    return sorted(rows, key=lambda row: row["error"])
 
 
 def _write(rows: list[dict[str, Any]], path: Path) -> None:
@@ -253,6 +310,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         cluster = cluster_rows(seeds, args.rounds)
         _write(cluster, args.out / "shuffle_bench_cluster.csv")
         _print(cluster, list(cluster[0]))
+        placements = placement_errors()
+        _write(placements, args.out / "shuffle_bench_placements.csv")
+        chosen = [row for row in placements if row["aware"]]
+        print("crc placements of the slow workers: risk, error, bias")
+        _print(
+            placements[:3] + chosen + placements[-1:],
+            ["slow_rows", "risk", "error", "bias", "aware"],
+        )
         return
     usage = usage_rows(args.workers, args.rounds, seeds)
     _write(usage, args.out / "shuffle_usage.csv")
