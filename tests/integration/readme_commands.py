@@ -356,7 +356,7 @@ SMALL: dict[tuple[str, ...], list[tuple[str, str]]] = {
     ("bench", "train"): [("--rounds", "6"), ("--repeats", "1")],
     # one data order (the label-sorted one, the newer path) keeps it to half the jobs
     ("bench", "partial"): [("--rounds", "30"), ("--data", "sorted")],
-    ("bench", "shuffle"): [("--rounds", "30")],
+    ("bench", "shuffle"): [("--rounds", "30"), ("--repeats", "1")],
     ("bench", "goco"): [("--rounds", "20"), ("--repeats", "1"), ("--real-rounds", "3")],
     ("bench", "scale"): [("--sizes", "8"), ("--rounds", "4")],
     ("bench", "soak"): [("--minutes", "0.3")],  # a few jobs with faults, the report and figure

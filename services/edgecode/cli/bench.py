@@ -158,6 +158,14 @@ def _papers_targets(targets: argparse._SubParsersAction[argparse.ArgumentParser]
                 help="training rows in random order (iid partitions), sorted by label (each "
                 "worker sees its own labels), or both side by side (default both)",
             )
+        if name == "shuffle":
+            target.add_argument(
+                "--repeats",
+                type=_args.integer(1),
+                default=1,
+                help="run every job this many times, in rotated order, and report means and "
+                "the loss difference to no shuffling per repeat (default 1)",
+            )
         target.set_defaults(func=partial(_bench_paper, name))
 
 
@@ -170,9 +178,10 @@ def _bench_paper(name: str, args: argparse.Namespace) -> int:
             data = ("iid", "sorted") if args.data == "both" else (args.data,)
             rows = bench_partial(args.rounds, args.seed, data)
         else:
-            rows = bench_shuffle(args.rounds, args.seed)
+            rows = bench_shuffle(args.rounds, args.seed, repeats=args.repeats)
     keys = list(rows[0])
-    shown = [k for k in keys if k not in ("slow_nodes", "state")]
+    hidden = ("slow_nodes", "state", "loss_vs_no_shuffle_per_repeat")
+    shown = [k for k in keys if k not in hidden]
     # a scheme that never reached uncoded's loss is shown, as "never"
     never = {"time_to_uncoded_round30_loss_s", "rounds_to_target"}
     table(

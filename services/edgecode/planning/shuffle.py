@@ -21,9 +21,11 @@ Policies (``--shuffle random|aware``, every tau rounds):
   probability about ``risk_j = prod_{h holds j} p_h``. Greedy swaps of two workers' rows lower
   ``sum_j risk_j`` (the expected number of partitions without weight), always starting from the
   riskiest partition: one of its holders (most likely to straggle first) trades rows with a
-  worker less likely to straggle. A swap is taken only when it strictly lowers the total and
-  keeps the bytes moved within the budget, so the policy moves nothing when every worker looks
-  alike (i.i.d. stragglers) and stops once no partition is held mostly by slow workers.
+  worker less likely to straggle. A swap is taken only when it lowers the total by at least
+  :data:`MIN_SWAP_GAIN` (and :data:`MIN_GAIN` per partition it moves) and keeps the bytes moved
+  within the budget, so the policy moves nothing when every worker looks alike (i.i.d.
+  stragglers), stops once no partition is held mostly by slow workers, and does not chase the
+  class filter's noise (see :data:`MIN_SWAP_GAIN`).
 
 Example
 -------
@@ -57,6 +59,16 @@ CANDIDATES = 24
 #: moved, for which the aware policy swaps two workers. Giving an all-slow pair of the s = 1
 #: code an active holder gains about p_slow^2 / 2 per partition moved (0.32 at p_slow = 0.8).
 MIN_GAIN = 1e-3
+#: Smallest drop of the expected number of partitions without weight per round for which the
+#: aware policy swaps two workers. One late answer of an active worker lifts the straggle
+#: probability the master's filter predicts for it from 0.05 to about 0.27 for a few rounds;
+#: moving a slow worker (about 0.77) away from it gains about 0.77 x 0.22 per partition they
+#: share: 0.17 (crc, s = 1) or 0.34 (frc, s = 1). Real moves gain more: parting two adjacent
+#: slow workers 0.72 (crc, s = 1) or three 0.53 (crc, s = 2, p_slow = 0.8); an active holder
+#: for an all-slow group 1.2 (frc, s = 1) or 1.4 (frc, s = 2). Chasing the noise made ``bench
+#: shuffle`` (crc) shuffle 8-10 times in 120 rounds instead of 1-3; each shuffle slows the one
+#: or two rounds it overlaps by about 15 ms on the 2-core machine (docs/notes/shuffle.md).
+MIN_SWAP_GAIN = 0.4
 #: Random transpositions tried per worker by a budgeted random shuffle.
 ATTEMPTS_PER_WORKER = 4
 
@@ -240,17 +252,20 @@ def aware_shuffle(
     partition_bytes: ArrayLike | None = None,
     budget_bytes: float | None = None,
     min_gain: float = MIN_GAIN,
+    min_swap_gain: float = MIN_SWAP_GAIN,
 ) -> Shuffle:
     """Move the partitions held mostly by likely stragglers onto workers unlikely to straggle.
 
     ``straggle_probability`` (n,) in [0, 1]: each worker's predicted probability of straggling
     (e.g. :meth:`edgecode.stragglers.ClassFilter.straggle_probability`). Greedy transpositions
     lower ``sum_j prod_{h holds j} p_h`` within ``budget_bytes`` (see the module docstring); a
-    swap must lower it by at least ``min_gain`` per partition it moves, so estimates that differ
-    only by noise move nothing.
+    swap must lower it by at least ``min_swap_gain`` and by ``min_gain`` per partition it moves,
+    so estimates that differ only by noise move nothing.
     """
     if not min_gain >= 0:
         raise ValueError(f"min_gain must be >= 0, got {min_gain!r}")
+    if not min_swap_gain >= 0:
+        raise ValueError(f"min_swap_gain must be >= 0, got {min_swap_gain!r}")
     matrix = _check_code(B, current.n_workers)
     sizes = _check_bytes(partition_bytes, matrix.shape[1])
     budget = _check_budget(budget_bytes)
@@ -264,7 +279,7 @@ def aware_shuffle(
     holders = [set(h) for h in current.holders(matrix)]
     risk = np.array([float(np.prod(q[list(h)])) for h in holders])
     for _ in range(current.n_workers * matrix.shape[1]):  # each swap strictly lowers the total
-        move = _best_move(state, holders, risk, q, budget, min_gain)
+        move = _best_move(state, holders, risk, q, budget, (min_gain, min_swap_gain))
         if move is None:
             break
         slow, fast = move
@@ -287,14 +302,14 @@ def _best_move(
     risk: FloatArray,
     q: FloatArray,
     budget: float,
-    min_gain: float,
+    gains: tuple[float, float],
 ) -> tuple[int, int] | None:
     """The best budget-feasible improving swap for the riskiest partition that has one.
 
     Partners are tried least likely to straggle first and, among equals, those whose own
     partitions are least at risk (they can take a slow worker's place at the smallest cost).
     """
-    tolerance = 1e-12 * float(risk.sum())
+    tolerance = max(1e-12 * float(risk.sum()), gains[1])
     row_risk = [sum(risk[j] for j in state.parts[row]) for row in state.rows]
     by_speed = sorted(range(len(state.rows)), key=lambda w: (q[w], row_risk[w], w))
     for j in np.argsort(-risk, kind="stable"):
@@ -304,7 +319,7 @@ def _best_move(
             for fast in partners[:CANDIDATES]:
                 delta = _swap_delta(state, risk, q, slow, fast)
                 moves = len(state.parts[state.rows[slow]] ^ state.parts[state.rows[fast]])
-                if delta < -max(tolerance, min_gain * moves) and (best is None or delta < best[0]):
+                if delta < -max(tolerance, gains[0] * moves) and (best is None or delta < best[0]):
                     if state.swap_cost(slow, fast)[0] <= budget:
                         best = (delta, slow, fast)
         if best is not None:

@@ -56,7 +56,13 @@ from edgecode.codes.flat import cyclic_repetition, fractional_repetition
 from edgecode.learning.datasets import Dataset, partition_bounds
 from edgecode.learning.models import get_model, smoothness
 from edgecode.learning.optimizers import GradientDescent
-from edgecode.planning.shuffle import Assignment, Shuffle, aware_shuffle, random_shuffle
+from edgecode.planning.shuffle import (
+    MIN_SWAP_GAIN,
+    Assignment,
+    Shuffle,
+    aware_shuffle,
+    random_shuffle,
+)
 from edgecode.straggle_classes import LATE_FACTOR, ClassFilter, StraggleClasses, lateness
 from edgecode.stragglers import sample_markov
 
@@ -67,6 +73,8 @@ BoolArray = NDArray[np.bool_]
 SCHEMES = ("approx", "approx-shuffle-random", "approx-shuffle-aware", "exact", "ignore")
 CODES = ("frc", "crc")
 _POLICY = {"approx-shuffle-random": "random", "approx-shuffle-aware": "aware"}
+#: The keyword arguments a :class:`ClassFilter` takes (``ShuffleScenario.filter_model``).
+FILTER_KEYS = ("p_slow", "p_active", "q_as", "q_sa", "prior_slow")
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,10 @@ class ShuffleScenario:
     seconds after the round start (None: none); ``tau``: rounds between shuffles; ``budget``:
     partitions moved per shuffle at most (None: unbounded); ``transfer_seconds``: streaming one
     partition between two workers (None: the mean time to compute one partition's gradient,
-    ``(shift + 1 / rate) / K``).
+    ``(shift + 1 / rate) / K``); ``filter_model``: the keyword arguments of the aware policy's
+    :class:`ClassFilter` (None: the scenario's own classes, :meth:`ClassFilter.from_classes`;
+    the master uses a fixed model, ``edgecode.master.epochs.FILTER_MODEL``);
+    ``min_swap_gain``: the aware policy's threshold (:data:`MIN_SWAP_GAIN`).
     """
 
     workers: int = 100
@@ -97,6 +108,8 @@ class ShuffleScenario:
     transfer_seconds: float | None = None
     late_factor: float = LATE_FACTOR
     usage_threshold: float = USAGE_THRESHOLD
+    filter_model: Mapping[str, float] | None = None
+    min_swap_gain: float = MIN_SWAP_GAIN
 
     def __post_init__(self) -> None:
         n, s = self.workers, self.stragglers
@@ -116,6 +129,19 @@ class ShuffleScenario:
             raise ValueError(f"budget must be >= 0 partitions, got {self.budget}")
         if self.transfer_seconds is not None and not self.transfer_seconds >= 0:
             raise ValueError(f"transfer_seconds must be >= 0, got {self.transfer_seconds}")
+        unknown = set(self.filter_model or ()) - set(FILTER_KEYS)
+        if unknown:
+            raise ValueError(
+                f"filter_model: unknown keys {sorted(unknown)}, expected {FILTER_KEYS}"
+            )
+        if not self.min_swap_gain >= 0:
+            raise ValueError(f"min_swap_gain must be >= 0, got {self.min_swap_gain}")
+
+    def class_filter(self) -> ClassFilter:
+        """The aware policy's filter over the scenario's workers."""
+        if self.filter_model is not None:
+            return ClassFilter(self.workers, **self.filter_model)
+        return ClassFilter.from_classes(self.classes, self.workers, self.resolved_wait)
 
     @property
     def resolved_wait(self) -> int:
@@ -268,7 +294,7 @@ def _simulate_approx(
     assignment = Assignment.identity(n)
     decoder = LeastSquaresDecoder(assignment.sender_matrix(B))
     policy = _POLICY.get(scheme)
-    estimator = ClassFilter.from_classes(scenario.classes, n, scenario.resolved_wait)
+    estimator = scenario.class_filter()
     for r in range(rounds):
         times = unit_times[r] * fraction
         end = _round_end(scenario, times)
@@ -283,7 +309,10 @@ def _simulate_approx(
         if policy == "random":
             step = random_shuffle(B, assignment, rng, budget_bytes=budget)
         else:
-            step = aware_shuffle(B, assignment, estimator.straggle_probability(), None, budget)
+            step = aware_shuffle(
+                B, assignment, estimator.straggle_probability(), None, budget,
+                min_swap_gain=scenario.min_swap_gain,
+            )  # fmt: skip
         moved[r] = step.partitions_moved
         shuffle_seconds[r] = transfer_time(step, scenario.resolved_transfer_seconds)
         if step.after != assignment:
