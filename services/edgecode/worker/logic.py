@@ -195,7 +195,7 @@ class WorkerLogic:
         link_seconds: float = 0.0,
         metrics: WorkerMetricsPort | None = None,
         clock: Callable[[], float] = time.monotonic,
-        cpu_clock: Callable[[], float] = time.thread_time,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         self.name = name
         self.straggle = straggle or StraggleConfig()
@@ -213,7 +213,7 @@ class WorkerLogic:
         #: job id -> the epoch rounds use now (the last one a round named)
         self._in_use: dict[str, int] = {}
         self._lock = threading.Lock()
-        #: CPU seconds of the computing thread per WHOLE data set, one per recent round
+        #: CPU seconds of the process while computing, per WHOLE data set, one per recent round
         self._cpu_clock = cpu_clock
         self._cpu: deque[float] = deque(maxlen=CPU_WINDOW)
         self._cpu_announced = 0.0
@@ -222,7 +222,8 @@ class WorkerLogic:
 
     def cpu_seconds(self) -> float:
         """This worker's CPU seconds of real compute for the whole data set: the median over
-        its last :data:`CPU_WINDOW` rounds of the computing thread's CPU time divided by the
+        its last :data:`CPU_WINDOW` rounds of the process's CPU time while computing (BLAS threads
+        included; an older round still computing beside it counts too) divided by the
         fraction held (emulated straggling sleeps and costs none); 0 before any round."""
         with self._lock:
             return float(np.median(self._cpu)) if self._cpu else 0.0
