@@ -271,3 +271,19 @@ def test_pattern_probability_and_weight_values() -> None:
     assert code.pattern_probability(np.array([True, True, True])) == 0.75**3
     assert code.weight == 1 / (1 * 0.75)
     assert stochastic(4, 2, 0.5).weight == 1.0
+
+
+def test_exact_fractions_come_back_as_float64() -> None:
+    """Gradients given as exact fractions (an object array) are read as float64."""
+    from fractions import Fraction
+
+    code = stochastic(4, 2, 0.5)
+    G = np.array([[Fraction(1, 3)], [Fraction(2, 3)], [Fraction(1)], [Fraction(-1, 2)]])
+    encoded = code.encode(range(4), G)
+    variance = code.sum_variance(G)
+    assert encoded.dtype == np.float64 and variance.dtype == np.float64
+    expected = code.B @ G.astype(np.float64)
+    assert np.all(np.isfinite(encoded)) and np.all(np.abs(encoded - expected) <= 1e-15)
+    reference = code.sum_variance(G.astype(np.float64))
+    assert variance.shape == (1,) and np.isfinite(variance[0])
+    assert abs(variance[0] - reference[0]) <= 1e-15
