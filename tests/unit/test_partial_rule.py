@@ -428,3 +428,79 @@ def test_designs_list_the_subset_design_and_every_useful_vector_count() -> None:
 def test_docstring_examples_run(module: object) -> None:
     failures, attempted = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
     assert attempted > 0 and failures == 0
+
+
+# --------------------------------------------------------------------------------------------
+# survivors of the mutation run (docs/notes/mutation.md): exact messages and labels
+# --------------------------------------------------------------------------------------------
+
+EXACT_MESSAGES = [
+    ((0, 0, 0.5), {}, "n=0 violates 1 <= n (at least one worker)"),
+    ((10, 10, 0.5), {}, "s=10 violates 0 <= s <= 9 (at least one worker must answer)"),
+    ((10, 3, 0.9), {"d": 11}, "d=11 violates 1 <= d <= 10 (partitions held out of n)"),
+    ((10, 3, 0.9), {"vectors": 0}, "vectors=0 violates 1 <= vectors (one at least)"),
+    (
+        (10, 3, 0.9, "subset"),
+        {"max_partitions": 0},
+        "max_partitions=0 violates 1 <= max_partitions (a cap on k)",
+    ),
+    (
+        (10, 3, 0.9, "subset"),
+        {"vectors": 3},
+        "vectors=3 violates 39 <= vectors (the subset design for n=10, s=3, alpha=9/10 sends "
+        "one vector per held partition and a worker holds 39)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), EXACT_MESSAGES)
+def test_bounds_are_named_in_full(
+    args: tuple[object, ...], kwargs: dict[str, int], message: str
+) -> None:
+    with pytest.raises(InvalidPartialParameters) as caught:
+        partial_scheme(*args, **kwargs)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+def test_counts_must_be_integers_and_bounds_are_inclusive() -> None:
+    for bad, shown in ((2.5, "2.5"), (True, "True")):
+        with pytest.raises(InvalidInput) as caught:
+            partial_scheme(bad, 0, 0.5)  # type: ignore[arg-type]
+        assert str(caught.value) == f"n must be an integer, got {shown}"
+        assert not isinstance(caught.value, InvalidPartialParameters)
+    # the upper bounds themselves are allowed: s = n - 1, d = n
+    assert partial_scheme(4, 3, 1.0).stragglers == 3
+    assert partial_scheme(10, 3, 0.9, d=10).d == 10
+    # max_partitions = 1 is a valid cap (the design then does not fit it)
+    with pytest.raises(InvalidPartialParameters, match="max_partitions=1") as caught:
+        partial_scheme(10, 3, 0.9, "subset", max_partitions=1)
+    assert "violates 1 <= max_partitions" not in str(caught.value)
+    with pytest.raises(InvalidPartialParameters) as too_few:
+        designs_for(10, 3, 0.9, max_vectors=0)
+    assert str(too_few.value) == "max_vectors=0 violates 1 <= max_vectors (one vector at least)"
+    assert [design_label(d) for d in designs_for(10, 3, 0.9, max_vectors=1)] == ["cyclic d=3 V=1"]
+
+
+def test_labels_of_approximate_and_foreign_schemes() -> None:
+    approx = subset_design(10, 3, 0.9, max_partitions=150, approximate=True)
+    assert design_label(approx) == "subset r=1x1,2x2 k=100 (approx.)"
+
+    class Foreign:
+        pass
+
+    assert design_label(Foreign()) == "Foreign"  # type: ignore[arg-type]
+
+
+def test_worker_encoding_edges_in_full() -> None:
+    scheme = cyclic_partial(6, 2, 0.8, 2)
+    with pytest.raises(InvalidInput) as caught:
+        worker_encoding(scheme, True)  # type: ignore[arg-type]
+    assert str(caught.value) == "worker must be an integer, got True"
+    encoding = worker_encoding(scheme, np.int64(5))  # type: ignore[arg-type]
+    assert encoding.worker == 5 and type(encoding.worker) is int
+    held = len(encoding.partitions)
+    with pytest.raises(InvalidInput) as wrong_rows:
+        encoding.encode(np.zeros((1, 7)))
+    assert str(wrong_rows.value) == (
+        f"worker 5 holds {held} partitions: gradients must have {held} rows (or all k), got 1"
+    )
