@@ -516,13 +516,15 @@ def _responses(scheme: PartialRecoveryScheme, G: np.ndarray) -> list[np.ndarray]
     return [worker_encoding(scheme, w).encode(G) for w in range(scheme.n_workers)]
 
 
-def test_inverse_probability_on_summed_messages() -> None:
-    """Messages of several partitions: value = sum_{j in R} g_j / pi_j, scale = mean 1/pi_j."""
-    decoder = PartialDecoder(ARCS, "inverse-probability")
+@pytest.mark.parametrize("scheme", [ARCS, cyclic_partial(7, 3, 0.6, 2, d=3)])
+def test_inverse_probability_on_summed_messages(scheme: PartialRecoveryScheme) -> None:
+    """Messages of several partitions (3; or 2 and 1): value = sum_{j in R} g_j / pi_j, scale =
+    the mean of 1 / pi_j over R."""
+    decoder = PartialDecoder(scheme, "inverse-probability")
     assert not decoder.singletons
     pi = inclusion_probabilities(decoder)
-    G = np.random.default_rng(5).standard_normal((ARCS.n_partitions, 3))
-    responses = _responses(ARCS, G)
+    G = np.random.default_rng(5).standard_normal((scheme.n_partitions, 3))
+    responses = _responses(scheme, G)
     errors, scales = [], []
     for order in itertools.permutations(range(7), 4):
         rule = decoder.rule(3)
@@ -644,6 +646,16 @@ def test_a_foreign_scheme_takes_the_generic_paths() -> None:
     errors = np.abs(pi - frequency)
     assert np.all(np.isfinite(errors)) and np.all(errors <= 1e-12)
     assert np.ptp(pi) > 0.01  # unlike a cyclic scheme's, these differ
+    # so inverse-probability weights would differ inside one message: refused
+    with pytest.raises(InvalidInput) as caught:
+        PartialDecoder(foreign, "inverse-probability")
+    assert str(caught.value) == (
+        "inverse-probability weights differ inside one message of _Foreign: use scale='rescale'"
+    )
+    # workers sending different numbers of vectors: no common response shape
+    assert decoder.response_shape(3) == (1, 3)
+    decoder.vectors = (1, 2, 1, 1, 1, 1, 1)
+    assert decoder.response_shape(3) == (None, 3)
 
 
 def test_rule_edges_in_full() -> None:
