@@ -1,0 +1,120 @@
+"""Survivors of the mutation run of edgecode.codes.partial (docs/notes/mutation.md): exact
+argument messages, the encoder's sums, and the approximate subset design's multiplicities
+against a brute-force search."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from edgecode.codes.partial import (
+    _approximate_multiplicities,
+    cyclic_partial,
+    partial_load_optimum,
+    required_partitions,
+    subset_design,
+)
+from edgecode.errors import Infeasible
+
+
+def test_required_partitions_values_and_messages() -> None:
+    assert required_partitions(0.9, 10) == 9 and required_partitions(0.75, 10) == 8
+    assert required_partitions(Fraction(1, 3), 1) == 1 and required_partitions(1, 7) == 7
+    assert required_partitions(0.5, 3) == 2  # ceil(1.5)
+    with pytest.raises(ValueError, match=r"^k must be in >= 1, got 0$"):
+        required_partitions(0.5, 0)
+    with pytest.raises(ValueError, match=r"^k must be an integer, got True \(bool\)$"):
+        required_partitions(0.5, True)
+
+
+def _brute_force(n: int, s: int, alpha: float, cap: int) -> tuple[int, int]:
+    """The (a1, a2) with a2 >= 1, k = a1 C(n, r1) + a2 C(n, r2) <= cap and lost <= (1 - alpha) k
+    of least (load, k), by trying every pair."""
+    optimum = partial_load_optimum(n, s, alpha)
+    r1, r2 = optimum.sizes
+    c1, c2 = math.comb(n, r1), math.comb(n, r2)
+    budget = 1 - optimum.alpha
+    best: tuple[Fraction, int, int, int] | None = None
+    for a1 in range(cap // c1 + 1):
+        for a2 in range(1, cap // c2 + 1):
+            k = a1 * c1 + a2 * c2
+            lost = a1 * math.comb(s, r1) + a2 * math.comb(s, r2)
+            if k > cap or lost > budget * k:
+                continue
+            load = Fraction(a1 * math.comb(n - 1, r1 - 1) + a2 * math.comb(n - 1, r2 - 1), k)
+            if best is None or (load, k) < best[:2]:
+                best = (load, k, a1, a2)
+    assert best is not None
+    return best[2], best[3]
+
+
+@pytest.mark.parametrize(
+    ("n", "s", "alpha", "cap"),
+    [
+        (10, 3, 0.9, 150),
+        (10, 3, 0.9, 100),
+        (10, 3, 0.9, 45),
+        (8, 2, 0.8, 60),
+        (8, 2, 0.8, 200),
+        (9, 3, 0.85, 100),
+        (12, 4, 0.75, 150),
+        (6, 2, 0.8, 40),
+    ],
+)
+def test_approximate_multiplicities_are_the_best_pair(
+    n: int, s: int, alpha: float, cap: int
+) -> None:
+    optimum = partial_load_optimum(n, s, alpha)
+    sizes, multiplicities = _approximate_multiplicities(n, s, optimum, cap)
+    assert sizes == optimum.sizes
+    assert multiplicities == _brute_force(n, s, alpha, cap)
+
+
+def test_approximate_multiplicities_messages() -> None:
+    two = partial_load_optimum(10, 3, 0.9)  # sizes (1, 2): C(10, 2) = 45
+    with pytest.raises(Infeasible) as caught:
+        _approximate_multiplicities(10, 3, two, 44)
+    assert str(caught.value) == (
+        "even one partition per 2-subset of 10 workers needs C(10,2)=45 partitions, "
+        "above max_partitions=44"
+    )
+    one = partial_load_optimum(10, 3, 1)
+    (r,) = one.sizes
+    with pytest.raises(Infeasible) as single:
+        _approximate_multiplicities(10, 3, one, 5)
+    assert str(single.value) == (
+        f"a design on all {r}-subsets of 10 workers needs C(10,{r})={math.comb(10, r)} "
+        "partitions, above max_partitions=5"
+    )
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [cyclic_partial(6, 2, 0.8, 2), cyclic_partial(7, 3, 0.6, 2, d=3), subset_design(5, 1, 0.9)],
+)
+def test_encode_sends_each_message_sum(scheme) -> None:  # type: ignore[no-untyped-def]
+    G = np.random.default_rng(0).standard_normal((scheme.n_partitions, 3))
+    errors = []
+    for w in range(scheme.n_workers):
+        sent = scheme.encode(w, G)
+        assert sent.shape == (len(scheme.messages[w]), 3) and sent.dtype == np.float64
+        expected = np.array([G[list(m)].sum(axis=0) for m in scheme.messages[w]])
+        errors.append(float(np.abs(sent - expected).max()))
+    errs = np.array(errors)
+    assert np.all(np.isfinite(errs)) and np.all(errs <= 1e-15)
+    exact = np.array([[Fraction(j + 1, 3)] for j in range(scheme.n_partitions)], dtype=object)
+    as_float = scheme.encode(0, exact)
+    assert as_float.dtype == np.float64
+    k = scheme.n_partitions
+    with pytest.raises(
+        ValueError, match=rf"^partial_gradients must have shape \({k}, dim\), got \({k},\)$"
+    ):
+        scheme.encode(0, np.zeros(k))
+    n = scheme.n_workers
+    with pytest.raises(ValueError, match=rf"^worker must be in \[0, {n - 1}\], got {n}$"):
+        scheme.encode(n, G)
+    with pytest.raises(ValueError, match=r"^worker must be in \[0, \d+\], got -1$"):
+        scheme.encode(-1, G)
