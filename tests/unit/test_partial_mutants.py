@@ -4,6 +4,7 @@ against a brute-force search."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
@@ -13,6 +14,7 @@ import pytest
 from edgecode.codes.partial import (
     _approximate_multiplicities,
     cyclic_partial,
+    cyclic_worst_coverage,
     partial_load_optimum,
     required_partitions,
     subset_design,
@@ -118,3 +120,75 @@ def test_encode_sends_each_message_sum(scheme) -> None:  # type: ignore[no-untyp
         scheme.encode(n, G)
     with pytest.raises(ValueError, match=r"^worker must be in \[0, \d+\], got -1$"):
         scheme.encode(-1, G)
+
+
+def _worst_by_brute_force(n: int, s: int, d: int, vectors: int) -> int:
+    from edgecode.codes.partial import _best_circle, _cyclic_arcs
+
+    arcs = _cyclic_arcs(n, d, vectors)
+    worst = n
+    for stragglers in itertools.combinations(range(n), s):
+        alive = np.ones(n, dtype=np.bool_)
+        alive[list(stragglers)] = False
+        worst = min(worst, sum(arc.length for arc in _best_circle(n, arcs, alive)))
+    return worst
+
+
+@pytest.mark.parametrize(
+    ("n", "s", "d", "vectors"),
+    [
+        (5, 0, 2, 1),
+        (5, 1, 2, 1),
+        (6, 2, 3, 1),
+        (7, 2, 2, 1),
+        (7, 3, 3, 2),
+        (8, 3, 4, 2),
+        (8, 4, 5, 3),
+        (6, 5, 6, 1),
+        (7, 1, 7, 7),
+    ],
+)
+def test_worst_coverage_is_the_minimum_over_every_straggler_set(
+    n: int, s: int, d: int, vectors: int
+) -> None:
+    assert cyclic_worst_coverage(n, s, d, vectors) == _worst_by_brute_force(n, s, d, vectors)
+
+
+def test_worst_coverage_across_batches() -> None:
+    """C(17, 4) = 2,380 patterns with worker 0: more than one batch of 2,048."""
+    from edgecode.codes.partial import _coverage_batch, _cyclic_arcs
+
+    n, s, d = 18, 5, 4
+    arcs = _cyclic_arcs(n, d, 1)
+    sets = np.array(list(itertools.combinations(range(n), s)), dtype=np.int64)
+    alive = np.ones((len(sets), n), dtype=np.bool_)
+    alive[np.arange(len(sets))[:, None], sets] = False
+    assert cyclic_worst_coverage(n, s, d) == int(_coverage_batch(n, arcs, alive).min())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((0, 0, 1), r"n must be in >= 1, got 0"),
+        ((5, 5, 1), r"s must be in \[0, 4\], got 5"),
+        ((5, -1, 1), r"s must be in \[0, 4\], got -1"),
+        ((5, 1, 0), r"d must be in \[1, 5\], got 0"),
+        ((5, 1, 6), r"d must be in \[1, 5\], got 6"),
+        ((5, 1, 2, 0), r"vectors_per_worker must be in >= 1, got 0"),
+        ((5, 1, 2.0), r"d must be an integer, got 2.0 \(float\)"),
+    ],
+)
+def test_worst_coverage_argument_messages(args: tuple[object, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        cyclic_worst_coverage(*args)  # type: ignore[arg-type]
+
+
+def test_worst_coverage_search_limit_message() -> None:
+    with pytest.raises(Infeasible) as caught:
+        cyclic_worst_coverage(40, 6, 3)
+    assert str(caught.value) == (
+        "certifying a cyclic scheme with n=40, s=6 needs C(39,5)=575757 straggler patterns, "
+        "above 200000"
+    )
+    # C(39, 4) = 82,251 is within the limit: no refusal (d = 40 covers everything)
+    assert cyclic_worst_coverage(40, 5, 40) == 40
