@@ -192,3 +192,42 @@ def test_worst_coverage_search_limit_message() -> None:
     )
     # C(39, 4) = 82,251 is within the limit: no refusal (d = 40 covers everything)
     assert cyclic_worst_coverage(40, 5, 40) == 40
+
+
+def test_subset_design_caps_and_the_approximation_on_one_size() -> None:
+    with pytest.raises(ValueError, match=r"^max_partitions must be in >= 1, got 0$"):
+        subset_design(10, 3, 0.9, max_partitions=0)
+    with pytest.raises(Infeasible, match="max_partitions=1;"):
+        subset_design(10, 3, 0.9, max_partitions=1)
+    at_cap = subset_design(10, 3, 0.9, max_partitions=210)  # k = 210 exactly: allowed
+    assert at_cap.exact is True and at_cap.n_partitions == 210
+    # with room for 45 partitions only the 2-subsets fit: a_1 = 0, one partition per pair
+    pairs = subset_design(10, 3, 0.9, max_partitions=45, approximate=True)
+    assert pairs.exact is False
+    assert (pairs.sizes, pairs.multiplicities, pairs.n_partitions) == ((2,), (1,), 45)
+    assert np.all(pairs.membership.sum(axis=1) == 2)
+    held = {tuple(np.flatnonzero(row).tolist()) for row in pairs.membership}
+    assert held == set(itertools.combinations(range(10), 2))
+    assert pairs.load_exact == Fraction(9, 45)
+
+
+def test_cyclic_arguments_and_least_d() -> None:
+    from edgecode.codes.partial import cyclic_formula_d, cyclic_least_d
+
+    with pytest.raises(ValueError, match=r"^vectors_per_worker must be in >= 1, got 0$"):
+        cyclic_partial(6, 2, 0.5, 0)
+    with pytest.raises(ValueError, match=r"^vectors_per_worker must be in >= 1, got 0$"):
+        cyclic_least_d(6, 2, 0.5, vectors_per_worker=0)
+    with pytest.raises(ValueError, match=r"^d must be in \[1, 6\], got 7$"):
+        cyclic_partial(6, 2, 0.5, d=7)
+    assert cyclic_partial(6, 2, 0.5, d=1).d == 1
+    scheme = cyclic_partial(12, 4, 0.75)
+    assert scheme.formula_d == cyclic_formula_d(12, 4, 0.75) == 2
+    assert cyclic_least_d(12, 4, 0.75) == 3 and cyclic_least_d(12, 4, 0.75, 2) == 2
+
+
+def test_too_many_stragglers_are_named() -> None:
+    scheme = cyclic_partial(6, 2, 0.5)
+    with pytest.raises(ValueError) as caught:
+        scheme.decode([9])
+    assert str(caught.value) == "stragglers must hold indices in [0, 6), got [9]"
