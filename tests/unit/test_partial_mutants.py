@@ -231,3 +231,15 @@ def test_too_many_stragglers_are_named() -> None:
     with pytest.raises(ValueError) as caught:
         scheme.decode([9])
     assert str(caught.value) == "stragglers must hold indices in [0, 6), got [9]"
+
+
+def test_subset_selection_names_workers_by_int() -> None:
+    """The decoder's selection indexes messages by (worker, message): integers, so the rule's
+    replay (recovery_weights) works on a subset design."""
+    from edgecode.codes.partial_rule import PartialDecoder, recovery_weights
+
+    design = subset_design(5, 1, 1)
+    workers, messages = design._select(np.ones(5, dtype=np.bool_))
+    assert workers.dtype == np.int64 and messages.dtype == np.int64
+    weights = recovery_weights(PartialDecoder(design))
+    assert np.all(np.isfinite(weights)) and np.all(np.abs(weights - 1.0) <= 1e-12)
