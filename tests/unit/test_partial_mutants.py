@@ -7,11 +7,13 @@ from __future__ import annotations
 import itertools
 import math
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
 
 from edgecode.codes.partial import (
+    PartialRecoveryScheme,
     _approximate_multiplicities,
     cyclic_partial,
     cyclic_worst_coverage,
@@ -19,7 +21,7 @@ from edgecode.codes.partial import (
     required_partitions,
     subset_design,
 )
-from edgecode.errors import Infeasible
+from edgecode.errors import Infeasible, NotDecodable
 
 
 def test_required_partitions_values_and_messages() -> None:
@@ -64,6 +66,8 @@ def _brute_force(n: int, s: int, alpha: float, cap: int) -> tuple[int, int]:
         (9, 3, 0.85, 100),
         (12, 4, 0.75, 150),
         (6, 2, 0.8, 40),
+        (4, 1, 0.8, 20),
+        (4, 2, 0.85, 20),
     ],
 )
 def test_approximate_multiplicities_are_the_best_pair(
@@ -243,3 +247,51 @@ def test_subset_selection_names_workers_by_int() -> None:
     assert workers.dtype == np.int64 and messages.dtype == np.int64
     weights = recovery_weights(PartialDecoder(design))
     assert np.all(np.isfinite(weights)) and np.all(np.abs(weights - 1.0) <= 1e-12)
+
+
+class _Bare(PartialRecoveryScheme):
+    """The base class's own encode and decode: worker 0 sends g_0, worker 1 nothing; the
+    decoder claims to recover ``covered`` partitions."""
+
+    def __init__(self, covered: int) -> None:
+        fields = {
+            "n_workers": 2,
+            "n_partitions": 2,
+            "stragglers": 0,
+            "alpha": Fraction(1),
+            "lower_bound": 0.5,
+            "covered": covered,
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def messages(self) -> Any:
+        return (((0,),), ())
+
+    @property
+    def partitions_per_worker(self) -> int:
+        return 1
+
+    @property
+    def communication_load(self) -> int:
+        return 1
+
+    def _select(self, alive: np.ndarray) -> Any:
+        return np.array([0], dtype=np.int64), np.array([0], dtype=np.int64)
+
+    def _coverage(self, alive: np.ndarray) -> Any:
+        return np.arange(2) < self.covered  # type: ignore[attr-defined]
+
+
+def test_base_encode_and_decode_of_a_bare_scheme() -> None:
+    bare = _Bare(covered=1)
+    G = np.arange(6, dtype=np.float64).reshape(2, 3)
+    np.testing.assert_array_equal(bare.encode(0, G), G[:1])
+    silent = bare.encode(1, G)
+    assert silent.shape == (0, 3) and silent.dtype == np.float64
+    # one partition of the ceil(1 * 2) = 2 needed: the guard refuses, saying so
+    with pytest.raises(NotDecodable) as caught:
+        bare.decode([])
+    assert str(caught.value) == "recovered 1 partitions, fewer than ceil(alpha k) = 2"
+    np.testing.assert_array_equal(_Bare(covered=2).decode([]), [1.0, 1.0])
