@@ -295,3 +295,28 @@ def test_base_encode_and_decode_of_a_bare_scheme() -> None:
         bare.decode([])
     assert str(caught.value) == "recovered 1 partitions, fewer than ceil(alpha k) = 2"
     np.testing.assert_array_equal(_Bare(covered=2).decode([]), [1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((0, 0, 0.5), "n must be in >= 1, got 0"),
+        ((2.0, 1, 0.5), "n must be an integer, got 2.0 (float)"),
+        ((5, 5, 0.5), "s must be in [0, 4], got 5"),
+        ((5, -1, 0.5), "s must be in [0, 4], got -1"),
+        ((5, 1.0, 0.5), "s must be an integer, got 1.0 (float)"),
+    ],
+)
+def test_code_arguments_in_full(args: tuple[object, ...], message: str) -> None:
+    from edgecode.codes.partial import cyclic_formula_d
+
+    with pytest.raises(ValueError) as caught:
+        cyclic_formula_d(*args)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+def test_worst_coverage_search_limit_boundary() -> None:
+    """C(48, 4) = 194,580 patterns are searched; C(49, 4) = 211,876 are refused."""
+    assert cyclic_worst_coverage(49, 5, 49) == 49
+    with pytest.raises(Infeasible, match=r"C\(49,4\)=211876 straggler patterns, above 200000"):
+        cyclic_worst_coverage(50, 5, 3)
