@@ -221,3 +221,46 @@ def test_seed_and_draws_change_the_code_not_its_exactness() -> None:
 def test_bad_arguments_name_the_argument(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# -- survivors of the mutation run (docs/notes/mutation.md) -------------------------------------
+
+
+def test_balanced_functional_falls_back_to_the_singular_vector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the solver fail (status != 0), psi is the top left singular vector, normalised
+    so that max_j |psi @ y_j| = 1."""
+    import types
+
+    import edgecode.codes.flat as flat
+
+    angles = np.array([0.1, 0.7, 1.3])
+    directions = np.vstack([np.cos(angles), np.sin(angles)])
+    monkeypatch.setattr(
+        flat, "linprog", lambda *args, **kwargs: types.SimpleNamespace(status=2, x=None)
+    )
+    psi = _balanced_functional(directions)
+    start = np.linalg.svd(directions, full_matrices=False)[0][:, 0]
+    expected = start / np.abs(start @ directions).max()
+    assert np.all(np.isfinite(psi)) and np.all(np.abs(psi - expected) <= 1e-15)
+
+
+def test_zero_targets_never_divide_by_a_vanishing_functional() -> None:
+    """With every target 0, psi = ones, and a column with ones @ y_j = 0 exactly must get
+    scale 0 (not 0 / 0)."""
+    from edgecode.codes.flat import _scale_to_targets
+
+    r = np.sqrt(0.5)
+    directions = np.array([[r, 1.0], [-r, 0.0]])
+    assert np.ones(2) @ directions[:, 0] == 0.0
+    B = _scale_to_targets(np.eye(2), directions, np.zeros(2))
+    assert np.all(np.isfinite(B)) and np.all(B == 0.0)
+
+
+def test_integer_targets_become_float64() -> None:
+    code = placement_code([[0, 1], [1, 2], [2, 0]], 3, 1, targets=[1, 2, 3])
+    assert code.targets.dtype == np.float64 and code.B.dtype == np.float64
+    np.testing.assert_array_equal(code.targets, [1.0, 2.0, 3.0])
+    residual = np.abs(code.decode_vector([0, 2]) @ code.B - code.targets)
+    assert np.all(np.isfinite(residual)) and np.all(residual <= BOUND)

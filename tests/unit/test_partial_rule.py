@@ -14,6 +14,7 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
@@ -428,3 +429,250 @@ def test_designs_list_the_subset_design_and_every_useful_vector_count() -> None:
 def test_docstring_examples_run(module: object) -> None:
     failures, attempted = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
     assert attempted > 0 and failures == 0
+
+
+# --------------------------------------------------------------------------------------------
+# survivors of the mutation run (docs/notes/mutation.md): exact messages and labels
+# --------------------------------------------------------------------------------------------
+
+EXACT_MESSAGES = [
+    ((0, 0, 0.5), {}, "n=0 violates 1 <= n (at least one worker)"),
+    ((10, 10, 0.5), {}, "s=10 violates 0 <= s <= 9 (at least one worker must answer)"),
+    ((10, 3, 0.9), {"d": 11}, "d=11 violates 1 <= d <= 10 (partitions held out of n)"),
+    ((10, 3, 0.9), {"vectors": 0}, "vectors=0 violates 1 <= vectors (one at least)"),
+    (
+        (10, 3, 0.9, "subset"),
+        {"max_partitions": 0},
+        "max_partitions=0 violates 1 <= max_partitions (a cap on k)",
+    ),
+    (
+        (10, 3, 0.9, "subset"),
+        {"vectors": 3},
+        "vectors=3 violates 39 <= vectors (the subset design for n=10, s=3, alpha=9/10 sends "
+        "one vector per held partition and a worker holds 39)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), EXACT_MESSAGES)
+def test_bounds_are_named_in_full(
+    args: tuple[object, ...], kwargs: dict[str, int], message: str
+) -> None:
+    with pytest.raises(InvalidPartialParameters) as caught:
+        partial_scheme(*args, **kwargs)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+def test_counts_must_be_integers_and_bounds_are_inclusive() -> None:
+    for bad, shown in ((2.5, "2.5"), (True, "True")):
+        with pytest.raises(InvalidInput) as caught:
+            partial_scheme(bad, 0, 0.5)  # type: ignore[arg-type]
+        assert str(caught.value) == f"n must be an integer, got {shown}"
+        assert not isinstance(caught.value, InvalidPartialParameters)
+    # the upper bounds themselves are allowed: s = n - 1, d = n
+    assert partial_scheme(4, 3, 1.0).stragglers == 3
+    assert partial_scheme(10, 3, 0.9, d=10).d == 10
+    # max_partitions = 1 is a valid cap (the design then does not fit it)
+    with pytest.raises(InvalidPartialParameters, match="max_partitions=1") as caught:
+        partial_scheme(10, 3, 0.9, "subset", max_partitions=1)
+    assert "violates 1 <= max_partitions" not in str(caught.value)
+    with pytest.raises(InvalidPartialParameters) as too_few:
+        designs_for(10, 3, 0.9, max_vectors=0)
+    assert str(too_few.value) == "max_vectors=0 violates 1 <= max_vectors (one vector at least)"
+    assert [design_label(d) for d in designs_for(10, 3, 0.9, max_vectors=1)] == ["cyclic d=3 V=1"]
+
+
+def test_labels_of_approximate_and_foreign_schemes() -> None:
+    approx = subset_design(10, 3, 0.9, max_partitions=150, approximate=True)
+    assert design_label(approx) == "subset r=1x1,2x2 k=100 (approx.)"
+
+    class Foreign:
+        pass
+
+    assert design_label(Foreign()) == "Foreign"  # type: ignore[arg-type]
+
+
+def test_worker_encoding_edges_in_full() -> None:
+    scheme = cyclic_partial(6, 2, 0.8, 2)
+    with pytest.raises(InvalidInput) as caught:
+        worker_encoding(scheme, True)  # type: ignore[arg-type]
+    assert str(caught.value) == "worker must be an integer, got True"
+    encoding = worker_encoding(scheme, np.int64(5))  # type: ignore[arg-type]
+    assert encoding.worker == 5 and type(encoding.worker) is int
+    held = len(encoding.partitions)
+    with pytest.raises(InvalidInput) as wrong_rows:
+        encoding.encode(np.zeros((1, 7)))
+    assert str(wrong_rows.value) == (
+        f"worker 5 holds {held} partitions: gradients must have {held} rows (or all k), got 1"
+    )
+
+
+# -- partial_rule survivors ---------------------------------------------------------------------
+
+ARCS = cyclic_partial(7, 3, 0.6)  # d = 3, V = 1: messages of several partitions
+
+
+def _responses(scheme: PartialRecoveryScheme, G: np.ndarray) -> list[np.ndarray]:
+    return [worker_encoding(scheme, w).encode(G) for w in range(scheme.n_workers)]
+
+
+@pytest.mark.parametrize("scheme", [ARCS, cyclic_partial(7, 3, 0.6, 2, d=3)])
+def test_inverse_probability_on_summed_messages(scheme: PartialRecoveryScheme) -> None:
+    """Messages of several partitions (3; or 2 and 1): value = sum_{j in R} g_j / pi_j, scale =
+    the mean of 1 / pi_j over R."""
+    decoder = PartialDecoder(scheme, "inverse-probability")
+    assert not decoder.singletons
+    pi = inclusion_probabilities(decoder)
+    G = np.random.default_rng(5).standard_normal((scheme.n_partitions, 3))
+    responses = _responses(scheme, G)
+    errors, scales = [], []
+    for order in itertools.permutations(range(7), 4):
+        rule = decoder.rule(3)
+        if not any(rule.offer(w, responses[w]) for w in order):
+            continue
+        result = rule.result()
+        recovered = list(result.recovered or ())
+        reference = (1.0 / pi[recovered]) @ G[recovered]
+        errors.append(float(np.linalg.norm(result.value - reference) / np.linalg.norm(reference)))
+        scales.append(abs(result.scale - float(np.mean(1.0 / pi[recovered]))))
+    values = np.array(errors + scales)
+    assert len(errors) > 100
+    assert np.all(np.isfinite(values)) and np.all(values <= 1e-12)
+
+
+def test_rotation_reaches_the_selection() -> None:
+    """Without rotation the arcs' ties favour some partitions (weights 0.97..1.03); averaged
+    over the n rotations every weight is 1; the rule uses its own rotation, default 0."""
+    decoder = PartialDecoder(ARCS)
+    weights = recovery_weights(decoder)
+    assert np.all(np.isfinite(weights)) and np.all(np.abs(weights - 1.0) <= 1e-12)
+    from edgecode.codes.partial_rule import stop_set_probabilities
+
+    def covered(mask: int, rotation: int) -> tuple[int, ...]:
+        chosen = decoder.selection(mask, rotation)
+        return tuple(sorted({int(j) for w, m in chosen for j in ARCS.messages[w][m]}))
+
+    def count(workers: Sequence[int]) -> int:
+        return decoder.recovered_count(sum(1 << w for w in workers))
+
+    stops = np.flatnonzero(stop_set_probabilities(decoder)).tolist()
+    mask = next(m for m in stops if covered(m, 1) != covered(m, 0))
+    assert decoder.selection(mask) == decoder.selection(mask, 0) == decoder.selection(mask, 7)
+    workers = [w for w in range(7) if mask >> w & 1]
+    # an order of these workers that completes exactly at its last arrival
+    order = next(
+        list(p)
+        for p in itertools.permutations(workers)
+        if all(count(p[:i]) < decoder.need for i in range(1, len(p)))
+    )
+    G = np.random.default_rng(6).standard_normal((7, 2))
+    responses = _responses(ARCS, G)
+    from edgecode.codes.partial_rule import PartialRecoveryRule
+
+    rules = ((0, decoder.rule(2)), (1, decoder.rule(2, 1)), (0, PartialRecoveryRule(decoder, 2)))
+    for rotation, rule in rules:
+        done = [rule.offer(w, responses[w]) for w in order]
+        assert done[-1] and not any(done[:-1])
+        assert rule.result().recovered == covered(mask, rotation)
+
+
+def test_more_workers_than_the_table() -> None:
+    """n = 16 is tabulated (2^16 counts); n = 17 is not: counts come from the scheme."""
+    small = PartialDecoder(cyclic_partial(16, 3, 0.8))
+    assert small.table is not None and small.counts().shape == (1 << 16,)
+    scheme = cyclic_partial(17, 3, 0.8)
+    decoder = PartialDecoder(scheme)
+    assert decoder.table is None
+    with pytest.raises(Infeasible) as caught:
+        decoder.counts()
+    assert str(caught.value) == "tabulating 2^17 arrival sets: n must be <= 16"
+    oracle = Oracle(scheme)
+    for mask in (0b1, 0b10110011, (1 << 17) - 1, 0b10101010101010101):
+        workers = [w for w in range(17) if mask >> w & 1]
+        assert decoder.recovered_count(mask) == oracle.count(workers)
+
+
+class _Foreign(PartialRecoveryScheme):
+    """A scheme of no known class (the decoder's generic paths): the arcs of ``inner``."""
+
+    def __init__(self, inner: PartialRecoveryScheme) -> None:
+        fields = {
+            "inner": inner,
+            "n_workers": inner.n_workers,
+            "n_partitions": inner.n_partitions,
+            "stragglers": inner.stragglers,
+            "alpha": inner.alpha,
+            "lower_bound": 0.0,
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)  # the base class is a frozen dataclass
+
+    @property
+    def messages(self) -> Any:
+        return self.inner.messages
+
+    @property
+    def partitions_per_worker(self) -> int:
+        return self.inner.partitions_per_worker
+
+    @property
+    def communication_load(self) -> int:
+        return self.inner.communication_load
+
+    def _select(self, alive: np.ndarray) -> Any:
+        return self.inner._select(alive)
+
+    def _coverage(self, alive: np.ndarray) -> Any:
+        return self.inner._coverage(alive)
+
+
+def test_a_foreign_scheme_takes_the_generic_paths() -> None:
+    foreign = _Foreign(ARCS)
+    decoder = PartialDecoder(foreign)
+    assert decoder.table is not None
+    assert decoder.counts().tolist() == PartialDecoder(ARCS).counts().tolist()
+    # no rotation for a scheme that is not cyclic
+    assert all(decoder.selection(m, 3) == decoder.selection(m) for m in range(1 << 7))
+    # pi_j by enumeration of the stopping sets = the frequency over every arrival order
+    pi = inclusion_probabilities(decoder)
+    G = np.eye(7)
+    responses = _responses(ARCS, G)
+    frequency = np.zeros(7)
+    orders = list(itertools.permutations(range(7)))
+    for order in orders:
+        rule = decoder.rule(7)
+        next(w for w in order if rule.offer(w, responses[w]))
+        frequency[list(rule.result().recovered or ())] += 1.0 / len(orders)
+    errors = np.abs(pi - frequency)
+    assert np.all(np.isfinite(errors)) and np.all(errors <= 1e-12)
+    assert np.ptp(pi) > 0.01  # unlike a cyclic scheme's, these differ
+    # so inverse-probability weights would differ inside one message: refused
+    with pytest.raises(InvalidInput) as caught:
+        PartialDecoder(foreign, "inverse-probability")
+    assert str(caught.value) == (
+        "inverse-probability weights differ inside one message of _Foreign: use scale='rescale'"
+    )
+    # workers sending different numbers of vectors: no common response shape
+    assert decoder.response_shape(3) == (1, 3)
+    decoder.vectors = (1, 2, 1, 1, 1, 1, 1)
+    assert decoder.response_shape(3) == (None, 3)
+
+
+def test_rule_edges_in_full() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        PartialDecoder("cyclic")  # type: ignore[arg-type]
+    assert str(caught.value) == "scheme must be a PartialRecoveryScheme, got <class 'str'>"
+    decoder = PartialDecoder(ARCS)
+    rule = decoder.rule(0)  # length 0 is a count
+    assert rule.length == 0 and rule.recovered_count == 0 and rule.arrived == ()
+    with pytest.raises(InvalidInput, match="length must be an integer >= 0"):
+        decoder.rule(-1)
+    rule = decoder.rule(2)
+    assert not rule.offer(5, np.zeros((1, 2)))
+    assert not rule.offer(4, np.zeros((1, 2)))
+    assert rule.arrived == (5, 4) and rule.failure().endswith("(arrived: [4, 5])")
+    with pytest.raises(InvalidInput) as wrong:
+        rule.offer(2, np.zeros((2, 2)))
+    assert str(wrong.value) == (
+        "response of worker 2 must have shape (1, 2) (its 1 message(s) of length 2), got (2, 2)"
+    )

@@ -145,3 +145,145 @@ def test_encode_rejects_bad_shapes() -> None:
         code.encode(np.ones(3, dtype=bool), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="alive"):
         code.encode({7}, np.zeros((4, 2)))
+
+
+# -- survivors of the mutation run (docs/notes/mutation.md) -------------------------------------
+
+
+class _FixedRandom:
+    """A stand-in for np.random.Generator whose ``random`` returns given values."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = np.array(values)
+
+    def random(self, size: int | tuple[int, ...]) -> np.ndarray:
+        return self.values[: int(np.prod(size))].reshape(size)
+
+
+def test_sampled_masks_straggle_below_p_and_finish_from_p_on() -> None:
+    """Worker i finishes when its uniform draw is >= p (so P(finish) = 1 - p exactly)."""
+    code = stochastic(4, 2, 0.5)
+    draws = [0.5, 0.2, 0.7, 0.0, 0.49, 0.51, 0.5, 0.99]
+    alive = code.sample_alive(_FixedRandom(draws))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(alive, [True, False, True, False])
+    rounds = code.sample_alive_rounds(_FixedRandom(draws), 2)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(rounds, [[True, False, True, False], [False, True, True, True]])
+    assert rounds.shape == (2, 4) and rounds.dtype == np.bool_
+    assert code.sample_alive_rounds(np.random.default_rng(0), 0).shape == (0, 4)
+    with pytest.raises(ValueError, match=r"^rounds must be in >= 0, got -1$"):
+        code.sample_alive_rounds(np.random.default_rng(0), -1)
+    with pytest.raises(ValueError, match=r"^rounds must be an integer, got True \(bool\)$"):
+        code.sample_alive_rounds(np.random.default_rng(0), True)
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "p", "k"), [(4, 2, 0.3, None), (3, 1, 0.5, None), (4, 3, 0.2, 6)]
+)
+def test_sum_variance_is_the_exact_variance_over_all_patterns(
+    n: int, d: int, p: float, k: int | None
+) -> None:
+    code = stochastic(n, d, p, n_partitions=k)
+    G = np.random.default_rng(3).standard_normal((code.n_partitions, 3))
+    mean = np.zeros(3)
+    second = np.zeros(3)
+    for pattern in itertools.product([False, True], repeat=n):
+        total = code.encode(np.array(pattern), G).sum(axis=0)
+        probability = code.pattern_probability(np.array(pattern))
+        mean += probability * total
+        second += probability * total**2
+    exact = second - mean**2
+    variance = code.sum_variance(G)
+    assert variance.shape == (3,)
+    errors = np.abs(variance - exact) / np.abs(exact)
+    assert np.all(np.isfinite(errors)) and np.all(errors <= 1e-10)
+    one = code.sum_variance(G[:, 0])
+    assert one.shape == () and abs(float(one) - exact[0]) <= 1e-10 * abs(exact[0])
+    assert stochastic(2, 1, 0.5).sum_variance(np.array([1.0, 3.0])) == 10.0
+
+
+def test_shape_errors_are_exact() -> None:
+    code = stochastic(4, 2, 0.1)
+    message = r"^partial_gradients must have shape \(4,\) or \(4, dim\), got \(4, 2, 1\)$"
+    with pytest.raises(ValueError, match=message):
+        code.encode({0}, np.zeros((4, 2, 1)))
+    with pytest.raises(ValueError, match=message):
+        code.sum_variance(np.zeros((4, 2, 1)))
+    with pytest.raises(ValueError, match=r"^partial_gradients must have shape .* got \(3,\)$"):
+        code.sum_variance(np.zeros(3))
+    with pytest.raises(ValueError, match=r"^alive mask must have shape \(4,\), got \(3,\)$"):
+        code.alive_mask(np.ones(3, dtype=bool))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n": 2.0, "d": 1, "p": 0.1}, r"n must be an integer, got 2.0 \(float\)"),
+        ({"n": True, "d": 1, "p": 0.1}, r"n must be an integer, got True \(bool\)"),
+        ({"n": 0, "d": 1, "p": 0.1}, r"n must be in >= 1, got 0"),
+        ({"n": 4, "d": 5, "p": 0.1}, r"d must be in \[1, 4\], got 5"),
+        ({"n": 4, "d": 0, "p": 0.1}, r"d must be in \[1, 4\], got 0"),
+        ({"n": 4, "d": 2, "p": 1.0}, r"p must be in \[0, 1\), got 1.0"),
+        ({"n": 4, "d": 2, "p": True}, r"p must be a real number in \[0, 1\), got True"),
+        ({"n": 4, "d": 2, "p": "0.1"}, r"p must be a real number in \[0, 1\), got '0.1'"),
+        ({"n": 4, "d": 2, "p": float("inf")}, r"p must be a real number in \[0, 1\), got inf"),
+        ({"n": 4, "d": 2, "p": 0.1, "n_partitions": 0}, r"n_partitions must be in >= 1, got 0"),
+    ],
+)
+def test_parameter_errors_are_exact(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        stochastic(**kwargs)
+
+
+def test_boundary_parameters_are_accepted() -> None:
+    code = stochastic(np.int64(4), 4, 0)  # type: ignore[arg-type]
+    assert (code.n_workers, code.replication) == (4, 4)
+    assert code.straggle_probability == 0.0 and isinstance(code.straggle_probability, float)
+    assert stochastic(1, 1, 0.0).partitions_of_worker == ((0,),)
+
+
+def test_alive_mask_forms() -> None:
+    code = stochastic(4, 2, 0.5)
+    given = np.array([True, False, True, False])
+    mask = code.alive_mask(given)
+    mask[0] = False
+    assert given[0]  # a copy, never the caller's array
+    np.testing.assert_array_equal(code.alive_mask((True, False, False, True)), [1, 0, 0, 1])
+    np.testing.assert_array_equal(code.alive_mask(np.array([0, 2])), [1, 0, 1, 0])
+    np.testing.assert_array_equal(code.alive_mask([3]), [0, 0, 0, 1])
+    np.testing.assert_array_equal(code.alive_mask(iter([1])), [0, 1, 0, 0])
+    assert code.alive_mask([]).dtype == np.bool_ and not code.alive_mask([]).any()
+
+
+def test_uneven_placement_and_its_load() -> None:
+    """k d = 14 slots over 5 workers: the first 14 mod 5 = 4 workers get 3, the last 2."""
+    code = stochastic(5, 2, 0.5, n_partitions=7)
+    assert [len(p) for p in code.partitions_of_worker] == [3, 3, 3, 3, 2]
+    assert code.computation_load == 3 / 7
+    assert code.holders == tuple(tuple(h) for h in code.holders)
+    assert all(isinstance(h, tuple) for h in code.holders)
+    assert all(isinstance(w, tuple) for w in code.partitions_of_worker)
+    assert code.B.shape == (5, 7) and code.weight == 1.0
+
+
+def test_pattern_probability_and_weight_values() -> None:
+    code = stochastic(3, 1, 0.25)
+    assert code.pattern_probability([0]) == 0.75 * 0.25**2
+    assert code.pattern_probability(np.array([True, True, True])) == 0.75**3
+    assert code.weight == 1 / (1 * 0.75)
+    assert stochastic(4, 2, 0.5).weight == 1.0
+
+
+def test_exact_fractions_come_back_as_float64() -> None:
+    """Gradients given as exact fractions (an object array) are read as float64."""
+    from fractions import Fraction
+
+    code = stochastic(4, 2, 0.5)
+    G = np.array([[Fraction(1, 3)], [Fraction(2, 3)], [Fraction(1)], [Fraction(-1, 2)]])
+    encoded = code.encode(range(4), G)
+    variance = code.sum_variance(G)
+    assert encoded.dtype == np.float64 and variance.dtype == np.float64
+    expected = code.B @ G.astype(np.float64)
+    assert np.all(np.isfinite(encoded)) and np.all(np.abs(encoded - expected) <= 1e-15)
+    reference = code.sum_variance(G.astype(np.float64))
+    assert variance.shape == (1,) and np.isfinite(variance[0])
+    assert abs(variance[0] - reference[0]) <= 1e-15
