@@ -26,6 +26,9 @@ HELP = {
     "straggle": "straggler emulation, e.g. none, slow:factor=5, bernoulli:p=0.2,factor=5, exp:rate=20",
     "compute_seconds": "emulated seconds to process the WHOLE data set (a worker spends its fraction of it)",
     "seed": "seed of the straggler emulation",
+    "machine": "the machine this worker runs on; workers on one machine share its cores in the "
+    "planner (default: a digest of the kernel's boot id, the same in every container of it)",
+    "machine_cpus": "that machine's cores (0 = what the OS reports)",
     "checkpoint_dir": "folder for atomic job checkpoints (resume after a restart)",
     "spec": "cluster spec TOML (initial runtime models before measurements)",
     "heartbeat_seconds": "heartbeat interval the nodes are told to use",
