@@ -284,16 +284,20 @@ class Epochs:
         self.filter.update(lateness(times))
 
     def replan_due(self, round_: int) -> bool:
+        """Whether to ask the planner again before ``round_``: after the profiling rounds,
+        then every ``replan_every`` rounds, or (``replan_every == 0``) at twice, four times,
+        eight times ... the profiling rounds, so a plan fitted on a few noisy rounds (a busy
+        machine, a report dropped) is revisited on more samples at a cost that shrinks with
+        the job (the data moves only when the saving is worth a placement)."""
         cfg = self.job.config
-        if cfg.scheme != "hgc" or cfg.s_edge >= 0 or round_ == 0:
+        first = cfg.profile_rounds
+        if cfg.scheme != "hgc" or cfg.s_edge >= 0 or round_ == 0 or round_ < first:
             return False
-        if round_ == cfg.profile_rounds:
+        if round_ == first:
             return True
-        return (
-            bool(cfg.replan_every)
-            and round_ > cfg.profile_rounds
-            and (round_ - cfg.profile_rounds) % cfg.replan_every == 0
-        )
+        if cfg.replan_every:
+            return (round_ - first) % cfg.replan_every == 0
+        return first > 0 and round_ % first == 0 and _power_of_two(round_ // first)
 
     def replan(
         self, problem: Problem, layout: Layout, round_: int
@@ -343,6 +347,10 @@ class Epochs:
                 "job %s: re-placement failed, keeping the current plan: %s", self.job.job_id, exc
             )
             return None, None
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
 
 
 def placement_timeout(nbytes: int, model: str = "") -> float:
