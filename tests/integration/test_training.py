@@ -99,6 +99,9 @@ def _run_watching(
     seen: dict[int, frozenset[str]] = {}
 
     def note(status: object) -> None:
+        # The watch sends only new history records; the client joins them into the whole.
+        records = [r.round for r in status.history]  # type: ignore[attr-defined]
+        assert records == list(range(status.round)), records  # type: ignore[attr-defined]
         timings = status.last_timings  # type: ignore[attr-defined]
         if status.round > 0 and timings:  # type: ignore[attr-defined]
             seen[status.round] = frozenset(workers - {t.node for t in timings if t.arrived})  # type: ignore[attr-defined]

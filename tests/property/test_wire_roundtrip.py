@@ -448,6 +448,16 @@ def test_job_status_carries_every_field(status: JobStatus, include_params: bool)
         assert not message.HasField("params") and len(message.param_history) == 0
 
 
+@SETTINGS
+@given(status=statuses(), cut=st.integers(-3, 40))
+def test_a_history_delta_carries_the_records_from_its_offset(status: JobStatus, cut: int) -> None:
+    """A watch sends each record once: the records from ``history_offset`` on, nothing before."""
+    message = wire_trip(wire.job_status_to_proto(status, history_from=cut))
+    offset = min(max(cut, 0), len(status.history))
+    assert message.history_offset == offset
+    assert [RoundRecord(**_record(r)) for r in message.history] == list(status.history[offset:])
+
+
 def _record(message: Any) -> dict[str, Any]:
     return {f.name: getattr(message, f.name) for f in fields(RoundRecord)}
 

@@ -50,7 +50,21 @@ class MasterClient:
         return status
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[master_pb2.JobStatus]:
-        yield from self._stub.WatchJob(master_pb2.GetJobRequest(job_id=job_id), timeout=timeout)
+        """The job's status after every round until it ends, each with the whole history (the
+        master sends only the new records; they are joined here)."""
+        request = master_pb2.GetJobRequest(job_id=job_id, history_delta=True)
+        history: list[master_pb2.RoundRecord] = []
+        for status in self._stub.WatchJob(request, timeout=timeout):
+            if status.history_offset != len(history):
+                raise RuntimeError(
+                    f"watch of {job_id}: history resumed at record {status.history_offset}, "
+                    f"{len(history)} received"
+                )
+            history.extend(status.history)
+            del status.history[:]
+            status.history.extend(history)
+            status.history_offset = 0
+            yield status
 
     def cancel(self, job_id: str) -> master_pb2.JobStatus:
         status: master_pb2.JobStatus = self._stub.CancelJob(

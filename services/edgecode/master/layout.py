@@ -21,10 +21,13 @@ Schemes, all on the same code path (placement, edge fan-out, first-decodable-set
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import logging
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -57,6 +60,22 @@ FALLBACK_S = 1
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+
+def _memoized(method: Callable[[Layout], T]) -> Callable[[Layout], T]:
+    """Computed once per layout (a layout's code and topology never change; every round asks
+    again): a copy of the value, so a caller that changes it changes nothing here."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: Layout) -> T:
+        if name not in self._memo:
+            self._memo[name] = method(self)
+        return copy.copy(self._memo[name])  # type: ignore[no-any-return]
+
+    return wrapper
+
 
 @dataclass
 class Layout:
@@ -82,6 +101,7 @@ class Layout:
     #: approx-shuffle: the base code's B and which of its rows each worker plays
     base_B: np.ndarray | None = None
     assignment: Assignment | None = None
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def shuffled(self, after: Assignment, epoch: int) -> Layout:
         """This layout with worker w playing row ``after.rows[w]`` of the base code."""
@@ -104,11 +124,13 @@ class Layout:
         return int(self.code.n_partitions)
 
     @property
+    @_memoized
     def workers(self) -> tuple[Node, ...]:
         """Every worker in the code's (edge-major) order."""
         return tuple(w for members in self.topology.workers for w in members)
 
     @property
+    @_memoized
     def plan_json(self) -> str:
         """The plan in use as JSON (the hgc planner's plan, or the partial design's loads)."""
         if self.partial is not None:
@@ -131,11 +153,13 @@ class Layout:
         forward every worker's message (flat, ignore)."""
         return isinstance(self.code, HierarchicalCode) or self.scheme == "uncoded"
 
+    @_memoized
     def holding(self) -> tuple[Node, ...]:
         """The workers that hold data (the others take no part in rounds)."""
         B = self.code.B
         return tuple(w for i, w in enumerate(self.workers) if np.any(B[i]))
 
+    @_memoized
     def participating_edges(self) -> list[Node]:
         """The edges a round is sent to."""
         if isinstance(self.code, HierarchicalCode):
@@ -146,6 +170,7 @@ class Layout:
         """The shape of every message the master's rule takes (several rows for partial)."""
         return (None, length) if self.partial is not None else (length,)
 
+    @_memoized
     def senders(self) -> dict[str, int]:
         """Message sender name -> index of the master's rule."""
         nodes: tuple[Node, ...] | list[Node]
@@ -189,6 +214,7 @@ class Layout:
                 out.append((worker, held, tuple(float(B[index, j]) for j in held), groups))
         return out
 
+    @_memoized
     def assignments(self) -> list[EdgeAssignment]:
         """What every taking-part edge is told: its taking-part workers (those that hold data)
         and, in DECODE mode, their code rows and the edge's targets."""

@@ -100,9 +100,12 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
     def WatchJob(
         self, request: master_pb2.GetJobRequest, context: grpc.ServicerContext
     ) -> Iterator[master_pb2.JobStatus]:
+        sent = 0
         for job in self.logic.watch(request.job_id, context.is_active):
             status = job.status(request.include_params)
-            yield wire.job_status_to_proto(status, request.include_params)
+            yield wire.job_status_to_proto(status, request.include_params, sent)
+            if request.history_delta:
+                sent = len(status.history)
 
     @translate_errors
     def CancelJob(

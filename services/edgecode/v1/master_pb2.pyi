@@ -317,17 +317,23 @@ class GetJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_PARAMS_FIELD_NUMBER: _builtins.int
+    HISTORY_DELTA_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     include_params: _builtins.bool
+    history_delta: _builtins.bool
+    """WatchJob only: each status carries only the history records the stream has not sent yet
+    (history_offset is the index of the first), so following a long job costs O(1) a round.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         include_params: _builtins.bool = ...,
+        history_delta: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_params", b"include_params", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history_delta", b"history_delta", "include_params", b"include_params", "job_id", b"job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -431,6 +437,7 @@ class JobStatus(_message.Message):
     SHUFFLES_FIELD_NUMBER: _builtins.int
     INCONSISTENT_ROUNDS_FIELD_NUMBER: _builtins.int
     QUARANTINED_FIELD_NUMBER: _builtins.int
+    HISTORY_OFFSET_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___JobState.ValueType
     round: _builtins.int
@@ -454,6 +461,8 @@ class JobStatus(_message.Message):
     shuffles: _builtins.int
     inconsistent_rounds: _builtins.int
     """verify: rounds in which results disagreed, and the nodes quarantined for lying."""
+    history_offset: _builtins.int
+    """The index in the job's history of history[0] (non-zero only in a history_delta watch)."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoundRecord]: ...
     @_builtins.property
@@ -496,10 +505,11 @@ class JobStatus(_message.Message):
         shuffles: _builtins.int = ...,
         inconsistent_rounds: _builtins.int = ...,
         quarantined: _abc.Iterable[_builtins.str] | None = ...,
+        history_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "history", b"history", "inconsistent_rounds", b"inconsistent_rounds", "job_id", b"job_id", "last_timings", b"last_timings", "message", b"message", "param_history", b"param_history", "params", b"params", "partition_usage", b"partition_usage", "placement_seconds", b"placement_seconds", "placements", b"placements", "plan_json", b"plan_json", "predicted_round_seconds", b"predicted_round_seconds", "quarantined", b"quarantined", "round", b"round", "rounds", b"rounds", "setup_seconds", b"setup_seconds", "shuffle_bytes", b"shuffle_bytes", "shuffles", b"shuffles", "spec", b"spec", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "history", b"history", "history_offset", b"history_offset", "inconsistent_rounds", b"inconsistent_rounds", "job_id", b"job_id", "last_timings", b"last_timings", "message", b"message", "param_history", b"param_history", "params", b"params", "partition_usage", b"partition_usage", "placement_seconds", b"placement_seconds", "placements", b"placements", "plan_json", b"plan_json", "predicted_round_seconds", b"predicted_round_seconds", "quarantined", b"quarantined", "round", b"round", "rounds", b"rounds", "setup_seconds", b"setup_seconds", "shuffle_bytes", b"shuffle_bytes", "shuffles", b"shuffles", "spec", b"spec", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -94,7 +94,7 @@ class MasterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchJob(self, request, context):
-        """A status message after every round until the job ends.
+        """A status message after every round until the job ends (history_delta: only new records).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,7 @@ class MasterStub:
     GetJob: _grpc.UnaryUnaryMultiCallable[_master_pb2.GetJobRequest, _master_pb2.JobStatus]
     """The job's current status (with the parameters when asked)."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_master_pb2.GetJobRequest, _master_pb2.JobStatus]
-    """A status message after every round until the job ends."""
+    """A status message after every round until the job ends (history_delta: only new records)."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_master_pb2.CancelJobRequest, _master_pb2.JobStatus]
     """Stop a job after its current round."""
     SubmitMatmul: _grpc.StreamUnaryMultiCallable[_master_pb2.SubmitMatmulRequest, _master_pb2.MatmulJob]
@@ -64,7 +64,7 @@ class MasterAsyncStub(MasterStub):
     GetJob: _aio.UnaryUnaryMultiCallable[_master_pb2.GetJobRequest, _master_pb2.JobStatus]  # type: ignore[assignment]
     """The job's current status (with the parameters when asked)."""
     WatchJob: _aio.UnaryStreamMultiCallable[_master_pb2.GetJobRequest, _master_pb2.JobStatus]  # type: ignore[assignment]
-    """A status message after every round until the job ends."""
+    """A status message after every round until the job ends (history_delta: only new records)."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_master_pb2.CancelJobRequest, _master_pb2.JobStatus]  # type: ignore[assignment]
     """Stop a job after its current round."""
     SubmitMatmul: _aio.StreamUnaryMultiCallable[_master_pb2.SubmitMatmulRequest, _master_pb2.MatmulJob]  # type: ignore[assignment]
@@ -105,7 +105,7 @@ class MasterServicer(metaclass=_abc_1.ABCMeta):
         request: _master_pb2.GetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_master_pb2.JobStatus], _abc.AsyncIterator[_master_pb2.JobStatus]]:
-        """A status message after every round until the job ends."""
+        """A status message after every round until the job ends (history_delta: only new records)."""
 
     @_abc_1.abstractmethod
     def CancelJob(

@@ -308,7 +308,12 @@ def job_config_to_proto(config: JobConfig) -> master_pb2.JobSpec:
     return master_pb2.JobSpec(**asdict(config))
 
 
-def job_status_to_proto(job: JobStatus, include_params: bool = False) -> master_pb2.JobStatus:
+def job_status_to_proto(
+    job: JobStatus, include_params: bool = False, history_from: int = 0
+) -> master_pb2.JobStatus:
+    """The status as a message; ``history_from`` > 0 leaves out the history records before
+    that index (a watch that sent them already; ``history_offset`` says where it starts)."""
+    history_from = min(max(history_from, 0), len(job.history))
     status = master_pb2.JobStatus(
         job_id=job.job_id,
         state=STATES[job.state],
@@ -319,7 +324,8 @@ def job_status_to_proto(job: JobStatus, include_params: bool = False) -> master_
         predicted_round_seconds=job.predicted_round_seconds,
         spec=job_config_to_proto(job.config),
         plan_json=job.plan_json,
-        history=[master_pb2.RoundRecord(**asdict(r)) for r in job.history],
+        history=[master_pb2.RoundRecord(**vars(r)) for r in job.history[history_from:]],
+        history_offset=history_from,
         last_timings=[timing_to_proto(t) for t in job.last_timings],
         placements=job.placements,
         setup_seconds=job.setup_seconds,
