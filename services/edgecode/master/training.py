@@ -12,7 +12,6 @@ the parameters of its last completed round.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -28,6 +27,7 @@ from edgecode.master.epochs import FILTER_MODEL, Epochs
 from edgecode.master.jobs import Job, JobCancelled, Problem
 from edgecode.master.layout import Layout
 from edgecode.master.ports import ClusterView, MasterMetricsPort, Transport
+from edgecode.master.reports import BatchedReports
 from edgecode.records import (
     CANCELLED,
     FAILED,
@@ -60,17 +60,17 @@ class Trainer:
     ) -> None:
         self.job = job
         self._transport = transport
-        self._cluster = cluster
+        #: timings go to the coordinator in batches; a plan first sends what is kept
+        self._cluster = BatchedReports(cluster, pool, clock)
         self._store = store
         self._metrics = metrics
         self._pool = pool
         self._clock = clock
-        self._reporting = threading.Lock()
         self._usage: np.ndarray = np.zeros(0)
         self._usage_rounds = 0
         self._caught: dict[str, int] = {}
         self._quarantine_pending = False
-        self._epochs = Epochs(job, transport, cluster, metrics, pool, clock)
+        self._epochs = Epochs(job, transport, self._cluster, metrics, pool, clock)
         #: where the current round's time went (send, wait, decode, step)
         self._phases: dict[str, float] = {}
 
@@ -87,6 +87,7 @@ class Trainer:
             )
             job.update(state=FAILED, message=str(exc) or type(exc).__name__)
         finally:
+            self._send_reports()
             self._store.save_job(SavedJob(job.config, job.state, job.message))
             self._drop_everywhere()
 
@@ -307,23 +308,15 @@ class Trainer:
         self._usage_rounds += 1
 
     def _report(self, timings: tuple[Timing, ...], seconds: float, predicted: float) -> None:
-        """Tell the coordinator, off the round path: a report still in flight (a slow or paused
-        coordinator) makes this one be dropped, never waited for."""
-        if not self._reporting.acquire(blocking=False):
-            return
+        """Tell the coordinator, off the round path (batched; never waited for)."""
+        self._cluster.report(timings, seconds, predicted)
 
-        def send() -> None:
-            try:
-                self._cluster.report(timings, seconds, predicted)
-            except Exception as exc:  # the coordinator being away must not stop training
-                log.debug("could not report timings: %s", exc)
-            finally:
-                self._reporting.release()
-
+    def _send_reports(self) -> None:
+        """The job's last timings to the coordinator, beside whatever comes next."""
         try:
-            self._pool.submit(send)
+            self._pool.submit(self._cluster.flush)
         except RuntimeError:  # the pool is shutting down
-            self._reporting.release()
+            pass
 
     # ---- the end ------------------------------------------------------------------------------
     def _checkpoint(self, optimizer: Optimizer, rounds_done: int) -> None:
