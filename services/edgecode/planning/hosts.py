@@ -118,7 +118,9 @@ def host_arrays(spec: ClusterSpec) -> HostArrays | None:
         for i, j in where[host]:
             members[k, i, j] = 1.0
     cores_h = np.array([cores.get(h, 1.0) for h in shared])
-    load = np.array([other_load(c, stretches.get(h, [])) for c, h in zip(cores_h, shared)])
+    load = np.array(
+        [other_load(c, stretches.get(h, [])) for c, h in zip(cores_h, shared, strict=True)]
+    )
     return HostArrays(members=members, cpu=cpu, cores=cores_h, load=load)
 
 
