@@ -134,7 +134,9 @@ def floors(hosts: HostArrays | None, loads: IntArray, K: object) -> FloatArray:
     K_all = np.broadcast_to(np.asarray(K, dtype=np.float64), (B,))
     work = loads * hosts.cpu / K_all[:, None, None]  # (B, n, m) CPU seconds per round
     per_host = np.einsum("bnm,hnm->bh", work, hosts.members) / hosts.cores
-    # (D + L) / D, the workers' share of the host; exactly 1 where L = 0 (the plain floor)
+    if not np.any(hosts.load):  # no other load measured: the plain floor W / C
+        return np.asarray(per_host.max(axis=1), dtype=np.float64)
+    # (D + L) / D, the workers' share of the host; exactly 1 where L = 0
     computing = np.einsum("bnm,hnm->bh", (loads > 0).astype(np.float64), hosts.members)
     share = (computing + hosts.load) / np.maximum(computing, 1.0)
     per_host = per_host * np.where(computing > 0, share, 1.0)
