@@ -22,7 +22,7 @@ the stretch, the inferred other load L, and whether each model orders the plans 
 (Kendall's tau over the plan pairs). The hogs, the workers and this process are all niced
 (``--nice``), so other users keep their share; the CPU spent is printed.
 
-Example (about 1-2 CPU minutes)::
+Example (about 30 CPU seconds here, printed at the end)::
 
     python -m edgecode.bench.shared_cores --hogs 0 4 --rounds 25
 """
