@@ -4,14 +4,18 @@ plan follow, and bad values are refused with nothing changed."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgecode.coordinator.logic import MAX_CPU_SECONDS, CoordinatorLogic
+from edgecode.coordinator.logic import MAX_CPU_SECONDS, MAX_STRETCH, CoordinatorLogic
+from edgecode.coordinator.service import CoordinatorServicer
 from edgecode.errors import InvalidInput
+from edgecode.planning.hosts import host_arrays, planned_seconds
+from edgecode.v1 import coordinator_pb2
 
 NATIVE = ("worker-0", "worker-1", "worker-3", "worker-4")
 EMULATED = ("worker-2", "worker-5")
@@ -154,3 +158,80 @@ def test_the_machine_id_is_configured_or_the_boot_id_digest(
     monkeypatch.setattr(membership, "BOOT_ID", tmp_path / "missing")
     assert membership.machine_id().startswith("machine-")  # from the host name
     assert membership.machine_cpus(3.5) == 3.5 and membership.machine_cpus() >= 1
+
+
+def stretches(logic: CoordinatorLogic) -> dict[str, float]:
+    spec, _ = logic.cluster_spec()
+    return {w.name: w.compute_stretch for e in spec.edges for w in e.workers}
+
+
+def test_heartbeats_carry_the_compute_stretch_into_the_spec_and_the_plan() -> None:
+    logic = coordinator()
+    for name in NATIVE:
+        logic.heartbeat(name, cpu_seconds=0.01, compute_stretch=3.0)
+    for name in EMULATED:
+        logic.heartbeat(name, cpu_seconds=0.8, compute_stretch=3.0)
+    assert stretches(logic) == dict.fromkeys(NATIVE + EMULATED, 3.0)
+    quiet, _, _ = logic.plan()
+    logic.heartbeat("worker-0", compute_stretch=3.3)  # +10 %: not a change
+    logic.heartbeat("worker-0", compute_stretch=0.0)  # "not measured": keeps the last value
+    assert logic.plan()[0] is quiet and stretches(logic)["worker-0"] == 3.0
+    for name in NATIVE + EMULATED:  # all six saw 12x on 2 cores: 18 other runnable threads
+        logic.heartbeat(name, compute_stretch=12.0)
+    busy, _, _ = logic.plan()
+    assert busy is not quiet
+    spec, _ = logic.cluster_spec()
+    arrays = host_arrays(spec)
+    assert arrays is not None and arrays.load.tolist() == [18.0]
+    # the plan is timed with the stretched floor: (D + 18) / D times the plain one
+    plain = dataclasses.replace(
+        spec,
+        edges=tuple(
+            dataclasses.replace(
+                e, workers=tuple(dataclasses.replace(w, compute_stretch=0.0) for w in e.workers)
+            )
+            for e in spec.edges
+        ),
+    )
+    stretched, unstretched = planned_seconds(spec, busy, 0.0), planned_seconds(plain, busy, 0.0)
+    computing = sum(1 for v in partitions(busy).values() if v > 0)
+    assert stretched == pytest.approx(unstretched * (computing + 18) / computing, rel=1e-12)
+    assert busy.expected_round_seconds is not None
+    assert busy.expected_round_seconds >= stretched * (1 - 1e-12)
+    # a worker re-registering on the same machine keeps it; on another one it is measured afresh
+    logic.register("worker-2", "worker", "w2:1", "edge-0", host="box", host_cpus=2.0)
+    assert stretches(logic)["worker-2"] == 12.0
+    logic.register("worker-2", "worker", "w2:1", "edge-0", host="pi-7", host_cpus=4.0)
+    assert stretches(logic)["worker-2"] == 0.0
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -0.5, MAX_STRETCH * 2])
+def test_a_bad_stretch_is_refused_and_changes_nothing(value: float) -> None:
+    clock = Clock()
+    logic = CoordinatorLogic(clock=clock)
+    logic.register("edge-0", "edge", "e:1")
+    logic.register("worker-0", "worker", "w:1", "edge-0", host="box", host_cpus=2.0)
+    logic.heartbeat("worker-0", cpu_seconds=0.01, compute_stretch=2.0)
+    seen = logic.members()[0][1].last_seen
+    clock.now += 1.0
+    with pytest.raises(InvalidInput, match="compute_stretch"):
+        logic.heartbeat("worker-0", cpu_seconds=0.5, compute_stretch=value)
+    member = {m.name: m for m in logic.members()[0]}["worker-0"]
+    assert (member.cpu_seconds, member.compute_stretch, member.last_seen) == (0.01, 2.0, seen)
+
+
+class PlainContext:
+    """A plaintext server's call context (no certificate identity)."""
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+
+def test_the_servicer_passes_the_heartbeats_stretch_on() -> None:
+    logic = coordinator()
+    servicer = CoordinatorServicer(logic)
+    request = coordinator_pb2.HeartbeatRequest(
+        name="worker-3", cpu_seconds=0.01, compute_stretch=4.5
+    )
+    assert servicer.Heartbeat(request, PlainContext()).known  # type: ignore[arg-type]
+    assert stretches(logic)["worker-3"] == 4.5

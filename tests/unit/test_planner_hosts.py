@@ -1,4 +1,5 @@
-"""The shared-machine floor of the planner (planning/hosts.py) and what it does to plans."""
+"""The shared-machine floor of the planner (planning/hosts.py), its processor-sharing stretch
+under the machine's other load, and what they do to plans."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 
 from edgecode.planning import optimize, uniform_plan
 from edgecode.planning.baselines import timed
-from edgecode.planning.hosts import floors, host_arrays, plan_floor, planned_seconds
-from edgecode.planning.spec import ClusterSpec, EdgeSpec, WorkerSpec
+from edgecode.planning.hosts import floors, host_arrays, other_load, plan_floor, planned_seconds
+from edgecode.planning.spec import ClusterSpec, EdgePlan, EdgeSpec, Plan, WorkerPlan, WorkerSpec
 from edgecode.planning.timing import expected_round_time
 
 EDGES = {
@@ -170,3 +171,283 @@ def test_planned_seconds_matches_workers_by_name() -> None:
     work = sum(w.cpu_seconds for e in spec.edges for w in e.workers)
     assert planned_seconds(spec, reordered, 0.0) == pytest.approx(work / 2.0, rel=1e-12)
     assert planned_seconds(spec, reordered, 99.0) == 99.0
+
+
+# ---- processor sharing: the machine's other load, measured by the workers' stretch ----------
+
+
+def random_hosted_spec(rng: np.random.Generator, stretched: bool) -> tuple[ClusterSpec, list]:  # type: ignore[type-arg]
+    """Three edges of four workers on hosts a, b, c (some with no host or no CPU measurement),
+    random cores, CPU seconds and (when ``stretched``) random wall / CPU stretches."""
+    names = np.array(["a", "b", "c", ""])
+    hosts_of = rng.choice(names, size=(3, 4), p=[0.35, 0.3, 0.25, 0.1])
+    cpus = {"a": 2.0, "b": float(rng.integers(1, 9)), "c": 3.5}
+    cpu = np.where(rng.random((3, 4)) < 0.1, 0.0, rng.uniform(0.01, 2.0, size=(3, 4)))
+    stretch = np.where(rng.random((3, 4)) < 0.2, 0.0, rng.uniform(0.3, 12.0, size=(3, 4)))
+    workers = [
+        [
+            WorkerSpec(
+                f"w{i}{j}",
+                1.0,
+                1.0,
+                host=str(hosts_of[i, j]),
+                host_cpus=cpus.get(str(hosts_of[i, j]), 0.0),
+                cpu_seconds=float(cpu[i, j]),
+                compute_stretch=float(stretch[i, j]) if stretched else 0.0,
+            )
+            for j in range(4)
+        ]
+        for i in range(3)
+    ]
+    spec = ClusterSpec(tuple(EdgeSpec(f"e{i}", tuple(ws)) for i, ws in enumerate(workers)))
+    return spec, [w for ws in workers for w in ws]
+
+
+def direct_floor(workers: list, loads: np.ndarray, K: int) -> float:  # type: ignore[type-arg]
+    """The processor-sharing floor computed worker by worker with plain Python: per host,
+    L = max(0, C median(stretch) - D_obs), W = sum cpu l / K, D = computing workers,
+    F = max_h W / C (D + L) / D."""
+    flat = loads.reshape(-1)
+    measured = [w for w in workers if w.host and w.cpu_seconds > 0]
+    floor = 0.0
+    for host in {w.host for w in measured}:
+        on = [(w, int(flat[k])) for k, w in enumerate(workers) if w in measured and w.host == host]
+        if len(on) < 2:
+            continue  # a machine of one measured worker: the independent model sees it
+        cores = min(w.host_cpus for w, _ in on)
+        rhos = sorted(w.compute_stretch for w, _ in on if w.compute_stretch > 0)
+        median = (
+            0.0
+            if not rhos
+            else (rhos[len(rhos) // 2] + rhos[(len(rhos) - 1) // 2]) / 2  # the median
+        )
+        other = max(0.0, cores * median - len(rhos)) if rhos else 0.0
+        work = sum(w.cpu_seconds * l / K for w, l in on)
+        computing = sum(1 for _, l in on if l > 0)
+        if computing:
+            floor = max(floor, work / cores * (computing + other) / computing)
+    return floor
+
+
+def test_the_ps_floor_matches_a_direct_computation_on_random_loads() -> None:
+    rng = np.random.default_rng(18)
+    for trial in range(30):
+        spec, workers = random_hosted_spec(rng, stretched=True)
+        arrays = host_arrays(spec)
+        loads = rng.integers(0, 7, size=(16, 3, 4)) * (rng.random((16, 3, 4)) < 0.7)
+        K = rng.integers(6, 20, size=16)
+        got = floors(arrays, loads, K)
+        want = np.array([direct_floor(workers, loads[b], int(K[b])) for b in range(16)])
+        errors = np.abs(got - want)
+        assert np.all(np.isfinite(got)) and np.all(errors <= 1e-12 * np.maximum(want, 1.0)), (
+            trial,
+            errors,
+        )
+
+
+def test_the_inferred_load_explains_the_stretches_the_workers_saw() -> None:
+    """Workers that saw ``rho = (D_obs + L) / C`` give back ``L`` (processor sharing
+    inverted); stretches no larger than ``D_obs / C`` mean no other load."""
+    for other, cores, computed in ((5.0, 2.0, 4), (0.5, 8.0, 3), (13.25, 2.0, 6), (0.0, 2.0, 4)):
+        rho = (computed + other) / cores
+        spec = ClusterSpec(
+            (
+                EdgeSpec(
+                    "e",
+                    tuple(
+                        WorkerSpec(
+                            f"w{j}",
+                            1.0,
+                            1.0,
+                            host="box",
+                            host_cpus=cores,
+                            cpu_seconds=0.1,
+                            compute_stretch=rho if j < computed else 0.0,
+                        )
+                        for j in range(computed + 2)
+                    ),
+                ),
+            )
+        )
+        arrays = host_arrays(spec)
+        assert arrays is not None and arrays.load.shape == (1,)
+        assert abs(arrays.load[0] - other) <= 1e-12 * max(other, 1.0), (arrays.load, other)
+    assert other_load(2.0, [0.5, 1.0, 1.5]) == 0.0  # 2 x 1.0 - 3 < 0: the cores had room
+    assert other_load(2.0, []) == 0.0
+
+
+def fluid_processor_sharing(work: np.ndarray, others: float, cores: float) -> float:
+    """When the last of ``work`` (CPU seconds, started together) finishes on ``cores`` shared
+    equally by the runnable jobs and ``others`` permanently runnable threads: an event-driven
+    simulation (each runnable job gets cores / (jobs left + others))."""
+    left = np.sort(np.asarray(work, dtype=np.float64))
+    now = 0.0
+    while left.size:
+        rate = cores / (left.size + others)
+        now += left[0] / rate
+        left = left[1:] - left[0]
+    return now
+
+
+def test_the_floor_is_the_processor_sharing_time_of_equal_shares_and_bounds_unequal_ones() -> None:
+    """The derivation: a host's workers can finish a round no sooner than F (processor sharing
+    with the measured other load), and exactly at F when their shares are equal."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(2, 7))
+        cores = float(rng.choice([1.0, 2.0, 4.0]))
+        others = float(rng.uniform(0.0, 20.0)) * (rng.random() < 0.8)
+        rho = (n + others) / cores
+        cpu = rng.uniform(0.05, 1.0, size=n)
+        loads = rng.integers(0, 5, size=n)
+        loads[0] = max(loads[0], 1)
+        K = 6
+        spec = ClusterSpec(
+            (
+                EdgeSpec(
+                    "e",
+                    tuple(
+                        WorkerSpec(
+                            f"w{j}",
+                            1.0,
+                            1.0,
+                            host="box",
+                            host_cpus=cores,
+                            cpu_seconds=float(cpu[j]),
+                            compute_stretch=rho,  # all n computed when they measured it
+                        )
+                        for j in range(n)
+                    ),
+                ),
+            )
+        )
+        work = cpu * loads / K
+        floor = plan_floor(spec, [list(loads)], K)
+        simulated = fluid_processor_sharing(work[loads > 0], others, cores)
+        assert np.isfinite(floor) and floor <= simulated * (1 + 1e-9), (floor, simulated)
+        # equal shares of equal workers: exactly F
+        equal = dataclasses.replace(
+            spec,
+            edges=(
+                dataclasses.replace(
+                    spec.edges[0],
+                    workers=tuple(
+                        dataclasses.replace(w, cpu_seconds=0.3) for w in spec.edges[0].workers
+                    ),
+                ),
+            ),
+        )
+        same = plan_floor(equal, [[2] * n], K)
+        exact = fluid_processor_sharing(np.full(n, 0.3 * 2 / K), others, cores)
+        assert abs(same - exact) <= 1e-9 * exact, (same, exact)
+
+
+def e2e_like(stretch: float) -> ClusterSpec:
+    """The compose arm64 cluster as the coordinator fitted it in the CI runs: native workers
+    with small, noisy compute (so replication pays in the independent model) and ~0.01 s of
+    CPU for the whole data set, emulated ones ~100x slower, all on one 2-core machine, every
+    worker reporting the wall / CPU ``stretch`` it saw (0: none)."""
+
+    def worker(name: str) -> WorkerSpec:
+        if name in SLOW:
+            shift, rate, link, cpu = 1.0, 1.0, 0.05, 0.8
+        else:
+            shift, rate, link, cpu = 0.002, 1 / 0.03, 0.01, 0.01
+        return WorkerSpec(
+            name,
+            shift,
+            rate,
+            link_seconds=link,
+            host="box",
+            host_cpus=2.0,
+            cpu_seconds=cpu,
+            compute_stretch=stretch,
+        )
+
+    return ClusterSpec(
+        tuple(
+            EdgeSpec(edge, tuple(worker(w) for w in workers), link_seconds=0.005)
+            for edge, workers in EDGES.items()
+        )
+    )
+
+
+def full_replication(spec: ClusterSpec) -> Plan:
+    """What the planner chose on the CI machine: every native worker holds everything, the
+    emulated ones nothing (s_edge 1, s_worker 1, K = 6)."""
+    return Plan(
+        "hgc",
+        6,
+        1,
+        tuple(
+            EdgePlan(
+                e.name,
+                1,
+                e.link_seconds,
+                6,
+                tuple(
+                    WorkerPlan(w.name, w.name not in SLOW, 0 if w.name in SLOW else 6)
+                    for w in e.workers
+                ),
+            )
+            for e in spec.edges
+        ),
+    )
+
+
+def replication(plan: Plan) -> float:
+    """Copies of the data the plan makes: partitions held over K."""
+    return sum(w.partitions for e in plan.edges for w in e.workers) / plan.partitions
+
+
+def test_free_machine_replicates_loaded_machine_does_not_where_the_model_says_it_is_faster() -> (
+    None
+):
+    """All six workers computed when they measured (D_obs = 6 on 2 cores): a stretch of 3 is
+    their own contention (L = 0), one of 8 means L = 10 other runnable threads."""
+    free, loaded = e2e_like(3.0), e2e_like(8.0)
+    assert host_arrays(free).load.tolist() == [0.0]  # type: ignore[union-attr]
+    assert host_arrays(loaded).load.tolist() == [10.0]  # type: ignore[union-attr]
+    on_free, on_loaded = optimize(free), optimize(loaded)
+    # free: the plan of the CI runs, full replication on the native workers
+    assert held(on_free) == held(full_replication(free)), held(on_free)
+    assert on_free.s_edge == 1 and on_free.partitions == 6
+    # loaded: fewer copies, the emulated workers still nothing
+    assert replication(on_loaded) < replication(on_free), (held(on_loaded), held(on_free))
+    assert all(held(on_loaded)[w] == 0 for w in SLOW), held(on_loaded)
+    # ... because the model says so: each plan is the faster one on its machine
+    for spec, chosen, other in ((free, on_free, on_loaded), (loaded, on_loaded, on_free)):
+        a = timed(spec, chosen).expected_round_seconds
+        b = timed(spec, other).expected_round_seconds
+        assert a is not None and b is not None and np.isfinite(a) and np.isfinite(b)
+        assert a <= b * (1 + 1e-9), (a, b)
+    fast = timed(loaded, on_loaded).expected_round_seconds
+    slow = timed(loaded, full_replication(loaded)).expected_round_seconds
+    assert fast is not None and slow is not None and fast < 0.8 * slow, (fast, slow)
+    uniform = np.array([p.expected_round_seconds for p in uniform_plans(loaded)])
+    assert np.all(np.isfinite(uniform)) and np.all(fast < uniform), (fast, uniform)
+
+
+def test_stretches_that_imply_no_other_load_change_no_floor_and_no_plan() -> None:
+    """Specs without stretches plan exactly as with the plain floor, and so do stretches that
+    the workers' own contention explains (L = 0): bit for bit."""
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        spec, _ = random_hosted_spec(rng, stretched=False)
+        quiet = dataclasses.replace(
+            spec,
+            edges=tuple(
+                dataclasses.replace(
+                    e,
+                    workers=tuple(dataclasses.replace(w, compute_stretch=0.25) for w in e.workers),
+                )
+                for e in spec.edges
+            ),
+        )
+        plain, measured = host_arrays(spec), host_arrays(quiet)
+        assert plain is not None and measured is not None
+        assert not np.any(plain.load) and not np.any(measured.load)
+        loads = rng.integers(0, 7, size=(32, 3, 4))
+        assert np.array_equal(floors(plain, loads, 12), floors(measured, loads, 12))
+    a, b = optimize(e2e_like(0.0)), optimize(e2e_like(2.0))
+    assert a == b and a.expected_round_seconds == b.expected_round_seconds

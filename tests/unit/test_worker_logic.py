@@ -381,3 +381,40 @@ def test_an_emulated_straggle_costs_no_cpu_in_the_estimate() -> None:
     cpu = w.cpu_seconds()
     assert np.all(np.array(seconds) >= 0.1 - 1e-3), seconds  # 2/6 of the emulated 0.3 s
     assert np.isfinite(cpu) and 0 < cpu < 0.1, cpu
+
+
+class ScriptedWallClock:
+    """A wall clock that moves by ``elapsed[k]`` when the CPU clock ends round k's compute
+    (the worker reads the wall clock right after the CPU clock, at the start and the end)."""
+
+    def __init__(self, cpu: ScriptedCpuClock, elapsed: list[float]) -> None:
+        self.cpu, self.elapsed = cpu, list(elapsed)
+        self.now, self.rounds_seen = 100.0, 0
+
+    def __call__(self) -> float:
+        ended = len(self.elapsed) - len(self.cpu.spent)  # computations the CPU clock ended
+        while self.rounds_seen < ended:
+            self.now += self.elapsed[self.rounds_seen]
+            self.rounds_seen += 1
+        return self.now
+
+
+def test_the_compute_stretch_is_the_median_wall_over_cpu_of_the_real_compute() -> None:
+    """Per round: wall seconds over CPU seconds of the same computation (2 of 6 partitions
+    held: the fraction cancels); the estimate is their median over the last rounds."""
+    spent = [0.1, 0.2, 0.05, 0.1, 0.4]
+    elapsed = [0.3, 0.2, 0.5, 0.25, 1.2]  # stretches 3, 1, 10, 2.5, 3
+    cpu = ScriptedCpuClock(spent)
+    w = WorkerLogic("w0", clock=ScriptedWallClock(cpu, elapsed), cpu_clock=cpu)
+    data = synthetic_least_squares(30, 4, np.random.default_rng(2))
+    blocks = data.partition(6)
+    place(w, header((0, 2), (1.0, -2.0), (5, 5)), [(0, *blocks[0]), (2, *blocks[2])])
+    assert w.compute_stretch() == 0.0
+    estimates = []
+    for round_ in range(5):
+        w.compute(JOB, round_, np.zeros(5), 1, threading.Event())
+        estimates.append(w.compute_stretch())
+    ratios = np.array(elapsed) / np.array(spent)
+    want = [np.median(ratios[: k + 1]) for k in range(5)]
+    errors = np.abs(np.array(estimates) - want)
+    assert np.all(np.isfinite(estimates)) and np.all(errors <= 1e-9), (estimates, want)

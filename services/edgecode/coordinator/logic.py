@@ -53,6 +53,8 @@ OBSERVERS = ("master",)
 #: Most cores a host may claim, and most CPU seconds a worker may report for the whole data set.
 MAX_HOST_CPUS = 4096.0
 MAX_CPU_SECONDS = 1e6
+#: Largest wall / CPU stretch a worker may report for its compute.
+MAX_STRETCH = 1e6
 #: A worker's CPU measurement counts as changed (the plan is recomputed) beyond this relative step.
 CPU_CHANGE = 0.2
 
@@ -102,10 +104,12 @@ class Member:
     metrics_address: str = ""
     last_seen: float = 0.0
     #: the machine it runs on ("" unknown), its cores (0 unknown) and, for a worker, its CPU
-    #: seconds for the whole data set (0 until it has computed); see planning.hosts
+    #: seconds for the whole data set (0 until it has computed) and their wall / CPU stretch
+    #: (0 until measured); see planning.hosts
     host: str = ""
     host_cpus: float = 0.0
     cpu_seconds: float = 0.0
+    compute_stretch: float = 0.0
     #: (compute seconds, data fraction, response seconds as seen by the edge)
     measurements: deque[tuple[float, float, float]] = field(
         default_factory=lambda: deque(maxlen=WINDOW)
@@ -186,17 +190,29 @@ class CoordinatorLogic:
             if old is not None and old.role == role:
                 member.measurements = old.measurements
                 member.cpu_seconds = old.cpu_seconds if old.host == host else 0.0
+                member.compute_stretch = old.compute_stretch if old.host == host else 0.0
             self._members[name] = member
             self._version += 1
         self._publish()
 
-    def heartbeat(self, name: str, caller: Caller = None, cpu_seconds: float = 0.0) -> bool:
-        """Mark ``name`` alive (with a worker's CPU seconds for the whole data set, 0 when it
-        has none yet); False when it is not (or no longer) registered."""
+    def heartbeat(
+        self,
+        name: str,
+        caller: Caller = None,
+        cpu_seconds: float = 0.0,
+        compute_stretch: float = 0.0,
+    ) -> bool:
+        """Mark ``name`` alive (with a worker's CPU seconds for the whole data set and their
+        wall / CPU stretch, 0 when it has none yet); False when it is not (or no longer)
+        registered."""
         check_caller(caller, name, None, "heartbeat")
         if not (0 <= cpu_seconds <= MAX_CPU_SECONDS):  # NaN fails too
             raise InvalidInput(
                 f"cpu_seconds must be in [0, {MAX_CPU_SECONDS:g}], got {cpu_seconds}"
+            )
+        if not (0 <= compute_stretch <= MAX_STRETCH):  # NaN fails too
+            raise InvalidInput(
+                f"compute_stretch must be in [0, {MAX_STRETCH:g}], got {compute_stretch}"
             )
         self._expire()
         with self._lock:
@@ -206,6 +222,10 @@ class CoordinatorLogic:
             moved = abs(cpu_seconds - member.cpu_seconds) > CPU_CHANGE * member.cpu_seconds
             if cpu_seconds > 0 and moved:
                 member.cpu_seconds = float(cpu_seconds)
+                self._version += 1
+            old = member.compute_stretch
+            if compute_stretch > 0 and abs(compute_stretch - old) > CPU_CHANGE * old:
+                member.compute_stretch = float(compute_stretch)
                 self._version += 1
             now = member.last_seen = self._clock()
             # The membership gauges follow liveness, not only registrations: a node that went
@@ -288,6 +308,7 @@ class CoordinatorLogic:
             host=member.host or base.host,
             host_cpus=member.host_cpus or base.host_cpus,
             cpu_seconds=member.cpu_seconds or base.cpu_seconds,
+            compute_stretch=member.compute_stretch or base.compute_stretch,
         )
         if len(member.measurements) < MIN_MEASUREMENTS:
             return base, False

@@ -56,7 +56,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: coordinator_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> Any:
         known = self.logic.heartbeat(
-            request.name, caller=_caller(context), cpu_seconds=request.cpu_seconds
+            request.name,
+            caller=_caller(context),
+            cpu_seconds=request.cpu_seconds,
+            compute_stretch=request.compute_stretch,
         )
         return coordinator_pb2.HeartbeatResponse(known=known)
 

@@ -1,28 +1,54 @@
-"""Workers that share a machine share its cores: the throughput floor of a plan.
+"""Workers that share a machine share its cores: the processor-sharing floor of a plan.
 
 The round-time model of :mod:`edgecode.planning.timing` treats workers as independent machines.
 Workers on ONE machine (containers or processes on a single host, emulated arm64 workers beside
 native ones) are not: each worker computes its whole share every round (the real gradient is not
-interruptible; a cancelled round's work still runs to its end), so over many rounds a host with
-``C`` cores must get through the CPU work of all its workers every round:
+interruptible; a cancelled round's work still runs to its end), and the machine's cores are
+shared with everything else that runs there.
 
-    T_round >= F = max_h  sum_{w on h} cpu_w * l_w / K  /  C_h
+**Model (processor sharing).** Host h has ``C_h`` cores, shared equally among its runnable
+threads: the ``D_h`` workers that compute under the plan (those holding data) and ``L_h`` others
+(other processes, the stack, other users: the machine's *other load*). While all are runnable
+each gets ``C_h / (D_h + L_h)`` cores, so a computing worker's time is its CPU time stretched by
+``sigma_h = (D_h + L_h) / C_h`` and the workers together get ``C_h D_h / (D_h + L_h)`` cores;
+fewer when some of them have finished. Every round the host's workers must get through
+``W_h = sum_{w on h} cpu_w l_w / K`` CPU seconds, hence
 
-``cpu_w`` is worker w's CPU seconds for the WHOLE data set (measured by the worker itself, so
-emulation and contention do not enter it), ``l_w / K`` the fraction it holds and ``C_h`` the
-host's cores. A plan's planned round time is ``max(E[T], F)``: replication (every worker holding
-everything, the fastest answer wins) is cheap for independent machines and ruinous on a shared
-one, where it multiplies the host's work by the replication factor.
+    T_round >= F = max_h  W_h / C_h * (D_h + L_h) / D_h  =  max_h  (W_h / D_h) * sigma_h
+
+(the mean work of a computing worker, stretched by the contention the plan causes; 0 for a host
+with no computing worker). ``cpu_w`` is worker w's CPU seconds for the WHOLE data set (measured
+by the worker itself, so emulation and contention do not enter it) and ``l_w / K`` the fraction it
+holds. With ``L_h = 0`` this is the plain throughput floor ``W_h / C_h``. A plan's planned round
+time is ``max(E[T], F)``: replication (every worker holding everything, the fastest answer wins)
+is cheap for independent machines and ruinous on a shared one, where it multiplies the host's
+work by the replication factor; under other load it is worse still, as every extra copy runs at
+a ``1 / sigma_h`` fraction of a core.
+
+**The other load is measured, not assumed.** Each worker reports ``compute_stretch``, the wall
+over CPU seconds of its real compute under the plan in use (median of its recent rounds). The
+same model predicts ``rho = (D_obs + L_h) / C_h`` for it, with ``D_obs`` the host's workers that
+computed, so ``L_h = max(0, C_h rho_h - D_obs_h)``: ``rho_h`` the median of the stretches its
+workers reported and ``D_obs_h`` their number. A worker idle under the plan in use still reports
+its last stretch, so ``D_obs`` may over-count and ``L`` under-count (towards the plain floor).
+A single-threaded worker cannot use an idle core: it measures ``rho = 1`` where ``D_obs < C``,
+and the inferred ``L = C - D_obs`` counts the cores it could not use.
 
 Workers with no host (``WorkerSpec.host == ""``) or no CPU measurement (``cpu_seconds == 0``)
-add nothing, so specs without host information plan exactly as before.
+add nothing, and without stretches ``L_h = 0``: specs without host information plan exactly as
+before, and so do specs without stretch measurements (the plain floor).
 
 >>> from edgecode.planning.spec import ClusterSpec, EdgeSpec, WorkerSpec
->>> pi = dict(host="box", host_cpus=2.0)
->>> spec = ClusterSpec((EdgeSpec("e", (WorkerSpec("a", 0.1, 10.0, cpu_seconds=0.4, **pi),
-...                                    WorkerSpec("b", 0.1, 10.0, cpu_seconds=0.4, **pi))),))
+>>> pi = dict(host="box", host_cpus=2.0, cpu_seconds=0.4)
+>>> spec = ClusterSpec((EdgeSpec("e", (WorkerSpec("a", 0.1, 10.0, **pi),
+...                                    WorkerSpec("b", 0.1, 10.0, **pi))),))
 >>> round(plan_floor(spec, [[2, 2]], 2), 6)  # both hold everything: 2 x 0.4 s on 2 cores
 0.4
+>>> busy = dict(pi, compute_stretch=3.0)  # they saw 3x: L = 2 * 3 - 2 = 4 other threads
+>>> spec = ClusterSpec((EdgeSpec("e", (WorkerSpec("a", 0.1, 10.0, **busy),
+...                                    WorkerSpec("b", 0.1, 10.0, **busy))),))
+>>> round(plan_floor(spec, [[2, 2]], 2), 6), round(plan_floor(spec, [[1, 1]], 2), 6)
+(1.2, 0.6)
 """
 
 from __future__ import annotations
@@ -44,22 +70,36 @@ class HostArrays:
     """Padded ``(n_edges, max workers per edge)`` arrays of the shared hosts.
 
     ``members[h]`` is the 0/1 mask of the workers on host h (with a CPU measurement), ``cpu``
-    every worker's CPU seconds for the whole data set, ``cores[h]`` host h's cores."""
+    every worker's CPU seconds for the whole data set, ``cores[h]`` host h's cores and
+    ``load[h]`` its other load ``L_h`` (runnable threads besides the plan's workers)."""
 
     members: FloatArray  # (H, n, m)
     cpu: FloatArray  # (n, m)
     cores: FloatArray  # (H,)
+    load: FloatArray  # (H,)
+
+
+def other_load(cores: float, stretches: Sequence[float]) -> float:
+    """``L = max(0, C * median(rho) - D_obs)``: the other load that explains the stretches
+    ``rho`` (wall over CPU seconds) measured by the ``D_obs = len(stretches)`` workers that
+    computed on a machine of ``C`` cores (processor sharing: ``rho = (D_obs + L) / C``); 0
+    without measurements."""
+    if not stretches:
+        return 0.0
+    return max(0.0, cores * float(np.median(stretches)) - len(stretches))
 
 
 def host_arrays(spec: ClusterSpec) -> HostArrays | None:
     """The spec's shared hosts, or None when no host has two measured workers (no floor binds
     that the independent model does not already see). A host's cores are the smallest
-    ``host_cpus`` its workers reported (1 when none did)."""
+    ``host_cpus`` its workers reported (1 when none did); its other load is
+    :func:`other_load` of the stretches its measured workers reported (0 when none did)."""
     n = len(spec.edges)
     m = max(len(e.workers) for e in spec.edges)
     cpu = np.zeros((n, m))
     where: dict[str, list[tuple[int, int]]] = {}
     cores: dict[str, float] = {}
+    stretches: dict[str, list[float]] = {}
     for i, edge in enumerate(spec.edges):
         for j, w in enumerate(edge.workers):
             if not w.host or w.cpu_seconds <= 0:
@@ -68,6 +108,8 @@ def host_arrays(spec: ClusterSpec) -> HostArrays | None:
             where.setdefault(w.host, []).append((i, j))
             if w.host_cpus > 0:
                 cores[w.host] = min(cores.get(w.host, np.inf), w.host_cpus)
+            if w.compute_stretch > 0:
+                stretches.setdefault(w.host, []).append(w.compute_stretch)
     shared = sorted(h for h, slots in where.items() if len(slots) >= 2)
     if not shared:
         return None
@@ -75,12 +117,16 @@ def host_arrays(spec: ClusterSpec) -> HostArrays | None:
     for k, host in enumerate(shared):
         for i, j in where[host]:
             members[k, i, j] = 1.0
-    return HostArrays(members=members, cpu=cpu, cores=np.array([cores.get(h, 1.0) for h in shared]))
+    cores_h = np.array([cores.get(h, 1.0) for h in shared])
+    load = np.array(
+        [other_load(c, stretches.get(h, [])) for c, h in zip(cores_h, shared, strict=True)]
+    )
+    return HostArrays(members=members, cpu=cpu, cores=cores_h, load=load)
 
 
 def floors(hosts: HostArrays | None, loads: IntArray, K: object) -> FloatArray:
-    """The throughput floor ``F`` (B,) of B plans given by integer ``loads`` (B, n, m) out of
-    ``K`` partitions (an int or one per plan); zeros without shared hosts."""
+    """The processor-sharing floor ``F`` (B,) of B plans given by integer ``loads`` (B, n, m)
+    out of ``K`` partitions (an int or one per plan); zeros without shared hosts."""
     loads = np.asarray(loads)
     B = loads.shape[0]
     if hosts is None:
@@ -88,6 +134,12 @@ def floors(hosts: HostArrays | None, loads: IntArray, K: object) -> FloatArray:
     K_all = np.broadcast_to(np.asarray(K, dtype=np.float64), (B,))
     work = loads * hosts.cpu / K_all[:, None, None]  # (B, n, m) CPU seconds per round
     per_host = np.einsum("bnm,hnm->bh", work, hosts.members) / hosts.cores
+    if not np.any(hosts.load):  # no other load measured: the plain floor W / C
+        return np.asarray(per_host.max(axis=1), dtype=np.float64)
+    # (D + L) / D, the workers' share of the host; exactly 1 where L = 0
+    computing = np.einsum("bnm,hnm->bh", (loads > 0).astype(np.float64), hosts.members)
+    share = (computing + hosts.load) / np.maximum(computing, 1.0)
+    per_host = per_host * np.where(computing > 0, share, 1.0)
     return np.asarray(per_host.max(axis=1), dtype=np.float64)
 
 
@@ -110,4 +162,4 @@ def planned_seconds(spec: ClusterSpec, plan: Plan, expected: float) -> float:
     return max(float(expected), plan_floor(spec, loads, plan.partitions))
 
 
-__all__ = ["HostArrays", "floors", "host_arrays", "plan_floor", "planned_seconds"]
+__all__ = ["HostArrays", "floors", "host_arrays", "other_load", "plan_floor", "planned_seconds"]

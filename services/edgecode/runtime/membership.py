@@ -47,7 +47,8 @@ class Membership:
     """Registers a node and keeps heartbeating; re-registers when the coordinator forgot it
     (after a coordinator restart). Runs in a daemon thread until :meth:`stop`. With ``tls`` the
     node speaks to the coordinator as its certificate's identity, which must be ``node.name``.
-    ``cpu_seconds`` (a worker's) is read at every heartbeat; :meth:`nudge` sends one at once."""
+    ``cpu_seconds`` and ``stretch`` (a worker's) are read at every heartbeat; :meth:`nudge` sends
+    one at once."""
 
     def __init__(
         self,
@@ -55,11 +56,13 @@ class Membership:
         node: coordinator_pb2.Node,
         tls: Tls | None = None,
         cpu_seconds: Callable[[], float] | None = None,
+        stretch: Callable[[], float] | None = None,
     ) -> None:
         self._channel = make_channel(coordinator, tls)
         self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
         self._node = node
         self._cpu_seconds = cpu_seconds
+        self._stretch = stretch
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
@@ -81,8 +84,11 @@ class Membership:
                     log.info("registered %s with the coordinator", self._node.name)
                 else:
                     cpu = self._cpu_seconds() if self._cpu_seconds is not None else 0.0
+                    rho = self._stretch() if self._stretch is not None else 0.0
                     known = self._stub.Heartbeat(
-                        coordinator_pb2.HeartbeatRequest(name=self._node.name, cpu_seconds=cpu),
+                        coordinator_pb2.HeartbeatRequest(
+                            name=self._node.name, cpu_seconds=cpu, compute_stretch=rho
+                        ),
                         timeout=5.0,
                     )
                     registered = known.known

@@ -104,6 +104,7 @@ def membership(
     machine: str = "",
     cpus: float = 0.0,
     cpu_seconds: Callable[[], float] | None = None,
+    stretch: Callable[[], float] | None = None,
 ) -> Membership | None:
     """Registration and heartbeats with the coordinator, when one is configured; the node
     names its machine and that machine's cores (see ``membership.machine_id``)."""
@@ -118,7 +119,7 @@ def membership(
         host=machine_id(machine),
         host_cpus=machine_cpus(cpus),
     )
-    return Membership(coordinator, node, tls, cpu_seconds)
+    return Membership(coordinator, node, tls, cpu_seconds, stretch)
 
 
 def reap_idle_jobs(ttl_seconds: float, *expirers: Callable[[float], list[str]]) -> threading.Event:

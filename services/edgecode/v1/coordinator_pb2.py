@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64gecode/v1/coordinator.proto\x12\x0b\x65\x64gecode.v1\"\xa6\x01\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04\x65\x64ge\x18\x04 \x01(\t\x12\x14\n\x0clink_seconds\x18\x05 \x01(\x01\x12\x17\n\x0fmetrics_address\x18\x06 \x01(\t\x12\x0c\n\x04host\x18\x07 \x01(\t\x12\x11\n\thost_cpus\x18\x08 \x01(\x01\x12\x13\n\x0b\x63pu_seconds\x18\t \x01(\x01\"2\n\x0fRegisterRequest\x12\x1f\n\x04node\x18\x01 \x01(\x0b\x32\x11.edgecode.v1.Node\"-\n\x10RegisterResponse\x12\x19\n\x11heartbeat_seconds\x18\x01 \x01(\x01\"5\n\x10HeartbeatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63pu_seconds\x18\x02 \x01(\x01\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"h\n\x0cWorkerTiming\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x17\n\x0f\x63ompute_seconds\x18\x02 \x01(\x01\x12\x15\n\rload_fraction\x18\x03 \x01(\x01\x12\x18\n\x10response_seconds\x18\x04 \x01(\x01\"z\n\x14ReportTimingsRequest\x12*\n\x07timings\x18\x01 \x03(\x0b\x32\x19.edgecode.v1.WorkerTiming\x12\x15\n\rround_seconds\x18\x02 \x01(\x01\x12\x1f\n\x17predicted_round_seconds\x18\x03 \x01(\x01\"-\n\x15ReportTimingsResponse\x12\x14\n\x0cmeasurements\x18\x01 \x01(\x03\")\n\x11GetClusterRequest\x12\x14\n\x0cinclude_dead\x18\x01 \x01(\x08\"9\n\x07\x43luster\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.edgecode.v1.Node\x12\x0c\n\x04\x64\x65\x61\x64\x18\x02 \x03(\t\"y\n\x0eGetPlanRequest\x12\x12\n\npartitions\x18\x01 \x01(\x03\x12\x0f\n\x07\x65xclude\x18\x02 \x03(\t\x12\x16\n\x0emax_partitions\x18\x03 \x01(\x03\x12*\n\x07\x63urrent\x18\x04 \x01(\x0b\x32\x19.edgecode.v1.PlanResponse\"F\n\x10WorkerAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08selected\x18\x02 \x01(\x08\x12\x12\n\npartitions\x18\x03 \x01(\x03\"\x8a\x01\n\x0e\x45\x64geAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08s_worker\x18\x02 \x01(\x03\x12\x14\n\x0clink_seconds\x18\x03 \x01(\x01\x12\x12\n\npartitions\x18\x04 \x01(\x03\x12.\n\x07workers\x18\x05 \x03(\x0b\x32\x1d.edgecode.v1.WorkerAssignment\"\xb6\x01\n\x0cPlanResponse\x12\x0e\n\x06s_edge\x18\x01 \x01(\x03\x12\x12\n\npartitions\x18\x02 \x01(\x03\x12\x1e\n\x16\x65xpected_round_seconds\x18\x03 \x01(\x01\x12*\n\x05\x65\x64ges\x18\x04 \x03(\x0b\x32\x1b.edgecode.v1.EdgeAssignment\x12\x0e\n\x06\x66itted\x18\x05 \x01(\x08\x12&\n\x1e\x63urrent_expected_round_seconds\x18\x06 \x01(\x01\"\xc9\x05\n\rGossipJobSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05graph\x18\x02 \x01(\t\x12\r\n\x05\x65\x64ges\x18\x03 \x03(\x03\x12\x12\n\x05peers\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06scheme\x18\x05 \x01(\t\x12\x18\n\x0breplication\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12!\n\x14straggle_probability\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12\r\n\x05model\x18\t \x01(\t\x12\x0f\n\x02l2\x18\n \x01(\x01H\x03\x88\x01\x01\x12\x14\n\x07non_iid\x18\x0b \x01(\x08H\x04\x88\x01\x01\x12\x13\n\x06rounds\x18\x0c \x01(\x03H\x05\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\r \x01(\x01H\x06\x88\x01\x01\x12\x19\n\x0c\x64\x65\x63\x61y_rounds\x18\x0e \x01(\x01H\x07\x88\x01\x01\x12\'\n\x1apartition_deadline_seconds\x18\x0f \x01(\x01H\x08\x88\x01\x01\x12$\n\x17gossip_deadline_seconds\x18\x10 \x01(\x01H\t\x88\x01\x01\x12 \n\x13report_params_every\x18\x11 \x01(\x03H\n\x88\x01\x01\x12\x11\n\x04seed\x18\x12 \x01(\x03H\x0b\x88\x01\x01\x12\x10\n\x08straggle\x18\x13 \x01(\t\x12\x1c\n\x0f\x63ompute_seconds\x18\x14 \x01(\x01H\x0c\x88\x01\x01\x42\x08\n\x06_peersB\x0e\n\x0c_replicationB\x17\n\x15_straggle_probabilityB\x05\n\x03_l2B\n\n\x08_non_iidB\t\n\x07_roundsB\x10\n\x0e_learning_rateB\x0f\n\r_decay_roundsB\x1d\n\x1b_partition_deadline_secondsB\x1a\n\x18_gossip_deadline_secondsB\x16\n\x14_report_params_everyB\x07\n\x05_seedB\x12\n\x10_compute_seconds\"A\n\x15StartGossipJobRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.edgecode.v1.GossipJobSpec\"W\n\x13GetGossipJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nfrom_round\x18\x02 \x01(\x03\x12\x1c\n\x14include_peer_timings\x18\x03 \x01(\x08\"&\n\x14StopGossipJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x92\x01\n\x0fPeerRoundTiming\x12\x0c\n\x04peer\x18\x01 \x01(\x03\x12\x15\n\rround_seconds\x18\x02 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12\x16\n\x0egossip_seconds\x18\x04 \x01(\x01\x12\x18\n\x10skipped_gradient\x18\x05 \x01(\x08\x12\x0f\n\x07missing\x18\x06 \x01(\x03\"\x80\x02\n\x11GossipRoundRecord\x12\r\n\x05round\x18\x01 \x01(\x03\x12\r\n\x05peers\x18\x02 \x01(\x03\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0b\n\x03gap\x18\x04 \x01(\x01\x12\x1a\n\x12\x63onsensus_distance\x18\x05 \x01(\x01\x12\x19\n\x11skipped_gradients\x18\x06 \x01(\x03\x12\x16\n\x0emissing_values\x18\x07 \x01(\x03\x12\x14\n\x0cwall_seconds\x18\x08 \x01(\x01\x12\x19\n\x11max_round_seconds\x18\t \x01(\x01\x12\x32\n\x0cpeer_timings\x18\n \x03(\x0b\x32\x1c.edgecode.v1.PeerRoundTiming\"\xf7\x02\n\x0fGossipJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.edgecode.v1.GossipJobState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12(\n\x04spec\x18\x04 \x01(\x0b\x32\x1a.edgecode.v1.GossipJobSpec\x12\r\n\x05graph\x18\x05 \x01(\t\x12\x0f\n\x07n_peers\x18\x06 \x01(\x03\x12\x0c\n\x04slem\x18\x07 \x01(\x01\x12\x14\n\x0cspectral_gap\x18\x08 \x01(\x01\x12\x12\n\npeer_names\x18\t \x03(\t\x12\x0c\n\x04\x64\x65\x61\x64\x18\n \x03(\x03\x12\x14\n\x0cunresponsive\x18\x0b \x03(\x03\x12\x13\n\x0brounds_done\x18\x0c \x01(\x03\x12/\n\x07records\x18\r \x03(\x0b\x32\x1e.edgecode.v1.GossipRoundRecord\x12\x14\n\x0cinitial_loss\x18\x0e \x01(\x01\x12\x15\n\rsetup_seconds\x18\x0f \x01(\x01*\xca\x01\n\x0eGossipJobState\x12 \n\x1cGOSSIP_JOB_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19GOSSIP_JOB_STATE_STARTING\x10\x01\x12\x1c\n\x18GOSSIP_JOB_STATE_RUNNING\x10\x02\x12\x1e\n\x1aGOSSIP_JOB_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17GOSSIP_JOB_STATE_FAILED\x10\x04\x12\x1c\n\x18GOSSIP_JOB_STATE_STOPPED\x10\x05\x32\xf7\x04\n\x0b\x43oordinator\x12G\n\x08Register\x12\x1c.edgecode.v1.RegisterRequest\x1a\x1d.edgecode.v1.RegisterResponse\x12J\n\tHeartbeat\x12\x1d.edgecode.v1.HeartbeatRequest\x1a\x1e.edgecode.v1.HeartbeatResponse\x12V\n\rReportTimings\x12!.edgecode.v1.ReportTimingsRequest\x1a\".edgecode.v1.ReportTimingsResponse\x12\x42\n\nGetCluster\x12\x1e.edgecode.v1.GetClusterRequest\x1a\x14.edgecode.v1.Cluster\x12\x41\n\x07GetPlan\x12\x1b.edgecode.v1.GetPlanRequest\x1a\x19.edgecode.v1.PlanResponse\x12R\n\x0eStartGossipJob\x12\".edgecode.v1.StartGossipJobRequest\x1a\x1c.edgecode.v1.GossipJobStatus\x12N\n\x0cGetGossipJob\x12 .edgecode.v1.GetGossipJobRequest\x1a\x1c.edgecode.v1.GossipJobStatus\x12P\n\rStopGossipJob\x12!.edgecode.v1.StopGossipJobRequest\x1a\x1c.edgecode.v1.GossipJobStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64gecode/v1/coordinator.proto\x12\x0b\x65\x64gecode.v1\"\xa6\x01\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04\x65\x64ge\x18\x04 \x01(\t\x12\x14\n\x0clink_seconds\x18\x05 \x01(\x01\x12\x17\n\x0fmetrics_address\x18\x06 \x01(\t\x12\x0c\n\x04host\x18\x07 \x01(\t\x12\x11\n\thost_cpus\x18\x08 \x01(\x01\x12\x13\n\x0b\x63pu_seconds\x18\t \x01(\x01\"2\n\x0fRegisterRequest\x12\x1f\n\x04node\x18\x01 \x01(\x0b\x32\x11.edgecode.v1.Node\"-\n\x10RegisterResponse\x12\x19\n\x11heartbeat_seconds\x18\x01 \x01(\x01\"N\n\x10HeartbeatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63pu_seconds\x18\x02 \x01(\x01\x12\x17\n\x0f\x63ompute_stretch\x18\x03 \x01(\x01\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"h\n\x0cWorkerTiming\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x17\n\x0f\x63ompute_seconds\x18\x02 \x01(\x01\x12\x15\n\rload_fraction\x18\x03 \x01(\x01\x12\x18\n\x10response_seconds\x18\x04 \x01(\x01\"z\n\x14ReportTimingsRequest\x12*\n\x07timings\x18\x01 \x03(\x0b\x32\x19.edgecode.v1.WorkerTiming\x12\x15\n\rround_seconds\x18\x02 \x01(\x01\x12\x1f\n\x17predicted_round_seconds\x18\x03 \x01(\x01\"-\n\x15ReportTimingsResponse\x12\x14\n\x0cmeasurements\x18\x01 \x01(\x03\")\n\x11GetClusterRequest\x12\x14\n\x0cinclude_dead\x18\x01 \x01(\x08\"9\n\x07\x43luster\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.edgecode.v1.Node\x12\x0c\n\x04\x64\x65\x61\x64\x18\x02 \x03(\t\"y\n\x0eGetPlanRequest\x12\x12\n\npartitions\x18\x01 \x01(\x03\x12\x0f\n\x07\x65xclude\x18\x02 \x03(\t\x12\x16\n\x0emax_partitions\x18\x03 \x01(\x03\x12*\n\x07\x63urrent\x18\x04 \x01(\x0b\x32\x19.edgecode.v1.PlanResponse\"F\n\x10WorkerAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08selected\x18\x02 \x01(\x08\x12\x12\n\npartitions\x18\x03 \x01(\x03\"\x8a\x01\n\x0e\x45\x64geAssignment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08s_worker\x18\x02 \x01(\x03\x12\x14\n\x0clink_seconds\x18\x03 \x01(\x01\x12\x12\n\npartitions\x18\x04 \x01(\x03\x12.\n\x07workers\x18\x05 \x03(\x0b\x32\x1d.edgecode.v1.WorkerAssignment\"\xb6\x01\n\x0cPlanResponse\x12\x0e\n\x06s_edge\x18\x01 \x01(\x03\x12\x12\n\npartitions\x18\x02 \x01(\x03\x12\x1e\n\x16\x65xpected_round_seconds\x18\x03 \x01(\x01\x12*\n\x05\x65\x64ges\x18\x04 \x03(\x0b\x32\x1b.edgecode.v1.EdgeAssignment\x12\x0e\n\x06\x66itted\x18\x05 \x01(\x08\x12&\n\x1e\x63urrent_expected_round_seconds\x18\x06 \x01(\x01\"\xc9\x05\n\rGossipJobSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05graph\x18\x02 \x01(\t\x12\r\n\x05\x65\x64ges\x18\x03 \x03(\x03\x12\x12\n\x05peers\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06scheme\x18\x05 \x01(\t\x12\x18\n\x0breplication\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12!\n\x14straggle_probability\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x07\x64\x61taset\x18\x08 \x01(\t\x12\r\n\x05model\x18\t \x01(\t\x12\x0f\n\x02l2\x18\n \x01(\x01H\x03\x88\x01\x01\x12\x14\n\x07non_iid\x18\x0b \x01(\x08H\x04\x88\x01\x01\x12\x13\n\x06rounds\x18\x0c \x01(\x03H\x05\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\r \x01(\x01H\x06\x88\x01\x01\x12\x19\n\x0c\x64\x65\x63\x61y_rounds\x18\x0e \x01(\x01H\x07\x88\x01\x01\x12\'\n\x1apartition_deadline_seconds\x18\x0f \x01(\x01H\x08\x88\x01\x01\x12$\n\x17gossip_deadline_seconds\x18\x10 \x01(\x01H\t\x88\x01\x01\x12 \n\x13report_params_every\x18\x11 \x01(\x03H\n\x88\x01\x01\x12\x11\n\x04seed\x18\x12 \x01(\x03H\x0b\x88\x01\x01\x12\x10\n\x08straggle\x18\x13 \x01(\t\x12\x1c\n\x0f\x63ompute_seconds\x18\x14 \x01(\x01H\x0c\x88\x01\x01\x42\x08\n\x06_peersB\x0e\n\x0c_replicationB\x17\n\x15_straggle_probabilityB\x05\n\x03_l2B\n\n\x08_non_iidB\t\n\x07_roundsB\x10\n\x0e_learning_rateB\x0f\n\r_decay_roundsB\x1d\n\x1b_partition_deadline_secondsB\x1a\n\x18_gossip_deadline_secondsB\x16\n\x14_report_params_everyB\x07\n\x05_seedB\x12\n\x10_compute_seconds\"A\n\x15StartGossipJobRequest\x12(\n\x04spec\x18\x01 \x01(\x0b\x32\x1a.edgecode.v1.GossipJobSpec\"W\n\x13GetGossipJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nfrom_round\x18\x02 \x01(\x03\x12\x1c\n\x14include_peer_timings\x18\x03 \x01(\x08\"&\n\x14StopGossipJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x92\x01\n\x0fPeerRoundTiming\x12\x0c\n\x04peer\x18\x01 \x01(\x03\x12\x15\n\rround_seconds\x18\x02 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12\x16\n\x0egossip_seconds\x18\x04 \x01(\x01\x12\x18\n\x10skipped_gradient\x18\x05 \x01(\x08\x12\x0f\n\x07missing\x18\x06 \x01(\x03\"\x80\x02\n\x11GossipRoundRecord\x12\r\n\x05round\x18\x01 \x01(\x03\x12\r\n\x05peers\x18\x02 \x01(\x03\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0b\n\x03gap\x18\x04 \x01(\x01\x12\x1a\n\x12\x63onsensus_distance\x18\x05 \x01(\x01\x12\x19\n\x11skipped_gradients\x18\x06 \x01(\x03\x12\x16\n\x0emissing_values\x18\x07 \x01(\x03\x12\x14\n\x0cwall_seconds\x18\x08 \x01(\x01\x12\x19\n\x11max_round_seconds\x18\t \x01(\x01\x12\x32\n\x0cpeer_timings\x18\n \x03(\x0b\x32\x1c.edgecode.v1.PeerRoundTiming\"\xf7\x02\n\x0fGossipJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.edgecode.v1.GossipJobState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12(\n\x04spec\x18\x04 \x01(\x0b\x32\x1a.edgecode.v1.GossipJobSpec\x12\r\n\x05graph\x18\x05 \x01(\t\x12\x0f\n\x07n_peers\x18\x06 \x01(\x03\x12\x0c\n\x04slem\x18\x07 \x01(\x01\x12\x14\n\x0cspectral_gap\x18\x08 \x01(\x01\x12\x12\n\npeer_names\x18\t \x03(\t\x12\x0c\n\x04\x64\x65\x61\x64\x18\n \x03(\x03\x12\x14\n\x0cunresponsive\x18\x0b \x03(\x03\x12\x13\n\x0brounds_done\x18\x0c \x01(\x03\x12/\n\x07records\x18\r \x03(\x0b\x32\x1e.edgecode.v1.GossipRoundRecord\x12\x14\n\x0cinitial_loss\x18\x0e \x01(\x01\x12\x15\n\rsetup_seconds\x18\x0f \x01(\x01*\xca\x01\n\x0eGossipJobState\x12 \n\x1cGOSSIP_JOB_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19GOSSIP_JOB_STATE_STARTING\x10\x01\x12\x1c\n\x18GOSSIP_JOB_STATE_RUNNING\x10\x02\x12\x1e\n\x1aGOSSIP_JOB_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17GOSSIP_JOB_STATE_FAILED\x10\x04\x12\x1c\n\x18GOSSIP_JOB_STATE_STOPPED\x10\x05\x32\xf7\x04\n\x0b\x43oordinator\x12G\n\x08Register\x12\x1c.edgecode.v1.RegisterRequest\x1a\x1d.edgecode.v1.RegisterResponse\x12J\n\tHeartbeat\x12\x1d.edgecode.v1.HeartbeatRequest\x1a\x1e.edgecode.v1.HeartbeatResponse\x12V\n\rReportTimings\x12!.edgecode.v1.ReportTimingsRequest\x1a\".edgecode.v1.ReportTimingsResponse\x12\x42\n\nGetCluster\x12\x1e.edgecode.v1.GetClusterRequest\x1a\x14.edgecode.v1.Cluster\x12\x41\n\x07GetPlan\x12\x1b.edgecode.v1.GetPlanRequest\x1a\x19.edgecode.v1.PlanResponse\x12R\n\x0eStartGossipJob\x12\".edgecode.v1.StartGossipJobRequest\x1a\x1c.edgecode.v1.GossipJobStatus\x12N\n\x0cGetGossipJob\x12 .edgecode.v1.GetGossipJobRequest\x1a\x1c.edgecode.v1.GossipJobStatus\x12P\n\rStopGossipJob\x12!.edgecode.v1.StopGossipJobRequest\x1a\x1c.edgecode.v1.GossipJobStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgecode.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GOSSIPJOBSTATE']._serialized_start=3004
-  _globals['_GOSSIPJOBSTATE']._serialized_end=3206
+  _globals['_GOSSIPJOBSTATE']._serialized_start=3029
+  _globals['_GOSSIPJOBSTATE']._serialized_end=3231
   _globals['_NODE']._serialized_start=47
   _globals['_NODE']._serialized_end=213
   _globals['_REGISTERREQUEST']._serialized_start=215
@@ -40,41 +40,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERRESPONSE']._serialized_start=267
   _globals['_REGISTERRESPONSE']._serialized_end=312
   _globals['_HEARTBEATREQUEST']._serialized_start=314
-  _globals['_HEARTBEATREQUEST']._serialized_end=367
-  _globals['_HEARTBEATRESPONSE']._serialized_start=369
-  _globals['_HEARTBEATRESPONSE']._serialized_end=403
-  _globals['_WORKERTIMING']._serialized_start=405
-  _globals['_WORKERTIMING']._serialized_end=509
-  _globals['_REPORTTIMINGSREQUEST']._serialized_start=511
-  _globals['_REPORTTIMINGSREQUEST']._serialized_end=633
-  _globals['_REPORTTIMINGSRESPONSE']._serialized_start=635
-  _globals['_REPORTTIMINGSRESPONSE']._serialized_end=680
-  _globals['_GETCLUSTERREQUEST']._serialized_start=682
-  _globals['_GETCLUSTERREQUEST']._serialized_end=723
-  _globals['_CLUSTER']._serialized_start=725
-  _globals['_CLUSTER']._serialized_end=782
-  _globals['_GETPLANREQUEST']._serialized_start=784
-  _globals['_GETPLANREQUEST']._serialized_end=905
-  _globals['_WORKERASSIGNMENT']._serialized_start=907
-  _globals['_WORKERASSIGNMENT']._serialized_end=977
-  _globals['_EDGEASSIGNMENT']._serialized_start=980
-  _globals['_EDGEASSIGNMENT']._serialized_end=1118
-  _globals['_PLANRESPONSE']._serialized_start=1121
-  _globals['_PLANRESPONSE']._serialized_end=1303
-  _globals['_GOSSIPJOBSPEC']._serialized_start=1306
-  _globals['_GOSSIPJOBSPEC']._serialized_end=2019
-  _globals['_STARTGOSSIPJOBREQUEST']._serialized_start=2021
-  _globals['_STARTGOSSIPJOBREQUEST']._serialized_end=2086
-  _globals['_GETGOSSIPJOBREQUEST']._serialized_start=2088
-  _globals['_GETGOSSIPJOBREQUEST']._serialized_end=2175
-  _globals['_STOPGOSSIPJOBREQUEST']._serialized_start=2177
-  _globals['_STOPGOSSIPJOBREQUEST']._serialized_end=2215
-  _globals['_PEERROUNDTIMING']._serialized_start=2218
-  _globals['_PEERROUNDTIMING']._serialized_end=2364
-  _globals['_GOSSIPROUNDRECORD']._serialized_start=2367
-  _globals['_GOSSIPROUNDRECORD']._serialized_end=2623
-  _globals['_GOSSIPJOBSTATUS']._serialized_start=2626
-  _globals['_GOSSIPJOBSTATUS']._serialized_end=3001
-  _globals['_COORDINATOR']._serialized_start=3209
-  _globals['_COORDINATOR']._serialized_end=3840
+  _globals['_HEARTBEATREQUEST']._serialized_end=392
+  _globals['_HEARTBEATRESPONSE']._serialized_start=394
+  _globals['_HEARTBEATRESPONSE']._serialized_end=428
+  _globals['_WORKERTIMING']._serialized_start=430
+  _globals['_WORKERTIMING']._serialized_end=534
+  _globals['_REPORTTIMINGSREQUEST']._serialized_start=536
+  _globals['_REPORTTIMINGSREQUEST']._serialized_end=658
+  _globals['_REPORTTIMINGSRESPONSE']._serialized_start=660
+  _globals['_REPORTTIMINGSRESPONSE']._serialized_end=705
+  _globals['_GETCLUSTERREQUEST']._serialized_start=707
+  _globals['_GETCLUSTERREQUEST']._serialized_end=748
+  _globals['_CLUSTER']._serialized_start=750
+  _globals['_CLUSTER']._serialized_end=807
+  _globals['_GETPLANREQUEST']._serialized_start=809
+  _globals['_GETPLANREQUEST']._serialized_end=930
+  _globals['_WORKERASSIGNMENT']._serialized_start=932
+  _globals['_WORKERASSIGNMENT']._serialized_end=1002
+  _globals['_EDGEASSIGNMENT']._serialized_start=1005
+  _globals['_EDGEASSIGNMENT']._serialized_end=1143
+  _globals['_PLANRESPONSE']._serialized_start=1146
+  _globals['_PLANRESPONSE']._serialized_end=1328
+  _globals['_GOSSIPJOBSPEC']._serialized_start=1331
+  _globals['_GOSSIPJOBSPEC']._serialized_end=2044
+  _globals['_STARTGOSSIPJOBREQUEST']._serialized_start=2046
+  _globals['_STARTGOSSIPJOBREQUEST']._serialized_end=2111
+  _globals['_GETGOSSIPJOBREQUEST']._serialized_start=2113
+  _globals['_GETGOSSIPJOBREQUEST']._serialized_end=2200
+  _globals['_STOPGOSSIPJOBREQUEST']._serialized_start=2202
+  _globals['_STOPGOSSIPJOBREQUEST']._serialized_end=2240
+  _globals['_PEERROUNDTIMING']._serialized_start=2243
+  _globals['_PEERROUNDTIMING']._serialized_end=2389
+  _globals['_GOSSIPROUNDRECORD']._serialized_start=2392
+  _globals['_GOSSIPROUNDRECORD']._serialized_end=2648
+  _globals['_GOSSIPJOBSTATUS']._serialized_start=2651
+  _globals['_GOSSIPJOBSTATUS']._serialized_end=3026
+  _globals['_COORDINATOR']._serialized_start=3234
+  _globals['_COORDINATOR']._serialized_end=3865
 # @@protoc_insertion_point(module_scope)

@@ -140,20 +140,26 @@ class HeartbeatRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     CPU_SECONDS_FIELD_NUMBER: _builtins.int
+    COMPUTE_STRETCH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     cpu_seconds: _builtins.float
     """A worker's CPU seconds of real compute for the WHOLE data set (median of its recent
     rounds; 0: not measured yet). The planner's shared-host floor uses it.
+    """
+    compute_stretch: _builtins.float
+    """Wall over CPU seconds of that compute (median of its recent rounds; 0: not measured): the
+    contention it saw on its machine, from which the planner infers the machine's other load.
     """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         cpu_seconds: _builtins.float = ...,
+        compute_stretch: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_seconds", b"cpu_seconds", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_stretch", b"compute_stretch", "cpu_seconds", b"cpu_seconds", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

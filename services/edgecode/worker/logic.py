@@ -217,6 +217,8 @@ class WorkerLogic:
         self._cpu_clock = cpu_clock
         self._cpu: deque[float] = deque(maxlen=CPU_WINDOW)
         self._cpu_announced = 0.0
+        #: wall over CPU seconds of the same computations (their contention), one per round
+        self._stretch: deque[float] = deque(maxlen=CPU_WINDOW)
         #: called (outside the lock) when :meth:`cpu_seconds` moved (the heartbeat's nudge)
         self.on_cpu_change: Callable[[], None] | None = None
 
@@ -228,11 +230,19 @@ class WorkerLogic:
         with self._lock:
             return float(np.median(self._cpu)) if self._cpu else 0.0
 
-    def _record_cpu(self, seconds: float, fraction: float) -> None:
+    def compute_stretch(self) -> float:
+        """Wall over CPU seconds of this worker's real compute, the median over its last
+        :data:`CPU_WINDOW` rounds (the contention it saw; see planning.hosts); 0 before any."""
+        with self._lock:
+            return float(np.median(self._stretch)) if self._stretch else 0.0
+
+    def _record_cpu(self, seconds: float, fraction: float, wall: float = 0.0) -> None:
         if not (seconds >= 0 and np.isfinite(seconds) and fraction > 0):
             return
         with self._lock:
             self._cpu.append(seconds / fraction)
+            if seconds > 0 and wall > 0 and np.isfinite(wall):
+                self._stretch.append(wall / seconds)
             now = float(np.median(self._cpu))
             moved = abs(now - self._cpu_announced) > CPU_ANNOUNCE_CHANGE * self._cpu_announced
             if moved:
@@ -406,7 +416,7 @@ class WorkerLogic:
             self._publish()
         h = placement.header
         share = 1.0 / h.n_partitions
-        cpu_start = self._cpu_clock()
+        cpu_start, wall_start = self._cpu_clock(), self._clock()
         parts = list(zip(h.coefficients, placement.features, placement.labels, strict=True))
         if h.groups:  # several vectors: row m sums the partitions of message m
             gradient = np.stack(
@@ -419,7 +429,8 @@ class WorkerLogic:
             )
         else:
             gradient = placement.model.coded_gradient(params, parts, reg_share=share)
-        self._record_cpu(self._cpu_clock() - cpu_start, len(h.partitions) / h.n_partitions)
+        cpu = self._cpu_clock() - cpu_start
+        self._record_cpu(cpu, len(h.partitions) / h.n_partitions, self._clock() - wall_start)
         if self.straggle.emulates:
             fraction = len(h.partitions) / h.n_partitions
             extra = placement.runtime.sample(fraction, self._rng)

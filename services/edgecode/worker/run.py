@@ -81,6 +81,7 @@ def run(config: WorkerConfig) -> int:
         machine=config.machine,
         cpus=config.machine_cpus,
         cpu_seconds=logic.cpu_seconds,
+        stretch=logic.compute_stretch,
     )
     if member is not None:
         logic.on_cpu_change = member.nudge
