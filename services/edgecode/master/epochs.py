@@ -42,6 +42,8 @@ PLACE_MIN_BYTES_PER_SECOND = 1e6
 PLACE_TORCH_SECONDS = 60.0
 #: The two-class straggler model the aware shuffle's filter assumes (papers.md, section 2).
 FILTER_MODEL = {"p_slow": 0.8, "p_active": 0.05, "q_as": 0.02, "q_sa": 0.05}
+#: Without ``replan_every``: the re-plans after the first, in multiples of the profiling rounds.
+AUTO_REPLANS = np.array([2, 4])
 #: Recent rounds whose median time a new plan must beat.
 REPLAN_WINDOW = 5
 
@@ -285,10 +287,10 @@ class Epochs:
 
     def replan_due(self, round_: int) -> bool:
         """Whether to ask the planner again before ``round_``: after the profiling rounds,
-        then every ``replan_every`` rounds, or (``replan_every == 0``) at twice, four times,
-        eight times ... the profiling rounds, so a plan fitted on a few noisy rounds (a busy
-        machine, a report dropped) is revisited on more samples at a cost that shrinks with
-        the job (the data moves only when the saving is worth a placement)."""
+        then every ``replan_every`` rounds, or (``replan_every == 0``) at twice and four times
+        the profiling rounds, so a plan fitted on a few noisy rounds (a busy machine) is
+        revisited on more samples, at the cost of two more plans a job (the data moves only
+        when the saving is worth a placement)."""
         cfg = self.job.config
         first = cfg.profile_rounds
         if cfg.scheme != "hgc" or cfg.s_edge >= 0 or round_ == 0 or round_ < first:
@@ -297,7 +299,7 @@ class Epochs:
             return True
         if cfg.replan_every:
             return (round_ - first) % cfg.replan_every == 0
-        return first > 0 and round_ % first == 0 and _power_of_two(round_ // first)
+        return first > 0 and round_ in (AUTO_REPLANS * first)
 
     def replan(
         self, problem: Problem, layout: Layout, round_: int
@@ -347,10 +349,6 @@ class Epochs:
                 "job %s: re-placement failed, keeping the current plan: %s", self.job.job_id, exc
             )
             return None, None
-
-
-def _power_of_two(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
 
 
 def placement_timeout(nbytes: int, model: str = "") -> float:

@@ -117,7 +117,7 @@ class JobSpec(_message.Message):
     """
     profile_rounds: _builtins.int
     """hgc with the planner: re-plan after this many profiling rounds, then every replan_every
-    rounds (0 = at 2, 4, 8, ... times the profiling rounds).
+    rounds (0 = again at 2 and 4 times the profiling rounds).
     """
     replan_every: _builtins.int
     lr_schedule: _builtins.str
