@@ -547,6 +547,9 @@ def _python_case(example: Example) -> Case:
         return Case(example.text, (words[2], *small))
     if words[:3] == ["python", "-m", "edgecode.bench.partial_error"]:
         return Case(example.text, tuple(words[2:]), slow=True)
+    if words[:3] == ["python", "-m", "edgecode.bench.shared_cores"]:
+        # no CPU hogs beside the suite, a few rounds per plan
+        return Case(example.text, (words[2], "--hogs", "0", "--rounds", "3"), slow=True)
     if words[:3] == ["python", "-m", "edgecode.bench.shuffle_sim"]:
         small = ("--workers", "20", "--rounds", "20", "--seeds", "1", "--out", "{out}/sim")
         return Case(example.text, (words[2], *small), slow=True)

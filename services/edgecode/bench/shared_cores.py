@@ -239,7 +239,7 @@ def compare(hogs: int, args: argparse.Namespace, iterations: int) -> dict[str, A
         with_stretch, without = _spec(answers, cores, True), _spec(answers, cores, False)
         arrays = host_arrays(with_stretch)
         measured: dict[str, list[float]] = {name: [] for name in plans}
-        chunk = max(1, args.rounds // 5)
+        chunk = max(2, args.rounds // 5)  # the first round of a chunk is not counted
         for _ in range(5):  # the plans in turn, 5 chunks each
             for name, plan in plans.items():
                 measured[name] += cluster.run(plan, chunk)[0][1:]
@@ -280,14 +280,22 @@ def compare(hogs: int, args: argparse.Namespace, iterations: int) -> dict[str, A
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hogs", type=int, nargs="+", default=[0, 4])
-    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument(
+        "--hogs", type=int, nargs="+", default=[0, 4], help="CPU hogs beside the workers, per run"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=25, help="rounds of profiling and per plan (at least 2)"
+    )
     parser.add_argument("--work", type=float, default=0.04, help="CPU s for the whole data set")
     parser.add_argument("--wait", type=float, default=0.15, help="mean non-CPU s, whole set")
-    parser.add_argument("--profile", default="two halves (0,-)", choices=PLANS)
-    parser.add_argument("--nice", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--profile", default="two halves (0,-)", choices=PLANS, help="the plan profiled first"
+    )
+    parser.add_argument("--nice", type=int, default=10, help="niceness of every process")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the waits")
     args = parser.parse_args(argv)
+    if args.rounds < 2 or any(h < 0 for h in args.hogs):
+        parser.error(f"--rounds must be >= 2 and --hogs >= 0, got {args.rounds}, {args.hogs}")
     os.nice(args.nice)
     iterations = _calibrate(args.work)
     cpu0 = time.process_time()
