@@ -149,6 +149,9 @@ K_CHOICE_WORKERS = 64
 COARSE_PARTITIONS_PER_WORKER = 4
 #: The rule loads of this many of the best structures are tried at every level and K.
 TOP_STRUCTURES = 3
+#: Complete-neighbourhood descents of one level run side by side in the lockstep search
+#: (:func:`edgecode.planning._search.search_many`).
+SEARCH_PARALLEL = 1
 #: Default least number of data rows per partition (with ``rows``).
 MIN_ROWS_PER_PARTITION = 4
 #: A candidate whose search-quadrature time exceeds the best one's by more than this (relative)
@@ -372,19 +375,24 @@ def _search_structures(
     Clusters of up to ``small`` workers get the complete neighbourhood."""
     leaders: list[Result] = []
     found: dict[bytes, Result] = {}
-    evaluations = 0
     size = int(cluster.mask.sum())
-    for at in levels:
-        ev = Evaluator(cluster, K, at)
-        if size > small:
+    # one quantiles memo for every level (the rule's quantiles depend on the cluster only)
+    quantiles: dict[float, FloatArray] = {}
+    evs = [Evaluator(cluster, K, at, quantiles=quantiles) for at in levels]
+    if size <= small:
+        # the levels' complete-neighbourhood searches in lockstep: one batch per step
+        searched = _search.search_many(evs, parallel=SEARCH_PARALLEL)
+    else:
+        for ev in evs:
             ev.budget = max(80, min(400, 150_000 // size))
-        results = _search.search(ev, small=small)
+        searched = [_search.search(ev, small=small) for ev in evs]
+    for results in searched:
         leaders.extend(results[:1])
         for result in results:
             key = result.structure.key()
             if key not in found or result.value < found[key].value:
                 found[key] = result
-        evaluations += ev.evaluations
+    evaluations = sum(ev.evaluations for ev in evs)
     ranked = sorted(found.values(), key=lambda r: r.value)
     order: dict[bytes, Result] = {}
     for result in sorted(leaders, key=lambda r: r.value) + ranked:
