@@ -191,3 +191,52 @@ def test_coarse_brackets_hold_and_contain_the_fine_ones(mixed: bool, stride: int
     assert np.all(np.isfinite(above)) and np.all(above >= -1e-12), above
     fine_lower, fine_upper = _batch.brackets(*args, points=2)
     assert np.all(lower <= fine_lower + 1e-12) and np.all(upper >= fine_upper - 1e-12)
+
+
+def test_candidates_with_equal_fractions_are_integrated_once() -> None:
+    """``optimize._distinct`` groups a K grid's candidates exactly by (structure, l / K):
+    proportional counts (2 l out of 2 K) join their original, any other K or load does not;
+    and ``_evaluate_loads`` (which integrates one of each group) gives every candidate the
+    value of integrating it alone."""
+    import importlib
+    from fractions import Fraction
+
+    optimize = importlib.import_module("edgecode.planning.optimize")
+
+    cluster, _ = _cluster("bernoulli", 7)
+    rng = np.random.default_rng(13)
+    base = _random_structures(cluster, rng, 6)
+    structures, Ks, counts = [], [], []
+    for s in base:
+        c = np.where(s.wmask.any(axis=-1), 3, 0).astype(np.int64)
+        l = np.where(s.wmask, rng.integers(1, 4, s.wmask.shape), 0).astype(np.int64)
+        for scale, K in ((1, 6), (2, 12), (3, 18), (1, 7), (1, 6)):
+            structures.append(s)
+            Ks.append(K * scale if K == 7 else K)
+            counts.append((c * scale, l * scale))
+        structures.append(s)  # the same loads one apart: other fractions
+        Ks.append(6)
+        counts.append((c, l + s.wmask))
+    wmask = np.stack([s.wmask for s in structures])
+    s_w = np.stack([s.s_w for s in structures])
+    s_e = np.array([s.s_edge for s in structures], dtype=np.int64)
+    loads = np.stack([x[1] for x in counts])
+    K_all = np.array(Ks, dtype=np.int64)
+    first, copies = optimize._distinct(wmask, s_w, s_e, loads, K_all)
+
+    def fractions(b: int) -> tuple[bytes, tuple[Fraction, ...]]:
+        row = tuple(Fraction(int(x), int(K_all[b])) for x in loads[b].ravel())
+        return structures[b].key(), row
+
+    for b in range(len(structures)):
+        for d in range(len(structures)):
+            same = copies[b] == copies[d]
+            assert same == (fractions(b) == fractions(d)), (b, d)
+    assert first.size == 3 * len(base)  # (6 / 12 / 18 and 6 again), 7, the other loads
+    got = optimize._evaluate_loads(cluster, structures, Ks, [None] * len(Ks), counts)
+    alone = _batch.expected_times(cluster, wmask, s_w, s_e, loads, K_all, 64)
+    by_id = {(x.result.structure.key(), x.K, x.result.l.tobytes()): x.result.value for x in got}
+    want = {(structures[b].key(), Ks[b], loads[b].tobytes()): alone[b] for b in range(len(Ks))}
+    assert by_id.keys() == want.keys()
+    errs = np.array([abs(by_id[k] / want[k] - 1) for k in want])
+    assert np.all(np.isfinite(errs)) and np.all(errs <= 1e-13), errs

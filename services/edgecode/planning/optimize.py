@@ -104,6 +104,7 @@ from edgecode.errors import Infeasible
 from edgecode.planning import _batch, _refine, _rule, _search, hosts
 from edgecode.planning._evaluate import (
     SEARCH_BREAKS,
+    BoolArray,
     Evaluator,
     FloatArray,
     IntArray,
@@ -425,10 +426,14 @@ def _evaluate_loads(
     keep = np.nonzero(feasible)[0]
     if keep.size == 0:
         return []
+    # the time depends on the structure and the fractions l / K only: equal ones (another K
+    # or level giving proportional counts) are integrated once
+    first, copies = _distinct(wmask[keep], s_w[keep], s_e[keep], l[keep], K_all[keep])
+    unique = keep[first]
     values = _batch.expected_times(
-        cluster, wmask[keep], s_w[keep], s_e[keep], l[keep], K_all[keep], SEARCH_BREAKS
+        cluster, wmask[unique], s_w[unique], s_e[unique], l[unique], K_all[unique], SEARCH_BREAKS
     )
-    values = np.maximum(values, hosts.floors(cluster.hosts, l[keep], K_all[keep]))
+    values = np.maximum(values, hosts.floors(cluster.hosts, l[unique], K_all[unique]))[copies]
     found = [
         _Candidate(
             Result(float(v), structures[b], c[b], l[b], float(theta[b])), int(K_all[b]), levels[b]
@@ -436,6 +441,24 @@ def _evaluate_loads(
         for v, b in zip(values, keep, strict=True)
     ]
     return sorted(found, key=lambda x: x.result.value)
+
+
+def _distinct(
+    wmask: BoolArray, s_w: IntArray, s_e: IntArray, loads: IntArray, K: IntArray
+) -> tuple[IntArray, IntArray]:
+    """``(first, copies)``: ``first`` indexes one of each distinct (structure, fractions
+    ``loads / K``) among B candidates, and candidate b is the same as ``first[copies[b]]``
+    (fractions compared exactly, as the lowest terms of ``loads`` and ``K``)."""
+    B = wmask.shape[0]
+    flat = loads.reshape(B, -1)
+    divisor = np.gcd.reduce(np.concatenate([flat, K[:, None]], axis=1), axis=1)[:, None]
+    rows = np.concatenate(
+        [wmask.reshape(B, -1), s_w, s_e[:, None], flat // divisor, K[:, None] // divisor],
+        axis=1,
+        dtype=np.int64,
+    )
+    _, first, copies = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    return first, copies.reshape(-1)
 
 
 def _rule_plans(
