@@ -457,8 +457,17 @@ def _distinct(
         axis=1,
         dtype=np.int64,
     )
-    _, first, copies = np.unique(rows, axis=0, return_index=True, return_inverse=True)
-    return first, copies.reshape(-1)
+    width = rows.shape[1] * rows.itemsize
+    flat = rows.tobytes()
+    seen: dict[bytes, int] = {}
+    first: list[int] = []
+    copies = np.empty(B, dtype=np.int64)
+    for b in range(B):
+        group = seen.setdefault(flat[b * width : (b + 1) * width], len(first))
+        if group == len(first):
+            first.append(b)
+        copies[b] = group
+    return np.array(first, dtype=np.int64), copies
 
 
 def _rule_plans(
