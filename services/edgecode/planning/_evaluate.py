@@ -242,7 +242,7 @@ def _prune(
     ]
     aside: list[set[bytes]] = [set() for _ in requests]
     ceilings: dict[int, float] = {}
-    for coarse in (True, False):
+    for coarse in (True, False) if COARSE_STRIDE else (False,):
         new: dict[tuple[int, bytes], tuple[Evaluator, bytes]] = {}
         for r in active:
             ev = requests[r][0]
@@ -258,7 +258,7 @@ def _prune(
             ev, _, bound = requests[r]
             left = [k for k in todo[r] if k not in aside[r]]
             found = {k: ev.brackets.get(k) or ev.coarse[k] for k in left}
-            if coarse:
+            if r not in ceilings:
                 known = [v.value for k in keys[r] if (v := ev.cache.get(k)) is not None]
                 ceilings[r] = min([bound, *known])
             ceilings[r] = min([ceilings[r], *(hi for _, hi in found.values())])
