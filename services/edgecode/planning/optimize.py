@@ -48,6 +48,9 @@ Each search step evaluates all its candidate structures at once: the rule in one
 expected times on a fixed quadrature in one batch (:mod:`edgecode.planning._batch`), and a
 candidate whose earliest possible round end ``t_lo`` is already no better than the structure it
 would replace is not integrated at all (``E[T] >= t_lo``; the search path is unchanged).
+With the complete neighbourhood the searches at the different quantile levels run in
+lockstep (:func:`edgecode.planning._search.search_many`): each step's rule, brackets and
+integrations for all levels are one batch, with the same results as one search after the other.
 
 Pipeline
 --------
@@ -61,7 +64,8 @@ Pipeline
    overall, at every level (bimodal or coarse clusters; otherwise the other levels for the
    best structure only) and, when K is free (up to :data:`K_CHOICE_WORKERS` workers), at K
    candidates (multiples of N and of 12, 24, 60, 120: every one for bimodal or coarse
-   clusters, a spread of them otherwise), all in one batch.
+   clusters, a spread of them otherwise), all in one batch (candidates with the same
+   structure and fractions ``l / K`` integrated once).
 4. Refinement: from the best rule loads of each of those structures (bimodal or coarse
    clusters, where refining reorders structures by several percent) or of the one or two best
    within 2%, projected gradient descent on the continuous loads with the exact gradient (40
@@ -458,12 +462,12 @@ def _distinct(
         dtype=np.int64,
     )
     width = rows.shape[1] * rows.itemsize
-    flat = rows.tobytes()
+    data = rows.tobytes()
     seen: dict[bytes, int] = {}
     first: list[int] = []
     copies = np.empty(B, dtype=np.int64)
     for b in range(B):
-        group = seen.setdefault(flat[b * width : (b + 1) * width], len(first))
+        group = seen.setdefault(data[b * width : (b + 1) * width], len(first))
         if group == len(first):
             first.append(b)
         copies[b] = group
