@@ -41,6 +41,10 @@ BRACKET_POINTS = 2
 #: With more candidates left than twice this, :meth:`Evaluator.best` integrates this many
 #: (smallest upper bounds) first and sets aside the others their values beat.
 BRACKET_FIRST = 3
+#: The first, coarse brackets use every this many panel boundaries of the fine ones ...
+COARSE_STRIDE = 2
+#: ... and this many points per panel.
+COARSE_POINTS = 1
 #: Relative slack between the brackets (of the true integral) and the search quadrature.
 BRACKET_SLACK = 1e-6
 
@@ -109,8 +113,8 @@ class Evaluator:
     budget: int = _UNBUDGETED
     #: guaranteed (lower, upper) bounds of pending structures' times (see :meth:`best`)
     brackets: dict[bytes, tuple[float, float]] = field(default_factory=dict)
-    #: pending structures the current :meth:`best` call need not integrate
-    set_aside: set[bytes] = field(default_factory=set)
+    #: coarser guaranteed bounds of pending structures (see :func:`_prune`)
+    coarse: dict[bytes, tuple[float, float]] = field(default_factory=dict)
     #: the rule's bimodal quantiles by level (see :func:`edgecode.planning._rule.unit_costs`)
     quantiles: dict[float, FloatArray] = field(default_factory=dict)
     #: complete-neighbourhood descents: structure -> (where they end, steps) (see _search)
@@ -129,12 +133,7 @@ class Evaluator:
         with a larger bound)."""
         keys = [s.key() for s in structures]
         self._apply_rule({k: s for k, s in zip(keys, structures, strict=True)})
-        todo = [
-            k
-            for k in dict.fromkeys(keys)
-            if k in self.pending and self.pending[k][1] < bound and k not in self.set_aside
-        ]
-        self.set_aside = set()
+        todo = [k for k in dict.fromkeys(keys) if k in self.pending and self.pending[k][1] < bound]
         if todo:
             self._integrate(todo)
         return [self.cache.get(k) for k in keys]
@@ -144,115 +143,246 @@ class Evaluator:
         lower bound below ``bound``). Without a budget, on the batch path, candidates that
         guaranteed bounds (:func:`edgecode.planning._batch.brackets`, raised to the shared
         hosts' floor like the values) show to be no better than ``bound``, than a known value
-        or than another candidate's upper bound are not integrated: the answer is the same."""
-        if self.budget >= _UNBUDGETED and self.max_breaks is not None:
-            self._prune(structures, bound)
-        results = [r for r in self.evaluate(structures, bound) if r is not None]
-        return min(results, key=lambda r: r.value) if results else None
+        or than another candidate's upper bound are not integrated: the answer is the same.
+        (:func:`best_many` answers several such questions, of several evaluators, at once.)"""
+        return best_many([(self, structures, bound)])[0]
 
-    def _prune(self, structures: Sequence[Structure], bound: float) -> None:
-        """Brackets the pending candidates among ``structures`` (once each) and sets aside,
-        for this call, those that cannot be the best (see :meth:`best`)."""
-        keys = [s.key() for s in structures]
-        self._apply_rule({k: s for k, s in zip(keys, structures, strict=True)})
-        todo = [k for k in dict.fromkeys(keys) if k in self.pending and self.pending[k][1] < bound]
-        cluster = self.cluster
-        kinks = int(cluster.mask.sum()) * (2 if cluster.mixed else 1)
-        if (
-            len(todo) < BRACKET_MIN
-            or cluster.n * cluster.m > _batch.BATCH_SLOTS
-            # merged panels: the search quadrature may then be further than the slack from
-            # the integral the brackets bound
-            or kinks > (self.max_breaks or 0)
-        ):
-            return
-        new = [k for k in todo if k not in self.brackets]
-        if new:
-            results = [self.pending[k][0] for k in new]
-            loads = np.stack([r.l for r in results])
-            lower, upper = _batch.brackets(
+    def _apply_rule(self, structures: dict[bytes, Structure]) -> None:
+        _apply_rules([(self, structures)])
+
+    def _integrate(self, keys: list[bytes]) -> None:
+        _integrate([(self, k) for k in keys])
+
+
+Request = tuple[Evaluator, Sequence[Structure], float]
+
+
+def best_many(requests: Sequence[Request]) -> list[Result | None]:
+    """``[ev.best(structures, bound) for ev, structures, bound in requests]`` with one rule
+    batch, one bracket batch and at most two integration batches for all of them (the
+    evaluators must share one cluster). Same answers: each request's candidates are pruned
+    and integrated as :meth:`Evaluator.best` would, only values found for another request of
+    the same call are not used to prune (so a few more may be integrated)."""
+    keys = [[s.key() for s in structures] for _, structures, _ in requests]
+    _apply_rules(
+        [
+            (ev, dict(zip(k, structures, strict=True)))
+            for (ev, structures, _), k in zip(requests, keys, strict=True)
+        ]
+    )
+    todo = [
+        [k for k in dict.fromkeys(ks) if k in ev.pending and ev.pending[k][1] < bound]
+        for (ev, _, bound), ks in zip(requests, keys, strict=True)
+    ]
+    aside = _prune(requests, keys, todo)
+    wanted: dict[tuple[int, bytes], tuple[Evaluator, bytes]] = {}
+    for (ev, _, _), ks, skip in zip(requests, todo, aside, strict=True):
+        for k in ks:
+            if k not in skip and k in ev.pending:
+                wanted.setdefault((id(ev), k), (ev, k))
+    _integrate(list(wanted.values()))
+    out: list[Result | None] = []
+    for (ev, _, _), ks in zip(requests, keys, strict=True):
+        results = [r for k in ks if (r := ev.cache.get(k)) is not None]
+        out.append(min(results, key=lambda r: r.value) if results else None)
+    return out
+
+
+def evaluate_many(
+    batches: Sequence[tuple[Evaluator, Sequence[Structure]]],
+) -> list[list[Result | None]]:
+    """``[ev.evaluate(structures) for ev, structures in batches]`` (no bound) with one rule
+    batch and one integration batch for all of them (one cluster)."""
+    keys = [[s.key() for s in structures] for _, structures in batches]
+    _apply_rules(
+        [
+            (ev, dict(zip(k, structures, strict=True)))
+            for (ev, structures), k in zip(batches, keys, strict=True)
+        ]
+    )
+    wanted: dict[tuple[int, bytes], tuple[Evaluator, bytes]] = {}
+    for (ev, _), ks in zip(batches, keys, strict=True):
+        for k in ks:
+            if k in ev.pending and ev.pending[k][1] < math.inf:
+                wanted.setdefault((id(ev), k), (ev, k))
+    _integrate(list(wanted.values()))
+    return [[ev.cache.get(k) for k in ks] for (ev, _), ks in zip(batches, keys, strict=True)]
+
+
+def _bracketed(ev: Evaluator, todo: list[bytes]) -> bool:
+    """Whether :func:`_prune` brackets these pending candidates of ``ev``."""
+    return (
+        ev.budget >= _UNBUDGETED
+        and ev.max_breaks is not None
+        and len(todo) >= BRACKET_MIN
+        and bracketable(ev.cluster, ev.max_breaks)
+    )
+
+
+def bracketable(cluster: _rule.Cluster, max_breaks: int) -> bool:
+    """Whether brackets (:func:`edgecode.planning._batch.brackets`) may rule candidates out
+    against values on the search quadrature of ``max_breaks`` kinks: on the batch path, and
+    only when that quadrature keeps every kink (merged panels may put it further than
+    :data:`BRACKET_SLACK` from the integral the brackets bound)."""
+    kinks = int(cluster.mask.sum()) * (2 if cluster.mixed else 1)
+    return cluster.n * cluster.m <= _batch.BATCH_SLOTS and kinks <= max_breaks
+
+
+def _prune(
+    requests: Sequence[Request], keys: list[list[bytes]], todo: list[list[bytes]]
+) -> list[set[bytes]]:
+    """For each request, the pending candidates (``todo``) that need not be integrated: those
+    whose bracket's lower end exceeds the bound, a known value or another candidate's upper
+    end; where many are left, the three with the smallest upper ends are integrated first and
+    their values set more aside (see :meth:`Evaluator.best`). Candidates are first bracketed
+    on a coarse grid (:data:`COARSE_STRIDE`); only those it cannot set aside get the fine
+    brackets (both are guaranteed bounds, so the answer is the same)."""
+    active = [
+        r for r, (req, ks) in enumerate(zip(requests, todo, strict=True)) if _bracketed(req[0], ks)
+    ]
+    aside: list[set[bytes]] = [set() for _ in requests]
+    ceilings: dict[int, float] = {}
+    for coarse in (True, False) if COARSE_STRIDE else (False,):
+        new: dict[tuple[int, bytes], tuple[Evaluator, bytes]] = {}
+        for r in active:
+            ev = requests[r][0]
+            for k in todo[r]:
+                if (
+                    k not in ev.brackets
+                    and (not coarse or k not in ev.coarse)
+                    and k not in aside[r]
+                ):
+                    new.setdefault((id(ev), k), (ev, k))
+        _bracket(list(new.values()), coarse)
+        for r in active:
+            ev, _, bound = requests[r]
+            left = [k for k in todo[r] if k not in aside[r]]
+            found = {k: ev.brackets.get(k) or ev.coarse[k] for k in left}
+            if r not in ceilings:
+                known = [v.value for k in keys[r] if (v := ev.cache.get(k)) is not None]
+                ceilings[r] = min([bound, *known])
+            ceilings[r] = min([ceilings[r], *(hi for _, hi in found.values())])
+            # the search quadrature is within ~1e-7 of the true integral the brackets bound
+            limit = ceilings[r] * (1.0 + BRACKET_SLACK)
+            aside[r] |= {k for k in left if found[k][0] > limit}
+    first: dict[tuple[int, bytes], tuple[Evaluator, bytes]] = {}
+    for r in active:
+        ev = requests[r][0]
+        left = [k for k in todo[r] if k not in aside[r]]
+        if len(left) > 2 * BRACKET_FIRST:
+            # the likeliest best first: their values usually set most of the others aside
+            for k in sorted(left, key=lambda k: ev.brackets[k][1])[:BRACKET_FIRST]:
+                first.setdefault((id(ev), k), (ev, k))
+    _integrate([(ev, k) for ev, k in first.values() if k in ev.pending])
+    for r in active:
+        ev = requests[r][0]
+        values = [v.value for k in todo[r] if (v := ev.cache.get(k)) is not None]
+        limit = min([ceilings[r], *values]) * (1.0 + BRACKET_SLACK)
+        aside[r] |= {k for k in todo[r] if k not in aside[r] and ev.brackets[k][0] > limit}
+    return aside
+
+
+def _bracket(items: list[tuple[Evaluator, bytes]], coarse: bool = False) -> None:
+    """Guaranteed bounds of pending structures (one batch), kept in their evaluators
+    (``coarse``: on every :data:`COARSE_STRIDE`-th panel boundary only)."""
+    if not items:
+        return
+    results = [ev.pending[k][0] for ev, k in items]
+    cluster = items[0][0].cluster
+    loads = np.stack([r.l for r in results])
+    K = np.array([ev.K for ev, _ in items], dtype=np.int64)
+    lower, upper = _batch.brackets(
+        cluster,
+        np.stack([r.structure.wmask for r in results]),
+        np.stack([r.structure.s_w for r in results]),
+        np.array([r.structure.s_edge for r in results], dtype=np.int64),
+        loads,
+        K,
+        items[0][0].max_breaks,
+        COARSE_POINTS if coarse else BRACKET_POINTS,
+        COARSE_STRIDE if coarse else 1,
+    )
+    # the values are max(E[T], the shared hosts' floor) (see _integrate): so are the bounds
+    # (max is monotone)
+    floor = hosts.floors(cluster.hosts, loads, K)
+    lower, upper = np.maximum(lower, floor), np.maximum(upper, floor)
+    for (ev, k), lo, hi in zip(items, lower.tolist(), upper.tolist(), strict=True):
+        (ev.coarse if coarse else ev.brackets)[k] = (lo, hi)
+
+
+def _apply_rules(batches: Sequence[tuple[Evaluator, dict[bytes, Structure]]]) -> None:
+    """The rule's counts and lower bounds of the structures new to their evaluators, all in
+    one batch (each at its evaluator's K and level)."""
+    new: dict[tuple[int, bytes], tuple[Evaluator, Structure]] = {}
+    for ev, found in batches:
+        for k, s in found.items():
+            if k not in ev.cache and k not in ev.pending:
+                new.setdefault((id(ev), k), (ev, s))
+    if not new:
+        return
+    items = list(new.values())
+    first = items[0][0]
+    wmask = np.stack([s.wmask for _, s in items])
+    s_w = np.stack([s.s_w for _, s in items])
+    s_e = np.array([s.s_edge for _, s in items], dtype=np.int64)
+    K = np.array([ev.K for ev, _ in items], dtype=np.int64)
+    level = np.array([ev.level for ev, _ in items], dtype=np.float64)
+    # the quantiles depend on the cluster only: one memo serves every evaluator
+    c, l, feasible, theta = _rule.apply(
+        first.cluster, wmask, s_w, s_e, K, level, memo=first.quantiles
+    )
+    lower = _batch.lower_bounds(first.cluster, wmask, s_w, s_e, l, K)
+    for b, (ev, structure) in enumerate(items):
+        if feasible[b]:
+            result = Result(math.nan, structure, c[b], l[b], float(theta[b]))
+            ev.pending[structure.key()] = (result, float(lower[b]))
+        else:
+            ev.cache[structure.key()] = None
+
+
+def _integrate(items: list[tuple[Evaluator, bytes]]) -> None:
+    """Expected times of pending structures: adaptive one by one (``max_breaks=None``), else
+    all of one ``max_breaks`` in one batch."""
+    groups: dict[int | None, list[tuple[Evaluator, Result]]] = {}
+    for ev, k in items:
+        groups.setdefault(ev.max_breaks, []).append((ev, ev.pending.pop(k)[0]))
+    for max_breaks, group in groups.items():
+        results = [r for _, r in group]
+        cluster = group[0][0].cluster
+        K = np.array([ev.K for ev, _ in group], dtype=np.int64)
+        if max_breaks is None:
+            values = np.array(
+                [
+                    _expected_time(
+                        _rule.model(
+                            cluster,
+                            r.structure.wmask,
+                            r.structure.s_w,
+                            r.structure.s_edge,
+                            r.l,
+                            ev.K,
+                        ),
+                        ev.rtol,
+                    )
+                    for ev, r in group
+                ]
+            )
+        else:
+            values = _batch.expected_times(
                 cluster,
                 np.stack([r.structure.wmask for r in results]),
                 np.stack([r.structure.s_w for r in results]),
                 np.array([r.structure.s_edge for r in results], dtype=np.int64),
-                loads,
-                self.K,
-                self.max_breaks,
-                BRACKET_POINTS,
-            )
-            # the values are max(E[T], the shared hosts' floor) (see _integrate): so are the
-            # bounds (max is monotone)
-            floor = hosts.floors(cluster.hosts, loads, self.K)
-            lower, upper = np.maximum(lower, floor), np.maximum(upper, floor)
-            bounds = zip(lower.tolist(), upper.tolist(), strict=True)
-            self.brackets.update(zip(new, bounds, strict=True))
-        known = [r.value for k in keys if (r := self.cache.get(k)) is not None]
-        ceiling = min([bound, *known, *(self.brackets[k][1] for k in todo)])
-        # the search quadrature is within ~1e-7 of the true integral the brackets bound
-        aside = {k for k in todo if self.brackets[k][0] > ceiling * (1.0 + BRACKET_SLACK)}
-        left = [k for k in todo if k not in aside]
-        if len(left) > 2 * BRACKET_FIRST:
-            # the likeliest best first: their values usually set most of the others aside
-            first = sorted(left, key=lambda k: self.brackets[k][1])[:BRACKET_FIRST]
-            self._integrate(first)
-            values = [r.value for k in first if (r := self.cache[k]) is not None]
-            ceiling = min([ceiling, *values])
-            aside |= {k for k in left if self.brackets[k][0] > ceiling * (1.0 + BRACKET_SLACK)}
-        self.set_aside = aside
-
-    def _apply_rule(self, structures: dict[bytes, Structure]) -> None:
-        new = [s for k, s in structures.items() if k not in self.cache and k not in self.pending]
-        if not new:
-            return
-        wmask = np.stack([s.wmask for s in new])
-        s_w = np.stack([s.s_w for s in new])
-        s_e = np.array([s.s_edge for s in new], dtype=np.int64)
-        c, l, feasible, theta = _rule.apply(
-            self.cluster, wmask, s_w, s_e, self.K, self.level, memo=self.quantiles
-        )
-        lower = _batch.lower_bounds(self.cluster, wmask, s_w, s_e, l, self.K)
-        for b, structure in enumerate(new):
-            if feasible[b]:
-                result = Result(math.nan, structure, c[b], l[b], float(theta[b]))
-                self.pending[structure.key()] = (result, float(lower[b]))
-            else:
-                self.cache[structure.key()] = None
-
-    def _integrate(self, keys: list[bytes]) -> None:
-        results = [self.pending.pop(k)[0] for k in keys]
-        if self.max_breaks is None:
-            values = [
-                _expected_time(
-                    _rule.model(
-                        self.cluster,
-                        r.structure.wmask,
-                        r.structure.s_w,
-                        r.structure.s_edge,
-                        r.l,
-                        self.K,
-                    ),
-                    self.rtol,
-                )
-                for r in results
-            ]
-        else:
-            values = list(
-                _batch.expected_times(
-                    self.cluster,
-                    np.stack([r.structure.wmask for r in results]),
-                    np.stack([r.structure.s_w for r in results]),
-                    np.array([r.structure.s_edge for r in results], dtype=np.int64),
-                    np.stack([r.l for r in results]),
-                    self.K,
-                    self.max_breaks,
-                )
+                np.stack([r.l for r in results]),
+                K,
+                max_breaks,
             )
         loads = np.stack([r.l for r in results])
-        values = list(np.maximum(values, hosts.floors(self.cluster.hosts, loads, self.K)))
-        for key, result, value in zip(keys, results, values, strict=True):
+        values = np.maximum(values, hosts.floors(cluster.hosts, loads, K))
+        for (ev, result), value in zip(group, values.tolist(), strict=True):
             result.value = float(value)
-            self.cache[key] = result
-        self.evaluations += len(results)
+            ev.cache[result.structure.key()] = result
+            ev.evaluations += 1
 
 
 def valid(structure: Structure) -> bool:

@@ -8,7 +8,7 @@ then coordinate descent whose inner moves are *screened* with the exact first-or
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Sequence
 
 import numpy as np
 from scipy.special import betaincinv
@@ -20,6 +20,8 @@ from edgecode.planning._evaluate import (
     IntArray,
     Result,
     Structure,
+    best_many,
+    evaluate_many,
     structures,
     valid,
 )
@@ -234,34 +236,69 @@ def _local_search(ev: Evaluator, start: Result, full: bool, max_rounds: int) -> 
 
     With the complete neighbourhood (``full``) a step depends on the current structure only,
     so where a descent reaches a structure an earlier one of this evaluator passed through
-    (``ev.paths``: where that one ended and after how many steps), it ends there too."""
+    (``ev.paths``: where that one ended and after how many steps), it ends there too (see
+    :func:`_descent`)."""
+    if full:
+        steps = _descent(ev, start, max_rounds)
+        try:
+            current = next(steps)
+            while True:
+                found = ev.best(_full_neighbours(current.structure, ev.cluster), current.value)
+                current = steps.send(found)
+        except StopIteration as stop:
+            ended: Result = stop.value
+            return ended
     current = start
-    path: list[bytes] = []
-    for done in range(max_rounds):
+    for _ in range(max_rounds):
         if ev.exhausted:
             break
-        if full:
-            key = current.structure.key()
-            known = ev.paths.get(key)
-            if known is not None and known[1] <= max_rounds - done:
-                _remember(ev, path, known[0], known[1])
-                return known[0]
-            path.append(key)
-        # The complete neighbourhood holds every single inner move the screening ranks.
-        improved = current if full else _descend(ev, current, full, rounds=max_rounds)
+        improved = _descend(ev, current, full, rounds=max_rounds)
         coverage_order = np.argsort(improved.c + np.where(improved.structure.emask, 0, 10**9))
         neighbours = _neighbours(improved.structure, full, [int(i) for i in coverage_order[:2]])
-        if full:
-            neighbours += _complete_neighbourhood(improved.structure, ev.cluster)
         best = ev.best(neighbours, bound=improved.value)
         if best is not None and best.value < improved.value * (1 - 1e-12):
             current = best
             continue
         current = improved
-        if full:
-            _remember(ev, path, current, 1)
         break
     return current
+
+
+def _descent(
+    ev: Evaluator, start: Result, max_rounds: int
+) -> Generator[Result, Result | None, Result]:
+    """The complete-neighbourhood descent from ``start`` as a generator: it yields the current
+    structure and is sent the best of its complete neighbourhood (:func:`_full_neighbours`,
+    bound: the current value; None when none is better), and returns where it ends. Whoever
+    drives it may answer the questions of several descents at once (:func:`search_many`).
+
+    A step depends on the current structure only, so where a descent reaches a structure an
+    earlier one of this evaluator passed through (``ev.paths``: where that one ended and after
+    how many steps), it ends there too, if it has the steps left."""
+    current = start
+    path: list[bytes] = []
+    for done in range(max_rounds):
+        if ev.exhausted:
+            break
+        key = current.structure.key()
+        known = ev.paths.get(key)
+        if known is not None and known[1] <= max_rounds - done:
+            _remember(ev, path, known[0], known[1])
+            return known[0]
+        path.append(key)
+        best = yield current
+        if best is not None and best.value < current.value * (1 - 1e-12):
+            current = best
+            continue
+        _remember(ev, path, current, 1)
+        break
+    return current
+
+
+def _full_neighbours(structure: Structure, cluster: _rule.Cluster) -> list[Structure]:
+    """Every move of the complete neighbourhood: the top-level moves of every edge and every
+    single change (:func:`_complete_neighbourhood`)."""
+    return _neighbours(structure, True, ()) + _complete_neighbourhood(structure, cluster)
 
 
 def _remember(ev: Evaluator, path: list[bytes], end: Result, steps: int) -> None:
@@ -321,6 +358,71 @@ def _s_edge_scan(n: int) -> list[int]:
     return sorted(values)
 
 
+def _starts(ev: Evaluator, values: Iterable[int], full: bool) -> list[Structure]:
+    """Every worker in, uniform s_worker (every value with ``full``, else 0 and 1, or 0), at
+    each s_edge of ``values``."""
+    cl = ev.cluster
+    spread = list(
+        range(int(cl.sizes.max())) if full else range(2 if cl.n <= FULL_S_EDGE_SCAN else 1)
+    )
+    if ev.K < int(cl.mask.sum()):
+        # few partitions: only high tolerances let every worker hold one (c_i (s_w+1) >= m_i)
+        spread.append(int(cl.sizes.max()) - 1)
+    all_in = cl.mask.copy()
+    return [
+        Structure(s_e, all_in, np.minimum(t, cl.sizes - 1).astype(np.int64))
+        for s_e in values
+        for t in spread
+    ]
+
+
+def _best_per_s_edge(results: Iterable[Result | None]) -> list[Result]:
+    by_s_edge: dict[int, Result] = {}
+    for result in results:
+        if result is None:
+            continue
+        s_e = result.structure.s_edge
+        if s_e not in by_s_edge or result.value < by_s_edge[s_e].value:
+            by_s_edge[s_e] = result
+    return sorted(by_s_edge.values(), key=lambda r: r.value)
+
+
+def _seeds(evs: Sequence[Evaluator], full: bool) -> list[list[Result]]:
+    """The descents' starts of each evaluator (one cluster): the best uniform start of every
+    s_edge of the scan (beyond ``FULL_S_EDGE_SCAN`` edges a grid, then around its best), best
+    first; the evaluators' starts evaluated together."""
+    n = evs[0].cluster.n
+    scan = _s_edge_scan(n)
+    found = evaluate_many([(ev, _starts(ev, scan, full)) for ev in evs])
+    seeds = [_best_per_s_edge(results) for results in found]
+    if n > FULL_S_EDGE_SCAN:
+        around = [
+            [v for v in {s[0].structure.s_edge + d for d in range(-2, 3)} - set(scan) if 0 <= v < n]
+            if s
+            else []
+            for s in seeds
+        ]
+        more = evaluate_many(
+            [(ev, _starts(ev, a, full)) for ev, a in zip(evs, around, strict=True)]
+        )
+        seeds = [
+            sorted(s + _best_per_s_edge(m), key=lambda r: r.value) if s else s
+            for s, m in zip(seeds, more, strict=True)
+        ]
+    return seeds
+
+
+def _ranked(ends: Iterable[Result], seeds: list[Result], keep: int) -> list[Result]:
+    """The ``keep`` best of the descents' ends (in order, a later end of the same structure
+    replacing an earlier) and the seeds."""
+    found: dict[bytes, Result] = {}
+    for result in ends:
+        found[result.structure.key()] = result
+    for seed in seeds:
+        found.setdefault(seed.structure.key(), seed)
+    return sorted(found.values(), key=lambda r: r.value)[:keep]
+
+
 def search(ev: Evaluator, keep: int = 3, small: int = SMALL_CLUSTER) -> list[Result]:
     """Best structures found (best first, at most ``keep``).
 
@@ -330,46 +432,56 @@ def search(ev: Evaluator, keep: int = 3, small: int = SMALL_CLUSTER) -> list[Res
     best) with uniform s_worker 0 and 1, screened descent from the three best, then top-level
     moves (s_edge +- 1, the two least-covered edges out) and descent again while they improve.
     """
-    cl = ev.cluster
-    n = cl.n
-    full = int(cl.mask.sum()) <= small
-    all_in = cl.mask.copy()
-
-    def starts(values: Iterable[int]) -> list[Structure]:
-        spread = list(
-            range(int(cl.sizes.max())) if full else range(2 if n <= FULL_S_EDGE_SCAN else 1)
-        )
-        if ev.K < int(cl.mask.sum()):
-            # few partitions: only high tolerances let every worker hold one (c_i (s_w+1) >= m_i)
-            spread.append(int(cl.sizes.max()) - 1)
-        return [
-            Structure(s_e, all_in, np.minimum(t, cl.sizes - 1).astype(np.int64))
-            for s_e in values
-            for t in spread
-        ]
-
-    def best_per_s_edge(values: Iterable[int]) -> list[Result]:
-        by_s_edge: dict[int, Result] = {}
-        for result in ev.evaluate(starts(values)):
-            if result is None:
-                continue
-            s_e = result.structure.s_edge
-            if s_e not in by_s_edge or result.value < by_s_edge[s_e].value:
-                by_s_edge[s_e] = result
-        return sorted(by_s_edge.values(), key=lambda r: r.value)
-
-    scan = _s_edge_scan(n)
-    seeds = best_per_s_edge(scan)
-    if n > FULL_S_EDGE_SCAN and seeds:
-        around = {seeds[0].structure.s_edge + d for d in range(-2, 3)} - set(scan)
-        seeds = sorted(
-            seeds + best_per_s_edge(v for v in around if 0 <= v < n), key=lambda r: r.value
-        )
-    found: dict[bytes, Result] = {}
+    n = ev.cluster.n
+    full = int(ev.cluster.mask.sum()) <= small
+    seeds = _seeds([ev], full)[0]
     chosen = seeds if full else [r for r in seeds[:2] if r.value <= seeds[0].value * 1.02]
-    for seed in chosen:
-        result = _local_search(ev, seed, full, max_rounds=20 if full else 3 if n <= 24 else 4)
-        found[result.structure.key()] = result
-    for seed in seeds:
-        found.setdefault(seed.structure.key(), seed)
-    return sorted(found.values(), key=lambda r: r.value)[:keep]
+    rounds = 20 if full else 3 if n <= 24 else 4
+    return _ranked([_local_search(ev, seed, full, rounds) for seed in chosen], seeds, keep)
+
+
+def search_many(evs: Sequence[Evaluator], keep: int = 3, parallel: int = 1) -> list[list[Result]]:
+    """``[search(ev, keep) for ev in evs]`` for evaluators of one cluster small enough for the
+    complete neighbourhood, run in lockstep: the seeds of all of them are evaluated together,
+    then each round of the descents (up to ``parallel`` at a time per evaluator, in seed
+    order, so that later descents of an evaluator can join earlier paths) asks one
+    :func:`~edgecode.planning._evaluate.best_many` question for all of them.
+    The same results as one search after the other (up to a batch's last bits)."""
+    seeds = _seeds(evs, True)
+    queued = [list(enumerate(s)) for s in seeds]
+    ends: list[dict[int, Result]] = [{} for _ in evs]
+    running: list[tuple[int, int, Generator[Result, Result | None, Result], Result]] = []
+
+    def start(e: int) -> None:
+        while queued[e] and sum(r[0] == e for r in running) < parallel:
+            j, seed = queued[e].pop(0)
+            steps = _descent(evs[e], seed, 20)
+            try:
+                running.append((e, j, steps, next(steps)))
+            except StopIteration as stop:
+                ends[e][j] = stop.value
+
+    for e in range(len(evs)):
+        start(e)
+    while running:
+        asked: dict[tuple[int, bytes], Result] = {}
+        for e, _, _, current in running:
+            asked.setdefault((e, current.structure.key()), current)
+        answers = best_many(
+            [
+                (evs[e], _full_neighbours(current.structure, evs[e].cluster), current.value)
+                for (e, _), current in asked.items()
+            ]
+        )
+        found = dict(zip(asked, answers, strict=True))
+        before, running = running, []
+        for e, j, steps, current in before:
+            try:
+                running.append((e, j, steps, steps.send(found[(e, current.structure.key())])))
+            except StopIteration as stop:
+                ends[e][j] = stop.value
+        for e in range(len(evs)):
+            start(e)
+    return [
+        _ranked([end[j] for j in sorted(end)], s, keep) for end, s in zip(ends, seeds, strict=True)
+    ]

@@ -48,6 +48,9 @@ Each search step evaluates all its candidate structures at once: the rule in one
 expected times on a fixed quadrature in one batch (:mod:`edgecode.planning._batch`), and a
 candidate whose earliest possible round end ``t_lo`` is already no better than the structure it
 would replace is not integrated at all (``E[T] >= t_lo``; the search path is unchanged).
+With the complete neighbourhood the searches at the different quantile levels run in
+lockstep (:func:`edgecode.planning._search.search_many`): each step's rule, brackets and
+integrations for all levels are one batch, with the same results as one search after the other.
 
 Pipeline
 --------
@@ -61,7 +64,8 @@ Pipeline
    overall, at every level (bimodal or coarse clusters; otherwise the other levels for the
    best structure only) and, when K is free (up to :data:`K_CHOICE_WORKERS` workers), at K
    candidates (multiples of N and of 12, 24, 60, 120: every one for bimodal or coarse
-   clusters, a spread of them otherwise), all in one batch.
+   clusters, a spread of them otherwise), all in one batch (candidates with the same
+   structure and fractions ``l / K`` integrated once).
 4. Refinement: from the best rule loads of each of those structures (bimodal or coarse
    clusters, where refining reorders structures by several percent) or of the one or two best
    within 2%, projected gradient descent on the continuous loads with the exact gradient (40
@@ -104,6 +108,7 @@ from edgecode.errors import Infeasible
 from edgecode.planning import _batch, _refine, _rule, _search, hosts
 from edgecode.planning._evaluate import (
     SEARCH_BREAKS,
+    BoolArray,
     Evaluator,
     FloatArray,
     IntArray,
@@ -149,6 +154,9 @@ K_CHOICE_WORKERS = 64
 COARSE_PARTITIONS_PER_WORKER = 4
 #: The rule loads of this many of the best structures are tried at every level and K.
 TOP_STRUCTURES = 3
+#: Complete-neighbourhood descents of one level run side by side in the lockstep search
+#: (:func:`edgecode.planning._search.search_many`).
+SEARCH_PARALLEL = 1
 #: Default least number of data rows per partition (with ``rows``).
 MIN_ROWS_PER_PARTITION = 4
 #: A candidate whose search-quadrature time exceeds the best one's by more than this (relative)
@@ -372,19 +380,24 @@ def _search_structures(
     Clusters of up to ``small`` workers get the complete neighbourhood."""
     leaders: list[Result] = []
     found: dict[bytes, Result] = {}
-    evaluations = 0
     size = int(cluster.mask.sum())
-    for at in levels:
-        ev = Evaluator(cluster, K, at)
-        if size > small:
+    # one quantiles memo for every level (the rule's quantiles depend on the cluster only)
+    quantiles: dict[float, FloatArray] = {}
+    evs = [Evaluator(cluster, K, at, quantiles=quantiles) for at in levels]
+    if size <= small:
+        # the levels' complete-neighbourhood searches in lockstep: one batch per step
+        searched = _search.search_many(evs, parallel=SEARCH_PARALLEL)
+    else:
+        for ev in evs:
             ev.budget = max(80, min(400, 150_000 // size))
-        results = _search.search(ev, small=small)
+        searched = [_search.search(ev, small=small) for ev in evs]
+    for results in searched:
         leaders.extend(results[:1])
         for result in results:
             key = result.structure.key()
             if key not in found or result.value < found[key].value:
                 found[key] = result
-        evaluations += ev.evaluations
+    evaluations = sum(ev.evaluations for ev in evs)
     ranked = sorted(found.values(), key=lambda r: r.value)
     order: dict[bytes, Result] = {}
     for result in sorted(leaders, key=lambda r: r.value) + ranked:
@@ -417,10 +430,14 @@ def _evaluate_loads(
     keep = np.nonzero(feasible)[0]
     if keep.size == 0:
         return []
+    # the time depends on the structure and the fractions l / K only: equal ones (another K
+    # or level giving proportional counts) are integrated once
+    first, copies = _distinct(wmask[keep], s_w[keep], s_e[keep], l[keep], K_all[keep])
+    unique = keep[first]
     values = _batch.expected_times(
-        cluster, wmask[keep], s_w[keep], s_e[keep], l[keep], K_all[keep], SEARCH_BREAKS
+        cluster, wmask[unique], s_w[unique], s_e[unique], l[unique], K_all[unique], SEARCH_BREAKS
     )
-    values = np.maximum(values, hosts.floors(cluster.hosts, l[keep], K_all[keep]))
+    values = np.maximum(values, hosts.floors(cluster.hosts, l[unique], K_all[unique]))[copies]
     found = [
         _Candidate(
             Result(float(v), structures[b], c[b], l[b], float(theta[b])), int(K_all[b]), levels[b]
@@ -428,6 +445,33 @@ def _evaluate_loads(
         for v, b in zip(values, keep, strict=True)
     ]
     return sorted(found, key=lambda x: x.result.value)
+
+
+def _distinct(
+    wmask: BoolArray, s_w: IntArray, s_e: IntArray, loads: IntArray, K: IntArray
+) -> tuple[IntArray, IntArray]:
+    """``(first, copies)``: ``first`` indexes one of each distinct (structure, fractions
+    ``loads / K``) among B candidates, and candidate b is the same as ``first[copies[b]]``
+    (fractions compared exactly, as the lowest terms of ``loads`` and ``K``)."""
+    B = wmask.shape[0]
+    flat = loads.reshape(B, -1)
+    divisor = np.gcd.reduce(np.concatenate([flat, K[:, None]], axis=1), axis=1)[:, None]
+    rows = np.concatenate(
+        [wmask.reshape(B, -1), s_w, s_e[:, None], flat // divisor, K[:, None] // divisor],
+        axis=1,
+        dtype=np.int64,
+    )
+    width = rows.shape[1] * rows.itemsize
+    data = rows.tobytes()
+    seen: dict[bytes, int] = {}
+    first: list[int] = []
+    copies = np.empty(B, dtype=np.int64)
+    for b in range(B):
+        group = seen.setdefault(data[b * width : (b + 1) * width], len(first))
+        if group == len(first):
+            first.append(b)
+        copies[b] = group
+    return np.array(first, dtype=np.int64), copies
 
 
 def _rule_plans(
