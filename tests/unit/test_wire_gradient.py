@@ -138,6 +138,18 @@ def test_known_field_numbers_with_another_wire_type_are_ignored() -> None:
     assert np.array_equal(decode_gradient_response(response_with_tensor(inner)).gradient, [0.0])
 
 
+def test_unknown_fields_inside_the_tensor_are_skipped() -> None:
+    data = np.float64(4.0).tobytes()
+    tensor = tensor_bytes(b"float64", b"\x01", data) + key(9, 2) + b"\x03abc" + key(10, 0) + b"\x01"
+    assert np.array_equal(decode_gradient_response(response_with_tensor(tensor)).gradient, [4.0])
+
+
+def test_a_zero_dimensional_gradient_is_sent_as_one_value() -> None:
+    encoded = encode_gradient_response("j", 1, "w", 0.5, np.float64(3.0))  # type: ignore[arg-type]
+    assert encoded == reference("j", 1, "w", 0.5, np.array([3.0]))
+    assert np.array_equal(decode_gradient_response(encoded).gradient, [3.0])
+
+
 def test_the_last_tensor_field_wins_as_in_protobuf() -> None:
     first = tensor_bytes(b"float64", b"\x01", np.float64(1.0).tobytes())
     second = tensor_bytes(b"float64", b"\x01", np.float64(2.0).tobytes())
@@ -151,6 +163,7 @@ def test_the_last_tensor_field_wins_as_in_protobuf() -> None:
         (b"\x80", r"^gradient response: truncated or overlong varint$"),
         (b"\x80" * 10 + b"\x01", r"^gradient response: truncated or overlong varint$"),
         (key(2, 0) + b"\xff", r"^gradient response: truncated or overlong varint$"),
+        (key(1, 2) + b"\x80", r"^gradient response: truncated or overlong varint$"),
         (key(5, 1) + bytes(7), r"^gradient response: truncated fixed64 field 5$"),
         (key(12, 5) + bytes(3), r"^gradient response: truncated fixed32 field 12$"),
         (key(1, 2) + b"\x03ab", r"^gradient response: field 1 runs past the end of the message$"),
