@@ -89,6 +89,11 @@ def test_plans_round_trip_with_every_field() -> None:
     assert back.extra == {"current_seconds": 3.75}
 
 
+def test_any_positive_current_time_is_reported() -> None:
+    back = plan_from_proto(plan_to_proto(plan(), current_seconds=0.5))
+    assert back.extra == {"current_seconds": 0.5}
+
+
 def test_plan_defaults_fitted_no_current_time_and_no_expected_time() -> None:
     message = wire_trip(plan_to_proto(plan(expected=None)))
     assert message.fitted is True and message.current_expected_round_seconds == 0.0
@@ -191,10 +196,10 @@ def test_dense_partitions_are_cut_into_equal_row_ranges(
 def test_sparse_partitions_stay_csr_and_count_their_nonzeros(
     chunk_bytes: int, sizes: list[int]
 ) -> None:
-    # 6 rows, 12 nonzeros: 12 * 16 // 6 + 16 = 48 bytes a row
-    dense = np.zeros((6, 5))
-    dense[np.arange(6), np.arange(6) % 5] = np.arange(1.0, 7.0)
-    dense[np.arange(6), (np.arange(6) + 2) % 5] = -np.arange(1.0, 7.0)
+    # 6 rows, 12 nonzeros: 12 * 16 // 6 + 16 = 48 bytes a row (64 if it were dense: 7 * 8 + 8)
+    dense = np.zeros((6, 7))
+    dense[np.arange(6), np.arange(6)] = np.arange(1.0, 7.0)
+    dense[np.arange(6), np.arange(6) + 1] = -np.arange(1.0, 7.0)
     features = sp.csr_matrix(dense)
     labels = np.arange(6.0)
     chunks = list(partition_chunks(2, features, labels, chunk_bytes))
