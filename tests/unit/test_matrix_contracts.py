@@ -91,3 +91,14 @@ def test_matmul_errors_name_the_argument() -> None:
     assert exact.shape == (8, 6)
     single = matmul(code, coded_a, coded_b, alive=range(4), shape=(1, 1))
     assert single.shape == (1, 1)
+
+
+def test_product_code_encoding_errors_name_the_blocks() -> None:
+    code, _, _, a, b = coded_product()
+    a_blocks, b_blocks = split_columns(a, 2), split_columns(b, 2)
+    with pytest.raises(InvalidInput, match=r"^blocks must hold 2 blocks, got 1$"):
+        code.encode(a_blocks[:1])
+    with pytest.raises(InvalidInput, match=r"^blocks must hold 2 blocks, got 3$"):
+        code.encode_b(b_blocks + b_blocks[:1])
+    with pytest.raises(InvalidInput, match=r"^blocks\[1\] must have the shape of blocks\[0\]"):
+        code.encode_b([b_blocks[0], a_blocks[1]])
