@@ -14,7 +14,9 @@ import scipy.sparse as sp
 
 from edgecode.codes.matrix import (
     matmul,
+    matvec,
     polynomial_code,
+    sparse_mv_code,
     split_columns,
     worker_product,
 )
@@ -102,3 +104,12 @@ def test_product_code_encoding_errors_name_the_blocks() -> None:
         code.encode_b(b_blocks + b_blocks[:1])
     with pytest.raises(InvalidInput, match=r"^blocks\[1\] must have the shape of blocks\[0\]"):
         code.encode_b([b_blocks[0], a_blocks[1]])
+
+
+def test_matvec_errors_name_the_argument() -> None:
+    code = sparse_mv_code(5, 3)
+    coded = code.encode(split_columns(random_sparse(10, 9, 0.3, seed=0), 3))
+    with pytest.raises(
+        InvalidInput, match=r"^coded_blocks must hold one block per worker \(5\), got 4$"
+    ):
+        matvec(code, coded[:4], np.ones(10), alive=range(3))
