@@ -6,6 +6,7 @@ Small codes only (n <= 8): the whole file runs in a few seconds.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 from edgecode.codes.matrix import (
+    chebyshev_points,
     matmul,
     matvec,
     polynomial_code,
@@ -113,3 +115,29 @@ def test_matvec_errors_name_the_argument() -> None:
         InvalidInput, match=r"^coded_blocks must hold one block per worker \(5\), got 4$"
     ):
         matvec(code, coded[:4], np.ones(10), alive=range(3))
+    with pytest.raises(InvalidInput, match=r"^x holds non-finite values$"):
+        matvec(code, coded, np.full(10, np.nan), alive=range(3))
+    with pytest.raises(
+        InvalidInput, match=r"^x must have 10 rows \(1-D or 2-D\), got shape \(10, 1, 1\)$"
+    ):
+        matvec(code, coded, np.ones((10, 1, 1)), alive=range(3))
+
+
+def test_matvec_takes_several_vectors_exact_fractions_and_a_single_worker() -> None:
+    a = random_sparse(10, 9, 0.4, seed=3)
+    code = sparse_mv_code(5, 3)
+    coded = code.encode(split_columns(a, 3))
+    xs = np.arange(20.0).reshape(10, 2)  # t x p: p vectors at once
+    assert_close(matvec(code, coded, xs, alive=[0, 2, 4], n_cols=9), a.T @ xs)
+    fractions = [Fraction(j, 3) for j in range(10)]
+    got = matvec(code, coded, fractions, alive=[1, 2, 3], n_cols=9)
+    assert got.dtype == np.float64
+    assert_close(got, a.T @ (np.arange(10) / 3))
+    one = sparse_mv_code(1, 1)  # n = 1: the only worker holds A itself
+    (block,) = one.encode(split_columns(a, 1))
+    assert_close(matvec(one, [block], np.ones(10), alive=[0]), a.T @ np.ones(10))
+
+
+def test_chebyshev_points_name_their_argument() -> None:
+    with pytest.raises(ValueError, match=r"^n must be >= 1, got 0$"):
+        chebyshev_points(0)
