@@ -6,6 +6,7 @@ Small codes only (n <= 8): the whole file runs in a few seconds.
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from typing import Any
 
@@ -15,14 +16,21 @@ import scipy.sparse as sp
 
 from edgecode.codes.matrix import (
     chebyshev_points,
+    cyclic_support,
+    dense_mds_code,
+    hall_resilient,
+    join_columns,
     matmul,
     matvec,
     polynomial_code,
+    product_counting_bound,
+    sparse_mm_code,
     sparse_mv_code,
     split_columns,
+    weight_lower_bound,
     worker_product,
 )
-from edgecode.errors import InvalidInput
+from edgecode.errors import Infeasible, InvalidInput
 
 TOLERANCE = 1e-8
 
@@ -141,3 +149,221 @@ def test_matvec_takes_several_vectors_exact_fractions_and_a_single_worker() -> N
 def test_chebyshev_points_name_their_argument() -> None:
     with pytest.raises(ValueError, match=r"^n must be >= 1, got 0$"):
         chebyshev_points(0)
+
+
+def test_a_single_chebyshev_point_is_the_middle() -> None:
+    (point,) = chebyshev_points(1)
+    assert abs(point) <= 1e-15
+
+
+# ------------------------------------------------------------------ every refusal, exactly
+
+
+def one_row() -> np.ndarray:
+    return np.ones((4, 6))
+
+
+REFUSALS: list[tuple[str, Any, type[Exception], str]] = [
+    ("n a bool", lambda: weight_lower_bound(True, 1), ValueError, "n must be an integer, got True"),
+    ("n 0", lambda: weight_lower_bound(0, 1), ValueError, "n must be >= 1, got 0"),
+    ("k 0", lambda: weight_lower_bound(3, 0), ValueError, "k must be >= 1, got 0"),
+    (
+        "k > n",
+        lambda: weight_lower_bound(3, 4),
+        Infeasible,
+        "k must be at most n (any k of n workers decode), got k=4 > n=3",
+    ),
+    ("k_a 0", lambda: product_counting_bound(4, 0, 1), ValueError, "k_a must be >= 1, got 0"),
+    ("k_b 0", lambda: product_counting_bound(4, 1, 0), ValueError, "k_b must be >= 1, got 0"),
+    (
+        "K > n",
+        lambda: product_counting_bound(4, 3, 2),
+        Infeasible,
+        "k_a * k_b must be at most n (any k_a * k_b of n workers decode), got k_a * k_b=6 > n=4",
+    ),
+    ("weight 0", lambda: cyclic_support(5, 3, 0), ValueError, "weight must be in [1, 3], got 0"),
+    ("weight > k", lambda: cyclic_support(5, 3, 4), ValueError, "weight must be in [1, 3], got 4"),
+    ("n_items 0", lambda: hall_resilient([(0,)], 0), ValueError, "n_items must be >= 1, got 0"),
+    (
+        "few holders",
+        lambda: hall_resilient([(0,)], 2),
+        ValueError,
+        "support must list at least n_items=2 holders, got 1",
+    ),
+    (
+        "negative item",
+        lambda: hall_resilient([(0,), (-1,)], 2),
+        ValueError,
+        "support items must lie in [0, 2), got [-1]",
+    ),
+    (
+        "item too large",
+        lambda: hall_resilient([(0,), (2, 1)], 2),
+        ValueError,
+        "support items must lie in [0, 2), got [1, 2]",
+    ),
+    (
+        "1-D matrix",
+        lambda: split_columns(np.ones(3), 1),
+        InvalidInput,
+        "matrix must be a 2-D matrix, got shape (3,)",
+    ),
+    (
+        "1-D sparse matrix",
+        lambda: split_columns(sp.coo_array(np.ones(3)), 1),
+        InvalidInput,
+        "matrix must be 2-D, got ndim=1",
+    ),
+    (
+        "NaN matrix",
+        lambda: split_columns(np.array([[np.nan]]), 1),
+        InvalidInput,
+        "matrix holds non-finite values",
+    ),
+    (
+        "inf sparse matrix",
+        lambda: split_columns(sp.csr_matrix(np.array([[np.inf]])), 1),
+        InvalidInput,
+        "matrix holds non-finite values",
+    ),
+    ("split k 0", lambda: split_columns(one_row(), 0), ValueError, "k must be >= 1, got 0"),
+    (
+        "no columns",
+        lambda: split_columns(np.ones((2, 0)), 1),
+        InvalidInput,
+        "matrix must have at least one row and column, got shape (2, 0)",
+    ),
+    (
+        "no rows",
+        lambda: split_columns(np.ones((0, 2)), 1),
+        InvalidInput,
+        "matrix must have at least one row and column, got shape (0, 2)",
+    ),
+    (
+        "no blocks",
+        lambda: join_columns([]),
+        ValueError,
+        "block_results must hold at least one block, got 0",
+    ),
+    (
+        "n_cols 0",
+        lambda: join_columns([np.ones(2)], 0),
+        ValueError,
+        "n_cols must be in [1, 2], got 0",
+    ),
+    (
+        "n_cols 3",
+        lambda: join_columns([np.ones(2)], 3),
+        ValueError,
+        "n_cols must be in [1, 2], got 3",
+    ),
+    (
+        "blocks a string",
+        lambda: sparse_mv_code(5, 3).encode("abc"),
+        InvalidInput,
+        "blocks must be a sequence of 3 matrices, got <class 'str'>",
+    ),
+    (
+        "blocks an iterator",
+        lambda: sparse_mv_code(5, 3).encode(iter(split_columns(one_row(), 3))),
+        InvalidInput,
+        "blocks must be a sequence of 3 matrices, got <class 'list_iterator'>",
+    ),
+    (
+        "worker too large",
+        lambda: sparse_mv_code(5, 3).encode(split_columns(one_row(), 3), [5]),
+        ValueError,
+        "workers[] must be in [0, 4], got 5",
+    ),
+    (
+        "worker negative",
+        lambda: sparse_mv_code(5, 3).encode(split_columns(one_row(), 3), [0, -1]),
+        ValueError,
+        "workers[] must be in [0, 4], got -1",
+    ),
+    ("draws 0", lambda: sparse_mm_code(4, 2, 1, draws=0), ValueError, "draws must be >= 1, got 0"),
+    (
+        "attempts 0",
+        lambda: sparse_mm_code(4, 2, 1, attempts=0),
+        ValueError,
+        "attempts must be >= 1, got 0",
+    ),
+    (
+        "max_condition < 1",
+        lambda: sparse_mm_code(4, 2, 1, max_condition=0.5),
+        ValueError,
+        "max_condition must be a number >= 1, got 0.5",
+    ),
+    (
+        "max_condition a string",
+        lambda: sparse_mm_code(4, 2, 1, max_condition="2"),
+        ValueError,
+        "max_condition must be a number >= 1, got '2'",
+    ),
+    (
+        "points misshapen",
+        lambda: polynomial_code(3, 2, points=[0.0, 1.0]),
+        ValueError,
+        "points must have shape (3,), got (2,)",
+    ),
+    (
+        "points repeated",
+        lambda: polynomial_code(3, 2, points=[0.0, 1.0, 0.0]),
+        ValueError,
+        "points must be finite and pairwise distinct",
+    ),
+    (
+        "points infinite",
+        lambda: polynomial_code(3, 2, points=[0.0, 1.0, np.inf]),
+        ValueError,
+        "points must be finite and pairwise distinct",
+    ),
+    ("poly k_a 0", lambda: polynomial_code(3, 0), ValueError, "k_a must be >= 1, got 0"),
+    ("poly k_b 0", lambda: polynomial_code(3, 1, 0), ValueError, "k_b must be >= 1, got 0"),
+    ("mm k_a 0", lambda: sparse_mm_code(3, 0, 1), ValueError, "k_a must be >= 1, got 0"),
+    ("mm k_b 0", lambda: sparse_mm_code(3, 1, 0), ValueError, "k_b must be >= 1, got 0"),
+    (
+        "seed a float",
+        lambda: dense_mds_code(3, 2, seed=1.0),
+        ValueError,
+        "seed must be an integer, got 1.0",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [case[1:] for case in REFUSALS],
+    ids=[case[0] for case in REFUSALS],
+)
+def test_every_refusal_names_the_argument_and_the_bound(
+    call: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as raised:
+        call()
+    assert type(raised.value) is error and str(raised.value) == message
+
+
+def test_bounds_are_inclusive_and_numpy_integers_count() -> None:
+    assert weight_lower_bound(np.int64(6), np.int32(4)) == 2
+    assert cyclic_support(3, 3, 3) == ((0, 1, 2),) * 3
+    assert cyclic_support(3, 3, 1) == ((0,), (1,), (2,))
+    assert hall_resilient([(0, 1), (1,)], 2) is True  # items up to n_items - 1
+    assert hall_resilient([(0,), (1,)], 2) is True  # exactly n_items holders
+    assert join_columns([np.ones(2), np.zeros(2)], 4).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert join_columns([np.ones(2)], 1).tolist() == [1.0]
+    assert [b.shape for b in split_columns(np.ones((1, 1)), 1)] == [(1, 1)]
+    code = sparse_mv_code(5, 3)
+    assert len(code.encode(split_columns(one_row(), 3), [0, 4])) == 2
+
+
+def test_an_impossible_condition_bound_is_infeasible_with_the_search_log() -> None:
+    with pytest.raises(Infeasible) as raised:
+        sparse_mm_code(5, 2, 2, max_condition=1.0, draws=1, attempts=1)
+    assert re.fullmatch(
+        r"no weight pair verified for n=5, k_a=2, k_b=2: \[\"\(1, 2\): rejected, no placement "
+        r"met Hall's condition \(1 placements\)\", \"\(2, 1\): rejected, no placement met "
+        r"Hall's condition \(1 placements\)\", '\(2, 2\): rejected, Hall holds but worst "
+        r"condition [0-9.e+]+ > 1 \(1 placements\)'\]",
+        str(raised.value),
+    )
