@@ -6,6 +6,7 @@ Small codes only (n <= 8): the whole file runs in a few seconds.
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 import scipy.sparse as sp
 
 from edgecode.codes.matrix import (
+    MatVecCode,
+    _worst_condition,
     chebyshev_points,
     cyclic_support,
     dense_mds_code,
@@ -30,7 +33,7 @@ from edgecode.codes.matrix import (
     weight_lower_bound,
     worker_product,
 )
-from edgecode.errors import Infeasible, InvalidInput
+from edgecode.errors import Infeasible, InvalidInput, NotDecodable
 
 TOLERANCE = 1e-8
 
@@ -367,3 +370,83 @@ def test_an_impossible_condition_bound_is_infeasible_with_the_search_log() -> No
         r"condition [0-9.e+]+ > 1 \(1 placements\)'\]",
         str(raised.value),
     )
+
+
+def test_the_polynomial_codes_sample_is_seeded_with_zero_by_default() -> None:
+    default = polynomial_code(18, 9)  # C(18, 9) = 48620 subsets: a seeded sample of 2000
+    assert (default.condition_scope, default.condition_subsets) == ("sampled", 2000)
+    assert default.worst_condition == polynomial_code(18, 9, seed=0).worst_condition
+    assert default.worst_condition != polynomial_code(18, 9, seed=1).worst_condition
+
+
+# ----------------------------------------------------------------- singular decoding matrices
+
+EPS = float(np.finfo(np.float64).eps)
+
+
+def hand_code(generator: np.ndarray) -> MatVecCode:
+    """A MatVecCode with a generator chosen by hand (singular values known exactly)."""
+    n, k = generator.shape
+    return MatVecCode(
+        name="hand",
+        n_workers=n,
+        k=k,
+        generator=generator,
+        worst_condition=math.inf,
+        condition_scope="exhaustive",
+        condition_subsets=0,
+        weight=k,
+        lower_bound=1,
+        support=tuple(tuple(range(k)) for _ in range(n)),
+        support_resilient=False,
+    )
+
+
+def test_decoding_refuses_a_rank_cut_at_k_eps_16_inclusive() -> None:
+    cut = 2 * EPS * 16  # k = 2: the smallest singular value must exceed k eps 16 times the top
+    results = {0: np.array([3.0, 4.0]), 1: np.array([5e-16, 6e-16])}
+    for bottom in (0.0, cut * (1 - 2**-8), cut):
+        with pytest.raises(
+            NotDecodable, match=r"^hand: workers \(0, 1\) give a singular decoding matrix$"
+        ):
+            hand_code(np.array([[1.0, 0.0], [0.0, bottom]])).decode(results)
+    above = cut * (1 + 2**-8)
+    blocks = hand_code(np.array([[1.0, 0.0], [0.0, above]])).decode(results)
+    assert blocks[0].tolist() == [3.0, 4.0]
+    assert_close(blocks[1] * above, results[1])
+    with pytest.raises(NotDecodable, match="singular"):
+        hand_code(np.zeros((2, 2))).decode(results)
+
+
+def test_decoding_with_the_identity_is_exact() -> None:
+    # top singular value exactly 1: uncoded blocks pass the rank check and come back unchanged
+    results = {0: np.array([1.5, -2.0]), 1: np.array([0.25, 8.0]), 2: np.array([3.0, 1.0])}
+    blocks = hand_code(np.eye(3)).decode(results)
+    assert [b.tolist() for b in blocks] == [[1.5, -2.0], [0.25, 8.0], [3.0, 1.0]]
+
+
+def test_sparse_and_two_dimensional_results_are_decoded() -> None:
+    code = hand_code(np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]))
+    x0, x1 = np.array([[1.0, 2.0]]), np.array([[3.0, -1.0]])
+    results = {0: sp.csr_matrix(x0), 2: sp.csr_matrix(2.0 * x1)}
+    blocks = code.decode(results)
+    assert all(b.shape == (1, 2) and b.dtype == np.float64 for b in blocks)
+    assert_close(blocks[0], x0)
+    assert_close(blocks[1], x1)
+
+
+def test_the_worst_condition_scan_cuts_at_size_eps_16_inclusive() -> None:
+    cut = 2 * EPS * 16
+    index = np.array([[0, 1], [0, 2]])
+    for bottom in (0.0, cut * (1 - 2**-8), cut):
+        generator = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, bottom]])
+        assert _worst_condition(generator, index) == math.inf
+    above = cut * (1 + 2**-8)
+    generator = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, above]])
+    assert _worst_condition(generator, index) == 1.0 / above
+    assert _worst_condition(np.zeros((3, 2)), index) == math.inf
+    assert _worst_condition(np.eye(2), np.array([[0, 1]])) == 1.0
+    # the worst over every batch of 4096 subsets, wherever it lies
+    rows = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.5]])
+    for many in ([[0, 1]] * 4096 + [[0, 2]], [[0, 2]] + [[0, 1]] * 4096):
+        assert _worst_condition(rows, np.array(many)) == 2.0
