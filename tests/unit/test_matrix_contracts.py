@@ -6,8 +6,10 @@ Small codes only (n <= 8): the whole file runs in a few seconds.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
+import warnings
 from fractions import Fraction
 from typing import Any
 
@@ -17,6 +19,7 @@ import scipy.sparse as sp
 
 from edgecode.codes.matrix import (
     MatVecCode,
+    _unit_rows,
     _worst_condition,
     chebyshev_points,
     cyclic_support,
@@ -450,3 +453,92 @@ def test_the_worst_condition_scan_cuts_at_size_eps_16_inclusive() -> None:
     rows = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.5]])
     for many in ([[0, 1]] * 4096 + [[0, 2]], [[0, 2]] + [[0, 1]] * 4096):
         assert _worst_condition(rows, np.array(many)) == 2.0
+
+
+# ------------------------------------------------------------------- Hall's condition, exactly
+
+
+def every_subset_has_a_matching(support: list[tuple[int, ...]], n_items: int) -> bool:
+    """Brute force: every n_items-subset of holders can be matched onto all items."""
+    for chosen in itertools.combinations(range(len(support)), n_items):
+        if not any(
+            all(item in support[h] for item, h in zip(range(n_items), order, strict=True))
+            for order in itertools.permutations(chosen)
+        ):
+            return False
+    return True
+
+
+def test_hall_resilient_agrees_with_brute_force_on_random_supports() -> None:
+    rng = np.random.default_rng(19)
+    outcomes = []
+    for _ in range(300):
+        n_items = int(rng.integers(1, 5))
+        n = int(rng.integers(n_items, 7))
+        support = [
+            tuple(int(j) for j in np.flatnonzero(rng.random(n_items) < 0.55)) for _ in range(n)
+        ]
+        want = every_subset_has_a_matching(support, n_items)
+        assert hall_resilient(support, n_items) is want, (support, n_items)
+        outcomes.append(want)
+    assert 30 <= sum(outcomes) <= 270  # both answers are exercised
+
+
+def test_hall_resilient_ignores_repeats_and_order_and_reads_any_iterables() -> None:
+    assert hall_resilient([(1, 0, 1), iter([0, 1]), {1, 0}], 2) is True
+    assert hall_resilient([(0,), (0, 0), (1,)], 2) is False
+    assert hall_resilient([(), (0,)], 1) is False  # a holder with nothing may be the one left
+    assert hall_resilient([(0,)], 1) is True  # s = 0: one matching of the support itself
+
+
+# ----------------------------------------------------------------------- encoding and scaling
+
+
+def test_encoding_cancels_exactly_and_stores_no_zeros() -> None:
+    block = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 2.0]]))
+    code = hand_code(np.array([[1.0, 1.0], [1.0, 0.0]]))
+    cancelled, plain = code.encode([block, -block])
+    assert cancelled.nnz == 0 and cancelled.shape == (2, 2)
+    assert plain.nnz == 2 and (plain != block).nnz == 0
+    assert all(isinstance(c, sp.csr_matrix) and c.dtype == np.float64 for c in (cancelled, plain))
+    assert code.coefficients is code.generator
+
+
+def test_blocks_of_integer_matrices_are_float64() -> None:
+    blocks = split_columns(sp.csr_matrix(np.array([[1, 0, 2], [0, 3, 0]], dtype=np.int64)), 2)
+    assert all(b.dtype == np.float64 and b.shape == (2, 2) for b in blocks)
+    assert np.array_equal(blocks[1].toarray(), [[2.0, 0.0], [0.0, 0.0]])
+
+
+def test_unit_rows_leave_zero_rows_alone() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = _unit_rows(np.array([[3.0, 4.0], [0.0, 0.0], [0.0, -2.0]]))
+    assert scaled.tolist() == [[0.6, 0.8], [0.0, 0.0], [0.0, -1.0]]
+
+
+def test_decode_names_the_misshapen_result_exactly() -> None:
+    code = hand_code(np.eye(3))
+    good = np.zeros(4)
+    with pytest.raises(
+        InvalidInput,
+        match=r"^results\[2\] must be a 1-D or 2-D array shaped like results\[0\] \(4,\), "
+        r"got shape \(5,\)$",
+    ):
+        code.decode({0: good, 1: good, 2: np.zeros(5)})
+    with pytest.raises(InvalidInput, match=r"^results\[0\] must be a 1-D or 2-D array"):
+        code.decode({0: np.zeros((1, 1, 1)), 1: np.zeros((1, 1, 1)), 2: np.zeros((1, 1, 1))})
+    with pytest.raises(InvalidInput, match=r"^results\[0\] must be a 1-D or 2-D array"):
+        code.decode({0: np.float64(1.0), 1: np.float64(1.0), 2: np.float64(1.0)})
+    with pytest.raises(InvalidInput, match=r"^results\[2\] holds non-finite values$"):
+        code.decode({0: good, 1: good, 2: np.full(4, np.inf)})
+    with pytest.raises(NotDecodable, match=r"^hand: need results from k=3 workers, got 0$"):
+        code.decode({})
+
+
+def test_product_code_properties() -> None:
+    code = polynomial_code(6, 2, 2)
+    assert code.weight_product == 4 and code.verification == "exhaustive"
+    assert code.resilience == 2 and code.condition_number() == code.worst_condition
+    sparse = sparse_mm_code(8, 2, 2)
+    assert sparse.weight_product == sparse.weight[0] * sparse.weight[1] == 4
