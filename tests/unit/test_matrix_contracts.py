@@ -18,7 +18,10 @@ import pytest
 import scipy.sparse as sp
 
 from edgecode.codes.matrix import (
+    DEFAULT_DRAWS,
+    MATVEC_DRAWS,
     MatVecCode,
+    _greedy_starts,
     _unit_rows,
     _worst_condition,
     chebyshev_points,
@@ -542,3 +545,60 @@ def test_product_code_properties() -> None:
     assert code.resilience == 2 and code.condition_number() == code.worst_condition
     sparse = sparse_mm_code(8, 2, 2)
     assert sparse.weight_product == sparse.weight[0] * sparse.weight[1] == 4
+
+
+# ------------------------------------------------------------------- constructions' details
+
+
+def test_greedy_placement_fills_deficits_then_the_least_covered_cells_first_in_order() -> None:
+    # 1 x 1 windows on a 2 x 2 torus: every cell once, in row-major order
+    assert _greedy_starts(4, (2, 2), (1, 1), 1, None) == ((0, 0), (0, 1), (1, 0), (1, 1))
+    # 2 x 1 windows (whole columns): the two columns, then (no deficit left) the least covered
+    # rectangle, ties to the first candidate: column 0 again, then column 1
+    assert _greedy_starts(4, (2, 2), (2, 1), 1, None) == ((0, 0), (0, 1), (0, 0), (0, 1))
+    assert _greedy_starts(6, (3, 2), (2, 1), 2, None) == (
+        (0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1),
+    )  # fmt: skip
+
+
+def test_greedy_placement_with_an_rng_breaks_ties_at_random_but_stays_greedy() -> None:
+    seen = set()
+    for seed in range(6):
+        starts = _greedy_starts(4, (2, 2), (2, 1), 1, np.random.default_rng(seed))
+        columns = [b for _, b in starts]
+        assert sorted(columns) == [0, 0, 1, 1]  # every cell held twice, as without the rng
+        assert len(set(columns[:2])) == 2  # the first two remove the whole deficit
+        seen.add(starts)
+    assert len(seen) >= 3
+
+
+def test_draws_default_to_one_descended_draw_or_eight_plain_ones() -> None:
+    exhaustive = sparse_mv_code(8, 4)
+    assert exhaustive.condition_scope == "exhaustive"
+    assert exhaustive.worst_condition == sparse_mv_code(8, 4, draws=MATVEC_DRAWS).worst_condition
+    assert exhaustive.worst_condition != sparse_mv_code(8, 4, draws=2).worst_condition
+    sampled = sparse_mv_code(24, 12)
+    assert sampled.condition_scope == "sampled" and sampled.condition_subsets == 2000
+    assert sampled.worst_condition == sparse_mv_code(24, 12, draws=DEFAULT_DRAWS).worst_condition
+    assert sampled.worst_condition != sparse_mv_code(24, 12, draws=1).worst_condition
+    assert (MATVEC_DRAWS, DEFAULT_DRAWS) == (1, 8)
+
+
+def test_the_dense_code_records_what_it_is() -> None:
+    code = dense_mds_code(6, 4)
+    assert (code.name, code.weight, code.lower_bound) == ("dense_mds_code", 4, 2)
+    assert code.support == ((0, 1, 2, 3),) * 6 and code.support_resilient is True
+    assert code.condition_subsets == 15 and code.condition_scope == "exhaustive"
+    assert np.all(code.generator != 0.0)
+    assert_close(np.linalg.norm(code.generator, axis=1), np.ones(6))
+    sparse = sparse_mv_code(6, 4)
+    assert (sparse.name, sparse.weight, sparse.lower_bound) == ("sparse_mv_code", 2, 2)
+    assert np.all((sparse.generator != 0.0) == _mask_of(sparse.support, 4))
+    assert not sparse.generator.flags.writeable and not code.generator.flags.writeable
+
+
+def _mask_of(support: tuple[tuple[int, ...], ...], width: int) -> np.ndarray:
+    mask = np.zeros((len(support), width), dtype=bool)
+    for i, items in enumerate(support):
+        mask[i, list(items)] = True
+    return mask
