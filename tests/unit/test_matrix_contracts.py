@@ -602,3 +602,34 @@ def _mask_of(support: tuple[tuple[int, ...], ...], width: int) -> np.ndarray:
     for i, items in enumerate(support):
         mask[i, list(items)] = True
     return mask
+
+
+def test_the_weight_search_tries_pairs_by_product_then_balance_and_logs_each() -> None:
+    code = sparse_mm_code(7, 3, 2)  # bound ceil(6 * 2 / 7) = 2
+    assert code.weight == (2, 2) and code.counting_bound == 2
+    rejected = "rejected, no placement met Hall's condition (16 placements)"
+    assert code.search_log[:3] == (
+        f"(1, 2): {rejected}",
+        f"(2, 1): {rejected}",
+        f"(3, 1): {rejected}",
+    )
+    assert re.fullmatch(
+        r"\(2, 2\): accepted, worst condition [0-9.e+]+ \(exhaustive over 7 subsets\)",
+        code.search_log[3],
+    )
+    # repeated placements are tried once: 15 distinct ones out of 16 attempts here
+    assert sparse_mm_code(6, 2, 2).search_log[0] == (
+        "(1, 2): rejected, no placement met Hall's condition (15 placements)"
+    )
+    assert sparse_mm_code(6, 2, 2, attempts=1).search_log[0] == (
+        "(1, 2): rejected, no placement met Hall's condition (1 placements)"
+    )
+
+
+def test_max_condition_is_an_inclusive_bound() -> None:
+    code = sparse_mm_code(8, 2, 2)
+    again = sparse_mm_code(8, 2, 2, max_condition=code.worst_condition)
+    assert again.weight == (2, 2) and again.worst_condition == code.worst_condition
+    assert np.array_equal(again.generator, code.generator)
+    with pytest.raises(Infeasible, match=r"Hall holds but worst condition .* \(16 placements\)"):
+        sparse_mm_code(8, 2, 2, max_condition=code.worst_condition * (1 - 1e-12))
