@@ -23,6 +23,7 @@ from edgecode.codes.matrix import (
     MatVecCode,
     _greedy_starts,
     _unit_rows,
+    _window,
     _worst_condition,
     chebyshev_points,
     cyclic_support,
@@ -633,3 +634,14 @@ def test_max_condition_is_an_inclusive_bound() -> None:
     assert np.array_equal(again.generator, code.generator)
     with pytest.raises(Infeasible, match=r"Hall holds but worst condition .* \(16 placements\)"):
         sparse_mm_code(8, 2, 2, max_condition=code.worst_condition * (1 - 1e-12))
+
+
+def test_the_first_placement_is_the_deterministic_greedy_one_for_every_seed() -> None:
+    for n, k_a, k_b in [(8, 2, 2), (9, 3, 2), (10, 3, 3)]:
+        codes = [sparse_mm_code(n, k_a, k_b, seed=seed) for seed in range(3)]
+        starts = _greedy_starts(n, (k_a, k_b), codes[0].weight, n - k_a * k_b + 1, None)
+        for code in codes:
+            assert code.search_log[-1].startswith(f"{code.weight}: accepted")
+            assert code.support_a == tuple(_window(a, code.weight[0], k_a) for a, _ in starts)
+            assert code.support_b == tuple(_window(b, code.weight[1], k_b) for _, b in starts)
+        assert codes[0].worst_condition != codes[1].worst_condition  # the seed draws coefficients
