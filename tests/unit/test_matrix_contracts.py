@@ -330,6 +330,18 @@ REFUSALS: list[tuple[str, Any, type[Exception], str]] = [
     ),
     ("poly k_a 0", lambda: polynomial_code(3, 0), ValueError, "k_a must be >= 1, got 0"),
     ("poly k_b 0", lambda: polynomial_code(3, 1, 0), ValueError, "k_b must be >= 1, got 0"),
+    (
+        "poly K > n",
+        lambda: polynomial_code(4, 3, 2),
+        Infeasible,
+        "k_a * k_b must be at most n (any k_a * k_b of n workers decode), got k_a * k_b=6 > n=4",
+    ),
+    (
+        "mm K > n",
+        lambda: sparse_mm_code(5, 2, 3),
+        Infeasible,
+        "k_a * k_b must be at most n (any k_a * k_b of n workers decode), got k_a * k_b=6 > n=5",
+    ),
     ("mm k_a 0", lambda: sparse_mm_code(3, 0, 1), ValueError, "k_a must be >= 1, got 0"),
     ("mm k_b 0", lambda: sparse_mm_code(3, 1, 0), ValueError, "k_b must be >= 1, got 0"),
     (
