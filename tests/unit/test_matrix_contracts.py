@@ -657,3 +657,18 @@ def test_the_first_placement_is_the_deterministic_greedy_one_for_every_seed() ->
             assert code.support_a == tuple(_window(a, code.weight[0], k_a) for a, _ in starts)
             assert code.support_b == tuple(_window(b, code.weight[1], k_b) for _, b in starts)
         assert codes[0].worst_condition != codes[1].worst_condition  # the seed draws coefficients
+
+
+def test_polynomial_codes_at_given_points() -> None:
+    code = polynomial_code(4, 2, 1, points=[-1, 0, 1, 2])  # integer points: evaluated as float64
+    assert code.coefficients[0].dtype == np.float64 and code.generator.dtype == np.float64
+    assert code.coefficients[0].tolist() == [[1.0, -1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 2.0]]
+    assert code.coefficients[1].tolist() == [[1.0]] * 4
+    a = random_sparse(6, 4, 0.5, seed=5)
+    coded = code.encode(split_columns(a, 2))
+    x = np.arange(6.0)
+    assert_close(matvec(code, coded, x, alive=[1, 3], n_cols=4), a.T @ x)
+    with pytest.raises(
+        NotDecodable, match=r"^polynomial_code: need results from k=2 workers, got 1$"
+    ):
+        matvec(code, coded, x, alive=[2])
