@@ -555,6 +555,9 @@ def test_decode_names_the_misshapen_result_exactly() -> None:
 def test_product_code_properties() -> None:
     code = polynomial_code(6, 2, 2)
     assert code.weight_product == 4 and code.verification == "exhaustive"
+    assert code.counting_bound == 2  # ceil(4 * 3 / 6)
+    assert code.search_log == ("polynomial code: every worker combines every block",)
+    assert code.name == "polynomial_code"
     assert code.resilience == 2 and code.condition_number() == code.worst_condition
     sparse = sparse_mm_code(8, 2, 2)
     assert sparse.weight_product == sparse.weight[0] * sparse.weight[1] == 4
@@ -672,3 +675,9 @@ def test_polynomial_codes_at_given_points() -> None:
         NotDecodable, match=r"^polynomial_code: need results from k=2 workers, got 1$"
     ):
         matvec(code, coded, x, alive=[2])
+
+
+def test_windows_run_forward_cyclically() -> None:
+    assert _window(1, 2, 3) == (1, 2)
+    assert _window(2, 2, 3) == (0, 2)  # wraps to the start
+    assert _window(0, 3, 3) == (0, 1, 2) and _window(2, 1, 4) == (2,)
