@@ -681,3 +681,49 @@ def test_windows_run_forward_cyclically() -> None:
     assert _window(1, 2, 3) == (1, 2)
     assert _window(2, 2, 3) == (0, 2)  # wraps to the start
     assert _window(0, 3, 3) == (0, 1, 2) and _window(2, 1, 4) == (2,)
+
+
+def greedy_by_hand(
+    n: int, shape: tuple[int, int], window: tuple[int, int], target: int
+) -> list[tuple[int, int]]:
+    """The documented rule, in plain loops: most deficit (cells below target) removed, then the
+    least covered rectangle, then the first in row-major order."""
+    coverage = [[0] * shape[1] for _ in range(shape[0])]
+    starts = []
+    for _ in range(n):
+        best = None
+        for a in range(shape[0]):
+            for b in range(shape[1]):
+                cells = [
+                    coverage[(a + u) % shape[0]][(b + v) % shape[1]]
+                    for u in range(window[0])
+                    for v in range(window[1])
+                ]
+                key = (-sum(max(target - c, 0) for c in cells), sum(cells))
+                if best is None or key < best[0]:
+                    best = (key, (a, b))
+        assert best is not None
+        a, b = best[1]
+        for u in range(window[0]):
+            for v in range(window[1]):
+                coverage[(a + u) % shape[0]][(b + v) % shape[1]] += 1
+        starts.append((a, b))
+    return starts
+
+
+@pytest.mark.parametrize(
+    ("n", "shape", "window", "target"),
+    [
+        (12, (3, 4), (2, 3), 3),
+        (12, (4, 3), (3, 2), 3),
+        (9, (3, 2), (2, 1), 3),
+        (7, (2, 3), (1, 2), 2),
+    ],
+)
+def test_greedy_placement_follows_the_documented_rule(
+    n: int, shape: tuple[int, int], window: tuple[int, int], target: int
+) -> None:
+    # (12, (3, 4), (2, 3), 3): a rectangle over already covered cells must not count them
+    assert list(_greedy_starts(n, shape, window, target, None)) == greedy_by_hand(
+        n, shape, window, target
+    )
