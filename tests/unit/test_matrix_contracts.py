@@ -727,3 +727,13 @@ def test_greedy_placement_follows_the_documented_rule(
     assert list(_greedy_starts(n, shape, window, target, None)) == greedy_by_hand(
         n, shape, window, target
     )
+
+
+def test_every_pair_from_the_bound_up_is_tried_by_product_then_balance() -> None:
+    # n = 9, K = 8: bound ceil(8 * 2 / 9) = 2; with max_condition 1 every pair is rejected
+    with pytest.raises(Infeasible) as raised:
+        sparse_mm_code(9, 2, 4, max_condition=1.0, draws=1, attempts=1)
+    tried = re.findall(r"\((\d), (\d)\): rejected", str(raised.value))
+    assert [(int(a), int(b)) for a, b in tried] == [
+        (1, 2), (2, 1), (1, 3), (2, 2), (1, 4), (2, 3), (2, 4),
+    ]  # fmt: skip
