@@ -737,3 +737,18 @@ def test_every_pair_from_the_bound_up_is_tried_by_product_then_balance() -> None
     assert [(int(a), int(b)) for a, b in tried] == [
         (1, 2), (2, 1), (1, 3), (2, 2), (1, 4), (2, 3), (2, 4),
     ]  # fmt: skip
+
+
+def test_worker_selection_is_sorted_and_uses_all_of_exactly_k() -> None:
+    code = dense_mds_code(6, 3)
+    chosen = code.select_workers([5, 0, 3, 1])
+    assert len(chosen) == 3 and list(chosen) == sorted(chosen) and set(chosen) <= {0, 1, 3, 5}
+    assert code.select_workers([4, 2, 0]) == (0, 2, 4)
+    with pytest.raises(
+        NotDecodable, match=r"^dense_mds_code: need results from k=3 workers, got 2$"
+    ):
+        code.select_workers([1, 2])
+    with pytest.raises(
+        ValueError, match=r"^results must map worker index -> array, got <class 'list'>$"
+    ):
+        code.decode([np.ones(2)] * 3)  # type: ignore[arg-type]
