@@ -561,6 +561,9 @@ def test_product_code_properties() -> None:
     assert code.resilience == 2 and code.condition_number() == code.worst_condition
     sparse = sparse_mm_code(8, 2, 2)
     assert sparse.weight_product == sparse.weight[0] * sparse.weight[1] == 4
+    assert sparse.name == "sparse_mm_code"
+    with pytest.raises(NotDecodable, match=r"^sparse_mm_code: need results from k=4 workers"):
+        sparse.decode({0: np.ones(2)})
 
 
 # ------------------------------------------------------------------- constructions' details
