@@ -562,6 +562,8 @@ def test_product_code_properties() -> None:
     sparse = sparse_mm_code(8, 2, 2)
     assert sparse.weight_product == sparse.weight[0] * sparse.weight[1] == 4
     assert sparse.name == "sparse_mm_code"
+    assert sparse.condition_subsets == 70 and sparse.condition_scope == "exhaustive"  # C(8, 4)
+    assert code.condition_subsets == 15  # C(6, 4)
     with pytest.raises(NotDecodable, match=r"^sparse_mm_code: need results from k=4 workers"):
         sparse.decode({0: np.ones(2)})
 
