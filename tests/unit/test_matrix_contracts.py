@@ -38,6 +38,7 @@ from edgecode.codes.matrix import (
     sparse_mv_code,
     split_columns,
     weight_lower_bound,
+    worker_matvec,
     worker_product,
 )
 from edgecode.errors import Infeasible, InvalidInput, NotDecodable
@@ -757,3 +758,10 @@ def test_worker_selection_is_sorted_and_uses_all_of_exactly_k() -> None:
         ValueError, match=r"^results must map worker index -> array, got <class 'list'>$"
     ):
         code.decode([np.ones(2)] * 3)  # type: ignore[arg-type]
+
+
+def test_worker_matvec_computes_in_float64_even_for_integer_operands() -> None:
+    block = sp.csr_matrix(np.array([[2**40, 0], [0, 3]], dtype=np.int64))
+    x = np.array([2**40, 1], dtype=np.int64)  # 2^80 overflows int64, not float64
+    got = worker_matvec(block, x)
+    assert got.dtype == np.float64 and got.tolist() == [2.0**80, 3.0]
