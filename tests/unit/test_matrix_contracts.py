@@ -755,6 +755,10 @@ def test_worker_selection_is_sorted_and_uses_all_of_exactly_k() -> None:
     ):
         code.select_workers([1, 2])
     with pytest.raises(
+        ValueError, match=r"^available must hold indices in \[0, 6\), got \[0, 1, 9\]$"
+    ):
+        code.select_workers([0, 1, 9])
+    with pytest.raises(
         ValueError, match=r"^results must map worker index -> array, got <class 'list'>$"
     ):
         code.decode([np.ones(2)] * 3)  # type: ignore[arg-type]
@@ -765,3 +769,9 @@ def test_worker_matvec_computes_in_float64_even_for_integer_operands() -> None:
     x = np.array([2**40, 1], dtype=np.int64)  # 2^80 overflows int64, not float64
     got = worker_matvec(block, x)
     assert got.dtype == np.float64 and got.tolist() == [2.0**80, 3.0]
+
+
+def test_joined_blocks_are_float64_with_or_without_n_cols() -> None:
+    joined = join_columns([np.array([1, 2]), np.array([3, 4])])
+    assert joined.dtype == np.float64 and joined.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert join_columns([np.array([[1], [2]])], 1).dtype == np.float64
