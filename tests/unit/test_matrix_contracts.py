@@ -775,3 +775,12 @@ def test_joined_blocks_are_float64_with_or_without_n_cols() -> None:
     joined = join_columns([np.array([1, 2]), np.array([3, 4])])
     assert joined.dtype == np.float64 and joined.tolist() == [1.0, 2.0, 3.0, 4.0]
     assert join_columns([np.array([[1], [2]])], 1).dtype == np.float64
+
+
+def test_exact_fraction_results_are_decoded_as_float64() -> None:
+    code = hand_code(np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]))
+    results = {0: [Fraction(1, 3), Fraction(2)], 1: [Fraction(4, 3), Fraction(5)]}
+    blocks = code.decode(results)
+    assert all(b.dtype == np.float64 for b in blocks)
+    assert_close(blocks[0], np.array([1 / 3, 2.0]))
+    assert_close(blocks[1], np.array([1.0, 3.0]))
