@@ -784,3 +784,13 @@ def test_exact_fraction_results_are_decoded_as_float64() -> None:
     assert all(b.dtype == np.float64 for b in blocks)
     assert_close(blocks[0], np.array([1 / 3, 2.0]))
     assert_close(blocks[1], np.array([1.0, 3.0]))
+
+
+def test_matvec_codes_default_to_seed_zero_and_pass_draws_on() -> None:
+    for build in (sparse_mv_code, dense_mds_code):
+        default = build(6, 4)
+        assert np.array_equal(default.generator, build(6, 4, seed=0).generator)
+        assert not np.array_equal(default.generator, build(6, 4, seed=1).generator)
+    assert not np.array_equal(
+        dense_mds_code(6, 4, draws=3).generator, dense_mds_code(6, 4).generator
+    )
