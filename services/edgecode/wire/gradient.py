@@ -49,8 +49,9 @@ def encode_gradient_response(
     """Serialized ``ComputeGradientResponse`` with ``gradient`` as its tensor (one copy)."""
     values = np.ascontiguousarray(gradient, dtype=np.float64)
     data = values.data.cast("B")
+    # never empty: ascontiguousarray makes a 0-d gradient 1-D, and a zero dimension is b"\x00"
     shape = b"".join(_varint(int(d)) for d in values.shape)
-    tensor_head = _length_field(1, b"float64") + (_length_field(2, shape) if shape else b"")
+    tensor_head = _length_field(1, b"float64") + _length_field(2, shape)
     if len(data):
         tensor_head += _key(3, _WIRE_LENGTH) + _varint(len(data))
     tensor_size = len(tensor_head) + len(data)

@@ -227,9 +227,9 @@ def partition_chunks(
     """Row ranges of one partition, each under ``chunk_bytes`` (sparse features stay CSR)."""
     rows = int(features.shape[0])
     if sp.issparse(features):
-        per_row = max(1, (features.nnz * 16) // max(rows, 1) + 16)
+        per_row = (features.nnz * 16) // max(rows, 1) + 16
     else:
-        per_row = max(1, int(features.shape[1]) * 8 + 8)
+        per_row = int(features.shape[1]) * 8 + 8
     step = max(1, chunk_bytes // per_row)
     for start in range(0, max(rows, 1), step):
         block = features[start : start + step]
