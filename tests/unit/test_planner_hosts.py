@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -250,30 +251,35 @@ def test_the_inferred_load_explains_the_stretches_the_workers_saw() -> None:
     inverted); stretches no larger than ``D_obs / C`` mean no other load."""
     for other, cores, computed in ((5.0, 2.0, 4), (0.5, 8.0, 3), (13.25, 2.0, 6), (0.0, 2.0, 4)):
         rho = (computed + other) / cores
-        spec = ClusterSpec(
-            (
-                EdgeSpec(
-                    "e",
-                    tuple(
-                        WorkerSpec(
-                            f"w{j}",
-                            1.0,
-                            1.0,
-                            host="box",
-                            host_cpus=cores,
-                            cpu_seconds=0.1,
-                            compute_stretch=rho if j < computed else 0.0,
-                        )
-                        for j in range(computed + 2)
-                    ),
-                ),
-            )
-        )
+        spec = _one_box(cores, [0.1] * (computed + 2), [rho] * computed + [0.0, 0.0])
         arrays = host_arrays(spec)
         assert arrays is not None and arrays.load.shape == (1,)
         assert abs(arrays.load[0] - other) <= 1e-12 * max(other, 1.0), (arrays.load, other)
     assert other_load(2.0, [0.5, 1.0, 1.5]) == 0.0  # 2 x 1.0 - 3 < 0: the cores had room
     assert other_load(2.0, []) == 0.0
+
+
+def _one_box(cores: float, cpu: Sequence[float], stretch: Sequence[float]) -> ClusterSpec:
+    """One edge of workers on one machine ("box") with these CPU seconds and stretches."""
+    return ClusterSpec(
+        (
+            EdgeSpec(
+                "e",
+                tuple(
+                    WorkerSpec(
+                        f"w{j}",
+                        1.0,
+                        1.0,
+                        host="box",
+                        host_cpus=cores,
+                        cpu_seconds=float(c),
+                        compute_stretch=float(r),
+                    )
+                    for j, (c, r) in enumerate(zip(cpu, stretch, strict=True))
+                ),
+            ),
+        )
+    )
 
 
 def fluid_processor_sharing(work: np.ndarray, others: float, cores: float) -> float:
@@ -302,25 +308,7 @@ def test_the_floor_is_the_processor_sharing_time_of_equal_shares_and_bounds_uneq
         loads = rng.integers(0, 5, size=n)
         loads[0] = max(loads[0], 1)
         K = 6
-        spec = ClusterSpec(
-            (
-                EdgeSpec(
-                    "e",
-                    tuple(
-                        WorkerSpec(
-                            f"w{j}",
-                            1.0,
-                            1.0,
-                            host="box",
-                            host_cpus=cores,
-                            cpu_seconds=float(cpu[j]),
-                            compute_stretch=rho,  # all n computed when they measured it
-                        )
-                        for j in range(n)
-                    ),
-                ),
-            )
-        )
+        spec = _one_box(cores, cpu, [rho] * n)  # all n computed when they measured it
         work = cpu * loads / K
         floor = plan_floor(spec, [list(loads)], K)
         simulated = fluid_processor_sharing(work[loads > 0], others, cores)

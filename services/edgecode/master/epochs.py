@@ -43,7 +43,7 @@ PLACE_TORCH_SECONDS = 60.0
 #: The two-class straggler model the aware shuffle's filter assumes (papers.md, section 2).
 FILTER_MODEL = {"p_slow": 0.8, "p_active": 0.05, "q_as": 0.02, "q_sa": 0.05}
 #: Without ``replan_every``: the re-plans after the first, in multiples of the profiling rounds.
-AUTO_REPLANS = np.array([2, 4])
+AUTO_REPLANS = (2, 4)
 #: Recent rounds whose median time a new plan must beat.
 REPLAN_WINDOW = 5
 
@@ -299,7 +299,7 @@ class Epochs:
             return True
         if cfg.replan_every:
             return (round_ - first) % cfg.replan_every == 0
-        return first > 0 and round_ in (AUTO_REPLANS * first)
+        return first > 0 and any(round_ == m * first for m in AUTO_REPLANS)
 
     def replan(
         self, problem: Problem, layout: Layout, round_: int
