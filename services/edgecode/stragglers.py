@@ -48,6 +48,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
@@ -330,7 +331,16 @@ class ShiftedExponentialRuntime:
     rate: float
 
     def sample(self, load_fraction: float, rng: np.random.Generator) -> float:
-        return float(sample_shifted_exponential(self.shift, self.rate, load_fraction, rng))
+        """One draw, the same as :func:`sample_shifted_exponential` gives for scalars (same
+        checks, same stream, same value); in plain floats, as a worker draws one every round."""
+        fraction, shift, rate = float(load_fraction), float(self.shift), float(self.rate)
+        if not (math.isfinite(shift) and shift >= 0):
+            raise ValueError(f"shift must be finite and >= 0, got {self.shift!r}")
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate must be finite and > 0, got {self.rate!r}")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"load_fraction must be in [0, 1], got {load_fraction!r}")
+        return fraction * (shift + float(rng.exponential(1.0)) / rate)
 
     def advance(self, rng: np.random.Generator) -> None:
         """Rounds are independent: nothing to move."""

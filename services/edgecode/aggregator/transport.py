@@ -42,7 +42,7 @@ class GrpcWorkerClient:
         self, names: Sequence[str], addresses: Sequence[str], tls: Tls | None = None
     ) -> None:
         self._names = list(names)
-        self._channels = [make_channel(a, tls) for a in addresses]
+        self._channels = [make_channel(a, tls, warm=True) for a in addresses]
         # The gradient fast path: responses are parsed by wire without copying the tensor.
         self._calls = [
             channel.unary_unary(

@@ -92,12 +92,13 @@ class GrpcTransport:
         stub = self._edge_stubs.get(address)
         if stub is None:
             stub = self._edge_stubs[address] = aggregator_pb2_grpc.AggregatorStub(
-                self.channel(address)
+                self.channel(address, warm=True)
             )
         return stub
 
-    def channel(self, address: str) -> grpc.Channel:
-        """The cached channel to ``address``."""
+    def channel(self, address: str, warm: bool = False) -> grpc.Channel:
+        """The cached channel to ``address`` (``warm``: made warm, see
+        :func:`~edgecode.runtime.server.keep_warm`, when this call makes it)."""
         with self._lock:
             channel = self._channels.get(address)
         if channel is not None:
@@ -110,7 +111,7 @@ class GrpcTransport:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = make_channel(address, self._tls)
+                channel = self._channels[address] = make_channel(address, self._tls, warm)
             return channel
 
     def place(

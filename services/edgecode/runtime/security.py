@@ -119,10 +119,12 @@ def caller(context: grpc.ServicerContext) -> Identity | None:
 
 
 def _guard(behaviour: Callable[..., Any], check: Callable[[Any], None]) -> Callable[..., Any]:
+    # Extra arguments pass through: a non-blocking handler (the health service's Watch) is
+    # called with the server's send-response callback as a third argument.
     @functools.wraps(behaviour)
-    def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+    def guarded(request: Any, context: grpc.ServicerContext, *args: Any, **kwargs: Any) -> Any:
         check(context)
-        return behaviour(request, context)
+        return behaviour(request, context, *args, **kwargs)
 
     return guarded
 
