@@ -47,9 +47,17 @@ def slot_tails(
     w = np.moveaxis(weight, 2, 0)[..., None]
     part = np.exp(minus)
     part *= w
-    q = part.sum(axis=3)
+    q = _components_sum(part)
     np.expm1(minus, out=part)
     part *= w
-    p = part.sum(axis=3)  # sum_c w_c (-expm1) = -(sum_c w_c expm1): negation is exact
+    p = _components_sum(part)  # sum_c w_c (-expm1) = -(sum_c w_c expm1): negation is exact
     np.negative(p, out=p)
     return q, p
+
+
+def _components_sum(part: FloatArray) -> FloatArray:
+    """``part.sum(axis=3)`` (the same bits): with two components one addition of the two
+    slices, several times faster than numpy's reduction over a short middle axis."""
+    if part.shape[3] == 2:
+        return np.asarray(part[:, :, :, 0] + part[:, :, :, 1])
+    return np.asarray(part.sum(axis=3))
