@@ -405,3 +405,16 @@ def test_never_slower_than_the_papers_uniform_plans_on_bernoulli_clusters(
     assert plan.expected_round_seconds is not None and uniform.expected_round_seconds is not None
     assert plan.expected_round_seconds <= uniform.expected_round_seconds * (1 + 1e-9)
     assert plan.expected_round_seconds == pytest.approx(expected_round_time(spec, plan), rel=1e-6)
+
+
+def test_hard_path_tries_the_runner_up_structures_of_a_level() -> None:
+    """Bimodal (Markov) 4 x 3 cluster of ``python -m edgecode.bench.planner --hard``: its best
+    plan comes from the second or third structure of the median level's search, which the
+    other levels' leaders used to crowd out of the K grid and refinement (``TOP_STRUCTURES =
+    3`` gave E[T] = 0.107696 s); with ``TOP_STRUCTURES_BIMODAL = 6`` the planner finds 0.101027 s."""
+    from edgecode.bench.planner import _cluster
+
+    plan = optimize(_cluster(0, 4, 3, "markov"))
+    value = plan.expected_round_seconds
+    assert value is not None and np.isfinite(value)
+    assert value <= 0.101027 * (1 + 1e-5), value

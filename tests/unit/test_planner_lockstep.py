@@ -240,3 +240,25 @@ def test_candidates_with_equal_fractions_are_integrated_once() -> None:
     assert by_id.keys() == want.keys()
     errs = np.array([abs(by_id[k] / want[k] - 1) for k in want])
     assert np.all(np.isfinite(errs)) and np.all(errs <= 1e-13), errs
+
+
+@pytest.mark.parametrize(("kind", "seed"), [("bernoulli", 0), ("fixed", 1), ("edges", 3)])
+def test_lockstep_search_from_fewer_seeds_equals_those_descents_alone(kind: str, seed: int) -> None:
+    """``search_many(..., seeds=[None, 1, 1])`` (what ``optimize`` asks on the hard path): the
+    first level as ``search`` alone; the others the ranked ends of the complete-neighbourhood
+    descent from their best seed only (on a fresh evaluator; the seed ranked with them as
+    ``search`` ranks its seeds)."""
+    cluster, K = _cluster(kind, seed)
+    limits = [None, 1, 1]
+    shared: dict[float, np.ndarray] = {}
+    together = [Evaluator(cluster, K, at, quantiles=shared) for at in LEVELS]
+    got = _search.search_many(together, seeds=limits)
+    _same(got[0], _search.search(Evaluator(cluster, K, LEVELS[0])))  # type: ignore[arg-type]
+    for at, limit, results in zip(LEVELS[1:], limits[1:], got[1:], strict=True):
+        ev = Evaluator(cluster, K, at)
+        seeds = _search._seeds([ev], True)[0]
+        assert limit is not None and len(seeds) > limit, "the test needs seeds to drop"
+        ends = [_search._local_search(ev, s, True, 20) for s in seeds[:limit]]
+        want = _search._ranked(ends, seeds[:limit], 3)
+        assert results, f"level {at}: nothing found"
+        _same(results, want)  # type: ignore[arg-type]

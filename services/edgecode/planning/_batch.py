@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edgecode.planning import _rule
+from edgecode.planning._tails import slot_tails
 from edgecode.planning.timing import _count_tail, _quick_expected_time
 
 FloatArray = NDArray[np.float64]
@@ -324,18 +325,7 @@ def _survival(
     T = nodes.shape[1]
     # Worker slots first (m, B, n, C, T): the order of the count recursion, no transposes.
     x = nodes[:, None, :] - cluster.edge_link[None, :, None]  # (B, n, T)
-    minus = np.maximum(x[None, :, :, None, :] - np.moveaxis(offsets, 2, 0)[..., None], 0.0)
-    minus *= -np.moveaxis(rates, 2, 0)[..., None]  # -delay
-    # Unselected slots need no values: _count_tail masks them (0 arrived, 1 not), and an
-    # unselected edge's tails are overwritten below.
-    if offsets.shape[-1] == 1:
-        # one component of weight 1: no mixture products and sums
-        q = np.exp(minus[..., 0, :])
-        p = -np.expm1(minus[..., 0, :])
-    else:
-        w = np.moveaxis(weight, 2, 0)[..., None]
-        q = np.sum(w * np.exp(minus), axis=3)
-        p = np.sum(w * -np.expm1(minus), axis=3)
+    q, p = slot_tails(x, offsets, rates, weight)
     slot_mask = wmask.copy()
     slot_mask[..., 0] |= ~emask  # an unselected edge: one dummy slot that never arrives
     ge, lt = _count_tail(

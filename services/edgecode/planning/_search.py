@@ -440,15 +440,23 @@ def search(ev: Evaluator, keep: int = 3, small: int = SMALL_CLUSTER) -> list[Res
     return _ranked([_local_search(ev, seed, full, rounds) for seed in chosen], seeds, keep)
 
 
-def search_many(evs: Sequence[Evaluator], keep: int = 3, parallel: int = 1) -> list[list[Result]]:
+def search_many(
+    evs: Sequence[Evaluator],
+    keep: int = 3,
+    parallel: int = 1,
+    seeds: Sequence[int | None] | None = None,
+) -> list[list[Result]]:
     """``[search(ev, keep) for ev in evs]`` for evaluators of one cluster small enough for the
-    complete neighbourhood, run in lockstep: the seeds of all of them are evaluated together,
+    complete neighbourhood, run in lockstep (``seeds``: per evaluator, descend from only that
+    many of its best seeds, None: all): the seeds of all of them are evaluated together,
     then each round of the descents (up to ``parallel`` at a time per evaluator, in seed
     order, so that later descents of an evaluator can join earlier paths) asks one
     :func:`~edgecode.planning._evaluate.best_many` question for all of them.
     The same results as one search after the other (up to a batch's last bits)."""
-    seeds = _seeds(evs, True)
-    queued = [list(enumerate(s)) for s in seeds]
+    starts = _seeds(evs, True)
+    if seeds is not None:
+        starts = [s if n is None else s[:n] for s, n in zip(starts, seeds, strict=True)]
+    queued = [list(enumerate(s)) for s in starts]
     ends: list[dict[int, Result]] = [{} for _ in evs]
     running: list[tuple[int, int, Generator[Result, Result | None, Result], Result]] = []
 
@@ -483,5 +491,5 @@ def search_many(evs: Sequence[Evaluator], keep: int = 3, parallel: int = 1) -> l
         for e in range(len(evs)):
             start(e)
     return [
-        _ranked([end[j] for j in sorted(end)], s, keep) for end, s in zip(ends, seeds, strict=True)
+        _ranked([end[j] for j in sorted(end)], s, keep) for end, s in zip(ends, starts, strict=True)
     ]

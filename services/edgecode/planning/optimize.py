@@ -59,8 +59,11 @@ Pipeline
 2. Structures: the search above at K (or ``K_max``) and the quantile ``level`` (0.5, the
    median); for bimodal runtimes (Bernoulli / Markov workers) or coarse loads (fewer than
    :data:`COARSE_PARTITIONS_PER_WORKER` partitions per worker) also at :data:`CANDIDATE_LEVELS`,
-   whose rule loads then lead elsewhere (up to :data:`CANDIDATE_LEVEL_WORKERS` workers).
-3. Rule loads of the best structure of each level's search and the :data:`TOP_STRUCTURES` best
+   whose rule loads then lead elsewhere (up to :data:`CANDIDATE_LEVEL_WORKERS` workers); for
+   bimodal clusters up to 16 workers the searches at those levels descend from their
+   :data:`EXTRA_LEVEL_SEEDS` best seeds only.
+3. Rule loads of the best structure of each level's search and the :data:`TOP_STRUCTURES`
+   (:data:`TOP_STRUCTURES_BIMODAL` for bimodal clusters up to 16 workers) best
    overall, at every level (bimodal or coarse clusters; otherwise the other levels for the
    best structure only) and, when K is free (up to :data:`K_CHOICE_WORKERS` workers), at K
    candidates (multiples of N and of 12, 24, 60, 120: every one for bimodal or coarse
@@ -152,8 +155,15 @@ UNIFORM_WAVE = 3
 K_CHOICE_WORKERS = 64
 #: With fewer partitions than this per worker, the structure search runs at every level.
 COARSE_PARTITIONS_PER_WORKER = 4
-#: The rule loads of this many of the best structures are tried at every level and K.
+#: The rule loads of this many of the best structures are tried at every level and K ...
 TOP_STRUCTURES = 3
+#: ... and of this many for bimodal runtimes (Bernoulli / Markov workers) up to
+#: ``SMALL_CLUSTER`` workers: the winners there are often the second or third structure of one
+#: level's search, which the other levels' leaders crowd out of the first three.
+TOP_STRUCTURES_BIMODAL = 6
+#: For those clusters the searches at the extra levels (:data:`CANDIDATE_LEVELS`) descend from
+#: this many of their best seeds only (the first level from every seed).
+EXTRA_LEVEL_SEEDS = 1
 #: Complete-neighbourhood descents of one level run side by side in the lockstep search
 #: (:func:`edgecode.planning._search.search_many`).
 SEARCH_PARALLEL = 1
@@ -373,11 +383,12 @@ class _Candidate:
 
 
 def _search_structures(
-    cluster: _rule.Cluster, K: int, levels: list[float], small: int
+    cluster: _rule.Cluster, K: int, levels: list[float], small: int, extra_seeds: int | None
 ) -> tuple[list[Result], int]:
     """The structures to try further: the best of the rule search at each level, then the
     others it kept, best first (one entry per structure); and the number of evaluations.
-    Clusters of up to ``small`` workers get the complete neighbourhood."""
+    Clusters of up to ``small`` workers get the complete neighbourhood (the levels after the
+    first from their ``extra_seeds`` best seeds; None: from all)."""
     leaders: list[Result] = []
     found: dict[bytes, Result] = {}
     size = int(cluster.mask.sum())
@@ -386,7 +397,8 @@ def _search_structures(
     evs = [Evaluator(cluster, K, at, quantiles=quantiles) for at in levels]
     if size <= small:
         # the levels' complete-neighbourhood searches in lockstep: one batch per step
-        searched = _search.search_many(evs, parallel=SEARCH_PARALLEL)
+        seeds = [None] + [extra_seeds] * (len(evs) - 1)
+        searched = _search.search_many(evs, parallel=SEARCH_PARALLEL, seeds=seeds)
     else:
         for ev in evs:
             ev.budget = max(80, min(400, 150_000 // size))
@@ -485,18 +497,23 @@ def _rule_plans(
     # The structure search itself runs at every level where the rule's loads are poor guides:
     # bimodal runtimes, or few partitions per worker (coarse integer loads).
     hard = cluster.mixed or K0 < COARSE_PARTITIONS_PER_WORKER * N
+    # bimodal small clusters: fewer descents at the extra levels, more structures into the
+    # grid and refinement (never a worse plan on 192 clusters, 18 faster: docs/notes/planner.md)
+    bimodal = cluster.mixed and N <= SMALL_CLUSTER
     found, evaluations = _search_structures(
         cluster,
         K0,
         [level, *others] if hard else [level],
         SMALL_CLUSTER if hard else SMALL_EASY_CLUSTER,
+        EXTRA_LEVEL_SEEDS if bimodal else None,
     )
     if not found:
         raise Infeasible(
             f"no structure is feasible with K = {K0} partitions (every selected worker "
             "needs at least one); raise partitions (or the data's rows)"
         )
-    top = [r.structure for r in found[: max(TOP_STRUCTURES, 1 + len(others) if hard else 0)]]
+    tops = TOP_STRUCTURES_BIMODAL if bimodal else TOP_STRUCTURES
+    top = [r.structure for r in found[: max(tops, 1 + len(others) if hard else 0)]]
     free = limits.fixed is None and N <= K_CHOICE_WORKERS
     Ks = _k_candidates(cluster.spec, limits.largest) if free else [K0]
     # Where the rule is a good guide, a spread of K is enough for its loads (all K are tried

@@ -73,6 +73,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from edgecode.planning._tails import slot_tails
 from edgecode.planning.plans import check_plan
 from edgecode.planning.spec import ClusterSpec, Plan
 from edgecode.stragglers import sample_compute_times, straggle_probability
@@ -340,12 +341,17 @@ def _count_tail(
         other = np.ascontiguousarray(other.transpose(1, 0, 2))
     dist = np.zeros((C + 1, g, T))
     dist[0] = 1.0
+    # in place (the same bits as dist[1:C] = dist[1:C] * o + dist[:C-1] * c: float addition
+    # commutes exactly), saving the temporaries of the (C + 1, g, T) state
     for j in range(m_max):
         c = count[j]
         o = other[j]
-        absorbed = dist[C] + dist[C - 1] * c
+        absorbed = dist[C - 1] * c
+        absorbed += dist[C]
         if C > 1:
-            dist[1:C] = dist[1:C] * o + dist[0 : C - 1] * c
+            moved = dist[0 : C - 1] * c
+            dist[1:C] *= o
+            dist[1:C] += moved
         dist[0] *= o
         dist[C] = absorbed
     if bool((cap == C).all()):
@@ -370,21 +376,11 @@ def _arrival_probabilities(model: _GroupModel, t: FloatArray) -> tuple[FloatArra
 def _deliveries(model: _GroupModel, t: FloatArray) -> tuple[FloatArray, FloatArray]:
     """(P(group delivered by t), complement) for every group: (g, T).
 
-    The arrival probabilities of :func:`_arrival_probabilities`, laid out slots first (m, g, T)
-    for the count recursion; with one mixture component (weight 1; padding is masked by
-    :func:`_count_tail`) without the mixture products and sums (the same values)."""
+    The arrival probabilities of :func:`_arrival_probabilities` (by :func:`~edgecode.planning._tails.slot_tails`), laid
+    out slots first (m, g, T) for the count recursion."""
     x = t[None, None, :] - model.links[None, :, None]  # (1, g, T)
-    offsets = np.moveaxis(model.offsets, 1, 0)  # (m, g, C)
-    minus = np.maximum(x[:, :, None, :] - offsets[..., None], 0.0)
-    minus *= -np.moveaxis(model.rates, 1, 0)[..., None]  # -delay (m, g, C, T)
-    if model.offsets.shape[2] == 1:
-        p = -np.expm1(minus[:, :, 0])
-        q = np.exp(minus[:, :, 0])
-    else:
-        w = np.moveaxis(model.weights, 1, 0)[..., None]
-        p = np.sum(w * -np.expm1(minus), axis=2)
-        q = np.sum(w * np.exp(minus), axis=2)
-    return _count_tail(p, q, model.mask, model.need, slots_first=True)
+    q, p = slot_tails(x, model.offsets[None], model.rates[None], model.weights[None])
+    return _count_tail(p[:, 0], q[:, 0], model.mask, model.need, slots_first=True)
 
 
 def _round_tails(model: _GroupModel, t: FloatArray) -> tuple[FloatArray, FloatArray]:
