@@ -64,7 +64,7 @@ debootstrap --arch=arm64 --foreign {SUITE} minbase with python3, its second stag
 QEMU, loaded as a one-layer linux/arm64 image (skipped when the base image exists: it is the
 cache; --rebuild-base redoes it); (3) aarch64 CPython {PYTHON_VERSION} wheels of edgecode and its
 dependencies (pip download --only-binary=:all: --platform manylinux2014_aarch64 ...; needs PyPI);
-(4) docker build -f deploy/Dockerfile with {' '.join(f'{k}={v}' for k, v in BUILD_ARGS.items())}.
+(4) docker build -f deploy/Dockerfile with {" ".join(f"{k}={v}" for k, v in BUILD_ARGS.items())}.
 
 needs: root, a running dockerd, and the Debian packages docker.io debootstrap
 qemu-user-static binfmt-support (apt-get install -y --no-install-recommends ...).
@@ -101,9 +101,7 @@ def emulation_problem() -> str | None:
             f"{entry} does not exist: install qemu-user-static and binfmt-support, then "
             "`update-binfmts --enable qemu-aarch64`"
         )
-    fields = dict(
-        line.split(" ", 1) for line in entry.read_text().splitlines() if " " in line
-    )
+    fields = dict(line.split(" ", 1) for line in entry.read_text().splitlines() if " " in line)
     state = entry.read_text().splitlines()[0].strip()
     if state != "enabled":
         return f"{entry} is {state}: `update-binfmts --enable qemu-aarch64`"
@@ -267,7 +265,11 @@ def build_image(
 
 
 def build_base(
-    work: Path, tag: str = BASE_TAG, mirror: str = MIRROR, cache: Path | None = None, log: Log = print
+    work: Path,
+    tag: str = BASE_TAG,
+    mirror: str = MIRROR,
+    cache: Path | None = None,
+    log: Log = print,
 ) -> dict[str, float]:
     """The arm64 base image ``tag``; with ``cache`` (a tar from an earlier build) no debootstrap
     runs, and a fresh build is written there. Returns the seconds of each step."""
@@ -400,7 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"arm64_image: {exc}", file=sys.stderr)
         return 1
     total = sum(seconds.values())
-    print(f"[arm64] {args.tag}: {total:.0f} s in all ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())})")
+    print(
+        f"[arm64] {args.tag}: {total:.0f} s in all ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())})"
+    )
     return 0
 
 

@@ -170,6 +170,8 @@ def keep_warm(channel: grpc.Channel, min_seconds: float = WARM_MIN_SECONDS) -> N
             if time.monotonic() - opened >= min_seconds:
                 open_watch()
 
+        # grpc cancels a call whose object is garbage collected; the done callback holds it
+        # (grpc keeps the callback, with the call, for as long as the call is in flight).
         call.add_done_callback(ended)
 
     open_watch()

@@ -1,0 +1,39 @@
+"""scripts/rpc_cost.py (the numbers behind docs/notes/round-overhead.md) runs every way it
+lists against a real server subprocess, and refuses what it does not know."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "rpc_cost.py"
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("rpc_cost", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_way_prints_finite_positive_costs(capsys: pytest.CaptureFixture[str]) -> None:
+    script = _script()
+    assert script.main(["--messages", "30", "--repeats", "1"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == list(script.WAYS)
+    for row in rows:
+        wall, client, server = (float(x) for x in row.split()[1:])
+        assert all(math.isfinite(v) for v in (wall, client, server)), row
+        assert wall > 0 and client >= 0 and server >= 0, row
+
+
+def test_an_unknown_way_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _script().main(["--ways", "unary,carrier-pigeon"])
+    assert exit_.value.code == 2
+    assert "carrier-pigeon" in capsys.readouterr().err
