@@ -127,12 +127,24 @@ def serve_until_signal(
     return 0
 
 
+#: Longest wait between a warm channel's reconnection attempts to a peer that is gone.
+WARM_MAX_BACKOFF_MS = 5_000
+
+#: A warm channel's watch that ended sooner than this after it was opened is not re-opened
+#: (a peer that refuses it is not asked in a loop; the channel then works as a cold one).
+WARM_MIN_SECONDS = 5.0
+
+
 def make_channel(address: str, tls: Tls | None = None, warm: bool = False) -> grpc.Channel:
     """A channel with the same limits and keepalive as the servers: mutual TLS with ``tls``
     (the server is verified against the CA, our certificate is presented), plaintext without.
     Channels are meant to be made once per peer and reused (the handshake happens once).
     ``warm``: the channel carries calls every round (see :func:`keep_warm`)."""
     options = channel_options()
+    if warm:
+        # The held watch waits for a peer that is gone, so the channel keeps reconnecting on
+        # its backoff; capped so a node that comes back is seen within seconds (default 120 s).
+        options.append(("grpc.max_reconnect_backoff_ms", WARM_MAX_BACKOFF_MS))
     if tls is None:
         channel = grpc.insecure_channel(address, options=options)
     else:
@@ -140,11 +152,6 @@ def make_channel(address: str, tls: Tls | None = None, warm: bool = False) -> gr
     if warm:
         keep_warm(channel)
     return channel
-
-
-#: A warm channel's watch that ended sooner than this after it was opened is not re-opened
-#: (a peer that refuses it is not asked in a loop; the channel then works as a cold one).
-WARM_MIN_SECONDS = 5.0
 
 
 def keep_warm(channel: grpc.Channel, min_seconds: float = WARM_MIN_SECONDS) -> None:
