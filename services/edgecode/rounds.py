@@ -129,7 +129,13 @@ class FutureSource:
 
 
 class StreamSource:
-    """A server stream of messages, drained on ``executor``; ``cancel`` ends the call."""
+    """A server stream of messages, drained on ``executor``; ``cancel`` ends the call.
+
+    With ``expected`` (the sender's protocol fixes how many messages a call carries, e.g. an
+    edge that decodes sends one), the source ends after that many: the end is delivered at
+    once, not when the call's status arrives, and ``cancel`` leaves the call to finish on its
+    own (cancelling a call that has said everything costs both sides a reset for nothing).
+    What the call sends after them is read and dropped."""
 
     def __init__(
         self,
@@ -137,26 +143,40 @@ class StreamSource:
         messages: Iterable[Message],
         cancel: Callable[[], object],
         executor: Executor,
+        expected: int | None = None,
     ) -> None:
+        if expected is not None and expected < 1:
+            raise InvalidInput(f"expected must be None or >= 1 messages, got {expected}")
         self.name = name
         self._messages = messages
         self._cancel = cancel
         self._executor = executor
+        self._expected = expected
+        self._complete = threading.Event()
 
     def start(self, deliver: Deliver) -> None:
         def drain() -> None:
             error: BaseException | None = None
+            count = 0
             try:
                 for message in self._messages:
+                    if self._complete.is_set():
+                        continue  # past what the protocol allows: dropped
                     deliver(self.name, message, None)
+                    count += 1
+                    if count == self._expected:
+                        self._complete.set()
+                        deliver(self.name, None, None)
             except BaseException as exc:  # a failed or cancelled stream ends its contribution
                 error = exc
-            deliver(self.name, None, error)
+            if not self._complete.is_set():
+                deliver(self.name, None, error)
 
         self._executor.submit(drain)
 
     def cancel(self) -> None:
-        self._cancel()
+        if not self._complete.is_set():
+            self._cancel()
 
 
 class Ready:

@@ -192,6 +192,12 @@ def test_coded_schemes_follow_the_full_gradient_trajectory_at_every_round(
     assert [r.stragglers for r in status.history] == [expected_stragglers] * config.rounds
     assert job.placements == 1
     assert_dropped(harness, job.job_id, all_nodes(harness.topology), {"e0", "e1", "e2"})
+    # Decoding edges answer a round with one message (their calls end with it, uncancelled);
+    # forwarding edges with as many as arrive.
+    assert job.layout is not None
+    decoding = {a.edge.name for a in job.layout.assignments() if a.mode == "decode"}
+    assert decoding == ({"e0", "e1", "e2"} if scheme != "flat" else set())
+    assert job.layout.edge_messages() == dict.fromkeys(decoding, 1)
 
 
 def test_ignore_stragglers_does_not_follow_the_trajectory(harness: Harness) -> None:

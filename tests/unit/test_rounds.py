@@ -509,6 +509,76 @@ def test_stream_sources_deliver_many_messages_and_are_cancelled_when_done() -> N
     assert outcome.stragglers == ()
 
 
+def test_a_stream_that_said_what_its_protocol_allows_is_done_and_not_cancelled() -> None:
+    """A DECODE-mode edge sends one message; with ``expected=1`` its source ends with that
+    message, not when the call's status comes, and closing the round leaves the call alone
+    (cancelling it reset the stream on both sides every round). A source still short of its
+    messages is cancelled as before; anything past the expected count is dropped."""
+    code = cyclic_repetition(4, 1)
+    partials = np.random.default_rng(5).standard_normal((4, LENGTH))
+    coded = code.B @ partials
+    release = threading.Event()
+    cancels: list[str] = []
+
+    def stream(indices: Sequence[int]):  # type: ignore[no-untyped-def]
+        for i in indices:
+            yield message(i, coded[i])
+        release.wait(timeout=30)  # the call's status is slow to come
+        yield message(indices[0], np.full(LENGTH, np.nan))  # past the protocol: dropped
+
+    def cancel(name: str) -> Callable[[], None]:
+        return functools.partial(cancels.append, name)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        collector = Round(names(4), (LENGTH,), 30.0)
+        collector.add(StreamSource("e0", stream([0]), cancel("e0"), pool, expected=1))
+        collector.add(StreamSource("e1", stream([1]), cancel("e1"), pool, expected=1))
+        collector.add(StreamSource("e2", stream([2]), cancel("e2"), pool, expected=2))
+        outcome = collector.decide(ExactRule(4, code.decode_vector, needed=3))
+        assert cancels == ["e2"]  # short of its second message: cut off
+        release.set()
+    assert_close([relative(outcome.decoded.value, partials.sum(0))])
+    assert outcome.stragglers == () and collector.failed == {}
+
+
+def test_a_stream_source_delivers_its_expected_messages_then_its_end_then_nothing() -> None:
+    first, extra = message(0, np.ones(LENGTH)), message(0, np.full(LENGTH, np.nan))
+    delivered: list[tuple[str, Message | None, BaseException | None]] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        source = StreamSource("e0", iter([first, extra]), lambda: None, pool, expected=1)
+        source.start(lambda *args: delivered.append(args))
+    assert delivered == [("e0", first, None), ("e0", None, None)]
+    short: list[tuple[str, Message | None, BaseException | None]] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        source = StreamSource("e1", iter([first]), lambda: None, pool, expected=2)
+        source.start(lambda *args: short.append(args))
+    assert short == [("e1", first, None), ("e1", None, None)]  # ended early: its end, once
+    with ThreadPoolExecutor(max_workers=1) as pool, pytest.raises(InvalidInput, match=">= 1"):
+        StreamSource("e0", iter([]), lambda: None, pool, 0)
+
+
+@pytest.mark.parametrize(("expected", "cancelled"), [(1, []), (2, ["e0"]), (None, ["e0"])])
+def test_cancel_leaves_a_stream_that_said_everything_alone(
+    expected: int | None, cancelled: list[str]
+) -> None:
+    """The call is still open (its status has not come) when the round is closed."""
+    status = threading.Event()
+    said = threading.Event()
+    cancels: list[str] = []
+
+    def stream():  # type: ignore[no-untyped-def]
+        yield message(0, np.ones(LENGTH))
+        status.wait(timeout=30)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        source = StreamSource("e0", stream(), lambda: cancels.append("e0"), pool, expected)
+        source.start(lambda name, m, error: m is not None and said.set())
+        assert said.wait(timeout=30)
+        source.cancel()
+        status.set()
+    assert cancels == cancelled
+
+
 def test_a_stream_that_fails_midway_keeps_what_it_delivered() -> None:
     def stream():  # type: ignore[no-untyped-def]
         yield message(0, np.ones(LENGTH))

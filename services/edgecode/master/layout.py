@@ -215,6 +215,12 @@ class Layout:
         return out
 
     @_memoized
+    def edge_messages(self) -> dict[str, int]:
+        """Edge name -> the messages its round call carries, where the protocol fixes it: a
+        DECODE-mode edge answers with exactly one (its decoded vector)."""
+        return {a.edge.name: 1 for a in self.assignments() if a.mode == DECODE}
+
+    @_memoized
     def assignments(self) -> list[EdgeAssignment]:
         """What every taking-part edge is told: its taking-part workers (those that hold data)
         and, in DECODE mode, their code rows and the edge's targets."""

@@ -219,12 +219,15 @@ class Trainer:
         collector = Round(
             layout.senders(), layout.message_shape(params.size), deadline, self._clock, observer
         )
+        expected = layout.edge_messages()
         for edge in layout.participating_edges():
             stream = self._transport.run_round(
                 edge, self.job.job_id, round_, params, layout.epoch, deadline
             )
             self._metrics.sent(params.nbytes)
-            collector.add(StreamSource(edge.name, stream, stream.cancel, self._pool))
+            collector.add(
+                StreamSource(edge.name, stream, stream.cancel, self._pool, expected.get(edge.name))
+            )
         sent = self._clock()
         outcome = collector.decide(layout.rule(round_, params.size), slack=layout.verify_slack)
         self._phases.update(send=sent - started, wait=self._clock() - sent)
