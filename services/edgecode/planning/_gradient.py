@@ -141,17 +141,19 @@ def _expected_time_and_gradient(
     rtol: float = 1e-8,
     max_breaks: int | None = None,
     quick: bool = False,
+    rule: tuple[float, FloatArray, FloatArray] | None = None,
 ) -> tuple[float, FloatArray]:
     """E[T] and dE[T]/df_w (g, m) (zero on padding), on the adaptive rule of E[T].
 
     ``fractions, rates, links, slow`` are the (g, m) worker arrays the model was built from;
-    ``quick`` uses the fixed rule of :func:`_fixed_rule` instead of the adaptive one.
+    ``quick`` uses the fixed rule of :func:`_fixed_rule` instead of the adaptive one (or
+    ``rule``, that rule's ``(t_lo, nodes, weights)`` when already computed).
     """
     g, m, C = model.offsets.shape
     step = max(64, _CHUNK_ELEMENTS // max(1, 4 * g * m * C))
     gradient = np.zeros(model.mask.shape)
     if quick:
-        t_lo, nodes, weights = _fixed_rule(model, max_breaks or 64)
+        t_lo, nodes, weights = _fixed_rule(model, max_breaks or 64) if rule is None else rule
         integral = 0.0
         for start in range(0, nodes.size, step):
             part = slice(start, start + step)

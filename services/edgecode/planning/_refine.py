@@ -28,7 +28,11 @@ from edgecode.planning._evaluate import (
     Structure,
 )
 from edgecode.planning._gradient import _expected_time_and_gradient
+from edgecode.planning._tails import slot_tails
 from edgecode.planning.timing import (
+    _GL_NODES,
+    _GL_WEIGHTS,
+    _count_tail,
     _expected_time,
     _GroupModel,
     _model_from_arrays,
@@ -99,6 +103,11 @@ def _round_counts(
 
 #: Descent stops after two steps in a row that each gain less than this (relative).
 SETTLED = 1e-5
+#: Trial steps of a line search (each 0.35 times the previous), evaluated in batches ending at
+#: these trials: all six in one batch costs about what the first one alone does on 6-8 workers
+#: (the first is accepted in ~40 % of the steps, the second in ~45 %; docs/notes/planner.md).
+LINE_STEPS = 6
+LINE_BATCHES = (6,)
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,76 @@ class Continuous:
     g: FloatArray
     u: FloatArray
     value: float
+
+
+def _fixed_rules(
+    batch: _GroupModel, weights: FloatArray, max_breaks: int
+) -> tuple[FloatArray, FloatArray, FloatArray, IntArray] | None:
+    """:func:`edgecode.planning.timing._fixed_rule` of B models at once, the same bits:
+    ``(t_lo (B,), nodes (B, T), weights (B, T), nodes per model (B,))``, each row padded with
+    its last boundary (zero-width panels); None when some model has more than ``max_breaks``
+    kinks inside its range (thinned one model at a time).
+
+    ``batch`` has offsets and rates (B, n, m, C) over one structure; ``weights`` its mixture
+    weights broadcast to that shape. The rule's panel boundaries are the distinct values of
+    ``t_lo``, the kinks in ``(t_lo, t_hi)``, seven geometric tail splits and ``t_hi``; here they
+    are sorted per row with the excluded kinks at infinity and compacted."""
+    B = batch.offsets.shape[0]
+    n = batch.mask.shape[0]
+    present = weights[0] > 0
+    master = batch.offsets + batch.links[:, None, None]  # (B, n, m, C)
+    earliest = np.where(present, master, np.inf).min(axis=3)
+    earliest = np.where(batch.mask, earliest, np.inf)
+    group_lo = np.sort(earliest, axis=2)[:, np.arange(n), batch.need - 1]  # (B, n)
+    t_lo = np.sort(group_lo, axis=1)[:, batch.top_need - 1]
+    fastest = np.where(present, batch.rates, 0.0).max(axis=3)[:, batch.mask].sum(axis=1)
+    mean_lo = np.maximum(t_lo, earliest.reshape(B, -1).min(axis=1) + 1.0 / fastest)
+    breaks = master[:, present]  # (B, count)
+    rates = batch.rates[:, present]
+    count = breaks.shape[1]
+    atol = 1e-8 * mean_lo
+    room = np.log(np.maximum(4.0 * count * weights[0][present] / (rates * atol[:, None]), 1.0))
+    t_hi = np.maximum((breaks + room / rates).max(axis=1), t_lo)
+    inside = (breaks > t_lo[:, None]) & (breaks < t_hi[:, None])
+    kinks = np.where(inside, breaks, np.inf)
+    kinks.sort(axis=1)
+    if _distinct(kinks).sum(axis=1).max() > max_breaks:
+        return None
+    last = np.maximum(t_lo, np.where(inside, breaks, -np.inf).max(axis=1))
+    splits = np.exp2(-2.0 * np.arange(7, 0, -1, dtype=np.float64))
+    tail = last[:, None] + (t_hi - last)[:, None] * splits
+    values = np.concatenate([t_lo[:, None], kinks, tail, t_hi[:, None]], axis=1)
+    values.sort(axis=1)
+    keep = _distinct(values)
+    sizes = keep.sum(axis=1)
+    packed = np.take_along_axis(values, np.argsort(~keep, axis=1, kind="stable"), axis=1)
+    width = int(sizes.max())
+    packed = packed[:, :width]
+    column = np.arange(width)[None, :]
+    bounds = np.where(column < sizes[:, None], packed, packed[np.arange(B), sizes - 1][:, None])
+    half = 0.5 * np.diff(bounds, axis=1)
+    middle = 0.5 * (bounds[:, 1:] + bounds[:, :-1])
+    nodes = (middle[..., None] + half[..., None] * _GL_NODES).reshape(B, -1)
+    quadrature = (half[..., None] * _GL_WEIGHTS).reshape(B, -1)
+    return t_lo, nodes, quadrature, (sizes - 1) * _GL_NODES.size
+
+
+def _distinct(rows: FloatArray) -> BoolArray:
+    """The first of each run of equal finite values in rows sorted ascending (what
+    ``np.unique`` keeps)."""
+    keep = np.isfinite(rows)
+    keep[:, 1:] &= rows[:, 1:] != rows[:, :-1]
+    return keep
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """A trial load's ``E[T]`` and, when evaluated in a batch on the fixed rule, its model and
+    rule ``(t_lo, nodes, weights)``."""
+
+    value: float
+    model: _GroupModel | None = None
+    rule: tuple[float, FloatArray, FloatArray] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +208,7 @@ class _Objective:
     def model(self, g: FloatArray, u: FloatArray) -> _GroupModel:
         cl, rows = self.cluster, self.rows
         return _model_from_arrays(
-            g[:, None] * u,
+            g[..., None] * u,
             cl.shift[rows],
             cl.rate[rows],
             cl.link[rows],
@@ -147,11 +226,61 @@ class _Objective:
             return _expected_time(model, self.rtol)
         return _quick_expected_time(model, self.max_breaks)
 
-    def value_and_gradient(self, g: FloatArray, u: FloatArray) -> tuple[float, FloatArray]:
-        """``E[T]`` and ``dE/df_w`` (selected edges x slots)."""
+    def values(self, g: FloatArray, u: FloatArray) -> list[_Trial]:
+        """:meth:`value` of B loads ``g (B, n), u (B, n, m)`` at once, the same bits (with each
+        load's model and fixed rule, for :meth:`value_and_gradient` there).
+
+        The B models (elementwise in the loads) get their fixed rules at once
+        (:func:`_fixed_rules`); their groups are stacked into one count recursion (the groups
+        are the same, so the recursion's truncation and branches are those of one model), and
+        each E[T] sums its own nodes only."""
+        batch = self.model(g, u)  # offsets, rates (B, n, m, C)
+        weights = np.broadcast_to(batch.weights, batch.offsets.shape)
+        rules = None if self.max_breaks is None else _fixed_rules(batch, weights, self.max_breaks)
+        if rules is None:
+            return [_Trial(self.value(g[b], u[b])) for b in range(g.shape[0])]
+        t_lo, t, quadrature, sizes = rules
+        B, T = t.shape
+        x = t[:, None, :] - batch.links[None, :, None]  # (B, n, T)
+        q, p = slot_tails(x, batch.offsets, batch.rates, weights)
+        n, m = batch.mask.shape
+        mask = np.broadcast_to(batch.mask, (B, n, m)).reshape(B * n, m)
+        need = np.broadcast_to(batch.need, (B, n)).reshape(B * n)
+        ge, lt = _count_tail(
+            p.reshape(m, B * n, T), q.reshape(m, B * n, T), mask, need, slots_first=True
+        )
+        _, left = _count_tail(
+            ge.reshape(B, n, T),
+            lt.reshape(B, n, T),
+            np.ones((B, n), dtype=bool),
+            np.full(B, batch.top_need),
+        )
+        return [
+            _Trial(
+                float(t_lo[b]) + float(left[b, : sizes[b]] @ quadrature[b, : sizes[b]]),
+                _GroupModel(
+                    batch.offsets[b],
+                    batch.rates[b],
+                    weights[b],
+                    batch.mask,
+                    batch.need,
+                    batch.links,
+                    batch.top_need,
+                ),
+                (float(t_lo[b]), t[b, : sizes[b]], quadrature[b, : sizes[b]]),
+            )
+            for b in range(B)
+        ]
+
+    def value_and_gradient(
+        self, g: FloatArray, u: FloatArray, trial: _Trial | None = None
+    ) -> tuple[float, FloatArray]:
+        """``E[T]`` and ``dE/df_w`` (selected edges x slots); ``trial``: the loads' model and
+        rule from :meth:`values`."""
         cl, rows = self.cluster, self.rows
+        model = self.model(g, u) if trial is None or trial.model is None else trial.model
         return _expected_time_and_gradient(
-            self.model(g, u),
+            model,
             g[:, None] * u,
             cl.rate[rows],
             cl.link[rows],
@@ -159,6 +288,7 @@ class _Objective:
             self.rtol,
             self.max_breaks,
             quick=self.max_breaks is not None,
+            rule=None if trial is None else trial.rule,
         )
 
 
@@ -193,8 +323,8 @@ def descend(
         if found is None:
             break
         g, u, step, trial = found
-        gain = 1.0 - trial / current
-        current, grad_f = objective.value_and_gradient(g, u)
+        gain = 1.0 - trial.value / current
+        current, grad_f = objective.value_and_gradient(g, u, trial)
         # Integer loads out of K are within about 1/K of these; far smaller gains are not worth
         # another gradient.
         small = small + 1 if gain < SETTLED else 0
@@ -212,9 +342,9 @@ def _line_search(
     grad_f: FloatArray,
     current: float,
     step: float,
-) -> tuple[FloatArray, FloatArray, float, float] | None:
+) -> tuple[FloatArray, FloatArray, float, _Trial] | None:
     """The first of six shrinking projected steps that lowers ``E[T]``: ``(g, u, next step,
-    E[T])``, or None."""
+    its trial)``, or None."""
     sel, rows = objective.sel, objective.rows
     s_w, s_e = st.s_w[rows], st.s_edge
     size = sel.sum(-1)
@@ -226,25 +356,31 @@ def _line_search(
     centred_g = centred_g / (np.abs(centred_g).max() + 1e-300)
     lo_cover = np.ceil(size / (s_w + 1)) / K
     lo_u = np.where(sel, 1.0 / (K * np.maximum(g, 1.0 / K))[:, None], 0.0)
-    for _ in range(6):
-        new_u = _project(
-            u - step * (s_w + 1)[:, None] / size[:, None] * centred_u,
-            (s_w + 1).astype(np.float64),
-            lo_u,
-            1.0,
-            sel,
-        )
-        new_g = _project(
-            g[None] - step * (s_e + 1) / rows.size * centred_g[None],
-            np.array([s_e + 1.0]),
-            lo_cover[None],
-            1.0,
-            np.ones((1, rows.size), dtype=bool),
-        )[0]
-        trial = objective.value(new_g, new_u)
-        if trial < current * (1 - 1e-10):
-            return new_g, new_u, min(0.5, step * 1.5), trial
-        step *= 0.35
+    steps = [step]
+    for _ in range(LINE_STEPS - 1):
+        steps.append(steps[-1] * 0.35)
+    size_b = np.array(steps)[:, None, None]
+    new_u = _project(
+        u[None] - size_b * (s_w + 1)[None, :, None] / size[None, :, None] * centred_u[None],
+        (s_w + 1).astype(np.float64),
+        lo_u,
+        1.0,
+        np.broadcast_to(sel, (LINE_STEPS, *sel.shape)),
+    )
+    new_g = _project(
+        g[None] - size_b[:, :, 0] * (s_e + 1) / rows.size * centred_g[None],
+        np.array([s_e + 1.0]),
+        lo_cover[None],
+        1.0,
+        np.ones((LINE_STEPS, rows.size), dtype=bool),
+    )
+    start = 0
+    for stop in LINE_BATCHES:
+        trials = objective.values(new_g[start:stop], new_u[start:stop])
+        for i, trial in enumerate(trials, start):
+            if trial.value < current * (1 - 1e-10):
+                return new_g[i], new_u[i], min(0.5, steps[i] * 1.5), trial
+        start = stop
     return None
 
 
