@@ -82,9 +82,17 @@ def tensor_from_proto(
     return array
 
 
+#: Up to this many values the exact check is cheaper than setting up the sum's error state.
+SMALL_FINITE_CHECK = 4096
+
+
 def _all_finite(array: np.ndarray) -> bool:
     """One pass, no temporary: a finite sum proves every value finite (NaN and inf propagate);
-    only a non-finite sum (a bad value, or an overflow of huge ones) needs the exact check."""
+    only a non-finite sum (a bad value, or an overflow of huge ones) needs the exact check.
+    Small arrays (a gradient of a few hundred values, several per round) go straight to the
+    exact check: 1.4 us instead of 3.5."""
+    if array.size <= SMALL_FINITE_CHECK:
+        return bool(np.isfinite(array).all())
     with np.errstate(
         over="ignore", invalid="ignore"
     ):  # an overflow only sends us to the exact check
