@@ -20,7 +20,7 @@ from edgecode.planning.spec import Plan
 from edgecode.records import BlockHeader, PlacementHeader, Timing
 from edgecode.rounds import Message, describe
 from edgecode.runtime.security import Tls
-from edgecode.runtime.server import make_channel
+from edgecode.runtime.server import keep_warm, make_channel
 from edgecode.v1 import (
     aggregator_pb2,
     aggregator_pb2_grpc,
@@ -85,6 +85,7 @@ class GrpcTransport:
         self._is_member = is_member
         self._channels: dict[str, grpc.Channel] = {}
         self._edge_stubs: dict[str, aggregator_pb2_grpc.AggregatorStub] = {}
+        self._warm: set[str] = set()
         self._lock = threading.Lock()
 
     def edge_stub(self, address: str) -> aggregator_pb2_grpc.AggregatorStub:
@@ -97,22 +98,30 @@ class GrpcTransport:
         return stub
 
     def channel(self, address: str, warm: bool = False) -> grpc.Channel:
-        """The cached channel to ``address`` (``warm``: made warm, see
-        :func:`~edgecode.runtime.server.keep_warm`, when this call makes it)."""
+        """The cached channel to ``address``; ``warm``: kept warm (see
+        :func:`~edgecode.runtime.server.keep_warm`), also when a call made it cold before (a
+        health check can reach an edge before its first round)."""
         with self._lock:
             channel = self._channels.get(address)
-        if channel is not None:
-            return channel
-        if self._is_member is not None and not self._is_member(address):
-            raise NotAllowed(
-                f"{address!r} is not the address of a node registered with the coordinator; "
-                "the master dials only its membership"
-            )
-        with self._lock:
-            channel = self._channels.get(address)
-            if channel is None:
-                channel = self._channels[address] = make_channel(address, self._tls, warm)
-            return channel
+        if channel is None:
+            if self._is_member is not None and not self._is_member(address):
+                raise NotAllowed(
+                    f"{address!r} is not the address of a node registered with the "
+                    "coordinator; the master dials only its membership"
+                )
+            with self._lock:
+                channel = self._channels.get(address)
+                if channel is None:
+                    channel = self._channels[address] = make_channel(address, self._tls, warm)
+                    if warm:
+                        self._warm.add(address)
+        if warm and address not in self._warm:
+            with self._lock:
+                rewarm = address not in self._warm
+                self._warm.add(address)
+            if rewarm:
+                keep_warm(channel)
+        return channel
 
     def place(
         self,
@@ -151,9 +160,7 @@ class GrpcTransport:
         if a.code_rows is not None and a.targets is not None:
             wire.tensor_to_proto(np.ascontiguousarray(a.code_rows), out=request.code)
             wire.tensor_to_proto(a.targets, out=request.targets)
-        aggregator_pb2_grpc.AggregatorStub(self.channel(a.edge.address)).ConfigureJob(
-            request, timeout=CONFIGURE_TIMEOUT
-        )
+        self.edge_stub(a.edge.address).ConfigureJob(request, timeout=CONFIGURE_TIMEOUT)
 
     def run_round(
         self, edge: Node, job_id: str, round_: int, params: np.ndarray, epoch: int, timeout: float
@@ -186,7 +193,7 @@ class GrpcTransport:
     def drop_job(self, node: Node, job_id: str, is_edge: bool) -> None:
         try:
             if is_edge:
-                aggregator_pb2_grpc.AggregatorStub(self.channel(node.address)).DropJob(
+                self.edge_stub(node.address).DropJob(
                     aggregator_pb2.DropEdgeJobRequest(job_id=job_id), timeout=HEALTH_TIMEOUT
                 )
             else:
