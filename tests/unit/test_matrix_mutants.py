@@ -1,0 +1,96 @@
+"""More contracts of the matrix codes (edgecode.codes.matrix), each found by a mutant that
+survived test_matrix_codes.py and test_matrix_contracts.py in the mutation run of
+docs/notes/mut4.md: float64 blocks without padding, the refinement step of decoding, the
+default seed and the seeded subset sample of the matrix-matrix codes. Small codes only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from edgecode.codes._linalg import subsets
+from edgecode.codes.matrix import (
+    MatVecCode,
+    _worst_condition,
+    sparse_mm_code,
+    split_columns,
+)
+
+TOLERANCE = 1e-10
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, tolerance: float = TOLERANCE) -> None:
+    errors = np.abs(got - want) / (1.0 + np.abs(want))
+    assert np.all(np.isfinite(errors)) and np.all(errors <= tolerance)
+
+
+# ------------------------------------------------------------------------------- splitting
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_integer_matrices_split_evenly_into_float64_csr_blocks(sparse: bool) -> None:
+    """No padding column to upcast them: the blocks must be float64 by themselves."""
+    dense = np.array([[1, 0, 2, 7], [0, 3, 0, -5]], dtype=np.int64)
+    matrix: Any = sp.csr_matrix(dense) if sparse else dense
+    blocks = split_columns(matrix, 2)
+    assert [type(b) for b in blocks] == [sp.csr_matrix, sp.csr_matrix]
+    assert [b.dtype for b in blocks] == [np.float64, np.float64]
+    assert blocks[0].toarray().tolist() == [[1.0, 0.0], [0.0, 3.0]]
+    assert blocks[1].toarray().tolist() == [[2.0, 7.0], [0.0, -5.0]]
+
+
+# -------------------------------------------------------------------------------- decoding
+
+
+def test_decoding_refines_the_solution_of_a_sloppy_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refinement step is there for a LAPACK that solves less accurately than backward
+    stably: with every solve off by a relative 1e-6, one step brings the blocks back to
+    ~1e-12 (x (1 + d) - d x (1 + d) = x (1 - d^2))."""
+    generator = np.array([[2.0, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    code = MatVecCode(
+        name="hand",
+        n_workers=4,
+        k=3,
+        generator=generator,
+        worst_condition=float(np.linalg.cond(generator[:3])),
+        condition_scope="exhaustive",
+        condition_subsets=4,
+        weight=3,
+        lower_bound=1,
+        support=((0, 1), (1, 2), (0, 2), (0, 1, 2)),
+        support_resilient=True,
+    )
+    blocks = np.array([[1.0, -2.0], [0.5, 4.0], [3.0, 0.25]])
+    results = {i: generator[i] @ blocks for i in (0, 1, 2)}
+    exact = np.linalg.solve
+    monkeypatch.setattr(np.linalg, "solve", lambda a, b: exact(a, b) * (1.0 + 1e-6))
+    plain = np.linalg.solve(generator[:3], np.stack([results[i] for i in (0, 1, 2)]))
+    assert not np.allclose(plain, blocks, rtol=1e-8, atol=0.0)  # the solver is sloppy indeed
+    decoded = code.decode(results)
+    assert all(block.dtype == np.float64 for block in decoded)
+    assert_close(np.stack(decoded), blocks)
+
+
+# ------------------------------------------------------------------- matrix-matrix codes
+
+
+def test_sparse_mm_code_defaults_to_seed_zero() -> None:
+    default = sparse_mm_code(8, 2, 2)
+    assert np.array_equal(default.generator, sparse_mm_code(8, 2, 2, seed=0).generator)
+    assert not np.array_equal(default.generator, sparse_mm_code(8, 2, 2, seed=1).generator)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_the_sampled_scan_of_a_product_code_can_be_redone_from_its_seed(seed: int) -> None:
+    """C(20, 6) = 38760 subsets: a sample of 2000, drawn from the seed's second stream
+    (coefficients, subsets, placements), so the reported worst condition can be checked."""
+    code = sparse_mm_code(20, 3, 2, seed=seed)
+    assert (code.verification, code.condition_subsets) == ("sampled", 2000)
+    stream = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[1])
+    sample = np.array(list(subsets(20, 6, rng=stream)), dtype=np.intp)
+    assert sample.shape == (2000, 6)
+    assert _worst_condition(code.generator, sample) == code.worst_condition
