@@ -15,6 +15,8 @@ import scipy.sparse as sp
 from edgecode.codes._linalg import subsets
 from edgecode.codes.matrix import (
     MatVecCode,
+    _greedy_starts,
+    _window,
     _worst_condition,
     sparse_mm_code,
     split_columns,
@@ -94,3 +96,19 @@ def test_the_sampled_scan_of_a_product_code_can_be_redone_from_its_seed(seed: in
     sample = np.array(list(subsets(20, 6, rng=stream)), dtype=np.intp)
     assert sample.shape == (2000, 6)
     assert _worst_condition(code.generator, sample) == code.worst_condition
+
+
+@pytest.mark.parametrize(("k_a", "k_b"), [(3, 4), (4, 3)])
+def test_the_first_placement_aims_at_s_plus_one_holders_per_cell(k_a: int, k_b: int) -> None:
+    """n = 20, K = 12, s = 8: the (2, 3) windows of the accepted code are the deterministic
+    greedy placement with target s + 1 = 9 (here a target of 7, 10 or 33 places differently),
+    and every product cell has at least s + 1 holders."""
+    code = sparse_mm_code(20, k_a, k_b)
+    assert code.weight == ((2, 3) if k_a == 3 else (3, 2)) and len(code.search_log) <= 2
+    starts = _greedy_starts(20, (k_a, k_b), code.weight, 9, None)
+    assert code.support_a == tuple(_window(a, code.weight[0], k_a) for a, _ in starts)
+    assert code.support_b == tuple(_window(b, code.weight[1], k_b) for _, b in starts)
+    holders = np.zeros((k_a, k_b), dtype=np.int64)
+    for rows, cols in zip(code.support_a, code.support_b, strict=True):
+        holders[np.ix_(rows, cols)] += 1
+    assert holders.min() >= 9
