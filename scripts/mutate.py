@@ -30,9 +30,10 @@ module and of its test files with tests/conftest.py). A resumed run refuses a mo
 source changed (the mutants would not be the same), re-stages sources and tests afresh (new
 tests are collected like any others) and seeds mutmut's result file with the earlier verdicts
 it may keep: every kill (added tests only kill more; a test weakened since is not detected),
-and the other verdicts only while the tests are byte-identical. mutmut then checks just the
-rest ("not checked" and, after a test change, the survivors). The report counts the kept and
-the new verdicts together; ``carried`` says how many were kept.
+the verdicts of accepted equivalent mutants (no test kills them), and the other verdicts
+only while the tests are byte-identical. mutmut then checks just the rest ("not checked"
+and, after a test change, the survivors). The report counts the kept and the new verdicts
+together; ``carried`` says how many were kept.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,18 +140,26 @@ def fingerprint(root: Path, source: Path, tests: list[str]) -> dict[str, str]:
     }
 
 
-def carried_results(codes: dict[str, int | None], tests_changed: bool) -> dict[str, int | None]:
+def carried_results(
+    codes: dict[str, int | None], tests_changed: bool, equivalent: Iterable[str] = ()
+) -> dict[str, int | None]:
     """The stored verdicts a resumed run keeps; None makes mutmut check that mutant again.
 
     A kill stands whatever was added to the tests; a survivor (or "no tests") stands only
-    while the tests are unchanged, since a new test may kill it."""
+    while the tests are unchanged, since a new test may kill it, or if it is an accepted
+    ``equivalent`` mutant, which no test can kill (and which the score leaves out)."""
+    accepted = set(equivalent)
     return {
-        name: code if code in KILLED or (code is not None and not tests_changed) else None
+        name: code
+        if code in KILLED or (code is not None and (not tests_changed or name in accepted))
+        else None
         for name, code in codes.items()
     }
 
 
-def previous_results(workdir: Path, module: str, tests: list[str]) -> tuple[dict[str, object], int]:
+def previous_results(
+    workdir: Path, module: str, tests: list[str], equivalent: Iterable[str] = ()
+) -> tuple[dict[str, object], int]:
     """The mutmut result file of an earlier run in ``workdir`` reduced to the verdicts that
     still hold, and how many they are; SystemExit if the module's source changed since."""
     meta = workdir / "mutants" / "src" / f"{module}.meta"
@@ -168,7 +178,8 @@ def previous_results(workdir: Path, module: str, tests: list[str]) -> tuple[dict
             f" (sha256 {before['module'][:12]}, now {now['module'][:12]}); run without --resume"
         )
     data = json.loads(meta.read_text())
-    codes = carried_results(data["exit_code_by_key"], before["tests"] != now["tests"])
+    changed = before["tests"] != now["tests"]
+    codes = carried_results(data["exit_code_by_key"], changed, equivalent)
     durations = data.get("durations_by_key", {})
     seed = {
         "exit_code_by_key": codes,
@@ -293,7 +304,9 @@ def main() -> int:
     for module in modules:
         workdir = args.workdir / Path(module).stem
         tests = tests_by_module[module]
-        seed, carried = previous_results(workdir, module, tests) if args.resume else ({}, 0)
+        seed, carried = (
+            previous_results(workdir, module, tests, equivalent) if args.resume else ({}, 0)
+        )
         stage(workdir, [module], tests, config["pytest"], args.timeout_multiplier)
         if seed:  # mutmut merges these with the mutants it generates (same function hashes)
             meta = workdir / "mutants" / "src" / f"{module}.meta"

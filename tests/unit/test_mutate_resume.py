@@ -64,6 +64,9 @@ def test_kills_always_stand_survivors_only_while_the_tests_are_unchanged(
         "no_tests": None,
         "unchecked": None,
     }
+    # an accepted equivalent mutant keeps its verdict: no test can kill it
+    kept = script.carried_results(CODES, tests_changed=True, equivalent=["survivor", "unchecked"])
+    assert kept == {**changed, "survivor": 0}
 
 
 def test_a_staged_copy_hashes_like_the_repository(script: ModuleType, tmp_path: Path) -> None:
