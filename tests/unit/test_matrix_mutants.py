@@ -112,3 +112,16 @@ def test_the_first_placement_aims_at_s_plus_one_holders_per_cell(k_a: int, k_b: 
     for rows, cols in zip(code.support_a, code.support_b, strict=True):
         holders[np.ix_(rows, cols)] += 1
     assert holders.min() >= 9
+
+
+def test_a_seed_fixes_the_code_even_when_a_random_placement_is_accepted() -> None:
+    """n = 14, K = 12: the deterministic first placement of the (2, 2) windows fails, a
+    seeded random one is accepted; the same seed must give the same code again."""
+    code = sparse_mm_code(14, 3, 4, seed=2)
+    first = _greedy_starts(14, (3, 4), (2, 2), 3, None)
+    assert code.weight == (2, 2)
+    assert code.support_a != tuple(_window(a, 2, 3) for a, _ in first)
+    again = sparse_mm_code(14, 3, 4, seed=2)
+    assert (again.support_a, again.support_b) == (code.support_a, code.support_b)
+    assert np.array_equal(again.generator, code.generator)
+    assert again.search_log == code.search_log
