@@ -16,9 +16,13 @@ from edgecode.codes._linalg import subsets
 from edgecode.codes.matrix import (
     MatVecCode,
     _greedy_starts,
+    _unit_rows,
     _window,
     _worst_condition,
+    cyclic_support,
+    dense_mds_code,
     sparse_mm_code,
+    sparse_mv_code,
     split_columns,
 )
 
@@ -75,6 +79,53 @@ def test_decoding_refines_the_solution_of_a_sloppy_solver(monkeypatch: pytest.Mo
     decoded = code.decode(results)
     assert all(block.dtype == np.float64 for block in decoded)
     assert_close(np.stack(decoded), blocks)
+
+
+# ------------------------------------------------------------------- matrix-vector codes
+
+
+def streams(seed: int) -> list[np.random.Generator]:
+    """The seed's three documented streams: coefficient draws, subset sample, placements."""
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(3)]
+
+
+def test_the_sparse_support_is_recorded_as_resilient() -> None:
+    for n, k in [(6, 4), (7, 3), (5, 5)]:
+        code = sparse_mv_code(n, k)
+        assert code.support_resilient is True and code.support == cyclic_support(n, k, code.weight)
+
+
+def test_with_every_subset_enumerated_the_draw_is_descended() -> None:
+    """C(8, 4) = 70 subsets: the one Gaussian draw is improved by the descent, so the code's
+    worst condition number is below that of the same draw taken plainly."""
+    code = sparse_mv_code(8, 4)
+    mask = np.zeros((8, 4))
+    for i, items in enumerate(code.support):
+        mask[i, list(items)] = 1.0
+    plain = _unit_rows(streams(0)[0].standard_normal((8, 4)) * mask)
+    every = np.array(list(subsets(8, 4)), dtype=np.intp)
+    assert code.condition_scope == "exhaustive" and code.condition_subsets == 70
+    assert code.worst_condition == _worst_condition(code.generator, every)
+    assert code.worst_condition < 0.9 * _worst_condition(plain, every)
+    assert np.all((code.generator != 0.0) == (mask != 0.0))  # the descent keeps the support
+
+
+@pytest.mark.parametrize("build", [sparse_mv_code, dense_mds_code])
+def test_on_a_sample_the_best_of_eight_plain_draws_is_kept(build: Any) -> None:
+    """C(24, 12) subsets: a sample of 2000 from the seed's subset stream, no descent, and the
+    best of DEFAULT_DRAWS = 8 plain draws from its coefficient stream."""
+    code = build(24, 12, seed=3)
+    coefficients, subset_stream, _ = streams(3)
+    sample = np.array(list(subsets(24, 12, rng=subset_stream)), dtype=np.intp)
+    mask = np.zeros((24, 12))
+    for i, items in enumerate(code.support):
+        mask[i, list(items)] = 1.0
+    draws = [_unit_rows(coefficients.standard_normal((24, 12)) * mask) for _ in range(8)]
+    worst = [_worst_condition(draw, sample) for draw in draws]
+    best = int(np.argmin(worst))
+    assert (code.condition_scope, code.condition_subsets) == ("sampled", 2000)
+    assert code.worst_condition == worst[best]
+    assert np.array_equal(code.generator, draws[best])
 
 
 # ------------------------------------------------------------------- matrix-matrix codes
