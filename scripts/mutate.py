@@ -23,11 +23,23 @@ accepted ones are listed with a reason each in ``[tool.edgecode.mutation.equival
 docs/notes/mutation.md). A mutant whose module's tests never run it ("no tests") counts as a
 survivor. Results go to <workdir>/report.json and a table on stdout; survivors are printed
 with their diff. Exit code 1 if a module scores below the configured ``minimum_score``.
+
+Resuming (``--resume``): a run stopped at ``--minutes`` need not start over. Staging stores a
+fingerprint beside the results (<workdir>/<module>/mutate-fingerprint.json: sha256 of the
+module and of its test files with tests/conftest.py). A resumed run refuses a module whose
+source changed (the mutants would not be the same), re-stages sources and tests afresh (new
+tests are collected like any others) and seeds mutmut's result file with the earlier verdicts
+it may keep: every kill (added tests only kill more; a test weakened since is not detected),
+the verdicts of accepted equivalent mutants (no test kills them), and the other verdicts
+only while the tests are byte-identical. mutmut then checks just the rest ("not checked"
+and, after a test change, the survivors). The report counts the kept and the new verdicts
+together; ``carried`` says how many were kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +47,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +75,7 @@ def _mutate_fresh_caches():
                     value.cache_clear()
     yield
 """
+FINGERPRINT = "mutate-fingerprint.json"
 KILLED = {1, 3, 36, -24, 24, 152, 255}  # test failure, pytest internal error, timeouts
 TIMEOUTS = {36, -24, 24, 152, 255}
 
@@ -109,6 +123,72 @@ def stage(
         "",
     ]
     (workdir / "pyproject.toml").write_text("\n".join(lines))
+    source = ROOT / "services" / modules[0]
+    (workdir / FINGERPRINT).write_text(json.dumps(fingerprint(ROOT, source, tests), indent=2))
+
+
+def fingerprint(root: Path, source: Path, tests: list[str]) -> dict[str, str]:
+    """sha256 of the module ``source`` and of its ``tests`` (paths below ``root``) together with
+    ``root``/tests/conftest.py (a staged copy's shim is left out, so both copies hash alike)."""
+    digest = hashlib.sha256()
+    for name in [*sorted(tests), "tests/conftest.py"]:
+        text = (root / name).read_text()
+        digest.update(name.encode() + b"\0" + text.removesuffix(CONFTEST_SHIM).encode() + b"\0")
+    return {
+        "module": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "tests": digest.hexdigest(),
+    }
+
+
+def carried_results(
+    codes: dict[str, int | None], tests_changed: bool, equivalent: Iterable[str] = ()
+) -> dict[str, int | None]:
+    """The stored verdicts a resumed run keeps; None makes mutmut check that mutant again.
+
+    A kill stands whatever was added to the tests; a survivor (or "no tests") stands only
+    while the tests are unchanged, since a new test may kill it, or if it is an accepted
+    ``equivalent`` mutant, which no test can kill (and which the score leaves out)."""
+    accepted = set(equivalent)
+    return {
+        name: code
+        if code in KILLED or (code is not None and (not tests_changed or name in accepted))
+        else None
+        for name, code in codes.items()
+    }
+
+
+def previous_results(
+    workdir: Path, module: str, tests: list[str], equivalent: Iterable[str] = ()
+) -> tuple[dict[str, object], int]:
+    """The mutmut result file of an earlier run in ``workdir`` reduced to the verdicts that
+    still hold, and how many they are; SystemExit if the module's source changed since."""
+    meta = workdir / "mutants" / "src" / f"{module}.meta"
+    if not meta.exists():
+        print(f"{module}: nothing stored in {workdir}, starting afresh", flush=True)
+        return {}, 0
+    stored = workdir / FINGERPRINT
+    if stored.exists():
+        before = json.loads(stored.read_text())
+    else:  # a run staged before fingerprints were stored: hash its staged copies
+        before = fingerprint(workdir, workdir / "src" / module, tests)
+    now = fingerprint(ROOT, ROOT / "services" / module, tests)
+    if before["module"] != now["module"]:
+        raise SystemExit(
+            f"{module}: cannot resume, the source changed since the results in {workdir}"
+            f" (sha256 {before['module'][:12]}, now {now['module'][:12]}); run without --resume"
+        )
+    data = json.loads(meta.read_text())
+    changed = before["tests"] != now["tests"]
+    codes = carried_results(data["exit_code_by_key"], changed, equivalent)
+    durations = data.get("durations_by_key", {})
+    seed = {
+        "exit_code_by_key": codes,
+        "hash_by_function_name": data["hash_by_function_name"],
+        "type_check_error_by_key": {},
+        "durations_by_key": {k: v for k, v in durations.items() if codes.get(k) is not None},
+        "estimated_durations_by_key": {},
+    }
+    return seed, sum(code is not None for code in codes.values())
 
 
 def run_mutmut(workdir: Path, children: int, deadline: float) -> bool:
@@ -197,6 +277,12 @@ def main() -> int:
     parser.add_argument("--children", type=int, default=1, help="parallel mutmut workers")
     parser.add_argument("--minutes", type=float, default=40.0, help="stop everything after this")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the verdicts stored in --workdir that still hold (module unchanged; kills"
+        " always, survivors while the tests are unchanged) and check only the other mutants",
+    )
+    parser.add_argument(
         "--timeout-multiplier",
         type=float,
         default=5.0,
@@ -217,17 +303,27 @@ def main() -> int:
     reports = []
     for module in modules:
         workdir = args.workdir / Path(module).stem
-        stage(workdir, [module], tests_by_module[module], config["pytest"], args.timeout_multiplier)
+        tests = tests_by_module[module]
+        seed, carried = (
+            previous_results(workdir, module, tests, equivalent) if args.resume else ({}, 0)
+        )
+        stage(workdir, [module], tests, config["pytest"], args.timeout_multiplier)
+        if seed:  # mutmut merges these with the mutants it generates (same function hashes)
+            meta = workdir / "mutants" / "src" / f"{module}.meta"
+            meta.parent.mkdir(parents=True)
+            meta.write_text(json.dumps(seed, indent=4))
         started = time.monotonic()
         finished = run_mutmut(workdir, args.children, deadline)
         report = collect(workdir, module, equivalent)
         report["minutes"] = round((time.monotonic() - started) / 60, 1)
         report["finished"] = finished
+        report["carried"] = carried
         reports.append(report)
         print(
             f"{module}: {report['killed']}/{report['mutants'] - len(report['equivalent'])} killed"
             f" ({100 * report['score']:.1f} %, {report['timeouts']} by timeout,"
             f" {len(report['equivalent'])} accepted equivalent), {report['minutes']} min"
+            + (f" ({carried} verdicts kept from the earlier run)" if args.resume else "")
             + ("" if finished else " - STOPPED at the time limit"),
             flush=True,
         )
