@@ -13,6 +13,7 @@ from edgecode.errors import InvalidInput
 from edgecode.v1 import common_pb2
 from edgecode.wire.tensors import (
     MAX_NDIM,
+    SMALL_FINITE_CHECK,
     _all_finite,
     csr_from_proto,
     csr_row_chunks,
@@ -108,6 +109,24 @@ def test_non_finite_floats_are_refused_unless_allowed(bad: float) -> None:
             tensor_from_proto(message, "w")
         allowed = tensor_from_proto(message, "w", finite=False)
         assert allowed.shape == (3,) and not np.isfinite(allowed[1])
+
+
+def test_large_arrays_take_the_one_pass_sum_and_are_checked_exactly() -> None:
+    """Past SMALL_FINITE_CHECK values the check sums first: an overflowing sum of finite
+    values, and NaN / inf anywhere, must still get the exact answer (warnings are errors
+    here, so the sum's error state is checked too)."""
+    n = SMALL_FINITE_CHECK + 1
+    huge = np.full(n, 1.5e308)
+    huge[-1] = -1.0
+    assert _all_finite(huge) and _all_finite(np.ones(n)) and _all_finite(-huge)
+    for bad in (np.nan, np.inf, -np.inf):
+        values = np.ones(n)
+        values[n // 2] = bad
+        assert not _all_finite(values), bad
+    cancelling = np.ones(n)
+    cancelling[:2] = (np.inf, -np.inf)  # the sum is NaN: the invalid operation is silenced
+    assert not _all_finite(cancelling)
+    assert np.array_equal(tensor_from_proto(tensor_to_proto(huge), "w"), huge)
 
 
 def test_huge_finite_values_whose_sum_overflows_are_accepted() -> None:

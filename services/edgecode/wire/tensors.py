@@ -96,7 +96,7 @@ def _all_finite(array: np.ndarray) -> bool:
     with np.errstate(
         over="ignore", invalid="ignore"
     ):  # an overflow only sends us to the exact check
-        total = float(np.sum(array)) if array.size else 0.0
+        total = float(np.sum(array))  # not empty: small arrays returned above
     return math.isfinite(total) or bool(np.all(np.isfinite(array)))
 
 
