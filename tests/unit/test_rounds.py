@@ -553,6 +553,19 @@ def test_a_stream_source_delivers_its_expected_messages_then_its_end_then_nothin
         source = StreamSource("e1", iter([first]), lambda: None, pool, expected=2)
         source.start(lambda *args: short.append(args))
     assert short == [("e1", first, None), ("e1", None, None)]  # ended early: its end, once
+    second = message(0, np.full(LENGTH, 2.0))
+    drained: list[bool] = []
+
+    def two_and_more():  # type: ignore[no-untyped-def]
+        yield from (first, second, extra, extra)
+        drained.append(True)  # read to its end: the call's status is taken, not left open
+
+    counted: list[tuple[str, Message | None, BaseException | None]] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        source = StreamSource("e2", two_and_more(), lambda: None, pool, expected=2)
+        source.start(lambda *args: counted.append(args))
+    assert counted == [("e2", first, None), ("e2", second, None), ("e2", None, None)]
+    assert drained == [True]
     with ThreadPoolExecutor(max_workers=1) as pool, pytest.raises(InvalidInput, match=">= 1"):
         StreamSource("e0", iter([]), lambda: None, pool, 0)
 
