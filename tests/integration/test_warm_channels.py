@@ -161,15 +161,30 @@ def test_the_masters_edge_channel_is_warm_even_when_a_health_check_made_it(
     served: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The master's channel to an edge can first be made by a health check (cold); the round
-    calls' stub then makes the same channel warm (it did not: every round started a thread)."""
+    calls' stub then gets a channel made warm (it did not: every round started a thread; then
+    the cold channel was warmed afterwards, without the warm channels' reconnect backoff).
+    From then on every call to that peer shares the warm channel; the cold one stays usable
+    until the transport closes."""
+    made: list[bool] = []
+
+    def recording(address: str, tls: object = None, warm: bool = False) -> grpc.Channel:
+        made.append(warm)
+        return make_channel(address, None, warm)
+
+    monkeypatch.setattr("edgecode.master.transport.make_channel", recording)
     transport = GrpcTransport()
     try:
         cold = transport.channel(served)
         _started_by_calls(monkeypatch, cold, 3)
         assert len(_started_by_calls(monkeypatch, cold, 3)) >= 1
         transport.edge_stub(served)
-        assert transport.channel(served, warm=True) is cold  # one channel per peer
-        _started_by_calls(monkeypatch, cold, 1)
-        assert _started_by_calls(monkeypatch, cold, 5) == []
+        warm = transport.channel(served, warm=True)
+        assert made == [False, True], made  # made warm, with the backoff cap
+        assert warm is not cold and transport.channel(served) is warm  # one channel from now
+        _started_by_calls(monkeypatch, warm, 1)
+        assert _started_by_calls(monkeypatch, warm, 5) == []
+        assert _started_by_calls(monkeypatch, cold, 1) is not None  # still open
     finally:
         transport.close()
+    with pytest.raises(ValueError):  # closed with the transport
+        _started_by_calls(monkeypatch, cold, 1)

@@ -20,7 +20,7 @@ from edgecode.planning.spec import Plan
 from edgecode.records import BlockHeader, PlacementHeader, Timing
 from edgecode.rounds import Message, describe
 from edgecode.runtime.security import Tls
-from edgecode.runtime.server import keep_warm, make_channel
+from edgecode.runtime.server import make_channel
 from edgecode.v1 import (
     aggregator_pb2,
     aggregator_pb2_grpc,
@@ -86,6 +86,7 @@ class GrpcTransport:
         self._channels: dict[str, grpc.Channel] = {}
         self._edge_stubs: dict[str, aggregator_pb2_grpc.AggregatorStub] = {}
         self._warm: set[str] = set()
+        self._retired: list[grpc.Channel] = []
         self._lock = threading.Lock()
 
     def edge_stub(self, address: str) -> aggregator_pb2_grpc.AggregatorStub:
@@ -99,29 +100,28 @@ class GrpcTransport:
 
     def channel(self, address: str, warm: bool = False) -> grpc.Channel:
         """The cached channel to ``address``; ``warm``: kept warm (see
-        :func:`~edgecode.runtime.server.keep_warm`), also when a call made it cold before (a
-        health check can reach an edge before its first round)."""
+        :func:`~edgecode.runtime.server.keep_warm`). A health check can reach an edge before its
+        first round and make its channel cold; asked for warm, that channel is replaced by a
+        warm one (made warm from the start, with the warm channels' reconnect backoff) and kept
+        open until :meth:`close`, so a call still in flight on it ends normally."""
         with self._lock:
             channel = self._channels.get(address)
-        if channel is None:
-            if self._is_member is not None and not self._is_member(address):
-                raise NotAllowed(
-                    f"{address!r} is not the address of a node registered with the "
-                    "coordinator; the master dials only its membership"
-                )
-            with self._lock:
-                channel = self._channels.get(address)
-                if channel is None:
-                    channel = self._channels[address] = make_channel(address, self._tls, warm)
-                    if warm:
-                        self._warm.add(address)
-        if warm and address not in self._warm:
-            with self._lock:
-                rewarm = address not in self._warm
-                self._warm.add(address)
-            if rewarm:
-                keep_warm(channel)
-        return channel
+            if channel is not None and (not warm or address in self._warm):
+                return channel
+        if channel is None and self._is_member is not None and not self._is_member(address):
+            raise NotAllowed(
+                f"{address!r} is not the address of a node registered with the "
+                "coordinator; the master dials only its membership"
+            )
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None or (warm and address not in self._warm):
+                if channel is not None:
+                    self._retired.append(channel)
+                channel = self._channels[address] = make_channel(address, self._tls, warm)
+                if warm:
+                    self._warm.add(address)
+            return channel
 
     def place(
         self,
@@ -219,9 +219,10 @@ class GrpcTransport:
 
     def close(self) -> None:
         with self._lock:
-            for channel in self._channels.values():
+            for channel in [*self._channels.values(), *self._retired]:
                 channel.close()
             self._channels.clear()
+            self._retired.clear()
             self._edge_stubs.clear()
 
 
