@@ -49,6 +49,7 @@ import time
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFTEST_SHIM = """
@@ -236,6 +237,22 @@ def collect(workdir: Path, module: str, equivalent: dict[str, str]) -> dict[str,
     }
 
 
+def summary(report: dict[str, Any], resumed: bool) -> str:
+    """One line per module: killed of counted, the score, and how the run ended. A module
+    the time limit reached before any of its mutants was tested is "not run", not 100 %."""
+    module, minutes = report["module"], report["minutes"]
+    if report["mutants"] == 0 and not report["finished"]:
+        return f"{module}: not run (the time limit came before its mutants), {minutes} min"
+    counted = report["mutants"] - len(report["equivalent"])
+    return (
+        f"{module}: {report['killed']}/{counted} killed ({100 * report['score']:.1f} %,"
+        f" {report['timeouts']} by timeout, {len(report['equivalent'])} accepted equivalent),"
+        f" {minutes} min"
+        + (f" ({report['carried']} verdicts kept from the earlier run)" if resumed else "")
+        + ("" if report["finished"] else " - STOPPED at the time limit")
+    )
+
+
 STATUS = {0: "survived", 5: "no tests", 33: "no tests", None: "not checked"}
 DIFFS = """
 import json, sys
@@ -319,14 +336,7 @@ def main() -> int:
         report["finished"] = finished
         report["carried"] = carried
         reports.append(report)
-        print(
-            f"{module}: {report['killed']}/{report['mutants'] - len(report['equivalent'])} killed"
-            f" ({100 * report['score']:.1f} %, {report['timeouts']} by timeout,"
-            f" {len(report['equivalent'])} accepted equivalent), {report['minutes']} min"
-            + (f" ({carried} verdicts kept from the earlier run)" if args.resume else "")
-            + ("" if finished else " - STOPPED at the time limit"),
-            flush=True,
-        )
+        print(summary(report, args.resume), flush=True)
         for name, text in report["survivors"].items():
             print(f"    {name}: {text}")
         if time.monotonic() >= deadline:

@@ -173,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ways = args.ways.split(",")
     unknown = sorted(set(ways) - set(WAYS))
-    if unknown or args.messages < 1 or args.repeats < 1:
-        parser.error(f"--ways from {','.join(WAYS)} (got {unknown}), --messages/--repeats >= 1")
+    if unknown:
+        parser.error(f"--ways: unknown {', '.join(unknown)}; choose from {','.join(WAYS)}")
+    if args.messages < 1:
+        parser.error(f"--messages must be at least 1, got {args.messages}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     print(f"{'way':8s} {'wall us':>9s} {'client CPU us':>14s} {'server CPU us':>14s}")
     for _ in range(args.repeats):
         for way in ways:

@@ -37,3 +37,20 @@ def test_an_unknown_way_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
         _script().main(["--ways", "unary,carrier-pigeon"])
     assert exit_.value.code == 2
     assert "carrier-pigeon" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--messages", "0"], "--messages must be at least 1, got 0"),
+        (["--repeats", "-1"], "--repeats must be at least 1, got -1"),
+    ],
+)
+def test_a_count_below_one_is_refused_by_name(
+    capsys: pytest.CaptureFixture[str], flags: list[str], named: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _script().main(flags)
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(named) and "--ways" not in error, error

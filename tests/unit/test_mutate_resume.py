@@ -145,3 +145,39 @@ def test_a_run_staged_before_fingerprints_hashes_its_staged_copies(
     (workdir / "src" / MODULE).write_text("x = 3\n")
     with pytest.raises(SystemExit, match="cannot resume"):
         script.previous_results(workdir, MODULE, TESTS)
+
+
+def _report(**fields: object) -> dict[str, object]:
+    report: dict[str, object] = {
+        "module": MODULE,
+        "mutants": 10,
+        "equivalent": ["x_f__mutmut_3"],
+        "killed": 8,
+        "timeouts": 1,
+        "survivors": {"x_f__mutmut_9": "[survived] ..."},
+        "score": 8 / 9,
+        "minutes": 1.5,
+        "finished": True,
+        "carried": 4,
+    }
+    return report | fields
+
+
+def test_a_module_the_time_limit_reached_first_is_not_run_not_full_marks(
+    script: ModuleType,
+) -> None:
+    """collect() scores a module without verdicts 1.0 (nothing survived); the line must not
+    print that as "0/0 killed (100.0 %)"."""
+    line = script.summary(
+        _report(mutants=0, equivalent=[], killed=0, timeouts=0, score=1.0, finished=False), False
+    )
+    assert line == f"{MODULE}: not run (the time limit came before its mutants), 1.5 min"
+
+
+def test_a_tested_module_prints_killed_of_counted(script: ModuleType) -> None:
+    assert script.summary(_report(), True) == (
+        f"{MODULE}: 8/9 killed (88.9 %, 1 by timeout, 1 accepted equivalent), 1.5 min"
+        " (4 verdicts kept from the earlier run)"
+    )
+    stopped = script.summary(_report(finished=False), False)
+    assert stopped.endswith("1.5 min - STOPPED at the time limit"), stopped
