@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from edgecode.emulation import StraggleConfig, emulate
 from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.learning.models import Model, get_model
+from edgecode.learning.stacked import StackedParts, prepare_coded
 from edgecode.records import PlacementHeader
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,35 @@ class Placement:
     #: install order (a newer placement of the same job has a larger number)
     installed: int = 0
 
+    #: the partitions stacked for the round's gradient, one per message (learning.stacked)
+    coded: tuple[StackedParts, ...] = ()
+
     @property
     def rows(self) -> int:
         return sum(int(x.shape[0]) for x in self.features)
+
+
+def _stacked(
+    model: Model,
+    header: PlacementHeader,
+    features: list[Any],
+    labels: list[np.ndarray],
+    n_params: int,
+) -> tuple[StackedParts, ...]:
+    """Each message's partitions (all of them without groups) stacked once, so a round is one
+    product per message; dense partitions become views of their stacked rows (no second
+    copy of the data)."""
+    groups = header.groups or [0] * len(header.partitions)
+    coded = []
+    for m in range(max(groups) + 1):
+        members = [i for i, g in enumerate(groups) if g == m]
+        parts = [(header.coefficients[i], features[i], labels[i]) for i in members]
+        stacked = prepare_coded(model, parts, n_params)
+        if stacked.model is not None and not sp.issparse(stacked.matrix):
+            for i, a, b in zip(members, stacked.offsets, stacked.offsets[1:], strict=False):
+                features[i] = stacked.matrix[a:b]
+        coded.append(stacked)
+    return tuple(coded)
 
 
 class PlacementBuilder:
@@ -181,6 +208,7 @@ class PlacementBuilder:
             labels=labels,
             runtime=self.worker.straggle.runtime(h.n_partitions),
             n_params=n_params,
+            coded=_stacked(self.model, h, features, labels, n_params),
         )
         self.worker._install(placement)
         return placement
@@ -420,18 +448,10 @@ class WorkerLogic:
         h = placement.header
         share = 1.0 / h.n_partitions
         cpu_start, wall_start = self._cpu_clock(), self._clock()
-        parts = list(zip(h.coefficients, placement.features, placement.labels, strict=True))
         if h.groups:  # several vectors: row m sums the partitions of message m
-            gradient = np.stack(
-                [
-                    placement.model.coded_gradient(
-                        params, [p for p, g in zip(parts, h.groups, strict=True) if g == m], share
-                    )
-                    for m in range(max(h.groups) + 1)
-                ]
-            )
+            gradient = np.stack([coded.gradient(params, share) for coded in placement.coded])
         else:
-            gradient = placement.model.coded_gradient(params, parts, reg_share=share)
+            gradient = placement.coded[0].gradient(params, share)
         cpu = self._cpu_clock() - cpu_start
         self._record_cpu(cpu, len(h.partitions) / h.n_partitions, self._clock() - wall_start)
         if self.straggle.emulates:
