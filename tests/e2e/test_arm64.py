@@ -395,7 +395,7 @@ def _partitions(plan: dict[str, Any]) -> dict[str, int]:
 @pytest.mark.xfail(
     reason=(
         "issue 18, open: measured side by side, the planner's plan beat the best uniform plan "
-        "in 6 of 8 runs with the shared-machine floor (processor sharing, docs/notes/arm64.md), "
+        "in 7 of 9 runs with the shared-machine floor (processor sharing, docs/notes/arm64.md), "
         "on machines as busy as a CI run and with a CPU-bound process beside it (load 21), but "
         "lost under load 18 and 37 where the load changed by the tens while it fitted. Not "
         "strict: a pass is no error."
