@@ -3,26 +3,15 @@ lists against a real server subprocess, and refuses what it does not know."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "rpc_cost.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rpc_cost", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_every_way_prints_finite_positive_costs(capsys: pytest.CaptureFixture[str]) -> None:
-    script = _script()
+    script = load_script("rpc_cost")
     assert script.main(["--messages", "30", "--repeats", "1"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
     assert [row.split()[0] for row in rows] == list(script.WAYS)
@@ -34,7 +23,7 @@ def test_every_way_prints_finite_positive_costs(capsys: pytest.CaptureFixture[st
 
 def test_an_unknown_way_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
-        _script().main(["--ways", "unary,carrier-pigeon"])
+        load_script("rpc_cost").main(["--ways", "unary,carrier-pigeon"])
     assert exit_.value.code == 2
     assert "carrier-pigeon" in capsys.readouterr().err
 
@@ -50,7 +39,7 @@ def test_a_count_below_one_is_refused_by_name(
     capsys: pytest.CaptureFixture[str], flags: list[str], named: str
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        _script().main(flags)
+        load_script("rpc_cost").main(flags)
     assert exit_.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.endswith(named) and "--ways" not in error, error

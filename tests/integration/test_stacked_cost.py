@@ -3,28 +3,17 @@ and prints finite, positive timings and a rounding-sized difference for every ro
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "stacked_cost.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stacked_cost", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_every_row_prints_finite_timings_and_a_rounding_difference(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert _script().main(["--repeats", "1", "--number", "5"]) == 0
+    assert load_script("stacked_cost").main(["--repeats", "1", "--number", "5"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
     assert [int(row.split()[0]) for row in rows] == [2, 4, 8]
     for row in rows:
@@ -35,7 +24,7 @@ def test_every_row_prints_finite_timings_and_a_rounding_difference(
 
 def test_a_count_below_one_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
-        _script().main(["--rows", "0"])
+        load_script("stacked_cost").main(["--rows", "0"])
     assert exit_.value.code == 2
     assert (
         capsys.readouterr()
