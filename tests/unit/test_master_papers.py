@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -167,6 +169,34 @@ def test_shuffles_move_data_between_workers_and_keep_rounds_consistent(
         assert len(epochs) == job.shuffles and min(epochs) > 1
     moved = sum(fetched for _, _, fetched in harness.transport.fetched)
     assert moved == job.shuffle_bytes
+
+
+def test_a_shuffle_in_flight_when_the_rounds_end_settles_before_the_job_does(
+    harness: Harness,
+) -> None:
+    """Fetches slower than all the remaining rounds: the job must not be seen to end (nor its
+    data be dropped) while a shuffle is still moving data, so the counters match the fetches."""
+    config = job_config(
+        "approx-shuffle", base_code="frc", s_flat=2, wait=9, rounds=6, shuffle_every=3
+    )
+    transport = harness.transport
+    fetch = transport.fetch_placement
+    drops_seen: list[int] = []
+
+    def slow_fetch(*args: Any, **kwargs: Any) -> tuple[int, float]:
+        time.sleep(0.5)
+        fetched = fetch(*args, **kwargs)
+        drops_seen.append(len(transport.dropped))
+        return fetched
+
+    transport.fetch_placement = slow_fetch  # type: ignore[method-assign]
+    job = harness.run(config)
+    assert job.state == SUCCEEDED, job.message
+    assert_exact(job.param_history, reference(config)[0])
+    assert job.shuffles == 1 and job.shuffle_bytes > 0
+    assert {epoch for _, epoch, _ in transport.fetched} == {2}
+    assert sum(fetched for _, _, fetched in transport.fetched) == job.shuffle_bytes
+    assert drops_seen and not any(drops_seen), "a worker fetched after the job's data was dropped"
 
 
 def test_aware_shuffling_brings_the_slow_nodes_data_back_into_use(harness: Harness) -> None:

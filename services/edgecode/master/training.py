@@ -70,6 +70,8 @@ class Trainer:
         self._usage_rounds = 0
         self._caught: dict[str, int] = {}
         self._quarantine_pending = False
+        #: the re-plan or shuffle running off the round path, adopted at a round boundary
+        self._pending: Future[tuple[Layout | None, float | None]] | None = None
         self._epochs = Epochs(job, transport, self._cluster, metrics, pool, clock)
         #: where the current round's time went (send, wait, decode, step)
         self._phases: dict[str, float] = {}
@@ -78,7 +80,14 @@ class Trainer:
     def run(self) -> None:
         job = self.job
         try:
-            self._train()
+            try:
+                state, message = self._train()
+            finally:
+                # Before the job is seen to end and its data is dropped: a shuffle or re-plan
+                # still moving data must finish (or never start), so the counters tell what
+                # the workers hold and no data arrives after the drop.
+                self._settle()
+            job.update(state=state, message=message)
         except JobCancelled as exc:
             job.update(state=CANCELLED, message=str(exc))
         except Exception as exc:  # a job failure must never take the master down
@@ -91,7 +100,9 @@ class Trainer:
             self._store.save_job(SavedJob(job.config, job.state, job.message))
             self._drop_everywhere()
 
-    def _train(self) -> None:
+    def _train(self) -> tuple[str, str]:
+        """The rounds; returns the job's final state and message (set once the work off the
+        round path has settled)."""
         job, cfg = self.job, self.job.config
         problem, params, optimizer, start_round = self._prepare()
         job.update(state=RUNNING, round=start_round, params=params)
@@ -103,20 +114,18 @@ class Trainer:
         job.update(layout=layout, placements=job.placements + 1)
         job.setup_seconds = self._clock() - job.started
         job.started = self._clock()  # wall time of the rounds, without the one-time setup
-        pending: Future[tuple[Layout | None, float | None]] | None = None
         for round_ in range(start_round, cfg.rounds):
             if job.cancel.is_set():
                 # Checkpoint first: whoever sees the job end must find these rounds saved.
                 self._checkpoint(optimizer, round_)
-                job.update(state=CANCELLED, message=f"cancelled after round {round_}")
-                return
-            if pending is None and epochs.replan_due(round_):
-                pending = self._pool.submit(epochs.replan, problem, layout, round_)
-            elif pending is None and epochs.shuffle_due(round_):
-                pending = self._pool.submit(epochs.shuffle, problem, layout)
-            if pending is not None and pending.done():  # swap in at a round boundary
-                adopted, predicted = pending.result()
-                pending = None
+                return CANCELLED, f"cancelled after round {round_}"
+            if self._pending is None and epochs.replan_due(round_):
+                self._pending = self._pool.submit(epochs.replan, problem, layout, round_)
+            elif self._pending is None and epochs.shuffle_due(round_):
+                self._pending = self._pool.submit(epochs.shuffle, problem, layout)
+            if self._pending is not None and self._pending.done():  # swap in between rounds
+                adopted, predicted = self._pending.result()
+                self._pending = None
                 if adopted is not None:
                     layout = adopted
                     job.update(layout=layout, placements=job.placements + 1)
@@ -151,7 +160,21 @@ class Trainer:
         accuracy = float(problem.model.accuracy(params, test.X, test.y)) if test.n_rows else np.nan
         job.update(accuracy=accuracy)
         self._checkpoint(optimizer, cfg.rounds)
-        job.update(state=SUCCEEDED, message=f"{cfg.rounds} rounds")
+        return SUCCEEDED, f"{cfg.rounds} rounds"
+
+    def _settle(self) -> None:
+        """Wait for the re-plan or shuffle in flight (each of its calls has its own timeout),
+        or cancel it if it has not started; a placement it finished still counts."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending.cancel():
+            return
+        try:
+            adopted, _ = pending.result()
+        except Exception as exc:  # the job's own outcome stands
+            log.warning("job %s: the work off the round path failed: %s", self.job.job_id, exc)
+            return
+        if adopted is not None:
+            self.job.update(placements=self.job.placements + 1)
 
     def _prepare(self) -> tuple[Problem, np.ndarray, Optimizer, int]:
         job, cfg = self.job, self.job.config
