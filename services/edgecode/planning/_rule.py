@@ -191,7 +191,7 @@ def coverages(
     cluster: Cluster, a: FloatArray, wmask: BoolArray, s_w: IntArray, s_e: IntArray
 ) -> tuple[FloatArray, FloatArray]:
     """Continuous coverages ``g`` (B, n) and the master level Theta (B,) (step 3)."""
-    emask = wmask.any(axis=-1)
+    emask: BoolArray = np.asarray(wmask.any(axis=-1))
     v = cluster.link
     start = np.where(wmask, cluster.edge_link[:, None] + v, np.inf).min(axis=(-1, -2))
     stop = np.where(wmask, cluster.edge_link[:, None] + v + a, -np.inf).max(axis=(-1, -2))
@@ -416,9 +416,8 @@ def _compacted_root(
         if settled.any():
             out[index[settled]] = hi[settled]
             go = ~settled
-            index, lo, hi, f_lo, f_hi, goal, kept = (
-                v[go] for v in (index, lo, hi, f_lo, f_hi, goal, kept)
-            )
+            index, kept = index[go], kept[go]
+            lo, hi, f_lo, f_hi, goal = lo[go], hi[go], f_lo[go], f_hi[go], goal[go]
             width, tol = width[go], tol[go]
         if index.size == 0:
             break
@@ -442,9 +441,8 @@ def _compacted_root(
         if hit.any():
             out[index[hit]] = hi[hit]
             go = ~hit
-            index, lo, hi, f_lo, f_hi, goal, kept = (
-                v[go] for v in (index, lo, hi, f_lo, f_hi, goal, kept)
-            )
+            index, kept = index[go], kept[go]
+            lo, hi, f_lo, f_hi, goal = lo[go], hi[go], f_lo[go], f_hi[go], goal[go]
     out[index] = hi
     return out.reshape(done.shape)
 
