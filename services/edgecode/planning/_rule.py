@@ -179,8 +179,8 @@ def edge_capacity(
 ) -> FloatArray:
     """``cap_i(L)``: coverage each edge serves by collector time ``level`` (B, n) (step 3)."""
     h = np.where(wmask, np.maximum(level[..., None] - v, 0.0) / a, 0.0)
-    ordered = -np.sort(-h, axis=-1)
-    tails = np.cumsum(ordered[..., ::-1], axis=-1)[..., ::-1]  # tails[j] = sum_{r >= j}
+    # tails[j] = the sum of all but the j largest (the cumulative sums of h ascending, reversed)
+    tails = np.cumsum(np.sort(h, axis=-1), axis=-1)[..., ::-1]
     j = np.arange(h.shape[-1])
     denominator = s_w[..., None] + 1 - j
     candidates = np.where(j <= s_w[..., None], tails / np.maximum(denominator, 1), np.inf)
