@@ -43,10 +43,8 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
-#: Cap on (structures x edges x slots x components x nodes) evaluated at once: it bounds memory,
-#: and chunks of this size (2.4 MB per array) stay in cache, where 3,000,000 (24 MB, page
-#: faults) made the K grid's 300 bimodal candidates ~10 % slower to integrate.
-_CHUNK_ELEMENTS = 300_000
+#: Cap on (structures x edges x slots x components x nodes) evaluated at once, to bound memory.
+_CHUNK_ELEMENTS = 3_000_000
 #: Geometric panels of the tail (as in timing._boundaries).
 _TAIL_PANELS = 7
 #: Up to this many worker slots (edges x largest edge) structures are integrated together.
