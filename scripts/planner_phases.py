@@ -3,6 +3,7 @@
     PYTHONPATH=services python scripts/planner_phases.py phases            # per-phase CPU ms
     PYTHONPATH=services python scripts/planner_phases.py plans OUT.json 100 148
     python scripts/planner_phases.py compare BASE.json NEW.json
+    PYTHONPATH=services python scripts/planner_phases.py rule               # the load rule alone
 
 ``phases``: the benchmark's hard clusters (``edgecode.bench.planner --compare DIR --hard``,
 seed 0), each planned four times (the first warms up), the run with the least CPU reported
@@ -15,6 +16,11 @@ plans, the exact timing of the finalists).
 cycling through the benchmark's six) with the importable edgecode and writes their exact
 expected round times and the CPU seconds; ``compare`` prints how many plans differ, the worst
 and mean relative change.
+
+``rule``: the load rule (:func:`edgecode.planning._rule.apply`) on the largest batch the planner
+gives it for the benchmark's Markov 4 x 4 cluster (the first search round: every level's
+complete neighbourhood), best of 20 runs; and :func:`edgecode.planning.exhaustive.exhaustive_optimum`
+(the rule on every structure) of a plain 3 x 4 cluster, best of 3.
 """
 
 from __future__ import annotations
@@ -100,11 +106,50 @@ def compare(base_path: str, new_path: str) -> None:
     )
 
 
+def rule() -> None:
+    from edgecode.bench.planner import _cluster, random_cluster
+    from edgecode.planning import _rule
+    from edgecode.planning.exhaustive import exhaustive_optimum
+    from edgecode.planning.optimize import optimize
+
+    apply = _rule.apply
+    batches: list[tuple[Any, ...]] = []
+
+    def keep(*args: Any, **kwargs: Any) -> Any:
+        batches.append((args, kwargs))
+        return apply(*args, **kwargs)
+
+    _rule.apply = keep  # type: ignore[assignment]
+    try:
+        optimize(_cluster(0, 4, 4, "markov"))
+    finally:
+        _rule.apply = apply  # type: ignore[assignment]
+    args, kwargs = max(batches, key=lambda batch: batch[0][1].shape[0])
+    best = np.inf
+    for _ in range(20):
+        memo: dict[float, Any] = {}
+        began = time.process_time()
+        apply(*args, **{**kwargs, "memo": memo})
+        best = min(best, time.process_time() - began)
+    print(f"rule on {args[1].shape[0]} structures: {1e3 * best:.2f} ms")
+    spec = random_cluster(3, 4, np.random.default_rng(1))
+    best = np.inf
+    for _ in range(3):
+        began = time.process_time()
+        plan = exhaustive_optimum(spec)
+        best = min(best, time.process_time() - began)
+    print(
+        f"exhaustive optimum, plain 3 x 4: {best:.2f} s (E[T] {plan.expected_round_seconds:.6f} s)"
+    )
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["phases"]:
         phases()
     elif argv[:1] == ["plans"] and len(argv) == 4:
         plans(argv[1], int(argv[2]), int(argv[3]))
+    elif argv[:1] == ["rule"]:
+        rule()
     elif argv[:1] == ["compare"] and len(argv) == 3:
         compare(argv[1], argv[2])
     else:
