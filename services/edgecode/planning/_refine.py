@@ -345,28 +345,6 @@ def _line_search(
 ) -> tuple[FloatArray, FloatArray, float, _Trial] | None:
     """The first of six shrinking projected steps that lowers ``E[T]``: ``(g, u, next step,
     its trial)``, or None."""
-    new_g, new_u, steps = _trial_loads(objective, st, K, g, u, grad_f, step)
-    start = 0
-    for stop in LINE_BATCHES:
-        trials = objective.values(new_g[start:stop], new_u[start:stop])
-        for i, trial in enumerate(trials, start):
-            if trial.value < current * (1 - 1e-10):
-                return new_g[i], new_u[i], min(0.5, steps[i] * 1.5), trial
-        start = stop
-    return None
-
-
-def _trial_loads(
-    objective: _Objective,
-    st: Structure,
-    K: int,
-    g: FloatArray,
-    u: FloatArray,
-    grad_f: FloatArray,
-    step: float,
-) -> tuple[FloatArray, FloatArray, list[float]]:
-    """The line search's :data:`LINE_STEPS` projected trial loads ``(g (S, n), u (S, n, m))``
-    and their step sizes (each 0.35 times the previous)."""
     sel, rows = objective.sel, objective.rows
     s_w, s_e = st.s_w[rows], st.s_edge
     size = sel.sum(-1)
@@ -396,7 +374,14 @@ def _trial_loads(
         1.0,
         np.ones((LINE_STEPS, rows.size), dtype=bool),
     )
-    return new_g, new_u, steps
+    start = 0
+    for stop in LINE_BATCHES:
+        trials = objective.values(new_g[start:stop], new_u[start:stop])
+        for i, trial in enumerate(trials, start):
+            if trial.value < current * (1 - 1e-10):
+                return new_g[i], new_u[i], min(0.5, steps[i] * 1.5), trial
+        start = stop
+    return None
 
 
 def rounded(loads: Continuous, K: int) -> tuple[IntArray, IntArray] | None:

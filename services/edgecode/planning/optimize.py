@@ -108,7 +108,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edgecode.errors import Infeasible
-from edgecode.planning import _batch, _lockstep, _refine, _rule, _search, hosts
+from edgecode.planning import _batch, _refine, _rule, _search, hosts
 from edgecode.planning._evaluate import (
     SEARCH_BREAKS,
     BoolArray,
@@ -568,9 +568,8 @@ def _refined(
             break
         starts.setdefault(x.result.structure.key(), x)
     out = []
-    begun = list(starts.values())
-    descended = _lockstep.descend_all(cluster, [(x.result, x.K) for x in begun], iterations)
-    for start, loads in zip(begun, descended, strict=True):
+    for start in starts.values():
+        loads = _refine.descend(cluster, start.result, start.K, iterations)
         counts = _refine.rounded_many(loads, Ks)
         best = _evaluate_loads(cluster, [loads.structure] * len(Ks), Ks, [None] * len(Ks), counts)
         if best and best[0].result.value < start.result.value:
