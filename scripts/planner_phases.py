@@ -119,11 +119,11 @@ def rule() -> None:
         batches.append((args, kwargs))
         return apply(*args, **kwargs)
 
-    _rule.apply = keep  # type: ignore[assignment]
+    _rule.apply = keep
     try:
         optimize(_cluster(0, 4, 4, "markov"))
     finally:
-        _rule.apply = apply  # type: ignore[assignment]
+        _rule.apply = apply
     args, kwargs = max(batches, key=lambda batch: batch[0][1].shape[0])
     best = np.inf
     for _ in range(20):
