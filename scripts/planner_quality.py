@@ -4,11 +4,15 @@
     python scripts/planner_quality.py                  # base: git ref main
     python scripts/planner_quality.py --base HEAD~3    # any ref of this repository
     python scripts/planner_quality.py --base-path /tmp/old/services
+    python scripts/planner_quality.py --mixed --hard --base-path /tmp/old/services
 
 Both versions plan the same clusters, each in its own subprocess (``PYTHONPATH`` = the base's
 exported ``services/``, then this tree's): :func:`edgecode.bench.planner.random_cluster` at
 4, 8, 16, 32, 64 and 200 workers (several shapes and seeds), and with ``--mixed`` also
-Bernoulli-straggler and fixed-K variants of the small ones (the planner's "hard" path). Each
+Bernoulli-straggler and fixed-K variants of the small ones (the planner's "hard" path), with
+``--hard`` also the 54 clusters of ``python -m edgecode.bench.planner --compare DIR --hard``
+(:func:`edgecode.bench.planner.hard_cluster`: Bernoulli, Markov and fixed-K clusters of 6-16
+workers, seeds 0-2). Each
 plan's counts are written out, rebuilt here and timed by THIS tree's exact evaluator
 (:func:`edgecode.planning.timing.expected_round_time`, rtol 1e-10); the base's own value is
 checked to agree with it. The table gives, per cluster, both expected round times, the
@@ -56,11 +60,15 @@ MIXED_SHAPES: tuple[tuple[int, int, tuple[int, ...]], ...] = (
 )
 
 
-def _clusters(mixed: bool) -> list[tuple[str, Any]]:
+#: Seeds of the ``--hard`` clusters (each kind and size of the benchmark's ``--hard`` set).
+HARD_SEEDS = (0, 1, 2)
+
+
+def _clusters(mixed: bool, hard: bool = False) -> list[tuple[str, Any]]:
     """(label, spec) of every cluster compared."""
     import numpy as np
 
-    from edgecode.bench.planner import random_cluster
+    from edgecode.bench.planner import HARD_SIZES, _cluster, random_cluster
 
     out = []
     for edges, per_edge, seeds in SHAPES:
@@ -90,16 +98,22 @@ def _clusters(mixed: bool) -> list[tuple[str, Any]]:
                 label = f"{edges}x{per_edge} bernoulli p={p} x{slow:g} seed {seed}"
                 out.append((label, spec))
                 out.append((f"{edges}x{per_edge} K=24 seed {seed}", replace(base, partitions=24)))
+    if hard:
+        for kind in ("bernoulli", "markov", "fixed"):
+            for edges, per_edge in HARD_SIZES:
+                for seed in HARD_SEEDS:
+                    label = f"hard {kind} {edges}x{per_edge} seed {seed}"
+                    out.append((label, _cluster(seed, edges, per_edge, kind)))
     return out
 
 
-def _dump(mixed: bool) -> None:
+def _dump(mixed: bool, hard: bool) -> None:
     """Child: plan every cluster with the importable edgecode; JSON lines on stdout."""
     import importlib
     import time
 
     optimize = importlib.import_module("edgecode.planning.optimize").optimize
-    for label, spec in _clusters(mixed):
+    for label, spec in _clusters(mixed, hard):
         began = time.process_time()
         plan = optimize(spec)
         cpu = time.process_time() - began
@@ -118,11 +132,10 @@ def _dump(mixed: bool) -> None:
         print(json.dumps(record), flush=True)
 
 
-def _run(services: Path, mixed: bool) -> list[dict[str, Any]]:
+def _run(services: Path, mixed: bool, hard: bool = False) -> list[dict[str, Any]]:
     env = dict(os.environ, PYTHONPATH=str(services))
-    args = [sys.executable, str(Path(__file__).resolve()), "--dump"] + (
-        ["--mixed"] if mixed else []
-    )
+    args = [sys.executable, str(Path(__file__).resolve()), "--dump"]
+    args += ["--mixed"] * mixed + ["--hard"] * hard
     done = subprocess.run(args, env=env, check=True, capture_output=True, text=True, cwd="/")
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
@@ -149,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="main", help="git ref of the base version (main)")
     parser.add_argument("--base-path", help="the base's services/ directory (instead of --base)")
     parser.add_argument("--mixed", action="store_true", help="also Bernoulli and fixed-K clusters")
+    parser.add_argument("--hard", action="store_true", help="also the benchmark's --hard clusters")
     parser.add_argument("--tolerance", type=float, default=0.005, help="allowed slow-down (0.005)")
     parser.add_argument("--dump", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dump:
-        _dump(args.mixed)
+        _dump(args.mixed, args.hard)
         return 0
     sys.path.insert(0, str(ROOT / "services"))
     with tempfile.TemporaryDirectory() as scratch:
@@ -167,20 +181,21 @@ def main(argv: list[str] | None = None) -> int:
             ).stdout
             subprocess.run(["tar", "-x", "-C", scratch], input=archive, check=True)
             base_services = Path(scratch) / "services"
-        base = _run(base_services, args.mixed)
-        new = _run(ROOT / "services", args.mixed)
-    specs = dict(_clusters(args.mixed))
+        base = _run(base_services, args.mixed, args.hard)
+        new = _run(ROOT / "services", args.mixed, args.hard)
+    specs = dict(_clusters(args.mixed, args.hard))
     print(
         "| cluster | workers | base E[T] s | new E[T] s | new / base - 1 | base CPU s | new CPU s |"
     )
     print("|---|---|---|---|---|---|---|")
-    worst, failed = -1.0, 0
+    worst, failed, diffs = -1.0, 0, []
     for old, cur in zip(base, new, strict=True):
         spec = specs[old["label"]]
         old_exact, new_exact = _exact(spec, old), _exact(spec, cur)
         assert abs(old_exact / old["expected"] - 1) < 1e-8, "evaluators disagree"
         diff = new_exact / old_exact - 1
         worst = max(worst, diff)
+        diffs.append(diff)
         failed += diff > args.tolerance
         print(
             f"| {old['label']} | {old['workers']} | {old_exact:.6f} | {new_exact:.6f} | "
@@ -188,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"\nclusters: {len(base)}; worst new / base - 1: {100 * worst:+.3f} %; "
+        f"mean {100 * sum(diffs) / len(diffs):+.4f} %; faster: {sum(d < -1e-9 for d in diffs)}; "
         f"above {100 * args.tolerance:g} %: {failed}"
     )
     return 1 if failed else 0

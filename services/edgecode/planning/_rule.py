@@ -179,8 +179,8 @@ def edge_capacity(
 ) -> FloatArray:
     """``cap_i(L)``: coverage each edge serves by collector time ``level`` (B, n) (step 3)."""
     h = np.where(wmask, np.maximum(level[..., None] - v, 0.0) / a, 0.0)
-    ordered = -np.sort(-h, axis=-1)
-    tails = np.cumsum(ordered[..., ::-1], axis=-1)[..., ::-1]  # tails[j] = sum_{r >= j}
+    # tails[j] = the sum of all but the j largest (the cumulative sums of h ascending, reversed)
+    tails = np.cumsum(np.sort(h, axis=-1), axis=-1)[..., ::-1]
     j = np.arange(h.shape[-1])
     denominator = s_w[..., None] + 1 - j
     candidates = np.where(j <= s_w[..., None], tails / np.maximum(denominator, 1), np.inf)
@@ -191,7 +191,7 @@ def coverages(
     cluster: Cluster, a: FloatArray, wmask: BoolArray, s_w: IntArray, s_e: IntArray
 ) -> tuple[FloatArray, FloatArray]:
     """Continuous coverages ``g`` (B, n) and the master level Theta (B,) (step 3)."""
-    emask = wmask.any(axis=-1)
+    emask: BoolArray = np.asarray(wmask.any(axis=-1))
     v = cluster.link
     start = np.where(wmask, cluster.edge_link[:, None] + v, np.inf).min(axis=(-1, -2))
     stop = np.where(wmask, cluster.edge_link[:, None] + v + a, -np.inf).max(axis=(-1, -2))
@@ -200,7 +200,12 @@ def coverages(
         cap = edge_capacity(a, v, wmask, s_w, theta[:, None] - cluster.edge_link)
         return np.asarray(np.where(emask, np.minimum(cap, 1.0), 0.0).sum(axis=-1))
 
-    theta = increasing_root(served, start, stop, (s_e + 1).astype(np.float64))
+    def served_at(theta: FloatArray, rows: IntArray) -> FloatArray:
+        cap = edge_capacity(a[rows], v, wmask[rows], s_w[rows], theta[:, None] - cluster.edge_link)
+        return np.asarray(np.where(emask[rows], np.minimum(cap, 1.0), 0.0).sum(axis=-1))
+
+    goal = (s_e + 1).astype(np.float64)
+    theta = increasing_root(served, start, stop, goal, at=served_at)
     cap = edge_capacity(a, v, wmask, s_w, theta[:, None] - cluster.edge_link)
     # Where served is flat at the goal (every selected edge covers all of its data or none),
     # Theta is the left end of that stretch: when the last edge to cover everything reaches 1.
@@ -228,7 +233,14 @@ def _full_coverage_levels(
     def capacity(level: FloatArray) -> FloatArray:
         return edge_capacity(a, v, wmask, s_w, level)
 
-    reach = increasing_root(capacity, lo, hi, np.where(selected, 1.0, 0.0))
+    m = a.shape[-1]
+    a_rows, w_rows = a.reshape(-1, m), wmask.reshape(-1, m)
+    v_rows, s_rows = np.broadcast_to(v, a.shape).reshape(-1, m), s_w.reshape(-1)
+
+    def capacity_at(level: FloatArray, rows: IntArray) -> FloatArray:
+        return edge_capacity(a_rows[rows], v_rows[rows], w_rows[rows], s_rows[rows], level)
+
+    reach = increasing_root(capacity, lo, hi, np.where(selected, 1.0, 0.0), at=capacity_at)
     return np.where(selected, reach, -np.inf)
 
 
@@ -289,7 +301,18 @@ def worker_loads(
         share = np.clip((theta[..., None] - v) / unit, 1.0, cap)
         return np.asarray(np.where(wmask, share, 0.0).sum(axis=-1))
 
-    theta = increasing_root(continuous, lo, hi, np.where(selected, units, 0.0))
+    shape = np.broadcast_shapes(unit.shape, wmask.shape)
+    m = shape[-1]
+    unit_rows = np.broadcast_to(unit, shape).reshape(-1, m)
+    v_rows = np.broadcast_to(v, shape).reshape(-1, m)
+    cap_rows = np.broadcast_to(cap, (*shape[:-1], 1)).reshape(-1, 1)
+    w_rows = np.broadcast_to(wmask, shape).reshape(-1, m)
+
+    def continuous_at(theta: FloatArray, rows: IntArray) -> FloatArray:
+        share = np.clip((theta[:, None] - v_rows[rows]) / unit_rows[rows], 1.0, cap_rows[rows])
+        return np.asarray(np.where(w_rows[rows], share, 0.0).sum(axis=-1))
+
+    theta = increasing_root(continuous, lo, hi, np.where(selected, units, 0.0), at=continuous_at)
     loads = np.where(wmask, np.clip(np.floor((theta[..., None] - v) / unit), 1, cap), 0)
     loads = loads.astype(np.int64)
     shape = loads.shape
@@ -313,6 +336,8 @@ def increasing_root(
     hi: FloatArray,
     goal: FloatArray,
     rtol: float = 1e-14,
+    *,
+    at: Callable[[FloatArray, IntArray], FloatArray] | None = None,
 ) -> FloatArray:
     """Elementwise ``x`` in ``[lo, hi]`` with ``func(x) = goal`` for a continuous non-decreasing
     piecewise-linear ``func`` (the smallest ``x`` with ``func(x) >= goal`` up to ``rtol``).
@@ -324,6 +349,10 @@ def increasing_root(
     by that of bisection. An exact hit ends the search; where ``func`` is flat at ``goal`` it may
     lie anywhere on that stretch (callers that need its left end find it themselves). At most
     ``_BISECTIONS`` steps.
+
+    ``at(x, index)``, if given, is ``func`` at the elements ``index`` (flat indices into the
+    shape of ``lo``; ``x`` 1-D) only: each step then evaluates only the elements still
+    searching (most settle in a few steps). The same arithmetic per element, so the same bits.
     """
     lo = np.array(lo, dtype=np.float64)
     hi = np.array(hi, dtype=np.float64)
@@ -331,6 +360,8 @@ def increasing_root(
     f_hi = func(hi) - goal
     done = (f_lo >= 0) | (f_hi <= 0)
     hi = np.where(f_lo >= 0, lo, hi)
+    if at is not None:
+        return _compacted_root(at, lo, hi, f_lo, f_hi, goal, done, rtol)
     kept = np.zeros(lo.shape, dtype=np.int8)  # +1: lo kept last time, -1: hi kept
     for step in range(_BISECTIONS):
         width = hi - lo
@@ -357,6 +388,63 @@ def increasing_root(
         kept = np.where(below, -1, np.where(above, 1, kept)).astype(np.int8)
         done |= f_x == 0
     return hi
+
+
+def _compacted_root(
+    at: Callable[[FloatArray, IntArray], FloatArray],
+    lo: FloatArray,
+    hi: FloatArray,
+    f_lo: FloatArray,
+    f_hi: FloatArray,
+    goal: FloatArray,
+    done: BoolArray,
+    rtol: float,
+) -> FloatArray:
+    """The steps of :func:`increasing_root` on the elements still searching only (``at``)."""
+    out = hi.ravel().copy()
+    index = np.nonzero(~done.ravel())[0]
+    lo = lo.ravel()[index]
+    hi = hi.ravel()[index]
+    f_lo = f_lo.ravel()[index]
+    f_hi = f_hi.ravel()[index]
+    goal = np.broadcast_to(goal, done.shape).ravel()[index]
+    kept = np.zeros(index.size, dtype=np.int8)  # +1: lo kept last time, -1: hi kept
+    for step in range(_BISECTIONS):
+        width = hi - lo
+        tol = rtol * np.maximum(np.abs(hi), np.abs(lo))
+        settled = width <= 2.0 * tol
+        if settled.any():
+            out[index[settled]] = hi[settled]
+            go = ~settled
+            index, kept = index[go], kept[go]
+            lo, hi, f_lo, f_hi, goal = lo[go], hi[go], f_lo[go], f_hi[go], goal[go]
+            width, tol = width[go], tol[go]
+        if index.size == 0:
+            break
+        if step % 8 == 7:
+            x = lo + 0.5 * width
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = lo - f_lo * width / (f_hi - f_lo)
+            x = np.clip(np.where(np.isfinite(x), x, lo + 0.5 * width), lo + tol, hi - tol)
+        f_x = at(x, index) - goal
+        below = f_x < 0
+        above = f_x >= 0
+        f_hi = np.where(below & (kept == -1), 0.5 * f_hi, f_hi)
+        f_lo = np.where(above & (kept == 1), 0.5 * f_lo, f_lo)
+        lo = np.where(below, x, lo)
+        f_lo = np.where(below, f_x, f_lo)
+        hi = np.where(above, x, hi)
+        f_hi = np.where(above, f_x, f_hi)
+        kept = np.where(below, -1, np.where(above, 1, kept)).astype(np.int8)
+        hit = f_x == 0
+        if hit.any():
+            out[index[hit]] = hi[hit]
+            go = ~hit
+            index, kept = index[go], kept[go]
+            lo, hi, f_lo, f_hi, goal = lo[go], hi[go], f_lo[go], f_hi[go], goal[go]
+    out[index] = hi
+    return out.reshape(done.shape)
 
 
 def apply(
