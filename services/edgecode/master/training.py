@@ -80,12 +80,10 @@ class Trainer:
     def run(self) -> None:
         job = self.job
         try:
-            try:
-                state, message = self._train()
-            finally:
-                # Before the job is seen to end and its data is dropped: a shuffle or re-plan
-                # still moving data must finish (or never start), so the counters tell what
-                # the workers hold and no data arrives after the drop.
+            state, message = self._train()
+            if state == SUCCEEDED:
+                # A shuffle or re-plan still moving data finishes (or never starts) before
+                # the job is seen to succeed: its counters tell what the workers hold.
                 self._settle()
             job.update(state=state, message=message)
         except JobCancelled as exc:
@@ -96,6 +94,9 @@ class Trainer:
             )
             job.update(state=FAILED, message=str(exc) or type(exc).__name__)
         finally:
+            # A cancelled or failed job is seen to end at once; its data is dropped only once
+            # the work off the round path has settled, so nothing arrives after the drop.
+            self._settle()
             self._send_reports()
             self._store.save_job(SavedJob(job.config, job.state, job.message))
             self._drop_everywhere()
