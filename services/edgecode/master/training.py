@@ -102,8 +102,7 @@ class Trainer:
             self._drop_everywhere()
 
     def _train(self) -> tuple[str, str]:
-        """The rounds; returns the job's final state and message (set once the work off the
-        round path has settled)."""
+        """The rounds; returns the job's final state and message, which :meth:`run` sets."""
         job, cfg = self.job, self.job.config
         problem, params, optimizer, start_round = self._prepare()
         job.update(state=RUNNING, round=start_round, params=params)
