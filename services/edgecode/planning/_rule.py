@@ -369,25 +369,55 @@ def increasing_root(
         done |= width <= 2.0 * tol
         if done.all():
             break
-        if step % 8 == 7:
-            x = lo + 0.5 * width
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                x = lo - f_lo * width / (f_hi - f_lo)
-            x = np.clip(np.where(np.isfinite(x), x, lo + 0.5 * width), lo + tol, hi - tol)
+        x = _trial(step, lo, hi, f_lo, f_hi, width, tol)
         x = np.where(done, hi, x)
         f_x = func(x) - goal
         below = (f_x < 0) & ~done
         above = (f_x >= 0) & ~done
-        f_hi = np.where(below & (kept == -1), 0.5 * f_hi, f_hi)
-        f_lo = np.where(above & (kept == 1), 0.5 * f_lo, f_lo)
-        lo = np.where(below, x, lo)
-        f_lo = np.where(below, f_x, f_lo)
-        hi = np.where(above, x, hi)
-        f_hi = np.where(above, f_x, f_hi)
-        kept = np.where(below, -1, np.where(above, 1, kept)).astype(np.int8)
+        lo, hi, f_lo, f_hi, kept = _kept_side(x, f_x, below, above, lo, hi, f_lo, f_hi, kept)
         done |= f_x == 0
     return hi
+
+
+def _trial(
+    step: int,
+    lo: FloatArray,
+    hi: FloatArray,
+    f_lo: FloatArray,
+    f_hi: FloatArray,
+    width: FloatArray,
+    tol: FloatArray,
+) -> FloatArray:
+    """The next point of the Illinois search: the secant inside the bracket (a bisection every
+    8th step, or where the secant is not finite), kept ``tol`` away from either end."""
+    if step % 8 == 7:
+        return lo + 0.5 * width
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = lo - f_lo * width / (f_hi - f_lo)
+    return np.clip(np.where(np.isfinite(x), x, lo + 0.5 * width), lo + tol, hi - tol)
+
+
+def _kept_side(
+    x: FloatArray,
+    f_x: FloatArray,
+    below: BoolArray,
+    above: BoolArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    f_lo: FloatArray,
+    f_hi: FloatArray,
+    kept: np.ndarray,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, np.ndarray]:
+    """``x`` replaces the bracket's end on its side; the end kept twice in a row has its value
+    halved (Illinois). ``kept``: +1 lo kept last time, -1 hi kept."""
+    f_hi = np.where(below & (kept == -1), 0.5 * f_hi, f_hi)
+    f_lo = np.where(above & (kept == 1), 0.5 * f_lo, f_lo)
+    lo = np.where(below, x, lo)
+    f_lo = np.where(below, f_x, f_lo)
+    hi = np.where(above, x, hi)
+    f_hi = np.where(above, f_x, f_hi)
+    kept = np.where(below, -1, np.where(above, 1, kept)).astype(np.int8)
+    return lo, hi, f_lo, f_hi, kept
 
 
 def _compacted_root(
@@ -421,22 +451,11 @@ def _compacted_root(
             width, tol = width[go], tol[go]
         if index.size == 0:
             break
-        if step % 8 == 7:
-            x = lo + 0.5 * width
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                x = lo - f_lo * width / (f_hi - f_lo)
-            x = np.clip(np.where(np.isfinite(x), x, lo + 0.5 * width), lo + tol, hi - tol)
+        x = _trial(step, lo, hi, f_lo, f_hi, width, tol)
         f_x = at(x, index) - goal
         below = f_x < 0
         above = f_x >= 0
-        f_hi = np.where(below & (kept == -1), 0.5 * f_hi, f_hi)
-        f_lo = np.where(above & (kept == 1), 0.5 * f_lo, f_lo)
-        lo = np.where(below, x, lo)
-        f_lo = np.where(below, f_x, f_lo)
-        hi = np.where(above, x, hi)
-        f_hi = np.where(above, f_x, f_hi)
-        kept = np.where(below, -1, np.where(above, 1, kept)).astype(np.int8)
+        lo, hi, f_lo, f_hi, kept = _kept_side(x, f_x, below, above, lo, hi, f_lo, f_hi, kept)
         hit = f_x == 0
         if hit.any():
             out[index[hit]] = hi[hit]
