@@ -146,14 +146,20 @@ def rule() -> None:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["phases"]:
         phases()
-    elif argv[:1] == ["plans"] and len(argv) == 4:
+    elif argv[:1] == ["plans"] and len(argv) == 4 and all(a.isdigit() for a in argv[2:]):
         plans(argv[1], int(argv[2]), int(argv[3]))
     elif argv[:1] == ["rule"]:
         rule()
     elif argv[:1] == ["compare"] and len(argv) == 3:
         compare(argv[1], argv[2])
-    else:
+    elif argv[:1] in (["-h"], ["--help"]):
         print(__doc__)
+    else:
+        print(
+            f"planner_phases.py: expected phases | rule | plans OUT.json FIRST LAST | compare "
+            f"BASE.json NEW.json, got {' '.join(argv) or 'nothing'} (--help explains)",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
