@@ -183,7 +183,7 @@ def test_heartbeats_carry_the_compute_stretch_into_the_spec_and_the_plan() -> No
     spec, _ = logic.cluster_spec()
     arrays = host_arrays(spec)
     assert arrays is not None and arrays.load.tolist() == [18.0]
-    # the plan is timed with the stretched floor: (D + 18) / D times the plain one
+    # the plan is timed with the stretched floor
     plain = dataclasses.replace(
         spec,
         edges=tuple(
@@ -194,8 +194,11 @@ def test_heartbeats_carry_the_compute_stretch_into_the_spec_and_the_plan() -> No
         ),
     )
     stretched, unstretched = planned_seconds(spec, busy, 0.0), planned_seconds(plain, busy, 0.0)
-    computing = sum(1 for v in partitions(busy).values() if v > 0)
-    assert stretched == pytest.approx(unstretched * (computing + 18) / computing, rel=1e-12)
+    cpu = {w.name: w.cpu_seconds for e in spec.edges for w in e.workers}
+    works = [cpu[name] * held / busy.partitions for name, held in partitions(busy).items()]
+    assert unstretched == pytest.approx(sum(works) / 2.0, rel=1e-12)  # the plain W / C
+    # processor sharing: the 18 others take their share while the host's last worker runs
+    assert stretched == pytest.approx((sum(works) + 18 * max(works)) / 2.0, rel=1e-12)
     assert busy.expected_round_seconds is not None
     assert busy.expected_round_seconds >= stretched * (1 - 1e-12)
     # a worker re-registering on the same machine keeps it; on another one it is measured afresh

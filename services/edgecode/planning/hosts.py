@@ -7,23 +7,33 @@ interruptible; a cancelled round's work still runs to its end), and the machine'
 shared with everything else that runs there.
 
 **Model (processor sharing).** Host h has ``C_h`` cores, shared equally among its runnable
-threads: the ``D_h`` workers that compute under the plan (those holding data) and ``L_h`` others
-(other processes, the stack, other users: the machine's *other load*). While all are runnable
-each gets ``C_h / (D_h + L_h)`` cores, so a computing worker's time is its CPU time stretched by
-``sigma_h = (D_h + L_h) / C_h`` and the workers together get ``C_h D_h / (D_h + L_h)`` cores;
-fewer when some of them have finished. Every round the host's workers must get through
-``W_h = sum_{w on h} cpu_w l_w / K`` CPU seconds, hence
+threads: the workers that compute under the plan (those holding data) and ``L_h`` others (other
+processes, the stack, other users: the machine's *other load*). With ``n`` of the plan's workers
+still computing, each runnable thread gets ``C_h / (n + L_h)`` cores. Every worker computes its
+whole share every round, so host h's workers, started together, need
+``w_w = cpu_w l_w / K`` CPU seconds each, ``W_h`` in all, and the round cannot end before the
+last of them is done. Sorting the works, the phase in which ``n`` workers are left lasts its
+work step times ``(n + L_h) / C_h``; summed, the ``n`` terms give ``W_h`` and the ``L_h`` terms
+the largest work ``M_h = max_w w_w`` (the other threads take their share for as long as the
+host's last worker runs):
 
-    T_round >= F = max_h  W_h / C_h * (D_h + L_h) / D_h  =  max_h  (W_h / D_h) * sigma_h
+    T_round >= F = max_h  (W_h + L_h M_h) / C_h
 
-(the mean work of a computing worker, stretched by the contention the plan causes; 0 for a host
-with no computing worker). ``cpu_w`` is worker w's CPU seconds for the WHOLE data set (measured
-by the worker itself, so emulation and contention do not enter it) and ``l_w / K`` the fraction it
-holds. With ``L_h = 0`` this is the plain throughput floor ``W_h / C_h``. A plan's planned round
-time is ``max(E[T], F)``: replication (every worker holding everything, the fastest answer wins)
-is cheap for independent machines and ruinous on a shared one, where it multiplies the host's
-work by the replication factor; under other load it is worse still, as every extra copy runs at
-a ``1 / sigma_h`` fraction of a core.
+(0 for a host with no computing worker). ``cpu_w`` is worker w's CPU seconds for the WHOLE data
+set (measured by the worker itself, so emulation and contention do not enter it) and
+``l_w / K`` the fraction it holds. With ``L_h = 0`` this is the plain throughput floor
+``W_h / C_h``; with ``D_h`` equal shares it is ``(W_h / D_h) (D_h + L_h) / C_h``, the mean
+work stretched by the contention ``(D_h + L_h) / C_h`` the plan causes. (Until session 27 the
+floor used that mean work for unequal shares too, which made a worker holding a sliver LOWER
+the floor -- one more computing thread to share the cores with the other load -- though it
+finishes at once and leaves the others as slow as before: a bias towards slivers wherever
+the floor binds. Now adding data to a host never lowers its floor.)
+A plan's planned round time is ``max(E[T], F)``: replication (every worker holding
+everything, the fastest answer wins) is cheap for independent machines and ruinous on a
+shared one, where it multiplies the host's work by the replication factor; under other load it
+is worse still, as every extra copy runs at a ``C_h / (n + L_h)`` fraction of a core.
+The single-threaded worker's limit of one core is not in F (the independent model has each
+worker's own time), so F is a lower bound where fewer threads than cores are runnable.
 
 **The other load is measured, not assumed.** Each worker reports ``compute_stretch``, the wall
 over CPU seconds of its real compute under the plan in use (median of its recent rounds). The
@@ -136,10 +146,9 @@ def floors(hosts: HostArrays | None, loads: IntArray, K: object) -> FloatArray:
     per_host = np.einsum("bnm,hnm->bh", work, hosts.members) / hosts.cores
     if not np.any(hosts.load):  # no other load measured: the plain floor W / C
         return np.asarray(per_host.max(axis=1), dtype=np.float64)
-    # (D + L) / D, the workers' share of the host; exactly 1 where L = 0
-    computing = np.einsum("bnm,hnm->bh", (loads > 0).astype(np.float64), hosts.members)
-    share = (computing + hosts.load) / np.maximum(computing, 1.0)
-    per_host = per_host * np.where(computing > 0, share, 1.0)
+    # the other load's L threads take their share for as long as the host's LAST worker runs
+    longest = np.max(work[:, None] * hosts.members[None], axis=(2, 3))  # (B, H)
+    per_host = per_host + hosts.load * longest / hosts.cores
     return np.asarray(per_host.max(axis=1), dtype=np.float64)
 
 
