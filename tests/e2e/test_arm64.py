@@ -448,6 +448,10 @@ def test_the_planner_gives_arm64_workers_less_and_beats_uniform(
         status = client.wait(client.submit(job), timeout=900)
         assert state_name(status) == "succeeded", status.message
         planned = _settled_plan(stub)
+        cluster = stub.GetCluster(coordinator_pb2.GetClusterRequest(), timeout=30)
+        round_cpu = {
+            n.name: round(n.round_cpu_seconds, 4) for n in cluster.nodes if n.role == "worker"
+        }
         uniform = []
         for plan in _uniform_plans():
             request = coordinator_pb2.GetPlanRequest(current=wire.plan_to_proto(plan))
@@ -486,7 +490,8 @@ def test_the_planner_gives_arm64_workers_less_and_beats_uniform(
         f"{partitions}, expected {planned.expected_round_seconds:.4f} s; uniform (s_edge, "
         f"s_worker, expected s): {uniform}; the job's plan after {status.placements} placements: "
         f"{_partitions(job_plan)}, expected {job_plan['expected_round_seconds']}; round seconds "
-        f"median: rounds 0-2 {np.median(rounds[:3]):.4f}, rounds 10-29 {np.median(rounds[10:]):.4f}"
+        f"median: rounds 0-2 {np.median(rounds[:3]):.4f}, rounds 10-29 {np.median(rounds[10:]):.4f}; "
+        f"workers' CPU seconds per round besides the compute: {round_cpu}"
     )
     assert np.all(np.isfinite(seconds)) and np.all(seconds > 0), seconds
     assert len(uniform) >= 2, uniform

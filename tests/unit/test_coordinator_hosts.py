@@ -238,3 +238,51 @@ def test_the_servicer_passes_the_heartbeats_stretch_on() -> None:
     )
     assert servicer.Heartbeat(request, PlainContext()).known  # type: ignore[arg-type]
     assert stretches(logic)["worker-3"] == 4.5
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -0.5, MAX_CPU_SECONDS * 2])
+def test_a_bad_round_cpu_is_refused_and_changes_nothing(value: float) -> None:
+    clock = Clock()
+    logic = CoordinatorLogic(clock=clock)
+    logic.register("edge-0", "edge", "e:1")
+    logic.register("worker-0", "worker", "w:1", "edge-0", host="box", host_cpus=2.0)
+    logic.heartbeat("worker-0", cpu_seconds=0.01, compute_stretch=2.0, round_cpu_seconds=0.003)
+    seen = logic.members()[0][1].last_seen
+    clock.now += 1.0
+    with pytest.raises(InvalidInput, match="round_cpu_seconds"):
+        logic.heartbeat("worker-0", cpu_seconds=0.5, round_cpu_seconds=value)
+    member = {m.name: m for m in logic.members()[0]}["worker-0"]
+    got = (member.cpu_seconds, member.round_cpu_seconds, member.last_seen)
+    assert got == (0.01, 0.003, seen)
+
+
+def test_the_round_cpu_reaches_the_cluster_the_spec_and_the_plan() -> None:
+    """Heartbeats carry each worker's CPU per round besides its compute (through the servicer,
+    as the wire has it); GetCluster shows it, the spec carries it and the plan is made with
+    it; small moves change no plan."""
+    logic = coordinator()
+    servicer = CoordinatorServicer(logic)
+    for name in NATIVE + EMULATED:
+        slow = name in EMULATED
+        request = coordinator_pb2.HeartbeatRequest(
+            name=name,
+            cpu_seconds=0.8 if slow else 0.01,
+            compute_stretch=8.0,
+            round_cpu_seconds=0.03 if slow else 0.002,
+        )
+        assert servicer.Heartbeat(request, PlainContext()).known  # type: ignore[arg-type]
+    cluster = servicer.GetCluster(coordinator_pb2.GetClusterRequest(), PlainContext())  # type: ignore[arg-type]
+    shown = {n.name: n.round_cpu_seconds for n in cluster.nodes if n.role == "worker"}
+    assert shown == {w: 0.03 if w in EMULATED else 0.002 for w in NATIVE + EMULATED}
+    spec, _ = logic.cluster_spec()
+    carried = {w.name: w.round_cpu_seconds for e in spec.edges for w in e.workers}
+    assert carried == shown
+    plan, _, _ = logic.plan()
+    assert all(partitions(plan)[w] == 0 for w in EMULATED), partitions(plan)
+    logic.heartbeat("worker-2", round_cpu_seconds=0.033)  # +10 %: not a change
+    logic.heartbeat("worker-2", round_cpu_seconds=0.0)  # "not measured": keeps the last value
+    assert logic.plan()[0] is plan
+    logic.register("worker-2", "worker", "w2:1", "edge-0", host="box", host_cpus=2.0)
+    assert {m.name: m for m in logic.members()[0]}["worker-2"].round_cpu_seconds == 0.03
+    logic.register("worker-2", "worker", "w2:1", "edge-0", host="pi-7", host_cpus=4.0)
+    assert {m.name: m for m in logic.members()[0]}["worker-2"].round_cpu_seconds == 0.0

@@ -36,6 +36,7 @@ def test_heartbeats_carry_cpu_seconds_and_the_compute_stretch() -> None:
         edge="e0",
         cpu_seconds=lambda: 0.25,
         stretch=lambda: 3.5,
+        round_cpu=lambda: 0.004,
     )
     assert member is not None
     stub = RecordingStub()
@@ -47,6 +48,7 @@ def test_heartbeats_carry_cpu_seconds_and_the_compute_stretch() -> None:
         member.stop()
     first = stub.beats[0]
     assert (first.name, first.cpu_seconds, first.compute_stretch) == ("w0", 0.25, 3.5)
+    assert first.round_cpu_seconds == 0.004
 
 
 def test_a_node_without_measurements_sends_zeros() -> None:
@@ -59,4 +61,5 @@ def test_a_node_without_measurements_sends_zeros() -> None:
         assert stub.two.wait(timeout=30)
     finally:
         member.stop()
-    assert (stub.beats[0].cpu_seconds, stub.beats[0].compute_stretch) == (0.0, 0.0)
+    beat = stub.beats[0]
+    assert (beat.cpu_seconds, beat.compute_stretch, beat.round_cpu_seconds) == (0.0, 0.0, 0.0)

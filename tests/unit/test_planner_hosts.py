@@ -185,6 +185,7 @@ def random_hosted_spec(rng: np.random.Generator, stretched: bool) -> tuple[Clust
     cpus = {"a": 2.0, "b": float(rng.integers(1, 9)), "c": 3.5}
     cpu = np.where(rng.random((3, 4)) < 0.1, 0.0, rng.uniform(0.01, 2.0, size=(3, 4)))
     stretch = np.where(rng.random((3, 4)) < 0.2, 0.0, rng.uniform(0.3, 12.0, size=(3, 4)))
+    fixed = np.where(rng.random((3, 4)) < 0.3, 0.0, rng.uniform(0.0, 0.05, size=(3, 4)))
     workers = [
         [
             WorkerSpec(
@@ -195,6 +196,7 @@ def random_hosted_spec(rng: np.random.Generator, stretched: bool) -> tuple[Clust
                 host_cpus=cpus.get(str(hosts_of[i, j]), 0.0),
                 cpu_seconds=float(cpu[i, j]),
                 compute_stretch=float(stretch[i, j]) if stretched else 0.0,
+                round_cpu_seconds=float(fixed[i, j]),
             )
             for j in range(4)
         ]
@@ -206,8 +208,8 @@ def random_hosted_spec(rng: np.random.Generator, stretched: bool) -> tuple[Clust
 
 def direct_floor(workers: list, loads: np.ndarray, K: int) -> float:  # type: ignore[type-arg]
     """The processor-sharing floor computed worker by worker with plain Python: per host,
-    L = max(0, C median(stretch) - D_obs), W = sum cpu l / K, M = the largest cpu l / K,
-    F = max_h (W + L M) / C."""
+    L = max(0, C median(stretch) - D_obs), a worker's work cpu l / K plus its round CPU when
+    it holds data, W their sum, M the largest, F = max_h (W + L M) / C."""
     flat = loads.reshape(-1)
     measured = [w for w in workers if w.host and w.cpu_seconds > 0]
     floor = 0.0
@@ -223,8 +225,8 @@ def direct_floor(workers: list, loads: np.ndarray, K: int) -> float:  # type: ig
             else (rhos[len(rhos) // 2] + rhos[(len(rhos) - 1) // 2]) / 2  # the median
         )
         other = max(0.0, cores * median - len(rhos)) if rhos else 0.0
-        work = sum(w.cpu_seconds * l / K for w, l in on)
-        longest = max(w.cpu_seconds * l / K for w, l in on)
+        works = [w.cpu_seconds * l / K + (w.round_cpu_seconds if l > 0 else 0.0) for w, l in on]
+        work, longest = sum(works), max(works)
         floor = max(floor, (work + other * longest) / cores)
     return floor
 
@@ -451,3 +453,54 @@ def test_stretches_that_imply_no_other_load_change_no_floor_and_no_plan() -> Non
         assert np.array_equal(floors(plain, loads, 12), floors(measured, loads, 12))
     a, b = optimize(e2e_like(0.0)), optimize(e2e_like(2.0))
     assert a == b and a.expected_round_seconds == b.expected_round_seconds
+
+
+def sliver_cluster(round_cpu: bool) -> ClusterSpec:
+    """Two edges of two native workers and one emulated worker 10x slower, on one busy 2-core
+    machine (stretch 8: 10 other runnable threads), the emulated worker's latency small enough
+    that a sliver of data on it looks free to the independent model; with ``round_cpu`` each
+    worker's measured CPU per round besides the compute (2 ms native, 20 ms emulated)."""
+
+    def worker(name: str, slow: bool) -> WorkerSpec:
+        cpu = 0.6 if slow else 0.06
+        fixed = (0.02 if slow else 0.002) if round_cpu else 0.0
+        return WorkerSpec(
+            name,
+            0.02 if slow else 0.004,
+            1 / (cpu * 4.0),
+            host="box",
+            host_cpus=2.0,
+            cpu_seconds=cpu,
+            compute_stretch=8.0,
+            round_cpu_seconds=fixed,
+        )
+
+    return ClusterSpec(
+        tuple(
+            EdgeSpec(edge, tuple(worker(w, w in SLOW) for w in workers))
+            for edge, workers in EDGES.items()
+        )
+    )
+
+
+def test_a_measured_round_cpu_makes_a_sliver_cost_what_it_costs() -> None:
+    """Without the CPU a worker spends per round besides its compute, the model sees a sliver
+    (one partition of ~100) on each emulated worker as a free helper and the planner makes it
+    (the arm64 run U plan had one); with it, that partition costs the emulated worker its
+    whole round CPU, stretched by the machine's load, and the planner gives it nothing --
+    because the model says the sliver plan is slower, not by a rule."""
+    blind, measured = sliver_cluster(False), sliver_cluster(True)
+    without = optimize(blind, rows=50_000)
+    assert all(0 < held(without)[w] <= 2 for w in SLOW), held(without)
+    plan = optimize(measured, rows=50_000)
+    assert all(held(plan)[w] == 0 for w in SLOW), held(plan)
+    a = timed(measured, plan).expected_round_seconds
+    b = timed(measured, without).expected_round_seconds
+    assert a is not None and b is not None and np.isfinite(a) and np.isfinite(b)
+    assert a < b, (a, b)
+    # the round CPU of a worker holding nothing costs nothing
+    loads = [[held(plan)[w] for w in ws] for ws in EDGES.values()]
+    no_round_cpu = plan_floor(blind, loads, plan.partitions)
+    assert plan_floor(measured, loads, plan.partitions) == pytest.approx(
+        no_round_cpu + (4 * 0.002 + 10 * 0.002) / 2.0, rel=1e-12
+    )

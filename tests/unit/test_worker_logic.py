@@ -19,7 +19,7 @@ from edgecode.errors import InvalidInput, StaleRound, UnknownJob
 from edgecode.learning.datasets import synthetic_least_squares, synthetic_sparse
 from edgecode.learning.models import get_model
 from edgecode.records import PlacementHeader
-from edgecode.worker.logic import WorkerLogic
+from edgecode.worker.logic import ROUND_GAP_SECONDS, WorkerLogic
 
 JOB = "job-w"
 
@@ -418,3 +418,64 @@ def test_the_compute_stretch_is_the_median_wall_over_cpu_of_the_real_compute() -
     want = [np.median(ratios[: k + 1]) for k in range(5)]
     errors = np.abs(np.array(estimates) - want)
     assert np.all(np.isfinite(estimates)) and np.all(errors <= 1e-9), (estimates, want)
+
+
+class SteppedClock:
+    """A clock that returns the scripted readings in order (one per call)."""
+
+    def __init__(self, readings: list[float]) -> None:
+        self.readings = list(readings)
+
+    def __call__(self) -> float:
+        return self.readings.pop(0)
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_round_cpu_is_the_median_process_cpu_between_rounds_less_the_compute() -> None:
+    """Process CPU from one compute's start to the next's, less the first compute's CPU, for
+    rounds at most ROUND_GAP_SECONDS apart; overlapping rounds (less CPU between the starts
+    than the first compute took) and rounds far apart give no sample."""
+    computes = [0.05, 0.02, 0.05, 0.03, 0.05, 0.01]
+    besides = [0.004, 0.006, 0.5, -0.02, 0.005]  # the third: 3 s apart; the fourth: overlap
+    gaps = [0.1, 0.1, 3.0, 0.1, ROUND_GAP_SECONDS]
+    readings, start = [], 10.0
+    for k, compute in enumerate(computes):
+        readings += [start, start + compute]
+        if k < len(besides):
+            start += compute + besides[k]
+    wall = ManualClock()
+    w = WorkerLogic("w0", clock=wall, cpu_clock=SteppedClock(readings))
+    data = synthetic_least_squares(30, 4, np.random.default_rng(2))
+    blocks = data.partition(6)
+    place(w, header((0, 2), (1.0, -2.0), (5, 5)), [(0, *blocks[0]), (2, *blocks[2])])
+    assert w.round_cpu_seconds() == 0.0
+    estimates = []
+    for round_ in range(len(computes)):
+        w.compute(JOB, round_, np.zeros(5), 1, threading.Event())
+        estimates.append(w.round_cpu_seconds())
+        if round_ < len(gaps):
+            wall.now += gaps[round_]
+    samples = [0.004, 0.006, 0.005]  # rounds 1, 2 and 5
+    want = [0.0, 0.004, 0.005, 0.005, 0.005, float(np.median(samples))]
+    errors = np.abs(np.array(estimates) - want)
+    assert np.all(np.isfinite(estimates)) and np.all(errors <= 1e-12), (estimates, want)
+
+
+def test_rounds_back_to_back_measure_a_small_positive_round_cpu() -> None:
+    """The real clocks: a worker answering rounds back to back spends some CPU per round
+    besides the compute (this test's own loop), far less than a second."""
+    w = WorkerLogic("w0")
+    data = synthetic_least_squares(30, 4, np.random.default_rng(2))
+    blocks = data.partition(6)
+    place(w, header((0, 2), (1.0, -2.0), (5, 5)), [(0, *blocks[0]), (2, *blocks[2])])
+    for round_ in range(12):
+        w.compute(JOB, round_, np.zeros(5), 1, threading.Event())
+    fixed = w.round_cpu_seconds()
+    assert np.isfinite(fixed) and 0 <= fixed < 0.05, fixed

@@ -110,6 +110,8 @@ class Member:
     host_cpus: float = 0.0
     cpu_seconds: float = 0.0
     compute_stretch: float = 0.0
+    #: a worker's CPU seconds per round besides its compute (0 until measured)
+    round_cpu_seconds: float = 0.0
     #: (compute seconds, data fraction, response seconds as seen by the edge)
     measurements: deque[tuple[float, float, float]] = field(
         default_factory=lambda: deque(maxlen=WINDOW)
@@ -191,6 +193,7 @@ class CoordinatorLogic:
                 member.measurements = old.measurements
                 member.cpu_seconds = old.cpu_seconds if old.host == host else 0.0
                 member.compute_stretch = old.compute_stretch if old.host == host else 0.0
+                member.round_cpu_seconds = old.round_cpu_seconds if old.host == host else 0.0
             self._members[name] = member
             self._version += 1
         self._publish()
@@ -201,10 +204,11 @@ class CoordinatorLogic:
         caller: Caller = None,
         cpu_seconds: float = 0.0,
         compute_stretch: float = 0.0,
+        round_cpu_seconds: float = 0.0,
     ) -> bool:
-        """Mark ``name`` alive (with a worker's CPU seconds for the whole data set and their
-        wall / CPU stretch, 0 when it has none yet); False when it is not (or no longer)
-        registered."""
+        """Mark ``name`` alive (with a worker's CPU seconds for the whole data set, their
+        wall / CPU stretch and its CPU seconds per round besides the compute, each 0 when it
+        has none yet); False when it is not (or no longer) registered."""
         check_caller(caller, name, None, "heartbeat")
         if not (0 <= cpu_seconds <= MAX_CPU_SECONDS):  # NaN fails too
             raise InvalidInput(
@@ -214,19 +218,24 @@ class CoordinatorLogic:
             raise InvalidInput(
                 f"compute_stretch must be in [0, {MAX_STRETCH:g}], got {compute_stretch}"
             )
+        if not (0 <= round_cpu_seconds <= MAX_CPU_SECONDS):
+            raise InvalidInput(
+                f"round_cpu_seconds must be in [0, {MAX_CPU_SECONDS:g}], got {round_cpu_seconds}"
+            )
         self._expire()
         with self._lock:
             member = self._members.get(name)
             if member is None:
                 return False
-            moved = abs(cpu_seconds - member.cpu_seconds) > CPU_CHANGE * member.cpu_seconds
-            if cpu_seconds > 0 and moved:
-                member.cpu_seconds = float(cpu_seconds)
-                self._version += 1
-            old = member.compute_stretch
-            if compute_stretch > 0 and abs(compute_stretch - old) > CPU_CHANGE * old:
-                member.compute_stretch = float(compute_stretch)
-                self._version += 1
+            for key, value in (
+                ("cpu_seconds", cpu_seconds),
+                ("compute_stretch", compute_stretch),
+                ("round_cpu_seconds", round_cpu_seconds),
+            ):  # 0 is "not measured": the last value stays; small moves change no plan
+                old = getattr(member, key)
+                if value > 0 and abs(value - old) > CPU_CHANGE * old:
+                    setattr(member, key, float(value))
+                    self._version += 1
             now = member.last_seen = self._clock()
             # The membership gauges follow liveness, not only registrations: a node that went
             # silent shows as dead within a heartbeat interval (refreshed at most that often).
@@ -309,6 +318,7 @@ class CoordinatorLogic:
             host_cpus=member.host_cpus or base.host_cpus,
             cpu_seconds=member.cpu_seconds or base.cpu_seconds,
             compute_stretch=member.compute_stretch or base.compute_stretch,
+            round_cpu_seconds=member.round_cpu_seconds or base.round_cpu_seconds,
         )
         if len(member.measurements) < MIN_MEASUREMENTS:
             return base, False

@@ -60,6 +60,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             caller=_caller(context),
             cpu_seconds=request.cpu_seconds,
             compute_stretch=request.compute_stretch,
+            round_cpu_seconds=request.round_cpu_seconds,
         )
         return coordinator_pb2.HeartbeatResponse(known=known)
 
@@ -95,6 +96,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
                     host=m.host,
                     host_cpus=m.host_cpus,
                     cpu_seconds=m.cpu_seconds,
+                    round_cpu_seconds=m.round_cpu_seconds,
                 )
                 for m in members
             ],

@@ -11,8 +11,8 @@ threads: the workers that compute under the plan (those holding data) and ``L_h`
 processes, the stack, other users: the machine's *other load*). With ``n`` of the plan's workers
 still computing, each runnable thread gets ``C_h / (n + L_h)`` cores. Every worker computes its
 whole share every round, so host h's workers, started together, need
-``w_w = cpu_w l_w / K`` CPU seconds each, ``W_h`` in all, and the round cannot end before the
-last of them is done. Sorting the works, the phase in which ``n`` workers are left lasts its
+``w_w = cpu_w l_w / K + r_w`` CPU seconds each, ``W_h`` in all, and the round cannot end before
+the last of them is done. Sorting the works, the phase in which ``n`` workers are left lasts its
 work step times ``(n + L_h) / C_h``; summed, the ``n`` terms give ``W_h`` and the ``L_h`` terms
 the largest work ``M_h = max_w w_w`` (the other threads take their share for as long as the
 host's last worker runs):
@@ -20,8 +20,12 @@ host's last worker runs):
     T_round >= F = max_h  (W_h + L_h M_h) / C_h
 
 (0 for a host with no computing worker). ``cpu_w`` is worker w's CPU seconds for the WHOLE data
-set (measured by the worker itself, so emulation and contention do not enter it) and
-``l_w / K`` the fraction it holds. With ``L_h = 0`` this is the plain throughput floor
+set (measured by the worker itself, so emulation and contention do not enter it), ``l_w / K``
+the fraction it holds and ``r_w`` its CPU seconds per round besides the compute, whatever the
+share (answering the round call, serialisation, gRPC's threads; measured by the worker, 0 until
+it is; only for a worker that holds data): a share of one partition costs the machine ``r_w``
+every round, which the compute alone does not show -- on an emulated worker, several
+milliseconds. With ``L_h = 0`` this is the plain throughput floor
 ``W_h / C_h``; with ``D_h`` equal shares it is ``(W_h / D_h) (D_h + L_h) / C_h``, the mean
 work stretched by the contention ``(D_h + L_h) / C_h`` the plan causes. (Until session 27 the
 floor used that mean work for unequal shares too, which made a worker holding a sliver LOWER
@@ -80,11 +84,13 @@ class HostArrays:
     """Padded ``(n_edges, max workers per edge)`` arrays of the shared hosts.
 
     ``members[h]`` is the 0/1 mask of the workers on host h (with a CPU measurement), ``cpu``
-    every worker's CPU seconds for the whole data set, ``cores[h]`` host h's cores and
-    ``load[h]`` its other load ``L_h`` (runnable threads besides the plan's workers)."""
+    every worker's CPU seconds for the whole data set, ``fixed`` its CPU seconds per round
+    besides the compute, ``cores[h]`` host h's cores and ``load[h]`` its other load ``L_h``
+    (runnable threads besides the plan's workers)."""
 
     members: FloatArray  # (H, n, m)
     cpu: FloatArray  # (n, m)
+    fixed: FloatArray  # (n, m)
     cores: FloatArray  # (H,)
     load: FloatArray  # (H,)
 
@@ -107,6 +113,7 @@ def host_arrays(spec: ClusterSpec) -> HostArrays | None:
     n = len(spec.edges)
     m = max(len(e.workers) for e in spec.edges)
     cpu = np.zeros((n, m))
+    fixed = np.zeros((n, m))
     where: dict[str, list[tuple[int, int]]] = {}
     cores: dict[str, float] = {}
     stretches: dict[str, list[float]] = {}
@@ -115,6 +122,7 @@ def host_arrays(spec: ClusterSpec) -> HostArrays | None:
             if not w.host or w.cpu_seconds <= 0:
                 continue
             cpu[i, j] = w.cpu_seconds
+            fixed[i, j] = w.round_cpu_seconds
             where.setdefault(w.host, []).append((i, j))
             if w.host_cpus > 0:
                 cores[w.host] = min(cores.get(w.host, np.inf), w.host_cpus)
@@ -131,7 +139,7 @@ def host_arrays(spec: ClusterSpec) -> HostArrays | None:
     load = np.array(
         [other_load(c, stretches.get(h, [])) for c, h in zip(cores_h, shared, strict=True)]
     )
-    return HostArrays(members=members, cpu=cpu, cores=cores_h, load=load)
+    return HostArrays(members=members, cpu=cpu, fixed=fixed, cores=cores_h, load=load)
 
 
 def floors(hosts: HostArrays | None, loads: IntArray, K: object) -> FloatArray:
@@ -142,7 +150,7 @@ def floors(hosts: HostArrays | None, loads: IntArray, K: object) -> FloatArray:
     if hosts is None:
         return np.zeros(B)
     K_all = np.broadcast_to(np.asarray(K, dtype=np.float64), (B,))
-    work = loads * hosts.cpu / K_all[:, None, None]  # (B, n, m) CPU seconds per round
+    work = loads * hosts.cpu / K_all[:, None, None] + (loads > 0) * hosts.fixed  # (B, n, m)
     per_host = np.einsum("bnm,hnm->bh", work, hosts.members) / hosts.cores
     if not np.any(hosts.load):  # no other load measured: the plain floor W / C
         return np.asarray(per_host.max(axis=1), dtype=np.float64)

@@ -21,6 +21,7 @@ Spec file format::
       host_cpus = 4            # ... this many (see planning.hosts)
       cpu_seconds = 0.5        # CPU seconds of real compute for the whole data set
       compute_stretch = 3.0    # its wall seconds over CPU seconds (the machine's contention)
+      round_cpu_seconds = 0.002  # CPU seconds per round besides the compute, any share
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class WorkerSpec:
     #: wall over CPU seconds of that compute under the plan in use (0: not measured); the
     #: contention the worker saw, from which planning.hosts infers the machine's other load
     compute_stretch: float = 0.0
+    #: CPU seconds per round besides the compute, whatever the share held (the round call's
+    #: handling, serialisation; 0: not measured); see planning.hosts
+    round_cpu_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         where = f"worker {self.name!r}"
@@ -74,7 +78,7 @@ class WorkerSpec:
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, f"{where}: {key} must be in [0, 1], got {value}")
         _check(self.slow_factor >= 1.0, f"{where}: slow_factor must be >= 1")
-        for key in ("host_cpus", "cpu_seconds", "compute_stretch"):
+        for key in ("host_cpus", "cpu_seconds", "compute_stretch", "round_cpu_seconds"):
             value = getattr(self, key)
             _check(value >= 0 and math.isfinite(value), f"{where}: {key} must be >= 0")
 

@@ -47,7 +47,7 @@ class Membership:
     """Registers a node and keeps heartbeating; re-registers when the coordinator forgot it
     (after a coordinator restart). Runs in a daemon thread until :meth:`stop`. With ``tls`` the
     node speaks to the coordinator as its certificate's identity, which must be ``node.name``.
-    ``cpu_seconds`` and ``stretch`` (a worker's) are read at every heartbeat; :meth:`nudge` sends
+    ``cpu_seconds``, ``stretch`` and ``round_cpu`` (a worker's) are read at every heartbeat; :meth:`nudge` sends
     one at once."""
 
     def __init__(
@@ -57,12 +57,14 @@ class Membership:
         tls: Tls | None = None,
         cpu_seconds: Callable[[], float] | None = None,
         stretch: Callable[[], float] | None = None,
+        round_cpu: Callable[[], float] | None = None,
     ) -> None:
         self._channel = make_channel(coordinator, tls)
         self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
         self._node = node
         self._cpu_seconds = cpu_seconds
         self._stretch = stretch
+        self._round_cpu = round_cpu
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
@@ -85,9 +87,13 @@ class Membership:
                 else:
                     cpu = self._cpu_seconds() if self._cpu_seconds is not None else 0.0
                     rho = self._stretch() if self._stretch is not None else 0.0
+                    fixed = self._round_cpu() if self._round_cpu is not None else 0.0
                     known = self._stub.Heartbeat(
                         coordinator_pb2.HeartbeatRequest(
-                            name=self._node.name, cpu_seconds=cpu, compute_stretch=rho
+                            name=self._node.name,
+                            cpu_seconds=cpu,
+                            compute_stretch=rho,
+                            round_cpu_seconds=fixed,
                         ),
                         timeout=5.0,
                     )

@@ -105,6 +105,7 @@ def membership(
     cpus: float = 0.0,
     cpu_seconds: Callable[[], float] | None = None,
     stretch: Callable[[], float] | None = None,
+    round_cpu: Callable[[], float] | None = None,
 ) -> Membership | None:
     """Registration and heartbeats with the coordinator, when one is configured; the node
     names its machine and that machine's cores (see ``membership.machine_id``)."""
@@ -119,7 +120,7 @@ def membership(
         host=machine_id(machine),
         host_cpus=machine_cpus(cpus),
     )
-    return Membership(coordinator, node, tls, cpu_seconds, stretch)
+    return Membership(coordinator, node, tls, cpu_seconds, stretch, round_cpu)
 
 
 def reap_idle_jobs(ttl_seconds: float, *expirers: Callable[[float], list[str]]) -> threading.Event:

@@ -55,6 +55,7 @@ class Node(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     HOST_CPUS_FIELD_NUMBER: _builtins.int
     CPU_SECONDS_FIELD_NUMBER: _builtins.int
+    ROUND_CPU_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     role: _builtins.str
     """"worker", "edge" or "peer"."""
@@ -74,6 +75,10 @@ class Node(_message.Message):
     """In GetCluster answers: a worker's CPU seconds for the whole data set as it last reported
     them in a heartbeat (0: none yet). Ignored in Register.
     """
+    round_cpu_seconds: _builtins.float
+    """In GetCluster answers: a worker's CPU seconds per round besides its compute as it last
+    reported them (0: none yet). Ignored in Register.
+    """
     def __init__(
         self,
         *,
@@ -86,10 +91,11 @@ class Node(_message.Message):
         host: _builtins.str = ...,
         host_cpus: _builtins.float = ...,
         cpu_seconds: _builtins.float = ...,
+        round_cpu_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cpu_seconds", b"cpu_seconds", "edge", b"edge", "host", b"host", "host_cpus", b"host_cpus", "link_seconds", b"link_seconds", "metrics_address", b"metrics_address", "name", b"name", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cpu_seconds", b"cpu_seconds", "edge", b"edge", "host", b"host", "host_cpus", b"host_cpus", "link_seconds", b"link_seconds", "metrics_address", b"metrics_address", "name", b"name", "role", b"role", "round_cpu_seconds", b"round_cpu_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -141,6 +147,7 @@ class HeartbeatRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     CPU_SECONDS_FIELD_NUMBER: _builtins.int
     COMPUTE_STRETCH_FIELD_NUMBER: _builtins.int
+    ROUND_CPU_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     cpu_seconds: _builtins.float
     """A worker's CPU seconds of real compute for the WHOLE data set (median of its recent
@@ -150,16 +157,23 @@ class HeartbeatRequest(_message.Message):
     """Wall over CPU seconds of that compute (median of its recent rounds; 0: not measured): the
     contention it saw on its machine, from which the planner infers the machine's other load.
     """
+    round_cpu_seconds: _builtins.float
+    """A worker's CPU seconds per round besides its compute, whatever share it holds (handling
+    the round call, serialisation, gRPC's threads; median of its recent rounds; 0: not
+    measured yet): what a share on that worker costs its machine every round on top of the
+    compute. The planner's shared-host floor uses it.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         cpu_seconds: _builtins.float = ...,
         compute_stretch: _builtins.float = ...,
+        round_cpu_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_stretch", b"compute_stretch", "cpu_seconds", b"cpu_seconds", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_stretch", b"compute_stretch", "cpu_seconds", b"cpu_seconds", "name", b"name", "round_cpu_seconds", b"round_cpu_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

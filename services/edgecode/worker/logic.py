@@ -36,6 +36,9 @@ MAX_EPOCHS_HELD = 2
 CPU_WINDOW = 20
 #: The estimate is announced again (``on_cpu_change``) when it moved by more than this fraction.
 CPU_ANNOUNCE_CHANGE = 0.2
+#: Consecutive rounds further apart than this (wall seconds) give no sample of the per-round
+#: CPU besides the compute: the process's idle CPU (heartbeats) would count in it.
+ROUND_GAP_SECONDS = 1.0
 
 
 class WorkerMetricsPort(Protocol):
@@ -249,6 +252,11 @@ class WorkerLogic:
         self._cpu_announced = 0.0
         #: wall over CPU seconds of the same computations (their contention), one per round
         self._stretch: deque[float] = deque(maxlen=CPU_WINDOW)
+        #: the process's CPU seconds per round besides the compute (answering the round call,
+        #: serialising, gRPC's own threads), one per pair of consecutive rounds
+        self._round_cpu: deque[float] = deque(maxlen=CPU_WINDOW)
+        #: (process CPU, wall clock) when the last round's compute began, and its compute CPU
+        self._last_round: tuple[float, float, float] | None = None
         #: called (outside the lock) when :meth:`cpu_seconds` moved (the heartbeat's nudge)
         self.on_cpu_change: Callable[[], None] | None = None
 
@@ -266,11 +274,33 @@ class WorkerLogic:
         with self._lock:
             return float(statistics.median(self._stretch)) if self._stretch else 0.0
 
-    def _record_cpu(self, seconds: float, fraction: float, wall: float = 0.0) -> None:
+    def round_cpu_seconds(self) -> float:
+        """The process's CPU seconds per round besides the compute, whatever the share held
+        (the call's handling, serialisation, gRPC's threads): the median over its last
+        :data:`CPU_WINDOW` pairs of consecutive rounds (at most :data:`ROUND_GAP_SECONDS` apart)
+        of the process CPU from one compute's start to the next's less the first compute's CPU;
+        0 before two such rounds. A share this worker holds costs the machine this much every
+        round on top of its compute (see planning.hosts)."""
+        with self._lock:
+            return float(statistics.median(self._round_cpu)) if self._round_cpu else 0.0
+
+    def _record_cpu(
+        self,
+        seconds: float,
+        fraction: float,
+        wall: float = 0.0,
+        began: tuple[float, float] | None = None,
+    ) -> None:
         # Per round, on the answer's path: plain floats (a numpy median costs 20x more here).
         if not (seconds >= 0 and math.isfinite(seconds) and fraction > 0):
             return
         with self._lock:
+            if began is not None:
+                last, self._last_round = self._last_round, (*began, seconds)
+                if last is not None and 0 < began[1] - last[1] <= ROUND_GAP_SECONDS:
+                    besides = began[0] - last[0] - last[2]
+                    if besides >= 0:  # < 0: the rounds overlapped, no clean sample
+                        self._round_cpu.append(besides)
             self._cpu.append(seconds / fraction)
             if seconds > 0 and wall > 0 and math.isfinite(wall):
                 self._stretch.append(wall / seconds)
@@ -453,7 +483,12 @@ class WorkerLogic:
         else:
             gradient = placement.coded[0].gradient(params, share)
         cpu = self._cpu_clock() - cpu_start
-        self._record_cpu(cpu, len(h.partitions) / h.n_partitions, self._clock() - wall_start)
+        self._record_cpu(
+            cpu,
+            len(h.partitions) / h.n_partitions,
+            self._clock() - wall_start,
+            (cpu_start, wall_start),
+        )
         if self.straggle.emulates:
             fraction = len(h.partitions) / h.n_partitions
             extra = placement.runtime.sample(fraction, self._rng)

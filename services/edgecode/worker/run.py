@@ -82,6 +82,7 @@ def run(config: WorkerConfig) -> int:
         cpus=config.machine_cpus,
         cpu_seconds=logic.cpu_seconds,
         stretch=logic.compute_stretch,
+        round_cpu=logic.round_cpu_seconds,
     )
     if member is not None:
         logic.on_cpu_change = member.nudge
