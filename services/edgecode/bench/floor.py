@@ -53,14 +53,15 @@ def measure(
     dataset: str = "breast_cancer",
     seed: int = 0,
 ) -> dict[str, float]:
-    """Mean round seconds of the floor and of the oracle for workers slowed by ``factors``."""
+    """Mean round seconds of the floor and of the oracle for workers slowed by ``factors``, and
+    the size of the parameters in bytes (``params_bytes``)."""
     rng = np.random.default_rng(seed)
     train, _ = load_split(dataset, rng)
     model = get_model(train.default_model)
     params = model.init_params(rng, train.n_features, train.n_classes)
     n = len(factors)
     keep = [i for i in range(n) if i != int(np.argmax(factors))]
-    result = {}
+    result = {"params_bytes": float(np.asarray(params).nbytes)}
     for name, workers in (("floor", list(range(n))), ("oracle", keep)):
         share = 1.0 / len(workers)
         blocks = train.partition(len(workers))

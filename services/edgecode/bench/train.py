@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecode.bench import grpc_floor
 from edgecode.bench.floor import measure
 from edgecode.cluster.local import LocalCluster, default_setup
 from edgecode.master.client import MasterClient, summary
@@ -85,6 +86,39 @@ def _breakdown(result: dict[str, Any], status: Any) -> dict[str, float]:
     }
 
 
+def _floors(
+    setup: Any, factors: list[float], rounds: int, seed: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The threads' floor and oracle, and the bare gRPC tree's (the oracle with a straggler)."""
+    ideal = measure(factors, COMPUTE_SECONDS, rounds=max(20, rounds // 2), seed=seed)
+    edges = [e.name for e in setup.edges]
+    bare = grpc_floor.measure(
+        factors,
+        [edges.index(w.edge) for w in setup.workers],
+        COMPUTE_SECONDS,
+        rounds=max(40, rounds),
+        payload_bytes=int(ideal["params_bytes"]),
+        oracle=max(factors) > min(factors),
+    )
+    return ideal, bare
+
+
+def _transport_floor(
+    planned: float, ideal: dict[str, float], bare: dict[str, float]
+) -> dict[str, float | None]:
+    """The bare gRPC tree's round (:mod:`edgecode.bench.grpc_floor`) against the threads' floor
+    and oracle, and planned hgc against it."""
+    oracle = bare.get("grpc_oracle_seconds")
+    return {
+        "grpc_floor_seconds": bare["grpc_floor_seconds"],
+        "grpc_oracle_seconds": oracle,
+        "grpc_floor_over_floor": bare["grpc_floor_seconds"] / ideal["floor_seconds"],
+        "grpc_oracle_over_oracle": None if oracle is None else oracle / ideal["oracle_seconds"],
+        "planned_over_grpc_floor": planned / bare["grpc_floor_seconds"],
+        "planned_over_grpc_oracle": None if oracle is None else planned / oracle,
+    }
+
+
 def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
     """Both scenarios; round times are means after the planner's profiling rounds."""
     skip = 5  # the planner profiles 3 rounds and re-places the data; compare steady state
@@ -122,7 +156,7 @@ def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
             }
         n_workers = len(setup.workers)
         factors = [5.0 if w.straggle != "none" else 1.0 for w in setup.workers]
-        ideal = measure(factors, COMPUTE_SECONDS, rounds=max(20, rounds // 2), seed=seed)
+        ideal, bare = _floors(setup, factors, rounds, seed)
         load_fixed = PARTITIONS * 2 * 2 // n_workers
         predicted_fixed = (
             uncoded["steady_round_seconds"] + (load_fixed - PARTITIONS // n_workers) * PER_PARTITION
@@ -134,6 +168,7 @@ def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
             "planned_over_oracle": planned["steady_round_seconds"] / ideal["oracle_seconds"]
             if straggle != "none"
             else None,
+            **_transport_floor(planned["steady_round_seconds"], ideal, bare),
             "breakdown": {"hgc": planned["breakdown"], "uncoded": uncoded["breakdown"]},
             "planned_hgc_seconds": planned["steady_round_seconds"],
             "planned_predicted_seconds": planned["predicted_round_seconds"],

@@ -1,0 +1,228 @@
+"""The transport floor of a round (``edgecode bench train``): what the cluster's tree of processes
+costs with bare gRPC and nothing else.
+
+The same shape as the bench's cluster -- this process as the master, one process per edge, one
+per worker, each a gRPC server on loopback, over the same mutual TLS -- but every call is a bare
+unary call of raw bytes (the size of the parameters and of a gradient): a worker only waits its
+emulated compute and answers, an edge calls its workers at once and answers when all have, the
+master calls the edges at once and waits for all. No protobuf, no coding, no decoding, no
+authorization interceptor, no coordinator, no heartbeats, no metrics, no gradient: what any
+Python gRPC system with this tree pays on this machine before doing any work of its own.
+
+- **grpc floor**: every worker with its share 1/n of the compute;
+- **grpc oracle**: the slowest worker left out and its work spread over the others (1/(n-1)).
+
+Run as ``python -m edgecode.bench.grpc_floor worker|edge ...`` for the child processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from edgecode.runtime.certs import CertificateAuthority, Identity
+from edgecode.runtime.security import Tls
+from edgecode.runtime.server import channel_options
+
+SERVICE = "edgecode.bench.Floor"
+METHOD = f"/{SERVICE}/Call"
+#: How long a child may take to start serving.
+START_SECONDS = 60.0
+#: Timeout of one call (a round of the bench takes tens of milliseconds).
+CALL_SECONDS = 10.0
+
+
+def _bytes(value: bytes) -> bytes:
+    return value
+
+
+def _serve(handler: Callable[[bytes, Any], bytes], ready: Path, tls_dir: str) -> None:
+    """Serve ``handler`` on a free loopback port; write the port to ``ready`` (atomically)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=32), options=channel_options()
+    )  # the services' pool size and options
+    method = grpc.unary_unary_rpc_method_handler(
+        handler, request_deserializer=_bytes, response_serializer=_bytes
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"Call": method}),)
+    )
+    address = "127.0.0.1:0"
+    if tls_dir:
+        port = server.add_secure_port(address, Tls.from_dir(tls_dir).server_credentials())
+    else:
+        port = server.add_insecure_port(address)
+    server.start()
+    partial = ready.with_name(ready.name + ".tmp")
+    partial.write_text(str(port))
+    partial.replace(ready)
+    server.wait_for_termination()
+
+
+def _channel(address: str, tls_dir: str) -> grpc.Channel:
+    if tls_dir:
+        credentials = Tls.from_dir(tls_dir).channel_credentials
+        return grpc.secure_channel(address, credentials, options=channel_options())
+    return grpc.insecure_channel(address, options=channel_options())
+
+
+def _worker(seconds: float, answer_bytes: int, ready: Path, tls_dir: str) -> None:
+    answer = b"\x01" * answer_bytes
+
+    def call(request: bytes, context: Any) -> bytes:
+        threading.Event().wait(seconds)  # the emulated compute, as the workers wait it
+        return answer
+
+    _serve(call, ready, tls_dir)
+
+
+def _edge(addresses: Sequence[str], ready: Path, tls_dir: str) -> None:
+    calls = [_channel(a, tls_dir).unary_unary(METHOD) for a in addresses]
+
+    def call(request: bytes, context: Any) -> bytes:
+        pending = [c.future(request, timeout=CALL_SECONDS) for c in calls]
+        return bytes([len([p.result() for p in pending])])
+
+    _serve(call, ready, tls_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m edgecode.bench.grpc_floor")
+    parser.add_argument("role", choices=["worker", "edge"])
+    parser.add_argument("--ready", type=Path, required=True)
+    parser.add_argument("--tls-dir", default="")
+    parser.add_argument("--seconds", type=float, default=0.0)
+    parser.add_argument("--answer-bytes", type=int, default=256)
+    parser.add_argument("--workers", default="", help="worker addresses, comma-separated")
+    args = parser.parse_args(argv)
+    if args.role == "worker":
+        _worker(args.seconds, args.answer_bytes, args.ready, args.tls_dir)
+    else:
+        _edge(args.workers.split(","), args.ready, args.tls_dir)
+
+
+class _Tree:
+    """The child processes of one tree; stopped on exit whatever happened."""
+
+    def __init__(self, folder: Path, tls: bool) -> None:
+        self.folder = folder
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._ca = CertificateAuthority.create("edgecode grpc floor CA", days=1) if tls else None
+        self._count = 0
+
+    def tls_dir(self, role: str) -> str:
+        if self._ca is None:
+            return ""
+        self._count += 1
+        name = f"{role}-{self._count}"
+        issued = self._ca.issue(Identity(role, name), ips=["127.0.0.1"], days=1)
+        return str(issued.write(self.folder / "tls" / name, self._ca.cert_pem))
+
+    def spawn(self, role: str, *args: str) -> str:
+        """Start a child; return its address once it serves."""
+        self._count += 1
+        ready = self.folder / f"{role}-{self._count}.port"
+        command = [sys.executable, "-m", "edgecode.bench.grpc_floor", role, "--ready", str(ready)]
+        process = subprocess.Popen(
+            [*command, "--tls-dir", self.tls_dir(role), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.processes.append(process)
+        deadline = time.monotonic() + START_SECONDS
+        while not ready.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"grpc floor: the {role} process did not start serving")
+            time.sleep(0.02)
+        return f"127.0.0.1:{int(ready.read_text())}"
+
+    def __enter__(self) -> _Tree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            process.kill()
+        for process in self.processes:
+            process.wait()
+
+
+def measure_tree(
+    edges: Sequence[Sequence[float]],
+    rounds: int = 60,
+    payload_bytes: int = 256,
+    tls: bool = True,
+) -> float:
+    """Mean round seconds (the last three quarters of ``rounds``) of a tree whose edge e has
+    one worker per entry of ``edges[e]``, each waiting that many seconds per call."""
+    if not edges or any(not workers for workers in edges) or rounds < 4:
+        raise ValueError("grpc floor: every edge needs a worker, and at least 4 rounds")
+    with (
+        tempfile.TemporaryDirectory(prefix="edgecode-grpc-floor-") as folder,
+        _Tree(Path(folder), tls) as tree,
+    ):
+        edge_addresses = []
+        for workers in edges:
+            addresses = [
+                tree.spawn("worker", "--seconds", repr(s), "--answer-bytes", str(payload_bytes))
+                for s in workers
+            ]
+            edge_addresses.append(tree.spawn("edge", "--workers", ",".join(addresses)))
+        tls_dir = tree.tls_dir("master")
+        channels = [_channel(a, tls_dir) for a in edge_addresses]
+        try:
+            calls = [c.unary_unary(METHOD) for c in channels]
+            request = b"\x02" * payload_bytes
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                pending = [c.future(request, timeout=CALL_SECONDS) for c in calls]
+                for p in pending:
+                    p.result()
+                times.append(time.perf_counter() - start)
+        finally:
+            for channel in channels:
+                channel.close()
+    return float(np.mean(times[len(times) // 4 :]))
+
+
+def measure(
+    factors: Sequence[float],
+    edge_of_worker: Sequence[int],
+    compute_seconds: float,
+    rounds: int = 60,
+    payload_bytes: int = 256,
+    tls: bool = True,
+    oracle: bool = True,
+) -> dict[str, float]:
+    """The grpc floor and (``oracle``) the grpc oracle of workers slowed by ``factors``, worker w
+    under edge ``edge_of_worker[w]`` (the same shares as :func:`edgecode.bench.floor.measure`)."""
+    if len(factors) != len(edge_of_worker) or len(factors) < 2:
+        raise ValueError("grpc floor: one edge per worker, and at least two workers")
+    n = len(factors)
+    slowest = int(np.argmax(factors))
+    trees = [("floor", list(range(n))), ("oracle", [w for w in range(n) if w != slowest])]
+    result = {}
+    for name, keep in trees[: 2 if oracle else 1]:
+        share = compute_seconds / len(keep)
+        edges: dict[int, list[float]] = {}
+        for w in keep:
+            edges.setdefault(edge_of_worker[w], []).append(share * factors[w])
+        result[f"grpc_{name}_seconds"] = measure_tree(
+            list(edges.values()), rounds, payload_bytes, tls
+        )
+    return result
+
+
+if __name__ == "__main__":
+    main()
