@@ -11,8 +11,12 @@ client's CPU and the server process's CPU (``/proc/PID/stat``). The ways:
 - ``stream``: one message each way on a long-lived bidirectional stream;
 - ``aio``: a grpc.aio unary call against a grpc.aio server.
 
+``--gap SECONDS`` waits that long after each message (the idle time between rounds); the cost
+per message then includes waking the threads that hand a call over, which sleep in between.
+
 Used for docs/notes/round-overhead.md (what a long-lived stream per node would save). Run:
-``python scripts/rpc_cost.py --messages 2000 --repeats 2``.
+``python scripts/rpc_cost.py --messages 2000 --repeats 2``, and
+``python scripts/rpc_cost.py --messages 500 --ways unary,warm,stream --gap 0.01``.
 """
 
 from __future__ import annotations
@@ -116,7 +120,7 @@ def _sync_way(way: str, channel: grpc.Channel) -> Callable[[], None]:
     return one
 
 
-def measure(way: str, messages: int) -> dict[str, float]:
+def measure(way: str, messages: int, gap: float = 0.0) -> dict[str, float]:
     kind = "aio" if way == "aio" else "sync"
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", kind], stdout=subprocess.PIPE, text=True
@@ -125,7 +129,7 @@ def measure(way: str, messages: int) -> dict[str, float]:
     try:
         address = f"127.0.0.1:{int(server.stdout.readline())}"
         if way == "aio":
-            started = asyncio.run(_aio_calls(address, messages, server.pid))
+            started = asyncio.run(_aio_calls(address, messages, server.pid, gap))
         else:
             with grpc.insecure_channel(address) as channel:
                 one = _sync_way(way, channel)
@@ -134,6 +138,8 @@ def measure(way: str, messages: int) -> dict[str, float]:
                 started = (process_cpu(server.pid), time.process_time(), time.perf_counter())
                 for _ in range(messages):
                     one()
+                    if gap:
+                        time.sleep(gap)
         ended = (process_cpu(server.pid), time.process_time(), time.perf_counter())
     finally:
         server.kill()
@@ -147,7 +153,9 @@ def measure(way: str, messages: int) -> dict[str, float]:
     }
 
 
-async def _aio_calls(address: str, messages: int, pid: int) -> tuple[float, float, float]:
+async def _aio_calls(
+    address: str, messages: int, pid: int, gap: float
+) -> tuple[float, float, float]:
     async with grpc.aio.insecure_channel(address) as channel:
         unary = channel.unary_unary(UNARY, _same, _same)
         for _ in range(WARM_UP):
@@ -155,6 +163,8 @@ async def _aio_calls(address: str, messages: int, pid: int) -> tuple[float, floa
         started = (process_cpu(pid), time.process_time(), time.perf_counter())
         for _ in range(messages):
             await unary(PAYLOAD)
+            if gap:
+                await asyncio.sleep(gap)
     return started
 
 
@@ -166,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=2000, help="messages per way and repeat")
     parser.add_argument("--repeats", type=int, default=2, help="rounds over all the ways")
     parser.add_argument("--ways", default=",".join(WAYS), help=f"a subset of {','.join(WAYS)}")
+    parser.add_argument(
+        "--gap", type=float, default=0.0, help="seconds idle after each message (default 0)"
+    )
     parser.add_argument("--serve", choices=("sync", "aio"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -179,10 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--messages must be at least 1, got {args.messages}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if not 0 <= args.gap <= 1:  # also refuses nan
+        parser.error(f"--gap must be between 0 and 1 seconds, got {args.gap}")
     print(f"{'way':8s} {'wall us':>9s} {'client CPU us':>14s} {'server CPU us':>14s}")
     for _ in range(args.repeats):
         for way in ways:
-            row = measure(way, args.messages)
+            row = measure(way, args.messages, args.gap)
             print(
                 f"{way:8s} {row['wall_us']:9.1f} {row['client_cpu_us']:14.1f} "
                 f"{row['server_cpu_us']:14.1f}",

@@ -21,6 +21,21 @@ def test_every_way_prints_finite_positive_costs(capsys: pytest.CaptureFixture[st
         assert wall > 0 and client >= 0 and server >= 0, row
 
 
+def test_a_gap_between_messages_is_idle_time_and_not_a_cost(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert (
+        load_script("rpc_cost").main(
+            ["--messages", "20", "--ways", "unary", "--gap", "0.02", "--repeats", "1"]
+        )
+        == 0
+    )
+    (row,) = capsys.readouterr().out.splitlines()[1:]
+    wall, client, server = (float(x) for x in row.split()[1:])
+    assert 20_000 <= wall < 1_000_000, row  # each message waited its 20 ms gap
+    assert all(math.isfinite(v) and 0 <= v < 20_000 for v in (client, server)), row
+
+
 def test_an_unknown_way_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         load_script("rpc_cost").main(["--ways", "unary,carrier-pigeon"])
@@ -33,6 +48,8 @@ def test_an_unknown_way_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["--messages", "0"], "--messages must be at least 1, got 0"),
         (["--repeats", "-1"], "--repeats must be at least 1, got -1"),
+        (["--gap", "-0.1"], "--gap must be between 0 and 1 seconds, got -0.1"),
+        (["--gap", "nan"], "--gap must be between 0 and 1 seconds, got nan"),
     ],
 )
 def test_a_count_below_one_is_refused_by_name(
