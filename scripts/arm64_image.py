@@ -200,28 +200,30 @@ def load_base(layer: Path, tag: str = BASE_TAG) -> str:
     config_name = f"{hashlib.sha256(config_bytes).hexdigest()}.json"
     manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": ["layer/layer.tar"]}]
     # One output pipe (stderr into stdout), read after stdin is closed: no deadlock, and no
-    # communicate() on a stdin already closed.
-    loader = subprocess.Popen(
+    # communicate() on a stdin already closed. The with-block closes the pipes whatever happens
+    # (an unclosed pipe is a ResourceWarning when the Popen is collected).
+    with subprocess.Popen(
         ["docker", "load"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    assert loader.stdin is not None and loader.stdout is not None
-    try:
-        with tarfile.open(fileobj=loader.stdin, mode="w|") as archive:
-            for name, data in (
-                (config_name, config_bytes),
-                ("manifest.json", json.dumps(manifest).encode()),
-            ):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-            archive.add(str(layer), arcname="layer/layer.tar")
-    except BrokenPipeError:
-        pass  # docker load gave up: its output below says why
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            loader.stdin.close()
-    output = loader.stdout.read().decode(errors="replace")
-    if loader.wait(timeout=600) != 0:
+    ) as loader:
+        assert loader.stdin is not None and loader.stdout is not None
+        try:
+            with tarfile.open(fileobj=loader.stdin, mode="w|") as archive:
+                for name, data in (
+                    (config_name, config_bytes),
+                    ("manifest.json", json.dumps(manifest).encode()),
+                ):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+                archive.add(str(layer), arcname="layer/layer.tar")
+        except BrokenPipeError:
+            pass  # docker load gave up: its output below says why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                loader.stdin.close()
+        output = loader.stdout.read().decode(errors="replace")
+        code = loader.wait(timeout=600)
+    if code != 0:
         raise BuildError(f"docker load of {tag} failed: {output[-2000:]}")
     return tag
 

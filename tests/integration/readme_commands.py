@@ -545,6 +545,9 @@ def _python_case(example: Example) -> Case:
         # this tree against itself (OLD is any other version's services/), small clusters only
         small = ("--compare", str(ROOT / "services"), "--max-workers", "8", "--repeats", "1")
         return Case(example.text, (words[2], *small))
+    if words[:4] == ["python", "-m", "edgecode.bench.grpc_floor", "measure"]:
+        # the bare trees of the bench's cluster, a few rounds each
+        return Case(example.text, (*words[2:], "--rounds", "8"), slow=True)
     if words[:3] == ["python", "-m", "edgecode.bench.partial_error"]:
         return Case(example.text, tuple(words[2:]), slow=True)
     if words[:3] == ["python", "-m", "edgecode.bench.shared_cores"]:

@@ -14,8 +14,9 @@ from edgecode.bench.grpc_floor import METHOD, _channel, _Tree, measure, measure_
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_a_round_of_the_bare_tree_waits_for_every_worker_of_every_edge() -> None:
-    seconds = measure_tree([[0.01], [0.01, 0.08]], rounds=8, tls=False)
+@pytest.mark.parametrize("calls", ["unary", "stream"])
+def test_a_round_of_the_bare_tree_waits_for_every_worker_of_every_edge(calls: str) -> None:
+    seconds = measure_tree([[0.01], [0.01, 0.08]], rounds=8, tls=False, calls=calls)
     assert math.isfinite(seconds)
     assert 0.08 <= seconds < 0.08 + 1.0
 
@@ -62,13 +63,39 @@ def test_the_oracle_leaves_out_the_slowest_worker_and_spreads_its_share(
 
 
 @pytest.mark.parametrize(
-    ("edges", "rounds"), [([], 10), ([[0.01], []], 10), ([[0.01]], 3)], ids=str
+    ("edges", "rounds", "calls"),
+    [
+        ([], 10, "unary"),
+        ([[0.01], []], 10, "unary"),
+        ([[0.01]], 3, "unary"),
+        ([[0.01]], 8, "pigeon"),
+    ],
+    ids=str,
 )
-def test_measure_tree_refuses_a_tree_it_cannot_time(edges: list[list[float]], rounds: int) -> None:
+def test_measure_tree_refuses_a_tree_it_cannot_time(
+    edges: list[list[float]], rounds: int, calls: str
+) -> None:
     with pytest.raises(ValueError, match="grpc floor"):
-        measure_tree(edges, rounds=rounds)
+        measure_tree(edges, rounds=rounds, calls=calls)
 
 
 def test_measure_refuses_workers_without_edges() -> None:
     with pytest.raises(ValueError, match="one edge per worker"):
         measure([1, 1, 1], [0, 0], 0.1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["measure", "--rounds", "3"], "--rounds must be at least 4, got 3"),
+        (["worker", "--seconds", "0.1"], "worker: --ready is required"),
+        (["measure", "--calls", "pigeon"], "--calls"),
+    ],
+)
+def test_the_command_refuses_bad_flags_by_name(
+    capsys: pytest.CaptureFixture[str], argv: list[str], named: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        grpc_floor.main(argv)
+    assert exit_.value.code == 2
+    assert named in capsys.readouterr().err

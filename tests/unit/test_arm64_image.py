@@ -3,7 +3,10 @@ install, and the compose override builds the arm64 image with the script's own b
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import tarfile
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -95,3 +98,30 @@ def test_the_override_builds_with_the_scripts_args(script: ModuleType) -> None:
     for name, service in services.items():
         assert service["environment"]["EDGECODE_COMPUTE_SECONDS"].endswith(":-0}"), name
     assert services["worker-1"]["environment"]["EDGECODE_STRAGGLE"] == "none"
+
+
+@pytest.mark.parametrize("exit_code", [0, 1])
+def test_loading_the_base_closes_docker_loads_pipes(
+    script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exit_code: int
+) -> None:
+    """A stand-in ``docker`` reads the image tar and exits; load_base returns the tag or names
+    the failure, and leaves no pipe open (an unclosed one is a ResourceWarning when the Popen is
+    collected, an error under this suite's filterwarnings)."""
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    received = tmp_path / "received.tar"
+    fake.write_text(f"#!/bin/sh\ncat > {received}\necho loaded\nexit {exit_code}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    layer = tmp_path / "layer.tar"
+    layer.write_bytes(b"\0" * 1024)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        if exit_code == 0:
+            assert script.load_base(layer, "edgecode-test:fake") == "edgecode-test:fake"
+        else:
+            with pytest.raises(script.BuildError, match="docker load of edgecode-test:fake failed"):
+                script.load_base(layer, "edgecode-test:fake")
+        gc.collect()
+    with tarfile.open(received) as archive:
+        assert "layer/layer.tar" in archive.getnames()

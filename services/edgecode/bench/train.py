@@ -96,7 +96,7 @@ def _floors(
         factors,
         [edges.index(w.edge) for w in setup.workers],
         COMPUTE_SECONDS,
-        rounds=max(40, rounds),
+        rounds=max(20, rounds // 2),
         payload_bytes=int(ideal["params_bytes"]),
         oracle=max(factors) > min(factors),
     )
