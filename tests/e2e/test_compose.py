@@ -55,7 +55,9 @@ EDGECODE_SERVICES = (
     "edge-1",
     *(f"worker-{i}" for i in range(6)),
 )
-ROUNDS = 40
+#: Long enough that a pause and a kill (docker calls, slow on a busy machine) land mid-job:
+#: with one BLAS thread per node a round takes ~20 ms, and 40 rounds ended before the faults.
+ROUNDS = 300
 PAUSED = "worker-4"  # edge-1
 KILLED = "worker-2"  # edge-0, whose worker-1 is the compose file's persistent straggler
 STOP_LIMIT_SECONDS = 2.0
