@@ -32,7 +32,10 @@ from edgecode.coordinator.logic import CoordinatorLogic
 from edgecode.coordinator.service import CoordinatorServicer
 from edgecode.learning.models import get_model
 from edgecode.master.client import FINAL_STATES, MasterClient, params_of
+from edgecode.master.ports import Node
+from edgecode.master.transport import GrpcTransport
 from edgecode.records import JobConfig
+from edgecode.runtime.conversations import serve_conversation
 from edgecode.runtime.metrics import AggregatorMetrics, WorkerMetrics
 from edgecode.v1 import (
     aggregator_pb2,
@@ -156,6 +159,9 @@ class TrackedWorker(worker_pb2_grpc.WorkerServicer):
 
     def ComputeGradient(self, request: Any, context: Any) -> Any:
         return self.inner.ComputeGradient(request, context)
+
+    def ComputeGradients(self, requests: Any, context: Any) -> Any:
+        return self.inner.ComputeGradients(requests, context)
 
     def wait_placements_finished(self, count: int) -> None:
         with self._changed:
@@ -611,6 +617,7 @@ class EdgeUnderTest:
     stub: aggregator_pb2_grpc.AggregatorStub
     metrics: AggregatorMetrics
     workers: list[aggregator_pb2.EdgeWorker]
+    address: str = ""
 
     def configure(self, job_id: str = "edge-job", **overrides: Any) -> Any:
         fields: dict[str, Any] = {
@@ -659,7 +666,7 @@ def start_edge(servers: Any, workers: list[aggregator_pb2.EdgeWorker]) -> EdgeUn
         ]
     )
     return EdgeUnderTest(
-        aggregator_pb2_grpc.AggregatorStub(servers.channel(address)), metrics, workers
+        aggregator_pb2_grpc.AggregatorStub(servers.channel(address)), metrics, workers, address
     )
 
 
@@ -670,6 +677,57 @@ def real_edge_workers(servers: Any, indices: range) -> list[aggregator_pb2.EdgeW
         place_edge_worker(stub, index)
         workers.append(aggregator_pb2.EdgeWorker(name=f"edge-w{index}", address=address))
     return workers
+
+
+def test_the_masters_rounds_share_one_stream_per_edge_and_job(
+    edge: EdgeUnderTest,
+) -> None:
+    """The master's transport on RunRounds: every round of a job on one stream, each the exact
+    decoded vector as one message; a round the edge refuses (a job it does not know) fails
+    alone with its status, and the next round on the stream is answered."""
+    edge.configure()
+    transport = GrpcTransport(streams=True)
+    node = Node("edge-test", edge.address)
+    try:
+        for round_ in (1, 2, 3):
+            (message,) = list(
+                transport.run_round(node, "edge-job", round_, PARAMS, 1, CALL_TIMEOUT)
+            )
+            np.testing.assert_allclose(
+                message.vector, _exact_edge_result(PARAMS), rtol=1e-9, atol=1e-12
+            )
+            assert message.sender == "edge-test"
+        with pytest.raises(grpc.RpcError) as info:
+            list(transport.run_round(node, "no-such-job", 4, PARAMS, 1, CALL_TIMEOUT))
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "no-such-job" in info.value.details()
+        (message,) = list(transport.run_round(node, "edge-job", 5, PARAMS, 1, CALL_TIMEOUT))
+        np.testing.assert_allclose(
+            message.vector, _exact_edge_result(PARAMS), rtol=1e-9, atol=1e-12
+        )
+        assert len(transport._conversations) == 2  # (edge, job) pairs: edge-job and no-such-job
+        transport.drop_job(node, "no-such-job", is_edge=True)
+        assert list(transport._conversations) == [(edge.address, "edge-job")]
+    finally:
+        transport.close()
+
+
+def test_a_forward_round_on_the_stream_ends_after_its_workers_vectors(
+    edge: EdgeUnderTest,
+) -> None:
+    """FORWARD mode on RunRounds: each worker's vector as a message, then the round's end."""
+    edge.configure(mode=aggregator_pb2.EDGE_MODE_FORWARD, code=None, targets=None)
+    transport = GrpcTransport(streams=True)
+    try:
+        for round_ in (1, 2):
+            messages = list(
+                transport.run_round(
+                    Node("edge-test", edge.address), "edge-job", round_, PARAMS, 1, CALL_TIMEOUT
+                )
+            )
+            assert sorted(m.sender for m in messages) == ["edge-w0", "edge-w1", "edge-w2"]
+    finally:
+        transport.close()
 
 
 @pytest.fixture
@@ -753,6 +811,22 @@ class MaliciousWorker(worker_pb2_grpc.WorkerServicer):
             job_id=request.job_id, round=request.round, worker="evil", gradient=self.gradient
         )
 
+    def ComputeGradients(self, requests: Any, context: Any) -> Any:
+        """The edge's stream: the same malformed answer to every round, its sequence echoed."""
+
+        def answer(request: Any, stop: threading.Event) -> bytes:
+            response = self.ComputeGradient(request, None)
+            response.sequence = request.sequence
+            return bytes(response.SerializeToString())
+
+        return serve_conversation(
+            requests,
+            lambda r, stop: [answer(r, stop)],
+            lambda r: int(r.sequence),
+            lambda r: bool(r.cancel),
+            _no_answer,
+        )
+
 
 class GatedWorker(worker_pb2_grpc.WorkerServicer):
     """A real worker servicer that answers a round only after ``ready(round)``: the honest
@@ -771,6 +845,27 @@ class GatedWorker(worker_pb2_grpc.WorkerServicer):
         while not self.ready(request.round) and time.monotonic() < deadline:
             time.sleep(0.005)
         return self.inner.ComputeGradient(request, context)
+
+    def ComputeGradients(self, requests: Any, context: Any) -> Any:
+        """The edge's stream, each round answered only after ``ready(round)``."""
+
+        def answer(request: Any, stop: threading.Event) -> bytes:
+            deadline = time.monotonic() + CALL_TIMEOUT
+            while not self.ready(request.round) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return self.inner._gradient(request, stop)
+
+        return serve_conversation(
+            requests,
+            lambda r, stop: [answer(r, stop)],
+            lambda r: int(r.sequence),
+            lambda r: bool(r.cancel),
+            self.inner._gradient_error,
+        )
+
+
+def _no_answer(request: Any, exc: BaseException) -> None:
+    return None
 
 
 @pytest.mark.parametrize("kind", list(_fake_gradients()))

@@ -291,8 +291,13 @@ def test_persistent_straggler_has_the_highest_mean_latency(run: Run) -> None:
 
 def test_worker_compute_histogram_grows(run: Run) -> None:
     name = "edgecode_worker_compute_seconds_count"
-    # hgc: each edge takes at least 3 of its 4 workers' answers every round.
-    assert sum(run.delta("hgc", w, name) for w in run.names("worker")) >= 6 * ROUNDS
+    # hgc (s_edge = 1, s_worker = 1): the edge the master decodes from took at least 3 of its
+    # 4 workers' answers every round. The other edge is cancelled as soon as the master has
+    # decoded (it needs one edge of two), and with rounds on streams the cancel reaches its
+    # workers before they finish in some rounds (edge-1, behind the slow link: 6 of 15 rounds
+    # abandoned), so 6 answers a round is not an invariant of the protocol; the accounting of
+    # every round below is.
+    assert sum(run.delta("hgc", w, name) for w in run.names("worker")) >= 3 * ROUNDS
     for worker in run.names("worker"):
         assert run.delta("uncoded", worker, name) == ROUNDS, worker
         assert run.delta("uncoded", worker, "edgecode_worker_rounds_total") == ROUNDS, worker

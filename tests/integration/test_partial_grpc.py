@@ -26,6 +26,7 @@ from edgecode.learning.datasets import synthetic_least_squares
 from edgecode.learning.models import get_model
 from edgecode.records import PlacementHeader
 from edgecode.rounds import Round, StreamSource
+from edgecode.runtime.conversations import serve_conversation
 from edgecode.runtime.metrics import WorkerMetrics
 from edgecode.worker.logic import WorkerLogic
 from edgecode.worker.service import WorkerServicer, add_worker_servicer
@@ -50,6 +51,21 @@ class HeldWorker:
             context.add_callback(done.set)
             done.wait(CALL_TIMEOUT)
         return self.inner.ComputeGradient(request, context)
+
+    def ComputeGradients(self, requests: Any, context: Any) -> Any:
+        """The edge's stream: a held worker answers a round once it is cancelled/superseded."""
+        return serve_conversation(
+            requests,
+            lambda request, stop: [self._gradient(request, stop)],
+            lambda request: int(request.sequence),
+            lambda request: bool(request.cancel),
+            self.inner._gradient_error,
+        )
+
+    def _gradient(self, request: Any, stop: threading.Event) -> bytes:
+        if self.held.is_set():
+            stop.wait(CALL_TIMEOUT)
+        return self.inner._gradient(request, stop)
 
 
 class _Stream:

@@ -29,6 +29,7 @@ class AggregatorConfig(CommonConfig):
     name: str = "edge-0"
     coordinator: str = ""
     link_seconds: float = 0.0
+    streams: bool = True
 
 
 def run(config: AggregatorConfig) -> int:
@@ -36,7 +37,7 @@ def run(config: AggregatorConfig) -> int:
     prepare()
     tls = node_tls(config, "edge", config.name)
     metrics = AggregatorMetrics()
-    clients = functools.partial(GrpcWorkerClient, tls=tls)
+    clients = functools.partial(GrpcWorkerClient, tls=tls, streams=config.streams)
     logic = AggregatorLogic(config.name, clients, metrics, config.link_seconds)
     service = create_server(
         [

@@ -119,6 +119,16 @@ def _transport_floor(
     }
 
 
+def _unary_hgc(setup: Any, config: JobConfig, skip: int) -> float:
+    """Steady-state round seconds of ``config`` on the same cluster with streams off (a
+    RunRound / ComputeGradient call per child node per round)."""
+    with LocalCluster(replace(setup, streams=False)) as cluster:
+        client = cluster.client()
+        (result,) = _jobs(client, [config], skip)
+        client.close()
+    return float(result["steady_round_seconds"])
+
+
 def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
     """Both scenarios; round times are means after the planner's profiling rounds."""
     skip = 5  # the planner profiles 3 rounds and re-places the data; compare steady state
@@ -154,6 +164,8 @@ def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
                 for name, p in cluster.processes.items()
                 if p.role == "worker" and p.popen is not None
             }
+        # The same planned job over a call per child node per round (streams off), after it
+        unary = _unary_hgc(setup, configs[0], skip)
         n_workers = len(setup.workers)
         factors = [5.0 if w.straggle != "none" else 1.0 for w in setup.workers]
         ideal, bare = _floors(setup, factors, rounds, seed)
@@ -171,6 +183,8 @@ def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
             **_transport_floor(planned["steady_round_seconds"], ideal, bare),
             "breakdown": {"hgc": planned["breakdown"], "uncoded": uncoded["breakdown"]},
             "planned_hgc_seconds": planned["steady_round_seconds"],
+            "planned_hgc_unary_seconds": unary,
+            "streams_over_unary": planned["steady_round_seconds"] / unary,
             "planned_predicted_seconds": planned["predicted_round_seconds"],
             "uncoded_seconds": uncoded["steady_round_seconds"],
             "ignore_seconds": ignore["steady_round_seconds"],

@@ -490,6 +490,11 @@ def _print_ideal(training: dict[str, Any]) -> None:
         against = "grpc oracle" if r["grpc_oracle_seconds"] is not None else "grpc floor"
         value = r["planned_over_grpc_oracle"] or r["planned_over_grpc_floor"]
         console().print(f"{scenario}: planned hgc / {against} = {value:.3f}")
+        console().print(
+            f"{scenario}: planned hgc on streams / on a call per child per round = "
+            f"{r['streams_over_unary']:.3f} ({1e3 * r['planned_hgc_seconds']:.2f} ms vs "
+            f"{1e3 * r['planned_hgc_unary_seconds']:.2f} ms, the same cluster after it)"
+        )
     for scenario, r in training.items():
         parts = r["breakdown"]
         keys = list(parts["hgc"])

@@ -23,6 +23,8 @@ HELP = {
     "edge": "name of this worker's edge aggregator",
     "coordinator": "coordinator address HOST:PORT",
     "link_seconds": "emulated link delay to the parent per round (netem is not available)",
+    "streams": "carry every round on one long-lived stream per child node (false: a call per "
+    "child per round, slower)",
     "straggle": "straggler emulation, e.g. none, slow:factor=5, bernoulli:p=0.2,factor=5, exp:rate=20",
     "compute_seconds": "emulated seconds to process the WHOLE data set (a worker spends its fraction of it)",
     "seed": "seed of the straggler emulation",

@@ -77,6 +77,8 @@ class ClusterSetup:
     spec_file: str = ""
     heartbeat_seconds: float = 0.5
     dead_after_seconds: float = 3.0
+    #: rounds on one long-lived stream per child node (False: a call per child per round)
+    streams: bool = True
 
 
 def default_setup(
@@ -218,6 +220,8 @@ class LocalCluster:
                         address,
                         "--link-seconds",
                         str(e.link_seconds),
+                        "--streams",
+                        str(s.streams).lower(),
                     ],
                 )
                 for e in s.edges
@@ -261,6 +265,8 @@ class LocalCluster:
                 self.processes["coordinator"].address,
                 "--checkpoint-dir",
                 str(self.workdir / "checkpoints"),
+                "--streams",
+                str(self.setup.streams).lower(),
             ]
             + (["--data-dirs", os.pathsep.join(self.data_dirs)] if self.data_dirs else []),
         )

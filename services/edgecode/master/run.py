@@ -28,6 +28,8 @@ class MasterConfig(CommonConfig):
     checkpoint_dir: str = ""
     #: folders (os.pathsep-separated) whose files jobs may name; empty = no files at all
     data_dirs: str = ""
+    #: every job's rounds on one long-lived stream per edge (false: a RunRound call per round)
+    streams: bool = True
 
 
 def run(config: MasterConfig) -> int:
@@ -40,7 +42,7 @@ def run(config: MasterConfig) -> int:
     metrics = MasterMetrics()
     view = CoordinatorView(config.coordinator, tls)
     # Dial targets come only from the authenticated membership (never from a request).
-    transport = GrpcTransport(tls, view.is_member)
+    transport = GrpcTransport(tls, view.is_member, config.streams)
     store = (
         FileCheckpoints(Path(config.checkpoint_dir)) if config.checkpoint_dir else NoCheckpoints()
     )

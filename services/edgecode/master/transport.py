@@ -19,6 +19,7 @@ from edgecode.master.ports import EdgeAssignment, Node, Topology
 from edgecode.planning.spec import Plan
 from edgecode.records import BlockHeader, PlacementHeader, Timing
 from edgecode.rounds import Message, describe
+from edgecode.runtime.conversations import Conversation, StreamFailed
 from edgecode.runtime.security import Tls
 from edgecode.runtime.server import make_channel
 from edgecode.v1 import (
@@ -47,7 +48,8 @@ REPORT_TIMEOUT = 5.0
 
 
 class _EdgeStream:
-    """An edge's RunRound stream as round-engine messages."""
+    """An edge's RunRound stream (or a round's feed on its RunRounds stream) as round-engine
+    messages."""
 
     def __init__(self, call: Any, edge: str) -> None:
         self._call = call
@@ -55,6 +57,8 @@ class _EdgeStream:
 
     def __iter__(self) -> Iterator[Message]:
         for message in self._call:
+            if message.last and not message.HasField("vector"):
+                continue  # the end of a FORWARD round on a RunRounds stream
             vector = wire.tensor_from_proto(
                 message.vector, f"vector from edge {self._edge}", dtype="float64"
             )
@@ -70,6 +74,26 @@ class _EdgeStream:
         return bool(self._call.cancel())
 
 
+def _edge_answer(message: Any) -> tuple[int, Any, BaseException | None, bool]:
+    """A RunRounds message: (sequence, the message, the round's error, last)."""
+    if message.error_code:
+        try:
+            code = next(c for c in grpc.StatusCode if c.value[0] == message.error_code)
+        except StopIteration:
+            code = grpc.StatusCode.UNKNOWN
+        return message.sequence, None, StreamFailed(code, message.error[:1000]), True
+    return message.sequence, message, None, message.last
+
+
+def _round_sequence(sequence: int) -> bytes:
+    """Field 6 (sequence) of RunRoundRequest, serialized (appended: the last one wins)."""
+    return bytes(aggregator_pb2.RunRoundRequest(sequence=sequence).SerializeToString())
+
+
+def _round_cancel(sequence: int) -> bytes:
+    return bytes(aggregator_pb2.RunRoundRequest(cancel=True, sequence=sequence).SerializeToString())
+
+
 class GrpcTransport:
     """Channels to workers and edges, cached per address (one TLS handshake per peer).
 
@@ -79,10 +103,16 @@ class GrpcTransport:
     i.e. PERMISSION_DENIED, otherwise)."""
 
     def __init__(
-        self, tls: Tls | None = None, is_member: Callable[[str], bool] | None = None
+        self,
+        tls: Tls | None = None,
+        is_member: Callable[[str], bool] | None = None,
+        streams: bool = True,
     ) -> None:
         self._tls = tls
         self._is_member = is_member
+        self._streams = streams
+        #: (edge address, job): the job's rounds on one long-lived RunRounds stream
+        self._conversations: dict[tuple[str, str], Conversation] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._edge_stubs: dict[str, aggregator_pb2_grpc.AggregatorStub] = {}
         self._warm: set[str] = set()
@@ -167,8 +197,31 @@ class GrpcTransport:
     ) -> _EdgeStream:
         request = aggregator_pb2.RunRoundRequest(job_id=job_id, round=round_, placement_epoch=epoch)
         wire.tensor_to_proto(params, out=request.params)
+        if self._streams:
+            encoded = request.SerializeToString()
+            feed = self._conversation(edge.address, job_id).send(
+                lambda sequence: encoded + _round_sequence(sequence), feed=True
+            )
+            return _EdgeStream(feed, edge.name)
         call = self.edge_stub(edge.address).RunRound(request, timeout=timeout)
         return _EdgeStream(call, edge.name)
+
+    def _conversation(self, address: str, job_id: str) -> Conversation:
+        """The job's RunRounds stream to the edge at ``address`` (made on first use)."""
+        channel = self.channel(address, warm=True)  # checks the membership first
+        with self._lock:
+            conversation = self._conversations.get((address, job_id))
+            if conversation is None:
+                conversation = self._conversations[(address, job_id)] = Conversation(
+                    channel.stream_stream(
+                        "/edgecode.v1.Aggregator/RunRounds",
+                        request_serializer=bytes,
+                        response_deserializer=aggregator_pb2.EdgeMessage.FromString,
+                    ),
+                    _edge_answer,
+                    _round_cancel,
+                )
+            return conversation
 
     def fetch_placement(
         self,
@@ -191,6 +244,11 @@ class GrpcTransport:
         return int(response.fetched_bytes), float(response.seconds)
 
     def drop_job(self, node: Node, job_id: str, is_edge: bool) -> None:
+        if is_edge:
+            with self._lock:
+                conversation = self._conversations.pop((node.address, job_id), None)
+            if conversation is not None:
+                conversation.close()
         try:
             if is_edge:
                 self.edge_stub(node.address).DropJob(
@@ -218,6 +276,11 @@ class GrpcTransport:
             return [name for name in pool.map(check, nodes) if name is not None]
 
     def close(self) -> None:
+        with self._lock:
+            conversations = list(self._conversations.values())
+            self._conversations.clear()
+        for conversation in conversations:
+            conversation.close()
         with self._lock:
             for channel in [*self._channels.values(), *self._retired]:
                 channel.close()

@@ -62,11 +62,13 @@ RPC_ROLES: Mapping[str, frozenset[str]] = {
     # Edge aggregator: driven by the master.
     "/edgecode.v1.Aggregator/ConfigureJob": frozenset({"master"}),
     "/edgecode.v1.Aggregator/RunRound": frozenset({"master"}),
+    "/edgecode.v1.Aggregator/RunRounds": frozenset({"master"}),
     "/edgecode.v1.Aggregator/DropJob": frozenset({"master"}),
     # Worker: placed and driven by the master; gradients also asked by edges; partitions read by
     # other workers during a shuffle.
     "/edgecode.v1.Worker/PlaceData": frozenset({"master"}),
     "/edgecode.v1.Worker/ComputeGradient": frozenset({"master", "edge"}),
+    "/edgecode.v1.Worker/ComputeGradients": frozenset({"edge"}),
     "/edgecode.v1.Worker/DropJob": frozenset({"master", "edge"}),
     "/edgecode.v1.Worker/FetchPlacement": frozenset({"master"}),
     "/edgecode.v1.Worker/ReadPartitions": frozenset({"worker"}),

@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from edgecode.v1 import common_pb2 as edgecode_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x64gecode/v1/aggregator.proto\x12\x0b\x65\x64gecode.v1\x1a\x18\x65\x64gecode/v1/common.proto\"+\n\nEdgeWorker\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xcd\x02\n\x13\x43onfigureJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x07workers\x18\x02 \x03(\x0b\x32\x17.edgecode.v1.EdgeWorker\x12!\n\x04\x63ode\x18\x03 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12$\n\x07targets\x18\x04 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x10\n\x08s_worker\x18\x05 \x01(\x03\x12#\n\x04mode\x18\x06 \x01(\x0e\x32\x15.edgecode.v1.EdgeMode\x12\x1f\n\x17worker_deadline_seconds\x18\x07 \x01(\x01\x12\x17\n\x0fplacement_epoch\x18\x08 \x01(\x03\x12\x14\n\x0cmessage_rows\x18\t \x01(\x03\x12\x0e\n\x06verify\x18\n \x01(\x08\x12\x1c\n\x14verify_slack_seconds\x18\x0b \x01(\x01\"\'\n\x14\x43onfigureJobResponse\x12\x0f\n\x07workers\x18\x01 \x01(\x03\"n\n\x0fRunRoundRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12#\n\x06params\x18\x03 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x17\n\x0fplacement_epoch\x18\x04 \x01(\x03\"\xbd\x01\n\x0b\x45\x64geMessage\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0c\n\x04\x65\x64ge\x18\x03 \x01(\t\x12#\n\x06vector\x18\x04 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x0e\n\x06worker\x18\x05 \x01(\t\x12\x10\n\x08\x63ombined\x18\x06 \x03(\t\x12(\n\x07timings\x18\x07 \x03(\x0b\x32\x17.edgecode.v1.NodeTiming\x12\x10\n\x08suspects\x18\x08 \x03(\t\"$\n\x12\x44ropEdgeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"&\n\x13\x44ropEdgeJobResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08*R\n\x08\x45\x64geMode\x12\x19\n\x15\x45\x44GE_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45\x44GE_MODE_DECODE\x10\x01\x12\x15\n\x11\x45\x44GE_MODE_FORWARD\x10\x02\x32\xf5\x01\n\nAggregator\x12S\n\x0c\x43onfigureJob\x12 .edgecode.v1.ConfigureJobRequest\x1a!.edgecode.v1.ConfigureJobResponse\x12\x44\n\x08RunRound\x12\x1c.edgecode.v1.RunRoundRequest\x1a\x18.edgecode.v1.EdgeMessage0\x01\x12L\n\x07\x44ropJob\x12\x1f.edgecode.v1.DropEdgeJobRequest\x1a .edgecode.v1.DropEdgeJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x64gecode/v1/aggregator.proto\x12\x0b\x65\x64gecode.v1\x1a\x18\x65\x64gecode/v1/common.proto\"+\n\nEdgeWorker\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xcd\x02\n\x13\x43onfigureJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x07workers\x18\x02 \x03(\x0b\x32\x17.edgecode.v1.EdgeWorker\x12!\n\x04\x63ode\x18\x03 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12$\n\x07targets\x18\x04 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x10\n\x08s_worker\x18\x05 \x01(\x03\x12#\n\x04mode\x18\x06 \x01(\x0e\x32\x15.edgecode.v1.EdgeMode\x12\x1f\n\x17worker_deadline_seconds\x18\x07 \x01(\x01\x12\x17\n\x0fplacement_epoch\x18\x08 \x01(\x03\x12\x14\n\x0cmessage_rows\x18\t \x01(\x03\x12\x0e\n\x06verify\x18\n \x01(\x08\x12\x1c\n\x14verify_slack_seconds\x18\x0b \x01(\x01\"\'\n\x14\x43onfigureJobResponse\x12\x0f\n\x07workers\x18\x01 \x01(\x03\"\x90\x01\n\x0fRunRoundRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12#\n\x06params\x18\x03 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x17\n\x0fplacement_epoch\x18\x04 \x01(\x03\x12\x0e\n\x06\x63\x61ncel\x18\x05 \x01(\x08\x12\x10\n\x08sequence\x18\x06 \x01(\x03\"\x80\x02\n\x0b\x45\x64geMessage\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0c\n\x04\x65\x64ge\x18\x03 \x01(\t\x12#\n\x06vector\x18\x04 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x0e\n\x06worker\x18\x05 \x01(\t\x12\x10\n\x08\x63ombined\x18\x06 \x03(\t\x12(\n\x07timings\x18\x07 \x03(\x0b\x32\x17.edgecode.v1.NodeTiming\x12\x10\n\x08suspects\x18\x08 \x03(\t\x12\x10\n\x08sequence\x18\t \x01(\x03\x12\x0c\n\x04last\x18\n \x01(\x08\x12\x12\n\nerror_code\x18\x0b \x01(\x05\x12\r\n\x05\x65rror\x18\x0c \x01(\t\"$\n\x12\x44ropEdgeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"&\n\x13\x44ropEdgeJobResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08*R\n\x08\x45\x64geMode\x12\x19\n\x15\x45\x44GE_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45\x44GE_MODE_DECODE\x10\x01\x12\x15\n\x11\x45\x44GE_MODE_FORWARD\x10\x02\x32\xbe\x02\n\nAggregator\x12S\n\x0c\x43onfigureJob\x12 .edgecode.v1.ConfigureJobRequest\x1a!.edgecode.v1.ConfigureJobResponse\x12\x44\n\x08RunRound\x12\x1c.edgecode.v1.RunRoundRequest\x1a\x18.edgecode.v1.EdgeMessage0\x01\x12G\n\tRunRounds\x12\x1c.edgecode.v1.RunRoundRequest\x1a\x18.edgecode.v1.EdgeMessage(\x01\x30\x01\x12L\n\x07\x44ropJob\x12\x1f.edgecode.v1.DropEdgeJobRequest\x1a .edgecode.v1.DropEdgeJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgecode.v1.aggregator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EDGEMODE']._serialized_start=875
-  _globals['_EDGEMODE']._serialized_end=957
+  _globals['_EDGEMODE']._serialized_start=977
+  _globals['_EDGEMODE']._serialized_end=1059
   _globals['_EDGEWORKER']._serialized_start=71
   _globals['_EDGEWORKER']._serialized_end=114
   _globals['_CONFIGUREJOBREQUEST']._serialized_start=117
   _globals['_CONFIGUREJOBREQUEST']._serialized_end=450
   _globals['_CONFIGUREJOBRESPONSE']._serialized_start=452
   _globals['_CONFIGUREJOBRESPONSE']._serialized_end=491
-  _globals['_RUNROUNDREQUEST']._serialized_start=493
-  _globals['_RUNROUNDREQUEST']._serialized_end=603
-  _globals['_EDGEMESSAGE']._serialized_start=606
-  _globals['_EDGEMESSAGE']._serialized_end=795
-  _globals['_DROPEDGEJOBREQUEST']._serialized_start=797
-  _globals['_DROPEDGEJOBREQUEST']._serialized_end=833
-  _globals['_DROPEDGEJOBRESPONSE']._serialized_start=835
-  _globals['_DROPEDGEJOBRESPONSE']._serialized_end=873
-  _globals['_AGGREGATOR']._serialized_start=960
-  _globals['_AGGREGATOR']._serialized_end=1205
+  _globals['_RUNROUNDREQUEST']._serialized_start=494
+  _globals['_RUNROUNDREQUEST']._serialized_end=638
+  _globals['_EDGEMESSAGE']._serialized_start=641
+  _globals['_EDGEMESSAGE']._serialized_end=897
+  _globals['_DROPEDGEJOBREQUEST']._serialized_start=899
+  _globals['_DROPEDGEJOBREQUEST']._serialized_end=935
+  _globals['_DROPEDGEJOBRESPONSE']._serialized_start=937
+  _globals['_DROPEDGEJOBRESPONSE']._serialized_end=975
+  _globals['_AGGREGATOR']._serialized_start=1062
+  _globals['_AGGREGATOR']._serialized_end=1380
 # @@protoc_insertion_point(module_scope)

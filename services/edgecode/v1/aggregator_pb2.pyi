@@ -150,9 +150,14 @@ class RunRoundRequest(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
     PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     placement_epoch: _builtins.int
+    cancel: _builtins.bool
+    """On a RunRounds stream: stop the round of this sequence (no params); the request's number."""
+    sequence: _builtins.int
     @_builtins.property
     def params(self) -> _common_pb2.Tensor: ...
     def __init__(
@@ -162,10 +167,12 @@ class RunRoundRequest(_message.Message):
         round: _builtins.int = ...,
         params: _common_pb2.Tensor | None = ...,
         placement_epoch: _builtins.int = ...,
+        cancel: _builtins.bool = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "params", b"params", "placement_epoch", b"placement_epoch", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "job_id", b"job_id", "params", b"params", "placement_epoch", b"placement_epoch", "round", b"round", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -183,11 +190,22 @@ class EdgeMessage(_message.Message):
     COMBINED_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
     SUSPECTS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     edge: _builtins.str
     worker: _builtins.str
     """FORWARD mode: the worker whose vector this is."""
+    sequence: _builtins.int
+    """On a RunRounds stream: the sequence of the round's request; true on its last message; a
+    failed round's gRPC status code (0 = none) and message (on a last message, no vector).
+    """
+    last: _builtins.bool
+    error_code: _builtins.int
+    error: _builtins.str
     @_builtins.property
     def vector(self) -> _common_pb2.Tensor: ...
     @_builtins.property
@@ -213,10 +231,14 @@ class EdgeMessage(_message.Message):
         combined: _abc.Iterable[_builtins.str] | None = ...,
         timings: _abc.Iterable[_common_pb2.NodeTiming] | None = ...,
         suspects: _abc.Iterable[_builtins.str] | None = ...,
+        sequence: _builtins.int = ...,
+        last: _builtins.bool = ...,
+        error_code: _builtins.int = ...,
+        error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["vector", b"vector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["combined", b"combined", "edge", b"edge", "job_id", b"job_id", "round", b"round", "suspects", b"suspects", "timings", b"timings", "vector", b"vector", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["combined", b"combined", "edge", b"edge", "error", b"error", "error_code", b"error_code", "job_id", b"job_id", "last", b"last", "round", b"round", "sequence", b"sequence", "suspects", b"suspects", "timings", b"timings", "vector", b"vector", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -44,6 +44,11 @@ class AggregatorStub:
                 request_serializer=edgecode_dot_v1_dot_aggregator__pb2.RunRoundRequest.SerializeToString,
                 response_deserializer=edgecode_dot_v1_dot_aggregator__pb2.EdgeMessage.FromString,
                 _registered_method=True)
+        self.RunRounds = channel.stream_stream(
+                '/edgecode.v1.Aggregator/RunRounds',
+                request_serializer=edgecode_dot_v1_dot_aggregator__pb2.RunRoundRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_aggregator__pb2.EdgeMessage.FromString,
+                _registered_method=True)
         self.DropJob = channel.unary_unary(
                 '/edgecode.v1.Aggregator/DropJob',
                 request_serializer=edgecode_dot_v1_dot_aggregator__pb2.DropEdgeJobRequest.SerializeToString,
@@ -70,6 +75,17 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunRounds(self, request_iterator, context):
+        """Master -> edge: the same rounds on one long-lived stream per job (what the master uses):
+        each request is a round, numbered by the master's sequence (a newer request stops an older
+        round still running; cancel = true stops the round of that sequence). Every message echoes
+        its request's sequence; a round's last message has last = true (in FORWARD mode an empty
+        one after the workers' vectors), or carries the round's error (error_code, error).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DropJob(self, request, context):
         """Master -> edge: forget a job (it ended); its worker connections are closed.
         """
@@ -87,6 +103,11 @@ def add_AggregatorServicer_to_server(servicer, server):
             ),
             'RunRound': grpc.unary_stream_rpc_method_handler(
                     servicer.RunRound,
+                    request_deserializer=edgecode_dot_v1_dot_aggregator__pb2.RunRoundRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_aggregator__pb2.EdgeMessage.SerializeToString,
+            ),
+            'RunRounds': grpc.stream_stream_rpc_method_handler(
+                    servicer.RunRounds,
                     request_deserializer=edgecode_dot_v1_dot_aggregator__pb2.RunRoundRequest.FromString,
                     response_serializer=edgecode_dot_v1_dot_aggregator__pb2.EdgeMessage.SerializeToString,
             ),
@@ -148,6 +169,33 @@ class Aggregator:
             request,
             target,
             '/edgecode.v1.Aggregator/RunRound',
+            edgecode_dot_v1_dot_aggregator__pb2.RunRoundRequest.SerializeToString,
+            edgecode_dot_v1_dot_aggregator__pb2.EdgeMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunRounds(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/edgecode.v1.Aggregator/RunRounds',
             edgecode_dot_v1_dot_aggregator__pb2.RunRoundRequest.SerializeToString,
             edgecode_dot_v1_dot_aggregator__pb2.EdgeMessage.FromString,
             options,

@@ -38,6 +38,13 @@ class AggregatorStub:
     decoded vector, sent as soon as any decodable set of workers has answered (the rest are
     cancelled). In FORWARD mode it carries each worker's vector as it arrives.
     """
+    RunRounds: _grpc.StreamStreamMultiCallable[_aggregator_pb2.RunRoundRequest, _aggregator_pb2.EdgeMessage]
+    """Master -> edge: the same rounds on one long-lived stream per job (what the master uses):
+    each request is a round, numbered by the master's sequence (a newer request stops an older
+    round still running; cancel = true stops the round of that sequence). Every message echoes
+    its request's sequence; a round's last message has last = true (in FORWARD mode an empty
+    one after the workers' vectors), or carries the round's error (error_code, error).
+    """
     DropJob: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.DropEdgeJobRequest, _aggregator_pb2.DropEdgeJobResponse]
     """Master -> edge: forget a job (it ended); its worker connections are closed."""
 
@@ -50,6 +57,13 @@ class AggregatorAsyncStub(AggregatorStub):
     """Master -> edge: run one round. In DECODE mode the stream carries one message, the edge's
     decoded vector, sent as soon as any decodable set of workers has answered (the rest are
     cancelled). In FORWARD mode it carries each worker's vector as it arrives.
+    """
+    RunRounds: _aio.StreamStreamMultiCallable[_aggregator_pb2.RunRoundRequest, _aggregator_pb2.EdgeMessage]  # type: ignore[assignment]
+    """Master -> edge: the same rounds on one long-lived stream per job (what the master uses):
+    each request is a round, numbered by the master's sequence (a newer request stops an older
+    round still running; cancel = true stops the round of that sequence). Every message echoes
+    its request's sequence; a round's last message has last = true (in FORWARD mode an empty
+    one after the workers' vectors), or carries the round's error (error_code, error).
     """
     DropJob: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.DropEdgeJobRequest, _aggregator_pb2.DropEdgeJobResponse]  # type: ignore[assignment]
     """Master -> edge: forget a job (it ended); its worker connections are closed."""
@@ -72,6 +86,19 @@ class AggregatorServicer(metaclass=_abc_1.ABCMeta):
         """Master -> edge: run one round. In DECODE mode the stream carries one message, the edge's
         decoded vector, sent as soon as any decodable set of workers has answered (the rest are
         cancelled). In FORWARD mode it carries each worker's vector as it arrives.
+        """
+
+    @_abc_1.abstractmethod
+    def RunRounds(
+        self,
+        request_iterator: _MaybeAsyncIterator[_aggregator_pb2.RunRoundRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_aggregator_pb2.EdgeMessage], _abc.AsyncIterator[_aggregator_pb2.EdgeMessage]]:
+        """Master -> edge: the same rounds on one long-lived stream per job (what the master uses):
+        each request is a round, numbered by the master's sequence (a newer request stops an older
+        round still running; cancel = true stops the round of that sequence). Every message echoes
+        its request's sequence; a round's last message has last = true (in FORWARD mode an empty
+        one after the workers' vectors), or carries the round's error (error_code, error).
         """
 
     @_abc_1.abstractmethod

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from edgecode.v1 import common_pb2 as edgecode_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gecode/v1/worker.proto\x12\x0b\x65\x64gecode.v1\x1a\x18\x65\x64gecode/v1/common.proto\"\xda\x01\n\x0fPlacementHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nn_features\x18\x03 \x01(\x03\x12\x11\n\tn_classes\x18\x04 \x01(\x03\x12\x12\n\npartitions\x18\x05 \x03(\x03\x12\x14\n\x0c\x63oefficients\x18\x06 \x03(\x01\x12\n\n\x02l2\x18\x07 \x01(\x01\x12\x14\n\x0cn_partitions\x18\x08 \x01(\x03\x12\x17\n\x0fplacement_epoch\x18\t \x01(\x03\x12\x0c\n\x04rows\x18\n \x03(\x03\x12\x0e\n\x06groups\x18\x0b \x03(\x03\"\xa4\x01\n\x0ePartitionChunk\x12\x11\n\tpartition\x18\x01 \x01(\x03\x12$\n\x05\x64\x65nse\x18\x02 \x01(\x0b\x32\x13.edgecode.v1.TensorH\x00\x12(\n\x06sparse\x18\x03 \x01(\x0b\x32\x16.edgecode.v1.CsrMatrixH\x00\x12#\n\x06labels\x18\x04 \x01(\x0b\x32\x13.edgecode.v1.TensorB\n\n\x08\x66\x65\x61tures\"x\n\x10PlaceDataRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.edgecode.v1.PlacementHeaderH\x00\x12,\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1b.edgecode.v1.PartitionChunkH\x00\x42\x06\n\x04\x62ody\"D\n\x11PlaceDataResponse\x12\x12\n\npartitions\x18\x01 \x01(\x03\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\"u\n\x16\x43omputeGradientRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12#\n\x06params\x18\x03 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x17\n\x0fplacement_epoch\x18\x04 \x01(\x03\"\x88\x01\n\x17\x43omputeGradientResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0e\n\x06worker\x18\x03 \x01(\t\x12%\n\x08gradient\x18\x04 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\" \n\x0e\x44ropJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x0f\x44ropJobResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\x9a\x01\n\x0b\x42lockHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0cworker_index\x18\x02 \x01(\x03\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x0c\n\x04\x63ols\x18\x04 \x01(\x03\x12\x0b\n\x03nnz\x18\x05 \x01(\x03\x12\x17\n\x0fplacement_epoch\x18\x06 \x01(\x03\x12\x15\n\rwork_fraction\x18\x07 \x01(\x01\x12\x0c\n\x04side\x18\x08 \x01(\t\"E\n\nBlockChunk\x12\x11\n\tfirst_row\x18\x01 \x01(\x03\x12$\n\x04rows\x18\x02 \x01(\x0b\x32\x16.edgecode.v1.CsrMatrix\"q\n\x11PlaceBlockRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.edgecode.v1.BlockHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.edgecode.v1.BlockChunkH\x00\x42\x06\n\x04\x62ody\">\n\x12PlaceBlockResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x0b\n\x03nnz\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\"\xad\x01\n\x0fMultiplyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x17\n\x0fplacement_epoch\x18\x03 \x01(\x03\x12$\n\x07operand\x18\x04 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x17\n\ncode_index\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\tcoded_rhs\x18\x06 \x01(\x08\x42\r\n\x0b_code_index\"\x99\x01\n\x10MultiplyResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x0e\n\x06worker\x18\x03 \x01(\t\x12\x14\n\x0cworker_index\x18\x04 \x01(\x03\x12$\n\x07product\x18\x05 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x17\n\x0f\x63ompute_seconds\x18\x06 \x01(\x01\"5\n\x0fPartitionSource\x12\x11\n\tpartition\x18\x01 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x88\x01\n\x15\x46\x65tchPlacementRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.edgecode.v1.PlacementHeader\x12\x12\n\nfrom_epoch\x18\x02 \x01(\x03\x12-\n\x07sources\x18\x03 \x03(\x0b\x32\x1c.edgecode.v1.PartitionSource\"T\n\x16\x46\x65tchPlacementResponse\x12\x12\n\npartitions\x18\x01 \x01(\x03\x12\x15\n\rfetched_bytes\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"T\n\x15ReadPartitionsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0fplacement_epoch\x18\x02 \x01(\x03\x12\x12\n\npartitions\x18\x03 \x03(\x03\x32\xc4\x04\n\x06Worker\x12L\n\tPlaceData\x12\x1d.edgecode.v1.PlaceDataRequest\x1a\x1e.edgecode.v1.PlaceDataResponse(\x01\x12\\\n\x0f\x43omputeGradient\x12#.edgecode.v1.ComputeGradientRequest\x1a$.edgecode.v1.ComputeGradientResponse\x12\x44\n\x07\x44ropJob\x12\x1b.edgecode.v1.DropJobRequest\x1a\x1c.edgecode.v1.DropJobResponse\x12O\n\nPlaceBlock\x12\x1e.edgecode.v1.PlaceBlockRequest\x1a\x1f.edgecode.v1.PlaceBlockResponse(\x01\x12G\n\x08Multiply\x12\x1c.edgecode.v1.MultiplyRequest\x1a\x1d.edgecode.v1.MultiplyResponse\x12Y\n\x0e\x46\x65tchPlacement\x12\".edgecode.v1.FetchPlacementRequest\x1a#.edgecode.v1.FetchPlacementResponse\x12S\n\x0eReadPartitions\x12\".edgecode.v1.ReadPartitionsRequest\x1a\x1b.edgecode.v1.PartitionChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gecode/v1/worker.proto\x12\x0b\x65\x64gecode.v1\x1a\x18\x65\x64gecode/v1/common.proto\"\xda\x01\n\x0fPlacementHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nn_features\x18\x03 \x01(\x03\x12\x11\n\tn_classes\x18\x04 \x01(\x03\x12\x12\n\npartitions\x18\x05 \x03(\x03\x12\x14\n\x0c\x63oefficients\x18\x06 \x03(\x01\x12\n\n\x02l2\x18\x07 \x01(\x01\x12\x14\n\x0cn_partitions\x18\x08 \x01(\x03\x12\x17\n\x0fplacement_epoch\x18\t \x01(\x03\x12\x0c\n\x04rows\x18\n \x03(\x03\x12\x0e\n\x06groups\x18\x0b \x03(\x03\"\xa4\x01\n\x0ePartitionChunk\x12\x11\n\tpartition\x18\x01 \x01(\x03\x12$\n\x05\x64\x65nse\x18\x02 \x01(\x0b\x32\x13.edgecode.v1.TensorH\x00\x12(\n\x06sparse\x18\x03 \x01(\x0b\x32\x16.edgecode.v1.CsrMatrixH\x00\x12#\n\x06labels\x18\x04 \x01(\x0b\x32\x13.edgecode.v1.TensorB\n\n\x08\x66\x65\x61tures\"x\n\x10PlaceDataRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.edgecode.v1.PlacementHeaderH\x00\x12,\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1b.edgecode.v1.PartitionChunkH\x00\x42\x06\n\x04\x62ody\"D\n\x11PlaceDataResponse\x12\x12\n\npartitions\x18\x01 \x01(\x03\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\"\x97\x01\n\x16\x43omputeGradientRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12#\n\x06params\x18\x03 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x17\n\x0fplacement_epoch\x18\x04 \x01(\x03\x12\x0e\n\x06\x63\x61ncel\x18\x05 \x01(\x08\x12\x10\n\x08sequence\x18\x06 \x01(\x03\"\xbd\x01\n\x17\x43omputeGradientResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0e\n\x06worker\x18\x03 \x01(\t\x12%\n\x08gradient\x18\x04 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\x12\x12\n\nerror_code\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x10\n\x08sequence\x18\x08 \x01(\x03\" \n\x0e\x44ropJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x0f\x44ropJobResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\x9a\x01\n\x0b\x42lockHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0cworker_index\x18\x02 \x01(\x03\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x0c\n\x04\x63ols\x18\x04 \x01(\x03\x12\x0b\n\x03nnz\x18\x05 \x01(\x03\x12\x17\n\x0fplacement_epoch\x18\x06 \x01(\x03\x12\x15\n\rwork_fraction\x18\x07 \x01(\x01\x12\x0c\n\x04side\x18\x08 \x01(\t\"E\n\nBlockChunk\x12\x11\n\tfirst_row\x18\x01 \x01(\x03\x12$\n\x04rows\x18\x02 \x01(\x0b\x32\x16.edgecode.v1.CsrMatrix\"q\n\x11PlaceBlockRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.edgecode.v1.BlockHeaderH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.edgecode.v1.BlockChunkH\x00\x42\x06\n\x04\x62ody\">\n\x12PlaceBlockResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x0b\n\x03nnz\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\"\xad\x01\n\x0fMultiplyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x17\n\x0fplacement_epoch\x18\x03 \x01(\x03\x12$\n\x07operand\x18\x04 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x17\n\ncode_index\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\tcoded_rhs\x18\x06 \x01(\x08\x42\r\n\x0b_code_index\"\x99\x01\n\x10MultiplyResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x0e\n\x06worker\x18\x03 \x01(\t\x12\x14\n\x0cworker_index\x18\x04 \x01(\x03\x12$\n\x07product\x18\x05 \x01(\x0b\x32\x13.edgecode.v1.Tensor\x12\x17\n\x0f\x63ompute_seconds\x18\x06 \x01(\x01\"5\n\x0fPartitionSource\x12\x11\n\tpartition\x18\x01 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x88\x01\n\x15\x46\x65tchPlacementRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.edgecode.v1.PlacementHeader\x12\x12\n\nfrom_epoch\x18\x02 \x01(\x03\x12-\n\x07sources\x18\x03 \x03(\x0b\x32\x1c.edgecode.v1.PartitionSource\"T\n\x16\x46\x65tchPlacementResponse\x12\x12\n\npartitions\x18\x01 \x01(\x03\x12\x15\n\rfetched_bytes\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"T\n\x15ReadPartitionsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0fplacement_epoch\x18\x02 \x01(\x03\x12\x12\n\npartitions\x18\x03 \x03(\x03\x32\xa7\x05\n\x06Worker\x12L\n\tPlaceData\x12\x1d.edgecode.v1.PlaceDataRequest\x1a\x1e.edgecode.v1.PlaceDataResponse(\x01\x12\\\n\x0f\x43omputeGradient\x12#.edgecode.v1.ComputeGradientRequest\x1a$.edgecode.v1.ComputeGradientResponse\x12\x61\n\x10\x43omputeGradients\x12#.edgecode.v1.ComputeGradientRequest\x1a$.edgecode.v1.ComputeGradientResponse(\x01\x30\x01\x12\x44\n\x07\x44ropJob\x12\x1b.edgecode.v1.DropJobRequest\x1a\x1c.edgecode.v1.DropJobResponse\x12O\n\nPlaceBlock\x12\x1e.edgecode.v1.PlaceBlockRequest\x1a\x1f.edgecode.v1.PlaceBlockResponse(\x01\x12G\n\x08Multiply\x12\x1c.edgecode.v1.MultiplyRequest\x1a\x1d.edgecode.v1.MultiplyResponse\x12Y\n\x0e\x46\x65tchPlacement\x12\".edgecode.v1.FetchPlacementRequest\x1a#.edgecode.v1.FetchPlacementResponse\x12S\n\x0eReadPartitions\x12\".edgecode.v1.ReadPartitionsRequest\x1a\x1b.edgecode.v1.PartitionChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,34 +40,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLACEDATAREQUEST']._serialized_end=575
   _globals['_PLACEDATARESPONSE']._serialized_start=577
   _globals['_PLACEDATARESPONSE']._serialized_end=645
-  _globals['_COMPUTEGRADIENTREQUEST']._serialized_start=647
-  _globals['_COMPUTEGRADIENTREQUEST']._serialized_end=764
-  _globals['_COMPUTEGRADIENTRESPONSE']._serialized_start=767
-  _globals['_COMPUTEGRADIENTRESPONSE']._serialized_end=903
-  _globals['_DROPJOBREQUEST']._serialized_start=905
-  _globals['_DROPJOBREQUEST']._serialized_end=937
-  _globals['_DROPJOBRESPONSE']._serialized_start=939
-  _globals['_DROPJOBRESPONSE']._serialized_end=973
-  _globals['_BLOCKHEADER']._serialized_start=976
-  _globals['_BLOCKHEADER']._serialized_end=1130
-  _globals['_BLOCKCHUNK']._serialized_start=1132
-  _globals['_BLOCKCHUNK']._serialized_end=1201
-  _globals['_PLACEBLOCKREQUEST']._serialized_start=1203
-  _globals['_PLACEBLOCKREQUEST']._serialized_end=1316
-  _globals['_PLACEBLOCKRESPONSE']._serialized_start=1318
-  _globals['_PLACEBLOCKRESPONSE']._serialized_end=1380
-  _globals['_MULTIPLYREQUEST']._serialized_start=1383
-  _globals['_MULTIPLYREQUEST']._serialized_end=1556
-  _globals['_MULTIPLYRESPONSE']._serialized_start=1559
-  _globals['_MULTIPLYRESPONSE']._serialized_end=1712
-  _globals['_PARTITIONSOURCE']._serialized_start=1714
-  _globals['_PARTITIONSOURCE']._serialized_end=1767
-  _globals['_FETCHPLACEMENTREQUEST']._serialized_start=1770
-  _globals['_FETCHPLACEMENTREQUEST']._serialized_end=1906
-  _globals['_FETCHPLACEMENTRESPONSE']._serialized_start=1908
-  _globals['_FETCHPLACEMENTRESPONSE']._serialized_end=1992
-  _globals['_READPARTITIONSREQUEST']._serialized_start=1994
-  _globals['_READPARTITIONSREQUEST']._serialized_end=2078
-  _globals['_WORKER']._serialized_start=2081
-  _globals['_WORKER']._serialized_end=2661
+  _globals['_COMPUTEGRADIENTREQUEST']._serialized_start=648
+  _globals['_COMPUTEGRADIENTREQUEST']._serialized_end=799
+  _globals['_COMPUTEGRADIENTRESPONSE']._serialized_start=802
+  _globals['_COMPUTEGRADIENTRESPONSE']._serialized_end=991
+  _globals['_DROPJOBREQUEST']._serialized_start=993
+  _globals['_DROPJOBREQUEST']._serialized_end=1025
+  _globals['_DROPJOBRESPONSE']._serialized_start=1027
+  _globals['_DROPJOBRESPONSE']._serialized_end=1061
+  _globals['_BLOCKHEADER']._serialized_start=1064
+  _globals['_BLOCKHEADER']._serialized_end=1218
+  _globals['_BLOCKCHUNK']._serialized_start=1220
+  _globals['_BLOCKCHUNK']._serialized_end=1289
+  _globals['_PLACEBLOCKREQUEST']._serialized_start=1291
+  _globals['_PLACEBLOCKREQUEST']._serialized_end=1404
+  _globals['_PLACEBLOCKRESPONSE']._serialized_start=1406
+  _globals['_PLACEBLOCKRESPONSE']._serialized_end=1468
+  _globals['_MULTIPLYREQUEST']._serialized_start=1471
+  _globals['_MULTIPLYREQUEST']._serialized_end=1644
+  _globals['_MULTIPLYRESPONSE']._serialized_start=1647
+  _globals['_MULTIPLYRESPONSE']._serialized_end=1800
+  _globals['_PARTITIONSOURCE']._serialized_start=1802
+  _globals['_PARTITIONSOURCE']._serialized_end=1855
+  _globals['_FETCHPLACEMENTREQUEST']._serialized_start=1858
+  _globals['_FETCHPLACEMENTREQUEST']._serialized_end=1994
+  _globals['_FETCHPLACEMENTRESPONSE']._serialized_start=1996
+  _globals['_FETCHPLACEMENTRESPONSE']._serialized_end=2080
+  _globals['_READPARTITIONSREQUEST']._serialized_start=2082
+  _globals['_READPARTITIONSREQUEST']._serialized_end=2166
+  _globals['_WORKER']._serialized_start=2169
+  _globals['_WORKER']._serialized_end=2848
 # @@protoc_insertion_point(module_scope)

@@ -181,9 +181,15 @@ class ComputeGradientRequest(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
     PLACEMENT_EPOCH_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     placement_epoch: _builtins.int
+    cancel: _builtins.bool
+    """On a ComputeGradients stream: stop computing this round (no answer follows); no params."""
+    sequence: _builtins.int
+    """On a ComputeGradients stream: the request's number, echoed by its answer."""
     @_builtins.property
     def params(self) -> _common_pb2.Tensor: ...
     def __init__(
@@ -193,10 +199,12 @@ class ComputeGradientRequest(_message.Message):
         round: _builtins.int = ...,
         params: _common_pb2.Tensor | None = ...,
         placement_epoch: _builtins.int = ...,
+        cancel: _builtins.bool = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "params", b"params", "placement_epoch", b"placement_epoch", "round", b"round"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "job_id", b"job_id", "params", b"params", "placement_epoch", b"placement_epoch", "round", b"round", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -211,11 +219,21 @@ class ComputeGradientResponse(_message.Message):
     WORKER_FIELD_NUMBER: _builtins.int
     GRADIENT_FIELD_NUMBER: _builtins.int
     COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     round: _builtins.int
     worker: _builtins.str
     compute_seconds: _builtins.float
     """Seconds spent computing (real compute plus any emulated straggling)."""
+    error_code: _builtins.int
+    """On a ComputeGradients stream, a round that failed: its gRPC status code (0 = none) and
+    message, and no gradient.
+    """
+    error: _builtins.str
+    sequence: _builtins.int
+    """On a ComputeGradients stream: the sequence of the request answered."""
     @_builtins.property
     def gradient(self) -> _common_pb2.Tensor: ...
     def __init__(
@@ -226,10 +244,13 @@ class ComputeGradientResponse(_message.Message):
         worker: _builtins.str = ...,
         gradient: _common_pb2.Tensor | None = ...,
         compute_seconds: _builtins.float = ...,
+        error_code: _builtins.int = ...,
+        error: _builtins.str = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gradient", b"gradient"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_seconds", b"compute_seconds", "gradient", b"gradient", "job_id", b"job_id", "round", b"round", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_seconds", b"compute_seconds", "error", b"error", "error_code", b"error_code", "gradient", b"gradient", "job_id", b"job_id", "round", b"round", "sequence", b"sequence", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -44,6 +44,11 @@ class WorkerStub:
                 request_serializer=edgecode_dot_v1_dot_worker__pb2.ComputeGradientRequest.SerializeToString,
                 response_deserializer=edgecode_dot_v1_dot_worker__pb2.ComputeGradientResponse.FromString,
                 _registered_method=True)
+        self.ComputeGradients = channel.stream_stream(
+                '/edgecode.v1.Worker/ComputeGradients',
+                request_serializer=edgecode_dot_v1_dot_worker__pb2.ComputeGradientRequest.SerializeToString,
+                response_deserializer=edgecode_dot_v1_dot_worker__pb2.ComputeGradientResponse.FromString,
+                _registered_method=True)
         self.DropJob = channel.unary_unary(
                 '/edgecode.v1.Worker/DropJob',
                 request_serializer=edgecode_dot_v1_dot_worker__pb2.DropJobRequest.SerializeToString,
@@ -84,6 +89,16 @@ class WorkerServicer:
 
     def ComputeGradient(self, request, context):
         """Edge -> worker: compute this worker's coded gradient of a round: sum_j B[w, j] grad_j(params).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ComputeGradients(self, request_iterator, context):
+        """Edge -> worker: the same on one long-lived stream per job (what the edges use): each request
+        is a round, numbered by the edge's sequence (a newer request supersedes an older one still
+        computing; cancel = true stops the request of that sequence); each response echoes the
+        sequence of the request it answers and carries its gradient or its error (error_code).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,6 +153,11 @@ def add_WorkerServicer_to_server(servicer, server):
             ),
             'ComputeGradient': grpc.unary_unary_rpc_method_handler(
                     servicer.ComputeGradient,
+                    request_deserializer=edgecode_dot_v1_dot_worker__pb2.ComputeGradientRequest.FromString,
+                    response_serializer=edgecode_dot_v1_dot_worker__pb2.ComputeGradientResponse.SerializeToString,
+            ),
+            'ComputeGradients': grpc.stream_stream_rpc_method_handler(
+                    servicer.ComputeGradients,
                     request_deserializer=edgecode_dot_v1_dot_worker__pb2.ComputeGradientRequest.FromString,
                     response_serializer=edgecode_dot_v1_dot_worker__pb2.ComputeGradientResponse.SerializeToString,
             ),
@@ -219,6 +239,33 @@ class Worker:
             request,
             target,
             '/edgecode.v1.Worker/ComputeGradient',
+            edgecode_dot_v1_dot_worker__pb2.ComputeGradientRequest.SerializeToString,
+            edgecode_dot_v1_dot_worker__pb2.ComputeGradientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComputeGradients(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/edgecode.v1.Worker/ComputeGradients',
             edgecode_dot_v1_dot_worker__pb2.ComputeGradientRequest.SerializeToString,
             edgecode_dot_v1_dot_worker__pb2.ComputeGradientResponse.FromString,
             options,

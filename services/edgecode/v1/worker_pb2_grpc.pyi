@@ -39,6 +39,12 @@ class WorkerStub:
     """
     ComputeGradient: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ComputeGradientRequest, _worker_pb2.ComputeGradientResponse]
     """Edge -> worker: compute this worker's coded gradient of a round: sum_j B[w, j] grad_j(params)."""
+    ComputeGradients: _grpc.StreamStreamMultiCallable[_worker_pb2.ComputeGradientRequest, _worker_pb2.ComputeGradientResponse]
+    """Edge -> worker: the same on one long-lived stream per job (what the edges use): each request
+    is a round, numbered by the edge's sequence (a newer request supersedes an older one still
+    computing; cancel = true stops the request of that sequence); each response echoes the
+    sequence of the request it answers and carries its gradient or its error (error_code).
+    """
     DropJob: _grpc.UnaryUnaryMultiCallable[_worker_pb2.DropJobRequest, _worker_pb2.DropJobResponse]
     """Master -> worker: forget a job's data (training partitions or a coded matrix block)."""
     PlaceBlock: _grpc.StreamUnaryMultiCallable[_worker_pb2.PlaceBlockRequest, _worker_pb2.PlaceBlockResponse]
@@ -65,6 +71,12 @@ class WorkerAsyncStub(WorkerStub):
     """
     ComputeGradient: _aio.UnaryUnaryMultiCallable[_worker_pb2.ComputeGradientRequest, _worker_pb2.ComputeGradientResponse]  # type: ignore[assignment]
     """Edge -> worker: compute this worker's coded gradient of a round: sum_j B[w, j] grad_j(params)."""
+    ComputeGradients: _aio.StreamStreamMultiCallable[_worker_pb2.ComputeGradientRequest, _worker_pb2.ComputeGradientResponse]  # type: ignore[assignment]
+    """Edge -> worker: the same on one long-lived stream per job (what the edges use): each request
+    is a round, numbered by the edge's sequence (a newer request supersedes an older one still
+    computing; cancel = true stops the request of that sequence); each response echoes the
+    sequence of the request it answers and carries its gradient or its error (error_code).
+    """
     DropJob: _aio.UnaryUnaryMultiCallable[_worker_pb2.DropJobRequest, _worker_pb2.DropJobResponse]  # type: ignore[assignment]
     """Master -> worker: forget a job's data (training partitions or a coded matrix block)."""
     PlaceBlock: _aio.StreamUnaryMultiCallable[_worker_pb2.PlaceBlockRequest, _worker_pb2.PlaceBlockResponse]  # type: ignore[assignment]
@@ -100,6 +112,18 @@ class WorkerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.ComputeGradientResponse, _abc.Awaitable[_worker_pb2.ComputeGradientResponse]]:
         """Edge -> worker: compute this worker's coded gradient of a round: sum_j B[w, j] grad_j(params)."""
+
+    @_abc_1.abstractmethod
+    def ComputeGradients(
+        self,
+        request_iterator: _MaybeAsyncIterator[_worker_pb2.ComputeGradientRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_worker_pb2.ComputeGradientResponse], _abc.AsyncIterator[_worker_pb2.ComputeGradientResponse]]:
+        """Edge -> worker: the same on one long-lived stream per job (what the edges use): each request
+        is a round, numbered by the edge's sequence (a newer request supersedes an older one still
+        computing; cancel = true stops the request of that sequence); each response echoes the
+        sequence of the request it answers and carries its gradient or its error (error_code).
+        """
 
     @_abc_1.abstractmethod
     def DropJob(

@@ -29,8 +29,10 @@ from edgecode.wire.gossip import (
 )
 from edgecode.wire.gradient import (
     GradientResponse,
+    StreamAnswer,
     decode_gradient_response,
     encode_gradient_response,
+    stream_answer,
 )
 from edgecode.wire.messages import (
     CHUNK_BYTES,
@@ -70,6 +72,7 @@ __all__ = [
     "MAX_NDIM",
     "STATES",
     "GradientResponse",
+    "StreamAnswer",
     "block_header_from_proto",
     "block_header_to_proto",
     "csr_from_proto",
@@ -103,6 +106,7 @@ __all__ = [
     "read_stream",
     "round_report_from_proto",
     "round_report_to_proto",
+    "stream_answer",
     "tensor_from_proto",
     "tensor_to_proto",
     "timing_from_proto",

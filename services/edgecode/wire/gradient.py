@@ -44,9 +44,15 @@ def _length_field(field: int, payload: bytes) -> bytes:
 
 
 def encode_gradient_response(
-    job_id: str, round_: int, worker: str, compute_seconds: float, gradient: np.ndarray
+    job_id: str,
+    round_: int,
+    worker: str,
+    compute_seconds: float,
+    gradient: np.ndarray,
+    sequence: int = 0,
 ) -> bytes:
-    """Serialized ``ComputeGradientResponse`` with ``gradient`` as its tensor (one copy)."""
+    """Serialized ``ComputeGradientResponse`` with ``gradient`` as its tensor (one copy);
+    ``sequence``: the request's number on a ComputeGradients stream."""
     values = np.ascontiguousarray(gradient, dtype=np.float64)
     data = values.data.cast("B")
     # never empty: ascontiguousarray makes a 0-d gradient 1-D, and a zero dimension is b"\x00"
@@ -66,6 +72,8 @@ def encode_gradient_response(
     seconds = np.float64(compute_seconds).astype("<f8").tobytes()
     # proto3 omits a double only when its bits are +0.0 (it keeps -0.0)
     tail = _key(5, _WIRE_FIXED64) + seconds if seconds != bytes(8) else b""
+    if sequence:
+        tail += _key(8, _WIRE_VARINT) + _varint(sequence)
     return b"".join((head, data, tail))
 
 
@@ -117,6 +125,31 @@ def _fields(buffer: memoryview, field: str) -> list[tuple[int, int, Any]]:
             raise InvalidInput(f"{field}: unsupported wire type {wire_type}")
         fields.append((number, wire_type, value))
     return fields
+
+
+@dataclass(frozen=True)
+class StreamAnswer:
+    """The head of an answer on a ComputeGradients stream: the request it answers and, for a
+    failed round, the gRPC status code (non-zero) and message."""
+
+    sequence: int
+    error_code: int
+    error: str
+
+
+def stream_answer(data: bytes) -> StreamAnswer:
+    """The sequence and error fields of a serialized ``ComputeGradientResponse`` (the tensor is
+    not read: :func:`decode_gradient_response` reads and validates it)."""
+    sequence = code = 0
+    error = ""
+    for number, wire_type, value in _fields(memoryview(data), "gradient response"):
+        if number == 8 and wire_type == _WIRE_VARINT:
+            sequence = value - (1 << 64) if value >= 1 << 63 else value
+        elif number == 6 and wire_type == _WIRE_VARINT:
+            code = value
+        elif number == 7 and wire_type == _WIRE_LENGTH:
+            error = bytes(value[:1000]).decode("utf-8", errors="replace")
+    return StreamAnswer(sequence, code, error)
 
 
 def decode_gradient_response(data: bytes) -> GradientResponse:

@@ -12,7 +12,8 @@ import numpy as np
 
 from edgecode import wire
 from edgecode.errors import InvalidInput
-from edgecode.runtime.errors import translate_errors, translate_stream_errors
+from edgecode.runtime.conversations import serve_conversation
+from edgecode.runtime.errors import status_of, translate_errors, translate_stream_errors
 from edgecode.v1 import worker_pb2, worker_pb2_grpc
 from edgecode.worker.logic import PartitionReader, PlacementBuilder, WorkerLogic
 from edgecode.worker.matrix import BlockBuilder, MatrixWorker
@@ -100,6 +101,45 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         return wire.encode_gradient_response(
             request.job_id, request.round, self.logic.name, seconds, gradient
         )
+
+    def ComputeGradients(  # type: ignore[override]  # bytes, as ComputeGradient
+        self, requests: Iterator[worker_pb2.ComputeGradientRequest], context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        """ComputeGradient on one long-lived stream (:mod:`edgecode.runtime.conversations`):
+        each answer echoes its request's sequence; a failed round is answered with its status
+        code and message, and the stream goes on."""
+        return serve_conversation(
+            requests,
+            lambda request, stop: [self._gradient(request, stop)],
+            lambda request: int(request.sequence),
+            lambda request: bool(request.cancel),
+            self._gradient_error,
+        )
+
+    def _gradient(self, request: worker_pb2.ComputeGradientRequest, stop: threading.Event) -> bytes:
+        params = wire.tensor_from_proto(request.params, "params", dtype="float64", shape=[None])
+        self.metrics.received(params.nbytes)
+        gradient, seconds = self.logic.compute(
+            request.job_id, request.round, params, request.placement_epoch, stop
+        )
+        return wire.encode_gradient_response(
+            request.job_id, request.round, self.logic.name, seconds, gradient, request.sequence
+        )
+
+    def _gradient_error(
+        self, request: worker_pb2.ComputeGradientRequest, exc: BaseException
+    ) -> bytes:
+        code = status_of(exc)
+        text = str(exc) if code is not None else "internal error in ComputeGradients"
+        answer = worker_pb2.ComputeGradientResponse(
+            job_id=request.job_id[:200],
+            round=request.round,
+            worker=self.logic.name,
+            error_code=(code or grpc.StatusCode.INTERNAL).value[0],
+            error=text[:1000],
+            sequence=request.sequence,
+        )
+        return bytes(answer.SerializeToString())
 
     @translate_errors
     def DropJob(
@@ -214,6 +254,12 @@ def add_worker_servicer(servicer: Any, server: grpc.Server) -> None:
             response_serializer=_serialize,
         ),
     }
+    if hasattr(servicer, "ComputeGradients"):  # the stream (test doubles may serve unary only)
+        handlers["ComputeGradients"] = grpc.stream_stream_rpc_method_handler(
+            servicer.ComputeGradients,
+            request_deserializer=worker_pb2.ComputeGradientRequest.FromString,
+            response_serializer=_serialize,
+        )
     if hasattr(servicer, "FetchPlacement"):  # shuffles (test doubles may serve gradients only)
         handlers["FetchPlacement"] = grpc.unary_unary_rpc_method_handler(
             servicer.FetchPlacement,
