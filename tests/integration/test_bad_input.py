@@ -618,6 +618,7 @@ class EdgeUnderTest:
     metrics: AggregatorMetrics
     workers: list[aggregator_pb2.EdgeWorker]
     address: str = ""
+    logic: AggregatorLogic | None = None
 
     def configure(self, job_id: str = "edge-job", **overrides: Any) -> Any:
         fields: dict[str, Any] = {
@@ -666,7 +667,11 @@ def start_edge(servers: Any, workers: list[aggregator_pb2.EdgeWorker]) -> EdgeUn
         ]
     )
     return EdgeUnderTest(
-        aggregator_pb2_grpc.AggregatorStub(servers.channel(address)), metrics, workers, address
+        aggregator_pb2_grpc.AggregatorStub(servers.channel(address)),
+        metrics,
+        workers,
+        address,
+        logic,
     )
 
 
@@ -710,6 +715,8 @@ def test_the_masters_rounds_share_one_stream_per_edge_and_job(
         assert list(transport._conversations) == [(edge.address, "edge-job")]
     finally:
         transport.close()
+        assert edge.logic is not None
+        edge.logic.close()  # its streams to the workers end before the servers stop
 
 
 def test_a_forward_round_on_the_stream_ends_after_its_workers_vectors(
@@ -728,6 +735,8 @@ def test_a_forward_round_on_the_stream_ends_after_its_workers_vectors(
             assert sorted(m.sender for m in messages) == ["edge-w0", "edge-w1", "edge-w2"]
     finally:
         transport.close()
+        assert edge.logic is not None
+        edge.logic.close()
 
 
 @pytest.fixture

@@ -35,6 +35,8 @@ from edgecode.aggregator.transport import GrpcWorkerClient
 from edgecode.cluster.local import ClusterSetup, EdgeSetup, LocalCluster, WorkerSetup
 from edgecode.coordinator.logic import CoordinatorLogic
 from edgecode.coordinator.service import CoordinatorServicer
+from edgecode.master.ports import Node
+from edgecode.master.transport import GrpcTransport
 from edgecode.records import JobConfig
 from edgecode.runtime.errors import STATUS
 from edgecode.runtime.membership import machine_id
@@ -400,3 +402,57 @@ def test_workers_name_their_machine_and_report_their_cpu_cost(small_cluster: Loc
     cpu = np.array([n.cpu_seconds for n in nodes])
     # digits (1797 x 64, softmax): well under a second of CPU for the whole set, not zero
     assert np.all(np.isfinite(cpu)) and np.all((cpu > 0) & (cpu < 5.0)), cpu
+
+
+def test_the_gradient_stream_answers_every_exception_and_goes_on(inproc_servers: Any) -> None:
+    """ComputeGradients: each failed round is answered with the same status code and message
+    as the unary call (INTERNAL without internals for the unexpected ones) on the SAME stream,
+    which then answers the next round as usual."""
+    metrics = WorkerMetrics()
+    logic = FaultyWorkerLogic("w-faulty", metrics=metrics)
+    address = inproc_servers.serve(
+        [(add_worker_servicer, WorkerServicer(logic, metrics), "edgecode.v1.Worker")]
+    )
+    client = GrpcWorkerClient(["w-faulty"], [address])
+    try:
+        for exc, code in [*MAPPED, *((e, grpc.StatusCode.INTERNAL) for e in UNEXPECTED)]:
+            logic.fault = exc
+            (call,) = client.compute("no-job", 1, np.zeros(3), 1, CALL_TIMEOUT)
+            error = _status_of(lambda call=call: call.result(timeout=CALL_TIMEOUT))
+            assert error.code() == code, type(exc).__name__
+            expected = "internal error in ComputeGradients" if code.name == "INTERNAL" else str(exc)
+            assert error.details() == expected and "secret" not in error.details()
+        logic.fault = None
+        (call,) = client.compute("no-job", 2, np.zeros(3), 1, CALL_TIMEOUT)
+        error = _status_of(lambda: call.result(timeout=CALL_TIMEOUT))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "no-job" in error.details()
+    finally:
+        client.close()
+
+
+def test_the_round_stream_answers_every_exception_and_goes_on(inproc_servers: Any) -> None:
+    """RunRounds: the same mapping as RunRound, each failed round on the same stream."""
+    logic = FaultyAggregatorLogic("edge-faulty", GrpcWorkerClient, AggregatorMetrics())
+    address = inproc_servers.serve(
+        [
+            (
+                aggregator_pb2_grpc.add_AggregatorServicer_to_server,
+                AggregatorServicer(logic),
+                "edgecode.v1.Aggregator",
+            )
+        ]
+    )
+    transport = GrpcTransport(streams=True)
+    node = Node("edge-faulty", address)
+    try:
+        for exc, code in [*MAPPED, *((e, grpc.StatusCode.INTERNAL) for e in UNEXPECTED)]:
+            logic.fault = exc
+            error = _status_of(
+                lambda: list(transport.run_round(node, "no-job", 1, np.zeros(3), 1, CALL_TIMEOUT))
+            )
+            assert error.code() == code, type(exc).__name__
+            expected = "internal error in RunRounds" if code.name == "INTERNAL" else str(exc)
+            assert error.details() == expected
+        assert len(transport._conversations) == 1
+    finally:
+        transport.close()

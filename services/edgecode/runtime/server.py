@@ -59,6 +59,24 @@ class Service:
             self.health.set(name, status)
 
 
+class HealthServicer(health.HealthServicer):  # type: ignore[misc]  # grpc is untyped
+    """grpc's health servicer, with a watch's end handled off grpc's polling thread.
+
+    The stock servicer sends a watcher's messages while holding its lock (a new ``Watch``,
+    ``set``), and such a send waits for the server's polling thread; the end of another watch
+    runs a callback ON that thread which takes the same lock: both wait forever, and the server
+    stops serving (seen when an edge's warm channels were replaced while a server stopped). Here
+    the callback only starts a thread that takes the lock."""
+
+    def _on_close_callback(self, send_response_callback: Any, service: str) -> Any:
+        forget = super()._on_close_callback(send_response_callback, service)
+
+        def callback() -> None:
+            threading.Thread(target=forget, name="health-watch-end", daemon=True).start()
+
+        return callback
+
+
 def create_server(
     register: Sequence[tuple[Callable[[Any, grpc.Server], None], Any, str]],
     host: str = "127.0.0.1",
@@ -83,7 +101,7 @@ def create_server(
     for add, servicer, name in register:
         add(servicer, server)
         names.append(name)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
