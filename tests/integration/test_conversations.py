@@ -17,7 +17,12 @@ import pytest
 from edgecode.aggregator.transport import GrpcWorkerClient
 from edgecode.errors import InvalidInput
 from edgecode.records import PlacementHeader
-from edgecode.runtime.conversations import Conversation, StreamFailed, serve_conversation
+from edgecode.runtime.conversations import (
+    MAX_QUEUED,
+    Conversation,
+    StreamFailed,
+    serve_conversation,
+)
 from edgecode.runtime.metrics import WorkerMetrics
 from edgecode.worker.logic import WorkerLogic
 from edgecode.worker.service import WorkerServicer, add_worker_servicer
@@ -139,10 +144,10 @@ def test_answers_come_back_to_their_requests_on_one_call(chat: Any) -> None:
 
 def test_a_burst_leaves_no_request_unanswered(chat: Any) -> None:
     """Each request supersedes the ones before it: the last is answered, every earlier one
-    with its value or as superseded -- none is left waiting."""
+    with its value or as superseded -- none is left waiting (within MAX_QUEUED)."""
     _peer, conversation = chat
-    tickets = [_send(conversation, "add", value) for value in range(50)]
-    assert tickets[-1].result(timeout=WAIT) == 50
+    tickets = [_send(conversation, "add", value) for value in range(MAX_QUEUED)]
+    assert tickets[-1].result(timeout=WAIT) == MAX_QUEUED
     for value, ticket in enumerate(tickets[:-1]):
         try:
             assert ticket.result(timeout=WAIT) == value + 1
@@ -284,3 +289,29 @@ def test_the_edge_gets_real_workers_gradients_and_errors_on_the_stream(
         np.testing.assert_array_equal(again.result(timeout=WAIT).vector, expected)
     finally:
         client.close()
+
+
+def test_a_flood_of_requests_keeps_at_most_max_queued_waiting() -> None:
+    """A caller that sends 100 requests while one is answered: the peer keeps only the newest
+    MAX_QUEUED (each answered as superseded), the older ones are dropped unanswered -- its
+    memory does not grow with the flood."""
+    started, release = threading.Event(), threading.Event()
+
+    def requests() -> Iterator[int]:
+        yield 0
+        assert started.wait(WAIT)
+        yield from range(1, 101)
+        release.set()  # every request has been read by now
+
+    def handle(request: int, stop: threading.Event) -> list[tuple[str, int]]:
+        started.set()
+        assert release.wait(WAIT)
+        return [("done", request)]
+
+    answers = list(
+        serve_conversation(
+            requests(), handle, lambda r: r, lambda r: False, lambda r, exc: ("superseded", r)
+        )
+    )
+    assert answers[0] == ("done", 0)
+    assert answers[1:] == [("superseded", r) for r in range(101 - MAX_QUEUED, 101)]

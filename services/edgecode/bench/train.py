@@ -129,6 +129,22 @@ def _unary_hgc(setup: Any, config: JobConfig, skip: int) -> float:
     return float(result["steady_round_seconds"])
 
 
+def _scheme_jobs(
+    setup: Any, configs: list[JobConfig], skip: int
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The jobs' results on one cluster, and every worker's peak memory (MB) after them."""
+    with LocalCluster(setup) as cluster:
+        client = cluster.client()
+        results = _jobs(client, configs, skip)
+        client.close()
+        memory = {
+            name: _peak_rss_mb(p.popen.pid)
+            for name, p in cluster.processes.items()
+            if p.role == "worker" and p.popen is not None
+        }
+    return results, memory
+
+
 def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
     """Both scenarios; round times are means after the planner's profiling rounds."""
     skip = 5  # the planner profiles 3 rounds and re-places the data; compare steady state
@@ -155,15 +171,7 @@ def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
             JobConfig(scheme="ignore", s_flat=1, **base),
             JobConfig(scheme="hgc", s_edge=1, s_worker=1, **base),
         ]
-        with LocalCluster(setup) as cluster:
-            client = cluster.client()
-            planned, uncoded, ignore, fixed = _jobs(client, configs, skip)
-            client.close()
-            memory = {
-                name: _peak_rss_mb(p.popen.pid)
-                for name, p in cluster.processes.items()
-                if p.role == "worker" and p.popen is not None
-            }
+        (planned, uncoded, ignore, fixed), memory = _scheme_jobs(setup, configs, skip)
         # The same planned job over a call per child node per round (streams off), after it
         unary = _unary_hgc(setup, configs[0], skip)
         n_workers = len(setup.workers)

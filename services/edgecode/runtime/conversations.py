@@ -16,8 +16,9 @@ supersedes the older ones anyway).
 :func:`serve_conversation` (the peer's side) reads requests on a thread of its own, answers them
 one at a time in arrival order, and stops the one being answered when a newer request or a
 cancel for it arrives (its ``threading.Event`` is set); a request cancelled before it started is
-dropped, one superseded before it started is answered with StaleRound. A request that fails is answered with an error message (``on_error``), the stream goes
-on.
+dropped, one superseded before it started is answered with StaleRound; at most
+:data:`MAX_QUEUED` wait (a flood loses its oldest requests, unanswered). A request that fails
+is answered with an error message (``on_error``), the stream goes on.
 
 Example
 -------
@@ -48,6 +49,10 @@ from edgecode.errors import StaleRound
 from edgecode.runtime.errors import status_of
 
 log = logging.getLogger(__name__)
+
+#: Requests a peer keeps queued behind the one it answers (each newer one supersedes them); a
+#: caller that floods more loses the oldest, unanswered (its rounds' deadlines end them).
+MAX_QUEUED = 16
 
 #: parse(answer) -> (sequence, value, error, last): the error of a bad or failed answer, and
 #: whether it is the request's last answer
@@ -360,6 +365,8 @@ def serve_conversation(
                         continue
                     for stop in stops.values():  # a newer request supersedes every older one
                         stop.set()
+                    while len(inbox) >= MAX_QUEUED:  # a caller flooding requests: the oldest
+                        stops.pop(sequence_of(inbox.popleft()), None)  # go unanswered
                     stops[sequence] = Stop()
                     inbox.append(request)
                     ready.notify()
@@ -381,7 +388,7 @@ def serve_conversation(
                 return
             request = inbox.popleft()
             sequence = sequence_of(request)
-            stop = stops[sequence]
+            stop = stops.get(sequence) or Stop()
         try:
             if stop.is_set() and sequence in cancelled:
                 continue
@@ -392,7 +399,9 @@ def serve_conversation(
             except Exception as exc:  # one request's failure is its answer, the stream goes on
                 if status_of(exc) is None:
                     log.exception("unexpected error answering a stream request")
-                answer = on_error(request, exc)
+                with ready:
+                    forgotten = sequence in cancelled  # the caller cancelled it: no answer
+                answer = None if forgotten else on_error(request, exc)
                 if answer is not None:
                     yield answer
         finally:
