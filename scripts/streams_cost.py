@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "services"))
 
-from edgecode.bench.train import COMPUTE_SECONDS, PARTITIONS  # noqa: E402
-from edgecode.cluster.local import ClusterSetup, LocalCluster, default_setup  # noqa: E402
-from edgecode.master.client import summary  # noqa: E402
-from edgecode.records import JobConfig  # noqa: E402
+from edgecode.bench.train import COMPUTE_SECONDS, PARTITIONS
+from edgecode.cluster.local import ClusterSetup, LocalCluster, default_setup
+from edgecode.master.client import summary
+from edgecode.records import JobConfig
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

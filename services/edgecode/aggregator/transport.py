@@ -42,11 +42,7 @@ def _answer(data: bytes) -> tuple[int, Any, BaseException | None, bool]:
     """A ComputeGradients answer: (sequence, parsed gradient response or None, error, last)."""
     head = wire.stream_answer(data)
     if head.error_code:
-        try:
-            code = next(c for c in grpc.StatusCode if c.value[0] == head.error_code)
-        except StopIteration:
-            code = grpc.StatusCode.UNKNOWN
-        return head.sequence, None, StreamFailed(code, head.error), True
+        return head.sequence, None, StreamFailed.from_number(head.error_code, head.error), True
     try:
         return head.sequence, wire.decode_gradient_response(data), None, True
     except Exception as exc:  # a malformed gradient fails its round, not the stream

@@ -77,11 +77,8 @@ class _EdgeStream:
 def _edge_answer(message: Any) -> tuple[int, Any, BaseException | None, bool]:
     """A RunRounds message: (sequence, the message, the round's error, last)."""
     if message.error_code:
-        try:
-            code = next(c for c in grpc.StatusCode if c.value[0] == message.error_code)
-        except StopIteration:
-            code = grpc.StatusCode.UNKNOWN
-        return message.sequence, None, StreamFailed(code, message.error[:1000]), True
+        failure = StreamFailed.from_number(message.error_code, message.error)
+        return message.sequence, None, failure, True
     return message.sequence, message, None, message.last
 
 

@@ -67,6 +67,12 @@ class StreamFailed(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
         self._code = code
         self._details = details
 
+    @classmethod
+    def from_number(cls, number: int, details: str) -> StreamFailed:
+        """The failure a peer answered with: its status code's number and message."""
+        code = next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.UNKNOWN)
+        return cls(code, details[:1000])
+
     def code(self) -> grpc.StatusCode:
         return self._code
 

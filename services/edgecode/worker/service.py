@@ -90,17 +90,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     def ComputeGradient(  # type: ignore[override]  # bytes: the fast path, see add_worker_servicer
         self, request: worker_pb2.ComputeGradientRequest, context: grpc.ServicerContext
     ) -> bytes:
-        params = wire.tensor_from_proto(request.params, "params", dtype="float64", shape=[None])
-        self.metrics.received(params.nbytes)
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
-        gradient, seconds = self.logic.compute(
-            request.job_id, request.round, params, request.placement_epoch, cancelled
-        )
-        # The gradient fast path: serialized by wire with one copy (see add_worker_servicer).
-        return wire.encode_gradient_response(
-            request.job_id, request.round, self.logic.name, seconds, gradient
-        )
+        return self._gradient(request, cancelled)
 
     def ComputeGradients(  # type: ignore[override]  # bytes, as ComputeGradient
         self, requests: Iterator[worker_pb2.ComputeGradientRequest], context: grpc.ServicerContext
@@ -122,6 +114,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         gradient, seconds = self.logic.compute(
             request.job_id, request.round, params, request.placement_epoch, stop
         )
+        # The gradient fast path: serialized by wire with one copy (see add_worker_servicer);
+        # the sequence (0 on a unary call) is written only on a stream.
         return wire.encode_gradient_response(
             request.job_id, request.round, self.logic.name, seconds, gradient, request.sequence
         )
