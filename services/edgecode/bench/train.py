@@ -145,8 +145,10 @@ def _scheme_jobs(
     return results, memory
 
 
-def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
-    """Both scenarios; round times are means after the planner's profiling rounds."""
+def bench_training(rounds: int = 60, seed: int = 0, *, calls: bool = True) -> dict[str, Any]:
+    """Both scenarios; round times are means after the planner's profiling rounds. ``calls``:
+    also run the planned hgc job on a cluster with streams off (a call per child node per round;
+    ``planned_hgc_unary_seconds`` and ``streams_over_unary`` are None without it)."""
     skip = 5  # the planner profiles 3 rounds and re-places the data; compare steady state
     base: dict[str, Any] = {
         "rounds": rounds,
@@ -173,7 +175,7 @@ def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
         ]
         (planned, uncoded, ignore, fixed), memory = _scheme_jobs(setup, configs, skip)
         # The same planned job over a call per child node per round (streams off), after it
-        unary = _unary_hgc(setup, configs[0], skip)
+        unary = _unary_hgc(setup, configs[0], skip) if calls else None
         n_workers = len(setup.workers)
         factors = [5.0 if w.straggle != "none" else 1.0 for w in setup.workers]
         ideal, bare = _floors(setup, factors, rounds, seed)
@@ -192,7 +194,9 @@ def bench_training(rounds: int = 60, seed: int = 0) -> dict[str, Any]:
             "breakdown": {"hgc": planned["breakdown"], "uncoded": uncoded["breakdown"]},
             "planned_hgc_seconds": planned["steady_round_seconds"],
             "planned_hgc_unary_seconds": unary,
-            "streams_over_unary": planned["steady_round_seconds"] / unary,
+            "streams_over_unary": None
+            if unary is None
+            else planned["steady_round_seconds"] / unary,
             "planned_predicted_seconds": planned["predicted_round_seconds"],
             "uncoded_seconds": uncoded["steady_round_seconds"],
             "ignore_seconds": ignore["steady_round_seconds"],

@@ -254,7 +254,13 @@ def _train_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=60,
         help=f"rounds per scheme, at least {MIN_TRAIN_ROUNDS} (default 60)",
     )
-    train.add_argument("--repeats", type=_args.integer(1), default=15, help="transport repetitions")
+    train.add_argument(
+        "--repeats",
+        type=_args.integer(1),
+        default=15,
+        help="repetitions of the transport comparison (default 15); 1 is a quick run: the mTLS "
+        "and --verify comparisons once each, and no second cluster with streams off",
+    )
     train.add_argument(
         "--model",
         type=_args.model,
@@ -374,7 +380,7 @@ def _bench_train(args: argparse.Namespace) -> int:
         f"mTLS / plaintext = {transport['tls_over_plaintext']:.2f}"
     )
     with console().status("training on local clusters (two scenarios) ..."):
-        training = bench_training(rounds=args.rounds)
+        training = bench_training(rounds=args.rounds, calls=args.repeats > 1)
     rows = []
     for scenario, r in training.items():
         rows.append(
@@ -425,7 +431,7 @@ def _security_costs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str,
     from edgecode.bench.train import bench_tls, bench_verify
 
     with console().status("round time with mutual TLS vs plaintext (two clusters) ..."):
-        tls = bench_tls()
+        tls = bench_tls(repeats=4 if args.repeats > 1 else 1)
     console().print(
         f"round time with mTLS {tls['median_round_seconds']['mtls'] * 1e3:.1f} ms vs plaintext "
         f"{tls['median_round_seconds']['plaintext'] * 1e3:.1f} ms: "
@@ -490,6 +496,8 @@ def _print_ideal(training: dict[str, Any]) -> None:
         against = "grpc oracle" if r["grpc_oracle_seconds"] is not None else "grpc floor"
         value = r["planned_over_grpc_oracle"] or r["planned_over_grpc_floor"]
         console().print(f"{scenario}: planned hgc / {against} = {value:.3f}")
+        if r["streams_over_unary"] is None:
+            continue  # a quick run (--repeats 1) has no cluster with streams off
         console().print(
             f"{scenario}: planned hgc on streams / on a call per child per round = "
             f"{r['streams_over_unary']:.3f} ({1e3 * r['planned_hgc_seconds']:.2f} ms vs "
