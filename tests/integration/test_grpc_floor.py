@@ -14,7 +14,7 @@ from edgecode.bench.grpc_floor import METHOD, _channel, _Tree, measure, measure_
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.mark.parametrize("calls", ["unary", "stream"])
+@pytest.mark.parametrize("calls", ["unary", "stream", "reader"])
 def test_a_round_of_the_bare_tree_waits_for_every_worker_of_every_edge(calls: str) -> None:
     seconds = measure_tree([[0.01], [0.01, 0.08]], rounds=8, tls=False, calls=calls)
     assert math.isfinite(seconds)

@@ -632,5 +632,7 @@ def test_a_new_structure_predicted_no_faster_than_the_current_plan_is_not_placed
         assert job.placements == 1
         assert {p.header.epoch for p in h.transport.placed} == {1}
         assert_exact(job.param_history, reference(config)[0])
+        # the plan kept is shown with its new prediction, not the one made before any round
+        assert job.layout is not None and job.layout.predicted_round_seconds == 0.09
     finally:
         h.close()

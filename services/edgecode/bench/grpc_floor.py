@@ -14,8 +14,10 @@ Python gRPC system with this tree pays on this machine before doing any work of 
 
 A round is a unary call per edge and per worker (as edgecode's rounds are), or with
 ``calls="stream"`` a message each way on one long-lived bidirectional stream per edge and per
-worker (what a stream per node would cost at best). ``python -m edgecode.bench.grpc_floor
-measure [--calls stream] [--plaintext]`` times both trees of the bench's cluster beside the
+worker (what a stream per node would cost at best), or with ``calls="reader"`` the same streams
+with every peer reading its requests on a thread of their own and handing them over in a queue
+(the shape of edgecode's peers, which must see a cancel while a round runs). ``python -m edgecode.bench.grpc_floor
+measure [--calls stream|reader] [--plaintext]`` times both trees of the bench's cluster beside the
 threads' floor and oracle; the child processes run as ``... worker|edge --ready FILE ...``.
 """
 
@@ -43,7 +45,9 @@ from edgecode.runtime.server import channel_options
 SERVICE = "edgecode.bench.Floor"
 METHOD = f"/{SERVICE}/Call"
 CHAT = f"/{SERVICE}/Chat"
-CALLS = ("unary", "stream")
+#: The same stream, its requests read on a thread of their own (as edgecode's peers read them).
+CHAT_READER = f"/{SERVICE}/ChatReader"
+CALLS = ("unary", "stream", "reader")
 #: How long a child may take to start serving.
 START_SECONDS = 60.0
 #: Timeout of one call (a round of the bench takes tens of milliseconds).
@@ -57,15 +61,45 @@ def _bytes(value: bytes) -> bytes:
 Chat = Callable[[Iterator[bytes], Any], Iterator[bytes]]
 
 
-def _serve(call: Callable[[bytes, Any], bytes], chat: Chat, ready: Path, tls_dir: str) -> None:
-    """Serve ``call`` (unary) and ``chat`` (a bidirectional stream) on a free loopback port;
-    write the port to ``ready`` (atomically)."""
+def _on_reader(chat: Chat) -> Chat:
+    """``chat`` with its requests read on a thread of their own and handed over in a queue:
+    the shape of :func:`edgecode.runtime.conversations.serve_conversation`, which must see a
+    cancel while a round runs (one more thread hand-off per request)."""
+
+    def read(requests: Iterator[bytes], inbox: queue.Queue[bytes | None]) -> None:
+        try:
+            for request in requests:
+                inbox.put(request)
+        finally:
+            inbox.put(None)
+
+    def handler(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        inbox: queue.Queue[bytes | None] = queue.Queue()
+        threading.Thread(target=read, args=(requests, inbox), daemon=True).start()
+        yield from chat(iter(inbox.get, None), context)
+
+    return handler
+
+
+def _serve(
+    call: Callable[[bytes, Any], bytes],
+    chat: Chat,
+    ready: Path,
+    tls_dir: str,
+    reader_chat: Chat | None = None,
+) -> None:
+    """Serve ``call`` (unary), ``chat`` (a bidirectional stream) and ``reader_chat`` (default
+    ``chat``) with its requests on a reader thread, on a free loopback port; write the port to
+    ``ready`` (atomically)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32), options=channel_options()
     )  # the services' pool size and options
     methods = {
         "Call": grpc.unary_unary_rpc_method_handler(call, _bytes, _bytes),
         "Chat": grpc.stream_stream_rpc_method_handler(chat, _bytes, _bytes),
+        "ChatReader": grpc.stream_stream_rpc_method_handler(
+            _on_reader(reader_chat or chat), _bytes, _bytes
+        ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, methods),))
     address = "127.0.0.1:0"
@@ -90,9 +124,9 @@ def _channel(address: str, tls_dir: str) -> grpc.Channel:
 class _Conversation:
     """One long-lived bidirectional stream: a message out, then its answer."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(self, channel: grpc.Channel, method: str = CHAT) -> None:
         self._outbox: queue.Queue[bytes | None] = queue.Queue()
-        self._answers = channel.stream_stream(CHAT)(iter(self._outbox.get, None))
+        self._answers = channel.stream_stream(method)(iter(self._outbox.get, None))
 
     def send(self, message: bytes) -> None:
         self._outbox.put(message)
@@ -127,18 +161,21 @@ def _edge(addresses: Sequence[str], ready: Path, tls_dir: str) -> None:
         pending = [c.future(request, timeout=CALL_SECONDS) for c in calls]
         return bytes([len([p.result() for p in pending])])
 
-    def chat(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
-        conversations = [_Conversation(c) for c in channels]
-        try:
-            for request in requests:
+    def chat_on(method: str) -> Chat:
+        def chat(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+            conversations = [_Conversation(c, method) for c in channels]
+            try:
+                for request in requests:
+                    for conversation in conversations:
+                        conversation.send(request)
+                    yield bytes([len([c.receive() for c in conversations])])
+            finally:
                 for conversation in conversations:
-                    conversation.send(request)
-                yield bytes([len([c.receive() for c in conversations])])
-        finally:
-            for conversation in conversations:
-                conversation.close()
+                    conversation.close()
 
-    _serve(call, chat, ready, tls_dir)
+        return chat
+
+    _serve(call, chat_on(CHAT), ready, tls_dir, chat_on(CHAT_READER))
 
 
 def _print_measured(calls: str, tls: bool, rounds: int) -> None:
@@ -241,7 +278,8 @@ def _rounds(
     channels: Sequence[grpc.Channel], rounds: int, request: bytes, calls: str
 ) -> list[float]:
     """Seconds of each round: the master's message to every edge, then every edge's answer."""
-    conversations = [_Conversation(c) for c in channels] if calls == "stream" else []
+    method = CHAT_READER if calls == "reader" else CHAT
+    conversations = [_Conversation(c, method) for c in channels] if calls != "unary" else []
     unary = [c.unary_unary(METHOD) for c in channels]
     times = []
     try:

@@ -321,7 +321,8 @@ class Epochs:
             return None, predicted
         # Prediction against prediction: the plan in use re-timed on the same fits. Without it
         # (a fallback layout, or one that no longer fits), the measured recent rounds.
-        current = float(plan.extra.get("current_seconds", 0.0))
+        retimed = float(plan.extra.get("current_seconds", 0.0))
+        current = retimed
         if current <= 0:
             recent = [r.seconds for r in self.job.history[-REPLAN_WINDOW:]]
             current = float(np.median(recent)) if recent else layout.predicted_round_seconds
@@ -335,7 +336,9 @@ class Epochs:
                 remaining,
                 self.placement_seconds,
             )
-            return None, None
+            # the plan in use re-timed on the new fits is its prediction now (the first, made
+            # before any round was measured, would be shown for the rest of the job)
+            return None, retimed if retimed > 0 else None
         log.info(
             "job %s: re-placing for the new plan (%.4f -> %.4f s/round)",
             self.job.job_id,
