@@ -16,9 +16,10 @@ A round is a unary call per edge and per worker (as edgecode's rounds are), or w
 ``calls="stream"`` a message each way on one long-lived bidirectional stream per edge and per
 worker (what a stream per node would cost at best), or with ``calls="reader"`` the same streams
 with every peer reading its requests on a thread of their own and handing them over in a queue
-(the shape of edgecode's peers, which must see a cancel while a round runs). ``python -m edgecode.bench.grpc_floor
-measure [--calls stream|reader] [--plaintext]`` times both trees of the bench's cluster beside the
-threads' floor and oracle; the child processes run as ``... worker|edge --ready FILE ...``.
+(the shape of edgecode's peers, which must see a cancel while a round runs).
+``python -m edgecode.bench.grpc_floor measure [--calls stream|reader] [--plaintext]`` times
+both trees of the bench's cluster beside the threads' floor and oracle; the child processes run
+as ``... worker|edge --ready FILE ...``.
 """
 
 from __future__ import annotations
