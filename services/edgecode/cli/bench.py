@@ -233,8 +233,10 @@ def _train_target(targets: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "train",
         help="round times of coded vs uncoded training on a local cluster, transport, memory",
         description=(
-            "On a real local cluster (8 workers in 2 edges, 5 ms emulated compute per partition, K=16, "
-            "real gradients): the planner's hgc plan vs uncoded with one persistent 5x straggler "
+            "On a real local cluster (8 workers in 2 edges, 80 ms of emulated compute for the whole "
+            "data set, i.e. 10 ms per worker's even share, real gradients; the planner chooses K for "
+            "its hgc plan, the other schemes use K=16): the planner's hgc plan vs uncoded with one "
+            "persistent 5x straggler "
             "(target <= 0.5x) and without stragglers (target <= 1.15x); fixed s_e=s_w=1 vs the load "
             "bound's prediction; an 8 MB gradient over an edgecode RPC vs a bare gRPC call vs a raw "
             "TCP socket (targets >= 0.75x and >= 0.25x); peak worker memory (target < 150 MB); "

@@ -26,12 +26,15 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from edgecode.errors import Infeasible, InvalidInput, NotAllowed, Overloaded
 from edgecode.planning.spec import ClusterSpec, EdgeSpec, Plan, WorkerSpec
-from edgecode.stragglers import fit_shifted_exponential
+from edgecode.stragglers import censored_count, fit_shifted_exponential
 
 log = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float64]
 
 MIN_MEASUREMENTS = 3
 #: A node silent for this many dead-after periods is forgotten.
@@ -322,10 +325,10 @@ class CoordinatorLogic:
         )
         if len(member.measurements) < MIN_MEASUREMENTS:
             return base, False
-        times, fractions, responses = (np.array(c) for c in zip(*member.measurements, strict=True))
+        times, fractions, _ = (np.array(c) for c in zip(*member.measurements, strict=True))
         shift, rate = fit_shifted_exponential(times, fractions)
-        # Everything but compute (the link, RPC and serialization) acts as the worker's link delay.
-        link = float(np.median(responses - times))
+        # the link delay is fitted over the worker's edge (cluster_spec: pooled_links)
+        link = pooled_links([link_samples(member)])[0]
         fitted = replace(
             base, shift=shift, rate=rate, model="shifted_exponential", link_seconds=link
         )
@@ -340,11 +343,16 @@ class CoordinatorLogic:
         alive = [m for m in alive if m.name not in set(exclude)]
         edges, fitted = [], True
         for edge in (m for m in alive if m.role == "edge"):
-            workers = []
+            workers, measured = [], []
             for worker in (m for m in alive if m.role == "worker" and m.edge == edge.name):
                 model, ok = self.worker_model(worker)
                 fitted &= ok
                 workers.append(model)
+                if ok:
+                    measured.append((len(workers) - 1, link_samples(worker)))
+            links = pooled_links([samples for _, samples in measured])
+            for (i, _), link in zip(measured, links, strict=True):
+                workers[i] = replace(workers[i], link_seconds=link)
             if workers:
                 edges.append(
                     EdgeSpec(name=edge.name, workers=tuple(workers), link_seconds=edge.link_seconds)
@@ -406,3 +414,52 @@ class CoordinatorLogic:
         for role in ROLES:
             up = sum(1 for m in listed if m.role == role and now - m.last_seen <= self._dead_after)
             self._metrics.membership(role, up, sum(1 for m in listed if m.role == role) - up)
+
+
+def link_samples(member: Member) -> FloatArray:
+    """A worker's per-round seconds beyond its compute as its edge saw them (the link, the RPC,
+    serialization and the edge's queue)."""
+    return np.array([response - seconds for seconds, _, response in member.measurements])
+
+
+def pooled_links(samples: Sequence[ArrayLike]) -> list[float]:
+    """Link delays of the workers of one edge from their per-round samples (seconds beyond
+    compute): each worker's trimmed mean, shrunk toward the edge's mean by as much as the data
+    cannot tell the workers apart (Efron and Morris's empirical Bayes estimator).
+
+    On one machine, what the edge sees beyond a worker's compute is mostly its own queue, the
+    same for every worker, plus round-to-round noise: three profiling rounds gave identical
+    workers "links" of 1.9-6.4 ms, and the planner sized their shares to that noise (7 to 13
+    partitions of 80 where 10 each was right). A worker whose link really differs (a slow
+    network) keeps its own estimate: the spread between workers then dwarfs the noise.
+
+    Per worker: the ``t = censored_count(n)`` largest samples are dropped (a warm-up round, a
+    busy moment; as the compute fit censors them), the rest give the mean ``y_i`` over ``r_i``
+    samples. With ``s^2`` the within-worker variance pooled over the edge, ``v_i = s^2 / r_i``,
+    ``mu`` the mean of the ``y_i`` and ``tau^2 = max(0, sum (y_i - mu)^2 / (k - 1) - mean v_i)``
+    (the spread between workers beyond noise), the estimate is
+    ``mu + tau^2 / (tau^2 + v_i) (y_i - mu)``; with fewer than three workers, ``y_i``.
+
+    >>> [round(x, 4) for x in pooled_links([[0.003, 0.006], [0.002, 0.006], [0.005, 0.004]])]
+    [0.0043, 0.0043, 0.0043]
+    >>> [round(x, 3) for x in pooled_links([[0.003, 0.004], [0.002, 0.004], [0.050, 0.052]])]
+    [0.004, 0.003, 0.051]
+    """
+    kept = []
+    for values in samples:
+        y = np.sort(np.asarray(values, dtype=np.float64))
+        if y.ndim != 1 or y.size == 0 or not np.all(np.isfinite(y)):
+            raise ValueError("link samples must be non-empty 1-D arrays of finite seconds")
+        kept.append(y[: y.size - censored_count(y.size)])
+    own = np.array([y.mean() for y in kept])
+    dof = sum(y.size - 1 for y in kept)
+    if own.size < 3 or dof == 0:
+        return [float(x) for x in own]
+    within = sum(float(np.sum((y - y.mean()) ** 2)) for y in kept) / dof
+    noise = within / np.array([y.size for y in kept], dtype=np.float64)
+    mu = float(own.mean())
+    between = max(0.0, float(np.sum((own - mu) ** 2)) / (own.size - 1) - float(noise.mean()))
+    if between == 0.0:
+        return [mu] * own.size
+    keep = between / (between + noise)
+    return [float(x) for x in mu + keep * (own - mu)]
